@@ -1,0 +1,37 @@
+"""Render the Envoy bootstrap that joins a node to the control plane (`envoy/bootstrap.yaml`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    node_id: str
+    xds: tuple[tuple[str, int], ...]
+    node_cluster: str = "mcpgw"
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9901
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`host:port` → (host, port); raises ValueError with the offending text."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def render(options: BootstrapOptions) -> str:
+    endpoints = "\n".join(
+        f"              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}"
+        for host, port in options.xds
+    )
+    return Template(TEMPLATE.read_text()).substitute(
+        node_id=options.node_id, node_cluster=options.node_cluster, admin_host=options.admin_host,
+        admin_port=options.admin_port, xds_endpoints=endpoints,
+    )

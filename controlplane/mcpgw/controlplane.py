@@ -1,0 +1,143 @@
+"""The control plane process: registry source → translator → snapshot cache → ADS server.
+
+Data flows one way. The source produces registry snapshots; `translate` turns each into Envoy
+resources; the cache versions them; the ADS server delivers them. A rejected registry never
+reaches the cache, so Envoys keep the last good configuration. A small read-only status
+endpoint shows the registry and every connected node (ACKed versions, last NACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from mcpgw.httpserve import ServedApp, serve
+from mcpgw.log import get_logger
+from mcpgw.registry.filesource import FileSource
+from mcpgw.registry.model import RegistrySnapshot
+from mcpgw.registry.validate import Invalid
+from mcpgw.translate.envoy import GatewaySettings, PluginRef, translate
+from mcpgw.xds.cache import SnapshotCache
+from mcpgw.xds.server import AdsServer
+from pluginserver.catalog import latest
+
+log = get_logger(__name__)
+FILTER_NAME = "mcp-server"
+
+
+@dataclass(frozen=True)
+class ControlPlaneOptions:
+    registry_dir: Path
+    plugins_dir: Path
+    xds_host: str = "127.0.0.1"
+    xds_port: int = 18000
+    status_host: str = "127.0.0.1"
+    status_port: int = 18001
+    # Where Envoy fetches plugins from: the plugin server's address as Envoy sees it.
+    plugin_server_host: str = "127.0.0.1"
+    plugin_server_port: int = 18002
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 10000
+
+
+@dataclass
+class _Counters:
+    applied: int = 0
+    rejected: int = 0
+    last_applied_at: float | None = None
+
+
+class ControlPlane:
+    def __init__(self, options: ControlPlaneOptions) -> None:
+        self.options = options
+        self.source = FileSource(options.registry_dir)
+        self.cache = SnapshotCache()
+        self.ads = AdsServer(self.cache)
+        self.settings: GatewaySettings | None = None
+        self._counters = _Counters()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._status: ServedApp | None = None
+        self.xds_port = options.xds_port
+        self.status_port = options.status_port
+
+    async def start(self) -> None:
+        """Load the registry and plugin, then serve; raises `Invalid` for a broken registry at startup.
+
+        At startup there is no last good registry to fall back on, so refusing to start is the
+        only way not to serve an empty gateway by accident.
+        """
+        plugin = latest(FILTER_NAME, self.options.plugins_dir)
+        base = f"http://{self.options.plugin_server_host}:{self.options.plugin_server_port}"
+        self.settings = GatewaySettings(
+            plugin=PluginRef(url=base + plugin.url_path, sha256=plugin.sha256),
+            plugin_server_host=self.options.plugin_server_host,
+            plugin_server_port=self.options.plugin_server_port,
+            listen_host=self.options.listen_host, listen_port=self.options.listen_port,
+        )
+        log.info("plugin_selected", name=plugin.name, version=plugin.version, sha256=plugin.sha256, bytes=plugin.size)
+        self.source.load()
+        if self.source.snapshot is None:
+            raise Invalid(self.source.problems)
+        await self.apply(self.source.snapshot)
+        self.xds_port = await self.ads.start(self.options.xds_host, self.options.xds_port)
+        await self._start_status()
+        self._watch_task = asyncio.create_task(self.source.watch(self.apply), name="registry-watch")
+        log.info("control_plane_ready", xds=f"{self.options.xds_host}:{self.xds_port}",
+                 status=f"http://{self.options.status_host}:{self.status_port}/status")
+
+    async def apply(self, snapshot: RegistrySnapshot) -> None:
+        assert self.settings is not None
+        started = time.perf_counter()
+        resources = translate(snapshot, self.settings)
+        changed = self.cache.set_resources(resources)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self._counters.applied += 1
+        self._counters.last_applied_at = time.time()
+        log.info("snapshot_applied", revision=snapshot.revision, servers=len(snapshot.servers),
+                 changed_types=changed, translate_ms=round(elapsed_ms, 2))
+
+    async def stop(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        if self._status is not None:
+            await self._status.close()
+        await self.ads.stop(grace=1.0)
+
+    def status(self) -> dict[str, Any]:
+        snapshot = self.source.snapshot
+        return {
+            "registry": {
+                "directory": str(self.options.registry_dir),
+                "revision": snapshot.revision if snapshot else None,
+                "servers": [{"key": s.key, "path": s.path, "tools": len(s.tools), "source": s.source}
+                            for s in (snapshot.servers if snapshot else ())],
+                "problems": [{"file": p.file, "field": p.path, "reason": p.reason} for p in self.source.problems],
+                "applied": self._counters.applied,
+                "last_applied_at": self._counters.last_applied_at,
+            },
+            "xds": {"versions": self.cache.snapshot.versions()},
+            "nodes": self.ads.status(),
+        }
+
+    async def _start_status(self) -> None:
+        app = web.Application()
+
+        async def status(_: web.Request) -> web.Response:
+            return web.json_response(self.status())
+
+        app.router.add_get("/status", status)
+        app.router.add_get("/healthz", _ok)
+        self._status = await serve(app, self.options.status_host, self.options.status_port)
+        self.status_port = self._status.port
+
+
+async def _ok(_: web.Request) -> web.Response:
+    return web.Response(text="ok\n")

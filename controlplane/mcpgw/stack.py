@@ -1,0 +1,93 @@
+"""`mcpgw up`: the whole gateway on one machine, as child tasks and one Envoy child process.
+
+demo REST backend → plugin server → control plane (xDS + status) → Envoy, started in that
+order so each part finds what it needs, and stopped in reverse. Integration tests use the
+same class with free ports, so what `make up` runs is what the tests exercise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcpgw.bootstrap import BootstrapOptions, render
+from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
+from mcpgw.demo.petstore import create_app as create_demo_app
+from mcpgw.envoyproc import EnvoyProcess
+from mcpgw.httpserve import ServedApp, serve
+from mcpgw.log import get_logger
+from mcpgw.translate.envoy import LISTENER_NAME
+from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
+from pluginserver.server import create_app as create_plugin_app
+
+log = get_logger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_REGISTRY = REPO_ROOT / "examples" / "registry"
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    registry_dir: Path = DEFAULT_REGISTRY
+    plugins_dir: Path = DEFAULT_PLUGINS_DIR
+    host: str = "127.0.0.1"
+    listen_port: int = 10000
+    xds_port: int = 18000
+    status_port: int = 18001
+    plugin_port: int = 18002
+    envoy_admin_port: int = 9901
+    # None: do not run the demo backend (the registry points at real services).
+    demo_backend_port: int | None = 18080
+    node_id: str = "mcpgw-local"
+    envoy_concurrency: int = 2
+    envoy_log_level: str = "warning"
+    envoy_workdir: Path | None = None
+
+
+@dataclass
+class Stack:
+    options: StackOptions
+    demo: ServedApp | None = None
+    plugins: ServedApp | None = None
+    control_plane: ControlPlane | None = None
+    envoy: EnvoyProcess | None = None
+
+    @property
+    def mcp_base_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.listen_port}"
+
+    async def start(self, ready_timeout: float = 60.0) -> None:
+        """Start every part; on any failure, stop what was started and re-raise."""
+        opts = self.options
+        try:
+            if opts.demo_backend_port is not None:
+                self.demo = await serve(create_demo_app(), opts.host, opts.demo_backend_port)
+                log.info("demo_backend_ready", url=self.demo.url)
+            self.plugins = await serve(create_plugin_app(opts.plugins_dir), opts.host, opts.plugin_port)
+            log.info("plugin_server_ready", url=self.plugins.url, root=str(opts.plugins_dir))
+            self.control_plane = ControlPlane(ControlPlaneOptions(
+                registry_dir=opts.registry_dir, plugins_dir=opts.plugins_dir,
+                xds_host=opts.host, xds_port=opts.xds_port, status_host=opts.host, status_port=opts.status_port,
+                plugin_server_host=opts.host, plugin_server_port=self.plugins.port,
+                listen_host=opts.host, listen_port=opts.listen_port,
+            ))
+            await self.control_plane.start()
+            self.envoy = EnvoyProcess(
+                render(BootstrapOptions(node_id=opts.node_id, xds=((opts.host, self.control_plane.xds_port),),
+                                        admin_port=opts.envoy_admin_port)),
+                admin_port=opts.envoy_admin_port, concurrency=opts.envoy_concurrency,
+                log_level=opts.envoy_log_level, workdir=opts.envoy_workdir,
+            )
+            await self.envoy.start()
+            await self.envoy.wait_ready(ready_timeout, listener=LISTENER_NAME)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self.envoy is not None:
+            await self.envoy.stop()
+        if self.control_plane is not None:
+            await self.control_plane.stop()
+        for served in (self.plugins, self.demo):
+            if served is not None:
+                await served.close()

@@ -1,0 +1,248 @@
+"""The translator: a pure function from a registry snapshot to Envoy xDS resources.
+
+Unit of delivery = one MCP server. Each server's tools live in its own ECDS resource (a Wasm
+filter configuration named after the server). The listener holds one composite filter whose
+matcher maps the request path prefix `/mcp/{namespace}/{server}` to that server's ECDS name, so:
+
+- a tool or description edit changes only that server's extension config: no listener, route
+  or cluster changes, no drain, and no other server's config is resent;
+- adding or removing a server changes the listener's matcher (and routes and clusters).
+
+Why not per-route selection: Envoy rejects ECDS (`dynamic_config`) inside per-route composite
+configuration ("Failed to get downstream factory context"), and route metadata would put tool
+definitions into RDS, where one edit resends the whole route table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+# Importing these modules registers their message types, so `ParseDict` can resolve "@type" URLs.
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import extension_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2  # noqa: F401
+from envoy.extensions.filters.http.composite.v3 import composite_pb2  # noqa: F401
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.http.wasm.v3 import wasm_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
+from google.protobuf import json_format, wrappers_pb2  # noqa: F401
+from google.protobuf.message import Message
+
+from mcpgw.registry.model import McpServer, RegistrySnapshot
+from mcpgw.registry.validate import is_ip
+from mcpgw.translate.filterconfig import cluster_name, filter_config
+from mcpgw.xds import types
+
+LISTENER_NAME = "mcpgw-http"
+ROUTE_CONFIG_NAME = "mcpgw-routes"
+PLUGIN_CLUSTER = "mcpgw-plugins"
+VM_ID = "mcpgw-mcp-server"
+WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+_ADS = {"ads": {}, "resource_api_version": "V3"}
+
+Resources = dict[str, dict[str, Message]]
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    """Where Envoy fetches the `mcp-server` filter and the digest it must have."""
+
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    plugin: PluginRef
+    plugin_server_host: str = "127.0.0.1"
+    plugin_server_port: int = 18002
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 10000
+
+
+def extension_config_name(server: McpServer) -> str:
+    return f"mcpgw/{server.key}"
+
+
+def translate(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Resources:
+    """Every resource the gateway's Envoys need, keyed by type URL and resource name."""
+    clusters = {PLUGIN_CLUSTER: _plugin_cluster(settings)}
+    endpoints: dict[str, Message] = {}
+    extensions: dict[str, Message] = {}
+    for server in snapshot.servers:
+        cluster, assignment = _backend_cluster(server)
+        clusters[cluster.name] = cluster
+        if assignment is not None:
+            endpoints[assignment.cluster_name] = assignment
+        extension = _extension_config(server, settings.plugin)
+        extensions[extension.name] = extension
+    return {
+        types.CLUSTER: clusters,
+        types.ENDPOINT: endpoints,
+        types.EXTENSION_CONFIG: extensions,
+        types.LISTENER: {LISTENER_NAME: _listener(snapshot, settings)},
+        types.ROUTE: {ROUTE_CONFIG_NAME: _routes(snapshot)},
+    }
+
+
+def _parse(message: Message, data: dict[str, Any]) -> Message:
+    return json_format.ParseDict(data, message)
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _lb_endpoints(addresses: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    return [{"lb_endpoints": [{"endpoint": {"address": _socket(h, p)}} for h, p in addresses]}]
+
+
+def _plugin_cluster(settings: GatewaySettings) -> Message:
+    host, port = settings.plugin_server_host, settings.plugin_server_port
+    return _parse(cluster_pb2.Cluster(), {
+        "name": PLUGIN_CLUSTER,
+        "type": "STATIC" if is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": PLUGIN_CLUSTER, "endpoints": _lb_endpoints([(host, port)])},
+    })
+
+
+def _backend_cluster(server: McpServer) -> tuple[Message, Message | None]:
+    """IP endpoints are delivered by EDS; DNS names need Envoy to resolve them (STRICT_DNS)."""
+    name = cluster_name(server)
+    backend = server.backend
+    addresses = [(e.host, e.port) for e in backend.endpoints]
+    data: dict[str, Any] = {"name": name, "connect_timeout": "2s", "lb_policy": "ROUND_ROBIN"}
+    assignment = None
+    if all(is_ip(host) for host, _ in addresses):
+        data |= {"type": "EDS", "eds_cluster_config": {"eds_config": _ADS}}
+        assignment = _parse(endpoint_pb2.ClusterLoadAssignment(),
+                            {"cluster_name": name, "endpoints": _lb_endpoints(addresses)})
+    else:
+        data |= {"type": "STRICT_DNS", "dns_lookup_family": "V4_PREFERRED",
+                 "load_assignment": {"cluster_name": name, "endpoints": _lb_endpoints(addresses)}}
+    if backend.scheme == "https":
+        sni = backend.host_header or backend.endpoints[0].host
+        data["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": sni,
+            },
+        }
+    return _parse(cluster_pb2.Cluster(), data), assignment
+
+
+def _extension_config(server: McpServer, plugin: PluginRef) -> Message:
+    configuration = json.dumps(filter_config(server), separators=(",", ":"), ensure_ascii=False)
+    return _parse(extension_pb2.TypedExtensionConfig(), {
+        "name": extension_config_name(server),
+        "typed_config": {
+            "@type": WASM_TYPE,
+            "config": {
+                "name": extension_config_name(server),
+                "root_id": "mcp-server",
+                "vm_config": {
+                    "vm_id": VM_ID,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"remote": {
+                        "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
+                        "sha256": plugin.sha256,
+                        "retry_policy": {"num_retries": 5},
+                    }},
+                },
+                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+                # Without this Envoy turns the filter's header pause into StopAllIterationAndWatermark
+                # and never delivers the request body.
+                "allow_on_headers_stop_iteration": True,
+            },
+        },
+    })
+
+
+def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
+    """One composite filter selecting each server's ECDS config by path prefix.
+
+    Envoy picks the longest matching prefix, so `/mcp/a/b2` never reaches `/mcp/a/b`'s filter
+    when both exist; the filter itself rejects any path that is not its own.
+    """
+    actions = {
+        server.path: {"action": {
+            "name": server.key,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction",
+                "dynamic_config": {
+                    "name": extension_config_name(server),
+                    "config_discovery": {"config_source": _ADS, "type_urls": [WASM_TYPE]},
+                },
+            },
+        }}
+        for server in snapshot.servers
+    }
+    return {
+        "name": "mcpgw.mcp",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": {
+                "name": "composite",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite"},
+            },
+            "xds_matcher": {"matcher_tree": {
+                "input": {"name": "path", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                    "header_name": ":path",
+                }},
+                "prefix_match_map": {"map": actions},
+            }},
+        },
+    }
+
+
+def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
+    http_filters = [_composite_filter(snapshot)] if snapshot.servers else []
+    http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "mcpgw",
+        "codec_type": "AUTO",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _ADS},
+        "http_filters": http_filters,
+    }
+    return _parse(listener_pb2.Listener(), {
+        "name": LISTENER_NAME,
+        "address": _socket(settings.listen_host, settings.listen_port),
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": manager}]}],
+    })
+
+
+def _json_reply(status: int, message: str) -> dict[str, Any]:
+    return {"status": status, "body": {"inline_string": json.dumps({"error": message})}}
+
+
+def _routes(snapshot: RegistrySnapshot) -> Message:
+    # MCP traffic is answered by the filter; these routes only name each server's path and
+    # give a clear answer if its filter config has not arrived. Nothing is proxied from here.
+    routes: list[dict[str, Any]] = [
+        {"name": server.key, "match": {"path_separated_prefix": server.path},
+         "direct_response": _json_reply(503, f"MCP server {server.key} is not ready on this gateway")}
+        for server in snapshot.servers
+    ]
+    routes.append({"name": "not-found", "match": {"prefix": "/"},
+                   "direct_response": _json_reply(404, "no MCP server at this path; servers live at /mcp/{namespace}/{name}")})
+    return _parse(route_pb2.RouteConfiguration(), {
+        "name": ROUTE_CONFIG_NAME,
+        "virtual_hosts": [{"name": "mcpgw", "domains": ["*"], "routes": routes}],
+    })
