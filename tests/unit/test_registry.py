@@ -1,0 +1,215 @@
+"""Registry model, validation and the file source."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mcpgw.registry import templates
+from mcpgw.registry.filesource import FileSource, load_directory
+from mcpgw.registry.model import RegistrySnapshot
+from mcpgw.registry.validate import Invalid, parse_server
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "registry"
+
+
+def minimal(**overrides: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "kind": "McpServer",
+        "name": "svc",
+        "backend": {"endpoints": ["127.0.0.1:8080"]},
+        "tools": [{
+            "name": "get",
+            "args": [{"name": "id", "type": "integer", "required": True, "position": "path"}],
+            "requestTemplate": {"url": "/items/{{.args.id}}", "method": "GET"},
+        }],
+    }
+    document.update(overrides)
+    return document
+
+
+def problems_of(document: Any) -> list[tuple[str, str]]:
+    with pytest.raises(Invalid) as error:
+        parse_server(document, "f.yaml")
+    assert all(p.file == "f.yaml" for p in error.value.problems)
+    return [(p.path, p.reason) for p in error.value.problems]
+
+
+def test_example_registry_loads_with_every_field() -> None:
+    snapshot = load_directory(EXAMPLES)
+    (server,) = snapshot.servers
+    assert (server.key, server.path) == ("default/petstore", "/mcp/default/petstore")
+    assert server.backend.host_header == "petstore.internal"
+    assert [t.name for t in server.tools] == ["listPets", "getPet", "createPet", "describePet"]
+    list_pets, get_pet, create_pet, describe = server.tools
+    # {{.config.apiVersion}} is resolved at load time and merged into one literal.
+    assert list_pets.request.url == (templates.Text("/v1/pets"),)
+    assert get_pet.request.url_path_nodes == 2
+    assert get_pet.output_schema is not None
+    assert create_pet.request.body_mode == "json_args"
+    assert describe.response.body is not None and describe.error_response is not None
+
+
+def test_minimal_document_gets_defaults() -> None:
+    server = parse_server(minimal())
+    assert server.namespace == "default"
+    assert server.backend.scheme == "http" and server.backend.timeout_ms == 10_000
+    assert server.tools[0].request.method == "GET"
+
+
+@pytest.mark.parametrize(("change", "path", "reason"), [
+    (lambda d: d.update(kind="Server"), "kind", "must be 'McpServer'"),
+    (lambda d: d.pop("name"), "name", "is required"),
+    (lambda d: d.update(name="Bad_Name"), "name", "is not valid"),
+    (lambda d: d.update(colour="blue"), "colour", "unknown field"),
+    (lambda d: d.update(backend={"endpoints": ["nohost"]}), "backend.endpoints[0]", "is not 'host:port'"),
+    (lambda d: d.update(backend={"endpoints": []}), "backend.endpoints", "non-empty list"),
+    (lambda d: d.update(backend={"endpoints": ["127.0.0.1:1"], "scheme": "ftp"}), "backend.scheme", "'http' or 'https'"),
+    (lambda d: d["tools"][0]["args"][0].update(type="uuid"), "tools[0].args[0].type", "must be one of"),
+    (lambda d: d["tools"][0]["args"][0].update(position="cookie"), "tools[0].args[0].position", "not supported yet"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.nope}}"),
+     "tools[0].requestTemplate.url", "undeclared argument '.args.nope'"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.id | b64enc}}"),
+     "tools[0].requestTemplate.url", "function 'b64enc' is not supported"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{range .args.id}}"),
+     "tools[0].requestTemplate.url", "action 'range' is not supported"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(argsToJsonBody=True, argsToUrlParam=True),
+     "tools[0].requestTemplate", "are exclusive"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(url="items"), "tools[0].requestTemplate.url", "starting with '/'"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(method="BREW"), "tools[0].requestTemplate.method", "must be one of"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(url="/items"), "tools[0].args[0].position",
+     "url path never uses"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(headers=[{"key": "x", "value": "a\r\nb"}]),
+     "tools[0].requestTemplate.headers[0].value", "CR or LF"),
+    (lambda d: d["tools"][0]["requestTemplate"].update(url="/{{.config.missing}}/{{.args.id}}"),
+     "tools[0].requestTemplate.url", "config has no 'missing'"),
+    (lambda d: d["tools"].append(copy.deepcopy(d["tools"][0])), "tools[1].name", "duplicate tool name"),
+    (lambda d: d["tools"][0].update(outputSchema={"type": "array"}), "tools[0].outputSchema", "type 'object'"),
+    (lambda d: d["tools"][0].update(responseTemplate={"body": "x", "appendBody": "y"}),
+     "tools[0].responseTemplate", "exclusive"),
+    (lambda d: d["tools"][0].update(securitySchemes=[]), "tools[0].securitySchemes", "not supported yet"),
+    (lambda d: d["tools"][0]["args"][0].update(default="seven"), "tools[0].args[0].default", "must be of type integer"),
+    (lambda d: d.update(allowTools=["missing"]), "allowTools[0]", "no tool named 'missing'"),
+])
+def test_validation_names_field_path_and_reason(change: Any, path: str, reason: str) -> None:
+    document = minimal()
+    change(document)
+    found = problems_of(document)
+    assert any(p == path and reason in r for p, r in found), found
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    document = minimal(name="BAD", colour="x")
+    document["tools"][0]["requestTemplate"]["method"] = "BREW"
+    paths = {path for path, _ in problems_of(document)}
+    assert {"name", "colour", "tools[0].requestTemplate.method"} <= paths
+
+
+def test_absolute_url_keeps_only_path_and_query() -> None:
+    document = minimal()
+    document["tools"][0]["requestTemplate"]["url"] = "https://api.example.com/items/{{.args.id}}?v=1"
+    request = parse_server(document).tools[0].request
+    assert request.url == (templates.Text("/items/"), templates.Ref("args", ("id",)), templates.Text("?v=1"))
+    assert request.url_path_nodes == 2
+
+
+def test_allow_tools_keeps_only_listed_tools() -> None:
+    document = minimal()
+    second = copy.deepcopy(document["tools"][0])
+    second["name"] = "other"
+    document["tools"].append(second)
+    document["allowTools"] = ["other"]
+    assert [t.name for t in parse_server(document).tools] == ["other"]
+
+
+@pytest.mark.parametrize(("source", "nodes"), [
+    ("a{{.args.x}}b", (templates.Text("a"), templates.Ref("args", ("x",)), templates.Text("b"))),
+    ("{{ .args.x.y | toJson }}", (templates.Ref("args", ("x", "y"), ("toJson",)),)),
+    ("{{.}}", (templates.Ref(".", ()),)),
+    ("{{.data.0.name}}", (templates.Ref(".", ("data", "0", "name")),)),
+])
+def test_template_parse(source: str, nodes: tuple[templates.Node, ...]) -> None:
+    roots = frozenset({"args", "."})
+    assert templates.parse(source, roots=roots) == nodes
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("{{.args.x", "unbalanced"),
+    ("{{.args.x | toJson | urlquery}}", "chained functions"),
+    ("{{printf \"%s\" .args.x}}", "'printf' is not supported"),
+    ("{{.}}", "only available in response templates"),
+    ("{{.other.x}}", "unknown reference"),
+])
+def test_template_rejects_by_name(source: str, message: str) -> None:
+    with pytest.raises(templates.TemplateError, match=message):
+        templates.parse(source, roots=frozenset({"args"}))
+
+
+def write(directory: Path, name: str, document: Any) -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(document) if not isinstance(document, str) else document)
+    return path
+
+
+def test_directory_problems_name_the_file(tmp_path: Path) -> None:
+    write(tmp_path, "good.yaml", minimal())
+    write(tmp_path, "broken.yaml", "kind: McpServer\nname: [unclosed\n")
+    write(tmp_path, "dup.yml", minimal())
+    with pytest.raises(Invalid) as error:
+        load_directory(tmp_path)
+    messages = [str(p) for p in error.value.problems]
+    assert any("broken.yaml" in m and "cannot read YAML" in m for m in messages), messages
+    assert any("dup.yml" in m and "also defined in" in m for m in messages) or any(
+        "good.yaml" in m and "also defined in" in m for m in messages), messages
+
+
+def test_multi_document_files_and_hidden_files(tmp_path: Path) -> None:
+    other = minimal(name="other")
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump_all([minimal(), other]))
+    write(tmp_path, ".editor-swap.yaml", "not: [valid")
+    snapshot = load_directory(tmp_path)
+    assert [s.key for s in snapshot.servers] == ["default/other", "default/svc"]
+
+
+def test_file_source_keeps_last_valid_snapshot_and_recovers(tmp_path: Path) -> None:
+    path = write(tmp_path, "svc.yaml", minimal())
+    source = FileSource(tmp_path)
+    assert source.load()
+    good = source.snapshot
+    broken = minimal()
+    broken["tools"][0]["requestTemplate"]["method"] = "BREW"
+    write(tmp_path, "svc.yaml", broken)
+    assert not source.load()
+    assert source.snapshot is good
+    assert source.problems[0].file == str(path) and source.problems[0].path == "tools[0].requestTemplate.method"
+    fixed = minimal(description="fixed")
+    write(tmp_path, "svc.yaml", fixed)
+    assert source.load()
+    assert source.problems == [] and source.snapshot is not None and source.snapshot.servers[0].description == "fixed"
+
+
+async def test_file_source_watch_emits_new_snapshots(tmp_path: Path) -> None:
+    write(tmp_path, "svc.yaml", minimal())
+    source = FileSource(tmp_path, poll_interval=0.05)
+    source.load()
+    seen: asyncio.Queue[RegistrySnapshot] = asyncio.Queue()
+
+    async def on_snapshot(snapshot: RegistrySnapshot) -> None:
+        await seen.put(snapshot)
+
+    task = asyncio.create_task(source.watch(on_snapshot))
+    try:
+        write(tmp_path, "svc.yaml", minimal(description="edited"))
+        snapshot = await asyncio.wait_for(seen.get(), 3)
+        assert snapshot.servers[0].description == "edited"
+        write(tmp_path, "svc.yaml", "kind: [")  # invalid: no snapshot emitted
+        await asyncio.sleep(0.3)
+        assert seen.empty() and source.problems
+    finally:
+        task.cancel()
+
