@@ -1,0 +1,265 @@
+"""Snapshot cache: the resources every Envoy should have, versioned by content.
+
+The cache knows nothing about streams, nonces or ACKs; the ADS server (server.py) reads
+snapshots from it and is told when they change. This mirrors go-control-plane's split so that
+the delivery protocol (SotW today, Delta later) can change without touching how configuration
+is produced.
+
+Versions are content hashes, not counters: two control-plane replicas that translate the same
+registry produce the same bytes and hence the same versions, so an Envoy that reconnects to
+another replica sees no spurious change. Each resource is serialised once, when it enters a
+snapshot; the bytes serve both the hash and the `Any` sent on the wire, so pushes to many
+streams never re-serialise anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from google.protobuf.any_pb2 import Any
+from google.protobuf.message import Message
+
+from mcpgw.log import get_logger
+from mcpgw.xds.types import PUSH_ORDER
+
+log = get_logger(__name__)
+
+TYPE_PREFIX = "type.googleapis.com/"
+VERSION_LENGTH = 16  # hex characters of sha256 kept; 64 bits is ample to tell versions apart
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One named resource, serialised once.
+
+    `message` is kept for inspection (status pages, tests); `packed` is what goes on the wire.
+    """
+
+    name: str
+    message: Message
+    hash: str
+    packed: Any
+
+
+@dataclass(frozen=True, slots=True)
+class TypeResources:
+    """All resources of one type plus the version derived from them."""
+
+    type_url: str
+    version: str
+    resources: Mapping[str, Resource]
+
+    def hashes(self) -> dict[str, str]:
+        return {name: res.hash for name, res in self.resources.items()}
+
+
+def _type_url_of(message: Message) -> str:
+    return TYPE_PREFIX + message.DESCRIPTOR.full_name
+
+
+def _seal(type_url: str, name: str, message: Message) -> Resource:
+    if _type_url_of(message) != type_url:
+        raise TypeError(f"resource {name!r} is a {message.DESCRIPTOR.full_name}, not {type_url}")
+    # Deterministic serialisation orders map entries, so equal messages give equal bytes.
+    data = message.SerializeToString(deterministic=True)
+    packed = Any(type_url=type_url, value=data)
+    return Resource(name=name, message=message, hash=hashlib.sha256(data).hexdigest(), packed=packed)
+
+
+def type_version(hashes: Iterable[tuple[str, str]]) -> str:
+    """The version of a set of (name, resource hash) pairs, independent of their order."""
+    digest = hashlib.sha256()
+    for name, res_hash in sorted(hashes):
+        # Length-prefix the name so ("ab", h) and ("a", "b"+h) cannot collide.
+        digest.update(f"{len(name)}:{name}:{res_hash};".encode())
+    return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def _build_type(
+    type_url: str, messages: Mapping[str, Message], previous: TypeResources | None
+) -> TypeResources:
+    reusable = previous.resources if previous is not None else {}
+    sealed: dict[str, Resource] = {}
+    for name, message in messages.items():
+        old = reusable.get(name)
+        # Same object as last time: reuse its bytes and hash instead of serialising again.
+        # Snapshots treat their messages as immutable, so identity implies equal content.
+        sealed[name] = old if old is not None and old.message is message else _seal(type_url, name, message)
+    version = type_version((name, res.hash) for name, res in sealed.items())
+    if previous is not None and previous.version == version:
+        return previous  # keep the old objects so unchanged types compare by identity too
+    return TypeResources(type_url=type_url, version=version, resources=MappingProxyType(sealed))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An immutable set of resources per type URL, with content-derived versions.
+
+    Build with `Snapshot.build(...)`. Messages handed in must not be mutated afterwards.
+    """
+
+    types: Mapping[str, TypeResources] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        resources: Mapping[str, Mapping[str, Message]],
+        previous: Snapshot | None = None,
+    ) -> Snapshot:
+        """Seal plain messages (Cluster, Listener, …; not Any) keyed by type URL then name.
+
+        With `previous`, messages that are the very same objects as there are not re-serialised.
+        """
+        built = {
+            type_url: _build_type(type_url, messages, previous.types.get(type_url) if previous else None)
+            for type_url, messages in resources.items()
+        }
+        return cls(types=MappingProxyType(built))
+
+    @property
+    def resources(self) -> Mapping[str, Mapping[str, Message]]:
+        return {url: {name: r.message for name, r in tr.resources.items()} for url, tr in self.types.items()}
+
+    def get(self, type_url: str) -> TypeResources:
+        """Resources of one type; a type the snapshot does not mention is empty, not missing."""
+        found = self.types.get(type_url)
+        return found if found is not None else _empty(type_url)
+
+    def version(self, type_url: str) -> str:
+        return self.get(type_url).version
+
+    def versions(self) -> dict[str, str]:
+        return {type_url: tr.version for type_url, tr in self.types.items()}
+
+    def changed_types(self, other: Snapshot | None) -> list[str]:
+        """Type URLs whose version differs from `other`, in push order."""
+        urls = set(self.types) | set(other.types if other else ())
+        changed = {u for u in urls if other is None or self.version(u) != other.version(u)}
+        return ordered_types(changed)
+
+
+_EMPTY: dict[str, TypeResources] = {}
+
+
+def _empty(type_url: str) -> TypeResources:
+    cached = _EMPTY.get(type_url)
+    if cached is None:
+        cached = TypeResources(type_url=type_url, version=type_version(()), resources=MappingProxyType({}))
+        _EMPTY[type_url] = cached
+    return cached
+
+
+def ordered_types(type_urls: Iterable[str]) -> list[str]:
+    """Known types in PUSH_ORDER, then any others alphabetically (deterministic)."""
+    urls = set(type_urls)
+    known = [u for u in PUSH_ORDER if u in urls]
+    return known + sorted(urls - set(PUSH_ORDER))
+
+
+class Watch:
+    """A subscriber's flag that the cache changed; changes coalesce until `wait` returns.
+
+    Safe to trigger from any thread: the event is set on the loop that created the watch.
+    """
+
+    def __init__(self, cache: SnapshotCache, node_id: str, callback: Callable[[], None] | None) -> None:
+        self.node_id = node_id
+        self._cache = cache
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._callback = callback
+
+    def _notify(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._fire()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        self._event.set()
+        if self._callback is not None:
+            self._callback()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event.clear()
+
+    def close(self) -> None:
+        self._cache._remove_watch(self)
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SnapshotCache:
+    """Holds the current snapshot and notifies watchers when it changes.
+
+    One snapshot serves every node today; `snapshot_for(node_id)` is the seam where per-node
+    snapshots would plug in.
+    """
+
+    def __init__(self) -> None:
+        self._snapshot = Snapshot()
+        self._watches: set[Watch] = set()
+        self._lock = threading.Lock()  # set_snapshot may come from a registry-watcher thread
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def snapshot_for(self, node_id: str) -> Snapshot:
+        del node_id  # one snapshot for all nodes, for now
+        return self._snapshot
+
+    def set_snapshot(self, snapshot: Snapshot) -> list[str]:
+        """Install `snapshot`; returns the type URLs that changed (empty: nothing notified)."""
+        with self._lock:
+            changed = snapshot.changed_types(self._snapshot)
+            if not changed:
+                return []
+            self._snapshot = snapshot
+            watches = list(self._watches)
+        log.info("snapshot_set", changed=[u.rsplit(".", 1)[-1] for u in changed], versions=_short(snapshot))
+        for watch in watches:
+            watch._notify()
+        return changed
+
+    def set_resources(self, resources: Mapping[str, Mapping[str, Message]]) -> list[str]:
+        """Build a snapshot from plain messages, reusing the current one's serialisations."""
+        return self.set_snapshot(Snapshot.build(resources, previous=self._snapshot))
+
+    def watch(self, node_id: str, callback: Callable[[], None] | None = None) -> Watch:
+        """Register for change notifications; must be called from a running event loop."""
+        watch = Watch(self, node_id, callback)
+        with self._lock:
+            self._watches.add(watch)
+        return watch
+
+    def _remove_watch(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def watch_count(self) -> int:
+        return len(self._watches)
+
+
+def _short(snapshot: Snapshot) -> dict[str, str]:
+    return {url.rsplit(".", 1)[-1]: version for url, version in snapshot.versions().items()}
+
+
+def iter_resources(tr: TypeResources, names: Iterable[str] | None = None) -> Iterator[Resource]:
+    """Resources of `tr` in name order, restricted to `names` when given (absent ones skipped)."""
+    wanted = sorted(tr.resources) if names is None else sorted(n for n in names if n in tr.resources)
+    return (tr.resources[n] for n in wanted)

@@ -1,0 +1,210 @@
+"""gRPC ADS server: carries SotwStream decisions over StreamAggregatedResources.
+
+Each stream runs one loop fed by a mailbox: requests read from Envoy and "snapshot changed"
+signals from the cache go through the same queue, so a stream's state is only ever touched by
+its own loop and responses leave in the order decisions were made (PUSH_ORDER included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+
+from mcpgw.log import get_logger
+from mcpgw.xds.cache import SnapshotCache, Watch
+from mcpgw.xds.sotw import Nack, SotwStream, iso, short_name
+
+log = get_logger(__name__)
+
+# Server-initiated HTTP/2 pings find Envoys that vanished without closing their connection.
+_GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+_NACK_MEMORY = 1024  # nodes whose last NACKs are kept after they disconnect
+
+
+class _Signal(Enum):
+    SNAPSHOT = "snapshot"
+    CLOSE = "close"
+
+
+_Item = DiscoveryRequest | _Signal
+
+
+@dataclass(eq=False, slots=True)
+class _Connection:
+    """One live ADS stream as the server sees it."""
+
+    stream_id: int
+    peer: str
+    connected_at: float
+    mailbox: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
+    sotw: SotwStream | None = None  # created by the first request, which names the node
+    watch: Watch | None = None
+    snapshot_pending: bool = False
+
+    def signal_snapshot(self) -> None:
+        # Many snapshots in a burst need one recomputation: the loop reads the latest anyway.
+        if not self.snapshot_pending:
+            self.snapshot_pending = True
+            self.mailbox.put_nowait(_Signal.SNAPSHOT)
+
+    def status(self) -> dict[str, Any]:
+        sotw = self.sotw
+        return {
+            "node_id": sotw.node_id if sotw else None,
+            "node_cluster": sotw.node_cluster if sotw else None,
+            "connected": True,
+            "stream_id": self.stream_id,
+            "peer": self.peer,
+            "connected_at": iso(self.connected_at),
+            "types": dict(sotw.type_status()) if sotw else {},
+        }
+
+
+class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    """Aggregated Discovery Service (State of the World) serving a SnapshotCache."""
+
+    def __init__(self, cache: SnapshotCache) -> None:
+        self._cache = cache
+        self._server: grpc.aio.Server | None = None
+        self._port: int | None = None
+        self._stopping = False
+        self._ids = itertools.count(1)
+        self._connections: dict[int, _Connection] = {}
+        # node id -> type URL -> last NACK; outlives streams so operators can still see it.
+        self._nacks: OrderedDict[str, dict[str, Nack]] = OrderedDict()
+
+    @property
+    def port(self) -> int | None:
+        return self._port
+
+    async def start(self, host: str = "127.0.0.1", port: int = 18000) -> int:
+        """Listen on host:port (0 picks a free port); returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("AdsServer already started")
+        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
+        bound = server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot bind ADS server to {host}:{port}")
+        await server.start()
+        self._server, self._port, self._stopping = server, bound, False
+        log.info("ads_started", address=f"{host}:{bound}")
+        return bound
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop accepting streams, end the open ones cleanly, and wait for their handlers."""
+        server = self._server
+        if server is None:
+            return
+        self._stopping = True
+        stopped = asyncio.ensure_future(server.stop(grace))  # refuses new RPCs right away
+        for conn in list(self._connections.values()):
+            conn.mailbox.put_nowait(_Signal.CLOSE)
+        await stopped
+        self._server, self._port = None, None
+        log.info("ads_stopped")
+
+    def status(self) -> list[dict[str, Any]]:
+        """One entry per live stream, then disconnected nodes that left a NACK behind."""
+        live = [conn.status() for conn in self._connections.values()]
+        connected = {entry["node_id"] for entry in live}
+        for node_id, nacks in self._nacks.items():
+            if node_id not in connected:
+                live.append({
+                    "node_id": node_id,
+                    "connected": False,
+                    "types": {short_name(u): {"last_nack": n.to_dict()} for u, n in nacks.items()},
+                })
+        return live
+
+    # -- the RPC --------------------------------------------------------------------------
+
+    async def StreamAggregatedResources(  # name fixed by the generated servicer
+        self,
+        request_iterator: AsyncIterator[DiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        if self._stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "control plane shutting down")
+        conn = _Connection(stream_id=next(self._ids), peer=context.peer(), connected_at=time.time())
+        self._connections[conn.stream_id] = conn
+        reader = asyncio.create_task(self._read(request_iterator, conn.mailbox))
+        try:
+            await self._serve(conn, context)
+        except asyncio.CancelledError:
+            raise  # the client went away; grpc cancels the handler
+        except Exception as exc:  # a failed write means the peer is gone; log, don't crash the server
+            log.info("stream_error", stream=conn.stream_id, peer=conn.peer, error=repr(exc))
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            if conn.watch is not None:
+                conn.watch.close()
+            del self._connections[conn.stream_id]
+            log.info("stream_closed", stream=conn.stream_id, node=conn.sotw.node_id if conn.sotw else None)
+
+    async def _serve(self, conn: _Connection, context: grpc.aio.ServicerContext) -> None:
+        while True:
+            item = await conn.mailbox.get()
+            if item is _Signal.CLOSE:
+                return
+            if item is _Signal.SNAPSHOT:
+                conn.snapshot_pending = False
+                responses = self._on_snapshot(conn)
+            else:
+                responses = self._on_request(conn, item)
+            for resp in responses:
+                await context.write(resp)
+
+    def _on_request(self, conn: _Connection, req: DiscoveryRequest) -> list[DiscoveryResponse]:
+        if conn.sotw is None:
+            conn.sotw = self._open(conn, req)
+        return conn.sotw.on_request(req)
+
+    def _on_snapshot(self, conn: _Connection) -> list[DiscoveryResponse]:
+        if conn.sotw is None:
+            return []
+        return conn.sotw.on_snapshot(self._cache.snapshot_for(conn.sotw.node_id))
+
+    def _open(self, conn: _Connection, req: DiscoveryRequest) -> SotwStream:
+        node_id, cluster = req.node.id, req.node.cluster
+        if not node_id:
+            log.warning("stream_without_node_id", stream=conn.stream_id, peer=conn.peer)
+        # Watch before reading the snapshot: any later change is then signalled to this stream.
+        conn.watch = self._cache.watch(node_id, callback=conn.signal_snapshot)
+        sotw = SotwStream(node_id, self._cache.snapshot_for(node_id), cluster, on_nack=self._remember_nack)
+        log.info("stream_opened", stream=conn.stream_id, node=node_id, cluster=cluster, peer=conn.peer)
+        return sotw
+
+    def _remember_nack(self, node_id: str, nack: Nack) -> None:
+        self._nacks.setdefault(node_id, {})[nack.type_url] = nack
+        self._nacks.move_to_end(node_id)
+        while len(self._nacks) > _NACK_MEMORY:
+            self._nacks.popitem(last=False)
+
+    @staticmethod
+    async def _read(requests: AsyncIterator[DiscoveryRequest], mailbox: asyncio.Queue[_Item]) -> None:
+        try:
+            async for req in requests:
+                mailbox.put_nowait(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the peer reset the stream: same as a clean end for us
+            log.debug("stream_read_ended", error=repr(exc))
+        finally:
+            mailbox.put_nowait(_Signal.CLOSE)
