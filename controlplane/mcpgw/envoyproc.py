@@ -81,16 +81,22 @@ class EnvoyProcess:
                 values[name] = int(value)
         return values
 
-    async def wait_ready(self, timeout: float = 30.0, listener: str | None = None) -> None:
-        """Until the admin endpoint says LIVE (and `listener` is active); raises with the log tail."""
+    async def wait_ready(self, timeout: float = 30.0, listeners: int = 0) -> None:
+        """Until Envoy is LIVE with `listeners` active and none warming; raises with the log tail.
+
+        A listener stays warming until its routes and filter configs (and their remote Wasm
+        code) have arrived, so this also waits for the first complete configuration.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.returncode is not None:
                 raise RuntimeError(f"envoy exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                live = self.admin("/ready", timeout=0.5).strip() == "LIVE"
-                if live and (listener is None or listener in self.admin("/listeners", timeout=0.5)):
-                    return
+                if self.admin("/ready", timeout=0.5).strip() == "LIVE":
+                    stats = self.stats("listener_manager.total_listeners_")
+                    if (stats.get("listener_manager.total_listeners_active", 0) >= listeners
+                            and stats.get("listener_manager.total_listeners_warming", 0) == 0):
+                        return
             except OSError:
                 pass
             await asyncio.sleep(0.1)

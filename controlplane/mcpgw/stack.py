@@ -16,7 +16,6 @@ from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
-from mcpgw.translate.envoy import LISTENER_NAME
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
@@ -78,7 +77,7 @@ class Stack:
                 log_level=opts.envoy_log_level, workdir=opts.envoy_workdir,
             )
             await self.envoy.start()
-            await self.envoy.wait_ready(ready_timeout, listener=LISTENER_NAME)
+            await self.envoy.wait_ready(ready_timeout, listeners=1)
         except BaseException:
             await self.stop()
             raise

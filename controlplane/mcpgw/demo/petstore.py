@@ -32,8 +32,10 @@ PETS = web.AppKey("pets", dict[int, dict[str, Any]])
 @web.middleware
 async def _record(request: web.Request, handler: Any) -> web.StreamResponse:
     body = await request.read()
+    # The raw target, exactly as sent: tests compare percent-encoding byte for byte.
+    path, _, query = request.raw_path.partition("?")
     request.app[RECORDED].append(RecordedRequest(
-        method=request.method, path=request.path, query=request.query_string,
+        method=request.method, path=path, query=query,
         headers={k.lower(): v for k, v in request.headers.items()}, body=body,
     ))
     return await handler(request)
