@@ -32,6 +32,9 @@ def render(options: BootstrapOptions) -> str:
         for host, port in options.xds
     )
     return Template(TEMPLATE.read_text()).substitute(
-        node_id=options.node_id, node_cluster=options.node_cluster, admin_host=options.admin_host,
-        admin_port=options.admin_port, xds_endpoints=endpoints,
+        node_id=options.node_id,
+        node_cluster=options.node_cluster,
+        admin_host=options.admin_host,
+        admin_port=options.admin_port,
+        xds_endpoints=endpoints,
     )

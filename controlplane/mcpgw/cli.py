@@ -35,28 +35,64 @@ def _parser() -> argparse.ArgumentParser:
     defaults = StackOptions()
     parser = argparse.ArgumentParser(prog="mcpgw", description="A private MCP gateway on Envoy.")
     parser.add_argument("--version", action="version", version=f"mcpgw {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("MCPGW_LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"], help="default: $MCPGW_LOG_LEVEL or info")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("MCPGW_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="default: $MCPGW_LOG_LEVEL or info",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="run the whole gateway locally: demo backend, plugin server, control plane, Envoy")
-    up.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="registry directory (default: %(default)s)")
-    up.add_argument("--listen-port", type=int, default=defaults.listen_port, help="MCP listener port (default: %(default)s)")
+    up = commands.add_parser(
+        "up", help="run the whole gateway locally: demo backend, plugin server, control plane, Envoy"
+    )
+    up.add_argument(
+        "-f",
+        "--registry",
+        type=Path,
+        default=DEFAULT_REGISTRY,
+        help="registry directory (default: %(default)s)",
+    )
+    up.add_argument(
+        "--listen-port",
+        type=int,
+        default=defaults.listen_port,
+        help="MCP listener port (default: %(default)s)",
+    )
     up.add_argument("--xds-port", type=int, default=defaults.xds_port, help="default: %(default)s")
     up.add_argument("--status-port", type=int, default=defaults.status_port, help="default: %(default)s")
     up.add_argument("--plugin-port", type=int, default=defaults.plugin_port, help="default: %(default)s")
-    up.add_argument("--envoy-admin-port", type=int, default=defaults.envoy_admin_port, help="default: %(default)s")
-    up.add_argument("--demo-backend-port", type=int, default=defaults.demo_backend_port,
-                    help="demo REST backend port; 0 disables it (default: %(default)s)")
+    up.add_argument(
+        "--envoy-admin-port", type=int, default=defaults.envoy_admin_port, help="default: %(default)s"
+    )
+    up.add_argument(
+        "--demo-backend-port",
+        type=int,
+        default=defaults.demo_backend_port,
+        help="demo REST backend port; 0 disables it (default: %(default)s)",
+    )
     up.add_argument("--envoy-log-level", default=defaults.envoy_log_level, help="default: %(default)s")
 
-    boot = commands.add_parser("bootstrap", help="print an Envoy bootstrap that joins the control plane over ADS")
+    boot = commands.add_parser(
+        "bootstrap", help="print an Envoy bootstrap that joins the control plane over ADS"
+    )
     boot.add_argument("--node-id", required=True, help="this Envoy's node id, unique per Envoy")
     boot.add_argument("--node-cluster", default="mcpgw", help="default: %(default)s")
-    boot.add_argument("--xds", type=_address, action="append", required=True, metavar="HOST:PORT",
-                      help="control-plane ADS address; repeat for several replicas")
-    boot.add_argument("--admin", type=_address, default=("127.0.0.1", 9901), metavar="HOST:PORT",
-                      help="Envoy admin address (default: 127.0.0.1:9901)")
+    boot.add_argument(
+        "--xds",
+        type=_address,
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="control-plane ADS address; repeat for several replicas",
+    )
+    boot.add_argument(
+        "--admin",
+        type=_address,
+        default=("127.0.0.1", 9901),
+        metavar="HOST:PORT",
+        help="Envoy admin address (default: 127.0.0.1:9901)",
+    )
 
     check = commands.add_parser("validate", help="validate a registry directory and exit (3 when invalid)")
     check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
@@ -71,8 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.configure(args.log_level)
     if args.command == "bootstrap":
         admin_host, admin_port = args.admin
-        print(render(BootstrapOptions(node_id=args.node_id, node_cluster=args.node_cluster, xds=tuple(args.xds),
-                                      admin_host=admin_host, admin_port=admin_port)), end="")
+        print(
+            render(
+                BootstrapOptions(
+                    node_id=args.node_id,
+                    node_cluster=args.node_cluster,
+                    xds=tuple(args.xds),
+                    admin_host=admin_host,
+                    admin_port=admin_port,
+                )
+            ),
+            end="",
+        )
         return 0
     if args.command == "validate":
         return _validate(args.registry)
@@ -117,14 +163,20 @@ async def _run_demo(port: int) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    from mcpgw.envoyproc import EnvoyNotFound
-    from mcpgw.stack import Stack, StackOptions
     from pluginserver.catalog import PluginError
 
+    from mcpgw.envoyproc import EnvoyNotFound
+    from mcpgw.stack import Stack, StackOptions
+
     options = StackOptions(
-        registry_dir=args.registry, listen_port=args.listen_port, xds_port=args.xds_port,
-        status_port=args.status_port, plugin_port=args.plugin_port, envoy_admin_port=args.envoy_admin_port,
-        demo_backend_port=args.demo_backend_port or None, envoy_log_level=args.envoy_log_level,
+        registry_dir=args.registry,
+        listen_port=args.listen_port,
+        xds_port=args.xds_port,
+        status_port=args.status_port,
+        plugin_port=args.plugin_port,
+        envoy_admin_port=args.envoy_admin_port,
+        demo_backend_port=args.demo_backend_port or None,
+        envoy_log_level=args.envoy_log_level,
     )
     stack = Stack(options)
     try:
@@ -139,8 +191,11 @@ async def _up(args: argparse.Namespace) -> int:
     print("\nmcpgw is up. MCP endpoints (Streamable HTTP):", flush=True)
     for server in stack.control_plane.source.snapshot.servers:
         print(f"  {stack.mcp_base_url}{server.path}    ({len(server.tools)} tools)")
-    print(f"status: http://{options.host}:{stack.control_plane.status_port}/status   "
-          f"envoy admin: http://{options.host}:{options.envoy_admin_port}   Ctrl-C stops everything\n", flush=True)
+    print(
+        f"status: http://{options.host}:{stack.control_plane.status_port}/status   "
+        f"envoy admin: http://{options.host}:{options.envoy_admin_port}   Ctrl-C stops everything\n",
+        flush=True,
+    )
     try:
         await _wait_for_signal()
     finally:

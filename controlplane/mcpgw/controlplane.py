@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pluginserver.catalog import latest
 
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
@@ -25,7 +26,6 @@ from mcpgw.registry.validate import Invalid
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, translate
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
-from pluginserver.catalog import latest
 
 log = get_logger(__name__)
 FILTER_NAME = "mcp-server"
@@ -78,9 +78,16 @@ class ControlPlane:
             plugin=PluginRef(url=base + plugin.url_path, sha256=plugin.sha256),
             plugin_server_host=self.options.plugin_server_host,
             plugin_server_port=self.options.plugin_server_port,
-            listen_host=self.options.listen_host, listen_port=self.options.listen_port,
+            listen_host=self.options.listen_host,
+            listen_port=self.options.listen_port,
         )
-        log.info("plugin_selected", name=plugin.name, version=plugin.version, sha256=plugin.sha256, bytes=plugin.size)
+        log.info(
+            "plugin_selected",
+            name=plugin.name,
+            version=plugin.version,
+            sha256=plugin.sha256,
+            bytes=plugin.size,
+        )
         self.source.load()
         if self.source.snapshot is None:
             raise Invalid(self.source.problems)
@@ -88,8 +95,11 @@ class ControlPlane:
         self.xds_port = await self.ads.start(self.options.xds_host, self.options.xds_port)
         await self._start_status()
         self._watch_task = asyncio.create_task(self.source.watch(self.apply), name="registry-watch")
-        log.info("control_plane_ready", xds=f"{self.options.xds_host}:{self.xds_port}",
-                 status=f"http://{self.options.status_host}:{self.status_port}/status")
+        log.info(
+            "control_plane_ready",
+            xds=f"{self.options.xds_host}:{self.xds_port}",
+            status=f"http://{self.options.status_host}:{self.status_port}/status",
+        )
 
     async def apply(self, snapshot: RegistrySnapshot) -> None:
         assert self.settings is not None
@@ -99,8 +109,13 @@ class ControlPlane:
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._counters.applied += 1
         self._counters.last_applied_at = time.time()
-        log.info("snapshot_applied", revision=snapshot.revision, servers=len(snapshot.servers),
-                 changed_types=changed, translate_ms=round(elapsed_ms, 2))
+        log.info(
+            "snapshot_applied",
+            revision=snapshot.revision,
+            servers=len(snapshot.servers),
+            changed_types=changed,
+            translate_ms=round(elapsed_ms, 2),
+        )
 
     async def stop(self) -> None:
         if self._watch_task is not None:
@@ -117,9 +132,13 @@ class ControlPlane:
             "registry": {
                 "directory": str(self.options.registry_dir),
                 "revision": snapshot.revision if snapshot else None,
-                "servers": [{"key": s.key, "path": s.path, "tools": len(s.tools), "source": s.source}
-                            for s in (snapshot.servers if snapshot else ())],
-                "problems": [{"file": p.file, "field": p.path, "reason": p.reason} for p in self.source.problems],
+                "servers": [
+                    {"key": s.key, "path": s.path, "tools": len(s.tools), "source": s.source}
+                    for s in (snapshot.servers if snapshot else ())
+                ],
+                "problems": [
+                    {"file": p.file, "field": p.path, "reason": p.reason} for p in self.source.problems
+                ],
                 "applied": self._counters.applied,
                 "last_applied_at": self._counters.last_applied_at,
             },

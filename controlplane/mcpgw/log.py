@@ -28,7 +28,12 @@ class _KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         fields = getattr(record, "fields", {})
-        parts = [f"{stamp}.{int(record.msecs):03d}Z", record.levelname.lower(), record.name, record.getMessage()]
+        parts = [
+            f"{stamp}.{int(record.msecs):03d}Z",
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+        ]
         parts += [f"{key}={_format_value(val)}" for key, val in fields.items()]
         line = " ".join(parts)
         if record.exc_info:

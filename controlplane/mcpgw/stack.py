@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
+from pluginserver.server import create_app as create_plugin_app
+
 from mcpgw.bootstrap import BootstrapOptions, render
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
-from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
-from pluginserver.server import create_app as create_plugin_app
 
 log = get_logger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,18 +64,33 @@ class Stack:
                 log.info("demo_backend_ready", url=self.demo.url)
             self.plugins = await serve(create_plugin_app(opts.plugins_dir), opts.host, opts.plugin_port)
             log.info("plugin_server_ready", url=self.plugins.url, root=str(opts.plugins_dir))
-            self.control_plane = ControlPlane(ControlPlaneOptions(
-                registry_dir=opts.registry_dir, plugins_dir=opts.plugins_dir,
-                xds_host=opts.host, xds_port=opts.xds_port, status_host=opts.host, status_port=opts.status_port,
-                plugin_server_host=opts.host, plugin_server_port=self.plugins.port,
-                listen_host=opts.host, listen_port=opts.listen_port,
-            ))
+            self.control_plane = ControlPlane(
+                ControlPlaneOptions(
+                    registry_dir=opts.registry_dir,
+                    plugins_dir=opts.plugins_dir,
+                    xds_host=opts.host,
+                    xds_port=opts.xds_port,
+                    status_host=opts.host,
+                    status_port=opts.status_port,
+                    plugin_server_host=opts.host,
+                    plugin_server_port=self.plugins.port,
+                    listen_host=opts.host,
+                    listen_port=opts.listen_port,
+                )
+            )
             await self.control_plane.start()
             self.envoy = EnvoyProcess(
-                render(BootstrapOptions(node_id=opts.node_id, xds=((opts.host, self.control_plane.xds_port),),
-                                        admin_port=opts.envoy_admin_port)),
-                admin_port=opts.envoy_admin_port, concurrency=opts.envoy_concurrency,
-                log_level=opts.envoy_log_level, workdir=opts.envoy_workdir,
+                render(
+                    BootstrapOptions(
+                        node_id=opts.node_id,
+                        xds=((opts.host, self.control_plane.xds_port),),
+                        admin_port=opts.envoy_admin_port,
+                    )
+                ),
+                admin_port=opts.envoy_admin_port,
+                concurrency=opts.envoy_concurrency,
+                log_level=opts.envoy_log_level,
+                workdir=opts.envoy_workdir,
             )
             await self.envoy.start()
             await self.envoy.wait_ready(ready_timeout, listeners=1)

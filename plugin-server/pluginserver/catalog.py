@@ -69,7 +69,11 @@ def load(name: str, version: str, root: Path) -> Plugin:
 
 def latest(name: str, root: Path) -> Plugin:
     """The highest version of `name`; raises `PluginError` when there is none."""
-    versions = [d.name for d in (root / name).iterdir() if (d / ARTIFACT).is_file()] if (root / name).is_dir() else []
+    versions = (
+        [d.name for d in (root / name).iterdir() if (d / ARTIFACT).is_file()]
+        if (root / name).is_dir()
+        else []
+    )
     if not versions:
         raise PluginError(f"{root / name}: no versions of plugin {name!r} (run `make filters`)")
     return load(name, max(versions, key=_version_key), root)

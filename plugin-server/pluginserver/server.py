@@ -1,9 +1,9 @@
 """HTTP server for Wasm artifacts: Envoy fetches filters from here by URL and sha256.
 
-    GET /plugins/                                   JSON index of every valid plugin
-    GET /plugins/<name>/<version>/plugin.wasm       the module
-    GET /plugins/<name>/<version>/plugin.wasm.sha256
-    GET /healthz
+GET /plugins/                                   JSON index of every valid plugin
+GET /plugins/<name>/<version>/plugin.wasm       the module
+GET /plugins/<name>/<version>/plugin.wasm.sha256
+GET /healthz
 """
 
 from __future__ import annotations
@@ -20,11 +20,15 @@ DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "plugins"
 
 async def _index(request: web.Request) -> web.Response:
     plugins, problems = scan(request.app[ROOT])
-    return web.json_response({
-        "plugins": [{"name": p.name, "version": p.version, "sha256": p.sha256, "size": p.size, "url": p.url_path}
-                    for p in plugins],
-        "problems": problems,
-    })
+    return web.json_response(
+        {
+            "plugins": [
+                {"name": p.name, "version": p.version, "sha256": p.sha256, "size": p.size, "url": p.url_path}
+                for p in plugins
+            ],
+            "problems": problems,
+        }
+    )
 
 
 async def _artifact(request: web.Request) -> web.StreamResponse:
@@ -37,8 +41,9 @@ async def _artifact(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=f"{error}\n") from error
     if file == DIGEST:
         return web.Response(text=plugin.sha256 + "\n")
-    return web.FileResponse(plugin.path, headers={"content-type": "application/wasm",
-                                                   "x-content-sha256": plugin.sha256})
+    return web.FileResponse(
+        plugin.path, headers={"content-type": "application/wasm", "x-content-sha256": plugin.sha256}
+    )
 
 
 async def _healthz(_: web.Request) -> web.Response:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from mcpgw.demo.petstore import RECORDED, RecordedRequest
 from mcpgw.stack import DEFAULT_REGISTRY, Stack, StackOptions
 
@@ -53,9 +52,15 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     backend_port = free_port()
     registry = copy_registry(tmp_path / "registry", backend_port)
     options = StackOptions(
-        registry_dir=registry, listen_port=free_port(), xds_port=free_port(), status_port=free_port(),
-        plugin_port=free_port(), envoy_admin_port=free_port(), demo_backend_port=backend_port,
-        node_id="test-node", envoy_workdir=tmp_path / "envoy",
+        registry_dir=registry,
+        listen_port=free_port(),
+        xds_port=free_port(),
+        status_port=free_port(),
+        plugin_port=free_port(),
+        envoy_admin_port=free_port(),
+        demo_backend_port=backend_port,
+        node_id="test-node",
+        envoy_workdir=tmp_path / "envoy",
     )
     (tmp_path / "envoy").mkdir()
     stack = Stack(options)

@@ -34,8 +34,10 @@ async def test_sdk_client_lists_and_calls_every_demo_tool(gateway: Gateway) -> N
         assert list(tools) == ["listPets", "getPet", "createPet", "describePet"]
         assert tools["getPet"].input_schema == {
             "type": "object",
-            "properties": {"id": {"type": "integer", "description": "The pet's id."},
-                           "fields": {"type": "string", "description": "Comma-separated fields to return."}},
+            "properties": {
+                "id": {"type": "integer", "description": "The pet's id."},
+                "fields": {"type": "string", "description": "Comma-separated fields to return."},
+            },
             "required": ["id"],
         }
         assert tools["getPet"].output_schema is not None
@@ -79,24 +81,48 @@ async def test_json_rpc_errors_and_http_rules(gateway: Gateway) -> None:
     response = await rpc(gateway.url, {"id": 1, "method": "ping"})
     assert response.status_code == 400 and response.json()["error"]["code"] == -32600
     response = await rpc(gateway.url, {"jsonrpc": "2.0", "id": "a", "method": "resources/unknown"})
-    assert response.json() == {"jsonrpc": "2.0", "id": "a",
-                               "error": {"code": -32601, "message": "method not found: resources/unknown"}}
-    response = await rpc(gateway.url, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                                       "params": {"name": "nope", "arguments": {}}})
+    assert response.json() == {
+        "jsonrpc": "2.0",
+        "id": "a",
+        "error": {"code": -32601, "message": "method not found: resources/unknown"},
+    }
+    response = await rpc(
+        gateway.url,
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "nope", "arguments": {}}},
+    )
     assert response.json()["error"]["code"] == -32602 and "nope" in response.json()["error"]["message"]
-    response = await rpc(gateway.url, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                                       "params": {"name": "getPet", "arguments": {"id": "two"}}})
+    response = await rpc(
+        gateway.url,
+        {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "getPet", "arguments": {"id": "two"}},
+        },
+    )
     assert response.json()["error"]["code"] == -32602 and "id" in response.json()["error"]["message"]
-    response = await rpc(gateway.url, {"jsonrpc": "2.0", "id": 4, "method": "tools/call",
-                                       "params": {"name": "getPet", "arguments": {}}})
+    response = await rpc(
+        gateway.url,
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "getPet", "arguments": {}}},
+    )
     assert response.json()["error"] == {"code": -32602, "message": "missing required argument: id"}
     response = await rpc(gateway.url, {"jsonrpc": "2.0", "method": "notifications/initialized"})
     assert response.status_code == 202 and response.content == b""
     response = await rpc(gateway.url, {"jsonrpc": "2.0", "id": 5, "method": "ping"})
     assert response.json() == {"jsonrpc": "2.0", "id": 5, "result": {}}
-    response = await rpc(gateway.url, {"jsonrpc": "2.0", "id": 6, "method": "initialize",
-                                       "params": {"protocolVersion": "2024-01-01", "capabilities": {},
-                                                  "clientInfo": {"name": "t", "version": "1"}}})
+    response = await rpc(
+        gateway.url,
+        {
+            "jsonrpc": "2.0",
+            "id": 6,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2024-01-01",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+    )
     assert response.json()["result"]["protocolVersion"] == "2025-11-25"
     async with httpx.AsyncClient(timeout=10) as http:
         response = await http.post(f"{gateway.stack.mcp_base_url}/mcp/default/absent", json={})
@@ -146,8 +172,12 @@ async def test_description_edit_reaches_connected_client_without_listener_change
         assert not (await client.call_tool("getPet", {"id": 1})).is_error
     assert envoy.pid == pid and envoy.process is not None and envoy.process.returncode is None
     after = envoy.stats("listener_manager.")
-    for stat in ("listener_manager.listener_modified", "listener_manager.listener_added",
-                 "listener_manager.listener_removed", "listener_manager.total_listeners_draining"):
+    for stat in (
+        "listener_manager.listener_modified",
+        "listener_manager.listener_added",
+        "listener_manager.listener_removed",
+        "listener_manager.total_listeners_draining",
+    ):
         assert after[stat] == listener_stats[stat], stat
     ecds = envoy.stats("extension_config_discovery.")
     assert any(name.endswith("config_reload") and value >= 2 for name, value in ecds.items()), ecds

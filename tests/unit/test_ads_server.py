@@ -50,8 +50,11 @@ def world(gen: int = 1, servers: Mapping[str, str] | None = None) -> Resources:
         ENDPOINT: {n: endpoints(n, gen) for n in ("b1", "b2")},
         EXTENSION_CONFIG: {n: ext(n, v) for n, v in servers.items()},
         LISTENER: {"mcp": Listener(name="mcp", stat_prefix=f"mcp{gen}")},
-        ROUTE: {"mcp-routes": RouteConfiguration(name="mcp-routes", max_direct_response_body_size_bytes={
-            "value": 1000 + gen})},
+        ROUTE: {
+            "mcp-routes": RouteConfiguration(
+                name="mcp-routes", max_direct_response_body_size_bytes={"value": 1000 + gen}
+            )
+        },
     }
 
 
@@ -89,8 +92,11 @@ async def ads() -> AsyncIterator[Harness]:
 
 # What Envoy subscribes to for world(): wildcard CDS/LDS, named EDS/ECDS/RDS, in push order.
 ENVOY_SUBSCRIPTIONS: list[tuple[str, list[str]]] = [
-    (CLUSTER, []), (ENDPOINT, ["b1", "b2"]), (EXTENSION_CONFIG, ["weather", "pets"]),
-    (LISTENER, []), (ROUTE, ["mcp-routes"]),
+    (CLUSTER, []),
+    (ENDPOINT, ["b1", "b2"]),
+    (EXTENSION_CONFIG, ["weather", "pets"]),
+    (LISTENER, []),
+    (ROUTE, ["mcp-routes"]),
 ]
 
 
@@ -112,9 +118,11 @@ async def bootstrap(client: AdsClient) -> dict[str, list[str]]:
 
 async def until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
     """Poll server-side state that is updated after a request is read (bounded)."""
+
     async def loop() -> None:
         while not predicate():
             await asyncio.sleep(0.01)
+
     await asyncio.wait_for(loop(), timeout)
 
 
@@ -126,8 +134,13 @@ async def test_first_requests_get_all_subscribed_resources(ads: Harness) -> None
     async with ads.client() as client:
         got = await bootstrap(client)
         await client.expect_silence(QUIET)
-    assert got == {CLUSTER: ["b1", "b2"], ENDPOINT: ["b1", "b2"], EXTENSION_CONFIG: ["pets", "weather"],
-                   LISTENER: ["mcp"], ROUTE: ["mcp-routes"]}
+    assert got == {
+        CLUSTER: ["b1", "b2"],
+        ENDPOINT: ["b1", "b2"],
+        EXTENSION_CONFIG: ["pets", "weather"],
+        LISTENER: ["mcp"],
+        ROUTE: ["mcp-routes"],
+    }
 
 
 async def test_first_request_is_answered_even_when_empty(ads: Harness) -> None:
@@ -363,6 +376,7 @@ async def test_stop_ends_streams_and_leaves_no_tasks() -> None:
 
 async def test_changed_eds_cluster_gets_its_endpoints_again(ads: Harness) -> None:
     """Envoy re-warms a modified cluster and waits for a ClusterLoadAssignment, even an unchanged one."""
+
     def eds_world(timeout_b1: int) -> Resources:
         resources = world()
         for name, cluster in resources[CLUSTER].items():

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from mcpgw.registry import templates
 from mcpgw.registry.filesource import FileSource, load_directory
 from mcpgw.registry.model import RegistrySnapshot
@@ -23,11 +22,13 @@ def minimal(**overrides: Any) -> dict[str, Any]:
         "kind": "McpServer",
         "name": "svc",
         "backend": {"endpoints": ["127.0.0.1:8080"]},
-        "tools": [{
-            "name": "get",
-            "args": [{"name": "id", "type": "integer", "required": True, "position": "path"}],
-            "requestTemplate": {"url": "/items/{{.args.id}}", "method": "GET"},
-        }],
+        "tools": [
+            {
+                "name": "get",
+                "args": [{"name": "id", "type": "integer", "required": True, "position": "path"}],
+                "requestTemplate": {"url": "/items/{{.args.id}}", "method": "GET"},
+            }
+        ],
     }
     document.update(overrides)
     return document
@@ -62,40 +63,91 @@ def test_minimal_document_gets_defaults() -> None:
     assert server.tools[0].request.method == "GET"
 
 
-@pytest.mark.parametrize(("change", "path", "reason"), [
-    (lambda d: d.update(kind="Server"), "kind", "must be 'McpServer'"),
-    (lambda d: d.pop("name"), "name", "is required"),
-    (lambda d: d.update(name="Bad_Name"), "name", "is not valid"),
-    (lambda d: d.update(colour="blue"), "colour", "unknown field"),
-    (lambda d: d.update(backend={"endpoints": ["nohost"]}), "backend.endpoints[0]", "is not 'host:port'"),
-    (lambda d: d.update(backend={"endpoints": []}), "backend.endpoints", "non-empty list"),
-    (lambda d: d.update(backend={"endpoints": ["127.0.0.1:1"], "scheme": "ftp"}), "backend.scheme", "'http' or 'https'"),
-    (lambda d: d["tools"][0]["args"][0].update(type="uuid"), "tools[0].args[0].type", "must be one of"),
-    (lambda d: d["tools"][0]["args"][0].update(position="cookie"), "tools[0].args[0].position", "not supported yet"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.nope}}"),
-     "tools[0].requestTemplate.url", "undeclared argument '.args.nope'"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.id | b64enc}}"),
-     "tools[0].requestTemplate.url", "function 'b64enc' is not supported"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{range .args.id}}"),
-     "tools[0].requestTemplate.url", "action 'range' is not supported"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(argsToJsonBody=True, argsToUrlParam=True),
-     "tools[0].requestTemplate", "are exclusive"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(url="items"), "tools[0].requestTemplate.url", "starting with '/'"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(method="BREW"), "tools[0].requestTemplate.method", "must be one of"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(url="/items"), "tools[0].args[0].position",
-     "url path never uses"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(headers=[{"key": "x", "value": "a\r\nb"}]),
-     "tools[0].requestTemplate.headers[0].value", "CR or LF"),
-    (lambda d: d["tools"][0]["requestTemplate"].update(url="/{{.config.missing}}/{{.args.id}}"),
-     "tools[0].requestTemplate.url", "config has no 'missing'"),
-    (lambda d: d["tools"].append(copy.deepcopy(d["tools"][0])), "tools[1].name", "duplicate tool name"),
-    (lambda d: d["tools"][0].update(outputSchema={"type": "array"}), "tools[0].outputSchema", "type 'object'"),
-    (lambda d: d["tools"][0].update(responseTemplate={"body": "x", "appendBody": "y"}),
-     "tools[0].responseTemplate", "exclusive"),
-    (lambda d: d["tools"][0].update(securitySchemes=[]), "tools[0].securitySchemes", "not supported yet"),
-    (lambda d: d["tools"][0]["args"][0].update(default="seven"), "tools[0].args[0].default", "must be of type integer"),
-    (lambda d: d.update(allowTools=["missing"]), "allowTools[0]", "no tool named 'missing'"),
-])
+@pytest.mark.parametrize(
+    ("change", "path", "reason"),
+    [
+        (lambda d: d.update(kind="Server"), "kind", "must be 'McpServer'"),
+        (lambda d: d.pop("name"), "name", "is required"),
+        (lambda d: d.update(name="Bad_Name"), "name", "is not valid"),
+        (lambda d: d.update(colour="blue"), "colour", "unknown field"),
+        (lambda d: d.update(backend={"endpoints": ["nohost"]}), "backend.endpoints[0]", "is not 'host:port'"),
+        (lambda d: d.update(backend={"endpoints": []}), "backend.endpoints", "non-empty list"),
+        (
+            lambda d: d.update(backend={"endpoints": ["127.0.0.1:1"], "scheme": "ftp"}),
+            "backend.scheme",
+            "'http' or 'https'",
+        ),
+        (lambda d: d["tools"][0]["args"][0].update(type="uuid"), "tools[0].args[0].type", "must be one of"),
+        (
+            lambda d: d["tools"][0]["args"][0].update(position="cookie"),
+            "tools[0].args[0].position",
+            "not supported yet",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.nope}}"),
+            "tools[0].requestTemplate.url",
+            "undeclared argument '.args.nope'",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.id | b64enc}}"),
+            "tools[0].requestTemplate.url",
+            "function 'b64enc' is not supported",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{range .args.id}}"),
+            "tools[0].requestTemplate.url",
+            "action 'range' is not supported",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(argsToJsonBody=True, argsToUrlParam=True),
+            "tools[0].requestTemplate",
+            "are exclusive",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(url="items"),
+            "tools[0].requestTemplate.url",
+            "starting with '/'",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(method="BREW"),
+            "tools[0].requestTemplate.method",
+            "must be one of",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(url="/items"),
+            "tools[0].args[0].position",
+            "url path never uses",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(headers=[{"key": "x", "value": "a\r\nb"}]),
+            "tools[0].requestTemplate.headers[0].value",
+            "CR or LF",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(url="/{{.config.missing}}/{{.args.id}}"),
+            "tools[0].requestTemplate.url",
+            "config has no 'missing'",
+        ),
+        (lambda d: d["tools"].append(copy.deepcopy(d["tools"][0])), "tools[1].name", "duplicate tool name"),
+        (
+            lambda d: d["tools"][0].update(outputSchema={"type": "array"}),
+            "tools[0].outputSchema",
+            "type 'object'",
+        ),
+        (
+            lambda d: d["tools"][0].update(responseTemplate={"body": "x", "appendBody": "y"}),
+            "tools[0].responseTemplate",
+            "exclusive",
+        ),
+        (lambda d: d["tools"][0].update(securitySchemes=[]), "tools[0].securitySchemes", "not supported yet"),
+        (
+            lambda d: d["tools"][0]["args"][0].update(default="seven"),
+            "tools[0].args[0].default",
+            "must be of type integer",
+        ),
+        (lambda d: d.update(allowTools=["missing"]), "allowTools[0]", "no tool named 'missing'"),
+    ],
+)
 def test_validation_names_field_path_and_reason(change: Any, path: str, reason: str) -> None:
     document = minimal()
     change(document)
@@ -127,24 +179,30 @@ def test_allow_tools_keeps_only_listed_tools() -> None:
     assert [t.name for t in parse_server(document).tools] == ["other"]
 
 
-@pytest.mark.parametrize(("source", "nodes"), [
-    ("a{{.args.x}}b", (templates.Text("a"), templates.Ref("args", ("x",)), templates.Text("b"))),
-    ("{{ .args.x.y | toJson }}", (templates.Ref("args", ("x", "y"), ("toJson",)),)),
-    ("{{.}}", (templates.Ref(".", ()),)),
-    ("{{.data.0.name}}", (templates.Ref(".", ("data", "0", "name")),)),
-])
+@pytest.mark.parametrize(
+    ("source", "nodes"),
+    [
+        ("a{{.args.x}}b", (templates.Text("a"), templates.Ref("args", ("x",)), templates.Text("b"))),
+        ("{{ .args.x.y | toJson }}", (templates.Ref("args", ("x", "y"), ("toJson",)),)),
+        ("{{.}}", (templates.Ref(".", ()),)),
+        ("{{.data.0.name}}", (templates.Ref(".", ("data", "0", "name")),)),
+    ],
+)
 def test_template_parse(source: str, nodes: tuple[templates.Node, ...]) -> None:
     roots = frozenset({"args", "."})
     assert templates.parse(source, roots=roots) == nodes
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("{{.args.x", "unbalanced"),
-    ("{{.args.x | toJson | urlquery}}", "chained functions"),
-    ("{{printf \"%s\" .args.x}}", "'printf' is not supported"),
-    ("{{.}}", "only available in response templates"),
-    ("{{.other.x}}", "unknown reference"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{.args.x", "unbalanced"),
+        ("{{.args.x | toJson | urlquery}}", "chained functions"),
+        ('{{printf "%s" .args.x}}', "'printf' is not supported"),
+        ("{{.}}", "only available in response templates"),
+        ("{{.other.x}}", "unknown reference"),
+    ],
+)
 def test_template_rejects_by_name(source: str, message: str) -> None:
     with pytest.raises(templates.TemplateError, match=message):
         templates.parse(source, roots=frozenset({"args"}))
@@ -165,7 +223,8 @@ def test_directory_problems_name_the_file(tmp_path: Path) -> None:
     messages = [str(p) for p in error.value.problems]
     assert any("broken.yaml" in m and "cannot read YAML" in m for m in messages), messages
     assert any("dup.yml" in m and "also defined in" in m for m in messages) or any(
-        "good.yaml" in m and "also defined in" in m for m in messages), messages
+        "good.yaml" in m and "also defined in" in m for m in messages
+    ), messages
 
 
 def test_multi_document_files_and_hidden_files(tmp_path: Path) -> None:
@@ -186,11 +245,17 @@ def test_file_source_keeps_last_valid_snapshot_and_recovers(tmp_path: Path) -> N
     write(tmp_path, "svc.yaml", broken)
     assert not source.load()
     assert source.snapshot is good
-    assert source.problems[0].file == str(path) and source.problems[0].path == "tools[0].requestTemplate.method"
+    assert (
+        source.problems[0].file == str(path) and source.problems[0].path == "tools[0].requestTemplate.method"
+    )
     fixed = minimal(description="fixed")
     write(tmp_path, "svc.yaml", fixed)
     assert source.load()
-    assert source.problems == [] and source.snapshot is not None and source.snapshot.servers[0].description == "fixed"
+    assert (
+        source.problems == []
+        and source.snapshot is not None
+        and source.snapshot.servers[0].description == "fixed"
+    )
 
 
 async def test_file_source_watch_emits_new_snapshots(tmp_path: Path) -> None:
@@ -212,4 +277,3 @@ async def test_file_source_watch_emits_new_snapshots(tmp_path: Path) -> None:
         assert seen.empty() and source.problems
     finally:
         task.cancel()
-

@@ -9,15 +9,24 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from google.protobuf import json_format, wrappers_pb2
-
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.validate import parse_server
-from mcpgw.translate.envoy import LISTENER_NAME, PLUGIN_CLUSTER, ROUTE_CONFIG_NAME, GatewaySettings, PluginRef, translate
+from mcpgw.translate.envoy import (
+    LISTENER_NAME,
+    PLUGIN_CLUSTER,
+    ROUTE_CONFIG_NAME,
+    GatewaySettings,
+    PluginRef,
+    translate,
+)
 from mcpgw.translate.filterconfig import filter_config
 from mcpgw.xds import types
+
 from tests.unit.test_registry import minimal
 
-SETTINGS = GatewaySettings(PluginRef("http://127.0.0.1:18002/plugins/mcp-server/0.1.0/plugin.wasm", "ab" * 32))
+SETTINGS = GatewaySettings(
+    PluginRef("http://127.0.0.1:18002/plugins/mcp-server/0.1.0/plugin.wasm", "ab" * 32)
+)
 
 
 def snapshot_of(*documents: dict[str, Any]) -> RegistrySnapshot:
@@ -26,7 +35,10 @@ def snapshot_of(*documents: dict[str, Any]) -> RegistrySnapshot:
 
 
 def serialized(resources: dict[str, dict[str, Any]]) -> dict[str, dict[str, bytes]]:
-    return {t: {n: m.SerializeToString(deterministic=True) for n, m in named.items()} for t, named in resources.items()}
+    return {
+        t: {n: m.SerializeToString(deterministic=True) for n, m in named.items()}
+        for t, named in resources.items()
+    }
 
 
 def test_resource_names_per_type() -> None:
@@ -86,7 +98,10 @@ def test_extension_config_carries_remote_code_and_filter_config() -> None:
     extension.typed_config.Unpack(wasm)
     remote = wasm.config.vm_config.code.remote
     assert (remote.http_uri.uri, remote.http_uri.cluster, remote.sha256) == (
-        SETTINGS.plugin.url, PLUGIN_CLUSTER, SETTINGS.plugin.sha256)
+        SETTINGS.plugin.url,
+        PLUGIN_CLUSTER,
+        SETTINGS.plugin.sha256,
+    )
     assert wasm.config.allow_on_headers_stop_iteration
     value = wrappers_pb2.StringValue()
     wasm.config.configuration.Unpack(value)
@@ -98,8 +113,10 @@ def test_filter_config_compiles_templates_into_parts() -> None:
     document["tools"][0]["args"].append({"name": "q", "type": "string"})
     document["tools"][0]["requestTemplate"] = {
         "url": "/items/{{.args.id}}?tenant={{.config.tenant}}&q={{.args.q}}",
-        "headers": [{"key": "X-Id", "value": "id-{{.args.id | toJson}}"},
-                    {"key": "Content-Type", "value": "text/plain"}],
+        "headers": [
+            {"key": "X-Id", "value": "id-{{.args.id | toJson}}"},
+            {"key": "Content-Type", "value": "text/plain"},
+        ],
         "body": "{{.args.q}}!",
         "method": "POST",
     }
@@ -107,20 +124,35 @@ def test_filter_config_compiles_templates_into_parts() -> None:
     document["tools"][0]["outputSchema"] = {"type": "object"}
     tool = filter_config(parse_server(document))["tools"][0]
     assert tool["request"]["path"] == [
-        {"lit": "/items/"}, {"arg": "id", "enc": "path"}, {"lit": "?tenant=acme&q="}, {"arg": "q", "enc": "query"}]
-    assert tool["request"]["headers"] == [{"name": "x-id", "value": [{"lit": "id-"}, {"arg": "id", "enc": "json"}]}]
-    assert tool["request"]["body"] == {"kind": "template", "content_type": "text/plain",
-                                       "template": [{"arg": "q", "enc": "raw"}, {"lit": "!"}]}
-    assert tool["response"]["body"] == [{"lit": "name="}, {"resp": ["data", "name"], "enc": "raw"},
-                                        {"lit": " all="}, {"resp": [], "enc": "json"}]
+        {"lit": "/items/"},
+        {"arg": "id", "enc": "path"},
+        {"lit": "?tenant=acme&q="},
+        {"arg": "q", "enc": "query"},
+    ]
+    assert tool["request"]["headers"] == [
+        {"name": "x-id", "value": [{"lit": "id-"}, {"arg": "id", "enc": "json"}]}
+    ]
+    assert tool["request"]["body"] == {
+        "kind": "template",
+        "content_type": "text/plain",
+        "template": [{"arg": "q", "enc": "raw"}, {"lit": "!"}],
+    }
+    assert tool["response"]["body"] == [
+        {"lit": "name="},
+        {"resp": ["data", "name"], "enc": "raw"},
+        {"lit": " all="},
+        {"resp": [], "enc": "json"},
+    ]
     assert tool["response"]["structured"] is True
 
 
 def test_filter_config_places_free_arguments_by_position_and_body_mode() -> None:
     document = minimal()
     document["tools"][0]["args"] += [
-        {"name": "tag", "position": "query"}, {"name": "trace", "position": "header"},
-        {"name": "name"}, {"name": "size", "type": "number", "default": 1.5},
+        {"name": "tag", "position": "query"},
+        {"name": "trace", "position": "header"},
+        {"name": "name"},
+        {"name": "size", "type": "number", "default": 1.5},
     ]
     document["tools"][0]["requestTemplate"].update(method="POST", argsToJsonBody=True)
     config = filter_config(parse_server(document))
@@ -128,7 +160,12 @@ def test_filter_config_places_free_arguments_by_position_and_body_mode() -> None
     assert request["query"] == [{"name": "tag", "arg": "tag"}]
     assert request["headers"] == [{"name": "trace", "value": [{"arg": "trace"}]}]
     assert request["body"] == {"kind": "json_args", "args": ["name", "size"]}
-    assert config["tools"][0]["args"][-1] == {"name": "size", "type": "number", "required": False, "default": 1.5}
+    assert config["tools"][0]["args"][-1] == {
+        "name": "size",
+        "type": "number",
+        "required": False,
+        "default": 1.5,
+    }
     url_params = copy.deepcopy(document)
     del url_params["tools"][0]["requestTemplate"]["argsToJsonBody"]
     url_params["tools"][0]["requestTemplate"]["argsToUrlParam"] = True
@@ -140,8 +177,17 @@ def test_tools_list_is_prerendered_with_input_schema() -> None:
     document = minimal()
     document["tools"][0]["args"].append({"name": "mode", "enum": ["a", "b"], "description": "how"})
     tools = filter_config(parse_server(document))["tools_list"]["tools"]
-    assert tools == [{"name": "get", "description": "", "inputSchema": {
-        "type": "object",
-        "properties": {"id": {"type": "integer"}, "mode": {"type": "string", "description": "how", "enum": ["a", "b"]}},
-        "required": ["id"],
-    }}]
+    assert tools == [
+        {
+            "name": "get",
+            "description": "",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "mode": {"type": "string", "description": "how", "enum": ["a", "b"]},
+                },
+                "required": ["id"],
+            },
+        }
+    ]

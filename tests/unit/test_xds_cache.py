@@ -64,11 +64,13 @@ def test_wrong_message_type_is_rejected() -> None:
 
 def test_changed_types_in_push_order() -> None:
     old = Snapshot.build({types.CLUSTER: {"a": cluster("a")}, types.EXTENSION_CONFIG: {"x": ext("x", v="1")}})
-    new = Snapshot.build({
-        types.CLUSTER: {"a": cluster("a", 2)},
-        types.EXTENSION_CONFIG: {"x": ext("x", v="2")},
-        types.ROUTE: {},
-    })
+    new = Snapshot.build(
+        {
+            types.CLUSTER: {"a": cluster("a", 2)},
+            types.EXTENSION_CONFIG: {"x": ext("x", v="2")},
+            types.ROUTE: {},
+        }
+    )
     # ROUTE appears empty in both (absent == empty), so it is not a change.
     assert new.changed_types(old) == [types.CLUSTER, types.EXTENSION_CONFIG]
     assert new.changed_types(new) == []

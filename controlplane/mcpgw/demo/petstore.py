@@ -12,8 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
-SEED_PETS = ({"id": 1, "name": "Rex", "tag": "dog"}, {"id": 2, "name": "Tom", "tag": "cat"},
-             {"id": 3, "name": "Nemo", "tag": "fish"})
+SEED_PETS = (
+    {"id": 1, "name": "Rex", "tag": "dog"},
+    {"id": 2, "name": "Tom", "tag": "cat"},
+    {"id": 3, "name": "Nemo", "tag": "fish"},
+)
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,15 @@ async def _record(request: web.Request, handler: Any) -> web.StreamResponse:
     body = await request.read()
     # The raw target, exactly as sent: tests compare percent-encoding byte for byte.
     path, _, query = request.raw_path.partition("?")
-    request.app[RECORDED].append(RecordedRequest(
-        method=request.method, path=path, query=query,
-        headers={k.lower(): v for k, v in request.headers.items()}, body=body,
-    ))
+    request.app[RECORDED].append(
+        RecordedRequest(
+            method=request.method,
+            path=path,
+            query=query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+    )
     return await handler(request)
 
 

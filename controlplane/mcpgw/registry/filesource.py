@@ -24,8 +24,10 @@ YAML_SUFFIXES = (".yaml", ".yml")
 def registry_files(directory: Path) -> list[Path]:
     """Every YAML document file under `directory`, in a stable order; hidden files are editor litter."""
     return sorted(
-        path for path in directory.rglob("*")
-        if path.suffix in YAML_SUFFIXES and path.is_file()
+        path
+        for path in directory.rglob("*")
+        if path.suffix in YAML_SUFFIXES
+        and path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(directory).parts)
     )
 
@@ -50,7 +52,13 @@ def load_directory(directory: Path) -> RegistrySnapshot:
                 problems.extend(error.problems)
                 continue
             if server.key in servers:
-                problems.append(Problem(label, "name", f"server {server.key!r} is also defined in {servers[server.key].source}"))
+                problems.append(
+                    Problem(
+                        label,
+                        "name",
+                        f"server {server.key!r} is also defined in {servers[server.key].source}",
+                    )
+                )
                 continue
             servers[server.key] = server
     if problems:
@@ -99,15 +107,25 @@ class FileSource:
         except Invalid as error:
             self.problems = error.problems
             for problem in error.problems:
-                log.error("registry_invalid", file=problem.file, field=problem.path or "<document>",
-                          reason=problem.reason, kept_revision=self.snapshot.revision if self.snapshot else None)
+                log.error(
+                    "registry_invalid",
+                    file=problem.file,
+                    field=problem.path or "<document>",
+                    reason=problem.reason,
+                    kept_revision=self.snapshot.revision if self.snapshot else None,
+                )
             return False
         self.problems = []
         if self.snapshot is not None and snapshot.revision == self.snapshot.revision:
             return False
         self.snapshot = snapshot
-        log.info("registry_loaded", directory=str(self.directory), servers=len(snapshot.servers),
-                 tools=sum(len(s.tools) for s in snapshot.servers), revision=snapshot.revision)
+        log.info(
+            "registry_loaded",
+            directory=str(self.directory),
+            servers=len(snapshot.servers),
+            tools=sum(len(s.tools) for s in snapshot.servers),
+            revision=snapshot.revision,
+        )
         return True
 
     async def watch(self, on_snapshot: SnapshotHandler) -> None:
@@ -120,4 +138,3 @@ class FileSource:
             await asyncio.sleep(0.02)
             if self.load() and self.snapshot is not None:
                 await on_snapshot(self.snapshot)
-

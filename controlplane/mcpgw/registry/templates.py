@@ -82,7 +82,8 @@ def _parse_action(action: str, roots: frozenset[str]) -> Ref:
         name = pipe.split()[0] if pipe else ""
         if name not in SUPPORTED_PIPES:
             raise TemplateError(
-                f"template function '{name or pipe}' is not supported (supported: {', '.join(sorted(SUPPORTED_PIPES))})"
+                f"template function '{name or pipe}' is not supported"
+                f" (supported: {', '.join(sorted(SUPPORTED_PIPES))})"
             )
         if pipe != name:
             raise TemplateError(f"template function '{name}' takes no arguments")

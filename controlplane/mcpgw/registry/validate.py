@@ -33,7 +33,9 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
+)
 ARG_TYPES: tuple[ArgType, ...] = ("string", "number", "integer", "boolean", "array", "object")
 ARG_POSITIONS: tuple[ArgPosition, ...] = ("query", "path", "header", "body")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -98,8 +100,17 @@ class _Reader:
             elif key not in allowed:
                 self.fail(_join(path, key), f"unknown field (allowed: {', '.join(sorted(allowed))})")
 
-    def string(self, data: dict[str, Any], key: str, path: str, *, required: bool = False,
-               default: str | None = None, pattern: re.Pattern[str] | None = None, hint: str = "") -> str | None:
+    def string(
+        self,
+        data: dict[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        default: str | None = None,
+        pattern: re.Pattern[str] | None = None,
+        hint: str = "",
+    ) -> str | None:
         field_path = _join(path, key)
         if key not in data or data[key] is None:
             if required:
@@ -152,8 +163,20 @@ def parse_server(document: Any, file: str = "") -> McpServer:
     return server
 
 
-_SERVER_FIELDS = {"apiVersion", "kind", "namespace", "name", "description", "version", "title",
-                  "instructions", "backend", "config", "tools", "allowTools"}
+_SERVER_FIELDS = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "name",
+    "description",
+    "version",
+    "title",
+    "instructions",
+    "backend",
+    "config",
+    "tools",
+    "allowTools",
+}
 
 
 def _server(r: _Reader, document: Any) -> McpServer | None:
@@ -180,10 +203,17 @@ def _server(r: _Reader, document: Any) -> McpServer | None:
     if r.problems or name is None or namespace is None or backend is None:
         return None
     return McpServer(
-        namespace=namespace, name=name, description=description, backend=backend,
+        namespace=namespace,
+        name=name,
+        description=description,
+        backend=backend,
         tools=tuple(t for t in tools if allowed is None or t.name in allowed),
-        version=version, title=title, instructions=instructions, config=config,
-        source=r.file, fingerprint=fingerprint(document),
+        version=version,
+        title=title,
+        instructions=instructions,
+        config=config,
+        source=r.file,
+        fingerprint=fingerprint(document),
     )
 
 
@@ -238,7 +268,10 @@ def _endpoints(r: _Reader, value: Any) -> tuple[Endpoint, ...]:
             endpoints.append(endpoint)
     kinds = {is_ip(e.host) for e in endpoints}
     if len(kinds) > 1:
-        r.fail("backend.endpoints", "mix IP addresses and DNS names in separate servers: Envoy resolves them differently")
+        r.fail(
+            "backend.endpoints",
+            "mix IP addresses and DNS names in separate servers: Envoy resolves them differently",
+        )
     return tuple(endpoints)
 
 
@@ -283,8 +316,15 @@ def _tools(r: _Reader, value: Any, config: dict[str, str]) -> list[Tool]:
     return tools
 
 
-_TOOL_FIELDS = {"name", "description", "args", "requestTemplate", "responseTemplate",
-                "errorResponseTemplate", "outputSchema"}
+_TOOL_FIELDS = {
+    "name",
+    "description",
+    "args",
+    "requestTemplate",
+    "responseTemplate",
+    "errorResponseTemplate",
+    "outputSchema",
+}
 
 
 def _tool(r: _Reader, value: Any, path: str, config: dict[str, str]) -> Tool | None:
@@ -293,8 +333,14 @@ def _tool(r: _Reader, value: Any, path: str, config: dict[str, str]) -> Tool | N
         return None
     before = len(r.problems)
     r.only(data, path, _TOOL_FIELDS)
-    name = r.string(data, "name", path, required=True, pattern=_TOOL_NAME,
-                    hint="letters, digits, '_', '-', '.', at most 128")
+    name = r.string(
+        data,
+        "name",
+        path,
+        required=True,
+        pattern=_TOOL_NAME,
+        hint="letters, digits, '_', '-', '.', at most 128",
+    )
     description = r.string(data, "description", path, default="") or ""
     args = _args(r, data.get("args", []), _join(path, "args"))
     request = _request(r, data.get("requestTemplate"), _join(path, "requestTemplate"), args, config)
@@ -309,8 +355,15 @@ def _tool(r: _Reader, value: Any, path: str, config: dict[str, str]) -> Tool | N
     output_schema = _output_schema(r, data.get("outputSchema"), _join(path, "outputSchema"))
     if len(r.problems) > before or name is None or request is None:
         return None
-    return Tool(name=name, description=description, args=tuple(args), request=request,
-                response=response, error_response=error_response, output_schema=output_schema)
+    return Tool(
+        name=name,
+        description=description,
+        args=tuple(args),
+        request=request,
+        response=response,
+        error_response=error_response,
+        output_schema=output_schema,
+    )
 
 
 def _args(r: _Reader, value: Any, path: str) -> list[ToolArg]:
@@ -329,7 +382,17 @@ def _args(r: _Reader, value: Any, path: str) -> list[ToolArg]:
     return args
 
 
-_ARG_FIELDS = {"name", "description", "type", "required", "default", "enum", "items", "properties", "position"}
+_ARG_FIELDS = {
+    "name",
+    "description",
+    "type",
+    "required",
+    "default",
+    "enum",
+    "items",
+    "properties",
+    "position",
+}
 
 
 def _arg(r: _Reader, value: Any, path: str) -> ToolArg | None:
@@ -338,8 +401,14 @@ def _arg(r: _Reader, value: Any, path: str) -> ToolArg | None:
         return None
     before = len(r.problems)
     r.only(data, path, _ARG_FIELDS)
-    name = r.string(data, "name", path, required=True, pattern=_ARG_NAME,
-                    hint="a letter or '_' then letters, digits, '_' or '-'")
+    name = r.string(
+        data,
+        "name",
+        path,
+        required=True,
+        pattern=_ARG_NAME,
+        hint="a letter or '_' then letters, digits, '_' or '-'",
+    )
     arg_type = r.string(data, "type", path, default="string")
     if arg_type not in ARG_TYPES:
         r.fail(_join(path, "type"), f"must be one of {', '.join(ARG_TYPES)}, got {arg_type!r}")
@@ -361,10 +430,16 @@ def _arg(r: _Reader, value: Any, path: str) -> ToolArg | None:
     if len(r.problems) > before or name is None:
         return None
     return ToolArg(
-        name=name, type=cast(ArgType, arg_type), description=r.string(data, "description", path, default="") or "",
-        required=required, position=cast(ArgPosition | None, position), default=data.get("default"),
-        has_default=has_default, enum=tuple(enum) if isinstance(enum, list) else None,
-        items=data.get("items"), properties=data.get("properties"),
+        name=name,
+        type=cast(ArgType, arg_type),
+        description=r.string(data, "description", path, default="") or "",
+        required=required,
+        position=cast(ArgPosition | None, position),
+        default=data.get("default"),
+        has_default=has_default,
+        enum=tuple(enum) if isinstance(enum, list) else None,
+        items=data.get("items"),
+        properties=data.get("properties"),
     )
 
 
@@ -377,12 +452,16 @@ def _json_type_ok(value: Any, arg_type: str) -> bool:
 
 
 _REQUEST_FIELDS = {"url", "method", "headers", "body", "argsToJsonBody", "argsToUrlParam", "argsToFormBody"}
-_BODY_MODES: dict[str, BodyMode] = {"argsToJsonBody": "json_args", "argsToUrlParam": "url_args",
-                                    "argsToFormBody": "form_args"}
+_BODY_MODES: dict[str, BodyMode] = {
+    "argsToJsonBody": "json_args",
+    "argsToUrlParam": "url_args",
+    "argsToFormBody": "form_args",
+}
 
 
-def _request(r: _Reader, value: Any, path: str, args: list[ToolArg],
-             config: dict[str, str]) -> RequestTemplate | None:
+def _request(
+    r: _Reader, value: Any, path: str, args: list[ToolArg], config: dict[str, str]
+) -> RequestTemplate | None:
     if value is None:
         r.fail(path, "is required: the HTTP request a call makes (url, method)")
         return None
@@ -416,11 +495,14 @@ def _request(r: _Reader, value: Any, path: str, args: list[ToolArg],
         _check_arg_references(r, path, args, url, path_nodes, headers, body)
     if len(r.problems) > before or url is None:
         return None
-    return RequestTemplate(method=method, url=url, url_path_nodes=path_nodes, headers=headers,
-                           body=body, body_mode=body_mode)
+    return RequestTemplate(
+        method=method, url=url, url_path_nodes=path_nodes, headers=headers, body=body, body_mode=body_mode
+    )
 
 
-def _url(r: _Reader, source: str, path: str, config: dict[str, str]) -> tuple[tuple[templates.Node, ...] | None, int]:
+def _url(
+    r: _Reader, source: str, path: str, config: dict[str, str]
+) -> tuple[tuple[templates.Node, ...] | None, int]:
     match = re.match(r"^(https?)://([^/{}?#]+)(.*)$", source)
     rest = match.group(3) if match else source
     if match:
@@ -452,8 +534,9 @@ def _url(r: _Reader, source: str, path: str, config: dict[str, str]) -> tuple[tu
     return tuple(split), len(split) if path_nodes is None else path_nodes
 
 
-def _resolve_config(r: _Reader, nodes: tuple[templates.Node, ...] | None, config: dict[str, str],
-                    path: str) -> tuple[templates.Node, ...] | None:
+def _resolve_config(
+    r: _Reader, nodes: tuple[templates.Node, ...] | None, config: dict[str, str], path: str
+) -> tuple[templates.Node, ...] | None:
     """`{{.config.x}}` is static: substitute it now so the filter only ever sees arguments."""
     if nodes is None:
         return None
@@ -472,7 +555,9 @@ def _resolve_config(r: _Reader, nodes: tuple[templates.Node, ...] | None, config
     return templates.merge_text(resolved)
 
 
-def _headers(r: _Reader, value: Any, path: str, config: dict[str, str]) -> tuple[tuple[str, tuple[templates.Node, ...]], ...]:
+def _headers(
+    r: _Reader, value: Any, path: str, config: dict[str, str]
+) -> tuple[tuple[str, tuple[templates.Node, ...]], ...]:
     if not isinstance(value, list):
         r.fail(path, f"must be a list of {{key, value}}, got {_kind(value)}")
         return ()
@@ -483,7 +568,9 @@ def _headers(r: _Reader, value: Any, path: str, config: dict[str, str]) -> tuple
         if data is None:
             continue
         r.only(data, item_path, {"key", "value"})
-        key = r.string(data, "key", item_path, required=True, pattern=_HEADER_NAME, hint="an HTTP header name")
+        key = r.string(
+            data, "key", item_path, required=True, pattern=_HEADER_NAME, hint="an HTTP header name"
+        )
         raw = data.get("value")
         if isinstance(raw, int | float) and not isinstance(raw, bool):
             raw = str(raw)
@@ -496,29 +583,44 @@ def _headers(r: _Reader, value: Any, path: str, config: dict[str, str]) -> tuple
         if key is not None and key.lower() in ("host", ":authority", "content-length", "transfer-encoding"):
             r.fail(_join(item_path, "key"), f"{key!r} is set by the gateway and cannot be templated")
             continue
-        nodes = _resolve_config(r, r.template(raw, _join(item_path, "value"), frozenset({"args", "config"})),
-                                config, _join(item_path, "value"))
+        nodes = _resolve_config(
+            r,
+            r.template(raw, _join(item_path, "value"), frozenset({"args", "config"})),
+            config,
+            _join(item_path, "value"),
+        )
         if key is not None and nodes is not None:
             headers.append((key.lower(), nodes))
     return tuple(headers)
 
 
-def _check_arg_references(r: _Reader, path: str, args: list[ToolArg], url: tuple[templates.Node, ...],
-                          path_nodes: int, headers: tuple[tuple[str, tuple[templates.Node, ...]], ...],
-                          body: tuple[templates.Node, ...] | None) -> None:
+def _check_arg_references(
+    r: _Reader,
+    path: str,
+    args: list[ToolArg],
+    url: tuple[templates.Node, ...],
+    path_nodes: int,
+    headers: tuple[tuple[str, tuple[templates.Node, ...]], ...],
+    body: tuple[templates.Node, ...] | None,
+) -> None:
     declared = {a.name for a in args}
     used: list[tuple[str, tuple[templates.Node, ...]]] = [("url", url), ("body", body or ())]
     used += [(f"headers ({key})", nodes) for key, nodes in headers]
     for where, nodes in used:
         for ref in templates.references(nodes, "args"):
             if ref.path[0] not in declared:
-                r.fail(_join(path, "url" if where == "url" else "body" if where == "body" else "headers"),
-                       f"{where} references undeclared argument '.args.{ref.path[0]}'")
+                r.fail(
+                    _join(path, "url" if where == "url" else "body" if where == "body" else "headers"),
+                    f"{where} references undeclared argument '.args.{ref.path[0]}'",
+                )
     in_path = {ref.path[0] for ref in templates.references(url[:path_nodes], "args")}
     for index, arg in enumerate(args):
         if arg.position == "path" and arg.name not in in_path:
-            r.fail(f"{path.rsplit('.', 1)[0]}.args[{index}].position",
-                   f"argument {arg.name!r} has position 'path' but the url path never uses '{{{{.args.{arg.name}}}}}'")
+            r.fail(
+                f"{path.rsplit('.', 1)[0]}.args[{index}].position",
+                f"argument {arg.name!r} has position 'path'"
+                f" but the url path never uses '{{{{.args.{arg.name}}}}}'",
+            )
 
 
 def _response(r: _Reader, value: Any, path: str) -> ResponseTemplate:

@@ -46,6 +46,12 @@ ROUTE_CONFIG_NAME = "mcpgw-routes"
 PLUGIN_CLUSTER = "mcpgw-plugins"
 VM_ID = "mcpgw-mcp-server"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+EXECUTE_FILTER_ACTION_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction"
+)
+HTTP_CONNECTION_MANAGER_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
 _ADS = {"ads": {}, "resource_api_version": "V3"}
 
 Resources = dict[str, dict[str, Message]]
@@ -107,12 +113,15 @@ def _lb_endpoints(addresses: list[tuple[str, int]]) -> list[dict[str, Any]]:
 
 def _plugin_cluster(settings: GatewaySettings) -> Message:
     host, port = settings.plugin_server_host, settings.plugin_server_port
-    return _parse(cluster_pb2.Cluster(), {
-        "name": PLUGIN_CLUSTER,
-        "type": "STATIC" if is_ip(host) else "STRICT_DNS",
-        "connect_timeout": "2s",
-        "load_assignment": {"cluster_name": PLUGIN_CLUSTER, "endpoints": _lb_endpoints([(host, port)])},
-    })
+    return _parse(
+        cluster_pb2.Cluster(),
+        {
+            "name": PLUGIN_CLUSTER,
+            "type": "STATIC" if is_ip(host) else "STRICT_DNS",
+            "connect_timeout": "2s",
+            "load_assignment": {"cluster_name": PLUGIN_CLUSTER, "endpoints": _lb_endpoints([(host, port)])},
+        },
+    )
 
 
 def _backend_cluster(server: McpServer) -> tuple[Message, Message | None]:
@@ -124,11 +133,16 @@ def _backend_cluster(server: McpServer) -> tuple[Message, Message | None]:
     assignment = None
     if all(is_ip(host) for host, _ in addresses):
         data |= {"type": "EDS", "eds_cluster_config": {"eds_config": _ADS}}
-        assignment = _parse(endpoint_pb2.ClusterLoadAssignment(),
-                            {"cluster_name": name, "endpoints": _lb_endpoints(addresses)})
+        assignment = _parse(
+            endpoint_pb2.ClusterLoadAssignment(),
+            {"cluster_name": name, "endpoints": _lb_endpoints(addresses)},
+        )
     else:
-        data |= {"type": "STRICT_DNS", "dns_lookup_family": "V4_PREFERRED",
-                 "load_assignment": {"cluster_name": name, "endpoints": _lb_endpoints(addresses)}}
+        data |= {
+            "type": "STRICT_DNS",
+            "dns_lookup_family": "V4_PREFERRED",
+            "load_assignment": {"cluster_name": name, "endpoints": _lb_endpoints(addresses)},
+        }
     if backend.scheme == "https":
         sni = backend.host_header or backend.endpoints[0].host
         data["transport_socket"] = {
@@ -143,29 +157,37 @@ def _backend_cluster(server: McpServer) -> tuple[Message, Message | None]:
 
 def _extension_config(server: McpServer, plugin: PluginRef) -> Message:
     configuration = json.dumps(filter_config(server), separators=(",", ":"), ensure_ascii=False)
-    return _parse(extension_pb2.TypedExtensionConfig(), {
-        "name": extension_config_name(server),
-        "typed_config": {
-            "@type": WASM_TYPE,
-            "config": {
-                "name": extension_config_name(server),
-                "root_id": "mcp-server",
-                "vm_config": {
-                    "vm_id": VM_ID,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"remote": {
-                        "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
-                        "sha256": plugin.sha256,
-                        "retry_policy": {"num_retries": 5},
-                    }},
+    return _parse(
+        extension_pb2.TypedExtensionConfig(),
+        {
+            "name": extension_config_name(server),
+            "typed_config": {
+                "@type": WASM_TYPE,
+                "config": {
+                    "name": extension_config_name(server),
+                    "root_id": "mcp-server",
+                    "vm_config": {
+                        "vm_id": VM_ID,
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {
+                            "remote": {
+                                "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
+                                "sha256": plugin.sha256,
+                                "retry_policy": {"num_retries": 5},
+                            }
+                        },
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": configuration,
+                    },
+                    # Without this Envoy turns the filter's header pause into StopAllIterationAndWatermark
+                    # and never delivers the request body.
+                    "allow_on_headers_stop_iteration": True,
                 },
-                "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
-                # Without this Envoy turns the filter's header pause into StopAllIterationAndWatermark
-                # and never delivers the request body.
-                "allow_on_headers_stop_iteration": True,
             },
         },
-    })
+    )
 
 
 def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
@@ -175,16 +197,18 @@ def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
     when both exist; the filter itself rejects any path that is not its own.
     """
     actions = {
-        server.path: {"action": {
-            "name": server.key,
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction",
-                "dynamic_config": {
-                    "name": extension_config_name(server),
-                    "config_discovery": {"config_source": _ADS, "type_urls": [WASM_TYPE]},
+        server.path: {
+            "action": {
+                "name": server.key,
+                "typed_config": {
+                    "@type": EXECUTE_FILTER_ACTION_TYPE,
+                    "dynamic_config": {
+                        "name": extension_config_name(server),
+                        "config_discovery": {"config_source": _ADS, "type_urls": [WASM_TYPE]},
+                    },
                 },
-            },
-        }}
+            }
+        }
         for server in snapshot.servers
     }
     return {
@@ -193,25 +217,36 @@ def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
             "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
             "extension_config": {
                 "name": "composite",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite"},
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite"
+                },
             },
-            "xds_matcher": {"matcher_tree": {
-                "input": {"name": "path", "typed_config": {
-                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
-                    "header_name": ":path",
-                }},
-                "prefix_match_map": {"map": actions},
-            }},
+            "xds_matcher": {
+                "matcher_tree": {
+                    "input": {
+                        "name": "path",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                            "header_name": ":path",
+                        },
+                    },
+                    "prefix_match_map": {"map": actions},
+                }
+            },
         },
     }
 
 
 def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
     http_filters = [_composite_filter(snapshot)] if snapshot.servers else []
-    http_filters.append({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    http_filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
     manager = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": HTTP_CONNECTION_MANAGER_TYPE,
         "stat_prefix": "mcpgw",
         "codec_type": "AUTO",
         "normalize_path": True,
@@ -220,12 +255,20 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
         "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _ADS},
         "http_filters": http_filters,
     }
-    return _parse(listener_pb2.Listener(), {
-        "name": LISTENER_NAME,
-        "address": _socket(settings.listen_host, settings.listen_port),
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                        "typed_config": manager}]}],
-    })
+    return _parse(
+        listener_pb2.Listener(),
+        {
+            "name": LISTENER_NAME,
+            "address": _socket(settings.listen_host, settings.listen_port),
+            "filter_chains": [
+                {
+                    "filters": [
+                        {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
+                    ]
+                }
+            ],
+        },
+    )
 
 
 def _json_reply(status: int, message: str) -> dict[str, Any]:
@@ -236,13 +279,26 @@ def _routes(snapshot: RegistrySnapshot) -> Message:
     # MCP traffic is answered by the filter; these routes only name each server's path and
     # give a clear answer if its filter config has not arrived. Nothing is proxied from here.
     routes: list[dict[str, Any]] = [
-        {"name": server.key, "match": {"path_separated_prefix": server.path},
-         "direct_response": _json_reply(503, f"MCP server {server.key} is not ready on this gateway")}
+        {
+            "name": server.key,
+            "match": {"path_separated_prefix": server.path},
+            "direct_response": _json_reply(503, f"MCP server {server.key} is not ready on this gateway"),
+        }
         for server in snapshot.servers
     ]
-    routes.append({"name": "not-found", "match": {"prefix": "/"},
-                   "direct_response": _json_reply(404, "no MCP server at this path; servers live at /mcp/{namespace}/{name}")})
-    return _parse(route_pb2.RouteConfiguration(), {
-        "name": ROUTE_CONFIG_NAME,
-        "virtual_hosts": [{"name": "mcpgw", "domains": ["*"], "routes": routes}],
-    })
+    routes.append(
+        {
+            "name": "not-found",
+            "match": {"prefix": "/"},
+            "direct_response": _json_reply(
+                404, "no MCP server at this path; servers live at /mcp/{namespace}/{name}"
+            ),
+        }
+    )
+    return _parse(
+        route_pb2.RouteConfiguration(),
+        {
+            "name": ROUTE_CONFIG_NAME,
+            "virtual_hosts": [{"name": "mcpgw", "domains": ["*"], "routes": routes}],
+        },
+    )

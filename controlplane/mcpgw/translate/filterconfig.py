@@ -52,8 +52,11 @@ def filter_config(server: McpServer) -> dict[str, Any]:
 
 def tool_descriptor(tool: Tool) -> dict[str, Any]:
     """The tool as MCP clients see it in `tools/list`."""
-    descriptor: dict[str, Any] = {"name": tool.name, "description": tool.description,
-                                  "inputSchema": input_schema(tool.args)}
+    descriptor: dict[str, Any] = {
+        "name": tool.name,
+        "description": tool.description,
+        "inputSchema": input_schema(tool.args),
+    }
     if tool.output_schema is not None:
         descriptor["outputSchema"] = tool.output_schema
     return descriptor
@@ -98,7 +101,8 @@ def _tool(tool: Tool) -> dict[str, Any]:
             "prepend": response.prepend,
             "append": response.append,
             "error_body": _template(tool.error_response, default_encoding="raw")
-            if tool.error_response is not None else None,
+            if tool.error_response is not None
+            else None,
             "structured": tool.output_schema is not None,
         },
     }
@@ -107,16 +111,25 @@ def _tool(tool: Tool) -> dict[str, Any]:
 def _request(request: RequestTemplate, args: tuple[ToolArg, ...]) -> dict[str, Any]:
     path_part = request.url[: request.url_path_nodes]
     query_part = request.url[request.url_path_nodes :]
-    headers = [{"name": name, "value": _template(nodes, default_encoding="raw")} for name, nodes in request.headers]
-    headers += [{"name": arg.name.lower(), "value": [{"arg": arg.name}]} for arg in args if arg.position == "header"]
+    headers = [
+        {"name": name, "value": _template(nodes, default_encoding="raw")} for name, nodes in request.headers
+    ]
+    headers += [
+        {"name": arg.name.lower(), "value": [{"arg": arg.name}]} for arg in args if arg.position == "header"
+    ]
     templated = _referenced_args(request)
     # Arguments not placed by a template go where their position, or the body mode, says.
     free = [a for a in args if a.name not in templated and a.position not in ("path", "header")]
-    query = [a.name for a in free if a.position == "query" or (request.body_mode == "url_args" and a.position is None)]
+    query = [
+        a.name
+        for a in free
+        if a.position == "query" or (request.body_mode == "url_args" and a.position is None)
+    ]
     body_args = [a.name for a in free if a.position in ("body", None)]
     return {
         "method": request.method,
-        "path": _template(path_part, default_encoding="path") + _template(query_part, default_encoding="query"),
+        "path": _template(path_part, default_encoding="path")
+        + _template(query_part, default_encoding="query"),
         "query": [{"name": name, "arg": name} for name in query],
         "headers": [h for h in headers if h["name"] != "content-type"],
         "body": _body(request, body_args, _content_type(request)),
@@ -132,8 +145,11 @@ def _content_type(request: RequestTemplate) -> str | None:
 
 def _body(request: RequestTemplate, body_args: list[str], content_type: str | None) -> dict[str, Any] | None:
     if request.body_mode == "template" and request.body is not None:
-        return {"kind": "template", "content_type": content_type or "application/json",
-                "template": _template(request.body, default_encoding="raw")}
+        return {
+            "kind": "template",
+            "content_type": content_type or "application/json",
+            "template": _template(request.body, default_encoding="raw"),
+        }
     if request.body_mode == "json_args":
         return {"kind": "json_args", "args": body_args}
     if request.body_mode == "form_args":
@@ -156,7 +172,9 @@ def _template(nodes: tuple[Node, ...], *, default_encoding: str) -> list[dict[st
             continue
         encoding = _PIPE_ENCODING[node.pipes[-1]] if node.pipes else default_encoding
         if node.root == "args":
-            ref: dict[str, Any] = {"arg": node.path[0]} if len(node.path) == 1 else {"arg_path": list(node.path)}
+            ref: dict[str, Any] = (
+                {"arg": node.path[0]} if len(node.path) == 1 else {"arg_path": list(node.path)}
+            )
         else:
             ref = {"resp": list(node.path)}
         parts.append({**ref, "enc": encoding})

@@ -125,11 +125,13 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         connected = {entry["node_id"] for entry in live}
         for node_id, nacks in self._nacks.items():
             if node_id not in connected:
-                live.append({
-                    "node_id": node_id,
-                    "connected": False,
-                    "types": {short_name(u): {"last_nack": n.to_dict()} for u, n in nacks.items()},
-                })
+                live.append(
+                    {
+                        "node_id": node_id,
+                        "connected": False,
+                        "types": {short_name(u): {"last_nack": n.to_dict()} for u, n in nacks.items()},
+                    }
+                )
         return live
 
     # -- the RPC --------------------------------------------------------------------------

@@ -180,8 +180,13 @@ class SotwStream:
             ts.update_subscription(req.resource_names)
             return self._with_rewarmed(ts, self._respond(ts, tr, ts.wanted(tr)))
         if req.response_nonce != ts.nonce:
-            log.debug("stale_request", node=self.node_id, type=short_name(ts.type_url),
-                      nonce=req.response_nonce, latest=ts.nonce)
+            log.debug(
+                "stale_request",
+                node=self.node_id,
+                type=short_name(ts.type_url),
+                nonce=req.response_nonce,
+                latest=ts.nonce,
+            )
             return []
         if req.HasField("error_detail"):
             self._record_nack(ts, req)
@@ -231,8 +236,14 @@ class SotwStream:
         )
         ts.last_nack = nack
         ts.retry = ts.last_sent_names if not ts.full_state else frozenset()
-        log.warning("nack", node=self.node_id, type=short_name(ts.type_url), version=nack.version,
-                    client_version=nack.client_version, error=nack.error)
+        log.warning(
+            "nack",
+            node=self.node_id,
+            type=short_name(ts.type_url),
+            version=nack.version,
+            client_version=nack.client_version,
+            error=nack.error,
+        )
         if self._on_nack is not None:
             self._on_nack(self.node_id, nack)
 
@@ -269,8 +280,14 @@ class SotwStream:
             ts.sent.update(hashes)
         ts.version_sent, ts.nonce, ts.last_push_at = tr.version, resp.nonce, time.time()
         ts.last_sent_names = frozenset(hashes)
-        log.info("push", node=self.node_id, type=short_name(ts.type_url), version=tr.version,
-                 nonce=resp.nonce, resources=len(resources))
+        log.info(
+            "push",
+            node=self.node_id,
+            type=short_name(ts.type_url),
+            version=tr.version,
+            nonce=resp.nonce,
+            resources=len(resources),
+        )
         return resp
 
     def _rewarm(self, ts: TypeState, changed: list[Resource]) -> None:
