@@ -163,10 +163,9 @@ async def _run_demo(port: int) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    from pluginserver.catalog import PluginError
-
     from mcpgw.envoyproc import EnvoyNotFound
     from mcpgw.stack import Stack, StackOptions
+    from pluginserver.catalog import PluginError
 
     options = StackOptions(
         registry_dir=args.registry,

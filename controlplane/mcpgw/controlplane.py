@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pluginserver.catalog import latest
 
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
@@ -26,6 +25,7 @@ from mcpgw.registry.validate import Invalid
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, translate
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
+from pluginserver.catalog import latest
 
 log = get_logger(__name__)
 FILTER_NAME = "mcp-server"

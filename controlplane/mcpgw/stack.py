@@ -10,15 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
-from pluginserver.server import create_app as create_plugin_app
-
 from mcpgw.bootstrap import BootstrapOptions, render
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
+from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
+from pluginserver.server import create_app as create_plugin_app
 
 log = get_logger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from mcpgw.demo.petstore import RECORDED, RecordedRequest
 from mcpgw.stack import DEFAULT_REGISTRY, Stack, StackOptions
 

@@ -16,10 +16,10 @@ from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf import any_pb2, struct_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+
 from mcpgw.xds.cache import Snapshot, SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE
-
 from tests.unit.adsclient import AdsClient, decode, names_of
 
 QUIET = 0.3  # how long "nothing arrives" is watched for

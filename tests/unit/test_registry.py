@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from mcpgw.registry import templates
 from mcpgw.registry.filesource import FileSource, load_directory
 from mcpgw.registry.model import RegistrySnapshot

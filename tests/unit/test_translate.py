@@ -9,6 +9,7 @@ from typing import Any
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from google.protobuf import json_format, wrappers_pb2
+
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.validate import parse_server
 from mcpgw.translate.envoy import (
@@ -21,7 +22,6 @@ from mcpgw.translate.envoy import (
 )
 from mcpgw.translate.filterconfig import filter_config
 from mcpgw.xds import types
-
 from tests.unit.test_registry import minimal
 
 SETTINGS = GatewaySettings(

@@ -9,6 +9,7 @@ from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from envoy.config.core.v3.extension_pb2 import TypedExtensionConfig
 from google.protobuf import any_pb2, struct_pb2
 from google.protobuf.duration_pb2 import Duration
+
 from mcpgw.xds import types
 from mcpgw.xds.cache import Snapshot, SnapshotCache, type_version
 

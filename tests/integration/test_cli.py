@@ -1,0 +1,141 @@
+"""The `mcpgw` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from mcpgw.envoyproc import envoy_binary
+from tests.integration.conftest import copy_registry, free_port
+
+MCPGW = [sys.executable, "-m", "mcpgw.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MCPGW, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_bootstrap_is_a_config_envoy_accepts(tmp_path: Path) -> None:
+    result = run(
+        "bootstrap", "--node-id", "edge-1", "--xds", "127.0.0.1:18000", "--xds", "cp2.internal:18000"
+    )
+    assert result.returncode == 0, result.stderr
+    bootstrap = yaml.safe_load(result.stdout)
+    assert bootstrap["node"]["id"] == "edge-1"
+    endpoints = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0][
+        "lb_endpoints"
+    ]
+    assert [e["endpoint"]["address"]["socket_address"]["address"] for e in endpoints] == [
+        "127.0.0.1",
+        "cp2.internal",
+    ]
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(result.stdout)
+    check = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--base-id", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_bootstrap_usage_errors_exit_2() -> None:
+    result = run("bootstrap", "--node-id", "x", "--xds", "no-port")
+    assert result.returncode == 2 and "expected host:port" in result.stderr
+
+
+def test_validate_reports_file_field_and_reason(tmp_path: Path) -> None:
+    registry = copy_registry(tmp_path / "registry", 18080)
+    assert run("validate", "-f", str(registry)).returncode == 0
+    path = registry / "petstore.yaml"
+    path.write_text(path.read_text().replace("type: integer", "type: int", 1))
+    result = run("validate", "-f", str(registry))
+    assert result.returncode == 3
+    assert f"{path}: tools[0].args[1].type: must be one of" in result.stderr
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not printed; got: {''.join(lines)}")
+
+
+def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    backend_port, listen_port, admin_port, status_port = (free_port() for _ in range(4))
+    registry = copy_registry(tmp_path / "registry", backend_port)
+    process = subprocess.Popen(
+        [
+            *MCPGW,
+            "--log-level",
+            "warning",
+            "up",
+            "-f",
+            str(registry),
+            "--listen-port",
+            str(listen_port),
+            "--xds-port",
+            str(free_port()),
+            "--status-port",
+            str(status_port),
+            "--plugin-port",
+            str(free_port()),
+            "--envoy-admin-port",
+            str(admin_port),
+            "--demo-backend-port",
+            str(backend_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        url = f"http://127.0.0.1:{listen_port}/mcp/default/petstore"
+        wait_for_line(process, url, timeout=60)
+        status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status", timeout=5))
+        envoy_pid = None
+        with open(f"/proc/{process.pid}/task/{process.pid}/children") as children:
+            envoy_pid = int(children.read().split()[0])
+        assert status["registry"]["servers"][0]["key"] == "default/petstore"
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "tools/call",
+                    "params": {"name": "describePet", "arguments": {"id": 2}},
+                }
+            ).encode(),
+            headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
+        )
+        answer = json.load(urllib.request.urlopen(request, timeout=5))
+        assert answer["result"]["content"][0]["text"] == "Tom is a cat (id 2)."
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+        assert (
+            not Path(f"/proc/{envoy_pid}").exists()
+            or "zombie" in Path(f"/proc/{envoy_pid}/status").read_text()
+        )
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
