@@ -24,6 +24,7 @@ INVENTORY = {
         {
             "name": "countPets",
             "description": "How many pets the store has.",
+            "args": [{"name": "x-trace", "position": "header"}],
             "requestTemplate": {"url": "/v1/pets", "method": "GET"},
             "responseTemplate": {"body": "first: {{.0.name}}"},
         }
@@ -72,6 +73,9 @@ async def test_servers_are_isolated_and_an_edit_resends_only_its_server(gateway:
     assert await tool_names(gateway.url) == ["listPets", "getPet", "createPet", "describePet"]
     async with Client(inventory_url, mode="legacy") as client:
         assert (await client.call_tool("countPets", {})).content[0].text == "first: Rex"
+        assert "x-trace" not in gateway.backend_requests[-1].headers, "an absent header argument must not be sent"
+        await client.call_tool("countPets", {"x-trace": "t-1"})
+        assert gateway.backend_requests[-1].headers["x-trace"] == "t-1"
 
     petstore_reloads = ecds_reloads(gateway, "default/petstore")
     inventory_reloads = ecds_reloads(gateway, "ops/inventory")

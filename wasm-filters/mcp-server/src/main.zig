@@ -1,0 +1,295 @@
+//! mcp-server filter: the glue between the Proxy-Wasm host and the pure MCP
+//! core. One VM serves every MCP server of the registry; each server is a
+//! plugin with its own root context and configuration, and each HTTP stream
+//! finds its configuration through the root context that created it.
+
+const std = @import("std");
+const jsonw = @import("jsonw.zig");
+const pw = @import("proxywasm.zig");
+const config = @import("config.zig");
+const mcp = @import("mcp.zig");
+const tpl = @import("template.zig");
+
+comptime {
+    pw.exportAbi(@This());
+}
+
+pub const panic = std.debug.FullPanic(pw.panic);
+
+const gpa = pw.allocator();
+
+/// A parsed configuration. Streams hold a reference so a configuration
+/// replaced or deleted mid-request stays valid until they finish.
+const Loaded = struct {
+    arena: std.heap.ArenaAllocator,
+    cfg: config.Config,
+    refs: u32,
+
+    fn retain(self: *Loaded) *Loaded {
+        self.refs += 1;
+        return self;
+    }
+
+    fn release(self: *Loaded) void {
+        self.refs -= 1;
+        if (self.refs == 0) {
+            self.arena.deinit();
+            gpa.destroy(self);
+        }
+    }
+};
+
+const Root = struct {
+    loaded: ?*Loaded = null,
+};
+
+const Stream = struct {
+    root_id: u32,
+    /// Per-request memory, reset when the stream is deleted.
+    arena: std.heap.ArenaAllocator,
+    loaded: ?*Loaded = null,
+    state: enum { headers, body, calling, done } = .headers,
+    call: mcp.Call = undefined,
+    token: u32 = 0,
+};
+
+var roots: std.AutoHashMapUnmanaged(u32, *Root) = .empty;
+var streams: std.AutoHashMapUnmanaged(u32, *Stream) = .empty;
+/// http_call token → stream context id. Callbacks arrive on the root
+/// context, so this is how an answer finds its request.
+var calls: std.AutoHashMapUnmanaged(u32, u32) = .empty;
+
+/// Recycled streams keep their arena's first buffer, so steady traffic does
+/// not allocate fresh pages per request. Bounded so bursts give memory back.
+var spare: std.ArrayList(*Stream) = .empty;
+const max_spare = 64;
+const arena_keep_bytes = 64 * 1024;
+
+const json_headers = pw.serializeHeadersComptime(&.{.{ .name = "content-type", .value = "application/json" }});
+const json_allow_headers = pw.serializeHeadersComptime(&.{
+    .{ .name = "content-type", .value = "application/json" },
+    .{ .name = "allow", .value = "POST" },
+});
+const no_headers = pw.serializeHeadersComptime(&.{});
+const details = "mcp_server_local_reply";
+
+// ---------------------------------------------------------------- lifecycle
+
+pub fn onContextCreate(id: u32, parent: u32) void {
+    if (parent == 0) {
+        const root = gpa.create(Root) catch return oom();
+        root.* = .{};
+        roots.put(gpa, id, root) catch {
+            gpa.destroy(root);
+            return oom();
+        };
+        return;
+    }
+    const s: *Stream = spare.pop() orelse blk: {
+        const fresh = gpa.create(Stream) catch return oom();
+        fresh.arena = std.heap.ArenaAllocator.init(gpa);
+        break :blk fresh;
+    };
+    s.* = .{ .root_id = parent, .arena = s.arena };
+    streams.put(gpa, id, s) catch {
+        s.arena.deinit();
+        gpa.destroy(s);
+        return oom();
+    };
+}
+
+pub fn onConfigure(id: u32, size: usize) bool {
+    const root = roots.get(id) orelse return false;
+    const text = pw.getBufferBytes(.plugin_configuration, 0, size) orelse {
+        pw.log(.err, "mcp-server: invalid configuration: no plugin configuration");
+        return false;
+    };
+    defer text.free();
+
+    const loaded = gpa.create(Loaded) catch return false;
+    loaded.* = .{ .arena = std.heap.ArenaAllocator.init(gpa), .cfg = undefined, .refs = 1 };
+    var why: []const u8 = "";
+    loaded.cfg = config.parse(loaded.arena.allocator(), text.slice(), &why) catch |err| {
+        if (err == error.OutOfMemory) why = "out of memory";
+        pw.logf(.err, "mcp-server: invalid configuration: {s}", .{why});
+        loaded.release();
+        return false;
+    };
+    if (root.loaded) |old| old.release();
+    root.loaded = loaded;
+    pw.logf(.info, "mcp-server: serving {s} with {d} tools", .{ loaded.cfg.base_path, loaded.cfg.tools.len });
+    return true;
+}
+
+pub fn onDone(id: u32) bool {
+    _ = id;
+    return true;
+}
+
+pub fn onDelete(id: u32) void {
+    if (streams.fetchRemove(id)) |kv| {
+        const s = kv.value;
+        if (s.state == .calling) _ = calls.remove(s.token);
+        if (s.loaded) |l| l.release();
+        if (spare.items.len < max_spare) {
+            if (spare.append(gpa, s)) |_| {
+                _ = s.arena.reset(.{ .retain_with_limit = arena_keep_bytes });
+                return;
+            } else |_| {}
+        }
+        s.arena.deinit();
+        gpa.destroy(s);
+        return;
+    }
+    if (roots.fetchRemove(id)) |kv| {
+        if (kv.value.loaded) |l| l.release();
+        gpa.destroy(kv.value);
+    }
+}
+
+// ------------------------------------------------------------ request path
+
+pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Action {
+    _ = num_headers;
+    const s = streams.get(id) orelse return .@"continue";
+    const root = roots.get(s.root_id) orelse return .@"continue";
+    const loaded = root.loaded orelse {
+        reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"MCP server not configured\"}}" });
+        return .pause;
+    };
+    s.loaded = loaded.retain();
+    const cfg = &loaded.cfg;
+    const arena = s.arena.allocator();
+
+    const path = pw.getHeaderValue(.http_request_headers, ":path") orelse return replyOrOom(s, mcp.notFound(arena));
+    const path_matches = std.mem.eql(u8, stripQuery(path.slice()), cfg.base_path);
+    path.free();
+    if (!path_matches) return replyOrOom(s, mcp.notFound(arena));
+
+    const method = pw.getHeaderValue(.http_request_headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
+    const is_post = std.mem.eql(u8, method.slice(), "POST");
+    method.free();
+    if (!is_post) return replyOrOom(s, mcp.methodNotAllowed(arena));
+
+    if (end_of_stream) {
+        handleBody(id, s, cfg, "");
+        return .pause;
+    }
+    s.state = .body;
+    return .pause;
+}
+
+pub fn onRequestBody(id: u32, body_size: usize, end_of_stream: bool) pw.Action {
+    const s = streams.get(id) orelse return .@"continue";
+    // Still `.headers` only when the headers callback let the request through.
+    if (s.state == .headers) return .@"continue";
+    if (s.state != .body) return .pause;
+    const cfg = &s.loaded.?.cfg;
+    if (body_size > cfg.max_request_bytes) return replyOrOom(s, mcp.tooLarge(s.arena.allocator(), cfg.max_request_bytes));
+    // Keep buffering in the host until the whole message is there.
+    if (!end_of_stream) return .pause;
+
+    const body = pw.getBufferBytes(.http_request_body, 0, body_size) orelse {
+        handleBody(id, s, cfg, "");
+        return .pause;
+    };
+    defer body.free();
+    handleBody(id, s, cfg, body.slice());
+    return .pause;
+}
+
+fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) void {
+    const arena = s.arena.allocator();
+    const outcome = mcp.handle(arena, cfg, body) catch return oomReply(s);
+    switch (outcome) {
+        .reply => |r| reply(s, r),
+        .call => |c| {
+            s.call = c;
+            const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
+            const token = pw.httpCall(cfg.cluster, headers, c.body, cfg.timeout_ms) catch {
+                const why = jsonw.allocPrint(arena, "upstream cluster {s} is unavailable (proxy_http_call status {d})", .{
+                    cfg.cluster, @intFromEnum(pw.last_http_call_status),
+                }) catch return oomReply(s);
+                return reply(s, .{ .status = 200, .body = mcp.toolFailure(arena, &s.call, why) catch return oomReply(s) });
+            };
+            calls.put(gpa, token, id) catch return oomReply(s);
+            s.token = token;
+            s.state = .calling;
+        },
+    }
+}
+
+pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) void {
+    _ = .{ root_id, num_trailers };
+    const kv = calls.fetchRemove(token) orelse return;
+    const s = streams.get(kv.value) orelse return;
+    if (s.state != .calling) return;
+    _ = pw.setEffectiveContext(kv.value);
+    const arena = s.arena.allocator();
+    const cfg = &s.loaded.?.cfg;
+
+    if (num_headers == 0) {
+        // The host signals a failed call (reset, no healthy host, ...) by an
+        // empty header map; its status message names the cause.
+        var why: []const u8 = "upstream request failed";
+        if (pw.getStatus()) |st| {
+            defer st.message.free();
+            if (st.message.len != 0) {
+                why = jsonw.allocPrint(arena, "upstream request failed: {s}", .{st.message.slice()}) catch why;
+            }
+        }
+        return reply(s, .{ .status = 200, .body = mcp.toolFailure(arena, &s.call, why) catch return oomReply(s) });
+    }
+    if (body_size > cfg.max_response_bytes) {
+        const why = jsonw.allocPrint(arena, "upstream response of {d} bytes exceeds the limit of {d} bytes", .{ body_size, cfg.max_response_bytes }) catch return oomReply(s);
+        return reply(s, .{ .status = 200, .body = mcp.toolFailure(arena, &s.call, why) catch return oomReply(s) });
+    }
+
+    const pairs = pw.getHeaderPairs(.http_call_response_headers);
+    defer if (pairs) |p| p.free();
+    const headers = pw.deserializeHeaders(tpl.Header, arena, if (pairs) |p| p.slice() else "") catch &.{};
+    const status_text = tpl.findHeader(headers, ":status") orelse "";
+    const status = std.fmt.parseUnsigned(u32, status_text, 10) catch 0;
+
+    const body = if (body_size == 0) null else pw.getBufferBytes(.http_call_response_body, 0, body_size);
+    defer if (body) |b| b.free();
+    const answer = mcp.toolResult(arena, &s.call, .{
+        .status = status,
+        .headers = headers,
+        .body = if (body) |b| b.slice() else "",
+    }) catch return oomReply(s);
+    reply(s, .{ .status = 200, .body = answer });
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn stripQuery(path: []const u8) []const u8 {
+    const end = std.mem.indexOfScalar(u8, path, '?') orelse path.len;
+    return path[0..end];
+}
+
+fn reply(s: *Stream, r: mcp.Reply) void {
+    s.state = .done;
+    const headers = if (r.status == 202) no_headers else if (r.allow_post) json_allow_headers else json_headers;
+    const st = pw.sendLocalResponse(r.status, details, r.body, headers);
+    if (st != .ok) pw.logf(.warn, "mcp-server: send_local_response failed with status {d}", .{@intFromEnum(st)});
+}
+
+fn replyOrOom(s: *Stream, r: std.mem.Allocator.Error!mcp.Reply) pw.Action {
+    reply(s, r catch return oomAction(s));
+    return .pause;
+}
+
+fn oomAction(s: *Stream) pw.Action {
+    oomReply(s);
+    return .pause;
+}
+
+fn oomReply(s: *Stream) void {
+    oom();
+    reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"out of memory\"}}" });
+}
+
+fn oom() void {
+    pw.log(.critical, "mcp-server: out of memory");
+}

@@ -1,0 +1,785 @@
+//! MCP over Streamable HTTP for one configured server, without any host
+//! calls: classify a JSON-RPC message, answer it locally or describe the
+//! upstream request to make, and turn the upstream answer into the tool
+//! result. Everything allocates from a per-request arena.
+
+const std = @import("std");
+const jsonw = @import("jsonw.zig");
+const Allocator = std.mem.Allocator;
+const Value = std.json.Value;
+const ObjectMap = std.json.ObjectMap;
+const config = @import("config.zig");
+const tpl = @import("template.zig");
+const Out = @import("jsonw.zig").Out;
+
+pub const Header = tpl.Header;
+
+pub const parse_error = -32700;
+pub const invalid_request = -32600;
+pub const method_not_found = -32601;
+pub const invalid_params = -32602;
+
+pub const supported_versions = [_][]const u8{ "2025-03-26", "2025-06-18", "2025-11-25" };
+pub const latest_version = "2025-11-25";
+
+/// A complete HTTP answer produced locally.
+pub const Reply = struct {
+    status: u32,
+    /// Empty for 202.
+    body: []const u8,
+    /// 405 answers carry `allow: POST`.
+    allow_post: bool = false,
+};
+
+/// A tools/call that needs the upstream. Lives in the request arena until
+/// the http_call callback.
+pub const Call = struct {
+    /// The request id as JSON text, echoed in the answer.
+    id: []const u8,
+    tool: *const config.Tool,
+    /// Validated arguments with defaults filled in; response templates may
+    /// read them too.
+    args: *const ObjectMap,
+    /// Pseudo-headers first, as proxy_http_call wants them.
+    headers: []const Header,
+    body: []const u8,
+};
+
+pub const Outcome = union(enum) {
+    reply: Reply,
+    call: Call,
+};
+
+pub const UpstreamResponse = struct {
+    status: u32,
+    headers: []const Header,
+    body: []const u8,
+};
+
+// ------------------------------------------------------------ local answers
+
+pub fn errorBody(arena: Allocator, id: []const u8, code: i32, message: []const u8) Allocator.Error![]const u8 {
+    var out = try Out.initCapacity(arena, 64 + id.len + message.len);
+    try out.add("{\"jsonrpc\":\"2.0\",\"id\":");
+    try out.add(id);
+    try out.add(",\"error\":{\"code\":");
+    try out.int(code);
+    try out.add(",\"message\":");
+    try out.str(message);
+    try out.add("}}");
+    return out.bytes();
+}
+
+fn errorReply(arena: Allocator, status: u32, id: []const u8, code: i32, comptime fmt: []const u8, args: anytype) Allocator.Error!Outcome {
+    const message = try jsonw.allocPrint(arena, fmt, args);
+    return .{ .reply = .{ .status = status, .body = try errorBody(arena, id, code, message) } };
+}
+
+fn resultReply(arena: Allocator, id: []const u8, parts: []const []const u8) Allocator.Error!Outcome {
+    var n: usize = 40 + id.len;
+    for (parts) |p| n += p.len;
+    var out = try Out.initCapacity(arena, n);
+    try out.add("{\"jsonrpc\":\"2.0\",\"id\":");
+    try out.add(id);
+    try out.add(",\"result\":");
+    for (parts) |p| try out.add(p);
+    try out.byte('}');
+    return .{ .reply = .{ .status = 200, .body = out.bytes() } };
+}
+
+pub fn notFound(arena: Allocator) Allocator.Error!Reply {
+    return .{ .status = 404, .body = try errorBody(arena, "null", invalid_request, "Invalid Request: no MCP server at this path") };
+}
+
+pub fn methodNotAllowed(arena: Allocator) Allocator.Error!Reply {
+    return .{ .status = 405, .allow_post = true, .body = try errorBody(arena, "null", invalid_request, "Invalid Request: only POST is supported") };
+}
+
+pub fn tooLarge(arena: Allocator, limit: u32) Allocator.Error!Reply {
+    const message = try jsonw.allocPrint(arena, "Invalid Request: body exceeds {d} bytes", .{limit});
+    return .{ .status = 413, .body = try errorBody(arena, "null", invalid_request, message) };
+}
+
+// ------------------------------------------------------- request handling
+
+/// Handles one complete POST body.
+pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8) Allocator.Error!Outcome {
+    var scanner = std.json.Scanner.initCompleteInput(arena, body);
+    var diag: std.json.Diagnostics = .{};
+    scanner.enableDiagnostics(&diag);
+    const msg = std.json.parseFromTokenSourceLeaky(Value, arena, &scanner, .{
+        .duplicate_field_behavior = .use_last,
+        // Keep number text as received: ids and arguments are echoed and
+        // forwarded byte for byte, whatever their size.
+        .parse_numbers = false,
+    }) catch |err| {
+        if (err == error.OutOfMemory) return error.OutOfMemory;
+        const what = switch (err) {
+            error.UnexpectedEndOfInput => "unexpected end of input",
+            error.SyntaxError => "syntax error",
+            else => @errorName(err),
+        };
+        return errorReply(arena, 400, "null", parse_error, "Parse error: {s} at line {d} column {d}", .{ what, diag.getLine(), diag.getColumn() });
+    };
+
+    const obj = switch (msg) {
+        .object => |*o| o,
+        .array => return errorReply(arena, 400, "null", invalid_request, "Invalid Request: batch requests are not supported", .{}),
+        else => return errorReply(arena, 400, "null", invalid_request, "Invalid Request: not a JSON-RPC object", .{}),
+    };
+
+    const version_ok = if (obj.get("jsonrpc")) |v| v == .string and std.mem.eql(u8, v.string, "2.0") else false;
+    var id: ?[]const u8 = null;
+    if (obj.get("id")) |v| switch (v) {
+        .string => |s| {
+            var out = try Out.initCapacity(arena, s.len + 2);
+            try out.str(s);
+            id = out.bytes();
+        },
+        .number_string => |s| id = s,
+        else => return errorReply(arena, 400, "null", invalid_request, "Invalid Request: id must be a string or a number", .{}),
+    };
+    if (!version_ok) return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: jsonrpc must be \"2.0\"", .{});
+
+    const method_value = obj.get("method") orelse {
+        if (obj.contains("result") or obj.contains("error")) return .{ .reply = .{ .status = 202, .body = "" } };
+        return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: no method", .{});
+    };
+    if (method_value != .string) return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: method must be a string", .{});
+    const method = method_value.string;
+    const rid = id orelse return .{ .reply = .{ .status = 202, .body = "" } };
+    const params: ?Value = obj.get("params");
+
+    if (std.mem.eql(u8, method, "tools/call")) return toolsCall(arena, cfg, rid, params);
+    if (std.mem.eql(u8, method, "tools/list")) return resultReply(arena, rid, &.{cfg.tools_list_json});
+    if (std.mem.eql(u8, method, "ping")) return resultReply(arena, rid, &.{"{}"});
+    if (std.mem.eql(u8, method, "initialize")) {
+        const version = negotiate(params);
+        return resultReply(arena, rid, &.{ "{\"protocolVersion\":\"", version, cfg.initialize_tail });
+    }
+    return errorReply(arena, 200, rid, method_not_found, "method not found: {s}", .{method});
+}
+
+/// The client's protocol version when we speak it, else our latest.
+pub fn negotiate(params: ?Value) []const u8 {
+    const p = params orelse return latest_version;
+    if (p != .object) return latest_version;
+    const v = p.object.get("protocolVersion") orelse return latest_version;
+    if (v != .string) return latest_version;
+    for (supported_versions) |s| {
+        if (std.mem.eql(u8, s, v.string)) return s;
+    }
+    return latest_version;
+}
+
+fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params_opt: ?Value) Allocator.Error!Outcome {
+    const params = params_opt orelse return errorReply(arena, 200, id, invalid_params, "invalid params: params must be an object", .{});
+    if (params != .object) return errorReply(arena, 200, id, invalid_params, "invalid params: params must be an object", .{});
+    const name_value = params.object.get("name") orelse return errorReply(arena, 200, id, invalid_params, "invalid params: name must be a string", .{});
+    if (name_value != .string) return errorReply(arena, 200, id, invalid_params, "invalid params: name must be a string", .{});
+    const tool = cfg.findTool(name_value.string) orelse
+        return errorReply(arena, 200, id, invalid_params, "unknown tool: {s}", .{name_value.string});
+
+    const args = try arena.create(ObjectMap);
+    if (params.object.get("arguments")) |a| switch (a) {
+        .object => |o| args.* = o,
+        .null => args.* = ObjectMap.init(arena),
+        else => return errorReply(arena, 200, id, invalid_params, "invalid params: arguments must be an object", .{}),
+    } else args.* = ObjectMap.init(arena);
+
+    if (try validate(arena, tool, args)) |message| {
+        return .{ .reply = .{ .status = 200, .body = try errorBody(arena, id, invalid_params, message) } };
+    }
+    return .{ .call = try buildCall(arena, cfg, tool, id, args) };
+}
+
+/// Checks declared arguments and fills defaults. Returns the -32602 message
+/// on failure. An explicit `null` counts as absent: clients often send null
+/// for optional parameters they do not use.
+pub fn validate(arena: Allocator, tool: *const config.Tool, args: *ObjectMap) Allocator.Error!?[]const u8 {
+    for (tool.args) |a| {
+        const present = args.get(a.name);
+        if (present == null or present.? == .null) {
+            if (present != null) _ = args.orderedRemove(a.name);
+            if (a.default) |d| {
+                try args.put(a.name, d);
+            } else if (a.required) {
+                return try jsonw.allocPrint(arena, "missing required argument: {s}", .{a.name});
+            }
+            continue;
+        }
+        const t = a.type orelse continue;
+        if (!hasType(present.?, t)) {
+            return try jsonw.allocPrint(arena, "argument {s}: expected {s}", .{ a.name, @tagName(t) });
+        }
+    }
+    return null;
+}
+
+pub fn hasType(v: Value, t: config.ArgType) bool {
+    return switch (t) {
+        .string => v == .string,
+        .boolean => v == .bool,
+        .array => v == .array,
+        .object => v == .object,
+        .number => v == .number_string or v == .integer or v == .float,
+        .integer => switch (v) {
+            .integer => true,
+            .float => |f| isWhole(f),
+            .number_string => |s| isIntegerText(s),
+            else => false,
+        },
+    };
+}
+
+/// JSON Schema's notion: an integer is a number with a zero fractional
+/// part, so 1.0 and 1e2 qualify; digits of any length qualify too.
+fn isIntegerText(s: []const u8) bool {
+    if (std.json.isNumberFormattedLikeAnInteger(s)) return true;
+    const f = std.fmt.parseFloat(f64, s) catch return false;
+    return isWhole(f);
+}
+
+fn isWhole(f: f64) bool {
+    return std.math.isFinite(f) and @floor(f) == f;
+}
+
+pub fn buildCall(arena: Allocator, cfg: *const config.Config, tool: *const config.Tool, id: []const u8, args: *const ObjectMap) Allocator.Error!Call {
+    const ctx = tpl.Context{ .args = args };
+
+    var path = Out.init(arena);
+    try tpl.render(&path, tool.path, &ctx);
+    var has_query = std.mem.indexOfScalar(u8, path.bytes(), '?') != null;
+    for (tool.query) |q| {
+        const v = args.get(q.arg) orelse continue;
+        const items = path.bytes();
+        if (!has_query) {
+            try path.byte('?');
+            has_query = true;
+        } else if (items[items.len - 1] != '?' and items[items.len - 1] != '&') {
+            try path.byte('&');
+        }
+        try path.percent(q.name);
+        try path.byte('=');
+        try tpl.writeValue(&path, v, .query);
+    }
+
+    var body = Out.init(arena);
+    var content_type: ?[]const u8 = null;
+    if (tool.body) |b| switch (b) {
+        .template => |t| {
+            try tpl.render(&body, t.template, &ctx);
+            content_type = t.content_type;
+        },
+        .json_args => |names| {
+            try body.byte('{');
+            var first = true;
+            for (names) |n| {
+                const v = args.get(n) orelse continue;
+                if (!first) try body.byte(',');
+                first = false;
+                try body.str(n);
+                try body.byte(':');
+                try body.value(v);
+            }
+            try body.byte('}');
+            content_type = "application/json";
+        },
+        .form_args => |names| {
+            var first = true;
+            for (names) |n| {
+                const v = args.get(n) orelse continue;
+                if (!first) try body.byte('&');
+                first = false;
+                try body.percent(n);
+                try body.byte('=');
+                try tpl.writeValue(&body, v, .query);
+            }
+            content_type = "application/x-www-form-urlencoded";
+        },
+    };
+
+    var headers: std.ArrayList(Header) = try .initCapacity(arena, 5 + tool.headers.len);
+    headers.appendAssumeCapacity(.{ .name = ":method", .value = tool.method });
+    headers.appendAssumeCapacity(.{ .name = ":path", .value = path.bytes() });
+    headers.appendAssumeCapacity(.{ .name = ":authority", .value = cfg.authority });
+    if (content_type) |ct| headers.appendAssumeCapacity(.{ .name = "content-type", .value = ct });
+    // Without an explicit length a body goes out chunked, which many small
+    // backends do not accept.
+    if (tool.body != null) {
+        headers.appendAssumeCapacity(.{ .name = "content-length", .value = try jsonw.allocPrint(arena, "{d}", .{body.bytes().len}) });
+    }
+    for (tool.headers) |h| {
+        var value = Out.init(arena);
+        try tpl.render(&value, h.value, &ctx);
+        // An optional header argument that was not given must not go out as an empty header.
+        if (value.bytes().len == 0) continue;
+        headers.appendAssumeCapacity(.{ .name = h.name, .value = value.bytes() });
+    }
+
+    return .{ .id = id, .tool = tool, .args = args, .headers = headers.items, .body = body.bytes() };
+}
+
+// ------------------------------------------------------- upstream answers
+
+/// The JSON-RPC answer for an upstream HTTP response.
+pub fn toolResult(arena: Allocator, call: *const Call, resp: UpstreamResponse) Allocator.Error![]const u8 {
+    const r = call.tool.response;
+    const ok = resp.status >= 200 and resp.status < 300;
+    const template: ?[]const tpl.Part = if (ok) r.body else r.error_body;
+    const needs_doc = (template != null and tpl.usesResp(template.?)) or (ok and r.structured);
+
+    var doc: ?Value = null;
+    if (needs_doc) {
+        doc = std.json.parseFromSliceLeaky(Value, arena, resp.body, .{
+            .duplicate_field_behavior = .use_last,
+            .parse_numbers = false,
+        }) catch |err| switch (err) {
+            error.OutOfMemory => return error.OutOfMemory,
+            else => null,
+        };
+    }
+
+    var text = Out.init(arena);
+    if (template) |t| {
+        if (doc == null and tpl.usesResp(t)) {
+            // Upstream did not send JSON: the raw body is the best answer.
+            try text.add(resp.body);
+        } else {
+            const ctx = tpl.Context{ .args = call.args, .resp = doc, .status = resp.status, .headers = resp.headers };
+            try tpl.render(&text, t, &ctx);
+        }
+    } else if (ok) {
+        try text.add(r.prepend);
+        try text.add(resp.body);
+        try text.add(r.append);
+    } else {
+        try text.add(resp.body);
+    }
+    if (!ok and text.bytes().len == 0) {
+        try text.add("upstream returned HTTP ");
+        try text.int(resp.status);
+    }
+
+    const structured = ok and r.structured and doc != null and doc.? == .object;
+    return resultBody(arena, call.id, text.bytes(), !ok, if (structured) resp.body else null);
+}
+
+/// The JSON-RPC answer when the upstream could not be reached at all.
+pub fn toolFailure(arena: Allocator, call: *const Call, reason: []const u8) Allocator.Error![]const u8 {
+    return resultBody(arena, call.id, reason, true, null);
+}
+
+fn resultBody(arena: Allocator, id: []const u8, text: []const u8, is_error: bool, structured: ?[]const u8) Allocator.Error![]const u8 {
+    var out = try Out.initCapacity(arena, 96 + id.len + text.len + if (structured) |s| s.len else 0);
+    try out.add("{\"jsonrpc\":\"2.0\",\"id\":");
+    try out.add(id);
+    try out.add(",\"result\":{\"content\":[{\"type\":\"text\",\"text\":");
+    try out.str(text);
+    try out.add("}]");
+    if (structured) |s| {
+        // Already validated as a JSON object by the parser; splice as is.
+        try out.add(",\"structuredContent\":");
+        try out.add(std.mem.trim(u8, s, " \t\r\n"));
+    }
+    try out.add(if (is_error) ",\"isError\":true}}" else ",\"isError\":false}}");
+    return out.bytes();
+}
+
+// ---------------------------------------------------------------- tests
+
+const testing = std.testing;
+
+const Fixture = struct {
+    arena_state: std.heap.ArenaAllocator,
+    cfg: config.Config,
+
+    fn init(text: []const u8) !*Fixture {
+        const f = try testing.allocator.create(Fixture);
+        f.arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+        var why: []const u8 = undefined;
+        f.cfg = config.parse(f.arena_state.allocator(), text, &why) catch |err| {
+            std.debug.print("config: {s}\n", .{why});
+            return err;
+        };
+        return f;
+    }
+
+    fn deinit(f: *Fixture) void {
+        f.arena_state.deinit();
+        testing.allocator.destroy(f);
+    }
+
+    fn arena(f: *Fixture) Allocator {
+        return f.arena_state.allocator();
+    }
+
+    fn reply(f: *Fixture, body: []const u8) !Reply {
+        const o = try handle(f.arena(), &f.cfg, body);
+        return switch (o) {
+            .reply => |r| r,
+            .call => error.TestUnexpectedResult,
+        };
+    }
+
+    fn call(f: *Fixture, body: []const u8) !Call {
+        const o = try handle(f.arena(), &f.cfg, body);
+        return switch (o) {
+            .call => |c| c,
+            .reply => |r| {
+                std.debug.print("unexpected reply {d}: {s}\n", .{ r.status, r.body });
+                return error.TestUnexpectedResult;
+            },
+        };
+    }
+
+    fn expectReply(f: *Fixture, body: []const u8, status: u32, expected: []const u8) !void {
+        const r = try f.reply(body);
+        try testing.expectEqualStrings(expected, r.body);
+        try testing.expectEqual(status, r.status);
+    }
+
+    fn expectError(f: *Fixture, body: []const u8, status: u32, code: i32, message_prefix: []const u8) !void {
+        const r = try f.reply(body);
+        testing.expectEqual(status, r.status) catch |e| {
+            std.debug.print("body: {s}\n", .{r.body});
+            return e;
+        };
+        const parsed = try std.json.parseFromSliceLeaky(Value, f.arena(), r.body, .{});
+        const err = parsed.object.get("error").?.object;
+        try testing.expectEqual(@as(i64, code), err.get("code").?.integer);
+        const message = err.get("message").?.string;
+        if (!std.mem.startsWith(u8, message, message_prefix)) {
+            std.debug.print("message was: {s}\n", .{message});
+            return error.TestUnexpectedResult;
+        }
+    }
+
+    fn header(c: Call, name: []const u8) ?[]const u8 {
+        return tpl.findHeader(c.headers, name);
+    }
+};
+
+const petstore =
+    \\{
+    \\  "server": {"name": "petstore", "version": "1.0.0"},
+    \\  "base_path": "/mcp/default/petstore",
+    \\  "upstream": {"cluster": "c", "authority": "pets.internal"},
+    \\  "tools_list": {"tools": [{"name": "getPet"}], "nextCursor": null},
+    \\  "tools": [
+    \\    {"name": "getPet",
+    \\     "args": [{"name": "id", "type": "string", "required": true},
+    \\              {"name": "verbose", "type": "boolean", "default": false},
+    \\              {"name": "limit", "type": "integer"},
+    \\              {"name": "score", "type": "number"},
+    \\              {"name": "tags", "type": "array"},
+    \\              {"name": "meta", "type": "object"}],
+    \\     "request": {"method": "GET", "path": [{"lit": "/v1/pets/"}, {"arg": "id", "enc": "path"}],
+    \\                 "query": [{"name": "verbose", "arg": "verbose"}, {"name": "limit", "arg": "limit"}, {"name": "q s", "arg": "q"}],
+    \\                 "headers": [{"name": "x-tenant", "value": [{"lit": "t-"}, {"arg_path": ["meta", "tenant"]}]}]},
+    \\     "response": {"body": [{"lit": "name="}, {"resp": ["name"]}]}},
+    \\    {"name": "addPet",
+    \\     "args": [{"name": "name", "type": "string", "required": true}],
+    \\     "request": {"method": "POST", "path": [{"lit": "/v1/pets?src=mcp"}],
+    \\                 "query": [{"name": "dry", "arg": "dry"}],
+    \\                 "body": {"kind": "json_args", "args": ["name", "tag", "age"]}},
+    \\     "response": {"prepend": "<<", "append": ">>", "structured": true,
+    \\                  "error_body": [{"lit": "failed "}, {"status": true}, {"lit": " "}, {"resp_header": "x-reason"}]}},
+    \\    {"name": "form",
+    \\     "request": {"method": "put", "path": [{"lit": "/f"}],
+    \\                 "body": {"kind": "form_args", "args": ["a", "b", "c"]}}},
+    \\    {"name": "tmpl",
+    \\     "request": {"method": "PATCH", "path": [{"lit": "/t/"}, {"arg": "n", "enc": "path"}],
+    \\                 "body": {"kind": "template", "content_type": "text/plain",
+    \\                          "template": [{"lit": "{\"n\":"}, {"arg": "n", "enc": "json"}, {"lit": ",\"s\":"}, {"arg": "s", "enc": "json"}, {"lit": "}"}]}},
+    \\     "response": {"body": [{"resp": ["a", "0"]}], "error_body": [{"resp": ["error"]}]}}
+    \\  ]
+    \\}
+;
+
+test "initialize negotiates the protocol version" {
+    const f = try Fixture.init(config.example);
+    defer f.deinit();
+    try f.expectReply(
+        \\{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}
+    , 200,
+        \\{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":false}},"serverInfo":{"name":"petstore","version":"1.0.0","title":"Pet store"},"instructions":"Use \"getPet\"."}}
+    );
+    for ([_][]const u8{
+        \\{"jsonrpc":"2.0","id":"a","method":"initialize","params":{"protocolVersion":"2024-11-05"}}
+        ,
+        \\{"jsonrpc":"2.0","id":"a","method":"initialize","params":{"protocolVersion":7}}
+        ,
+        \\{"jsonrpc":"2.0","id":"a","method":"initialize"}
+    }) |req| {
+        const r = try f.reply(req);
+        try testing.expect(std.mem.startsWith(u8, r.body,
+            \\{"jsonrpc":"2.0","id":"a","result":{"protocolVersion":"2025-11-25","capabilities"
+        ));
+    }
+    try testing.expectEqualStrings("2025-03-26", negotiate(try std.json.parseFromSliceLeaky(Value, f.arena(), "{\"protocolVersion\":\"2025-03-26\"}", .{})));
+}
+
+test "ping, tools/list and unknown methods" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}", 200, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}");
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/list\",\"params\":{}}", 200,
+        \\{"jsonrpc":"2.0","id":8,"result":{"tools":[{"name":"getPet"}],"nextCursor":null}}
+    );
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"resources/list\"}", 200,
+        \\{"jsonrpc":"2.0","id":9,"error":{"code":-32601,"message":"method not found: resources/list"}}
+    );
+}
+
+test "ids are echoed exactly" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const cases = [_][2][]const u8{
+        .{ "123456789012345678901234567890", "123456789012345678901234567890" },
+        .{ "-0", "-0" },
+        .{ "1.5e3", "1.5e3" },
+        .{ "0", "0" },
+        .{ "\"abc\"", "\"abc\"" },
+        .{ "\"\"", "\"\"" },
+        .{ "\"a\\\"b\\\\c\\n\\u0001\"", "\"a\\\"b\\\\c\\n\\u0001\"" },
+        .{ "\"h\u{e9}\u{1F600}\"", "\"h\u{e9}\u{1F600}\"" },
+        // Escaped non-ASCII is decoded then written as UTF-8: the same string.
+        .{ "\"\\u00e9\"", "\"\u{e9}\"" },
+    };
+    for (cases) |c| {
+        const req = try jsonw.allocPrint(f.arena(), "{{\"jsonrpc\":\"2.0\",\"method\":\"ping\",\"id\":{s}}}", .{c[0]});
+        const want = try jsonw.allocPrint(f.arena(), "{{\"jsonrpc\":\"2.0\",\"id\":{s},\"result\":{{}}}}", .{c[1]});
+        try f.expectReply(req, 200, want);
+    }
+}
+
+test "malformed and invalid JSON-RPC messages" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    try f.expectError("{\"jsonrpc\":", 400, parse_error, "Parse error: unexpected end of input");
+    try f.expectError("", 400, parse_error, "Parse error:");
+    try f.expectError("{\"a\" 1}", 400, parse_error, "Parse error: syntax error at line 1");
+    try f.expectError("{} x", 400, parse_error, "Parse error:");
+    try f.expectError("\"\xff\"", 400, parse_error, "Parse error:");
+    try f.expectError("[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]", 400, invalid_request, "Invalid Request: batch");
+    try f.expectError("42", 400, invalid_request, "Invalid Request");
+    try f.expectError("{\"id\":1,\"method\":\"ping\"}", 400, invalid_request, "Invalid Request: jsonrpc");
+    try f.expectError("{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"ping\"}", 400, invalid_request, "Invalid Request: jsonrpc");
+    try f.expectError("{\"jsonrpc\":2.0,\"id\":1,\"method\":\"ping\"}", 400, invalid_request, "Invalid Request: jsonrpc");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":5}", 400, invalid_request, "Invalid Request: method");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}", 400, invalid_request, "Invalid Request: id");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"ping\"}", 400, invalid_request, "Invalid Request: id");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1}", 400, invalid_request, "Invalid Request: no method");
+    // The id of an otherwise invalid request is still echoed.
+    try f.expectReply("{\"id\":\"x\",\"method\":\"ping\"}", 400,
+        \\{"jsonrpc":"2.0","id":"x","error":{"code":-32600,"message":"Invalid Request: jsonrpc must be \"2.0\""}}
+    );
+}
+
+test "notifications and responses are accepted with 202" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", 202, "");
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\"}}", 202, "");
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}", 202, "");
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":3,\"error\":{\"code\":1,\"message\":\"x\"}}", 202, "");
+}
+
+test "tools/call parameter errors" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}", 200,
+        \\{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown tool: nope"}}
+    );
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\"}", 200, invalid_params, "invalid params");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":[]}", 200, invalid_params, "invalid params");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":1}}", 200, invalid_params, "invalid params: name");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\",\"arguments\":[1]}}", 200, invalid_params, "invalid params: arguments must be an object");
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\"}}", 200,
+        \\{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"missing required argument: id"}}
+    );
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\",\"arguments\":{\"id\":null}}}", 200, invalid_params, "missing required argument: id");
+
+    const bad = [_][2][]const u8{
+        .{ "\"id\":5", "argument id: expected string" },
+        .{ "\"id\":\"1\",\"verbose\":\"yes\"", "argument verbose: expected boolean" },
+        .{ "\"id\":\"1\",\"limit\":1.5", "argument limit: expected integer" },
+        .{ "\"id\":\"1\",\"limit\":\"3\"", "argument limit: expected integer" },
+        .{ "\"id\":\"1\",\"limit\":1e400", "argument limit: expected integer" },
+        .{ "\"id\":\"1\",\"score\":\"3\"", "argument score: expected number" },
+        .{ "\"id\":\"1\",\"tags\":{}", "argument tags: expected array" },
+        .{ "\"id\":\"1\",\"meta\":[]", "argument meta: expected object" },
+    };
+    for (bad) |c| {
+        const req = try jsonw.allocPrint(f.arena(), "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"getPet\",\"arguments\":{{{s}}}}}}}", .{c[0]});
+        try f.expectError(req, 200, invalid_params, c[1]);
+    }
+}
+
+test "integer versus number" {
+    const t = config.ArgType.integer;
+    for ([_][]const u8{ "0", "-3", "42", "1.0", "1e2", "-2.000", "123456789012345678901234567890" }) |s| {
+        try testing.expect(hasType(.{ .number_string = s }, t));
+        try testing.expect(hasType(.{ .number_string = s }, .number));
+    }
+    for ([_][]const u8{ "1.5", "1e-1", "1e400", "-0.001" }) |s| {
+        try testing.expect(!hasType(.{ .number_string = s }, t));
+        try testing.expect(hasType(.{ .number_string = s }, .number));
+    }
+    try testing.expect(hasType(.{ .integer = 3 }, t));
+    try testing.expect(!hasType(.{ .float = 3.5 }, t));
+    try testing.expect(!hasType(.{ .string = "3" }, .number));
+    try testing.expect(!hasType(.null, .string));
+}
+
+test "GET call with path encoding, defaults, query and headers" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const c = try f.call(
+        \\{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"getPet","arguments":{"id":"a b/../\u00e9","limit":10,"extra":{"x":1},"q":"x&y","meta":{"tenant":"acme"}}}}
+    );
+    try testing.expectEqualStrings("\"r1\"", c.id);
+    try testing.expectEqualStrings("GET", Fixture.header(c, ":method").?);
+    try testing.expectEqualStrings("/v1/pets/a%20b%2F..%2F%C3%A9?verbose=false&limit=10&q%20s=x%26y", Fixture.header(c, ":path").?);
+    try testing.expectEqualStrings("pets.internal", Fixture.header(c, ":authority").?);
+    try testing.expectEqualStrings("t-acme", Fixture.header(c, "x-tenant").?);
+    try testing.expect(Fixture.header(c, "content-type") == null);
+    try testing.expect(Fixture.header(c, "content-length") == null);
+    try testing.expectEqualStrings("", c.body);
+    // Pseudo-headers come first.
+    try testing.expectEqualStrings(":method", c.headers[0].name);
+
+    // ".." alone would climb after the backend normalises the path: its dots are encoded.
+    const c2 = try f.call(
+        \\{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"getPet","arguments":{"id":"..","verbose":null}}}
+    );
+    try testing.expectEqualStrings("/v1/pets/%2E%2E?verbose=false", Fixture.header(c2, ":path").?);
+    try testing.expectEqualStrings("t-", Fixture.header(c2, "x-tenant").?);
+    const c3 = try f.call(
+        \\{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"getPet","arguments":{"id":".","q":"..."}}}
+    );
+    try testing.expectEqualStrings("/v1/pets/%2E?verbose=false&q%20s=...", Fixture.header(c3, ":path").?);
+}
+
+test "POST with json_args body appends query to a literal query" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const c = try f.call(
+        \\{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"addPet","arguments":{"age":12345678901234567890,"name":"R\u00e9x \"the\"\n","dry":true,"ignored":1}}}
+    );
+    try testing.expectEqualStrings("POST", Fixture.header(c, ":method").?);
+    try testing.expectEqualStrings("/v1/pets?src=mcp&dry=true", Fixture.header(c, ":path").?);
+    try testing.expectEqualStrings("application/json", Fixture.header(c, "content-type").?);
+    try testing.expectEqualStrings("{\"name\":\"R\u{e9}x \\\"the\\\"\\n\",\"age\":12345678901234567890}", c.body);
+    const len = try jsonw.allocPrint(f.arena(), "{d}", .{c.body.len});
+    try testing.expectEqualStrings(len, Fixture.header(c, "content-length").?);
+}
+
+test "form and template bodies" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const c = try f.call(
+        \\{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"form","arguments":{"a":"x y&z","c":[1,2],"b":null}}}
+    );
+    try testing.expectEqualStrings("PUT", Fixture.header(c, ":method").?);
+    try testing.expectEqualStrings("application/x-www-form-urlencoded", Fixture.header(c, "content-type").?);
+    // Undeclared arguments are not validated; null is passed as the literal.
+    try testing.expectEqualStrings("a=x%20y%26z&b=null&c=%5B1%2C2%5D", c.body);
+
+    const e = try f.call(
+        \\{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"form"}}
+    );
+    try testing.expectEqualStrings("", e.body);
+    try testing.expectEqualStrings("0", Fixture.header(e, "content-length").?);
+
+    const t = try f.call(
+        \\{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"tmpl","arguments":{"n":"a/b","s":"\u0007"}}}
+    );
+    try testing.expectEqualStrings("/t/a%2Fb", Fixture.header(t, ":path").?);
+    try testing.expectEqualStrings("text/plain", Fixture.header(t, "content-type").?);
+    try testing.expectEqualStrings("{\"n\":\"a/b\",\"s\":\"\\u0007\"}", t.body);
+    const t2 = try f.call(
+        \\{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"tmpl","arguments":{}}}
+    );
+    try testing.expectEqualStrings("{\"n\":null,\"s\":null}", t2.body);
+}
+
+fn testCall(f: *Fixture, tool: []const u8, args: []const u8) !Call {
+    const req = try jsonw.allocPrint(f.arena(), "{{\"jsonrpc\":\"2.0\",\"id\":11,\"method\":\"tools/call\",\"params\":{{\"name\":\"{s}\",\"arguments\":{s}}}}}", .{ tool, args });
+    return f.call(req);
+}
+
+test "upstream 2xx: response template, prepend/append, structuredContent" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const a = f.arena();
+    const get = try testCall(f, "getPet", "{\"id\":\"1\"}");
+    try testing.expectEqualStrings("{\"jsonrpc\":\"2.0\",\"id\":11,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"name=R\u{e9}x\\n\"}],\"isError\":false}}", try toolResult(a, &get, .{ .status = 200, .headers = &.{}, .body = "{\"name\":\"R\\u00e9x\\n\"}" }));
+    // Not JSON: the raw body, still a success.
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"plain \"text\""}],"isError":false}}
+    , try toolResult(a, &get, .{ .status = 201, .headers = &.{}, .body = "plain \"text\"" }));
+
+    const add = try testCall(f, "addPet", "{\"name\":\"x\"}");
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"<<{\"id\": 1, \"big\": 1e999}\n>>"}],"structuredContent":{"id": 1, "big": 1e999},"isError":false}}
+    , try toolResult(a, &add, .{ .status = 200, .headers = &.{}, .body = "{\"id\": 1, \"big\": 1e999}\n" }));
+    // A JSON array is not an object: no structuredContent.
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"<<[1]>>"}],"isError":false}}
+    , try toolResult(a, &add, .{ .status = 200, .headers = &.{}, .body = "[1]" }));
+    // Invalid UTF-8 and control bytes in the upstream body still yield valid JSON.
+    const odd = try toolResult(a, &add, .{ .status = 200, .headers = &.{}, .body = "a\x00\xffb" });
+    try testing.expectEqualStrings("{\"jsonrpc\":\"2.0\",\"id\":11,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"<<a\\u0000\u{FFFD}b>>\"}],\"isError\":false}}", odd);
+    _ = try std.json.parseFromSliceLeaky(Value, a, odd, .{});
+}
+
+test "upstream non-2xx and failures become isError results" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const a = f.arena();
+    const add = try testCall(f, "addPet", "{\"name\":\"x\"}");
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"failed 409 dup"}],"isError":true}}
+    , try toolResult(a, &add, .{ .status = 409, .headers = &.{.{ .name = "x-reason", .value = "dup" }}, .body = "{\"ignored\":1}" }));
+
+    const get = try testCall(f, "getPet", "{\"id\":\"1\"}");
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"not here"}],"isError":true}}
+    , try toolResult(a, &get, .{ .status = 404, .headers = &.{}, .body = "not here" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"upstream returned HTTP 503"}],"isError":true}}
+    , try toolResult(a, &get, .{ .status = 503, .headers = &.{}, .body = "" }));
+
+    const t = try testCall(f, "tmpl", "{}");
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"boom"}],"isError":true}}
+    , try toolResult(a, &t, .{ .status = 500, .headers = &.{}, .body = "{\"error\":\"boom\"}" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"<html>"}],"isError":true}}
+    , try toolResult(a, &t, .{ .status = 502, .headers = &.{}, .body = "<html>" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"upstream returned HTTP 500"}],"isError":true}}
+    , try toolResult(a, &t, .{ .status = 500, .headers = &.{}, .body = "{}" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"upstream unreachable: reset"}],"isError":true}}
+    , try toolFailure(a, &t, "upstream unreachable: reset"));
+}
+
+test "local HTTP-level replies" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    const nf = try notFound(a);
+    try testing.expectEqual(@as(u32, 404), nf.status);
+    try testing.expect(std.mem.indexOf(u8, nf.body, "-32600") != null);
+    const na = try methodNotAllowed(a);
+    try testing.expectEqual(@as(u32, 405), na.status);
+    try testing.expect(na.allow_post);
+    const tl = try tooLarge(a, 10);
+    try testing.expectEqual(@as(u32, 413), tl.status);
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request: body exceeds 10 bytes"}}
+    , tl.body);
+}

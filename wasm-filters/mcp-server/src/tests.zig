@@ -1,0 +1,10 @@
+//! Root for the native unit tests: every module without host calls in its
+//! tests, each counted once. `python -m ziglang test src/tests.zig`.
+
+test {
+    _ = @import("jsonw.zig");
+    _ = @import("template.zig");
+    _ = @import("config.zig");
+    _ = @import("mcp.zig");
+    _ = @import("proxywasm.zig");
+}
