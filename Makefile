@@ -30,7 +30,8 @@ up: filters
 	$(VENV)/bin/mcpgw up
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check controlplane plugin-server tests bench wasm-filters/build.py
+	$(VENV)/bin/ruff check controlplane plugin-server tests wasm-filters/build.py
+	$(VENV)/bin/ruff format --check controlplane plugin-server tests wasm-filters/build.py
 	$(PY) wasm-filters/build.py --check-fmt
 
 unit: $(STAMP)

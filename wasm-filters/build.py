@@ -45,7 +45,8 @@ def zig(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def filters(names: list[str]) -> list[Path]:
     found = sorted(
-        d for d in HERE.iterdir()
+        d
+        for d in HERE.iterdir()
         if d.is_dir() and (d / "src" / "main.zig").is_file() and (d / "VERSION").is_file()
     )
     if not names:
@@ -70,9 +71,12 @@ def build(d: Path) -> bool:
     wasm = out_dir / "plugin.wasm"
     tmp = out_dir / "plugin.wasm.tmp"
     r = zig(
-        "build-exe", "src/main.zig",
-        "-target", "wasm32-wasi",
-        "-O", OPTIMIZE,
+        "build-exe",
+        "src/main.zig",
+        "-target",
+        "wasm32-wasi",
+        "-O",
+        OPTIMIZE,
         "-fno-entry",
         "-rdynamic",
         f"-femit-bin={tmp}",
@@ -104,10 +108,7 @@ def test_roots(d: Path) -> list[Path]:
     src = d / "src"
     if (src / "tests.zig").is_file():
         return [src / "tests.zig"]
-    return sorted(
-        f for f in src.glob("*.zig")
-        if f.name != "main.zig" and 'test "' in f.read_text()
-    )
+    return sorted(f for f in src.glob("*.zig") if f.name != "main.zig" and 'test "' in f.read_text())
 
 
 def test(d: Path) -> bool:
