@@ -13,6 +13,8 @@ from mcp import Client
 
 from tests.integration.conftest import Gateway
 
+# What Envoy's HTTP client itself adds to every call the filter makes (the backend timeout is 5000 ms).
+ENVOY_HEADERS = {"x-envoy-internal": "true", "x-envoy-expected-rq-timeout-ms": "5000"}
 ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
@@ -46,7 +48,8 @@ async def test_sdk_client_lists_and_calls_every_demo_tool(gateway: Gateway) -> N
         result = await client.call_tool("listPets", {"tag": "dog"})
         seen = last_request(gateway)
         assert (seen.method, seen.path, seen.query) == ("GET", "/v1/pets", "tag=dog&limit=10")
-        assert seen.headers["host"] == "petstore.internal" and seen.headers["x-client"] == "mcpgw-demo"
+        # Exactly these headers: nothing of the client's request leaks through to the backend.
+        assert seen.headers == {"host": "petstore.internal", "x-client": "mcpgw-demo", **ENVOY_HEADERS}
         assert seen.body == b""
         assert not result.is_error
         assert json.loads(result.content[0].text) == [{"id": 1, "name": "Rex", "tag": "dog"}]
@@ -60,7 +63,12 @@ async def test_sdk_client_lists_and_calls_every_demo_tool(gateway: Gateway) -> N
         result = await client.call_tool("createPet", {"name": "Kit", "tag": "cat"})
         seen = last_request(gateway)
         assert (seen.method, seen.path, seen.query) == ("POST", "/v1/pets", "")
-        assert seen.headers["content-type"].startswith("application/json")
+        assert seen.headers == {
+            "host": "petstore.internal",
+            "content-type": "application/json",
+            "content-length": str(len(seen.body)),
+            **ENVOY_HEADERS,
+        }
         assert json.loads(seen.body) == {"name": "Kit", "tag": "cat"}
         assert json.loads(result.content[0].text) == {"id": 4, "name": "Kit", "tag": "cat"}
 
