@@ -6,6 +6,7 @@ reason, because an integration suite that quietly skips proves nothing.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 from collections.abc import AsyncIterator
@@ -48,10 +49,13 @@ class Gateway:
         return self.stack.demo.runner.app[RECORDED]
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    backend_port = free_port()
-    registry = copy_registry(tmp_path / "registry", backend_port)
+@contextlib.asynccontextmanager
+async def running_gateway(
+    workdir: Path, registry: Path, backend_port: int | None = None
+) -> AsyncIterator[Gateway]:
+    """The whole stack on free ports, serving `registry`; with `backend_port`, the demo backend runs there."""
+    envoy_dir = workdir / "envoy"
+    envoy_dir.mkdir(parents=True, exist_ok=True)
     options = StackOptions(
         registry_dir=registry,
         listen_port=free_port(),
@@ -61,12 +65,20 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         envoy_admin_port=free_port(),
         demo_backend_port=backend_port,
         node_id="test-node",
-        envoy_workdir=tmp_path / "envoy",
+        envoy_workdir=envoy_dir,
     )
-    (tmp_path / "envoy").mkdir()
     stack = Stack(options)
     await stack.start(ready_timeout=60)
     try:
         yield Gateway(stack, registry)
     finally:
         await stack.stop()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """The example registry served against the demo backend."""
+    backend_port = free_port()
+    registry = copy_registry(tmp_path / "registry", backend_port)
+    async with running_gateway(tmp_path, registry, backend_port) as running:
+        yield running
