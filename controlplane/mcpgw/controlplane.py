@@ -21,7 +21,8 @@ from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
 from mcpgw.registry.filesource import FileSource
 from mcpgw.registry.model import RegistrySnapshot
-from mcpgw.registry.validate import Invalid
+from mcpgw.registry.secrets import resolve as resolve_secrets
+from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, translate
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
@@ -61,6 +62,9 @@ class ControlPlane:
         self.ads = AdsServer(self.cache)
         self.settings: GatewaySettings | None = None
         self._counters = _Counters()
+        # Problems of the newest registry that kept it from being served (unreadable credentials).
+        self.rejections: list[Problem] = []
+        self.applied_revision: str | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self._status: ServedApp | None = None
         self.xds_port = options.xds_port
@@ -92,6 +96,8 @@ class ControlPlane:
         if self.source.snapshot is None:
             raise Invalid(self.source.problems)
         await self.apply(self.source.snapshot)
+        if self.rejections:
+            raise Invalid(self.rejections)
         self.xds_port = await self.ads.start(self.options.xds_host, self.options.xds_port)
         await self._start_status()
         self._watch_task = asyncio.create_task(self.source.watch(self.apply), name="registry-watch")
@@ -102,11 +108,22 @@ class ControlPlane:
         )
 
     async def apply(self, snapshot: RegistrySnapshot) -> None:
+        """Translate and publish `snapshot`; a snapshot whose credentials cannot be read is rejected."""
         assert self.settings is not None
         started = time.perf_counter()
-        resources = translate(snapshot, self.settings)
+        try:
+            secrets = resolve_secrets(snapshot)
+        except Invalid as error:
+            self.rejections = error.problems
+            self._counters.rejected += 1
+            for problem in error.problems:
+                log.error("registry_rejected", file=problem.file, field=problem.path, reason=problem.reason)
+            return
+        self.rejections = []
+        resources = translate(snapshot, self.settings, secrets)
         changed = self.cache.set_resources(resources)
         elapsed_ms = (time.perf_counter() - started) * 1000
+        self.applied_revision = snapshot.revision
         self._counters.applied += 1
         self._counters.last_applied_at = time.time()
         log.info(
@@ -131,13 +148,14 @@ class ControlPlane:
         return {
             "registry": {
                 "directory": str(self.options.registry_dir),
-                "revision": snapshot.revision if snapshot else None,
+                "revision": self.applied_revision,
                 "servers": [
                     {"key": s.key, "path": s.path, "tools": len(s.tools), "source": s.source}
                     for s in (snapshot.servers if snapshot else ())
                 ],
                 "problems": [
-                    {"file": p.file, "field": p.path, "reason": p.reason} for p in self.source.problems
+                    {"file": p.file, "field": p.path, "reason": p.reason}
+                    for p in [*self.source.problems, *self.rejections]
                 ],
                 "applied": self._counters.applied,
                 "last_applied_at": self._counters.last_applied_at,

@@ -80,9 +80,9 @@ def test_minimal_document_gets_defaults() -> None:
         ),
         (lambda d: d["tools"][0]["args"][0].update(type="uuid"), "tools[0].args[0].type", "must be one of"),
         (
-            lambda d: d["tools"][0]["args"][0].update(position="cookie"),
+            lambda d: d["tools"][0]["args"][0].update(position="matrix"),
             "tools[0].args[0].position",
-            "not supported yet",
+            "must be one of query, path, header, cookie, body",
         ),
         (
             lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.nope}}"),
@@ -90,14 +90,14 @@ def test_minimal_document_gets_defaults() -> None:
             "undeclared argument '.args.nope'",
         ),
         (
-            lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.id | b64enc}}"),
+            lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{.args.id | sha256sum}}"),
             "tools[0].requestTemplate.url",
-            "function 'b64enc' is not supported",
+            "function 'sha256sum' is not supported",
         ),
         (
-            lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{range .args.id}}"),
+            lambda d: d["tools"][0]["requestTemplate"].update(url="/x/{{with .args.id}}{{.}}{{end}}"),
             "tools[0].requestTemplate.url",
-            "action 'range' is not supported",
+            "action 'with' is not supported",
         ),
         (
             lambda d: d["tools"][0]["requestTemplate"].update(argsToJsonBody=True, argsToUrlParam=True),
@@ -122,7 +122,7 @@ def test_minimal_document_gets_defaults() -> None:
         (
             lambda d: d["tools"][0]["requestTemplate"].update(headers=[{"key": "x", "value": "a\r\nb"}]),
             "tools[0].requestTemplate.headers[0].value",
-            "CR or LF",
+            "CR, LF or NUL",
         ),
         (
             lambda d: d["tools"][0]["requestTemplate"].update(url="/{{.config.missing}}/{{.args.id}}"),
@@ -140,7 +140,70 @@ def test_minimal_document_gets_defaults() -> None:
             "tools[0].responseTemplate",
             "exclusive",
         ),
-        (lambda d: d["tools"][0].update(securitySchemes=[]), "tools[0].securitySchemes", "not supported yet"),
+        (lambda d: d["tools"][0].update(securitySchemes=[]), "tools[0].securitySchemes", "unknown field"),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(security={"id": "nope"}),
+            "tools[0].requestTemplate.security.id",
+            "no security scheme 'nope'",
+        ),
+        (
+            lambda d: d.update(securitySchemes=[{"id": "k", "type": "apiKey", "in": "cookie", "name": "k"}]),
+            "securitySchemes[0].in",
+            "must be one of header, query",
+        ),
+        (
+            lambda d: (
+                d.update(securitySchemes=[{"id": "b", "type": "http", "scheme": "bearer"}]),
+                d["tools"][0]["requestTemplate"].update(security={"id": "b"}),
+            ),
+            "tools[0].requestTemplate.security",
+            "no credential",
+        ),
+        (
+            lambda d: (
+                d.update(securitySchemes=[{"id": "b", "type": "http", "scheme": "bearer"}]),
+                d["tools"][0].update(security={"id": "b"}),
+            ),
+            "tools[0].security.passthrough",
+            "does not authenticate clients",
+        ),
+        (
+            lambda d: (
+                d.update(
+                    securitySchemes=[
+                        {"id": "b", "type": "http", "scheme": "basic"},
+                        {"id": "k", "type": "apiKey", "in": "header", "name": "x-key"},
+                    ]
+                ),
+                d["tools"][0].update(security={"id": "b", "passthrough": True}),
+                d["tools"][0]["requestTemplate"].update(security={"id": "k"}),
+            ),
+            "tools[0].security",
+            "basic credential can only be passed through to a basic scheme",
+        ),
+        (
+            lambda d: d.update(securitySchemes=[{"id": "b", "type": "http", "scheme": "bearer", "defaultCredential": 7}]),
+            "securitySchemes[0].defaultCredential",
+            "must be a credential string",
+        ),
+        (
+            lambda d: d["tools"][0]["requestTemplate"].update(url="//evil.example/{{.args.id}}"),
+            "tools[0].requestTemplate.url",
+            "must not start with '//'",
+        ),
+        (
+            lambda d: d["tools"][0]["responseTemplate"] if False else d["tools"][0].update(
+                responseTemplate={"body": "{{if .ok}}yes"}
+            ),
+            "tools[0].responseTemplate.body",
+            "missing '{{end}}'",
+        ),
+        (
+            lambda d: d["tools"][0]["args"][0].update(enum=[1, "two"]),
+            "tools[0].args[0].enum",
+            "every value must be of type integer",
+        ),
+        (lambda d: d.update(include=[{"server": "nope"}]), "include[0].server", "is not valid"),
         (
             lambda d: d["tools"][0]["args"][0].update(default="seven"),
             "tools[0].args[0].default",
@@ -167,7 +230,11 @@ def test_absolute_url_keeps_only_path_and_query() -> None:
     document = minimal()
     document["tools"][0]["requestTemplate"]["url"] = "https://api.example.com/items/{{.args.id}}?v=1"
     request = parse_server(document).tools[0].request
-    assert request.url == (templates.Text("/items/"), templates.Ref("args", ("id",)), templates.Text("?v=1"))
+    assert request.url == (
+        templates.Text("/items/"),
+        templates.Output(templates.Field(("args", "id"))),
+        templates.Text("?v=1"),
+    )
     assert request.url_path_nodes == 2
 
 
@@ -178,35 +245,6 @@ def test_allow_tools_keeps_only_listed_tools() -> None:
     document["tools"].append(second)
     document["allowTools"] = ["other"]
     assert [t.name for t in parse_server(document).tools] == ["other"]
-
-
-@pytest.mark.parametrize(
-    ("source", "nodes"),
-    [
-        ("a{{.args.x}}b", (templates.Text("a"), templates.Ref("args", ("x",)), templates.Text("b"))),
-        ("{{ .args.x.y | toJson }}", (templates.Ref("args", ("x", "y"), ("toJson",)),)),
-        ("{{.}}", (templates.Ref(".", ()),)),
-        ("{{.data.0.name}}", (templates.Ref(".", ("data", "0", "name")),)),
-    ],
-)
-def test_template_parse(source: str, nodes: tuple[templates.Node, ...]) -> None:
-    roots = frozenset({"args", "."})
-    assert templates.parse(source, roots=roots) == nodes
-
-
-@pytest.mark.parametrize(
-    ("source", "message"),
-    [
-        ("{{.args.x", "unbalanced"),
-        ("{{.args.x | toJson | urlquery}}", "chained functions"),
-        ('{{printf "%s" .args.x}}', "'printf' is not supported"),
-        ("{{.}}", "only available in response templates"),
-        ("{{.other.x}}", "unknown reference"),
-    ],
-)
-def test_template_rejects_by_name(source: str, message: str) -> None:
-    with pytest.raises(templates.TemplateError, match=message):
-        templates.parse(source, roots=frozenset({"args"}))
 
 
 def write(directory: Path, name: str, document: Any) -> Path:

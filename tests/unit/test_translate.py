@@ -6,12 +6,14 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from google.protobuf import json_format, wrappers_pb2
 
-from mcpgw.registry.model import RegistrySnapshot
-from mcpgw.registry.validate import parse_server
+from mcpgw.registry.model import RegistrySnapshot, Secret
+from mcpgw.registry.secrets import resolve as resolve_secrets
+from mcpgw.registry.validate import Invalid, check_includes, parse_server
 from mcpgw.translate.envoy import (
     LISTENER_NAME,
     PLUGIN_CLUSTER,
@@ -108,42 +110,200 @@ def test_extension_config_carries_remote_code_and_filter_config() -> None:
     assert json.loads(value.value)["base_path"] == "/mcp/default/svc"
 
 
-def test_filter_config_compiles_templates_into_parts() -> None:
+def config_of(*documents: dict[str, Any], secrets: dict[Secret, str] | None = None) -> dict[str, Any]:
+    """The filter configuration of the first document's server, in a snapshot of all of them."""
+    snapshot = snapshot_of(*documents)
+    first = parse_server(documents[0])
+    return filter_config(snapshot.server(first.key), snapshot, secrets or {})  # type: ignore[arg-type]
+
+
+def out(source: str, path: list[str], enc: str) -> dict[str, Any]:
+    return {"out": {source: path}, "enc": enc}
+
+
+def test_filter_config_compiles_templates_into_expression_trees() -> None:
     document = minimal(config={"tenant": "acme"})
-    document["tools"][0]["args"].append({"name": "q", "type": "string"})
+    document["tools"][0]["args"] += [{"name": "q", "type": "string"}, {"name": "tags", "type": "array"}]
     document["tools"][0]["requestTemplate"] = {
-        "url": "/items/{{.args.id}}?tenant={{.config.tenant}}&q={{.args.q}}",
+        "url": "/items/{{.args.id}}?tenant={{.config.tenant}}&q={{.args.q | urlquery}}",
         "headers": [
             {"key": "X-Id", "value": "id-{{.args.id | toJson}}"},
             {"key": "Content-Type", "value": "text/plain"},
         ],
-        "body": "{{.args.q}}!",
+        "body": "{{if .args.q}}{{.args.q | upper}}{{else}}none{{end}}:{{range .args.tags}}[{{.}}]{{end}}",
         "method": "POST",
     }
-    document["tools"][0]["responseTemplate"] = {"body": "name={{.data.name}} all={{. | toJson}}"}
+    document["tools"][0]["responseTemplate"] = {
+        "body": 'name={{.data.name | default "?"}} st={{._status}} id={{._headers.X-Id}} all={{. | toJson}}'
+    }
     document["tools"][0]["outputSchema"] = {"type": "object"}
-    tool = filter_config(parse_server(document))["tools"][0]
+    tool = config_of(document)["tools"][0]
     assert tool["request"]["path"] == [
         {"lit": "/items/"},
-        {"arg": "id", "enc": "path"},
+        out("args", ["id"], "path"),
+        # Config in a URL is substituted as text first: it may carry the scheme and host.
         {"lit": "?tenant=acme&q="},
-        {"arg": "q", "enc": "query"},
+        # urlquery output is already escaped, so it is not encoded twice.
+        {"out": {"fn": "urlquery", "args": [{"args": ["q"]}]}, "enc": "raw"},
     ]
     assert tool["request"]["headers"] == [
-        {"name": "x-id", "value": [{"lit": "id-"}, {"arg": "id", "enc": "json"}]}
+        {
+            "name": "x-id",
+            "value": [{"lit": "id-"}, {"out": {"fn": "toJson", "args": [{"args": ["id"]}]}, "enc": "raw"}],
+        }
     ]
     assert tool["request"]["body"] == {
         "kind": "template",
         "content_type": "text/plain",
-        "template": [{"arg": "q", "enc": "raw"}, {"lit": "!"}],
+        "template": [
+            {
+                "if": {"args": ["q"]},
+                "then": [{"out": {"fn": "upper", "args": [{"args": ["q"]}]}, "enc": "raw"}],
+                "else": [{"lit": "none"}],
+            },
+            {"lit": ":"},
+            {
+                "range": {"args": ["tags"]},
+                "do": [{"lit": "["}, out("item", [], "raw"), {"lit": "]"}],
+                "else": [],
+            },
+        ],
     }
     assert tool["response"]["body"] == [
         {"lit": "name="},
-        {"resp": ["data", "name"], "enc": "raw"},
+        {"out": {"fn": "default", "args": [{"const": "?"}, {"resp": ["data", "name"]}]}, "enc": "raw"},
+        {"lit": " st="},
+        {"out": {"status": True}, "enc": "raw"},
+        {"lit": " id="},
+        {"out": {"header": "x-id"}, "enc": "raw"},
         {"lit": " all="},
-        {"resp": [], "enc": "json"},
+        {"out": {"fn": "toJson", "args": [{"resp": []}]}, "enc": "raw"},
     ]
     assert tool["response"]["structured"] is True
+
+
+def test_credentials_static_passthrough_and_secrets_from_env() -> None:
+    document = minimal(
+        securitySchemes=[
+            {"id": "basic", "type": "http", "scheme": "basic", "defaultCredential": "user:pa ss"},
+            {"id": "bearer", "type": "http", "scheme": "bearer"},
+            {
+                "id": "key",
+                "type": "apiKey",
+                "in": "query",
+                "name": "api_key",
+                "defaultCredential": {"env": "K"},
+            },
+            {"id": "hdr", "type": "apiKey", "in": "header", "name": "X-Key"},
+        ]
+    )
+    base = document["tools"][0]
+    tools = []
+    for name, security, request_security in [
+        ("basic", None, {"id": "basic"}),
+        ("key", None, {"id": "key"}),
+        ("override", None, {"id": "basic", "credential": "other:pw"}),
+        ("pass", {"id": "bearer", "passthrough": True}, {"id": "hdr"}),
+        ("same", {"id": "bearer", "passthrough": True}, None),
+    ]:
+        tool = copy.deepcopy(base)
+        tool["name"] = name
+        tool["requestTemplate"]["security"] = request_security
+        if request_security is None:
+            del tool["requestTemplate"]["security"]
+        if security:
+            tool["security"] = security
+        tools.append(tool)
+    document["tools"] = tools
+    server = parse_server(document)
+    env_secret = next(s.default_credential for s in server.security_schemes if s.id == "key")
+    assert (
+        env_secret is not None and "env" in repr(env_secret) and "K" not in repr(env_secret).split("where")[0]
+    )
+    auth = {
+        t["name"]: t["request"]["auth"]
+        for t in config_of(document, secrets=resolve_with({"K": "k3y"}, server))["tools"]
+    }
+    assert auth["basic"] == {
+        "static": [{"in": "header", "name": "authorization", "value": "Basic dXNlcjpwYSBzcw=="}],
+        "passthrough": None,
+    }
+    assert auth["key"]["static"] == [{"in": "query", "name": "api_key", "value": "k3y"}]
+    assert auth["override"]["static"][0]["value"] == "Basic b3RoZXI6cHc="
+    bearer = {"in": "header", "name": "authorization", "prefix": "Bearer "}
+    assert auth["pass"] == {
+        "static": [],
+        "passthrough": {"from": bearer, "to": {"in": "header", "name": "x-key", "prefix": ""}},
+    }
+    assert auth["same"] == {"static": [], "passthrough": {"from": bearer, "to": bearer}}
+
+
+def resolve_with(environment: dict[str, str], server: Any) -> dict[Secret, str]:
+    import os
+
+    saved = {k: os.environ.get(k) for k in environment}
+    os.environ.update(environment)
+    try:
+        return resolve_secrets(RegistrySnapshot(servers=(server,)))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_unreadable_secret_names_file_and_field_but_not_the_value(tmp_path: Any) -> None:
+    document = minimal(
+        securitySchemes=[
+            {
+                "id": "k",
+                "type": "apiKey",
+                "in": "header",
+                "name": "x-k",
+                "defaultCredential": {"env": "MCPGW_TEST_UNSET"},
+            }
+        ]
+    )
+    document["tools"][0]["requestTemplate"]["security"] = {"id": "k"}
+    server = parse_server(document, "reg.yaml")
+    with pytest.raises(Invalid) as error:
+        resolve_secrets(RegistrySnapshot(servers=(server,)))
+    (problem,) = error.value.problems
+    assert (problem.file, problem.path) == ("reg.yaml", "securitySchemes[0].defaultCredential")
+    assert "MCPGW_TEST_UNSET is not set" in problem.reason
+    secret_file = tmp_path / "token"
+    secret_file.write_text("s3cret\n")
+    document["securitySchemes"][0]["defaultCredential"] = {"file": str(secret_file)}
+    server = parse_server(document, "reg.yaml")
+    assert list(resolve_secrets(RegistrySnapshot(servers=(server,))).values()) == ["s3cret"]
+
+
+def test_composed_tool_set_calls_the_owning_servers_backend() -> None:
+    owner = minimal(name="owner", backend={"endpoints": ["127.0.0.1:9001"], "host": "owner.internal"})
+    composed = minimal(name="composed")
+    composed["include"] = [{"server": "default/owner", "tools": ["get"]}]
+    composed["tools"][0]["name"] = "own"
+    config = config_of(composed, owner)
+    assert [t["name"] for t in config["tools"]] == ["own", "get"]
+    assert "upstream" not in config["tools"][0]
+    assert config["tools"][1]["upstream"] == {
+        "cluster": "mcpgw/default/owner",
+        "authority": "owner.internal",
+        "timeout_ms": 10000,
+    }
+    assert [t["name"] for t in config["tools_list"]["tools"]] == ["own", "get"]
+
+
+def test_include_problems_are_found_across_documents() -> None:
+    owner = parse_server(minimal(name="owner"), "owner.yaml")
+    clash = minimal(name="clash", include=[{"server": "default/owner"}, {"server": "default/missing"}])
+    problems = check_includes([owner, parse_server(clash, "clash.yaml")])
+    assert [(p.file, p.path) for p in problems] == [
+        ("clash.yaml", "include[0]"),
+        ("clash.yaml", "include[1].server"),
+    ]
+    assert "clashes" in problems[0].reason and "no such server" in problems[1].reason
 
 
 def test_filter_config_places_free_arguments_by_position_and_body_mode() -> None:
@@ -155,10 +315,10 @@ def test_filter_config_places_free_arguments_by_position_and_body_mode() -> None
         {"name": "size", "type": "number", "default": 1.5},
     ]
     document["tools"][0]["requestTemplate"].update(method="POST", argsToJsonBody=True)
-    config = filter_config(parse_server(document))
+    config = config_of(document)
     request = config["tools"][0]["request"]
     assert request["query"] == [{"name": "tag", "arg": "tag"}]
-    assert request["headers"] == [{"name": "trace", "value": [{"arg": "trace"}]}]
+    assert request["headers"] == [{"name": "trace", "value": [out("args", ["trace"], "raw")]}]
     assert request["body"] == {"kind": "json_args", "args": ["name", "size"]}
     assert config["tools"][0]["args"][-1] == {
         "name": "size",
@@ -169,14 +329,14 @@ def test_filter_config_places_free_arguments_by_position_and_body_mode() -> None
     url_params = copy.deepcopy(document)
     del url_params["tools"][0]["requestTemplate"]["argsToJsonBody"]
     url_params["tools"][0]["requestTemplate"]["argsToUrlParam"] = True
-    request = filter_config(parse_server(url_params))["tools"][0]["request"]
+    request = config_of(url_params)["tools"][0]["request"]
     assert [q["name"] for q in request["query"]] == ["tag", "name", "size"] and request["body"] is None
 
 
 def test_tools_list_is_prerendered_with_input_schema() -> None:
     document = minimal()
     document["tools"][0]["args"].append({"name": "mode", "enum": ["a", "b"], "description": "how"})
-    tools = filter_config(parse_server(document))["tools_list"]["tools"]
+    tools = config_of(document)["tools_list"]["tools"]
     assert tools == [
         {
             "name": "get",

@@ -15,7 +15,7 @@ import yaml
 
 from mcpgw.log import get_logger
 from mcpgw.registry.model import McpServer, RegistrySnapshot
-from mcpgw.registry.validate import Invalid, Problem, parse_server
+from mcpgw.registry.validate import Invalid, Problem, check_includes, parse_server
 
 log = get_logger(__name__)
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -61,6 +61,7 @@ def load_directory(directory: Path) -> RegistrySnapshot:
                 )
                 continue
             servers[server.key] = server
+    problems += check_includes(list(servers.values()))
     if problems:
         raise Invalid(problems)
     return RegistrySnapshot(servers=tuple(servers[key] for key in sorted(servers)))

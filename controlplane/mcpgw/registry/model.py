@@ -14,7 +14,7 @@ from typing import Any, Literal
 from mcpgw.registry.templates import Node
 
 ArgType = Literal["string", "number", "integer", "boolean", "array", "object"]
-ArgPosition = Literal["query", "path", "header", "body"]
+ArgPosition = Literal["query", "path", "header", "cookie", "body"]
 BodyMode = Literal["none", "template", "json_args", "form_args", "url_args"]
 
 
@@ -51,6 +51,58 @@ class ToolArg:
 
 
 @dataclass(frozen=True)
+class Secret:
+    """A credential: inline in the registry, or read from an environment variable or a file.
+
+    The value never appears in `repr`, so a secret cannot leak into logs or the status API by
+    accident; `where` (file and field path) is what error messages show instead.
+    """
+
+    kind: Literal["inline", "env", "file"]
+    ref: str = field(repr=False)
+    where: str = ""
+
+    def describe(self) -> str:
+        return {
+            "inline": "an inline credential",
+            "env": f"environment variable {self.ref}",
+            "file": f"file {self.ref}",
+        }[self.kind]
+
+
+@dataclass(frozen=True)
+class SecurityScheme:
+    """How a credential travels: HTTP basic/bearer in Authorization, or an API key header/query."""
+
+    id: str
+    type: Literal["http", "apiKey"]
+    scheme: Literal["basic", "bearer"] | None
+    location: Literal["header", "query"]
+    name: str
+    default_credential: Secret | None = None
+
+    @property
+    def prefix(self) -> str:
+        return {"basic": "Basic ", "bearer": "Bearer "}.get(self.scheme or "", "")
+
+
+@dataclass(frozen=True)
+class UpstreamSecurity:
+    """`requestTemplate.security`: the scheme the backend expects, and an optional credential override."""
+
+    scheme_id: str
+    credential: Secret | None = None
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """Tool-level `security`: the scheme the client presents; with passthrough, forwarded to the backend."""
+
+    scheme_id: str
+    passthrough: bool
+
+
+@dataclass(frozen=True)
 class RequestTemplate:
     method: str
     url: tuple[Node, ...]
@@ -59,6 +111,7 @@ class RequestTemplate:
     headers: tuple[tuple[str, tuple[Node, ...]], ...] = ()
     body: tuple[Node, ...] | None = None
     body_mode: BodyMode = "none"
+    security: UpstreamSecurity | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +130,15 @@ class Tool:
     response: ResponseTemplate = ResponseTemplate()
     error_response: tuple[Node, ...] | None = None
     output_schema: dict[str, Any] | None = field(default=None, hash=False)
+    client_security: ClientSecurity | None = None
+
+
+@dataclass(frozen=True)
+class Include:
+    """Tools of another server offered by this one (a composed tool set); `tools=None` means all."""
+
+    server: str
+    tools: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +152,8 @@ class McpServer:
     title: str | None = None
     instructions: str | None = None
     config: dict[str, str] = field(default_factory=dict, hash=False)
+    security_schemes: tuple[SecurityScheme, ...] = ()
+    includes: tuple[Include, ...] = ()
     # Where the definition came from, for error messages and the status API.
     source: str = ""
     # The raw document, canonicalised: its hash tells whether a server changed.
@@ -117,6 +181,26 @@ class RegistrySnapshot:
 
     def server(self, key: str) -> McpServer | None:
         return next((s for s in self.servers if s.key == key), None)
+
+    def served_tools(self, server: McpServer) -> list[tuple[McpServer, Tool]]:
+        """Every tool `server` offers, each with the server that owns its backend and schemes."""
+        tools = [(server, tool) for tool in server.tools]
+        for include in server.includes:
+            owner = self.server(include.server)
+            assert owner is not None, f"validated include {include.server} is missing"
+            tools += [(owner, t) for t in owner.tools if include.tools is None or t.name in include.tools]
+        return tools
+
+    def secrets(self) -> list[Secret]:
+        found: list[Secret] = []
+        for server in self.servers:
+            found += [s.default_credential for s in server.security_schemes if s.default_credential]
+            found += [
+                t.request.security.credential
+                for t in server.tools
+                if t.request.security and t.request.security.credential
+            ]
+        return found
 
 
 def fingerprint(document: Any) -> str:

@@ -16,6 +16,7 @@ definitions into RDS, where one edit resends the whole route table.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2  # noqa: F401
 from google.protobuf.message import Message
 
-from mcpgw.registry.model import McpServer, RegistrySnapshot
+from mcpgw.registry.model import McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.validate import is_ip
 from mcpgw.translate.filterconfig import cluster_name, filter_config
 from mcpgw.xds import types
@@ -78,17 +79,25 @@ def extension_config_name(server: McpServer) -> str:
     return f"mcpgw/{server.key}"
 
 
-def translate(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Resources:
-    """Every resource the gateway's Envoys need, keyed by type URL and resource name."""
+def translate(
+    snapshot: RegistrySnapshot, settings: GatewaySettings, secrets: Mapping[Secret, str] | None = None
+) -> Resources:
+    """Every resource the gateway's Envoys need, keyed by type URL and resource name.
+
+    `secrets` holds the resolved value of every credential the snapshot references
+    (`mcpgw.registry.secrets.resolve`); reading them is I/O and stays out of this function.
+    """
     clusters = {PLUGIN_CLUSTER: _plugin_cluster(settings)}
     endpoints: dict[str, Message] = {}
     extensions: dict[str, Message] = {}
     for server in snapshot.servers:
-        cluster, assignment = _backend_cluster(server)
-        clusters[cluster.name] = cluster
-        if assignment is not None:
-            endpoints[assignment.cluster_name] = assignment
-        extension = _extension_config(server, settings.plugin)
+        if server.backend.endpoints:
+            cluster, assignment = _backend_cluster(server)
+            clusters[cluster.name] = cluster
+            if assignment is not None:
+                endpoints[assignment.cluster_name] = assignment
+        configuration = filter_config(server, snapshot, secrets or {})
+        extension = _extension_config(server, configuration, settings.plugin)
         extensions[extension.name] = extension
     return {
         types.CLUSTER: clusters,
@@ -155,8 +164,8 @@ def _backend_cluster(server: McpServer) -> tuple[Message, Message | None]:
     return _parse(cluster_pb2.Cluster(), data), assignment
 
 
-def _extension_config(server: McpServer, plugin: PluginRef) -> Message:
-    configuration = json.dumps(filter_config(server), separators=(",", ":"), ensure_ascii=False)
+def _extension_config(server: McpServer, filter_configuration: dict[str, Any], plugin: PluginRef) -> Message:
+    configuration = json.dumps(filter_configuration, separators=(",", ":"), ensure_ascii=False)
     return _parse(
         extension_pb2.TypedExtensionConfig(),
         {

@@ -1,19 +1,30 @@
 """Compile one registry server into the `mcp-server` filter's configuration.
 
-The output follows `wasm-filters/mcp-server/CONFIG.md`. All template syntax is resolved
-here: the filter receives literal pieces and argument or response-path references, and a
-pre-rendered `tools/list` result it can splice into answers without building JSON per request.
+The output follows `wasm-filters/mcp-server/CONFIG.md`. All template syntax is resolved here:
+the filter receives an expression tree (literals, argument/response/item references, function
+calls, if and range), resolved credentials, and a pre-rendered `tools/list` result it can splice
+into answers without building JSON per request.
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from typing import Any
 
-from mcpgw.registry.model import McpServer, RequestTemplate, Tool, ToolArg
-from mcpgw.registry.templates import Node, Ref, Text
+from mcpgw.registry import templates
+from mcpgw.registry.model import (
+    McpServer,
+    RegistrySnapshot,
+    RequestTemplate,
+    Secret,
+    SecurityScheme,
+    Tool,
+    ToolArg,
+)
+from mcpgw.registry.tools import referenced_args
 
 DEFAULT_LIMITS = {"max_request_bytes": 1 << 20, "max_response_bytes": 4 << 20}
-_PIPE_ENCODING = {"toJson": "json", "urlquery": "query"}
 
 
 def cluster_name(server: McpServer) -> str:
@@ -29,22 +40,33 @@ def upstream_authority(server: McpServer) -> str:
     return first.host if first.port == default_port else str(first)
 
 
-def filter_config(server: McpServer) -> dict[str, Any]:
+def upstream(server: McpServer) -> dict[str, Any]:
+    return {
+        "cluster": cluster_name(server),
+        "authority": upstream_authority(server),
+        "timeout_ms": server.backend.timeout_ms,
+    }
+
+
+def filter_config(
+    server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
+) -> dict[str, Any]:
+    """The configuration of `server`'s filter; `secrets` holds the resolved value of every credential."""
+    served = snapshot.served_tools(server)
     info: dict[str, Any] = {"name": server.key, "version": server.version}
     if server.title:
         info["title"] = server.title
+    # A server made only of included tools has no backend of its own.
+    home = server if server.backend.endpoints else (served[0][0] if served else server)
     config: dict[str, Any] = {
         "server": info,
         "base_path": server.path,
-        "upstream": {
-            "cluster": cluster_name(server),
-            "authority": upstream_authority(server),
-            "timeout_ms": server.backend.timeout_ms,
-        },
         "limits": DEFAULT_LIMITS,
-        "tools_list": {"tools": [tool_descriptor(tool) for tool in server.tools]},
-        "tools": [_tool(tool) for tool in server.tools],
+        "tools_list": {"tools": [tool_descriptor(tool) for _, tool in served]},
+        "tools": [_tool(owner, tool, secrets, own=owner is home) for owner, tool in served],
     }
+    if home.backend.endpoints:
+        config["upstream"] = upstream(home)
     if server.instructions:
         config["instructions"] = server.instructions
     return config
@@ -84,42 +106,65 @@ def input_schema(args: tuple[ToolArg, ...]) -> dict[str, Any]:
     return schema
 
 
-def _tool(tool: Tool) -> dict[str, Any]:
-    args: list[dict[str, Any]] = []
-    for arg in tool.args:
-        entry: dict[str, Any] = {"name": arg.name, "type": arg.type, "required": arg.required}
-        if arg.has_default:
-            entry["default"] = arg.default
-        args.append(entry)
+def _arg(arg: ToolArg) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": arg.name, "type": arg.type, "required": arg.required}
+    if arg.has_default:
+        entry["default"] = arg.default
+    if arg.enum is not None:
+        entry["enum"] = list(arg.enum)
+    if arg.items is not None:
+        items: dict[str, Any] = {"type": arg.items.get("type", "string")}
+        if isinstance(arg.items.get("enum"), list):
+            items["enum"] = arg.items["enum"]
+        entry["items"] = items
+    return entry
+
+
+def _tool(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str], own: bool) -> dict[str, Any]:
     response = tool.response
-    return {
+    compiled: dict[str, Any] = {
         "name": tool.name,
-        "args": args,
-        "request": _request(tool.request, tool.args),
+        "args": [_arg(arg) for arg in tool.args],
+        "request": _request(owner, tool, secrets),
         "response": {
-            "body": _template(response.body, default_encoding="raw") if response.body is not None else None,
+            "body": _response_template(owner, response.body),
             "prepend": response.prepend,
             "append": response.append,
-            "error_body": _template(tool.error_response, default_encoding="raw")
-            if tool.error_response is not None
-            else None,
+            "error_body": _response_template(owner, tool.error_response),
             "structured": tool.output_schema is not None,
         },
     }
+    if not own:
+        compiled["upstream"] = upstream(owner)
+    return compiled
 
 
-def _request(request: RequestTemplate, args: tuple[ToolArg, ...]) -> dict[str, Any]:
+def _response_template(
+    owner: McpServer, nodes: tuple[templates.Node, ...] | None
+) -> list[dict[str, Any]] | None:
+    if nodes is None:
+        return None
+    return compile_template(nodes, templates.RESPONSE, owner.config, "raw")
+
+
+def _request(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str]) -> dict[str, Any]:
+    request = tool.request
+    args = tool.args
+    config = owner.config
     path_part = request.url[: request.url_path_nodes]
     query_part = request.url[request.url_path_nodes :]
     headers = [
-        {"name": name, "value": _template(nodes, default_encoding="raw")} for name, nodes in request.headers
+        {"name": name, "value": compile_template(nodes, templates.REQUEST, config, "raw")}
+        for name, nodes in request.headers
     ]
     headers += [
-        {"name": arg.name.lower(), "value": [{"arg": arg.name}]} for arg in args if arg.position == "header"
+        {"name": arg.name.lower(), "value": [{"out": {"args": [arg.name]}, "enc": "raw"}]}
+        for arg in args
+        if arg.position == "header"
     ]
-    templated = _referenced_args(request)
+    templated = _templated_args(request)
     # Arguments not placed by a template go where their position, or the body mode, says.
-    free = [a for a in args if a.name not in templated and a.position not in ("path", "header")]
+    free = [a for a in args if a.name not in templated and a.position not in ("path", "header", "cookie")]
     query = [
         a.name
         for a in free
@@ -128,27 +173,38 @@ def _request(request: RequestTemplate, args: tuple[ToolArg, ...]) -> dict[str, A
     body_args = [a.name for a in free if a.position in ("body", None)]
     return {
         "method": request.method,
-        "path": _template(path_part, default_encoding="path")
-        + _template(query_part, default_encoding="query"),
+        "path": compile_template(path_part, templates.REQUEST, config, "path")
+        + compile_template(query_part, templates.REQUEST, config, "query"),
         "query": [{"name": name, "arg": name} for name in query],
         "headers": [h for h in headers if h["name"] != "content-type"],
-        "body": _body(request, body_args, _content_type(request)),
+        "cookies": [{"name": a.name, "arg": a.name} for a in args if a.position == "cookie"],
+        "body": _body(request, body_args, _content_type(request), config),
+        "auth": _auth(owner, tool, secrets),
     }
+
+
+def _templated_args(request: RequestTemplate) -> set[str]:
+    names = referenced_args(request.url) | referenced_args(request.body or ())
+    for _, nodes in request.headers:
+        names |= referenced_args(nodes)
+    return names
 
 
 def _content_type(request: RequestTemplate) -> str | None:
     for name, nodes in request.headers:
-        if name == "content-type" and all(isinstance(n, Text) for n in nodes):
-            return "".join(n.value for n in nodes if isinstance(n, Text))
+        if name == "content-type" and all(isinstance(n, templates.Text) for n in nodes):
+            return "".join(n.value for n in nodes if isinstance(n, templates.Text))
     return None
 
 
-def _body(request: RequestTemplate, body_args: list[str], content_type: str | None) -> dict[str, Any] | None:
+def _body(
+    request: RequestTemplate, body_args: list[str], content_type: str | None, config: Mapping[str, str]
+) -> dict[str, Any] | None:
     if request.body_mode == "template" and request.body is not None:
         return {
             "kind": "template",
             "content_type": content_type or "application/json",
-            "template": _template(request.body, default_encoding="raw"),
+            "template": compile_template(request.body, templates.REQUEST, config, "raw"),
         }
     if request.body_mode == "json_args":
         return {"kind": "json_args", "args": body_args}
@@ -157,25 +213,74 @@ def _body(request: RequestTemplate, body_args: list[str], content_type: str | No
     return None
 
 
-def _referenced_args(request: RequestTemplate) -> set[str]:
-    nodes: list[Node] = [*request.url, *(request.body or ())]
-    for _, header_nodes in request.headers:
-        nodes.extend(header_nodes)
-    return {n.path[0] for n in nodes if isinstance(n, Ref) and n.root == "args"}
+def _location(scheme: SecurityScheme) -> dict[str, str]:
+    return {"in": scheme.location, "name": scheme.name, "prefix": scheme.prefix}
 
 
-def _template(nodes: tuple[Node, ...], *, default_encoding: str) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    for node in nodes:
-        if isinstance(node, Text):
-            parts.append({"lit": node.value})
-            continue
-        encoding = _PIPE_ENCODING[node.pipes[-1]] if node.pipes else default_encoding
-        if node.root == "args":
-            ref: dict[str, Any] = (
-                {"arg": node.path[0]} if len(node.path) == 1 else {"arg_path": list(node.path)}
-            )
-        else:
-            ref = {"resp": list(node.path)}
-        parts.append({**ref, "enc": encoding})
-    return parts
+def _auth(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str]) -> dict[str, Any] | None:
+    upstream_security, client = tool.request.security, tool.client_security
+    if upstream_security is None and client is None:
+        return None
+    schemes = {s.id: s for s in owner.security_schemes}
+    target = schemes[upstream_security.scheme_id if upstream_security else client.scheme_id]  # type: ignore[union-attr]
+    if client is not None and client.passthrough:
+        return {
+            "static": [],
+            "passthrough": {"from": _location(schemes[client.scheme_id]), "to": _location(target)},
+        }
+    secret = (upstream_security.credential if upstream_security else None) or target.default_credential
+    assert secret is not None, "validation guarantees a credential without passthrough"
+    value = secrets[secret]
+    if target.scheme == "basic":
+        value = base64.b64encode(value.encode()).decode()
+    return {
+        "static": [{"in": target.location, "name": target.name, "value": target.prefix + value}],
+        "passthrough": None,
+    }
+
+
+# --- templates -----------------------------------------------------------------------------
+
+
+def compile_template(
+    nodes: tuple[templates.Node, ...], kind: str, config: Mapping[str, str], encoding: str
+) -> list[dict[str, Any]]:
+    """The filter's form of a parsed template; `encoding` applies to every printed value."""
+    return [_node(node, kind, config, encoding, depth=0) for node in nodes]
+
+
+def _node(
+    node: templates.Node, kind: str, config: Mapping[str, str], encoding: str, depth: int
+) -> dict[str, Any]:
+    if isinstance(node, templates.Text):
+        return {"lit": node.value}
+    if isinstance(node, templates.Output):
+        # urlquery output is already escaped: encoding it again would turn '+' into '%2B'.
+        already_escaped = isinstance(node.expr, templates.Call) and node.expr.name == "urlquery"
+        return {"out": _expr(node.expr, kind, config, depth), "enc": "raw" if already_escaped else encoding}
+    if isinstance(node, templates.If):
+        return {
+            "if": _expr(node.cond, kind, config, depth),
+            "then": [_node(n, kind, config, encoding, depth) for n in node.then],
+            "else": [_node(n, kind, config, encoding, depth) for n in node.otherwise],
+        }
+    return {
+        "range": _expr(node.over, kind, config, depth),
+        "do": [_node(n, kind, config, encoding, depth + 1) for n in node.body],
+        "else": [_node(n, kind, config, encoding, depth) for n in node.otherwise],
+    }
+
+
+def _expr(expr: templates.Expr, kind: str, config: Mapping[str, str], depth: int) -> dict[str, Any]:
+    if isinstance(expr, templates.Const):
+        return {"const": expr.value}
+    if isinstance(expr, templates.Call):
+        return {"fn": expr.name, "args": [_expr(a, kind, config, depth) for a in expr.args]}
+    reference = templates.classify(expr, kind, in_range=depth > 0)
+    if reference.source == "config":
+        return {"const": config[reference.path[0]]}
+    if reference.source == "status":
+        return {"status": True}
+    if reference.source == "header":
+        return {"header": reference.path[0]}
+    return {reference.source: list(reference.path)}
