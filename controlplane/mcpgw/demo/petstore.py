@@ -33,7 +33,8 @@ PETS = web.AppKey("pets", dict[int, dict[str, Any]])
 
 
 @web.middleware
-async def _record(request: web.Request, handler: Any) -> web.StreamResponse:
+async def record_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Append every request, byte for byte, to `app[RECORDED]` (which the app must set)."""
     body = await request.read()
     # The raw target, exactly as sent: tests compare percent-encoding byte for byte.
     path, _, query = request.raw_path.partition("?")
@@ -82,7 +83,7 @@ async def _create_pet(request: web.Request) -> web.Response:
 
 
 def create_app() -> web.Application:
-    app = web.Application(middlewares=[_record])
+    app = web.Application(middlewares=[record_requests])
     app[RECORDED] = []
     app[PETS] = {p["id"]: dict(p) for p in SEED_PETS}
     app.router.add_get("/v1/pets", _list_pets)

@@ -142,6 +142,14 @@ class Include:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Body size bounds the filter enforces: larger requests get 413, larger answers an error result."""
+
+    max_request_bytes: int = 1 << 20
+    max_response_bytes: int = 4 << 20
+
+
+@dataclass(frozen=True)
 class McpServer:
     namespace: str
     name: str
@@ -154,6 +162,7 @@ class McpServer:
     config: dict[str, str] = field(default_factory=dict, hash=False)
     security_schemes: tuple[SecurityScheme, ...] = ()
     includes: tuple[Include, ...] = ()
+    limits: Limits = Limits()
     # Where the definition came from, for error messages and the status API.
     source: str = ""
     # The raw document, canonicalised: its hash tells whether a server changed.

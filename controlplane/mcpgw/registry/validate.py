@@ -12,7 +12,16 @@ import re
 from collections.abc import Sequence
 from typing import Any, cast
 
-from mcpgw.registry.model import Backend, Endpoint, Include, McpServer, SecurityScheme, Tool, fingerprint
+from mcpgw.registry.model import (
+    Backend,
+    Endpoint,
+    Include,
+    Limits,
+    McpServer,
+    SecurityScheme,
+    Tool,
+    fingerprint,
+)
 from mcpgw.registry.reader import Invalid, Problem, Reader, join, kind
 from mcpgw.registry.tools import TOOL_NAME, ToolContext, parse_tools
 
@@ -40,7 +49,9 @@ _SERVER_FIELDS = {
     "tools",
     "allowTools",
     "include",
+    "limits",
 }
+_MAX_BODY = 64 << 20
 
 
 def parse_server(document: Any, file: str = "") -> McpServer:
@@ -72,6 +83,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
     config = _config(r, data.get("config", {}))
     schemes = _security_schemes(r, data.get("securitySchemes", []))
     includes = _includes(r, data.get("include", []))
+    limits = _limits(r, data.get("limits", {}))
     backend = _backend(r, data.get("backend"), required=bool(data.get("tools")))
     tools = parse_tools(r, data.get("tools"), ToolContext(config, {s.id: s for s in schemes}))
     allowed = _allow_tools(r, data, tools)
@@ -89,8 +101,30 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         config=config,
         security_schemes=tuple(schemes),
         includes=tuple(includes),
+        limits=limits,
         source=r.file,
         fingerprint=fingerprint(document),
+    )
+
+
+def _limits(r: Reader, value: Any) -> Limits:
+    data = r.mapping(value, "limits")
+    if data is None:
+        return Limits()
+    r.only(data, "limits", {"maxRequestBytes", "maxResponseBytes"})
+    sizes = {}
+    for key in ("maxRequestBytes", "maxResponseBytes"):
+        size = data.get(key)
+        if size is None:
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= _MAX_BODY:
+            r.fail(join("limits", key), f"must be an integer from 1 to {_MAX_BODY}, got {size!r}")
+        else:
+            sizes[key] = size
+    defaults = Limits()
+    return Limits(
+        max_request_bytes=sizes.get("maxRequestBytes", defaults.max_request_bytes),
+        max_response_bytes=sizes.get("maxResponseBytes", defaults.max_response_bytes),
     )
 
 

@@ -24,8 +24,6 @@ from mcpgw.registry.model import (
 )
 from mcpgw.registry.tools import referenced_args
 
-DEFAULT_LIMITS = {"max_request_bytes": 1 << 20, "max_response_bytes": 4 << 20}
-
 
 def cluster_name(server: McpServer) -> str:
     return f"mcpgw/{server.key}"
@@ -61,7 +59,10 @@ def filter_config(
     config: dict[str, Any] = {
         "server": info,
         "base_path": server.path,
-        "limits": DEFAULT_LIMITS,
+        "limits": {
+            "max_request_bytes": server.limits.max_request_bytes,
+            "max_response_bytes": server.limits.max_response_bytes,
+        },
         "tools_list": {"tools": [tool_descriptor(tool) for _, tool in served]},
         "tools": [_tool(owner, tool, secrets, own=owner is home) for owner, tool in served],
     }

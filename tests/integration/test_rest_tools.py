@@ -1,0 +1,549 @@
+"""REST-to-MCP, table-driven, through a real Envoy: each row is a tool definition, call arguments,
+the exact request the backend must receive, and the exact MCP result (or JSON-RPC error)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from aiohttp import web
+
+from mcpgw.demo.petstore import RECORDED, RecordedRequest, record_requests
+from mcpgw.httpserve import ServedApp, serve
+from tests.integration.conftest import Gateway, running_gateway
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(20)
+ENV_TOKEN = "tok-from-env-7Q"
+FILE_KEY = "key-from-file-9Z"
+INLINE_BASIC = "svc:p@ss-inline"
+ENVOY_HEADERS = {"x-envoy-internal": "true", "x-envoy-expected-rq-timeout-ms": "5000"}
+ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def _answer(request: web.Request) -> web.Response:
+    """Fixed answers by path, so each row knows the exact bytes the filter turns into a result."""
+    path = request.path
+    if path.startswith("/status/"):
+        body = json.dumps({"error": request.query.get("msg", "boom")}, separators=(",", ":"))
+        return web.Response(
+            status=int(path.split("/")[2]),
+            body=body.encode(),
+            content_type="application/json",
+            headers={"x-request-id": "req-7"},
+        )
+    fixed = {
+        "/json/pets": (
+            b'{"data":{"items":[{"name":"Rex","tag":"dog"},{"name":"Tom","tag":"cat"}],"total":2}}',
+            "application/json",
+        ),
+        "/json/small": (b'{"a":1}', "application/json"),
+        "/image": (PNG, "image/png"),
+        "/audio": (WAV, "audio/wav"),
+        "/big": (b'"' + b"x" * 4094 + b'"', "application/json"),
+        "/text": (b"plain answer", "text/plain"),
+    }
+    body, content_type = fixed.get(path, (b'{"ok":true}', "application/json"))
+    return web.Response(body=body, content_type=content_type)
+
+
+def backend_app() -> web.Application:
+    app = web.Application(middlewares=[record_requests])
+    app[RECORDED] = []
+    app.router.add_route("*", "/{tail:.*}", _answer)
+    return app
+
+
+@dataclass
+class Case:
+    id: str
+    tool: dict[str, Any]
+    arguments: dict[str, Any] = field(default_factory=dict)
+    # (method, target, headers beyond host and Envoy's own, body) the backend must see; None: no call
+    request: tuple[str, str, dict[str, str], bytes] | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    client_headers: dict[str, str] = field(default_factory=dict)
+
+
+def text(value: str, is_error: bool = False) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": value}], "isError": is_error}
+
+
+OK = text('{"ok":true}')
+GET = {"method": "GET"}
+
+
+def arg(name: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, **schema}
+
+
+CASES = [
+    Case(
+        "path-args-are-percent-encoded",
+        {
+            "args": [arg("id", required=True, position="path")],
+            "requestTemplate": {"url": "/items/{{.args.id}}", **GET},
+        },
+        {"id": "a b/../c@evil.example:80"},
+        ("GET", "/items/a%20b%2F..%2Fc%40evil.example%3A80", {}, b""),
+        OK,
+    ),
+    Case(
+        "dot-segment-cannot-climb",
+        {"args": [arg("id", position="path")], "requestTemplate": {"url": "/items/{{.args.id}}/x", **GET}},
+        {"id": ".."},
+        ("GET", "/items/%2E%2E/x", {}, b""),
+        OK,
+    ),
+    Case(
+        "query-position-and-defaults",
+        {
+            "args": [
+                arg("q", position="query"),
+                arg("limit", type="integer", default=10, position="query"),
+                arg("flag", type="boolean", position="query"),
+            ],
+            "requestTemplate": {"url": "/search", **GET},
+        },
+        {"q": "a&b c"},
+        ("GET", "/search?q=a%26b%20c&limit=10", {}, b""),
+        OK,
+    ),
+    Case(
+        "args-to-url-param",
+        {
+            "args": [arg("x"), arg("n", type="integer")],
+            "requestTemplate": {"url": "/p?fixed=1", "argsToUrlParam": True, **GET},
+        },
+        {"x": "1", "n": 2},
+        ("GET", "/p?fixed=1&x=1&n=2", {}, b""),
+        OK,
+    ),
+    Case(
+        "header-and-cookie-positions",
+        {
+            "args": [
+                arg("X-Trace", position="header"),
+                arg("sid", position="cookie"),
+                arg("lang", position="cookie"),
+            ],
+            "requestTemplate": {
+                "url": "/h",
+                "headers": [{"key": "X-Static", "value": "s-{{.config.tenant}}"}],
+                **GET,
+            },
+        },
+        {"X-Trace": "t1", "sid": "s 1", "lang": "en"},
+        ("GET", "/h", {"x-static": "s-acme", "x-trace": "t1", "cookie": "sid=s%201; lang=en"}, b""),
+        OK,
+    ),
+    Case(
+        "args-to-json-body",
+        {
+            "args": [
+                arg("name", required=True),
+                arg("tags", type="array"),
+                arg("n", type="integer"),
+                arg("id", position="path"),
+            ],
+            "requestTemplate": {"url": "/pets/{{.args.id}}", "method": "PUT", "argsToJsonBody": True},
+        },
+        {"id": "7", "name": "Kit", "tags": ["a", "b"], "n": 3},
+        ("PUT", "/pets/7", {"content-type": "application/json"}, b'{"name":"Kit","tags":["a","b"],"n":3}'),
+        OK,
+    ),
+    Case(
+        "args-to-form-body",
+        {
+            "args": [arg("name"), arg("note")],
+            "requestTemplate": {"url": "/form", "method": "POST", "argsToFormBody": True},
+        },
+        {"name": "Kit", "note": "a b&c"},
+        ("POST", "/form", {"content-type": "application/x-www-form-urlencoded"}, b"name=Kit&note=a%20b%26c"),
+        OK,
+    ),
+    Case(
+        "body-template-functions-conditionals-and-range",
+        {
+            "args": [
+                arg("name"),
+                arg("pad"),
+                arg("tags", type="array"),
+                arg("flag", type="boolean"),
+                arg("items", type="array"),
+                arg("missing"),
+            ],
+            "requestTemplate": {
+                "url": "/t",
+                "method": "POST",
+                "body": (
+                    '{"who":{{.args.name | quote}},"up":"{{.args.name | upper}}",'
+                    '"low":"{{lower .args.name}}","t":"{{trim .args.pad}}","tags":"{{join "," .args.tags}}",'
+                    '"b64":"{{b64enc .args.name}}",'
+                    '"d":"{{.args.missing | default "dflt"}}","j":{{toJson .args.tags}}'
+                    '{{if .args.flag}},"flag":true{{else}},"flag":false{{end}},'
+                    '"list":[{{range .args.items}}{{.id}},{{end}}0],"cfg":"{{.config.tenant}}",'
+                    '"q":"{{urlquery .args.pad}}","n":{{len .args.tags}}'
+                    '{{if and .args.flag (eq .args.name "Kit")}},"kit":1{{end}}}'
+                ),
+            },
+        },
+        {"name": "Kit", "pad": "  x y  ", "tags": ["a", "b"], "flag": True, "items": [{"id": 1}, {"id": 2}]},
+        (
+            "POST",
+            "/t",
+            {"content-type": "application/json"},
+            b'{"who":"Kit","up":"KIT","low":"kit","t":"x y","tags":"a,b","b64":"S2l0","d":"dflt",'
+            b'"j":["a","b"],"flag":true,"list":[1,2,0],"cfg":"acme","q":"++x+y++","n":2,"kit":1}',
+        ),
+        OK,
+    ),
+    Case(
+        "response-template-with-range-len-and-args",
+        {
+            "args": [arg("who")],
+            "requestTemplate": {"url": "/json/pets", **GET},
+            "responseTemplate": {
+                "body": "{{range .data.items}}- {{.name}} ({{.tag}})\n{{end}}"
+                "total={{.data.total}} of {{len .data.items}} for {{.args.who}}"
+            },
+        },
+        {"who": "me"},
+        ("GET", "/json/pets", {}, b""),
+        text("- Rex (dog)\n- Tom (cat)\ntotal=2 of 2 for me"),
+    ),
+    Case(
+        "prepend-and-append-body",
+        {
+            "requestTemplate": {"url": "/json/small", **GET},
+            "responseTemplate": {"prependBody": "Result: ", "appendBody": " (end)"},
+        },
+        {},
+        ("GET", "/json/small", {}, b""),
+        text('Result: {"a":1} (end)'),
+    ),
+    Case(
+        "error-template-sees-status-headers-and-body",
+        {
+            "requestTemplate": {"url": "/status/409?msg=conflict", **GET},
+            "errorResponseTemplate": "failed {{._status}}: {{.error}} [{{._headers.x-request-id}}]",
+        },
+        {},
+        ("GET", "/status/409?msg=conflict", {}, b""),
+        text("failed 409: conflict [req-7]", is_error=True),
+    ),
+    Case(
+        "non-2xx-without-template-is-raw-error",
+        {"requestTemplate": {"url": "/status/500?msg=boom", **GET}},
+        {},
+        ("GET", "/status/500?msg=boom", {}, b""),
+        text('{"error":"boom"}', is_error=True),
+    ),
+    Case(
+        "output-schema-gives-structured-content",
+        {
+            "requestTemplate": {"url": "/json/small", **GET},
+            "outputSchema": {"type": "object", "properties": {"a": {"type": "integer"}}},
+        },
+        {},
+        ("GET", "/json/small", {}, b""),
+        {**text('{"a":1}'), "structuredContent": {"a": 1}},
+    ),
+    Case(
+        "image-answer-becomes-image-content",
+        {"requestTemplate": {"url": "/image", **GET}},
+        {},
+        ("GET", "/image", {}, b""),
+        {
+            "content": [{"type": "image", "data": base64.b64encode(PNG).decode(), "mimeType": "image/png"}],
+            "isError": False,
+        },
+    ),
+    Case(
+        "audio-answer-becomes-audio-content",
+        {"requestTemplate": {"url": "/audio", **GET}},
+        {},
+        ("GET", "/audio", {}, b""),
+        {
+            "content": [{"type": "audio", "data": base64.b64encode(WAV).decode(), "mimeType": "audio/wav"}],
+            "isError": False,
+        },
+    ),
+    Case(
+        "answer-over-the-size-limit-is-an-error-result",
+        {"requestTemplate": {"url": "/big", **GET}},
+        {},
+        ("GET", "/big", {}, b""),
+        text("upstream response of 4096 bytes exceeds the limit of 2048 bytes", is_error=True),
+    ),
+    Case(
+        "enum-violation",
+        {"args": [arg("mode", enum=["fast", "slow"])], "requestTemplate": {"url": "/e", **GET}},
+        {"mode": "medium"},
+        error={"code": -32602, "message": 'argument mode: must be one of ["fast","slow"]'},
+    ),
+    Case(
+        "array-items-type-violation",
+        {
+            "args": [arg("ids", type="array", items={"type": "integer"})],
+            "requestTemplate": {"url": "/e", **GET},
+        },
+        {"ids": [1, "x"]},
+        error={"code": -32602, "message": "argument ids[1]: expected integer"},
+    ),
+    Case(
+        "type-violation",
+        {"args": [arg("n", type="integer")], "requestTemplate": {"url": "/e", **GET}},
+        {"n": "3"},
+        error={"code": -32602, "message": "argument n: expected integer"},
+    ),
+    Case(
+        "missing-required",
+        {"args": [arg("id", required=True)], "requestTemplate": {"url": "/e", **GET}},
+        {},
+        error={"code": -32602, "message": "missing required argument: id"},
+    ),
+    Case(
+        "crlf-in-header-value-is-refused",
+        {"args": [arg("X-Note", position="header")], "requestTemplate": {"url": "/e", **GET}},
+        {"X-Note": "a\r\nX-Evil: 1"},
+        error={"code": -32602, "message": "header x-note: value contains a control character"},
+    ),
+    Case(
+        "registry-bearer-from-env",
+        {"requestTemplate": {"url": "/auth", "security": {"id": "bearer"}, **GET}},
+        {},
+        ("GET", "/auth", {"authorization": f"Bearer {ENV_TOKEN}"}, b""),
+        OK,
+    ),
+    Case(
+        "registry-basic-inline",
+        {"requestTemplate": {"url": "/auth", "security": {"id": "basic"}, **GET}},
+        {},
+        ("GET", "/auth", {"authorization": "Basic " + base64.b64encode(INLINE_BASIC.encode()).decode()}, b""),
+        OK,
+    ),
+    Case(
+        "registry-api-key-in-query-from-file",
+        {"requestTemplate": {"url": "/auth?x=1", "security": {"id": "querykey"}, **GET}},
+        {},
+        ("GET", f"/auth?x=1&api_key={FILE_KEY}", {}, b""),
+        OK,
+    ),
+    Case(
+        "per-tool-credential-override",
+        {"requestTemplate": {"url": "/auth", "security": {"id": "basic", "credential": "alt:pw"}, **GET}},
+        {},
+        ("GET", "/auth", {"authorization": "Basic YWx0OnB3"}, b""),
+        OK,
+    ),
+    Case(
+        "passthrough-in-the-backends-scheme",
+        {
+            "security": {"id": "client", "passthrough": True},
+            "requestTemplate": {"url": "/auth", "security": {"id": "headerkey"}, **GET},
+        },
+        {},
+        ("GET", "/auth", {"x-api-key": "user-token-1"}, b""),
+        OK,
+        client_headers={"authorization": "Bearer user-token-1"},
+    ),
+    Case(
+        "passthrough-without-client-credential",
+        {
+            "security": {"id": "client", "passthrough": True},
+            "requestTemplate": {"url": "/auth", "security": {"id": "headerkey"}, **GET},
+        },
+        {},
+        None,
+        text("this tool needs the client's credential in authorization", is_error=True),
+    ),
+    Case(
+        "client-authorization-is-not-forwarded-without-a-scheme",
+        {"requestTemplate": {"url": "/plain", **GET}},
+        {},
+        ("GET", "/plain", {}, b""),
+        OK,
+        client_headers={"authorization": "Bearer must-not-leak"},
+    ),
+]
+
+
+def registry_document(backend: ServedApp, secret_file: Path) -> dict[str, Any]:
+    tools = []
+    for case in CASES:
+        tools.append({"name": case.id, "description": case.id.replace("-", " "), **case.tool})
+    return {
+        "kind": "McpServer",
+        "name": "rest",
+        "backend": {"endpoints": [f"127.0.0.1:{backend.port}"], "host": "rest.internal", "timeoutMs": 5000},
+        "config": {"tenant": "acme"},
+        "limits": {"maxResponseBytes": 2048},
+        "securitySchemes": [
+            {
+                "id": "bearer",
+                "type": "http",
+                "scheme": "bearer",
+                "defaultCredential": {"env": "MCPGW_TEST_TOKEN"},
+            },
+            {"id": "basic", "type": "http", "scheme": "basic", "defaultCredential": INLINE_BASIC},
+            {
+                "id": "querykey",
+                "type": "apiKey",
+                "in": "query",
+                "name": "api_key",
+                "defaultCredential": {"file": str(secret_file)},
+            },
+            {"id": "headerkey", "type": "apiKey", "in": "header", "name": "X-Api-Key"},
+            {"id": "client", "type": "http", "scheme": "bearer"},
+        ],
+        "tools": tools,
+    }
+
+
+def extra_servers(other: ServedApp) -> list[dict[str, Any]]:
+    echo = {"requestTemplate": {"url": "/json/small", "method": "GET"}}
+    return [
+        {
+            "kind": "McpServer",
+            "name": "other",
+            "backend": {
+                "endpoints": [f"127.0.0.1:{other.port}"],
+                "host": "other.internal",
+                "timeoutMs": 5000,
+            },
+            "tools": [{"name": "fromOther", **echo}, {"name": "hidden", **echo}],
+            "allowTools": ["fromOther"],
+        },
+        {
+            "kind": "McpServer",
+            "name": "composed",
+            "description": "Tools of two servers behind one endpoint.",
+            "include": [
+                {"server": "default/other", "tools": ["fromOther"]},
+                {"server": "default/rest", "tools": ["prepend-and-append-body"]},
+            ],
+        },
+    ]
+
+
+@dataclass
+class Setup:
+    gateway: Gateway
+    backend: ServedApp
+    other: ServedApp
+
+    @property
+    def seen(self) -> list[RecordedRequest]:
+        return self.backend.runner.app[RECORDED]
+
+
+@pytest.fixture(scope="module", loop_scope="module")
+async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
+    workdir = tmp_path_factory.mktemp("rest")
+    secret_file = workdir / "api-key"
+    secret_file.write_text(FILE_KEY + "\n")
+    backend = await serve(backend_app(), "127.0.0.1", 0)
+    other = await serve(backend_app(), "127.0.0.1", 0)
+    registry = workdir / "registry"
+    registry.mkdir()
+    documents = [registry_document(backend, secret_file), *extra_servers(other)]
+    (registry / "rest.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    previous = os.environ.get("MCPGW_TEST_TOKEN")
+    os.environ["MCPGW_TEST_TOKEN"] = ENV_TOKEN
+    try:
+        async with running_gateway(workdir, registry) as gateway:
+            yield Setup(gateway, backend, other)
+    finally:
+        if previous is None:
+            os.environ.pop("MCPGW_TEST_TOKEN", None)
+        await backend.close()
+        await other.close()
+
+
+async def call(
+    url: str, method: str, params: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+            headers={**ACCEPT, **(headers or {})},
+        )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+async def test_rest_tool(setup: Setup, case: Case) -> None:
+    before = len(setup.seen)
+    url = f"{setup.gateway.stack.mcp_base_url}/mcp/default/rest"
+    answer = await call(
+        url, "tools/call", {"name": case.id, "arguments": case.arguments}, case.client_headers
+    )
+    if case.error is not None:
+        assert answer.get("error") == case.error, answer
+    else:
+        assert answer.get("result") == case.result, answer
+    if case.request is None:
+        assert len(setup.seen) == before, "the backend must not be called"
+        return
+    assert len(setup.seen) == before + 1, "exactly one backend request"
+    seen = setup.seen[-1]
+    method, target, headers, body = case.request
+    assert (seen.method, f"{seen.path}?{seen.query}" if seen.query else seen.path) == (method, target)
+    expected_headers = {"host": "rest.internal", **headers, **ENVOY_HEADERS}
+    if body or method in ("POST", "PUT", "PATCH"):
+        expected_headers["content-length"] = str(len(body))
+    assert seen.headers == expected_headers
+    assert seen.body == body
+
+
+async def test_allow_tools_and_composed_tool_sets(setup: Setup) -> None:
+    base = setup.gateway.stack.mcp_base_url
+    listed = await call(f"{base}/mcp/default/other", "tools/list", {})
+    assert [t["name"] for t in listed["result"]["tools"]] == ["fromOther"]
+    refused = await call(f"{base}/mcp/default/other", "tools/call", {"name": "hidden", "arguments": {}})
+    assert refused["error"]["code"] == -32602 and "hidden" in refused["error"]["message"]
+
+    composed = f"{base}/mcp/default/composed"
+    listed = await call(composed, "tools/list", {})
+    assert [t["name"] for t in listed["result"]["tools"]] == ["fromOther", "prepend-and-append-body"]
+    other_before, rest_before = len(setup.other.runner.app[RECORDED]), len(setup.seen)
+    assert (await call(composed, "tools/call", {"name": "fromOther", "arguments": {}}))["result"] == text(
+        '{"a":1}'
+    )
+    assert (await call(composed, "tools/call", {"name": "prepend-and-append-body", "arguments": {}}))[
+        "result"
+    ] == text('Result: {"a":1} (end)')
+    # Each composed tool calls the backend of the server that defines it, with that server's Host.
+    assert setup.other.runner.app[RECORDED][-1].headers["host"] == "other.internal"
+    assert len(setup.other.runner.app[RECORDED]) == other_before + 1 and len(setup.seen) == rest_before + 1
+
+
+async def test_credentials_never_reach_logs_or_status(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
+    control_plane = setup.gateway.stack.control_plane
+    assert control_plane is not None and control_plane.source.snapshot is not None
+    with caplog.at_level("DEBUG"):
+        await control_plane.apply(control_plane.source.snapshot)
+    status = json.dumps(control_plane.status())
+    for secret in (ENV_TOKEN, FILE_KEY, INLINE_BASIC, base64.b64encode(INLINE_BASIC.encode()).decode()):
+        assert secret not in caplog.text and secret not in status
+    assert setup.gateway.stack.envoy is not None
+    # Envoy's own config dump shows the Wasm plugin configuration, registry credentials included:
+    # that is Envoy's exposure (admin is bound to loopback), documented in the README. A client's
+    # passthrough credential is never part of any configuration.
+    dump = setup.gateway.stack.envoy.admin("/config_dump")
+    assert ENV_TOKEN in dump
+    assert "user-token-1" not in dump
