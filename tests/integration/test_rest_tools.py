@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 import yaml
 from aiohttp import web
 
@@ -449,7 +450,7 @@ class Setup:
         return self.backend.runner.app[RECORDED]
 
 
-@pytest.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
     workdir = tmp_path_factory.mktemp("rest")
     secret_file = workdir / "api-key"

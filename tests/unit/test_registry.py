@@ -182,7 +182,9 @@ def test_minimal_document_gets_defaults() -> None:
             "basic credential can only be passed through to a basic scheme",
         ),
         (
-            lambda d: d.update(securitySchemes=[{"id": "b", "type": "http", "scheme": "bearer", "defaultCredential": 7}]),
+            lambda d: d.update(
+                securitySchemes=[{"id": "b", "type": "http", "scheme": "bearer", "defaultCredential": 7}]
+            ),
             "securitySchemes[0].defaultCredential",
             "must be a credential string",
         ),
@@ -192,8 +194,10 @@ def test_minimal_document_gets_defaults() -> None:
             "must not start with '//'",
         ),
         (
-            lambda d: d["tools"][0]["responseTemplate"] if False else d["tools"][0].update(
-                responseTemplate={"body": "{{if .ok}}yes"}
+            lambda d: (
+                d["tools"][0]["responseTemplate"]
+                if False
+                else d["tools"][0].update(responseTemplate={"body": "{{if .ok}}yes"})
             ),
             "tools[0].responseTemplate.body",
             "missing '{{end}}'",

@@ -161,6 +161,19 @@ pub const Out = struct {
             }
         }
     }
+
+    /// Go's `url.QueryEscape` (templates' `urlquery`): `percent`, except
+    /// that a space becomes `+`.
+    pub fn formEncode(self: *Out, s: []const u8) Allocator.Error!void {
+        var start: usize = 0;
+        for (s, 0..) |c, i| {
+            if (c != ' ') continue;
+            try self.percent(s[start..i]);
+            try self.byte('+');
+            start = i + 1;
+        }
+        try self.percent(s[start..]);
+    }
 };
 
 pub fn isUnreserved(c: u8) bool {
@@ -242,4 +255,11 @@ test "percent encoding keeps only unreserved characters" {
     defer out.list.deinit(testing.allocator);
     try out.percent("a b/../c?d=e&f+g~h_i.j-k\u{e9}%");
     try testing.expectEqualStrings("a%20b%2F..%2Fc%3Fd%3De%26f%2Bg~h_i.j-k%C3%A9%25", out.bytes());
+}
+
+test "form encoding turns spaces into plus" {
+    var out = Out.init(testing.allocator);
+    defer out.list.deinit(testing.allocator);
+    try out.formEncode(" a b+c  ");
+    try testing.expectEqualStrings("+a+b%2Bc++", out.bytes());
 }

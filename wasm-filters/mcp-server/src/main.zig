@@ -51,6 +51,8 @@ const Stream = struct {
     state: enum { headers, body, calling, done } = .headers,
     call: mcp.Call = undefined,
     token: u32 = 0,
+    /// Captured at request headers, only for servers with passthrough tools.
+    client: mcp.Client = .{},
 };
 
 var roots: std.AutoHashMapUnmanaged(u32, *Root) = .empty;
@@ -162,14 +164,18 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     const arena = s.arena.allocator();
 
     const path = pw.getHeaderValue(.http_request_headers, ":path") orelse return replyOrOom(s, mcp.notFound(arena));
-    const path_matches = std.mem.eql(u8, stripQuery(path.slice()), cfg.base_path);
-    path.free();
-    if (!path_matches) return replyOrOom(s, mcp.notFound(arena));
+    defer path.free();
+    if (!std.mem.eql(u8, stripQuery(path.slice()), cfg.base_path)) return replyOrOom(s, mcp.notFound(arena));
 
     const method = pw.getHeaderValue(.http_request_headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
     const is_post = std.mem.eql(u8, method.slice(), "POST");
     method.free();
     if (!is_post) return replyOrOom(s, mcp.methodNotAllowed(arena));
+
+    // Headers are only readable now; the body (and so the tool) comes later.
+    if (cfg.credential_sources.len != 0) {
+        s.client = captureCredentials(arena, cfg, path.slice()) catch return oomAction(s);
+    }
 
     if (end_of_stream) {
         handleBody(id, s, cfg, "");
@@ -200,15 +206,16 @@ pub fn onRequestBody(id: u32, body_size: usize, end_of_stream: bool) pw.Action {
 
 fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) void {
     const arena = s.arena.allocator();
-    const outcome = mcp.handle(arena, cfg, body) catch return oomReply(s);
+    const outcome = mcp.handle(arena, cfg, body, &s.client) catch return oomReply(s);
     switch (outcome) {
         .reply => |r| reply(s, r),
         .call => |c| {
             s.call = c;
             const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
-            const token = pw.httpCall(cfg.cluster, headers, c.body, cfg.timeout_ms) catch {
+            const up = c.tool.upstream;
+            const token = pw.httpCall(up.cluster, headers, c.body, up.timeout_ms) catch {
                 const why = jsonw.allocPrint(arena, "upstream cluster {s} is unavailable (proxy_http_call status {d})", .{
-                    cfg.cluster, @intFromEnum(pw.last_http_call_status),
+                    up.cluster, @intFromEnum(pw.last_http_call_status),
                 }) catch return oomReply(s);
                 return reply(s, .{ .status = 200, .body = mcp.toolFailure(arena, &s.call, why) catch return oomReply(s) });
             };
@@ -262,6 +269,21 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
 }
 
 // ------------------------------------------------------------------ helpers
+
+/// The client's value at each credential source, copied into the stream
+/// arena (host buffers are freed right away).
+fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, path: []const u8) std.mem.Allocator.Error!mcp.Client {
+    const values = try arena.alloc(?[]const u8, cfg.credential_sources.len);
+    for (cfg.credential_sources, values) |src, *v| switch (src.in) {
+        .header => {
+            const h = pw.getHeaderValue(.http_request_headers, src.name);
+            defer if (h) |b| b.free();
+            v.* = if (h) |b| try arena.dupe(u8, b.slice()) else null;
+        },
+        .query => v.* = if (try mcp.queryParam(arena, path, src.name)) |q| try arena.dupe(u8, q) else null,
+    };
+    return .{ .credentials = values };
+}
 
 fn stripQuery(path: []const u8) []const u8 {
     const end = std.mem.indexOfScalar(u8, path, '?') orelse path.len;

@@ -10,6 +10,7 @@ const Value = std.json.Value;
 const ObjectMap = std.json.ObjectMap;
 const config = @import("config.zig");
 const tpl = @import("template.zig");
+const value = @import("value.zig");
 const Out = @import("jsonw.zig").Out;
 
 pub const Header = tpl.Header;
@@ -43,6 +44,13 @@ pub const Call = struct {
     /// Pseudo-headers first, as proxy_http_call wants them.
     headers: []const Header,
     body: []const u8,
+};
+
+/// What the filter captured from the MCP request besides its body:
+/// the client's credential at each of `Config.credential_sources`, raw
+/// (header value, or query parameter after percent-decoding).
+pub const Client = struct {
+    credentials: []const ?[]const u8 = &.{},
 };
 
 pub const Outcome = union(enum) {
@@ -103,7 +111,7 @@ pub fn tooLarge(arena: Allocator, limit: u32) Allocator.Error!Reply {
 // ------------------------------------------------------- request handling
 
 /// Handles one complete POST body.
-pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8) Allocator.Error!Outcome {
+pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, client: *const Client) Allocator.Error!Outcome {
     var scanner = std.json.Scanner.initCompleteInput(arena, body);
     var diag: std.json.Diagnostics = .{};
     scanner.enableDiagnostics(&diag);
@@ -150,7 +158,7 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8) All
     const rid = id orelse return .{ .reply = .{ .status = 202, .body = "" } };
     const params: ?Value = obj.get("params");
 
-    if (std.mem.eql(u8, method, "tools/call")) return toolsCall(arena, cfg, rid, params);
+    if (std.mem.eql(u8, method, "tools/call")) return toolsCall(arena, cfg, rid, params, client);
     if (std.mem.eql(u8, method, "tools/list")) return resultReply(arena, rid, &.{cfg.tools_list_json});
     if (std.mem.eql(u8, method, "ping")) return resultReply(arena, rid, &.{"{}"});
     if (std.mem.eql(u8, method, "initialize")) {
@@ -172,7 +180,7 @@ pub fn negotiate(params: ?Value) []const u8 {
     return latest_version;
 }
 
-fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params_opt: ?Value) Allocator.Error!Outcome {
+fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params_opt: ?Value, client: *const Client) Allocator.Error!Outcome {
     const params = params_opt orelse return errorReply(arena, 200, id, invalid_params, "invalid params: params must be an object", .{});
     if (params != .object) return errorReply(arena, 200, id, invalid_params, "invalid params: params must be an object", .{});
     const name_value = params.object.get("name") orelse return errorReply(arena, 200, id, invalid_params, "invalid params: name must be a string", .{});
@@ -190,14 +198,80 @@ fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params
     if (try validate(arena, tool, args)) |message| {
         return .{ .reply = .{ .status = 200, .body = try errorBody(arena, id, invalid_params, message) } };
     }
-    return .{ .call = try buildCall(arena, cfg, tool, id, args) };
+    var cred: ?[]const u8 = null;
+    if (tool.passthrough) |*pt| {
+        cred = credential(pt, client) orelse {
+            const text = try jsonw.allocPrint(arena, "this tool needs the client's credential in {s}", .{pt.from_name});
+            return .{ .reply = .{ .status = 200, .body = try resultBody(arena, id, text, true, null) } };
+        };
+    }
+    return buildCall(arena, tool, id, args, cred);
+}
+
+/// The client's credential for a passthrough tool: the captured value
+/// without `from.prefix` (compared ASCII case-insensitively). A value
+/// without the prefix, or nothing after it, counts as absent.
+pub fn credential(pt: *const config.Passthrough, client: *const Client) ?[]const u8 {
+    if (pt.source >= client.credentials.len) return null;
+    const raw = client.credentials[pt.source] orelse return null;
+    if (raw.len < pt.from_prefix.len or !std.ascii.eqlIgnoreCase(raw[0..pt.from_prefix.len], pt.from_prefix)) return null;
+    const v = raw[pt.from_prefix.len..];
+    return if (v.len == 0) null else v;
+}
+
+/// The value of query parameter `name` in a request target, decoded as
+/// HTML forms and Go's `url.ParseQuery` do (`%XX`, `+` as space); the
+/// first occurrence wins. Names are compared after decoding.
+pub fn queryParam(arena: Allocator, target: []const u8, name: []const u8) Allocator.Error!?[]const u8 {
+    const q = std.mem.indexOfScalar(u8, target, '?') orelse return null;
+    var end = target.len;
+    if (std.mem.indexOfScalarPos(u8, target, q, '#')) |h| end = h;
+    var it = std.mem.splitScalar(u8, target[q + 1 .. end], '&');
+    while (it.next()) |pair| {
+        if (pair.len == 0) continue;
+        const eq = std.mem.indexOfScalar(u8, pair, '=') orelse pair.len;
+        const key = try formDecode(arena, pair[0..eq]);
+        if (!std.mem.eql(u8, key, name)) continue;
+        return try formDecode(arena, if (eq < pair.len) pair[eq + 1 ..] else "");
+    }
+    return null;
+}
+
+fn formDecode(arena: Allocator, s: []const u8) Allocator.Error![]const u8 {
+    if (std.mem.indexOfAny(u8, s, "%+") == null) return s;
+    const out = try arena.alloc(u8, s.len);
+    var n: usize = 0;
+    var i: usize = 0;
+    while (i < s.len) : (i += 1) {
+        const c = s[i];
+        if (c == '+') {
+            out[n] = ' ';
+        } else if (c == '%' and i + 2 < s.len) {
+            const hi = std.fmt.charToDigit(s[i + 1], 16) catch {
+                out[n] = c;
+                n += 1;
+                continue;
+            };
+            const lo = std.fmt.charToDigit(s[i + 2], 16) catch {
+                out[n] = c;
+                n += 1;
+                continue;
+            };
+            out[n] = hi * 16 + lo;
+            i += 2;
+        } else {
+            out[n] = c;
+        }
+        n += 1;
+    }
+    return out[0..n];
 }
 
 /// Checks declared arguments and fills defaults. Returns the -32602 message
 /// on failure. An explicit `null` counts as absent: clients often send null
 /// for optional parameters they do not use.
 pub fn validate(arena: Allocator, tool: *const config.Tool, args: *ObjectMap) Allocator.Error!?[]const u8 {
-    for (tool.args) |a| {
+    for (tool.args) |*a| {
         const present = args.get(a.name);
         if (present == null or present.? == .null) {
             if (present != null) _ = args.orderedRemove(a.name);
@@ -208,12 +282,51 @@ pub fn validate(arena: Allocator, tool: *const config.Tool, args: *ObjectMap) Al
             }
             continue;
         }
-        const t = a.type orelse continue;
-        if (!hasType(present.?, t)) {
-            return try jsonw.allocPrint(arena, "argument {s}: expected {s}", .{ a.name, @tagName(t) });
-        }
+        const label = Label{ .name = a.name };
+        if (try check(arena, &a.check, present.?, &label)) |message| return message;
     }
     return null;
+}
+
+/// An argument or an element of one (`ids[2]`), rendered only for a message.
+const Label = struct {
+    parent: ?*const Label = null,
+    name: []const u8 = "",
+    index: usize = 0,
+
+    fn write(l: *const Label, out: *Out) Allocator.Error!void {
+        if (l.parent) |p| {
+            try p.write(out);
+            try out.print("[{d}]", .{l.index});
+        } else try out.add(l.name);
+    }
+};
+
+fn check(arena: Allocator, c: *const config.Check, v: Value, label: *const Label) Allocator.Error!?[]const u8 {
+    if (c.type) |t| if (!hasType(v, t)) {
+        return try checkMessage(arena, label, ": expected ", @tagName(t));
+    };
+    if (c.one_of) |set| {
+        for (set) |e| {
+            if (value.equal(v, e)) break;
+        } else return try checkMessage(arena, label, ": must be one of ", c.one_of_json);
+    }
+    if (c.items) |inner| if (v == .array) {
+        for (v.array.items, 0..) |item, i| {
+            const l = Label{ .parent = label, .index = i };
+            if (try check(arena, inner, item, &l)) |message| return message;
+        }
+    };
+    return null;
+}
+
+fn checkMessage(arena: Allocator, label: *const Label, what: []const u8, detail: []const u8) Allocator.Error![]const u8 {
+    var out = Out.init(arena);
+    try out.add("argument ");
+    try label.write(&out);
+    try out.add(what);
+    try out.add(detail);
+    return out.bytes();
 }
 
 pub fn hasType(v: Value, t: config.ArgType) bool {
@@ -244,31 +357,59 @@ fn isWhole(f: f64) bool {
     return std.math.isFinite(f) and @floor(f) == f;
 }
 
-pub fn buildCall(arena: Allocator, cfg: *const config.Config, tool: *const config.Tool, id: []const u8, args: *const ObjectMap) Allocator.Error!Call {
-    const ctx = tpl.Context{ .args = args };
+/// Appends `name=value` pairs to a rendered path, starting the query string
+/// when the path has none.
+const QueryAppender = struct {
+    path: *Out,
+    has_query: bool,
+
+    fn init(path: *Out) QueryAppender {
+        return .{ .path = path, .has_query = std.mem.indexOfScalar(u8, path.bytes(), '?') != null };
+    }
+
+    fn start(q: *QueryAppender, name: []const u8) Allocator.Error!void {
+        const items = q.path.bytes();
+        if (!q.has_query) {
+            try q.path.byte('?');
+            q.has_query = true;
+        } else if (items[items.len - 1] != '?' and items[items.len - 1] != '&') {
+            try q.path.byte('&');
+        }
+        try q.path.percent(name);
+        try q.path.byte('=');
+    }
+};
+
+/// Renders the upstream request, or the -32602 answer when a header value
+/// came out with a character that would split or end the header. `cred` is
+/// the client's credential from `credential`, required for passthrough tools.
+pub fn buildCall(arena: Allocator, tool: *const config.Tool, id: []const u8, args: *const ObjectMap, cred: ?[]const u8) Allocator.Error!Outcome {
+    var scope = tpl.Scope{ .arena = arena, .args = .{ .object = args.* } };
 
     var path = Out.init(arena);
-    try tpl.render(&path, tool.path, &ctx);
-    var has_query = std.mem.indexOfScalar(u8, path.bytes(), '?') != null;
+    try tpl.render(&path, tool.path, &scope);
+    var query = QueryAppender.init(&path);
     for (tool.query) |q| {
         const v = args.get(q.arg) orelse continue;
-        const items = path.bytes();
-        if (!has_query) {
-            try path.byte('?');
-            has_query = true;
-        } else if (items[items.len - 1] != '?' and items[items.len - 1] != '&') {
-            try path.byte('&');
-        }
-        try path.percent(q.name);
-        try path.byte('=');
+        try query.start(q.name);
         try tpl.writeValue(&path, v, .query);
+    }
+    for (tool.static_auth) |sc| if (sc.in == .query) {
+        try query.start(sc.name);
+        try path.percent(sc.value);
+    };
+    const pt = tool.passthrough;
+    if (pt != null and pt.?.to_in == .query) {
+        try query.start(pt.?.to_name);
+        try path.percent(pt.?.to_prefix);
+        try path.percent(cred.?);
     }
 
     var body = Out.init(arena);
     var content_type: ?[]const u8 = null;
     if (tool.body) |b| switch (b) {
         .template => |t| {
-            try tpl.render(&body, t.template, &ctx);
+            try tpl.render(&body, t.template, &scope);
             content_type = t.content_type;
         },
         .json_args => |names| {
@@ -299,10 +440,10 @@ pub fn buildCall(arena: Allocator, cfg: *const config.Config, tool: *const confi
         },
     };
 
-    var headers: std.ArrayList(Header) = try .initCapacity(arena, 5 + tool.headers.len);
+    var headers: std.ArrayList(Header) = try .initCapacity(arena, 7 + tool.headers.len + tool.static_auth.len);
     headers.appendAssumeCapacity(.{ .name = ":method", .value = tool.method });
     headers.appendAssumeCapacity(.{ .name = ":path", .value = path.bytes() });
-    headers.appendAssumeCapacity(.{ .name = ":authority", .value = cfg.authority });
+    headers.appendAssumeCapacity(.{ .name = ":authority", .value = tool.upstream.authority });
     if (content_type) |ct| headers.appendAssumeCapacity(.{ .name = "content-type", .value = ct });
     // Without an explicit length a body goes out chunked, which many small
     // backends do not accept.
@@ -310,14 +451,34 @@ pub fn buildCall(arena: Allocator, cfg: *const config.Config, tool: *const confi
         headers.appendAssumeCapacity(.{ .name = "content-length", .value = try jsonw.allocPrint(arena, "{d}", .{body.bytes().len}) });
     }
     for (tool.headers) |h| {
-        var value = Out.init(arena);
-        try tpl.render(&value, h.value, &ctx);
+        const v = try tpl.renderAlloc(h.value, &scope);
         // An optional header argument that was not given must not go out as an empty header.
-        if (value.bytes().len == 0) continue;
-        headers.appendAssumeCapacity(.{ .name = h.name, .value = value.bytes() });
+        if (v.len == 0) continue;
+        headers.appendAssumeCapacity(.{ .name = h.name, .value = v });
     }
+    if (tool.cookies.len != 0) {
+        var cookie = Out.init(arena);
+        for (tool.cookies) |c| {
+            const v = args.get(c.arg) orelse continue;
+            if (cookie.bytes().len != 0) try cookie.add("; ");
+            try cookie.add(c.name);
+            try cookie.byte('=');
+            try tpl.writeValue(&cookie, v, .query);
+        }
+        if (cookie.bytes().len != 0) headers.appendAssumeCapacity(.{ .name = "cookie", .value = cookie.bytes() });
+    }
+    for (tool.static_auth) |sc| if (sc.in == .header) {
+        headers.appendAssumeCapacity(.{ .name = sc.name, .value = sc.value });
+    };
+    if (pt != null and pt.?.to_in == .header) {
+        const v = try std.mem.concat(arena, u8, &.{ pt.?.to_prefix, cred.? });
+        headers.appendAssumeCapacity(.{ .name = pt.?.to_name, .value = v });
+    }
+    for (headers.items) |h| if (config.hasControl(h.value)) {
+        return errorReply(arena, 200, id, invalid_params, "header {s}: value contains a control character", .{h.name});
+    };
 
-    return .{ .id = id, .tool = tool, .args = args, .headers = headers.items, .body = body.bytes() };
+    return .{ .call = .{ .id = id, .tool = tool, .args = args, .headers = headers.items, .body = body.bytes() } };
 }
 
 // ------------------------------------------------------- upstream answers
@@ -326,8 +487,13 @@ pub fn buildCall(arena: Allocator, cfg: *const config.Config, tool: *const confi
 pub fn toolResult(arena: Allocator, call: *const Call, resp: UpstreamResponse) Allocator.Error![]const u8 {
     const r = call.tool.response;
     const ok = resp.status >= 200 and resp.status < 300;
-    const template: ?[]const tpl.Part = if (ok) r.body else r.error_body;
-    const needs_doc = (template != null and tpl.usesResp(template.?)) or (ok and r.structured);
+    if (ok) {
+        if (media(tpl.findHeader(resp.headers, "content-type") orelse "")) |m| {
+            return mediaBody(arena, call.id, m, resp.body);
+        }
+    }
+    const template: ?tpl.Template = if (ok) r.body else r.error_body;
+    const needs_doc = (template != null and template.?.reads_resp) or (ok and r.structured);
 
     var doc: ?Value = null;
     if (needs_doc) {
@@ -342,12 +508,18 @@ pub fn toolResult(arena: Allocator, call: *const Call, resp: UpstreamResponse) A
 
     var text = Out.init(arena);
     if (template) |t| {
-        if (doc == null and tpl.usesResp(t)) {
+        if (doc == null and t.reads_resp) {
             // Upstream did not send JSON: the raw body is the best answer.
             try text.add(resp.body);
         } else {
-            const ctx = tpl.Context{ .args = call.args, .resp = doc, .status = resp.status, .headers = resp.headers };
-            try tpl.render(&text, t, &ctx);
+            var scope = tpl.Scope{
+                .arena = arena,
+                .args = .{ .object = call.args.* },
+                .resp = doc,
+                .status = resp.status,
+                .headers = resp.headers,
+            };
+            try tpl.render(&text, t, &scope);
         }
     } else if (ok) {
         try text.add(r.prepend);
@@ -363,6 +535,40 @@ pub fn toolResult(arena: Allocator, call: *const Call, resp: UpstreamResponse) A
 
     const structured = ok and r.structured and doc != null and doc.? == .object;
     return resultBody(arena, call.id, text.bytes(), !ok, if (structured) resp.body else null);
+}
+
+pub const Media = struct {
+    kind: enum { image, audio },
+    /// The content type without parameters.
+    mime: []const u8,
+};
+
+/// Whether a content type is an image or audio answer.
+pub fn media(content_type: []const u8) ?Media {
+    const end = std.mem.indexOfScalar(u8, content_type, ';') orelse content_type.len;
+    const mime = std.mem.trim(u8, content_type[0..end], " \t");
+    if (std.ascii.startsWithIgnoreCase(mime, "image/")) return .{ .kind = .image, .mime = mime };
+    if (std.ascii.startsWithIgnoreCase(mime, "audio/")) return .{ .kind = .audio, .mime = mime };
+    return null;
+}
+
+fn mediaBody(arena: Allocator, id: []const u8, m: Media, data: []const u8) Allocator.Error![]const u8 {
+    const enc = std.base64.standard.Encoder;
+    const n = enc.calcSize(data.len);
+    var out = try Out.initCapacity(arena, 128 + id.len + m.mime.len + n);
+    try out.add("{\"jsonrpc\":\"2.0\",\"id\":");
+    try out.add(id);
+    try out.add(",\"result\":{\"content\":[{\"type\":\"");
+    try out.add(@tagName(m.kind));
+    try out.add("\",\"data\":\"");
+    // Straight into the answer: media bodies are the largest we handle.
+    _ = enc.encode(out.list.unusedCapacitySlice()[0..n], data);
+    out.list.items.len += n;
+    try out.add("\",\"mimeType\":");
+    const lower = try std.ascii.allocLowerString(arena, m.mime);
+    try out.str(lower);
+    try out.add("}],\"isError\":false}}");
+    return out.bytes();
 }
 
 /// The JSON-RPC answer when the upstream could not be reached at all.
@@ -393,10 +599,11 @@ const testing = std.testing;
 const Fixture = struct {
     arena_state: std.heap.ArenaAllocator,
     cfg: config.Config,
+    client: Client = .{},
 
     fn init(text: []const u8) !*Fixture {
         const f = try testing.allocator.create(Fixture);
-        f.arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+        f.* = .{ .arena_state = std.heap.ArenaAllocator.init(testing.allocator), .cfg = undefined };
         var why: []const u8 = undefined;
         f.cfg = config.parse(f.arena_state.allocator(), text, &why) catch |err| {
             std.debug.print("config: {s}\n", .{why});
@@ -415,7 +622,7 @@ const Fixture = struct {
     }
 
     fn reply(f: *Fixture, body: []const u8) !Reply {
-        const o = try handle(f.arena(), &f.cfg, body);
+        const o = try handle(f.arena(), &f.cfg, body, &f.client);
         return switch (o) {
             .reply => |r| r,
             .call => error.TestUnexpectedResult,
@@ -423,7 +630,7 @@ const Fixture = struct {
     }
 
     fn call(f: *Fixture, body: []const u8) !Call {
-        const o = try handle(f.arena(), &f.cfg, body);
+        const o = try handle(f.arena(), &f.cfg, body, &f.client);
         return switch (o) {
             .call => |c| c,
             .reply => |r| {
@@ -474,25 +681,25 @@ const petstore =
     \\              {"name": "score", "type": "number"},
     \\              {"name": "tags", "type": "array"},
     \\              {"name": "meta", "type": "object"}],
-    \\     "request": {"method": "GET", "path": [{"lit": "/v1/pets/"}, {"arg": "id", "enc": "path"}],
+    \\     "request": {"method": "GET", "path": [{"lit": "/v1/pets/"}, {"out": {"args": ["id"]}, "enc": "path"}],
     \\                 "query": [{"name": "verbose", "arg": "verbose"}, {"name": "limit", "arg": "limit"}, {"name": "q s", "arg": "q"}],
-    \\                 "headers": [{"name": "x-tenant", "value": [{"lit": "t-"}, {"arg_path": ["meta", "tenant"]}]}]},
-    \\     "response": {"body": [{"lit": "name="}, {"resp": ["name"]}]}},
+    \\                 "headers": [{"name": "x-tenant", "value": [{"lit": "t-"}, {"out": {"args": ["meta", "tenant"]}}]}]},
+    \\     "response": {"body": [{"lit": "name="}, {"out": {"resp": ["name"]}}]}},
     \\    {"name": "addPet",
     \\     "args": [{"name": "name", "type": "string", "required": true}],
     \\     "request": {"method": "POST", "path": [{"lit": "/v1/pets?src=mcp"}],
     \\                 "query": [{"name": "dry", "arg": "dry"}],
     \\                 "body": {"kind": "json_args", "args": ["name", "tag", "age"]}},
     \\     "response": {"prepend": "<<", "append": ">>", "structured": true,
-    \\                  "error_body": [{"lit": "failed "}, {"status": true}, {"lit": " "}, {"resp_header": "x-reason"}]}},
+    \\                  "error_body": [{"lit": "failed "}, {"out": {"status": true}}, {"lit": " "}, {"out": {"header": "x-reason"}}]}},
     \\    {"name": "form",
     \\     "request": {"method": "put", "path": [{"lit": "/f"}],
     \\                 "body": {"kind": "form_args", "args": ["a", "b", "c"]}}},
     \\    {"name": "tmpl",
-    \\     "request": {"method": "PATCH", "path": [{"lit": "/t/"}, {"arg": "n", "enc": "path"}],
+    \\     "request": {"method": "PATCH", "path": [{"lit": "/t/"}, {"out": {"args": ["n"]}, "enc": "path"}],
     \\                 "body": {"kind": "template", "content_type": "text/plain",
-    \\                          "template": [{"lit": "{\"n\":"}, {"arg": "n", "enc": "json"}, {"lit": ",\"s\":"}, {"arg": "s", "enc": "json"}, {"lit": "}"}]}},
-    \\     "response": {"body": [{"resp": ["a", "0"]}], "error_body": [{"resp": ["error"]}]}}
+    \\                          "template": [{"lit": "{\"n\":"}, {"out": {"args": ["n"]}, "enc": "json"}, {"lit": ",\"s\":"}, {"out": {"args": ["s"]}, "enc": "json"}, {"lit": "}"}]}},
+    \\     "response": {"body": [{"out": {"resp": ["a", "0"]}}], "error_body": [{"out": {"resp": ["error"]}}]}}
     \\  ]
     \\}
 ;
@@ -782,4 +989,251 @@ test "local HTTP-level replies" {
     try testing.expectEqualStrings(
         \\{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Invalid Request: body exceeds 10 bytes"}}
     , tl.body);
+}
+
+const v2tools =
+    \\{
+    \\  "server": {"name": "v2", "version": "1"},
+    \\  "base_path": "/mcp/v2",
+    \\  "upstream": {"cluster": "main", "authority": "main.internal", "timeout_ms": 3000},
+    \\  "tools": [
+    \\    {"name": "pick",
+    \\     "args": [{"name": "mode", "type": "string", "enum": ["a", "b"]},
+    \\              {"name": "level", "enum": [1, "x", null, {"k": [true]}]},
+    \\              {"name": "ids", "type": "array", "items": {"type": "integer", "enum": [1, 2, 3]}},
+    \\              {"name": "grid", "type": "array", "items": {"type": "array", "items": {"enum": ["x", "o"]}}},
+    \\              {"name": "any", "type": "array", "items": {"type": "string"}},
+    \\              {"name": "dflt", "enum": ["p", "q"], "default": "q"}],
+    \\     "request": {"path": [{"lit": "/pick/"}, {"out": {"args": ["dflt"]}}]}},
+    \\    {"name": "cookies",
+    \\     "upstream": {"cluster": "other", "authority": "other.example", "timeout_ms": 99},
+    \\     "request": {"path": [{"lit": "/c"}],
+    \\                 "cookies": [{"name": "session", "arg": "s"}, {"name": "theme", "arg": "t"}, {"name": "n", "arg": "n"}],
+    \\                 "headers": [{"name": "x-note", "value": [{"out": {"args": ["note"]}}]},
+    \\                             {"name": "x-opt", "value": [{"if": {"args": ["flag"]}, "then": [{"lit": "on"}]}]}]}},
+    \\    {"name": "static",
+    \\     "request": {"path": [{"lit": "/s?fixed=1"}],
+    \\                 "query": [{"name": "q", "arg": "q"}],
+    \\                 "auth": {"static": [{"in": "header", "name": "Authorization", "value": "Basic dXNlcjpwYXNz"},
+    \\                                     {"in": "query", "name": "api key", "value": "a&b c"}]}}},
+    \\    {"name": "bearer",
+    \\     "request": {"path": [{"lit": "/b"}],
+    \\                 "auth": {"passthrough": {"from": {"in": "header", "name": "Authorization", "prefix": "Bearer "},
+    \\                                          "to": {"in": "header", "name": "x-api-key", "prefix": "Key "}}}}},
+    \\    {"name": "fromquery",
+    \\     "request": {"path": [{"lit": "/q"}],
+    \\                 "auth": {"passthrough": {"from": {"in": "query", "name": "api_key"},
+    \\                                          "to": {"in": "query", "name": "key", "prefix": "k:"}}}}},
+    \\    {"name": "media",
+    \\     "request": {"path": [{"lit": "/m"}]},
+    \\     "response": {"body": [{"lit": "templated"}], "structured": true}},
+    \\    {"name": "fancy",
+    \\     "args": [{"name": "tags", "type": "array"}, {"name": "user", "type": "string", "default": "anon"}],
+    \\     "request": {"method": "POST",
+    \\                 "path": [{"lit": "/u/"}, {"out": {"fn": "lower", "args": [{"args": ["user"]}]}, "enc": "path"},
+    \\                          {"if": {"fn": "and", "args": [{"args": ["tags"]}, {"fn": "ne", "args": [{"args": ["tags", "#"]}, {"const": 0}]}]},
+    \\                           "then": [{"lit": "?tags="}, {"out": {"fn": "join", "args": [{"const": ","}, {"args": ["tags"]}]}, "enc": "query"}]}],
+    \\                 "headers": [{"name": "x-user", "value": [{"out": {"fn": "b64enc", "args": [{"args": ["user"]}]}}]}],
+    \\                 "body": {"kind": "template", "template": [
+    \\                   {"lit": "{\"tags\":["},
+    \\                   {"range": {"args": ["tags"]}, "do": [{"out": {"fn": "quote", "args": [{"item": []}]}}, {"lit": ","}]},
+    \\                   {"lit": "\"end\"],\"q\":"}, {"out": {"fn": "toJson", "args": [{"fn": "urlquery", "args": [{"args": ["user"]}]}]}}, {"lit": "}"}]}},
+    \\     "response": {"body": [{"out": {"args": ["user"]}}, {"lit": ":"}, {"out": {"status": true}}, {"lit": ":"}, {"out": {"header": "X-Id"}},
+    \\                            {"lit": ":"}, {"range": {"resp": ["items"]}, "do": [{"out": {"item": ["n"]}}], "else": [{"lit": "none"}]}],
+    \\                  "error_body": [{"out": {"fn": "default", "args": [{"const": "no detail"}, {"resp": ["detail"]}]}}, {"lit": " for "}, {"out": {"args": ["user"]}}]}}
+    \\  ]
+    \\}
+;
+
+fn toolReq(f: *Fixture, tool: []const u8, args: []const u8) ![]const u8 {
+    return jsonw.allocPrint(f.arena(), "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"{s}\",\"arguments\":{s}}}}}", .{ tool, args });
+}
+
+fn expectInvalidArgs(f: *Fixture, tool: []const u8, args: []const u8, message: []const u8) !void {
+    const r = try f.reply(try toolReq(f, tool, args));
+    const want = try errorBody(f.arena(), "1", invalid_params, message);
+    try testing.expectEqualStrings(want, r.body);
+    try testing.expectEqual(@as(u32, 200), r.status);
+}
+
+test "enum and items validation messages" {
+    const f = try Fixture.init(v2tools);
+    defer f.deinit();
+    try expectInvalidArgs(f, "pick", "{\"mode\":\"c\"}", "argument mode: must be one of [\"a\",\"b\"]");
+    try expectInvalidArgs(f, "pick", "{\"mode\":1}", "argument mode: expected string");
+    try expectInvalidArgs(f, "pick", "{\"level\":2}", "argument level: must be one of [1,\"x\",null,{\"k\":[true]}]");
+    try expectInvalidArgs(f, "pick", "{\"level\":\"1\"}", "argument level: must be one of [1,\"x\",null,{\"k\":[true]}]");
+    try expectInvalidArgs(f, "pick", "{\"level\":{\"k\":[1]}}", "argument level: must be one of [1,\"x\",null,{\"k\":[true]}]");
+    try expectInvalidArgs(f, "pick", "{\"ids\":[1,2,4]}", "argument ids[2]: must be one of [1,2,3]");
+    try expectInvalidArgs(f, "pick", "{\"ids\":[1,\"2\"]}", "argument ids[1]: expected integer");
+    try expectInvalidArgs(f, "pick", "{\"ids\":[1.5]}", "argument ids[0]: expected integer");
+    try expectInvalidArgs(f, "pick", "{\"ids\":[null]}", "argument ids[0]: expected integer");
+    try expectInvalidArgs(f, "pick", "{\"grid\":[[\"x\",\"o\"],[\"o\",\"z\"]]}", "argument grid[1][1]: must be one of [\"x\",\"o\"]");
+    try expectInvalidArgs(f, "pick", "{\"grid\":[[\"x\"],\"o\"]}", "argument grid[1]: expected array");
+    try expectInvalidArgs(f, "pick", "{\"any\":[\"a\",3]}", "argument any[1]: expected string");
+    try expectInvalidArgs(f, "pick", "{\"dflt\":\"r\"}", "argument dflt: must be one of [\"p\",\"q\"]");
+    // Accepted: numbers by value, JSON equality of objects, null in the enum
+    // is never compared (null means absent), empty arrays, the default.
+    for ([_][]const u8{
+        "{\"mode\":\"a\",\"level\":1.0,\"ids\":[3,1e0,2.00],\"grid\":[[],[\"x\"]],\"any\":[]}",
+        "{\"level\":\"x\"}",
+        "{\"level\":{\"k\":[true]}}",
+        "{\"level\":null,\"ids\":[]}",
+    }) |args| {
+        const c = try f.call(try toolReq(f, "pick", args));
+        try testing.expectEqualStrings("/pick/q", Fixture.header(c, ":path").?);
+    }
+}
+
+test "cookies, empty headers and a per-tool upstream" {
+    const f = try Fixture.init(v2tools);
+    defer f.deinit();
+    const c = try f.call(try toolReq(f, "cookies", "{\"s\":\"a b;c\",\"n\":5,\"note\":\"\",\"flag\":false}"));
+    try testing.expectEqualStrings("session=a%20b%3Bc; n=5", Fixture.header(c, "cookie").?);
+    try testing.expectEqualStrings("other.example", Fixture.header(c, ":authority").?);
+    try testing.expectEqualStrings("other", c.tool.upstream.cluster);
+    try testing.expectEqual(@as(u32, 99), c.tool.upstream.timeout_ms);
+    try testing.expect(Fixture.header(c, "x-note") == null);
+    try testing.expect(Fixture.header(c, "x-opt") == null);
+    const c2 = try f.call(try toolReq(f, "cookies", "{\"flag\":true,\"note\":\"hi\"}"));
+    try testing.expect(Fixture.header(c2, "cookie") == null);
+    try testing.expectEqualStrings("on", Fixture.header(c2, "x-opt").?);
+    try testing.expectEqualStrings("hi", Fixture.header(c2, "x-note").?);
+    // Tools without an override use the server's upstream.
+    const p = try f.call(try toolReq(f, "pick", "{}"));
+    try testing.expectEqualStrings("main.internal", Fixture.header(p, ":authority").?);
+    try testing.expectEqualStrings("main", p.tool.upstream.cluster);
+    try testing.expectEqual(@as(u32, 3000), p.tool.upstream.timeout_ms);
+}
+
+test "header values with CR, LF or NUL are never sent" {
+    const f = try Fixture.init(v2tools);
+    defer f.deinit();
+    for ([_][]const u8{ "a\\r\\nx-injected: 1", "a\\nb", "a\\rb", "a\\u0000b" }) |note| {
+        const args = try jsonw.allocPrint(f.arena(), "{{\"note\":\"{s}\"}}", .{note});
+        try expectInvalidArgs(f, "cookies", args, "header x-note: value contains a control character");
+    }
+    // Other control characters (tab) pass; cookies are encoded, so never fail.
+    const c = try f.call(try toolReq(f, "cookies", "{\"note\":\"a\\tb\",\"s\":\"x\\r\\ny\"}"));
+    try testing.expectEqualStrings("a\tb", Fixture.header(c, "x-note").?);
+    try testing.expectEqualStrings("session=x%0D%0Ay", Fixture.header(c, "cookie").?);
+}
+
+test "static credentials in a header and the query" {
+    const f = try Fixture.init(v2tools);
+    defer f.deinit();
+    const c = try f.call(try toolReq(f, "static", "{\"q\":\"v\"}"));
+    try testing.expectEqualStrings("/s?fixed=1&q=v&api%20key=a%26b%20c", Fixture.header(c, ":path").?);
+    try testing.expectEqualStrings("Basic dXNlcjpwYXNz", Fixture.header(c, "authorization").?);
+    const c2 = try f.call(try toolReq(f, "static", "{}"));
+    try testing.expectEqualStrings("/s?fixed=1&api%20key=a%26b%20c", Fixture.header(c2, ":path").?);
+}
+
+test "passthrough credentials: present, absent, wrong prefix" {
+    const f = try Fixture.init(v2tools);
+    defer f.deinit();
+    try testing.expectEqual(@as(usize, 2), f.cfg.credential_sources.len);
+    try testing.expectEqualStrings("authorization", f.cfg.credential_sources[0].name);
+
+    const absent_header =
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"this tool needs the client's credential in Authorization"}],"isError":true}}
+    ;
+    const absent_query =
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"this tool needs the client's credential in api_key"}],"isError":true}}
+    ;
+    // Nothing captured.
+    try f.expectReply(try toolReq(f, "bearer", "{}"), 200, absent_header);
+    try f.expectReply(try toolReq(f, "fromquery", "{}"), 200, absent_query);
+
+    f.client = .{ .credentials = &.{ "bearer tok-1", "a b/c" } };
+    const c = try f.call(try toolReq(f, "bearer", "{}"));
+    try testing.expectEqualStrings("Key tok-1", Fixture.header(c, "x-api-key").?);
+    try testing.expect(Fixture.header(c, "authorization") == null);
+    const q = try f.call(try toolReq(f, "fromquery", "{}"));
+    try testing.expectEqualStrings("/q?key=k%3Aa%20b%2Fc", Fixture.header(q, ":path").?);
+
+    // Another scheme, a bare prefix, an empty value: absent.
+    for ([_][]const u8{ "Basic dXNlcjpwYXNz", "Bearer ", "Bearer", "" }) |v| {
+        f.client = .{ .credentials = &.{ v, null } };
+        try f.expectReply(try toolReq(f, "bearer", "{}"), 200, absent_header);
+    }
+    // Decoded from the query, a CR/LF would split the backend header.
+    f.client = .{ .credentials = &.{ "Bearer a\r\nb", null } };
+    try expectInvalidArgs(f, "bearer", "{}", "header x-api-key: value contains a control character");
+}
+
+test "query parameters of the MCP request are decoded" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    const target = "/mcp/x?a=1&api_key=k%2By+z%3D&api_key=second&empty=&bare&n%61me=v&bad=%zz%4";
+    try testing.expectEqualStrings("k+y z=", (try queryParam(a, target, "api_key")).?);
+    try testing.expectEqualStrings("1", (try queryParam(a, target, "a")).?);
+    try testing.expectEqualStrings("", (try queryParam(a, target, "empty")).?);
+    try testing.expectEqualStrings("", (try queryParam(a, target, "bare")).?);
+    try testing.expectEqualStrings("v", (try queryParam(a, target, "name")).?);
+    try testing.expectEqualStrings("%zz%4", (try queryParam(a, target, "bad")).?);
+    try testing.expect((try queryParam(a, target, "missing")) == null);
+    try testing.expect((try queryParam(a, "/mcp/x", "a")) == null);
+    try testing.expect((try queryParam(a, "/mcp/x?a=1#frag", "b")) == null);
+    try testing.expectEqualStrings("1", (try queryParam(a, "/mcp/x?a=1#b=2", "a")).?);
+}
+
+test "image and audio answers" {
+    const f = try Fixture.init(v2tools);
+    defer f.deinit();
+    const a = f.arena();
+    const c = try f.call(try toolReq(f, "media", "{}"));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"image","data":"iVBORw0KGgo=","mimeType":"image/png"}],"isError":false}}
+    , try toolResult(a, &c, .{ .status = 200, .headers = &.{.{ .name = "Content-Type", .value = "image/png" }}, .body = "\x89PNG\r\n\x1a\n" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"audio","data":"YWI=","mimeType":"audio/mpeg"}],"isError":false}}
+    , try toolResult(a, &c, .{ .status = 203, .headers = &.{.{ .name = "content-type", .value = " Audio/MPEG ; rate=44100" }}, .body = "ab" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"image","data":"","mimeType":"image/svg+xml"}],"isError":false}}
+    , try toolResult(a, &c, .{ .status = 200, .headers = &.{.{ .name = "content-type", .value = "image/svg+xml;charset=utf-8" }}, .body = "" }));
+    // Not 2xx, or not image/audio: the ordinary text result.
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"nope"}],"isError":true}}
+    , try toolResult(a, &c, .{ .status = 404, .headers = &.{.{ .name = "content-type", .value = "image/png" }}, .body = "nope" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"templated"}],"isError":false}}
+    , try toolResult(a, &c, .{ .status = 200, .headers = &.{.{ .name = "content-type", .value = "video/mp4" }}, .body = "x" }));
+    try testing.expect(media("imagex/png") == null);
+    try testing.expect(media("text/plain; image/png") == null);
+}
+
+test "if, range and functions in path, headers, body and response" {
+    const f = try Fixture.init(v2tools);
+    defer f.deinit();
+    const a = f.arena();
+    const c = try f.call(try toolReq(f, "fancy", "{\"user\":\"Ann Lee\",\"tags\":[\"a b\",\"c\\\"d\",3]}"));
+    try testing.expectEqualStrings("POST", Fixture.header(c, ":method").?);
+    try testing.expectEqualStrings("/u/ann%20lee?tags=a%20b%2Cc%22d%2C3", Fixture.header(c, ":path").?);
+    try testing.expectEqualStrings("QW5uIExlZQ==", Fixture.header(c, "x-user").?);
+    try testing.expectEqualStrings("{\"tags\":[\"a b\",\"c\\\"d\",\"3\",\"end\"],\"q\":\"Ann+Lee\"}", c.body);
+    _ = try std.json.parseFromSliceLeaky(Value, a, c.body, .{});
+    const len = try jsonw.allocPrint(a, "{d}", .{c.body.len});
+    try testing.expectEqualStrings(len, Fixture.header(c, "content-length").?);
+
+    // Defaults apply before rendering; an empty list takes the else-less branch.
+    const d = try f.call(try toolReq(f, "fancy", "{\"tags\":[]}"));
+    try testing.expectEqualStrings("/u/anon", Fixture.header(d, ":path").?);
+    try testing.expectEqualStrings("{\"tags\":[\"end\"],\"q\":\"anon\"}", d.body);
+
+    // Response templates see args, resp, status and header.
+    const hdrs = [_]Header{.{ .name = "x-id", .value = "r-7" }};
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"anon:200:r-7:12"}],"isError":false}}
+    , try toolResult(a, &d, .{ .status = 200, .headers = &hdrs, .body = "{\"items\":[{\"n\":1},{\"n\":2}]}" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"anon:201::none"}],"isError":false}}
+    , try toolResult(a, &d, .{ .status = 201, .headers = &.{}, .body = "{\"items\":{}}" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"bad id for anon"}],"isError":true}}
+    , try toolResult(a, &d, .{ .status = 400, .headers = &.{}, .body = "{\"detail\":\"bad id\"}" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"no detail for anon"}],"isError":true}}
+    , try toolResult(a, &d, .{ .status = 400, .headers = &.{}, .body = "{\"detail\":\"\"}" }));
 }

@@ -1,33 +1,54 @@
-//! Execution of the pre-compiled templates of CONFIG.md: a template is a list
-//! of parts (literal text, argument value, upstream JSON value, upstream
-//! status, upstream header) rendered with an encoding. The control plane did
-//! all parsing; this file only looks values up and writes them.
+//! Templates of CONFIG.md: a tree of nodes (literal, output, if, range) over
+//! expressions (argument / upstream / range-item paths, status, header,
+//! constants, function calls). `compile` turns the configuration JSON into
+//! this tree once per configuration, resolving function names, path indexes
+//! and scope rules up front, so a request only walks the tree.
 
 const std = @import("std");
+const Allocator = std.mem.Allocator;
 const Value = std.json.Value;
-const ObjectMap = std.json.ObjectMap;
 const Out = @import("jsonw.zig").Out;
+const jsonw = @import("jsonw.zig");
+const value = @import("value.zig");
 
 pub const Enc = enum { raw, json, path, query };
 
-/// A path into a JSON document. For arguments the first element is the
-/// argument name; for upstream documents `[]` is the whole document.
-pub const Ref = struct {
-    path: []const []const u8,
-    enc: Enc = .raw,
+/// One step of a path. Digit keys and `#` are decided at compile time.
+pub const Seg = struct {
+    key: []const u8,
+    /// Array position for an all-digit key (maxInt when it does not fit,
+    /// which then never matches).
+    index: ?usize = null,
+    /// `#`: the length of an array.
+    count: bool = false,
 };
 
-pub const HeaderRef = struct {
-    name: []const u8,
-    enc: Enc = .raw,
+pub const Func = enum { default, toJson, quote, urlquery, b64enc, upper, lower, trim, join, len, not, eq, ne, @"and", @"or" };
+
+pub const Expr = union(enum) {
+    args: []const Seg,
+    resp: []const Seg,
+    item: []const Seg,
+    status,
+    header: []const u8,
+    constant: Value,
+    call: Call,
+
+    pub const Call = struct { func: Func, args: []const Expr };
 };
 
-pub const Part = union(enum) {
+pub const Node = union(enum) {
     lit: []const u8,
-    arg: Ref,
-    resp: Ref,
-    status: Enc,
-    resp_header: HeaderRef,
+    out: struct { expr: Expr, enc: Enc },
+    cond: struct { expr: Expr, then: []const Node, otherwise: []const Node },
+    range: struct { expr: Expr, body: []const Node, otherwise: []const Node },
+};
+
+pub const Template = struct {
+    nodes: []const Node,
+    /// Whether an expression reads `resp`: the upstream body is parsed only
+    /// for templates that need it.
+    reads_resp: bool = false,
 };
 
 pub const Header = struct {
@@ -35,51 +56,393 @@ pub const Header = struct {
     value: []const u8,
 };
 
-/// What a template can see. Request-side templates only have `args`;
-/// response templates also have the upstream answer.
-pub const Context = struct {
-    args: ?*const ObjectMap = null,
+/// What `status`, `header` and `resp` may be used in: request templates
+/// run before there is an upstream answer.
+pub const Side = enum { request, response };
+
+// ------------------------------------------------------------- compilation
+
+pub const Error = error{ InvalidConfig, OutOfMemory };
+
+/// Compiles a TEMPLATE (a JSON list of nodes). `where` names it in error
+/// messages, e.g. `tools[0].request.path`; on error.InvalidConfig `why`
+/// holds the reason with the exact position inside the template.
+pub fn compile(arena: Allocator, v: Value, side: Side, where: []const u8, why: *[]const u8) Error!Template {
+    var c = Compiler{ .arena = arena, .why = why, .side = side };
+    const root = Trail{ .parent = null, .key = where };
+    const nodes = try c.nodeList(v, &root);
+    return .{ .nodes = nodes, .reads_resp = c.reads_resp };
+}
+
+/// Where in the configuration a value sits, built on the stack while
+/// descending and rendered only when reporting an error.
+const Trail = struct {
+    parent: ?*const Trail,
+    key: []const u8 = "",
+    index: ?usize = null,
+
+    fn write(t: *const Trail, out: *Out) Allocator.Error!void {
+        if (t.parent) |p| try p.write(out);
+        if (t.index) |i| {
+            try out.print("[{d}]", .{i});
+        } else {
+            if (t.parent != null) try out.byte('.');
+            try out.add(t.key);
+        }
+    }
+
+    fn at(t: *const Trail, i: usize) Trail {
+        return .{ .parent = t, .index = i };
+    }
+
+    fn field(t: *const Trail, key: []const u8) Trail {
+        return .{ .parent = t, .key = key };
+    }
+};
+
+const Compiler = struct {
+    arena: Allocator,
+    why: *[]const u8,
+    side: Side,
+    reads_resp: bool = false,
+    range_depth: u32 = 0,
+
+    fn fail(c: *Compiler, trail: *const Trail, comptime fmt: []const u8, args: anytype) Error {
+        var out = Out.init(c.arena);
+        try trail.write(&out);
+        try out.add(": ");
+        try out.print(fmt, args);
+        c.why.* = out.bytes();
+        return error.InvalidConfig;
+    }
+
+    fn nodeList(c: *Compiler, v: Value, trail: *const Trail) Error![]const Node {
+        if (v != .array) return c.fail(trail, "must be a list of nodes", .{});
+        const nodes = try c.arena.alloc(Node, v.array.items.len);
+        for (v.array.items, nodes, 0..) |item, *n, i| {
+            const t = trail.at(i);
+            n.* = try c.node(item, &t);
+        }
+        return nodes;
+    }
+
+    /// A missing or null branch is empty.
+    fn optionalList(c: *Compiler, o: std.json.ObjectMap, key: []const u8, trail: *const Trail) Error![]const Node {
+        const v = o.get(key) orelse return &.{};
+        if (v == .null) return &.{};
+        const t = trail.field(key);
+        return c.nodeList(v, &t);
+    }
+
+    fn node(c: *Compiler, v: Value, trail: *const Trail) Error!Node {
+        if (v != .object) return c.fail(trail, "must be an object", .{});
+        const o = v.object;
+        var kinds: u8 = 0;
+        for ([_][]const u8{ "lit", "out", "if", "range" }) |k| {
+            if (o.contains(k)) kinds += 1;
+        }
+        if (kinds != 1) return c.fail(trail, "needs exactly one of lit, out, if, range", .{});
+
+        if (o.get("lit")) |lit| {
+            if (lit != .string) return c.fail(trail, "lit: must be a string", .{});
+            return .{ .lit = lit.string };
+        }
+        if (o.get("out")) |e| {
+            const t = trail.field("out");
+            var enc: Enc = .raw;
+            if (o.get("enc")) |ev| {
+                const name = if (ev == .string) ev.string else "";
+                enc = std.meta.stringToEnum(Enc, name) orelse
+                    return c.fail(trail, "enc: must be one of raw, json, path, query", .{});
+            }
+            return .{ .out = .{ .expr = try c.expr(e, &t), .enc = enc } };
+        }
+        if (o.get("if")) |e| {
+            const t = trail.field("if");
+            return .{ .cond = .{
+                .expr = try c.expr(e, &t),
+                .then = try c.optionalList(o, "then", trail),
+                .otherwise = try c.optionalList(o, "else", trail),
+            } };
+        }
+        const e = o.get("range").?;
+        const t = trail.field("range");
+        const over = try c.expr(e, &t);
+        c.range_depth += 1;
+        const body = try c.optionalList(o, "do", trail);
+        c.range_depth -= 1;
+        // `else` runs outside the range: `item` there is the enclosing one.
+        return .{ .range = .{ .expr = over, .body = body, .otherwise = try c.optionalList(o, "else", trail) } };
+    }
+
+    fn expr(c: *Compiler, v: Value, trail: *const Trail) Error!Expr {
+        if (v != .object) return c.fail(trail, "must be an object", .{});
+        const o = v.object;
+        if (o.get("fn")) |f| {
+            const name = if (f == .string) f.string else "";
+            const func = std.meta.stringToEnum(Func, name) orelse
+                return c.fail(trail, "fn: unknown function \"{s}\"", .{name});
+            const list: []const Value = if (o.get("args")) |a| switch (a) {
+                .array => |arr| arr.items,
+                .null => &.{},
+                else => return c.fail(trail, "args: must be a list of expressions", .{}),
+            } else &.{};
+            const want: struct { min: usize, max: usize } = switch (func) {
+                .default, .join, .eq, .ne => .{ .min = 2, .max = 2 },
+                .@"and", .@"or" => .{ .min = 1, .max = std.math.maxInt(usize) },
+                else => .{ .min = 1, .max = 1 },
+            };
+            if (list.len < want.min or list.len > want.max) {
+                return c.fail(trail, "fn {s}: takes {d}{s} argument(s), got {d}", .{
+                    name, want.min, if (want.max > want.min) " or more" else "", list.len,
+                });
+            }
+            const args = try c.arena.alloc(Expr, list.len);
+            const at = trail.field("args");
+            for (list, args, 0..) |a, *dst, i| {
+                const t = at.at(i);
+                dst.* = try c.expr(a, &t);
+            }
+            return .{ .call = .{ .func = func, .args = args } };
+        }
+
+        var kinds: u8 = 0;
+        for ([_][]const u8{ "args", "resp", "item", "status", "header", "const" }) |k| {
+            if (o.contains(k)) kinds += 1;
+        }
+        if (kinds != 1) return c.fail(trail, "needs exactly one of args, resp, item, status, header, const, fn", .{});
+
+        if (o.get("args")) |p| {
+            const t = trail.field("args");
+            return .{ .args = try c.path(p, &t) };
+        }
+        if (o.get("resp")) |p| {
+            const t = trail.field("resp");
+            if (c.side == .request) return c.fail(&t, "only in response templates", .{});
+            c.reads_resp = true;
+            return .{ .resp = try c.path(p, &t) };
+        }
+        if (o.get("item")) |p| {
+            const t = trail.field("item");
+            if (c.range_depth == 0) return c.fail(&t, "outside of a range", .{});
+            return .{ .item = try c.path(p, &t) };
+        }
+        if (o.get("status")) |s| {
+            const t = trail.field("status");
+            if (s != .bool or !s.bool) return c.fail(&t, "must be true", .{});
+            if (c.side == .request) return c.fail(&t, "only in response templates", .{});
+            return .status;
+        }
+        if (o.get("header")) |h| {
+            const t = trail.field("header");
+            if (h != .string or h.string.len == 0) return c.fail(&t, "must be a header name", .{});
+            if (c.side == .request) return c.fail(&t, "only in response templates", .{});
+            return .{ .header = h.string };
+        }
+        return .{ .constant = o.get("const").? };
+    }
+
+    fn path(c: *Compiler, v: Value, trail: *const Trail) Error![]const Seg {
+        if (v != .array) return c.fail(trail, "must be a list of keys", .{});
+        const segs = try c.arena.alloc(Seg, v.array.items.len);
+        for (v.array.items, segs, 0..) |k, *s, i| {
+            if (k != .string) {
+                const t = trail.at(i);
+                return c.fail(&t, "must be a string", .{});
+            }
+            s.* = compileSeg(k.string);
+        }
+        return segs;
+    }
+};
+
+fn compileSeg(key: []const u8) Seg {
+    if (std.mem.eql(u8, key, "#")) return .{ .key = key, .count = true };
+    if (key.len == 0) return .{ .key = key };
+    for (key) |ch| if (!std.ascii.isDigit(ch)) return .{ .key = key };
+    return .{ .key = key, .index = std.fmt.parseUnsigned(usize, key, 10) catch std.math.maxInt(usize) };
+}
+
+// --------------------------------------------------------------- evaluation
+
+/// What templates can see. Request templates have `args` only; response
+/// templates also have the upstream answer. `item` is set while a range
+/// body renders.
+pub const Scope = struct {
+    /// For strings computed by functions.
+    arena: Allocator,
+    args: ?Value = null,
     /// Parsed upstream body; null when absent or not JSON.
     resp: ?Value = null,
     status: ?u32 = null,
     headers: []const Header = &.{},
+    item: ?Value = null,
 };
 
-pub fn render(out: *Out, parts: []const Part, ctx: *const Context) std.mem.Allocator.Error!void {
-    for (parts) |part| switch (part) {
-        .lit => |s| try out.add(s),
-        .arg => |r| {
-            const root: ?Value = if (ctx.args) |a| a.get(r.path[0]) else null;
-            const v = if (root) |rv| lookup(rv, r.path[1..]) else null;
-            try writeValue(out, v, r.enc);
-        },
-        .resp => |r| {
-            const v = if (ctx.resp) |doc| lookup(doc, r.path) else null;
-            try writeValue(out, v, r.enc);
-        },
-        .status => |enc| if (ctx.status) |s| {
-            var buf: [12]u8 = undefined;
-            const text = std.fmt.bufPrint(&buf, "{d}", .{s}) catch unreachable;
-            // A number: every encoding leaves digits unchanged.
-            _ = enc;
-            try out.add(text);
-        },
-        .resp_header => |h| {
-            const v = findHeader(ctx.headers, h.name);
-            if (v) |text| {
-                try writeText(out, text, h.enc);
-            } else if (h.enc == .json) {
-                try out.add("null");
-            }
+pub fn render(out: *Out, t: Template, s: *Scope) Allocator.Error!void {
+    return renderNodes(out, t.nodes, s);
+}
+
+/// Renders into a fresh buffer from the scope's arena.
+pub fn renderAlloc(t: Template, s: *Scope) Allocator.Error![]const u8 {
+    var out = Out.init(s.arena);
+    try render(&out, t, s);
+    return out.bytes();
+}
+
+fn renderNodes(out: *Out, nodes: []const Node, s: *Scope) Allocator.Error!void {
+    for (nodes) |*n| switch (n.*) {
+        .lit => |text| try out.add(text),
+        .out => |o| try writeValue(out, try eval(&o.expr, s), o.enc),
+        .cond => |c| try renderNodes(out, if (value.truthy(try eval(&c.expr, s))) c.then else c.otherwise, s),
+        .range => |r| {
+            const over = try eval(&r.expr, s);
+            if (!try renderRange(out, over, r.body, s)) try renderNodes(out, r.otherwise, s);
         },
     };
 }
 
-/// Whether any part reads the upstream JSON body, so the filter parses it
-/// only when a template needs it.
-pub fn usesResp(parts: []const Part) bool {
-    for (parts) |p| if (p == .resp) return true;
-    return false;
+/// Returns false when there was nothing to iterate.
+fn renderRange(out: *Out, over: ?Value, body: []const Node, s: *Scope) Allocator.Error!bool {
+    const saved = s.item;
+    defer s.item = saved;
+    switch (over orelse return false) {
+        .array => |a| {
+            if (a.items.len == 0) return false;
+            for (a.items) |it| {
+                s.item = it;
+                try renderNodes(out, body, s);
+            }
+            return true;
+        },
+        .object => |o| {
+            if (o.count() == 0) return false;
+            // Go templates visit map values in sorted key order.
+            const keys = o.keys();
+            const vals = o.values();
+            var sorted = true;
+            for (1..keys.len) |i| {
+                if (std.mem.order(u8, keys[i - 1], keys[i]) == .gt) sorted = false;
+            }
+            if (sorted) {
+                for (vals) |it| {
+                    s.item = it;
+                    try renderNodes(out, body, s);
+                }
+                return true;
+            }
+            const order = try s.arena.alloc(usize, keys.len);
+            for (order, 0..) |*p, i| p.* = i;
+            std.sort.heap(usize, order, keys, struct {
+                fn less(k: []const []const u8, a: usize, b: usize) bool {
+                    return std.mem.order(u8, k[a], k[b]) == .lt;
+                }
+            }.less);
+            for (order) |i| {
+                s.item = vals[i];
+                try renderNodes(out, body, s);
+            }
+            return true;
+        },
+        else => return false,
+    }
+}
+
+/// Evaluates an expression; null is a missing value.
+pub fn eval(e: *const Expr, s: *const Scope) Allocator.Error!?Value {
+    return switch (e.*) {
+        .args => |p| if (s.args) |a| lookup(a, p) else null,
+        .resp => |p| if (s.resp) |r| lookup(r, p) else null,
+        .item => |p| if (s.item) |it| lookup(it, p) else null,
+        .status => if (s.status) |st| Value{ .integer = st } else null,
+        .header => |name| if (findHeader(s.headers, name)) |h| Value{ .string = h } else null,
+        .constant => |v| v,
+        .call => |c| try call(c.func, c.args, s),
+    };
+}
+
+fn str(s: []const u8) ?Value {
+    return Value{ .string = s };
+}
+
+fn call(func: Func, args: []const Expr, s: *const Scope) Allocator.Error!?Value {
+    switch (func) {
+        .@"and", .@"or" => {
+            // Go: the first argument that decides the result, else the last;
+            // later arguments are not evaluated.
+            const stop_on = func == .@"or";
+            var last: ?Value = null;
+            for (args) |*a| {
+                last = try eval(a, s);
+                if (value.truthy(last) == stop_on) return last;
+            }
+            return last;
+        },
+        .default => {
+            const v = try eval(&args[1], s);
+            return if (value.truthy(v)) v else try eval(&args[0], s);
+        },
+        .not => return Value{ .bool = !value.truthy(try eval(&args[0], s)) },
+        .eq, .ne => {
+            // Missing compares like null, as toJson prints it.
+            const a = (try eval(&args[0], s)) orelse .null;
+            const b = (try eval(&args[1], s)) orelse .null;
+            return Value{ .bool = value.equal(a, b) == (func == .eq) };
+        },
+        .len => {
+            const n: usize = if (try eval(&args[0], s)) |v| switch (v) {
+                .string => |x| x.len,
+                .array => |x| x.items.len,
+                .object => |x| x.count(),
+                else => 0,
+            } else 0;
+            return Value{ .integer = @intCast(n) };
+        },
+        .toJson => {
+            var out = Out.init(s.arena);
+            try out.value((try eval(&args[0], s)) orelse .null);
+            return str(out.bytes());
+        },
+        .join => {
+            const sep = try value.rawText(s.arena, try eval(&args[0], s));
+            const list = try eval(&args[1], s);
+            if (list == null or list.? != .array) return str(try value.rawText(s.arena, list));
+            var out = Out.init(s.arena);
+            for (list.?.array.items, 0..) |it, i| {
+                if (i != 0) try out.add(sep);
+                try writeRaw(&out, it);
+            }
+            return str(out.bytes());
+        },
+        .quote, .urlquery, .b64enc, .upper, .lower, .trim => {
+            const text = try value.rawText(s.arena, try eval(&args[0], s));
+            return str(try textFunc(func, text, s.arena));
+        },
+    }
+}
+
+fn textFunc(func: Func, text: []const u8, arena: Allocator) Allocator.Error![]const u8 {
+    switch (func) {
+        .quote => {
+            var out = try Out.initCapacity(arena, text.len + 2);
+            try out.str(text);
+            return out.bytes();
+        },
+        .urlquery => {
+            var out = try Out.initCapacity(arena, text.len);
+            try out.formEncode(text);
+            return out.bytes();
+        },
+        .b64enc => {
+            const enc = std.base64.standard.Encoder;
+            const buf = try arena.alloc(u8, enc.calcSize(text.len));
+            return enc.encode(buf, text);
+        },
+        .upper => return std.ascii.allocUpperString(arena, text),
+        .lower => return std.ascii.allocLowerString(arena, text),
+        .trim => return std.mem.trim(u8, text, &std.ascii.whitespace),
+        else => unreachable,
+    }
 }
 
 pub fn findHeader(headers: []const Header, name: []const u8) ?[]const u8 {
@@ -89,14 +452,19 @@ pub fn findHeader(headers: []const Header, name: []const u8) ?[]const u8 {
     return null;
 }
 
-/// Follows object keys and array indexes ("0", "1", ...) from `root`.
-pub fn lookup(root: Value, path: []const []const u8) ?Value {
+/// Follows a compiled path from `root`; null when it does not resolve.
+pub fn lookup(root: Value, path: []const Seg) ?Value {
     var cur = root;
-    for (path) |key| {
+    for (path) |seg| {
         switch (cur) {
-            .object => |o| cur = o.get(key) orelse return null,
+            // Objects take every key literally, digits and "#" included.
+            .object => |o| cur = o.get(seg.key) orelse return null,
             .array => |a| {
-                const idx = std.fmt.parseUnsigned(usize, key, 10) catch return null;
+                if (seg.count) {
+                    cur = .{ .integer = @intCast(a.items.len) };
+                    continue;
+                }
+                const idx = seg.index orelse return null;
                 if (idx >= a.items.len) return null;
                 cur = a.items[idx];
             },
@@ -106,9 +474,9 @@ pub fn lookup(root: Value, path: []const []const u8) ?Value {
     return cur;
 }
 
-/// Writes a looked-up value with an encoding. A missing value is empty,
-/// except with `json`, where it is `null` so JSON bodies stay well-formed.
-pub fn writeValue(out: *Out, v: ?Value, enc: Enc) std.mem.Allocator.Error!void {
+/// Writes a value with an encoding. A missing value is empty, except with
+/// `json`, where it is `null` so JSON bodies stay well-formed.
+pub fn writeValue(out: *Out, v: ?Value, enc: Enc) Allocator.Error!void {
     const val = v orelse {
         if (enc == .json) try out.add("null");
         return;
@@ -148,18 +516,10 @@ fn isDotSegment(s: []const u8) bool {
 }
 
 /// `raw`: strings as their characters, everything else as compact JSON.
-pub fn writeRaw(out: *Out, v: Value) std.mem.Allocator.Error!void {
+pub fn writeRaw(out: *Out, v: Value) Allocator.Error!void {
     switch (v) {
         .string => |s| try out.add(s),
         else => try out.value(v),
-    }
-}
-
-pub fn writeText(out: *Out, s: []const u8, enc: Enc) std.mem.Allocator.Error!void {
-    switch (enc) {
-        .raw => try out.add(s),
-        .json => try out.str(s),
-        .path, .query => try out.percent(s),
     }
 }
 
@@ -167,103 +527,304 @@ pub fn writeText(out: *Out, s: []const u8, enc: Enc) std.mem.Allocator.Error!voi
 
 const testing = std.testing;
 
-fn parseValue(arena: std.mem.Allocator, s: []const u8) !Value {
+fn parseValue(arena: Allocator, s: []const u8) !Value {
     return std.json.parseFromSliceLeaky(Value, arena, s, .{ .parse_numbers = false });
 }
 
-fn renderToString(arena: std.mem.Allocator, parts: []const Part, ctx: *const Context) ![]const u8 {
-    var out = Out.init(arena);
-    try render(&out, parts, ctx);
-    return out.bytes();
-}
+const T = struct {
+    arena_state: std.heap.ArenaAllocator,
 
-test "arguments with every encoding" {
-    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
-    defer arena_state.deinit();
-    const arena = arena_state.allocator();
-    const args = try parseValue(arena,
+    fn init() T {
+        return .{ .arena_state = std.heap.ArenaAllocator.init(testing.allocator) };
+    }
+
+    fn deinit(t: *T) void {
+        t.arena_state.deinit();
+    }
+
+    fn a(t: *T) Allocator {
+        return t.arena_state.allocator();
+    }
+
+    fn compileText(t: *T, text: []const u8, side: Side) !Template {
+        var why: []const u8 = "";
+        return compile(t.a(), try parseValue(t.a(), text), side, "t", &why) catch |err| {
+            std.debug.print("compile: {s}\n", .{why});
+            return err;
+        };
+    }
+
+    /// Renders a response-side template over `args` and `resp` JSON.
+    fn render(t: *T, text: []const u8, args: []const u8, resp: ?[]const u8) ![]const u8 {
+        const tmpl = try t.compileText(text, .response);
+        var s = Scope{
+            .arena = t.a(),
+            .args = try parseValue(t.a(), args),
+            .resp = if (resp) |r| try parseValue(t.a(), r) else null,
+            .status = 404,
+            .headers = &.{ .{ .name = "x-request-id", .value = "r 1" }, .{ .name = "content-type", .value = "application/json" } },
+        };
+        return renderAlloc(tmpl, &s);
+    }
+
+    fn expect(t: *T, want: []const u8, text: []const u8, args: []const u8) !void {
+        try testing.expectEqualStrings(want, try t.render(text, args, null));
+    }
+
+    /// `{"out": {"fn": name, "args": [...]}}` over `args`.
+    fn expectFn(t: *T, want: []const u8, func: []const u8, fn_args: []const u8, args: []const u8) !void {
+        const text = try jsonw.allocPrint(t.a(), "[{{\"out\":{{\"fn\":\"{s}\",\"args\":[{s}]}}}}]", .{ func, fn_args });
+        try t.expect(want, text, args);
+    }
+
+    fn expectInvalid(t: *T, text: []const u8, side: Side, reason: []const u8) !void {
+        var why: []const u8 = "";
+        try testing.expectError(error.InvalidConfig, compile(t.a(), try parseValue(t.a(), text), side, "tools[0].x", &why));
+        testing.expectEqualStrings(reason, why) catch |e| return e;
+    }
+};
+
+test "out with every encoding" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
         \\{"id": "a b/../\u00e9?&=", "n": 42, "f": 1.50, "b": true, "o": {"k": [1, "x"]}, "s": "q\"uote"}
-    );
-    const ctx = Context{ .args = &args.object };
-
-    const P = Part;
-    try testing.expectEqualStrings("/v1/a%20b%2F..%2F%C3%A9%3F%26%3D", try renderToString(arena, &[_]P{
-        .{ .lit = "/v1/" }, .{ .arg = .{ .path = &.{"id"}, .enc = .path } },
-    }, &ctx));
-    try testing.expectEqualStrings("a b/../\u{e9}?&=|42|1.50|true|{\"k\":[1,\"x\"]}", try renderToString(arena, &[_]P{
-        .{ .arg = .{ .path = &.{"id"} } }, .{ .lit = "|" },
-        .{ .arg = .{ .path = &.{"n"} } },  .{ .lit = "|" },
-        .{ .arg = .{ .path = &.{"f"} } },  .{ .lit = "|" },
-        .{ .arg = .{ .path = &.{"b"} } },  .{ .lit = "|" },
-        .{ .arg = .{ .path = &.{"o"} } },
-    }, &ctx));
-    try testing.expectEqualStrings("\"q\\\"uote\" 42 {\"k\":[1,\"x\"]} null", try renderToString(arena, &[_]P{
-        .{ .arg = .{ .path = &.{"s"}, .enc = .json } },       .{ .lit = " " },
-        .{ .arg = .{ .path = &.{"n"}, .enc = .json } },       .{ .lit = " " },
-        .{ .arg = .{ .path = &.{"o"}, .enc = .json } },       .{ .lit = " " },
-        .{ .arg = .{ .path = &.{"missing"}, .enc = .json } },
-    }, &ctx));
+    ;
+    try t.expect("/v1/a%20b%2F..%2F%C3%A9%3F%26%3D",
+        \\[{"lit": "/v1/"}, {"out": {"args": ["id"]}, "enc": "path"}]
+    , args);
+    try t.expect("a b/../\u{e9}?&=|42|1.50|true|{\"k\":[1,\"x\"]}",
+        \\[{"out": {"args": ["id"]}}, {"lit": "|"}, {"out": {"args": ["n"]}, "enc": "raw"}, {"lit": "|"},
+        \\ {"out": {"args": ["f"]}}, {"lit": "|"}, {"out": {"args": ["b"]}}, {"lit": "|"}, {"out": {"args": ["o"]}}]
+    , args);
+    try t.expect("\"q\\\"uote\" 42 {\"k\":[1,\"x\"]} null",
+        \\[{"out": {"args": ["s"]}, "enc": "json"}, {"lit": " "}, {"out": {"args": ["n"]}, "enc": "json"}, {"lit": " "},
+        \\ {"out": {"args": ["o"]}, "enc": "json"}, {"lit": " "}, {"out": {"args": ["missing"]}, "enc": "json"}]
+    , args);
     // Objects are rendered as compact JSON, then encoded.
-    try testing.expectEqualStrings("%7B%22k%22%3A%5B1%2C%22x%22%5D%7D", try renderToString(arena, &[_]P{
-        .{ .arg = .{ .path = &.{"o"}, .enc = .query } },
-    }, &ctx));
+    try t.expect("%7B%22k%22%3A%5B1%2C%22x%22%5D%7D",
+        \\[{"out": {"args": ["o"]}, "enc": "query"}]
+    , args);
+    // A whole path segment of dots is encoded; dots inside a value are not.
+    try t.expect("%2E%2E/%2E/a..b",
+        \\[{"out": {"const": ".."}, "enc": "path"}, {"lit": "/"}, {"out": {"const": "."}, "enc": "path"}, {"lit": "/"}, {"out": {"const": "a..b"}, "enc": "path"}]
+    , "{}");
+    // [] is the whole arguments object.
+    try t.expect("{\"n\":1}",
+        \\[{"out": {"args": []}}]
+    , "{\"n\":1}");
 }
 
-test "nested argument paths and missing values" {
-    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
-    defer arena_state.deinit();
-    const arena = arena_state.allocator();
-    const args = try parseValue(arena,
-        \\{"owner": {"name": "ann", "tags": ["x", "y"]}}
-    );
-    const ctx = Context{ .args = &args.object };
-    try testing.expectEqualStrings("ann/y/||", try renderToString(arena, &[_]Part{
-        .{ .arg = .{ .path = &.{ "owner", "name" } } },           .{ .lit = "/" },
-        .{ .arg = .{ .path = &.{ "owner", "tags", "1" } } },      .{ .lit = "/" },
-        .{ .arg = .{ .path = &.{ "owner", "tags", "9" } } },      .{ .lit = "|" },
-        .{ .arg = .{ .path = &.{ "owner", "name", "deeper" } } }, .{ .lit = "|" },
-        .{ .arg = .{ .path = &.{"nope"} } },
-    }, &ctx));
-    // No arguments at all (response-only context) renders empty.
-    const empty = Context{};
-    try testing.expectEqualStrings("", try renderToString(arena, &[_]Part{.{ .arg = .{ .path = &.{"x"} } }}, &empty));
+test "paths: nested keys, array indexes, # length, missing" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
+        \\{"owner": {"name": "ann", "tags": ["x", "y"], "0": "zero", "#": "hash"}}
+    ;
+    try t.expect("ann/y/||2|zero|hash|",
+        \\[{"out": {"args": ["owner", "name"]}}, {"lit": "/"},
+        \\ {"out": {"args": ["owner", "tags", "1"]}}, {"lit": "/"},
+        \\ {"out": {"args": ["owner", "tags", "9"]}}, {"lit": "|"},
+        \\ {"out": {"args": ["owner", "name", "deeper"]}}, {"lit": "|"},
+        \\ {"out": {"args": ["owner", "tags", "#"]}}, {"lit": "|"},
+        \\ {"out": {"args": ["owner", "0"]}}, {"lit": "|"},
+        \\ {"out": {"args": ["owner", "#"]}}, {"lit": "|"},
+        \\ {"out": {"args": ["owner", "tags", "99999999999999999999999"]}}]
+    , args);
+    const r = try t.render(
+        \\[{"out": {"resp": ["data", "0", "name"]}}, {"lit": " of "}, {"out": {"resp": ["data", "#"]}}, {"lit": "; "},
+        \\ {"out": {"status": true}}, {"lit": "; "}, {"out": {"header": "X-Request-Id"}, "enc": "query"}, {"lit": "; "},
+        \\ {"out": {"header": "x-request-id"}, "enc": "json"}, {"lit": "; "}, {"out": {"header": "absent"}}, {"lit": "; "},
+        \\ {"out": {"resp": []}}]
+    , "{}", "{\"data\": [{\"name\": \"Rex\"}, {}], \"ok\": true}");
+    try testing.expectEqualStrings("Rex of 2; 404; r%201; \"r 1\"; ; {\"data\":[{\"name\":\"Rex\"},{}],\"ok\":true}", r);
 }
 
-test "response values, whole document, status and headers" {
-    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
-    defer arena_state.deinit();
-    const arena = arena_state.allocator();
-    const doc = try parseValue(arena,
-        \\{"data": [{"name": "Rex", "age": 3}], "ok": true}
+test "if / else with Go truthiness" {
+    var t = T.init();
+    defer t.deinit();
+    const tmpl =
+        \\[{"if": {"args": ["v"]}, "then": [{"lit": "T"}], "else": [{"lit": "F"}]}]
+    ;
+    for ([_][]const u8{ "{}", "{\"v\":null}", "{\"v\":false}", "{\"v\":0}", "{\"v\":0.0}", "{\"v\":\"\"}", "{\"v\":[]}", "{\"v\":{}}" }) |args| {
+        try t.expect("F", tmpl, args);
+    }
+    for ([_][]const u8{ "{\"v\":true}", "{\"v\":1}", "{\"v\":\"0\"}", "{\"v\":[0]}", "{\"v\":{\"a\":0}}", "{\"v\":-0.5}" }) |args| {
+        try t.expect("T", tmpl, args);
+    }
+    // "else" may be omitted; branches nest (else-if chains).
+    try t.expect("",
+        \\[{"if": {"args": ["v"]}, "then": [{"lit": "T"}]}]
+    , "{}");
+    try t.expect("two",
+        \\[{"if": {"fn": "eq", "args": [{"args": ["v"]}, {"const": 1}]}, "then": [{"lit": "one"}],
+        \\  "else": [{"if": {"fn": "eq", "args": [{"args": ["v"]}, {"const": 2}]}, "then": [{"lit": "two"}], "else": [{"lit": "many"}]}]}]
+    , "{\"v\":2.0}");
+}
+
+test "range over arrays and object values, nested, with else" {
+    var t = T.init();
+    defer t.deinit();
+    const nested =
+        \\[{"range": {"args": ["groups"]}, "do": [
+        \\   {"out": {"item": ["name"]}}, {"lit": ":"},
+        \\   {"range": {"item": ["members"]}, "do": [{"out": {"item": []}}, {"lit": ","}], "else": [{"lit": "none"}, {"out": {"item": ["name"]}}]},
+        \\   {"out": {"item": ["name"]}}, {"lit": ";"}],
+        \\ "else": [{"lit": "empty"}]}]
+    ;
+    try t.expect("a:1,2,a;b:nonebb;", nested,
+        \\{"groups": [{"name": "a", "members": [1, 2]}, {"name": "b", "members": []}]}
     );
-    const ctx = Context{
-        .resp = doc,
-        .status = 404,
-        .headers = &.{ .{ .name = "x-request-id", .value = "r 1" }, .{ .name = "content-type", .value = "application/json" } },
-    };
-    try testing.expectEqualStrings("Rex is 3; 404; r%201; r 1; \"r 1\"; ; {\"data\":[{\"name\":\"Rex\",\"age\":3}],\"ok\":true}", try renderToString(arena, &[_]Part{
-        .{ .resp = .{ .path = &.{ "data", "0", "name" } } },            .{ .lit = " is " },
-        .{ .resp = .{ .path = &.{ "data", "0", "age" } } },             .{ .lit = "; " },
-        .{ .status = .raw },                                            .{ .lit = "; " },
-        .{ .resp_header = .{ .name = "X-Request-Id", .enc = .query } }, .{ .lit = "; " },
-        .{ .resp_header = .{ .name = "x-request-id" } },                .{ .lit = "; " },
-        .{ .resp_header = .{ .name = "x-request-id", .enc = .json } },  .{ .lit = "; " },
-        .{ .resp_header = .{ .name = "absent" } },                      .{ .lit = "; " },
-        .{ .resp = .{ .path = &.{} } },
-    }, &ctx));
-    try testing.expect(usesResp(&[_]Part{ .{ .lit = "a" }, .{ .resp = .{ .path = &.{} } } }));
-    try testing.expect(!usesResp(&[_]Part{ .{ .lit = "a" }, .{ .status = .raw } }));
+    try t.expect("empty", nested, "{\"groups\": []}");
+    try t.expect("empty", nested, "{}");
+    try t.expect("empty", nested, "{\"groups\": \"not iterable\"}");
+    // Object values in sorted key order, as Go visits map keys.
+    const values =
+        \\[{"range": {"args": ["m"]}, "do": [{"out": {"item": []}}]}]
+    ;
+    try t.expect("123", values, "{\"m\": {\"c\": 3, \"a\": 1, \"b\": 2}}");
+    try t.expect("123", values, "{\"m\": {\"a\": 1, \"b\": 2, \"c\": 3}}");
+    try t.expect("", values, "{\"m\": {}}");
+    // Range over a response path, with "#" inside.
+    const r = try t.render(
+        \\[{"range": {"resp": ["items"]}, "do": [{"out": {"item": ["id"]}}, {"lit": "/"}, {"out": {"item": ["tags", "#"]}}, {"lit": " "}]}]
+    , "{}", "{\"items\": [{\"id\": 1, \"tags\": [\"x\"]}, {\"id\": 2, \"tags\": []}]}");
+    try testing.expectEqualStrings("1/1 2/0 ", r);
+}
+
+test "functions: default, toJson, quote" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
+        \\{"s": "he said \"hi\"\\\n\u0001", "z": 0, "e": "", "n": 5, "o": {"a": [1, null]}}
+    ;
+    try t.expectFn("5", "default", "{\"const\": \"fb\"}, {\"args\": [\"n\"]}", args);
+    try t.expectFn("fb", "default", "{\"const\": \"fb\"}, {\"args\": [\"z\"]}", args);
+    try t.expectFn("fb", "default", "{\"const\": \"fb\"}, {\"args\": [\"e\"]}", args);
+    try t.expectFn("fb", "default", "{\"const\": \"fb\"}, {\"args\": [\"missing\"]}", args);
+    try t.expectFn("{\"a\":[1,null]}", "toJson", "{\"args\": [\"o\"]}", args);
+    try t.expectFn("\"he said \\\"hi\\\"\\\\\\n\\u0001\"", "toJson", "{\"args\": [\"s\"]}", args);
+    try t.expectFn("null", "toJson", "{\"args\": [\"missing\"]}", args);
+    try t.expectFn("5", "toJson", "{\"args\": [\"n\"]}", args);
+    try t.expectFn("\"he said \\\"hi\\\"\\\\\\n\\u0001\"", "quote", "{\"args\": [\"s\"]}", args);
+    try t.expectFn("\"5\"", "quote", "{\"args\": [\"n\"]}", args);
+    try t.expectFn("\"\"", "quote", "{\"args\": [\"missing\"]}", args);
+    try t.expectFn("\"{\\\"a\\\":[1,null]}\"", "quote", "{\"args\": [\"o\"]}", args);
+}
+
+test "functions: urlquery, b64enc, upper, lower, trim" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
+        \\{"q": "a b&c=d/e+f~g.h_i-j\u00e9%", "p": "  \t x y \n", "m": "MiXeD \u00c9"}
+    ;
+    try t.expectFn("a+b%26c%3Dd%2Fe%2Bf~g.h_i-j%C3%A9%25", "urlquery", "{\"args\": [\"q\"]}", args);
+    try t.expectFn("", "urlquery", "{\"args\": [\"missing\"]}", args);
+    // Base64 padding for 0, 1, 2 and 3 trailing bytes.
+    try t.expectFn("", "b64enc", "{\"const\": \"\"}", args);
+    try t.expectFn("YQ==", "b64enc", "{\"const\": \"a\"}", args);
+    try t.expectFn("YWI=", "b64enc", "{\"const\": \"ab\"}", args);
+    try t.expectFn("YWJj", "b64enc", "{\"const\": \"abc\"}", args);
+    try t.expectFn("dXNlcjpwYXNz", "b64enc", "{\"const\": \"user:pass\"}", args);
+    try t.expectFn("Pz8+", "b64enc", "{\"const\": \"??>\"}", args);
+    try t.expectFn("MTI=", "b64enc", "{\"const\": 12}", args);
+    try t.expectFn("MIXED \u{c9}", "upper", "{\"args\": [\"m\"]}", args);
+    try t.expectFn("mixed \u{c9}", "lower", "{\"args\": [\"m\"]}", args);
+    try t.expectFn("x y", "trim", "{\"args\": [\"p\"]}", args);
+    try t.expectFn("", "trim", "{\"const\": \" \\t\\r\\n \"}", args);
+}
+
+test "functions: join, len" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
+        \\{"l": ["a", 1, true, null, {"k": "v"}], "s": "h\u00e9", "o": {"a": 1, "b": 2}, "e": []}
+    ;
+    try t.expectFn("a, 1, true, null, {\"k\":\"v\"}", "join", "{\"const\": \", \"}, {\"args\": [\"l\"]}", args);
+    try t.expectFn("", "join", "{\"const\": \",\"}, {\"args\": [\"e\"]}", args);
+    // A non-array renders as its raw text.
+    try t.expectFn("h\u{e9}", "join", "{\"const\": \",\"}, {\"args\": [\"s\"]}", args);
+    try t.expectFn("{\"a\":1,\"b\":2}", "join", "{\"const\": \",\"}, {\"args\": [\"o\"]}", args);
+    try t.expectFn("", "join", "{\"const\": \",\"}, {\"args\": [\"missing\"]}", args);
+    try t.expectFn("a1true", "join", "{\"args\": [\"nosep\"]}, {\"const\": [\"a\", 1, true]}", args);
+    try t.expectFn("5", "len", "{\"args\": [\"l\"]}", args);
+    try t.expectFn("3", "len", "{\"args\": [\"s\"]}", args);
+    try t.expectFn("2", "len", "{\"args\": [\"o\"]}", args);
+    try t.expectFn("0", "len", "{\"args\": [\"e\"]}", args);
+    try t.expectFn("0", "len", "{\"args\": [\"missing\"]}", args);
+    try t.expectFn("0", "len", "{\"const\": 42}", args);
+}
+
+test "functions: not, eq, ne, and, or with Go semantics" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
+        \\{"one": 1, "onef": 1.0, "big": 12345678901234567890, "s": "1", "z": 0, "e": "", "x": "x", "arr": [1, {"a": "b"}]}
+    ;
+    try t.expectFn("true", "not", "{\"args\": [\"z\"]}", args);
+    try t.expectFn("false", "not", "{\"args\": [\"x\"]}", args);
+    try t.expectFn("true", "not", "{\"args\": [\"missing\"]}", args);
+    try t.expectFn("true", "eq", "{\"args\": [\"one\"]}, {\"args\": [\"onef\"]}", args);
+    try t.expectFn("true", "eq", "{\"args\": [\"one\"]}, {\"const\": 1e0}", args);
+    try t.expectFn("false", "eq", "{\"args\": [\"one\"]}, {\"args\": [\"s\"]}", args);
+    try t.expectFn("false", "eq", "{\"args\": [\"big\"]}, {\"const\": 12345678901234567891}", args);
+    try t.expectFn("true", "eq", "{\"args\": [\"arr\"]}, {\"const\": [1.0, {\"a\": \"b\"}]}", args);
+    try t.expectFn("true", "eq", "{\"args\": [\"missing\"]}, {\"const\": null}", args);
+    try t.expectFn("true", "eq", "{\"fn\": \"len\", \"args\": [{\"args\": [\"arr\"]}]}, {\"const\": 2}", args);
+    try t.expectFn("false", "ne", "{\"args\": [\"one\"]}, {\"args\": [\"onef\"]}", args);
+    try t.expectFn("true", "ne", "{\"args\": [\"one\"]}, {\"args\": [\"s\"]}", args);
+    // and: the first falsy argument, else the last; or: the first truthy, else the last.
+    try t.expectFn("x", "and", "{\"args\": [\"one\"]}, {\"args\": [\"x\"]}", args);
+    try t.expectFn("0", "and", "{\"args\": [\"one\"]}, {\"args\": [\"z\"]}, {\"args\": [\"x\"]}", args);
+    try t.expectFn("", "and", "{\"args\": [\"e\"]}, {\"args\": [\"z\"]}", args);
+    try t.expectFn("", "and", "{\"args\": [\"missing\"]}, {\"args\": [\"x\"]}", args);
+    try t.expectFn("1", "or", "{\"args\": [\"e\"]}, {\"args\": [\"one\"]}, {\"args\": [\"x\"]}", args);
+    try t.expectFn("0", "or", "{\"args\": [\"e\"]}, {\"args\": [\"z\"]}", args);
+    try t.expectFn("x", "or", "{\"args\": [\"x\"]}", args);
+    // Results of and/or keep their type: JSON output shows it.
+    try t.expect("null|0|\"x\"",
+        \\[{"out": {"fn": "and", "args": [{"args": ["missing"]}, {"args": ["x"]}]}, "enc": "json"}, {"lit": "|"},
+        \\ {"out": {"fn": "or", "args": [{"args": ["e"]}, {"args": ["z"]}]}, "enc": "json"}, {"lit": "|"},
+        \\ {"out": {"fn": "or", "args": [{"args": ["z"]}, {"args": ["x"]}]}, "enc": "json"}]
+    , args);
+    // A desugared pipe: args.name | default "anon" | upper.
+    try t.expect("ANON",
+        \\[{"out": {"fn": "upper", "args": [{"fn": "default", "args": [{"const": "anon"}, {"args": ["name"]}]}]}}]
+    , args);
+}
+
+test "compile errors name the position" {
+    var t = T.init();
+    defer t.deinit();
+    try t.expectInvalid("{}", .request, "tools[0].x: must be a list of nodes");
+    try t.expectInvalid("[{\"lit\": \"a\", \"out\": {\"args\": []}}]", .request, "tools[0].x[0]: needs exactly one of lit, out, if, range");
+    try t.expectInvalid("[{}]", .request, "tools[0].x[0]: needs exactly one of lit, out, if, range");
+    try t.expectInvalid("[{\"lit\": 1}]", .request, "tools[0].x[0]: lit: must be a string");
+    try t.expectInvalid("[{\"out\": {\"args\": [\"a\"]}, \"enc\": \"base64\"}]", .request, "tools[0].x[0]: enc: must be one of raw, json, path, query");
+    try t.expectInvalid("[{\"out\": {\"args\": [\"a\"], \"const\": 1}}]", .request, "tools[0].x[0].out: needs exactly one of args, resp, item, status, header, const, fn");
+    try t.expectInvalid("[{\"out\": {\"fn\": \"sprintf\", \"args\": []}}]", .request, "tools[0].x[0].out: fn: unknown function \"sprintf\"");
+    try t.expectInvalid("[{\"out\": {\"fn\": \"eq\", \"args\": [{\"const\": 1}]}}]", .request, "tools[0].x[0].out: fn eq: takes 2 argument(s), got 1");
+    try t.expectInvalid("[{\"out\": {\"fn\": \"and\", \"args\": []}}]", .request, "tools[0].x[0].out: fn and: takes 1 or more argument(s), got 0");
+    try t.expectInvalid("[{\"out\": {\"resp\": [\"a\"]}}]", .request, "tools[0].x[0].out.resp: only in response templates");
+    try t.expectInvalid("[{\"if\": {\"status\": true}}]", .request, "tools[0].x[0].if.status: only in response templates");
+    try t.expectInvalid("[{\"out\": {\"header\": \"x\"}}]", .request, "tools[0].x[0].out.header: only in response templates");
+    try t.expectInvalid("[{\"out\": {\"status\": false}}]", .response, "tools[0].x[0].out.status: must be true");
+    try t.expectInvalid("[{\"out\": {\"item\": []}}]", .request, "tools[0].x[0].out.item: outside of a range");
+    try t.expectInvalid("[{\"range\": {\"args\": []}, \"do\": [], \"else\": [{\"out\": {\"item\": []}}]}]", .request, "tools[0].x[0].else[0].out.item: outside of a range");
+    try t.expectInvalid("[{\"if\": {\"const\": 1}, \"then\": [{\"range\": {\"args\": []}, \"do\": [{\"out\": {\"fn\": \"not\", \"args\": [{\"item\": [1]}]}}]}]}]", .request, "tools[0].x[0].then[0].do[0].out.args[0].item[0]: must be a string");
+    try t.expectInvalid("[{\"out\": {\"args\": \"a\"}}]", .request, "tools[0].x[0].out.args: must be a list of keys");
+    // The response side accepts what the request side refuses.
+    _ = try t.compileText("[{\"out\": {\"resp\": []}}, {\"out\": {\"status\": true}}, {\"out\": {\"header\": \"h\"}}]", .response);
+    try testing.expect((try t.compileText("[{\"if\": {\"resp\": [\"a\"]}}]", .response)).reads_resp);
+    try testing.expect(!(try t.compileText("[{\"out\": {\"status\": true}}]", .response)).reads_resp);
 }
 
 test "long non-string values are percent-encoded correctly" {
-    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
-    defer arena_state.deinit();
-    const arena = arena_state.allocator();
-    const args = try parseValue(arena,
+    var t = T.init();
+    defer t.deinit();
+    const got = try t.render("[{\"lit\": \"x=\"}, {\"out\": {\"args\": [\"a\"]}, \"enc\": \"query\"}]",
         \\{"a": ["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]}
-    );
-    const ctx = Context{ .args = &args.object };
-    const got = try renderToString(arena, &[_]Part{ .{ .lit = "x=" }, .{ .arg = .{ .path = &.{"a"}, .enc = .query } } }, &ctx);
+    , null);
     try testing.expect(std.mem.startsWith(u8, got, "x=%5B%22aaaa"));
     try testing.expect(std.mem.endsWith(u8, got, "aaa%22%5D"));
 }

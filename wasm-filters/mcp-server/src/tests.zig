@@ -3,6 +3,7 @@
 
 test {
     _ = @import("jsonw.zig");
+    _ = @import("value.zig");
     _ = @import("template.zig");
     _ = @import("config.zig");
     _ = @import("mcp.zig");
