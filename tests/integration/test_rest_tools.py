@@ -390,7 +390,7 @@ def registry_document(backend: ServedApp, secret_file: Path) -> dict[str, Any]:
         "name": "rest",
         "backend": {"endpoints": [f"127.0.0.1:{backend.port}"], "host": "rest.internal", "timeoutMs": 5000},
         "config": {"tenant": "acme"},
-        "limits": {"maxResponseBytes": 2048},
+        "limits": {"maxRequestBytes": 4096, "maxResponseBytes": 2048},
         "securitySchemes": [
             {
                 "id": "bearer",
@@ -548,3 +548,19 @@ async def test_credentials_never_reach_logs_or_status(setup: Setup, caplog: pyte
     dump = setup.gateway.stack.envoy.admin("/config_dump")
     assert ENV_TOKEN in dump
     assert "user-token-1" not in dump
+
+
+async def test_request_over_the_size_limit_is_refused_before_any_call(setup: Setup) -> None:
+    url = f"{setup.gateway.stack.mcp_base_url}/mcp/default/rest"
+    before = len(setup.seen)
+    padding = "x" * 5000
+    payload = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "args-to-json-body", "arguments": {"name": padding}},
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(url, json=payload, headers=ACCEPT)
+    assert response.status_code == 413
+    assert len(setup.seen) == before
