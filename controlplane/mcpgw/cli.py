@@ -234,9 +234,9 @@ async def _up(args: argparse.Namespace) -> int:
     except (PluginError, EnvoyNotFound, OSError, TimeoutError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    assert stack.control_plane is not None and stack.control_plane.source.snapshot is not None
+    assert stack.control_plane is not None and stack.control_plane.store.snapshot is not None
     print("\nmcpgw is up. MCP endpoints (Streamable HTTP):", flush=True)
-    for server in stack.control_plane.source.snapshot.servers:
+    for server in stack.control_plane.store.snapshot.servers:
         print(f"  {stack.mcp_base_url}{server.path}    ({len(server.tools)} tools)")
     print(
         f"status: http://{options.host}:{stack.control_plane.status_port}/status   "

@@ -19,9 +19,10 @@ from aiohttp import web
 
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
-from mcpgw.registry.filesource import FileSource
+from mcpgw.registry.filesource import FileStore
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import resolve as resolve_secrets
+from mcpgw.registry.store import RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, translate
 from mcpgw.xds.cache import SnapshotCache
@@ -57,7 +58,7 @@ class _Counters:
 class ControlPlane:
     def __init__(self, options: ControlPlaneOptions) -> None:
         self.options = options
-        self.source = FileSource(options.registry_dir)
+        self.store: RegistryStore = FileStore(options.registry_dir)
         self.cache = SnapshotCache()
         self.ads = AdsServer(self.cache)
         self.settings: GatewaySettings | None = None
@@ -92,15 +93,15 @@ class ControlPlane:
             sha256=plugin.sha256,
             bytes=plugin.size,
         )
-        self.source.load()
-        if self.source.snapshot is None:
-            raise Invalid(self.source.problems)
-        await self.apply(self.source.snapshot)
+        await self.store.load()
+        if self.store.snapshot is None:
+            raise Invalid(self.store.problems)
+        await self.apply(self.store.snapshot)
         if self.rejections:
             raise Invalid(self.rejections)
         self.xds_port = await self.ads.start(self.options.xds_host, self.options.xds_port)
         await self._start_status()
-        self._watch_task = asyncio.create_task(self.source.watch(self.apply), name="registry-watch")
+        self._watch_task = asyncio.create_task(self.store.watch(self.apply), name="registry-watch")
         log.info(
             "control_plane_ready",
             xds=f"{self.options.xds_host}:{self.xds_port}",
@@ -144,10 +145,10 @@ class ControlPlane:
         await self.ads.stop(grace=1.0)
 
     def status(self) -> dict[str, Any]:
-        snapshot = self.source.snapshot
+        snapshot = self.store.snapshot
         return {
             "registry": {
-                "directory": str(self.options.registry_dir),
+                "store": self.store.description,
                 "revision": self.applied_revision,
                 "servers": [
                     {"key": s.key, "path": s.path, "tools": len(s.tools), "source": s.source}
@@ -155,7 +156,7 @@ class ControlPlane:
                 ],
                 "problems": [
                     {"file": p.file, "field": p.path, "reason": p.reason}
-                    for p in [*self.source.problems, *self.rejections]
+                    for p in [*self.store.problems, *self.rejections]
                 ],
                 "applied": self._counters.applied,
                 "last_applied_at": self._counters.last_applied_at,

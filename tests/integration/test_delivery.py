@@ -108,9 +108,9 @@ async def test_nacked_config_is_reported_not_resent_and_envoy_keeps_serving(gate
     """Test hook: a cluster Envoy must reject (negative connect timeout) put straight into the cache."""
     control_plane = gateway.stack.control_plane
     assert control_plane is not None and control_plane.settings is not None
-    assert control_plane.source.snapshot is not None
+    assert control_plane.store.snapshot is not None
     good_version = _cds_status(gateway)["version_acked"]
-    resources = translate(control_plane.source.snapshot, control_plane.settings)
+    resources = translate(control_plane.store.snapshot, control_plane.settings)
     bad = cluster_pb2.Cluster()
     bad.CopyFrom(resources[types.CLUSTER]["mcpgw/default/petstore"])
     bad.name = "mcpgw-test-bad"
@@ -132,5 +132,5 @@ async def test_nacked_config_is_reported_not_resent_and_envoy_keeps_serving(gate
     assert "mcpgw-test-bad" not in gateway.stack.envoy.admin("/clusters")
 
     # The next registry change that fixes the type is delivered and ACKed.
-    await control_plane.apply(control_plane.source.snapshot)
+    await control_plane.apply(control_plane.store.snapshot)
     await eventually(lambda: _cds_status(gateway)["version_acked"] == good_version, 5, "good config re-ACKed")

@@ -535,9 +535,9 @@ async def test_allow_tools_and_composed_tool_sets(setup: Setup) -> None:
 
 async def test_credentials_never_reach_logs_or_status(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
     control_plane = setup.gateway.stack.control_plane
-    assert control_plane is not None and control_plane.source.snapshot is not None
+    assert control_plane is not None and control_plane.store.snapshot is not None
     with caplog.at_level("DEBUG"):
-        await control_plane.apply(control_plane.source.snapshot)
+        await control_plane.apply(control_plane.store.snapshot)
     status = json.dumps(control_plane.status())
     for secret in (ENV_TOKEN, FILE_KEY, INLINE_BASIC, base64.b64encode(INLINE_BASIC.encode()).decode()):
         assert secret not in caplog.text and secret not in status

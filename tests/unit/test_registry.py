@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from mcpgw.registry import templates
-from mcpgw.registry.filesource import FileSource, load_directory
+from mcpgw.registry.filesource import FileStore, load_directory
 from mcpgw.registry.model import RegistrySnapshot
+from mcpgw.registry.store import Conflict, NotFound
 from mcpgw.registry.validate import Invalid, parse_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "registry"
@@ -278,45 +279,92 @@ def test_multi_document_files_and_hidden_files(tmp_path: Path) -> None:
     assert [s.key for s in snapshot.servers] == ["default/other", "default/svc"]
 
 
-def test_file_source_keeps_last_valid_snapshot_and_recovers(tmp_path: Path) -> None:
+async def test_file_store_keeps_last_valid_snapshot_and_recovers(tmp_path: Path) -> None:
     path = write(tmp_path, "svc.yaml", minimal())
-    source = FileSource(tmp_path)
-    assert source.load()
-    good = source.snapshot
+    store = FileStore(tmp_path)
+    assert await store.load()
+    good = store.snapshot
     broken = minimal()
     broken["tools"][0]["requestTemplate"]["method"] = "BREW"
     write(tmp_path, "svc.yaml", broken)
-    assert not source.load()
-    assert source.snapshot is good
-    assert (
-        source.problems[0].file == str(path) and source.problems[0].path == "tools[0].requestTemplate.method"
-    )
-    fixed = minimal(description="fixed")
-    write(tmp_path, "svc.yaml", fixed)
-    assert source.load()
-    assert (
-        source.problems == []
-        and source.snapshot is not None
-        and source.snapshot.servers[0].description == "fixed"
-    )
+    assert not await store.load()
+    assert store.snapshot is good
+    assert (store.problems[0].file, store.problems[0].path) == (str(path), "tools[0].requestTemplate.method")
+    write(tmp_path, "svc.yaml", minimal(description="fixed"))
+    assert await store.load()
+    assert store.problems == [] and store.snapshot is not None
+    assert store.snapshot.servers[0].description == "fixed"
 
 
-async def test_file_source_watch_emits_new_snapshots(tmp_path: Path) -> None:
+async def test_file_store_watch_emits_new_snapshots(tmp_path: Path) -> None:
     write(tmp_path, "svc.yaml", minimal())
-    source = FileSource(tmp_path, poll_interval=0.05)
-    source.load()
+    store = FileStore(tmp_path, poll_interval=0.05)
+    await store.load()
     seen: asyncio.Queue[RegistrySnapshot] = asyncio.Queue()
 
     async def on_snapshot(snapshot: RegistrySnapshot) -> None:
         await seen.put(snapshot)
 
-    task = asyncio.create_task(source.watch(on_snapshot))
+    task = asyncio.create_task(store.watch(on_snapshot))
     try:
         write(tmp_path, "svc.yaml", minimal(description="edited"))
         snapshot = await asyncio.wait_for(seen.get(), 3)
         assert snapshot.servers[0].description == "edited"
         write(tmp_path, "svc.yaml", "kind: [")  # invalid: no snapshot emitted
         await asyncio.sleep(0.3)
-        assert seen.empty() and source.problems
+        assert seen.empty() and store.problems
+    finally:
+        task.cancel()
+
+
+async def test_file_store_writes_are_validated_atomic_and_emitted_once(tmp_path: Path) -> None:
+    other = minimal(name="other")
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump_all([minimal(), other]))
+    store = FileStore(tmp_path, poll_interval=0.05)
+    await store.load()
+    seen: list[RegistrySnapshot] = []
+
+    async def on_snapshot(snapshot: RegistrySnapshot) -> None:
+        seen.append(snapshot)
+
+    task = asyncio.create_task(store.watch(on_snapshot))
+    await asyncio.sleep(0)  # let the watcher start and register its handler
+    try:
+        created = await store.put(minimal(name="fresh", namespace="team"), create=True)
+        assert (tmp_path / "team" / "fresh.yaml").is_file() and created.server.source == str(
+            tmp_path / "team" / "fresh.yaml"
+        )
+        with pytest.raises(Conflict):
+            await store.put(minimal(name="fresh", namespace="team"), create=True)
+        edited = minimal(name="other", description="edited in place")
+        etag = store.entry("default/other").etag
+        await store.put(edited, if_match=etag)
+        # The other document of the multi-document file is kept, in order.
+        documents = list(yaml.safe_load_all((tmp_path / "both.yaml").read_text()))
+        assert [d["name"] for d in documents] == ["svc", "other"] and documents[1][
+            "description"
+        ] == "edited in place"
+        with pytest.raises(Conflict) as conflict:
+            await store.put(minimal(name="other"), if_match=etag)
+        assert conflict.value.current == store.entry("default/other").etag
+        broken = minimal(name="other")
+        broken["tools"][0]["requestTemplate"]["method"] = "BREW"
+        before = (tmp_path / "both.yaml").read_text()
+        with pytest.raises(Invalid):
+            await store.put(broken)
+        assert (tmp_path / "both.yaml").read_text() == before
+        composed = minimal(name="composed", include=[{"server": "team/fresh"}])
+        composed["tools"][0]["name"] = "own"
+        await store.put(composed)
+        with pytest.raises(Invalid, match="no such server"):
+            await store.delete("team/fresh")
+        await store.delete("default/composed")
+        await store.delete("team/fresh")
+        assert not (tmp_path / "team" / "fresh.yaml").exists()
+        with pytest.raises(NotFound):
+            store.entry("team/fresh")
+        await asyncio.sleep(0.3)
+        # One snapshot per write, none repeated by the watcher seeing our own files.
+        assert len(seen) == 5 and not list(tmp_path.rglob(".*.tmp"))
     finally:
         task.cancel()

@@ -3,22 +3,33 @@
 A change is applied all or nothing: if any document is invalid, the whole directory is
 rejected and the last valid snapshot keeps being served, so a half-edited file can never
 take tools away from clients. The problems are logged with file, field path and reason.
+
+Writes through the admin API are persisted here atomically (write a temporary file, then
+rename over the old one), so a crash never leaves a half-written document behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from mcpgw.log import get_logger
 from mcpgw.registry.model import McpServer, RegistrySnapshot
-from mcpgw.registry.validate import Invalid, Problem, check_includes, parse_server
+from mcpgw.registry.reader import Invalid, Problem
+from mcpgw.registry.store import Entry, RegistryStore
+from mcpgw.registry.validate import check_includes, parse_server
 
 log = get_logger(__name__)
 YAML_SUFFIXES = (".yaml", ".yml")
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+# mtime, size and inode: an atomic rename changes the inode even within one timestamp tick.
+Signature = tuple[int, int, int]
 
 
 def registry_files(directory: Path) -> list[Path]:
@@ -32,61 +43,69 @@ def registry_files(directory: Path) -> list[Path]:
     )
 
 
-def load_directory(directory: Path) -> RegistrySnapshot:
-    """Parse and validate every document; raises `Invalid` with all problems of all files."""
-    if not directory.is_dir():
-        raise Invalid([Problem(str(directory), "", "registry directory does not exist")])
-    problems: list[Problem] = []
-    servers: dict[str, McpServer] = {}
-    for path in registry_files(directory):
-        try:
-            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-            problems.append(Problem(str(path), "", f"cannot read YAML: {_short(error)}"))
-            continue
-        for index, document in enumerate(d for d in documents if d is not None):
-            label = f"{path}#{index}" if len(documents) > 1 else str(path)
-            try:
-                server = parse_server(document, label)
-            except Invalid as error:
-                problems.extend(error.problems)
-                continue
-            if server.key in servers:
-                problems.append(
-                    Problem(
-                        label,
-                        "name",
-                        f"server {server.key!r} is also defined in {servers[server.key].source}",
-                    )
-                )
-                continue
-            servers[server.key] = server
-    problems += check_includes(list(servers.values()))
-    if problems:
-        raise Invalid(problems)
-    return RegistrySnapshot(servers=tuple(servers[key] for key in sorted(servers)))
-
-
 def _short(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _directory_signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    signature = []
-    for path in registry_files(directory) if directory.is_dir() else []:
+def _parse_file(path: Path) -> tuple[list[Entry], list[Problem]]:
+    try:
+        documents = [
+            d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader) if d is not None
+        ]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return [], [Problem(str(path), "", f"cannot read YAML: {_short(error)}")]
+    entries: list[Entry] = []
+    problems: list[Problem] = []
+    for index, document in enumerate(documents):
+        label = f"{path}#{index}" if len(documents) > 1 else str(path)
         try:
-            stat = path.stat()
-        except OSError:
-            continue
-        signature.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(signature)
+            entries.append(Entry(parse_server(document, label), document))
+        except Invalid as error:
+            problems.extend(error.problems)
+    return entries, problems
 
 
-SnapshotHandler = Callable[[RegistrySnapshot], Awaitable[None]]
+def _assemble(
+    parsed: dict[Path, tuple[list[Entry], list[Problem]]],
+) -> tuple[dict[str, Entry], list[Problem]]:
+    entries: dict[str, Entry] = {}
+    problems: list[Problem] = []
+    for path in sorted(parsed):
+        file_entries, file_problems = parsed[path]
+        problems += file_problems
+        for entry in file_entries:
+            key = entry.server.key
+            if key in entries:
+                other = entries[key].server.source
+                problems.append(
+                    Problem(entry.server.source, "name", f"server {key!r} is also defined in {other}")
+                )
+                continue
+            entries[key] = entry
+    problems += check_includes([entry.server for entry in entries.values()])
+    return entries, problems
 
 
-class FileSource:
-    """Loads a registry directory and re-loads it when a file changes.
+def load_directory(directory: Path) -> RegistrySnapshot:
+    """Parse and validate every document; raises `Invalid` with all problems of all files."""
+    if not directory.is_dir():
+        raise Invalid([Problem(str(directory), "", "registry directory does not exist")])
+    entries, problems = _assemble({path: _parse_file(path) for path in registry_files(directory)})
+    if problems:
+        raise Invalid(problems)
+    return RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+
+
+def _signature(path: Path) -> Signature | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+class FileStore(RegistryStore):
+    """A registry directory, re-read when a file changes; only changed files are parsed again.
 
     Polling stat signatures (not inotify) works the same on every filesystem, including the
     ConfigMap volumes and network mounts operators keep registries on, and a 200 ms period
@@ -94,32 +113,58 @@ class FileSource:
     """
 
     def __init__(self, directory: Path, poll_interval: float = 0.2) -> None:
+        super().__init__()
         self.directory = directory
         self.poll_interval = poll_interval
-        self.snapshot: RegistrySnapshot | None = None
-        self.problems: list[Problem] = []
-        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._parsed: dict[Path, tuple[Signature, list[Entry], list[Problem]]] = {}
 
-    def load(self) -> bool:
-        """Re-read the directory; returns True when a new valid snapshot replaced the old one."""
-        self._signature = _directory_signature(self.directory)
-        try:
-            snapshot = load_directory(self.directory)
-        except Invalid as error:
-            self.problems = error.problems
-            for problem in error.problems:
+    @property
+    def description(self) -> str:
+        return str(self.directory)
+
+    def _signatures(self) -> dict[Path, Signature]:
+        if not self.directory.is_dir():
+            return {}
+        found = {path: _signature(path) for path in registry_files(self.directory)}
+        return {path: sig for path, sig in found.items() if sig is not None}
+
+    def _changed(self) -> bool:
+        return {p: s for p, (s, _, _) in self._parsed.items()} != self._signatures()
+
+    def _refresh(self) -> None:
+        signatures = self._signatures()
+        for path in list(self._parsed):
+            if path not in signatures:
+                del self._parsed[path]
+        for path, signature in signatures.items():
+            cached = self._parsed.get(path)
+            if cached is None or cached[0] != signature:
+                self._parsed[path] = (signature, *_parse_file(path))
+
+    async def load(self) -> bool:
+        if not self.directory.is_dir():
+            self.problems = [Problem(str(self.directory), "", "registry directory does not exist")]
+            return False
+        self._refresh()
+        entries, problems = _assemble({path: (e, p) for path, (_, e, p) in self._parsed.items()})
+        if problems:
+            self.problems = problems
+            kept = self.snapshot.revision if self.snapshot else None
+            for problem in problems:
                 log.error(
                     "registry_invalid",
                     file=problem.file,
                     field=problem.path or "<document>",
                     reason=problem.reason,
-                    kept_revision=self.snapshot.revision if self.snapshot else None,
+                    kept_revision=kept,
                 )
             return False
         self.problems = []
+        snapshot = RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
         if self.snapshot is not None and snapshot.revision == self.snapshot.revision:
+            self._entries = entries
             return False
-        self.snapshot = snapshot
+        self._publish(entries, snapshot)
         log.info(
             "registry_loaded",
             directory=str(self.directory),
@@ -129,13 +174,80 @@ class FileSource:
         )
         return True
 
-    async def watch(self, on_snapshot: SnapshotHandler) -> None:
-        """Poll until cancelled, calling `on_snapshot` for each new valid snapshot."""
+    async def _watch_changes(self) -> None:
         while True:
             await asyncio.sleep(self.poll_interval)
-            if _directory_signature(self.directory) == self._signature:
+            if not self._changed():
                 continue
             # Editors write in several steps; a short settle avoids parsing a half-written file.
             await asyncio.sleep(0.02)
-            if self.load() and self.snapshot is not None:
-                await on_snapshot(self.snapshot)
+            async with self._write_lock:
+                changed = await self.load()
+            if changed:
+                await self._emit()
+
+    # -- persistence of API writes ----------------------------------------------------------
+
+    def _new_path(self, key: str) -> Path:
+        namespace, name = key.split("/")
+        return self.directory / namespace / f"{name}.yaml"
+
+    def _source_for(self, key: str, current: Entry | None) -> str:
+        return current.server.source if current else str(self._new_path(key))
+
+    async def _persist_put(self, key: str, document: dict[str, Any], previous: Entry | None) -> None:
+        if previous is None:
+            path = self._new_path(key)
+            if path.exists():
+                raise Invalid(
+                    [
+                        Problem(
+                            str(path),
+                            "",
+                            "file exists but does not define this server; refusing to overwrite",
+                        )
+                    ]
+                )
+            self._write(path, [document])
+            return
+        path, index = _location(previous.server)
+        documents = self._documents_of(path)
+        documents[index] = document
+        self._write(path, documents)
+
+    async def _persist_delete(self, key: str, previous: Entry) -> None:
+        path, index = _location(previous.server)
+        documents = self._documents_of(path)
+        del documents[index]
+        if documents:
+            self._write(path, documents)
+        else:
+            path.unlink()
+            self._parsed.pop(path, None)
+
+    def _documents_of(self, path: Path) -> list[Any]:
+        return [d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader) if d is not None]
+
+    def _write(self, path: Path, documents: list[Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        # Our own write is already applied: record it so the watcher does not apply it twice.
+        signature = _signature(path)
+        if signature is not None:
+            self._parsed[path] = (signature, *_parse_file(path))
+
+
+def _location(server: McpServer) -> tuple[Path, int]:
+    """The file and document index a server was read from (`path` or `path#index`)."""
+    source, _, index = server.source.partition("#")
+    return Path(source), int(index) if index else 0

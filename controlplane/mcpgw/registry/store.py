@@ -1,0 +1,166 @@
+"""Registry stores: where server documents live, and the rules every write must pass.
+
+A store holds the raw documents and the validated snapshot built from them. Reads come from
+memory; a write is validated against the whole registry (the document itself, then cross-server
+rules such as composed tool sets) before it is persisted, so a rejected write never replaces a
+working registry. `etag` is the document's fingerprint, for optimistic concurrency: a write with
+a stale `If-Match` is refused with `Conflict` instead of silently overwriting someone's edit.
+
+Backends: `FileStore` (a directory of YAML, the default) and `RedisStore` (shared by replicas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mcpgw.log import get_logger
+from mcpgw.registry.model import McpServer, RegistrySnapshot, fingerprint
+from mcpgw.registry.reader import Invalid, Problem
+from mcpgw.registry.validate import check_includes, parse_server
+
+log = get_logger(__name__)
+SnapshotHandler = Callable[[RegistrySnapshot], Awaitable[None]]
+
+
+class Conflict(Exception):
+    """The stored document changed since the caller read it (its etag no longer matches)."""
+
+    def __init__(self, key: str, current: str | None) -> None:
+        super().__init__(f"{key} was changed by someone else (current etag {current})")
+        self.key = key
+        self.current = current
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    server: McpServer
+    document: dict[str, Any]
+
+    @property
+    def etag(self) -> str:
+        return self.server.fingerprint
+
+
+def etag_of(document: dict[str, Any]) -> str:
+    return fingerprint(document)
+
+
+class RegistryStore(ABC):
+    """The shared half of every store: in-memory state, write validation, change notification."""
+
+    def __init__(self) -> None:
+        self.snapshot: RegistrySnapshot | None = None
+        # Problems that keep the newest on-disk or in-Redis state from being served.
+        self.problems: list[Problem] = []
+        self._entries: dict[str, Entry] = {}
+        self._handler: SnapshotHandler | None = None
+        self._write_lock = asyncio.Lock()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[key] for key in sorted(self._entries)]
+
+    def entry(self, key: str) -> Entry:
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise NotFound(f"no MCP server {key!r}") from None
+
+    @property
+    @abstractmethod
+    def description(self) -> str:
+        """Where the registry lives, for logs and the status API (never credentials)."""
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def put(
+        self, document: dict[str, Any], *, if_match: str | None = None, create: bool = False
+    ) -> Entry:
+        """Create or replace one server document; raises Invalid, Conflict or NotFound."""
+        server = parse_server(document, f"{self.description}: {_key_of(document)}")
+        async with self._write_lock:
+            current = self._entries.get(server.key)
+            if create and current is not None:
+                raise Conflict(server.key, current.etag)
+            if if_match is not None and (current is None or current.etag != if_match):
+                raise Conflict(server.key, current.etag if current else None)
+            server = dataclasses.replace(server, source=self._source_for(server.key, current))
+            entries = {**self._entries, server.key: Entry(server, document)}
+            snapshot = self._validated(entries)
+            await self._persist_put(server.key, document, current)
+            self._publish(entries, snapshot)
+        log.info(
+            "registry_write", op="put", server=server.key, etag=server.fingerprint, tools=len(server.tools)
+        )
+        await self._emit()
+        return entries[server.key]
+
+    async def delete(self, key: str, *, if_match: str | None = None) -> None:
+        async with self._write_lock:
+            current = self.entry(key)
+            if if_match is not None and current.etag != if_match:
+                raise Conflict(key, current.etag)
+            entries = {k: v for k, v in self._entries.items() if k != key}
+            snapshot = self._validated(entries)
+            await self._persist_delete(key, current)
+            self._publish(entries, snapshot)
+        log.info("registry_write", op="delete", server=key)
+        await self._emit()
+
+    def _validated(self, entries: dict[str, Entry]) -> RegistrySnapshot:
+        problems = check_includes([entry.server for entry in entries.values()])
+        if problems:
+            raise Invalid(problems)
+        return RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+
+    def _publish(self, entries: dict[str, Entry], snapshot: RegistrySnapshot) -> None:
+        self._entries = entries
+        self.snapshot = snapshot
+        self.problems = []
+
+    async def _emit(self) -> None:
+        if self._handler is not None and self.snapshot is not None:
+            await self._handler(self.snapshot)
+
+    def _source_for(self, key: str, current: Entry | None) -> str:
+        """Where a written server is said to come from, as `load` would name it."""
+        return current.server.source if current else f"{self.description}: {key}"
+
+    @abstractmethod
+    async def _persist_put(self, key: str, document: dict[str, Any], previous: Entry | None) -> None: ...
+
+    @abstractmethod
+    async def _persist_delete(self, key: str, previous: Entry) -> None: ...
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def load(self) -> bool:
+        """Read the whole registry; True when a new valid snapshot replaced the old one."""
+
+    async def watch(self, on_snapshot: SnapshotHandler) -> None:
+        """Call `on_snapshot` for each new valid snapshot (writes and outside changes) until cancelled."""
+        self._handler = on_snapshot
+        await self._watch_changes()
+
+    @abstractmethod
+    async def _watch_changes(self) -> None: ...
+
+    async def close(self) -> None:
+        return None
+
+
+def _key_of(document: Any) -> str:
+    if isinstance(document, dict):
+        return f"{document.get('namespace', 'default')}/{document.get('name', '?')}"
+    return "?"
