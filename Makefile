@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install filters lint unit integration bench clean help
+.PHONY: up test install filters lint unit integration bench clean help redis
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -23,6 +23,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Tests run a real redis-server; install Debian's package when we can (we are root in CI).
+redis:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq redis-server >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)); \
+	  fi; }
+	@command -v redis-server >/dev/null || { echo "error: redis-server is missing; install it (Debian/Ubuntu: apt-get install redis-server)"; exit 1; }
+
 filters: $(STAMP)
 	$(PY) wasm-filters/build.py
 
@@ -38,10 +47,10 @@ unit: $(STAMP)
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests/unit -q
 
-integration: filters
+integration: filters redis
 	$(PY) -m pytest tests/integration -q
 
-test: filters lint
+test: filters lint redis
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra
 

@@ -40,6 +40,10 @@ class NotFound(LookupError):
     pass
 
 
+class StoreUnavailable(RuntimeError):
+    """The backing store cannot be reached; nothing was written."""
+
+
 @dataclass(frozen=True)
 class Entry:
     server: McpServer

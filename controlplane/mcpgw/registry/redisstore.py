@@ -1,0 +1,196 @@
+"""A registry shared by several control-plane replicas, kept in Redis.
+
+Layout (prefix `mcpgw` by default):
+- `{prefix}:servers`  hash: `namespace/name` → the server document as JSON
+- `{prefix}:events`   pub/sub channel: `{"key": …, "etag": …}` after every write
+
+Every replica keeps the whole registry in memory and applies other replicas' writes from the
+channel, so a write on any replica reaches the Envoys of all of them. Writes are compare-and-set
+(WATCH/MULTI): a write based on a stale view fails with `Conflict` instead of overwriting. A
+periodic full resync repairs anything a dropped pub/sub connection missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from mcpgw.log import get_logger
+from mcpgw.registry.model import RegistrySnapshot
+from mcpgw.registry.reader import Invalid, Problem
+from mcpgw.registry.store import Conflict, Entry, RegistryStore, StoreUnavailable, etag_of
+from mcpgw.registry.validate import check_includes, parse_server
+
+log = get_logger(__name__)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and the status API."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisStore(RegistryStore):
+    def __init__(self, url: str, prefix: str = "mcpgw", resync_interval: float = 30.0) -> None:
+        super().__init__()
+        self.url = url
+        self.prefix = prefix
+        self.resync_interval = resync_interval
+        self._redis = aioredis.from_url(
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+        )
+        self._hash = f"{prefix}:servers"
+        self._channel = f"{prefix}:events"
+
+    @property
+    def description(self) -> str:
+        return f"{redacted(self.url)} ({self._hash})"
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _parse(self, key: str, text: str) -> tuple[Entry | None, list[Problem]]:
+        label = f"{self.description}: {key}"
+        try:
+            document = json.loads(text)
+            return Entry(parse_server(document, label), document), []
+        except ValueError as error:
+            return None, [Problem(label, "", f"stored document is not JSON: {error}")]
+        except Invalid as error:
+            return None, error.problems
+
+    async def load(self) -> bool:
+        try:
+            stored = await self._redis.hgetall(self._hash)
+        except RedisError as error:
+            self.problems = [Problem(self.description, "", f"cannot read the registry: {error}")]
+            log.error("registry_unavailable", store=self.description, error=str(error))
+            return False
+        entries: dict[str, Entry] = {}
+        problems: list[Problem] = []
+        for key, text in sorted(stored.items()):
+            entry, entry_problems = self._parse(key, text)
+            problems += entry_problems
+            if entry is not None:
+                entries[entry.server.key] = entry
+        problems += check_includes([entry.server for entry in entries.values()])
+        return self._adopt(entries, problems)
+
+    def _adopt(self, entries: dict[str, Entry], problems: list[Problem]) -> bool:
+        if problems:
+            self.problems = problems
+            for problem in problems:
+                log.error(
+                    "registry_invalid",
+                    file=problem.file,
+                    field=problem.path or "<document>",
+                    reason=problem.reason,
+                )
+            return False
+        snapshot = RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+        changed = self.snapshot is None or snapshot.revision != self.snapshot.revision
+        self._publish(entries, snapshot)
+        if changed:
+            log.info(
+                "registry_loaded", store=self.description, servers=len(entries), revision=snapshot.revision
+            )
+        return changed
+
+    async def _apply_remote(self, key: str) -> bool:
+        """Another replica wrote `key`: re-read just that document."""
+        text = await self._redis.hget(self._hash, key)
+        entries = dict(self._entries)
+        problems: list[Problem] = []
+        if text is None:
+            entries.pop(key, None)
+        else:
+            entry, problems = self._parse(key, text)
+            if entry is not None:
+                if key in entries and entries[key].etag == entry.etag:
+                    return False  # our own write, already applied
+                entries[key] = entry
+        problems += check_includes([entry.server for entry in entries.values()])
+        return self._adopt(entries, problems)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def _persist_put(self, key: str, document: dict[str, Any], previous: Entry | None) -> None:
+        await self._compare_and_set(key, json.dumps(document, sort_keys=True), previous)
+
+    async def _persist_delete(self, key: str, previous: Entry) -> None:
+        await self._compare_and_set(key, None, previous)
+
+    async def _compare_and_set(self, key: str, text: str | None, previous: Entry | None) -> None:
+        expected = previous.etag if previous else None
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(self._hash)
+                stored = await pipe.hget(self._hash, key)
+                current = etag_of(json.loads(stored)) if stored is not None else None
+                if current != expected:
+                    raise Conflict(key, current)
+                pipe.multi()
+                if text is None:
+                    pipe.hdel(self._hash, key)
+                else:
+                    pipe.hset(self._hash, key, text)
+                pipe.publish(self._channel, json.dumps({"key": key}))
+                await pipe.execute()
+        except WatchError:
+            # Someone else wrote between our read and our write: the caller must re-read.
+            raise Conflict(key, None) from None
+        except RedisError as error:
+            raise StoreUnavailable(f"registry store {self.description} is unavailable: {error}") from error
+
+    # -- watching -----------------------------------------------------------------------------
+
+    async def _watch_changes(self) -> None:
+        """Follow other replicas' writes; resubscribe and resync after any Redis failure."""
+        backoff = 0.2
+        while True:
+            try:
+                await self._follow()
+            except (RedisError, OSError) as error:
+                log.warning("registry_watch_lost", store=self.description, error=str(error), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+
+    async def _follow(self) -> None:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self._channel)
+            # Writes made while we were not subscribed are picked up by a full resync.
+            if await self._locked(self.load):
+                await self._emit()
+            resync_at = asyncio.get_running_loop().time() + self.resync_interval
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    key = json.loads(message["data"]).get("key", "")
+                    if await self._locked(functools.partial(self._apply_remote, key)):
+                        await self._emit()
+                if asyncio.get_running_loop().time() >= resync_at:
+                    resync_at = asyncio.get_running_loop().time() + self.resync_interval
+                    if await self._locked(self.load):
+                        await self._emit()
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+
+    async def _locked(self, action: Any) -> bool:
+        async with self._write_lock:
+            return bool(await action())

@@ -1,0 +1,109 @@
+"""The Redis registry store against a real redis-server: shared state, CAS writes, replicas following."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from mcpgw.registry.model import RegistrySnapshot
+from mcpgw.registry.redisstore import RedisStore, redacted
+from mcpgw.registry.store import Conflict, StoreUnavailable
+from mcpgw.registry.validate import Invalid
+from tests.redisserver import RedisServer
+from tests.unit.test_registry import minimal
+
+
+@contextlib.asynccontextmanager
+async def following(store: RedisStore) -> AsyncIterator[asyncio.Queue[RegistrySnapshot]]:
+    """Run the store's watcher, collecting every snapshot it emits."""
+    seen: asyncio.Queue[RegistrySnapshot] = asyncio.Queue()
+
+    async def on_snapshot(snapshot: RegistrySnapshot) -> None:
+        await seen.put(snapshot)
+
+    task = asyncio.create_task(store.watch(on_snapshot))
+    await asyncio.sleep(0.1)
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(seen: asyncio.Queue[RegistrySnapshot], check: Any) -> RegistrySnapshot:
+    """The first emitted snapshot that satisfies `check` (earlier ones are skipped), within 5 s."""
+
+    async def wait() -> RegistrySnapshot:
+        while not check(snapshot := await seen.get()):
+            pass
+        return snapshot
+
+    return await asyncio.wait_for(wait(), 5)
+
+
+def described(text: str) -> Any:
+    return lambda s: bool(s.servers) and s.servers[0].description == text
+
+
+async def test_a_write_on_one_replica_reaches_the_other(redis_server: RedisServer) -> None:
+    one, two = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    try:
+        await one.load()
+        await two.load()
+        async with following(one) as seen_one, following(two) as seen_two:
+            await one.put(minimal(description="from one"))
+            await until(seen_two, described("from one"))
+            await until(seen_one, described("from one"))
+            await two.put(minimal(description="from two"), if_match=two.entry("default/svc").etag)
+            await until(seen_one, described("from two"))
+            await one.delete("default/svc")
+            await until(seen_two, lambda s: s.servers == ())
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_stale_writes_conflict_even_across_replicas(redis_server: RedisServer) -> None:
+    one, two = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    try:
+        await one.load()
+        await one.put(minimal())
+        await two.load()
+        etag = two.entry("default/svc").etag
+        await one.put(minimal(description="newer"), if_match=etag)
+        # `two` has not seen the newer write yet: its compare-and-set against Redis must fail.
+        with pytest.raises(Conflict):
+            await two.put(minimal(description="stale"))
+        await two.load()
+        assert two.entry("default/svc").server.description == "newer"
+        with pytest.raises(Invalid):
+            await one.put({**minimal(), "tools": "not a list"})
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_redis_down_is_reported_not_hidden(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url)
+    try:
+        await store.load()
+        await store.put(minimal())
+        redis_server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.put(minimal(description="lost?"))
+        # The last good registry stays served; a failed reload says why.
+        assert not await store.load()
+        assert store.snapshot is not None and store.snapshot.servers[0].description == ""
+        assert "cannot read the registry" in store.problems[0].reason
+    finally:
+        await store.close()
+
+
+def test_passwords_never_appear_in_descriptions() -> None:
+    assert redacted("redis://user:s3cret@db.internal:6380/2") == "redis://user:***@db.internal:6380/2"
+    assert "s3cret" not in RedisStore("redis://:s3cret@127.0.0.1:1/0").description
