@@ -2,8 +2,9 @@
 
 Data flows one way. The source produces registry snapshots; `translate` turns each into Envoy
 resources; the cache versions them; the ADS server delivers them. A rejected registry never
-reaches the cache, so Envoys keep the last good configuration. A small read-only status
-endpoint shows the registry and every connected node (ACKed versions, last NACK).
+reaches the cache, so Envoys keep the last good configuration. The admin API (`mcpgw.admin`)
+edits the registry through the store and serves the status of the registry and of every
+connected node (ACKed versions, last NACK, time since the last push).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
+from mcpgw.admin.app import create_app as create_admin_app
+from mcpgw.admin.auth import Authorizer, check_bind, is_loopback, load_token
+from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
 from mcpgw.registry.filesource import FileStore
@@ -24,7 +26,7 @@ from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import resolve as resolve_secrets
 from mcpgw.registry.store import RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
-from mcpgw.translate.envoy import GatewaySettings, PluginRef, translate
+from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from pluginserver.catalog import latest
@@ -39,8 +41,12 @@ class ControlPlaneOptions:
     plugins_dir: Path
     xds_host: str = "127.0.0.1"
     xds_port: int = 18000
+    # The admin API (registry CRUD, /status, /healthz) listens here.
     status_host: str = "127.0.0.1"
     status_port: int = 18001
+    # Bearer token for admin writes: this value, else the file's content, else $MCPGW_ADMIN_TOKEN.
+    admin_token: str | None = field(default=None, repr=False)
+    admin_token_file: Path | None = None
     # Where Envoy fetches plugins from: the plugin server's address as Envoy sees it.
     plugin_server_host: str = "127.0.0.1"
     plugin_server_port: int = 18002
@@ -62,6 +68,7 @@ class ControlPlane:
         self.cache = SnapshotCache()
         self.ads = AdsServer(self.cache)
         self.settings: GatewaySettings | None = None
+        self.translator: Translator | None = None
         self._counters = _Counters()
         # Problems of the newest registry that kept it from being served (unreadable credentials).
         self.rejections: list[Problem] = []
@@ -77,6 +84,9 @@ class ControlPlane:
         At startup there is no last good registry to fall back on, so refusing to start is the
         only way not to serve an empty gateway by accident.
         """
+        # Checked first: a refused admin configuration must not leave anything half started.
+        token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
+        check_bind(self.options.status_host, token)
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
         base = f"http://{self.options.plugin_server_host}:{self.options.plugin_server_port}"
         self.settings = GatewaySettings(
@@ -86,6 +96,7 @@ class ControlPlane:
             listen_host=self.options.listen_host,
             listen_port=self.options.listen_port,
         )
+        self.translator = Translator(self.settings)
         log.info(
             "plugin_selected",
             name=plugin.name,
@@ -100,17 +111,21 @@ class ControlPlane:
         if self.rejections:
             raise Invalid(self.rejections)
         self.xds_port = await self.ads.start(self.options.xds_host, self.options.xds_port)
-        await self._start_status()
+        # The watch registers the store's change handler; it must run before the admin API
+        # accepts a write, or that write would be persisted but never applied.
         self._watch_task = asyncio.create_task(self.store.watch(self.apply), name="registry-watch")
+        await asyncio.sleep(0)
+        await self._start_admin(token)
         log.info(
             "control_plane_ready",
             xds=f"{self.options.xds_host}:{self.xds_port}",
-            status=f"http://{self.options.status_host}:{self.status_port}/status",
+            admin=f"http://{self.options.status_host}:{self.status_port}",
+            admin_writes="enabled" if token else "disabled (no token)",
         )
 
     async def apply(self, snapshot: RegistrySnapshot) -> None:
         """Translate and publish `snapshot`; a snapshot whose credentials cannot be read is rejected."""
-        assert self.settings is not None
+        assert self.translator is not None
         started = time.perf_counter()
         try:
             secrets = resolve_secrets(snapshot)
@@ -121,7 +136,7 @@ class ControlPlane:
                 log.error("registry_rejected", file=problem.file, field=problem.path, reason=problem.reason)
             return
         self.rejections = []
-        resources = translate(snapshot, self.settings, secrets)
+        resources = self.translator.translate(snapshot, secrets)
         changed = self.cache.set_resources(resources)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.applied_revision = snapshot.revision
@@ -162,20 +177,13 @@ class ControlPlane:
                 "last_applied_at": self._counters.last_applied_at,
             },
             "xds": {"versions": self.cache.snapshot.versions()},
-            "nodes": self.ads.status(),
+            "nodes": present_nodes(self.ads.status()),
         }
 
-    async def _start_status(self) -> None:
-        app = web.Application()
-
-        async def status(_: web.Request) -> web.Response:
-            return web.json_response(self.status())
-
-        app.router.add_get("/status", status)
-        app.router.add_get("/healthz", _ok)
-        self._status = await serve(app, self.options.status_host, self.options.status_port)
+    async def _start_admin(self, token: str | None) -> None:
+        host = self.options.status_host
+        # Reads are open only on loopback; elsewhere every /v1 request needs the token.
+        authorizer = Authorizer(token, open_reads=is_loopback(host))
+        app = create_admin_app(self.store, self.status, authorizer)
+        self._status = await serve(app, host, self.options.status_port)
         self.status_port = self._status.port
-
-
-async def _ok(_: web.Request) -> web.Response:
-    return web.Response(text="ok\n")

@@ -20,6 +20,7 @@ from mcpgw.translate.envoy import (
     ROUTE_CONFIG_NAME,
     GatewaySettings,
     PluginRef,
+    Translator,
     translate,
 )
 from mcpgw.translate.filterconfig import filter_config
@@ -351,3 +352,21 @@ def test_tools_list_is_prerendered_with_input_schema() -> None:
             },
         }
     ]
+
+
+def test_incremental_translator_equals_a_fresh_translation_and_reuses_unchanged_servers() -> None:
+    translator = Translator(SETTINGS)
+    documents = [minimal(name=f"s{i}") for i in range(5)]
+    first = translator.translate(snapshot_of(*documents))
+    documents[2]["tools"][0]["description"] = "edited"
+    edited = snapshot_of(*documents)
+    second = translator.translate(edited)
+    assert serialized(second) == serialized(translate(edited, SETTINGS))
+    extensions = types.EXTENSION_CONFIG
+    reused = {name for name, message in second[extensions].items() if message is first[extensions][name]}
+    assert reused == {f"mcpgw/default/s{i}" for i in (0, 1, 3, 4)}
+    assert second[types.LISTENER][LISTENER_NAME] is first[types.LISTENER][LISTENER_NAME]
+    # A new server changes the shared listener and routes too.
+    third = translator.translate(snapshot_of(*documents, minimal(name="s9")))
+    assert third[types.LISTENER][LISTENER_NAME] is not first[types.LISTENER][LISTENER_NAME]
+    assert serialized(third) == serialized(translate(snapshot_of(*documents, minimal(name="s9")), SETTINGS))

@@ -87,25 +87,109 @@ def translate(
     `secrets` holds the resolved value of every credential the snapshot references
     (`mcpgw.registry.secrets.resolve`); reading them is I/O and stays out of this function.
     """
-    clusters = {PLUGIN_CLUSTER: _plugin_cluster(settings)}
-    endpoints: dict[str, Message] = {}
-    extensions: dict[str, Message] = {}
-    for server in snapshot.servers:
+    return Translator(settings).translate(snapshot, secrets)
+
+
+@dataclass(frozen=True)
+class _ServerResources:
+    cluster: Message | None
+    assignment: Message | None
+    extension: Message
+
+
+class Translator:
+    """`translate` with memory: a server whose inputs did not change keeps its resources.
+
+    The result is always equal to a fresh `translate` of the same snapshot (a unit test checks
+    this); what is saved is the work. A one-tool edit re-translates one server instead of the
+    whole registry, and the unchanged message objects let the snapshot cache skip re-serialising
+    them. The inputs of a server are its document, the documents of the servers whose tools it
+    includes, and the values of the credentials they use. Stores hand over the very same
+    `McpServer` object for an unchanged server, so the common case is an identity check.
+    """
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self._servers: dict[str, tuple[McpServer, tuple[Any, ...], _ServerResources]] = {}
+        self._shared: tuple[tuple[str, ...], Message, Message] | None = None
+        # The resources of the last result, kept up to date entry by entry: copying a dict is
+        # cheap, rebuilding one from 10,000 servers in Python is not.
+        self._clusters: dict[str, Message] = {PLUGIN_CLUSTER: _plugin_cluster(settings)}
+        self._endpoints: dict[str, Message] = {}
+        self._extensions: dict[str, Message] = {}
+
+    def translate(self, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str] | None = None) -> Resources:
+        secrets = secrets or {}
+        previous = self._servers
+        current: dict[str, tuple[McpServer, tuple[Any, ...], _ServerResources]] = {}
+        for server in snapshot.servers:
+            key = server.key
+            cached = previous.get(key)
+            if (
+                cached is not None
+                and cached[0] is server
+                and not server.includes
+                and not server.security_schemes
+            ):
+                current[key] = cached
+                continue
+            inputs = _inputs(server, snapshot, secrets)
+            if cached is not None and cached[1] == inputs:
+                current[key] = (server, inputs, cached[2])
+                continue
+            built = self._build(server, snapshot, secrets)
+            current[key] = (server, inputs, built)
+            if cached is not None:
+                self._forget(cached[2])
+            self._remember(built)
+        for key in previous.keys() - current.keys():
+            self._forget(previous[key][2])
+        self._servers = current
+        keys = tuple(current)
+        if self._shared is None or self._shared[0] != keys:
+            self._shared = (keys, _listener(snapshot, self.settings), _routes(snapshot))
+        return {
+            types.CLUSTER: dict(self._clusters),
+            types.ENDPOINT: dict(self._endpoints),
+            types.EXTENSION_CONFIG: dict(self._extensions),
+            types.LISTENER: {LISTENER_NAME: self._shared[1]},
+            types.ROUTE: {ROUTE_CONFIG_NAME: self._shared[2]},
+        }
+
+    def _remember(self, built: _ServerResources) -> None:
+        if built.cluster is not None:
+            self._clusters[built.cluster.name] = built.cluster  # type: ignore[attr-defined]
+        if built.assignment is not None:
+            self._endpoints[built.assignment.cluster_name] = built.assignment  # type: ignore[attr-defined]
+        self._extensions[built.extension.name] = built.extension  # type: ignore[attr-defined]
+
+    def _forget(self, built: _ServerResources) -> None:
+        if built.cluster is not None:
+            self._clusters.pop(built.cluster.name, None)  # type: ignore[attr-defined]
+        if built.assignment is not None:
+            self._endpoints.pop(built.assignment.cluster_name, None)  # type: ignore[attr-defined]
+        self._extensions.pop(built.extension.name, None)  # type: ignore[attr-defined]
+
+    def _build(
+        self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
+    ) -> _ServerResources:
+        cluster = assignment = None
         if server.backend.endpoints:
             cluster, assignment = _backend_cluster(server)
-            clusters[cluster.name] = cluster
-            if assignment is not None:
-                endpoints[assignment.cluster_name] = assignment
-        configuration = filter_config(server, snapshot, secrets or {})
-        extension = _extension_config(server, configuration, settings.plugin)
-        extensions[extension.name] = extension
-    return {
-        types.CLUSTER: clusters,
-        types.ENDPOINT: endpoints,
-        types.EXTENSION_CONFIG: extensions,
-        types.LISTENER: {LISTENER_NAME: _listener(snapshot, settings)},
-        types.ROUTE: {ROUTE_CONFIG_NAME: _routes(snapshot)},
-    }
+        configuration = filter_config(server, snapshot, secrets)
+        return _ServerResources(
+            cluster, assignment, _extension_config(server, configuration, self.settings.plugin)
+        )
+
+
+def _inputs(server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]) -> tuple[Any, ...]:
+    owners = {owner.key: owner for owner, _ in snapshot.served_tools(server) if owner is not server}
+    used = sorted(
+        (secret.where, secrets.get(secret, ""))
+        for member in (server, *owners.values())
+        for secret in RegistrySnapshot(servers=(member,)).secrets()
+    )
+    return (server.fingerprint, tuple((o.key, o.fingerprint) for o in owners.values()), tuple(used))
 
 
 def _parse(message: Message, data: dict[str, Any]) -> Message:
