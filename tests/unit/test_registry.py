@@ -14,7 +14,7 @@ from mcpgw.registry import templates
 from mcpgw.registry.filesource import FileStore, load_directory
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.store import Conflict, NotFound
-from mcpgw.registry.validate import Invalid, parse_server
+from mcpgw.registry.validate import Invalid, Problem, parse_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "registry"
 
@@ -368,3 +368,22 @@ async def test_file_store_writes_are_validated_atomic_and_emitted_once(tmp_path:
         assert len(seen) == 5 and not list(tmp_path.rglob(".*.tmp"))
     finally:
         task.cancel()
+
+
+async def test_precheck_refuses_a_write_before_it_is_persisted(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    await store.load()
+    calls: list[str] = []
+
+    def precheck(snapshot: RegistrySnapshot, changed: str) -> None:
+        calls.append(changed)
+        if snapshot.server(changed) is not None and snapshot.server(changed).description == "unservable":  # type: ignore[union-attr]
+            raise Invalid([Problem("x", "", "credential file missing")])
+
+    store.precheck = precheck
+    await store.put(minimal())
+    with pytest.raises(Invalid, match="credential file missing"):
+        await store.put(minimal(description="unservable"))
+    assert store.entry("default/svc").server.description == ""
+    assert "unservable" not in (tmp_path / "default" / "svc.yaml").read_text()
+    assert calls == ["default/svc", "default/svc"]

@@ -68,6 +68,9 @@ class RegistryStore(ABC):
         self._entries: dict[str, Entry] = {}
         self._handler: SnapshotHandler | None = None
         self._write_lock = asyncio.Lock()
+        # Set by the control plane: checks that a candidate registry can really be served
+        # (credentials readable, generated Envoy config valid) before a write is persisted.
+        self.precheck: Callable[[RegistrySnapshot, str], None] | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -100,7 +103,7 @@ class RegistryStore(ABC):
                 raise Conflict(server.key, current.etag if current else None)
             server = dataclasses.replace(server, source=self._source_for(server.key, current))
             entries = {**self._entries, server.key: Entry(server, document)}
-            snapshot = self._validated(entries)
+            snapshot = self._validated(entries, server.key)
             await self._persist_put(server.key, document, current)
             self._publish(entries, snapshot)
         log.info(
@@ -115,17 +118,20 @@ class RegistryStore(ABC):
             if if_match is not None and current.etag != if_match:
                 raise Conflict(key, current.etag)
             entries = {k: v for k, v in self._entries.items() if k != key}
-            snapshot = self._validated(entries)
+            snapshot = self._validated(entries, key)
             await self._persist_delete(key, current)
             self._publish(entries, snapshot)
         log.info("registry_write", op="delete", server=key)
         await self._emit()
 
-    def _validated(self, entries: dict[str, Entry]) -> RegistrySnapshot:
+    def _validated(self, entries: dict[str, Entry], changed: str) -> RegistrySnapshot:
         problems = check_includes([entry.server for entry in entries.values()])
         if problems:
             raise Invalid(problems)
-        return RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+        snapshot = RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+        if self.precheck is not None:
+            self.precheck(snapshot, changed)
+        return snapshot
 
     def _publish(self, entries: dict[str, Entry], snapshot: RegistrySnapshot) -> None:
         self._entries = entries

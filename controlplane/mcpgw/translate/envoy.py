@@ -39,6 +39,7 @@ from google.protobuf.message import Message
 
 from mcpgw.registry.model import McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.validate import is_ip
+from mcpgw.translate import pgv
 from mcpgw.translate.filterconfig import cluster_name, filter_config
 from mcpgw.xds import types
 
@@ -110,16 +111,27 @@ class Translator:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
+        self._reset()
+
+    def _reset(self) -> None:
         self._servers: dict[str, tuple[McpServer, tuple[Any, ...], _ServerResources]] = {}
         self._shared: tuple[tuple[str, ...], Message, Message] | None = None
         # The resources of the last result, kept up to date entry by entry: copying a dict is
         # cheap, rebuilding one from 10,000 servers in Python is not.
-        self._clusters: dict[str, Message] = {PLUGIN_CLUSTER: _plugin_cluster(settings)}
+        self._clusters: dict[str, Message] = {PLUGIN_CLUSTER: _plugin_cluster(self.settings)}
         self._endpoints: dict[str, Message] = {}
         self._extensions: dict[str, Message] = {}
 
     def translate(self, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str] | None = None) -> Resources:
-        secrets = secrets or {}
+        """Raises `ResourceInvalid` when a generated resource breaks a rule Envoy enforces."""
+        try:
+            return self._translate(snapshot, secrets or {})
+        except BaseException:
+            # Some servers may already be updated in the running state: start clean next time.
+            self._reset()
+            raise
+
+    def _translate(self, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]) -> Resources:
         previous = self._servers
         current: dict[str, tuple[McpServer, tuple[Any, ...], _ServerResources]] = {}
         for server in snapshot.servers:
@@ -147,7 +159,10 @@ class Translator:
         self._servers = current
         keys = tuple(current)
         if self._shared is None or self._shared[0] != keys:
-            self._shared = (keys, _listener(snapshot, self.settings), _routes(snapshot))
+            listener, routes = _listener(snapshot, self.settings), _routes(snapshot)
+            _check(listener, "listener")
+            _check(routes, "routes")
+            self._shared = (keys, listener, routes)
         return {
             types.CLUSTER: dict(self._clusters),
             types.ENDPOINT: dict(self._endpoints),
@@ -155,6 +170,12 @@ class Translator:
             types.LISTENER: {LISTENER_NAME: self._shared[1]},
             types.ROUTE: {ROUTE_CONFIG_NAME: self._shared[2]},
         }
+
+    def check_server(
+        self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
+    ) -> None:
+        """Build one server's resources only to check them; raises `ResourceInvalid`."""
+        self._build(server, snapshot, secrets)
 
     def _remember(self, built: _ServerResources) -> None:
         if built.cluster is not None:
@@ -180,6 +201,15 @@ class Translator:
         return _ServerResources(
             cluster, assignment, _extension_config(server, configuration, self.settings.plugin)
         )
+
+
+def _check(resource: Message, owner: str) -> None:
+    try:
+        pgv.check(resource)
+    except pgv.ResourceInvalid as error:
+        raise pgv.ResourceInvalid(
+            f"{owner}: Envoy would reject the generated configuration: {error}"
+        ) from None
 
 
 def _inputs(server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]) -> tuple[Any, ...]:
