@@ -72,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
         help="demo REST backend port; 0 disables it (default: %(default)s)",
     )
     up.add_argument("--envoy-log-level", default=defaults.envoy_log_level, help="default: %(default)s")
+    up.add_argument(
+        "--admin-host",
+        default=None,
+        help="admin API address (default: 127.0.0.1); a non-loopback address needs a token",
+    )
+    up.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=None,
+        help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN; none: writes disabled)",
+    )
 
     boot = commands.add_parser(
         "bootstrap", help="print an Envoy bootstrap that joins the control plane over ADS"
@@ -108,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", help="server name (default: derived from the input)")
     imp.add_argument("--backend", metavar="HOST:PORT", help="backend address, overriding the input's")
     imp.add_argument("--scheme", choices=["http", "https"], help="backend scheme, overriding the input's")
+    from mcpgw.admin.commands import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -135,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run_demo(args.port))
     if args.command == "import":
         return _import(args)
+    if args.command in ("apply", "get", "delete"):
+        from mcpgw.admin.commands import run
+
+        return run(args)
     return asyncio.run(_up(args))
 
 
@@ -211,10 +229,18 @@ async def _run_demo(port: int) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
+    from mcpgw.admin.auth import AdminConfigError, check_bind, load_token
     from mcpgw.envoyproc import EnvoyNotFound
     from mcpgw.stack import Stack, StackOptions
     from pluginserver.catalog import PluginError
 
+    # Refuse an unsafe admin configuration before starting anything (the control plane checks
+    # again; this only makes the failure immediate and quiet).
+    try:
+        check_bind(args.admin_host or "127.0.0.1", load_token(args.admin_token_file))
+    except AdminConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     options = StackOptions(
         registry_dir=args.registry,
         listen_port=args.listen_port,
@@ -224,6 +250,8 @@ async def _up(args: argparse.Namespace) -> int:
         envoy_admin_port=args.envoy_admin_port,
         demo_backend_port=args.demo_backend_port or None,
         envoy_log_level=args.envoy_log_level,
+        admin_host=args.admin_host,
+        admin_token_file=args.admin_token_file,
     )
     stack = Stack(options)
     try:
@@ -238,8 +266,9 @@ async def _up(args: argparse.Namespace) -> int:
     print("\nmcpgw is up. MCP endpoints (Streamable HTTP):", flush=True)
     for server in stack.control_plane.store.snapshot.servers:
         print(f"  {stack.mcp_base_url}{server.path}    ({len(server.tools)} tools)")
+    admin = f"http://{stack.control_plane.options.status_host}:{stack.control_plane.status_port}"
     print(
-        f"status: http://{options.host}:{stack.control_plane.status_port}/status   "
+        f"admin API: {admin}/v1/servers   status: {admin}/status   "
         f"envoy admin: http://{options.host}:{options.envoy_admin_port}   Ctrl-C stops everything\n",
         flush=True,
     )

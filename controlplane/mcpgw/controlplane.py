@@ -27,6 +27,7 @@ from mcpgw.registry.secrets import resolve as resolve_secrets
 from mcpgw.registry.store import RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
+from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from pluginserver.catalog import latest
@@ -97,6 +98,7 @@ class ControlPlane:
             listen_port=self.options.listen_port,
         )
         self.translator = Translator(self.settings)
+        self.store.precheck = self._precheck
         log.info(
             "plugin_selected",
             name=plugin.name,
@@ -123,6 +125,19 @@ class ControlPlane:
             admin_writes="enabled" if token else "disabled (no token)",
         )
 
+    def _precheck(self, snapshot: RegistrySnapshot, changed: str) -> None:
+        """Refuse a write whose registry could not be served: unreadable credentials, or a
+        generated resource Envoy would reject. Only the changed server is translated."""
+        assert self.settings is not None
+        secrets = resolve_secrets(snapshot)
+        server = snapshot.server(changed)
+        if server is None:
+            return
+        try:
+            Translator(self.settings).check_server(server, snapshot, secrets)
+        except ResourceInvalid as error:
+            raise Invalid([Problem(server.source, "", str(error))]) from None
+
     async def apply(self, snapshot: RegistrySnapshot) -> None:
         """Translate and publish `snapshot`; a snapshot whose credentials cannot be read is rejected."""
         assert self.translator is not None
@@ -136,7 +151,15 @@ class ControlPlane:
                 log.error("registry_rejected", file=problem.file, field=problem.path, reason=problem.reason)
             return
         self.rejections = []
-        resources = self.translator.translate(snapshot, secrets)
+        try:
+            resources = self.translator.translate(snapshot, secrets)
+        except ResourceInvalid as error:
+            key = str(error).partition(":")[0]
+            server = snapshot.server(key)
+            self.rejections = [Problem(server.source if server else self.store.description, "", str(error))]
+            self._counters.rejected += 1
+            log.error("registry_rejected", reason=str(error))
+            return
         changed = self.cache.set_resources(resources)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.applied_revision = snapshot.revision

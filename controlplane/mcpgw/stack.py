@@ -1,13 +1,13 @@
 """`mcpgw up`: the whole gateway on one machine, as child tasks and one Envoy child process.
 
-demo REST backend → plugin server → control plane (xDS + status) → Envoy, started in that
+demo REST backend → plugin server → control plane (xDS + admin API) → Envoy, started in that
 order so each part finds what it needs, and stopped in reverse. Integration tests use the
 same class with free ports, so what `make up` runs is what the tests exercise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcpgw.bootstrap import BootstrapOptions, render
@@ -32,6 +32,10 @@ class StackOptions:
     listen_port: int = 10000
     xds_port: int = 18000
     status_port: int = 18001
+    # The admin API's address (None: `host`); a non-loopback one requires a token.
+    admin_host: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    admin_token_file: Path | None = None
     plugin_port: int = 18002
     envoy_admin_port: int = 9901
     # None: do not run the demo backend (the registry points at real services).
@@ -69,8 +73,10 @@ class Stack:
                     plugins_dir=opts.plugins_dir,
                     xds_host=opts.host,
                     xds_port=opts.xds_port,
-                    status_host=opts.host,
+                    status_host=opts.admin_host or opts.host,
                     status_port=opts.status_port,
+                    admin_token=opts.admin_token,
+                    admin_token_file=opts.admin_token_file,
                     plugin_server_host=opts.host,
                     plugin_server_port=self.plugins.port,
                     listen_host=opts.host,

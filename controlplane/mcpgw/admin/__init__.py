@@ -1,0 +1,1 @@
+"""The admin API: registry CRUD over HTTP, the status API, and the client the CLI uses."""

@@ -1,0 +1,93 @@
+"""Who may use the admin API: a bearer token for writes, loopback-only open reads.
+
+The token is compared in constant time and never logged or echoed. Reads are open only when
+the API listens on loopback (the same trust boundary as Envoy's own admin port); on any other
+address every `/v1` request needs the token, and starting there without one is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+TOKEN_ENV = "MCPGW_ADMIN_TOKEN"
+
+
+class AdminConfigError(RuntimeError):
+    """The admin API cannot start safely with this configuration."""
+
+
+def is_loopback(host: str) -> bool:
+    """True only for addresses that cannot be reached from another machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        # A hostname may resolve to anything (and change): treat it as reachable from outside.
+        return False
+
+
+def load_token(
+    token_file: Path | None = None, environ: Mapping[str, str] | None = None, *, explicit: str | None = None
+) -> str | None:
+    """The admin token: `explicit`, else the file's content, else $MCPGW_ADMIN_TOKEN, else None.
+
+    Raises AdminConfigError for an unreadable or empty file: a typo in the path must not
+    silently start a gateway whose writes are disabled (or, worse, open).
+    """
+    if explicit:
+        return explicit
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise AdminConfigError(
+                f"cannot read admin token file {token_file}: {error.__class__.__name__}"
+            ) from error
+        if not token:
+            raise AdminConfigError(f"admin token file {token_file} is empty")
+        return token
+    token = (environ if environ is not None else os.environ).get(TOKEN_ENV, "").strip()
+    return token or None
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback admin address without a token: that would be an open registry."""
+    if token is None and not is_loopback(host):
+        raise AdminConfigError(
+            f"refusing to serve the admin API on non-loopback address {host!r} without a token; "
+            f"set ${TOKEN_ENV} or --admin-token-file, or bind 127.0.0.1"
+        )
+
+
+class Authorizer:
+    """Decides per request; the token itself stays inside this object."""
+
+    def __init__(self, token: str | None, open_reads: bool) -> None:
+        self._token = token.encode() if token else None
+        self.open_reads = open_reads
+
+    def __repr__(self) -> str:  # never show the token in a traceback or a debug dump
+        return f"Authorizer(token={'set' if self._token else 'unset'}, open_reads={self.open_reads})"
+
+    @property
+    def writes_enabled(self) -> bool:
+        return self._token is not None
+
+    def allowed(self, request: web.Request, write: bool) -> bool:
+        if not write and self.open_reads:
+            return True
+        if self._token is None:
+            return False
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer":
+            # Still compare, so a missing header costs the same as a wrong one.
+            presented = ""
+        return hmac.compare_digest(presented.strip().encode(), self._token)
