@@ -72,10 +72,12 @@ async def first_description(http: httpx.AsyncClient, url: str) -> str:
 
 async def measure(servers: int, edits: int, workdir: Path) -> dict[str, Any]:
     registry = workdir / f"registry-{servers}"
-    registry.mkdir()
-    (registry / "bench.yaml").write_text(
-        yaml.safe_dump_all([document(i) for i in range(servers)], sort_keys=False)
-    )
+    (registry / "bench").mkdir(parents=True)
+    # One file per server, the layout the admin API itself writes.
+    for index in range(servers):
+        (registry / "bench" / f"server{index}.yaml").write_text(
+            yaml.safe_dump(document(index), sort_keys=False)
+        )
     token_file = workdir / "token"
     token_file.write_text(TOKEN)
     options = StackOptions(

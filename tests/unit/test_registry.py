@@ -387,3 +387,19 @@ async def test_precheck_refuses_a_write_before_it_is_persisted(tmp_path: Path) -
     assert store.entry("default/svc").server.description == ""
     assert "unservable" not in (tmp_path / "default" / "svc.yaml").read_text()
     assert calls == ["default/svc", "default/svc"]
+
+
+async def test_deleting_from_a_multi_document_file_keeps_later_documents_writable(tmp_path: Path) -> None:
+    (tmp_path / "all.yaml").write_text(
+        yaml.safe_dump_all([minimal(name="a"), minimal(name="b"), minimal(name="c")])
+    )
+    store = FileStore(tmp_path)
+    await store.load()
+    await store.delete("default/a")
+    assert store.entry("default/c").server.source == f"{tmp_path / 'all.yaml'}#1"
+    await store.put(minimal(name="c", description="still here"), if_match=store.entry("default/c").etag)
+    documents = list(yaml.safe_load_all((tmp_path / "all.yaml").read_text()))
+    assert [(d["name"], d.get("description")) for d in documents] == [("b", None), ("c", "still here")]
+    reloaded = FileStore(tmp_path)
+    await reloaded.load()
+    assert reloaded.snapshot is not None and reloaded.snapshot.revision == store.snapshot.revision  # type: ignore[union-attr]

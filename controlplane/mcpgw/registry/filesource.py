@@ -11,10 +11,10 @@ rename over the old one), so a crash never leaves a half-written document behind
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -117,6 +117,7 @@ class FileStore(RegistryStore):
         self.directory = directory
         self.poll_interval = poll_interval
         self._parsed: dict[Path, tuple[Signature, list[Entry], list[Problem]]] = {}
+        self._relabelled: list[Entry] = []
 
     @property
     def description(self) -> str:
@@ -195,9 +196,9 @@ class FileStore(RegistryStore):
     def _source_for(self, key: str, current: Entry | None) -> str:
         return current.server.source if current else str(self._new_path(key))
 
-    async def _persist_put(self, key: str, document: dict[str, Any], previous: Entry | None) -> None:
+    async def _persist_put(self, entry: Entry, previous: Entry | None) -> None:
         if previous is None:
-            path = self._new_path(key)
+            path = self._new_path(entry.server.key)
             if path.exists():
                 raise Invalid(
                     [
@@ -208,29 +209,37 @@ class FileStore(RegistryStore):
                         )
                     ]
                 )
-            self._write(path, [document])
+            self._write(path, [entry])
             return
         path, index = _location(previous.server)
-        documents = self._documents_of(path)
-        documents[index] = document
-        self._write(path, documents)
+        entries = self._entries_of(path)
+        entries[index] = entry
+        self._write(path, entries)
 
     async def _persist_delete(self, key: str, previous: Entry) -> None:
         path, index = _location(previous.server)
-        documents = self._documents_of(path)
-        del documents[index]
-        if documents:
-            self._write(path, documents)
+        entries = self._entries_of(path)
+        del entries[index]
+        if entries:
+            self._write(path, entries)
         else:
             path.unlink()
             self._parsed.pop(path, None)
 
-    def _documents_of(self, path: Path) -> list[Any]:
-        return [d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader) if d is not None]
+    def _entries_of(self, path: Path) -> list[Entry]:
+        """The parsed documents of `path`, in file order (the cache is current: writes go through it)."""
+        cached = self._parsed.get(path)
+        if cached is None or cached[2]:
+            raise Invalid(
+                [Problem(str(path), "", "file changed on disk and is not valid; fix it before writing")]
+            )
+        return list(cached[1])
 
-    def _write(self, path: Path, documents: list[Any]) -> None:
+    def _write(self, path: Path, entries: list[Entry]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+        text = yaml.dump_all(
+            [e.document for e in entries], Dumper=_Dumper, sort_keys=False, allow_unicode=True
+        )
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
@@ -241,10 +250,30 @@ class FileStore(RegistryStore):
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        # Our own write is already applied: record it so the watcher does not apply it twice.
+        # Record our own write as already parsed, so the watcher neither re-reads nor re-applies
+        # it. Documents after a deleted one move up: their source label follows their index.
+        labelled = [
+            Entry(
+                dataclasses.replace(e.server, source=f"{path}#{i}" if len(entries) > 1 else str(path)),
+                e.document,
+            )
+            if e.server.source != (f"{path}#{i}" if len(entries) > 1 else str(path))
+            else e
+            for i, e in enumerate(entries)
+        ]
         signature = _signature(path)
         if signature is not None:
-            self._parsed[path] = (signature, *_parse_file(path))
+            self._parsed[path] = (signature, labelled, [])
+        self._relabelled = [e for e, original in zip(labelled, entries, strict=True) if e is not original]
+
+    def _after_persist(
+        self, entries: dict[str, Entry], snapshot: RegistrySnapshot
+    ) -> tuple[dict[str, Entry], RegistrySnapshot]:
+        moved, self._relabelled = self._relabelled, []
+        if not moved:
+            return entries, snapshot
+        entries = {**entries, **{e.server.key: e for e in moved}}
+        return entries, RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
 
 
 def _location(server: McpServer) -> tuple[Path, int]:

@@ -6,6 +6,7 @@ Sources (the YAML directory today; Redis and the admin API later) produce a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -168,28 +169,44 @@ class McpServer:
     # The raw document, canonicalised: its hash tells whether a server changed.
     fingerprint: str = ""
 
-    @property
+    # Cached: the control plane asks for these for every server on every change.
+    @functools.cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
-    @property
+    @functools.cached_property
     def path(self) -> str:
         return f"/mcp/{self.namespace}/{self.name}"
+
+    @functools.cached_property
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every credential this server's schemes and tools reference."""
+        found = [s.default_credential for s in self.security_schemes if s.default_credential]
+        found += [
+            t.request.security.credential
+            for t in self.tools
+            if t.request.security and t.request.security.credential
+        ]
+        return tuple(found)
 
 
 @dataclass(frozen=True)
 class RegistrySnapshot:
     servers: tuple[McpServer, ...]
 
-    @property
+    @functools.cached_property
     def revision(self) -> str:
         digest = hashlib.sha256()
         for server in self.servers:
             digest.update(f"{server.key}={server.fingerprint};".encode())
         return digest.hexdigest()[:16]
 
+    @functools.cached_property
+    def _by_key(self) -> dict[str, McpServer]:
+        return {server.key: server for server in self.servers}
+
     def server(self, key: str) -> McpServer | None:
-        return next((s for s in self.servers if s.key == key), None)
+        return self._by_key.get(key)
 
     def served_tools(self, server: McpServer) -> list[tuple[McpServer, Tool]]:
         """Every tool `server` offers, each with the server that owns its backend and schemes."""
@@ -201,15 +218,7 @@ class RegistrySnapshot:
         return tools
 
     def secrets(self) -> list[Secret]:
-        found: list[Secret] = []
-        for server in self.servers:
-            found += [s.default_credential for s in server.security_schemes if s.default_credential]
-            found += [
-                t.request.security.credential
-                for t in server.tools
-                if t.request.security and t.request.security.credential
-            ]
-        return found
+        return [secret for server in self.servers for secret in server.secrets]
 
 
 def fingerprint(document: Any) -> str:

@@ -126,8 +126,8 @@ class RedisStore(RegistryStore):
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def _persist_put(self, key: str, document: dict[str, Any], previous: Entry | None) -> None:
-        await self._compare_and_set(key, json.dumps(document, sort_keys=True), previous)
+    async def _persist_put(self, entry: Entry, previous: Entry | None) -> None:
+        await self._compare_and_set(entry.server.key, json.dumps(entry.document, sort_keys=True), previous)
 
     async def _persist_delete(self, key: str, previous: Entry) -> None:
         await self._compare_and_set(key, None, previous)

@@ -104,8 +104,8 @@ class RegistryStore(ABC):
             server = dataclasses.replace(server, source=self._source_for(server.key, current))
             entries = {**self._entries, server.key: Entry(server, document)}
             snapshot = self._validated(entries, server.key)
-            await self._persist_put(server.key, document, current)
-            self._publish(entries, snapshot)
+            await self._persist_put(entries[server.key], current)
+            self._publish(*self._after_persist(entries, snapshot))
         log.info(
             "registry_write", op="put", server=server.key, etag=server.fingerprint, tools=len(server.tools)
         )
@@ -120,7 +120,7 @@ class RegistryStore(ABC):
             entries = {k: v for k, v in self._entries.items() if k != key}
             snapshot = self._validated(entries, key)
             await self._persist_delete(key, current)
-            self._publish(entries, snapshot)
+            self._publish(*self._after_persist(entries, snapshot))
         log.info("registry_write", op="delete", server=key)
         await self._emit()
 
@@ -132,6 +132,12 @@ class RegistryStore(ABC):
         if self.precheck is not None:
             self.precheck(snapshot, changed)
         return snapshot
+
+    def _after_persist(
+        self, entries: dict[str, Entry], snapshot: RegistrySnapshot
+    ) -> tuple[dict[str, Entry], RegistrySnapshot]:
+        """Hook for stores whose persistence renames where servers come from."""
+        return entries, snapshot
 
     def _publish(self, entries: dict[str, Entry], snapshot: RegistrySnapshot) -> None:
         self._entries = entries
@@ -147,7 +153,7 @@ class RegistryStore(ABC):
         return current.server.source if current else f"{self.description}: {key}"
 
     @abstractmethod
-    async def _persist_put(self, key: str, document: dict[str, Any], previous: Entry | None) -> None: ...
+    async def _persist_put(self, entry: Entry, previous: Entry | None) -> None: ...
 
     @abstractmethod
     async def _persist_delete(self, key: str, previous: Entry) -> None: ...

@@ -197,6 +197,8 @@ def _includes(r: Reader, value: Any) -> list[Include]:
 
 def check_includes(servers: Sequence[McpServer]) -> list[Problem]:
     """Cross-document rules for composed tool sets: targets exist, tools exist, names stay unique."""
+    if not any(server.includes for server in servers):
+        return []
     by_key = {s.key: s for s in servers}
     problems: list[Problem] = []
     for server in servers:

@@ -217,7 +217,7 @@ def _inputs(server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secr
     used = sorted(
         (secret.where, secrets.get(secret, ""))
         for member in (server, *owners.values())
-        for secret in RegistrySnapshot(servers=(member,)).secrets()
+        for secret in member.secrets
     )
     return (server.fingerprint, tuple((o.key, o.fingerprint) for o in owners.values()), tuple(used))
 
