@@ -29,6 +29,13 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _registry(text: str) -> Path | str:
+    """A registry directory, or a `redis://…` URL for a registry shared by replicas."""
+    from mcpgw.registry import is_store_url
+
+    return text if is_store_url(text) else Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     from mcpgw.stack import DEFAULT_REGISTRY, StackOptions
 
@@ -49,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "-f",
         "--registry",
-        type=Path,
+        type=_registry,
         default=DEFAULT_REGISTRY,
-        help="registry directory (default: %(default)s)",
+        help="registry directory or redis:// URL (default: %(default)s)",
     )
     up.add_argument(
         "--listen-port",
@@ -82,6 +89,54 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN; none: writes disabled)",
+    )
+
+    serve = commands.add_parser(
+        "serve", help="run one control-plane replica: xDS, admin API and plugin server (Envoys join it)"
+    )
+    serve.add_argument(
+        "-f",
+        "--registry",
+        type=_registry,
+        default=DEFAULT_REGISTRY,
+        help="registry directory, or redis://HOST:PORT/DB shared by replicas "
+        "(password: $MCPGW_REDIS_PASSWORD; default: %(default)s)",
+    )
+    serve.add_argument(
+        "--xds",
+        type=_address,
+        default=("127.0.0.1", defaults.xds_port),
+        metavar="HOST:PORT",
+        help="ADS gRPC address (default: 127.0.0.1:%(default)s)".replace(
+            "%(default)s", str(defaults.xds_port)
+        ),
+    )
+    serve.add_argument(
+        "--admin",
+        type=_address,
+        default=("127.0.0.1", defaults.status_port),
+        metavar="HOST:PORT",
+        help=f"admin API address (default: 127.0.0.1:{defaults.status_port}); non-loopback needs a token",
+    )
+    serve.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=None,
+        help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN)",
+    )
+    serve.add_argument(
+        "--plugins",
+        type=_address,
+        default=("127.0.0.1", defaults.plugin_port),
+        metavar="HOST:PORT",
+        help=f"plugin server address, as Envoys reach it (default: 127.0.0.1:{defaults.plugin_port})",
+    )
+    serve.add_argument(
+        "--listen",
+        type=_address,
+        default=("127.0.0.1", defaults.listen_port),
+        metavar="HOST:PORT",
+        help=f"the MCP listener Envoys open (default: 127.0.0.1:{defaults.listen_port})",
     )
 
     boot = commands.add_parser(
@@ -153,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mcpgw.admin.commands import run
 
         return run(args)
+    if args.command == "serve":
+        return asyncio.run(_serve(args))
     return asyncio.run(_up(args))
 
 
@@ -225,6 +282,54 @@ async def _run_demo(port: int) -> int:
     print(f"demo backend on {served.url}", flush=True)
     await _wait_for_signal()
     await served.close()
+    return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from mcpgw.admin.auth import AdminConfigError
+    from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
+    from mcpgw.httpserve import serve
+    from pluginserver.catalog import PluginError
+    from pluginserver.server import DEFAULT_ROOT, create_app
+
+    (xds_host, xds_port), (admin_host, admin_port) = args.xds, args.admin
+    (plugin_host, plugin_port), (listen_host, listen_port) = args.plugins, args.listen
+    plugins = await serve(create_app(DEFAULT_ROOT), plugin_host, plugin_port)
+    control_plane = ControlPlane(
+        ControlPlaneOptions(
+            registry_dir=args.registry,
+            plugins_dir=DEFAULT_ROOT,
+            xds_host=xds_host,
+            xds_port=xds_port,
+            status_host=admin_host,
+            status_port=admin_port,
+            admin_token_file=args.admin_token_file,
+            plugin_server_host=plugin_host,
+            plugin_server_port=plugins.port,
+            listen_host=listen_host,
+            listen_port=listen_port,
+        )
+    )
+    try:
+        await control_plane.start()
+    except Invalid as error:
+        _print_problems(error)
+        await plugins.close()
+        return EXIT_INVALID
+    except (PluginError, AdminConfigError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        await plugins.close()
+        return EXIT_FAILURE
+    print(
+        f"control plane serving {control_plane.store.description}: xDS {xds_host}:{control_plane.xds_port}, "
+        f"admin http://{admin_host}:{control_plane.status_port}, plugins {plugins.url}",
+        flush=True,
+    )
+    try:
+        await _wait_for_signal()
+    finally:
+        await control_plane.stop()
+        await plugins.close()
     return 0
 
 

@@ -21,7 +21,7 @@ from mcpgw.admin.auth import Authorizer, check_bind, is_loopback, load_token
 from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
-from mcpgw.registry.filesource import FileStore
+from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import resolve as resolve_secrets
 from mcpgw.registry.store import RegistryStore
@@ -38,7 +38,8 @@ FILTER_NAME = "mcp-server"
 
 @dataclass(frozen=True)
 class ControlPlaneOptions:
-    registry_dir: Path
+    # A registry directory, or a `redis://…` URL for a registry shared by several replicas.
+    registry_dir: Path | str
     plugins_dir: Path
     xds_host: str = "127.0.0.1"
     xds_port: int = 18000
@@ -65,7 +66,7 @@ class _Counters:
 class ControlPlane:
     def __init__(self, options: ControlPlaneOptions) -> None:
         self.options = options
-        self.store: RegistryStore = FileStore(options.registry_dir)
+        self.store: RegistryStore = open_store(options.registry_dir)
         self.cache = SnapshotCache()
         self.ads = AdsServer(self.cache)
         self.settings: GatewaySettings | None = None
@@ -181,6 +182,7 @@ class ControlPlane:
         if self._status is not None:
             await self._status.close()
         await self.ads.stop(grace=1.0)
+        await self.store.close()
 
     def status(self) -> dict[str, Any]:
         snapshot = self.store.snapshot

@@ -26,7 +26,7 @@ DEFAULT_REGISTRY = REPO_ROOT / "examples" / "registry"
 
 @dataclass(frozen=True)
 class StackOptions:
-    registry_dir: Path = DEFAULT_REGISTRY
+    registry_dir: Path | str = DEFAULT_REGISTRY
     plugins_dir: Path = DEFAULT_PLUGINS_DIR
     host: str = "127.0.0.1"
     listen_port: int = 10000

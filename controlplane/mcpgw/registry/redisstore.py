@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,7 +48,11 @@ class RedisStore(RegistryStore):
         self.prefix = prefix
         self.resync_interval = resync_interval
         self._redis = aioredis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            password=os.environ.get("MCPGW_REDIS_PASSWORD") or None,
         )
         self._hash = f"{prefix}:servers"
         self._channel = f"{prefix}:events"
