@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"plugin server address, as Envoys reach it (default: 127.0.0.1:{defaults.plugin_port})",
     )
     serve.add_argument(
+        "--no-plugin-server",
+        dest="plugin_server",
+        action="store_false",
+        help="do not serve plugins here: Envoys fetch them from --plugins, run by someone else",
+    )
+    serve.add_argument(
         "--listen",
         type=_address,
         default=("127.0.0.1", defaults.listen_port),
@@ -288,13 +294,18 @@ async def _run_demo(port: int) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.admin.auth import AdminConfigError
     from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
-    from mcpgw.httpserve import serve
+    from mcpgw.httpserve import ServedApp, serve
     from pluginserver.catalog import PluginError
     from pluginserver.server import DEFAULT_ROOT, create_app
 
     (xds_host, xds_port), (admin_host, admin_port) = args.xds, args.admin
     (plugin_host, plugin_port), (listen_host, listen_port) = args.plugins, args.listen
-    plugins = await serve(create_app(DEFAULT_ROOT), plugin_host, plugin_port)
+    # Replicas of one deployment should point at one plugin server, so their configurations
+    # (and xDS versions) are identical and an Envoy can fail over without refetching code.
+    plugins: ServedApp | None = None
+    if args.plugin_server:
+        plugins = await serve(create_app(DEFAULT_ROOT), plugin_host, plugin_port)
+        plugin_port = plugins.port
     control_plane = ControlPlane(
         ControlPlaneOptions(
             registry_dir=args.registry,
@@ -305,32 +316,33 @@ async def _serve(args: argparse.Namespace) -> int:
             status_port=admin_port,
             admin_token_file=args.admin_token_file,
             plugin_server_host=plugin_host,
-            plugin_server_port=plugins.port,
+            plugin_server_port=plugin_port,
             listen_host=listen_host,
             listen_port=listen_port,
         )
     )
+    code = 0
     try:
         await control_plane.start()
+        print(
+            f"control plane serving {control_plane.store.description}: "
+            f"xDS {xds_host}:{control_plane.xds_port}, "
+            f"admin http://{admin_host}:{control_plane.status_port}, "
+            f"plugins http://{plugin_host}:{plugin_port}",
+            flush=True,
+        )
+        await _wait_for_signal()
     except Invalid as error:
         _print_problems(error)
-        await plugins.close()
-        return EXIT_INVALID
+        code = EXIT_INVALID
     except (PluginError, AdminConfigError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
-        await plugins.close()
-        return EXIT_FAILURE
-    print(
-        f"control plane serving {control_plane.store.description}: xDS {xds_host}:{control_plane.xds_port}, "
-        f"admin http://{admin_host}:{control_plane.status_port}, plugins {plugins.url}",
-        flush=True,
-    )
-    try:
-        await _wait_for_signal()
+        code = EXIT_FAILURE
     finally:
         await control_plane.stop()
-        await plugins.close()
-    return 0
+        if plugins is not None:
+            await plugins.close()
+    return code
 
 
 async def _up(args: argparse.Namespace) -> int:
