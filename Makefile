@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install filters lint unit integration bench clean help redis
+.PHONY: up test install filters lint unit integration bench bench-dataplane bench-controlplane clean help redis
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -39,8 +39,8 @@ up: filters
 	$(VENV)/bin/mcpgw up
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check controlplane plugin-server tests wasm-filters/build.py
-	$(VENV)/bin/ruff format --check controlplane plugin-server tests wasm-filters/build.py
+	$(VENV)/bin/ruff check controlplane plugin-server tests bench wasm-filters/build.py
+	$(VENV)/bin/ruff format --check controlplane plugin-server tests bench wasm-filters/build.py
 	$(PY) wasm-filters/build.py --check-fmt
 
 unit: $(STAMP)
@@ -54,8 +54,18 @@ test: filters lint redis
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra
 
-bench: filters
-	@echo "no benchmarks yet (see bench/README.md)"
+bench: bench-dataplane bench-controlplane
+
+# Data plane: floor / proxy / mcpgw / native / python side by side (installs wrk and nginx
+# with apt-get when missing), then memory at 1/100/1000 servers. ~6 minutes.
+bench-dataplane: filters
+	$(PY) bench/dataplane.py
+
+# Control plane: translation (100 … 100,000 tools), propagation (admin write → tools/list
+# through Envoy at 10/100/1,000 servers) and ADS fan-out (100 streams). ~5 minutes.
+bench-controlplane: filters
+	$(PY) bench/translation.py
+	$(PY) bench/propagation.py
 
 clean:
 	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache

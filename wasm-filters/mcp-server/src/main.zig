@@ -75,6 +75,21 @@ const json_allow_headers = pw.serializeHeadersComptime(&.{
 const no_headers = pw.serializeHeadersComptime(&.{});
 const details = "mcp_server_local_reply";
 
+/// `wasmcustom.mcpgw_vm_memory_bytes`: this VM's linear memory, set when it
+/// changes (checked after each configuration and each finished stream, a
+/// register read). With several VMs the last writer wins; they hold the same
+/// configurations, so the figures agree.
+var memory_gauge: ?u32 = null;
+var memory_pages_seen: usize = 0;
+
+fn noteMemory() void {
+    const pages = @wasmMemorySize(0);
+    if (pages == memory_pages_seen) return;
+    memory_pages_seen = pages;
+    if (memory_gauge == null) memory_gauge = pw.defineMetric(.gauge, "mcpgw_vm_memory_bytes");
+    if (memory_gauge) |g| pw.recordMetric(g, @as(u64, pages) * std.wasm.page_size);
+}
+
 // ---------------------------------------------------------------- lifecycle
 
 pub fn onContextCreate(id: u32, parent: u32) void {
@@ -120,11 +135,7 @@ pub fn onConfigure(id: u32, size: usize) bool {
     if (root.loaded) |old| old.release();
     root.loaded = loaded;
     pw.logf(.info, "mcp-server: serving {s} with {d} tools", .{ loaded.cfg.base_path, loaded.cfg.tools.len });
-    return true;
-}
-
-pub fn onDone(id: u32) bool {
-    _ = id;
+    noteMemory();
     return true;
 }
 
@@ -133,6 +144,7 @@ pub fn onDelete(id: u32) void {
         const s = kv.value;
         if (s.state == .calling) _ = calls.remove(s.token);
         if (s.loaded) |l| l.release();
+        defer noteMemory();
         if (spare.items.len < max_spare) {
             if (spare.append(gpa, s)) |_| {
                 _ = s.arena.reset(.{ .retain_with_limit = arena_keep_bytes });
@@ -163,18 +175,18 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     const cfg = &loaded.cfg;
     const arena = s.arena.allocator();
 
-    const path = pw.getHeaderValue(.http_request_headers, ":path") orelse return replyOrOom(s, mcp.notFound(arena));
-    defer path.free();
-    if (!std.mem.eql(u8, stripQuery(path.slice()), cfg.base_path)) return replyOrOom(s, mcp.notFound(arena));
-
-    const method = pw.getHeaderValue(.http_request_headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
-    const is_post = std.mem.eql(u8, method.slice(), "POST");
-    method.free();
-    if (!is_post) return replyOrOom(s, mcp.methodNotAllowed(arena));
+    // Every header the filter needs, in one host call (and one allocation).
+    const pairs = pw.getHeaderPairs(.http_request_headers) orelse return replyOrOom(s, mcp.notFound(arena));
+    defer pairs.free();
+    const headers = pairs.slice();
+    const path = pw.findHeader(headers, ":path") orelse return replyOrOom(s, mcp.notFound(arena));
+    if (!std.mem.eql(u8, stripQuery(path), cfg.base_path)) return replyOrOom(s, mcp.notFound(arena));
+    const method = pw.findHeader(headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
+    if (!std.mem.eql(u8, method, "POST")) return replyOrOom(s, mcp.methodNotAllowed(arena));
 
     // Headers are only readable now; the body (and so the tool) comes later.
     if (cfg.credential_sources.len != 0) {
-        s.client = captureCredentials(arena, cfg, path.slice()) catch return oomAction(s);
+        s.client = captureCredentials(arena, cfg, headers, path) catch return oomAction(s);
     }
 
     if (end_of_stream) {
@@ -271,15 +283,11 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
 // ------------------------------------------------------------------ helpers
 
 /// The client's value at each credential source, copied into the stream
-/// arena (host buffers are freed right away).
-fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, path: []const u8) std.mem.Allocator.Error!mcp.Client {
+/// arena (the host's header buffer is freed right away).
+fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8) std.mem.Allocator.Error!mcp.Client {
     const values = try arena.alloc(?[]const u8, cfg.credential_sources.len);
     for (cfg.credential_sources, values) |src, *v| switch (src.in) {
-        .header => {
-            const h = pw.getHeaderValue(.http_request_headers, src.name);
-            defer if (h) |b| b.free();
-            v.* = if (h) |b| try arena.dupe(u8, b.slice()) else null;
-        },
+        .header => v.* = if (pw.findHeader(headers, src.name)) |h| try arena.dupe(u8, h) else null,
         .query => v.* = if (try mcp.queryParam(arena, path, src.name)) |q| try arena.dupe(u8, q) else null,
     };
     return .{ .credentials = values };

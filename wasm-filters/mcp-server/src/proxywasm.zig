@@ -91,7 +91,11 @@ const host = struct {
     extern "env" fn proxy_close_stream(t: StreamType) Status;
     extern "env" fn proxy_get_property(path: [*]const u8, path_size: usize, ret_data: *?[*]u8, ret_size: *usize) Status;
     extern "env" fn proxy_done() Status;
+    extern "env" fn proxy_define_metric(t: MetricType, name: [*]const u8, name_size: usize, ret_id: *u32) Status;
+    extern "env" fn proxy_record_metric(id: u32, value: u64) Status;
 };
+
+pub const MetricType = enum(u32) { counter = 0, gauge = 1, histogram = 2 };
 
 // ------------------------------------------------------- host-owned memory
 
@@ -173,7 +177,19 @@ pub fn getHeaderValue(t: MapType, key: []const u8) ?HostBytes {
     return .{ .ptr = data, .len = size };
 }
 
-/// Serialized pairs; decode with `deserializeHeaders`.
+/// Defines a metric (Envoy names it `wasmcustom.<name>`); null when the host refuses.
+pub fn defineMetric(t: MetricType, name: []const u8) ?u32 {
+    var id: u32 = 0;
+    if (host.proxy_define_metric(t, addr(name), name.len, &id) != .ok) return null;
+    return id;
+}
+
+pub fn recordMetric(id: u32, value: u64) void {
+    _ = host.proxy_record_metric(id, value);
+}
+
+/// Serialized pairs; decode with `deserializeHeaders`, or look single names
+/// up with `findHeader` without decoding.
 pub fn getHeaderPairs(t: MapType) ?HostBytes {
     var data: ?[*]u8 = null;
     var size: usize = 0;
@@ -282,6 +298,29 @@ fn serializeInto(buf: []u8, pairs: anytype) void {
         buf[data] = 0;
         data += 1;
     }
+}
+
+/// The value of the first pair named `name` (exact bytes; Envoy hands header
+/// names over lower-cased) in a serialized map, pointing into `data`; null
+/// when absent or when the map is malformed. Reading every request header
+/// the filter needs from one `getHeaderPairs` costs one host call and one
+/// allocation instead of one of each per header.
+pub fn findHeader(data: []const u8, name: []const u8) ?[]const u8 {
+    if (data.len < 4) return null;
+    const n = std.mem.readInt(u32, data[0..4], .little);
+    if (n > (data.len - 4) / 8) return null;
+    var sizes: usize = 4;
+    var pos: usize = 4 + 8 * @as(usize, n);
+    var i: u32 = 0;
+    while (i < n) : (i += 1) {
+        const klen = std.mem.readInt(u32, data[sizes..][0..4], .little);
+        const vlen = std.mem.readInt(u32, data[sizes + 4 ..][0..4], .little);
+        sizes += 8;
+        if (pos + klen + vlen + 2 > data.len) return null;
+        if (klen == name.len and std.mem.eql(u8, data[pos..][0..klen], name)) return data[pos + klen + 1 ..][0..vlen];
+        pos += klen + vlen + 2;
+    }
+    return null;
 }
 
 /// Decodes a serialized map into `T{ .name, .value }` items that point into
@@ -394,7 +433,9 @@ pub fn exportAbi(comptime H: type) void {
     @export(&E.contextCreate, .{ .name = "proxy_on_context_create" });
     @export(&E.vmStart, .{ .name = "proxy_on_vm_start" });
     @export(&E.configure, .{ .name = "proxy_on_configure" });
-    @export(&E.onDone, .{ .name = "proxy_on_done" });
+    // Optional in the ABI: when absent the host skips the call (one VM
+    // crossing less per stream) and treats the context as done.
+    if (all or @hasDecl(H, "onDone")) @export(&E.onDone, .{ .name = "proxy_on_done" });
     @export(&E.onDelete, .{ .name = "proxy_on_delete" });
     if (all or @hasDecl(H, "onLog")) @export(&E.onLog, .{ .name = "proxy_on_log" });
     if (all or @hasDecl(H, "onTick")) @export(&E.onTick, .{ .name = "proxy_on_tick" });
@@ -454,6 +495,26 @@ test "comptime header map equals runtime one" {
     defer testing.allocator.free(rt);
     try testing.expectEqualSlices(u8, rt, ct);
     try testing.expectEqualSlices(u8, &.{ 0, 0, 0, 0 }, comptime serializeHeadersComptime(&.{}));
+}
+
+test "findHeader looks names up without decoding" {
+    const pairs = [_]Pair{
+        .{ .name = ":path", .value = "/mcp/a/b?x=1" },
+        .{ .name = ":method", .value = "POST" },
+        .{ .name = "x-empty", .value = "" },
+        .{ .name = ":method", .value = "GET" },
+    };
+    const buf = try serializeHeaders(testing.allocator, &pairs);
+    defer testing.allocator.free(buf);
+    try testing.expectEqualStrings("/mcp/a/b?x=1", findHeader(buf, ":path").?);
+    try testing.expectEqualStrings("POST", findHeader(buf, ":method").?);
+    try testing.expectEqualStrings("", findHeader(buf, "x-empty").?);
+    try testing.expect(findHeader(buf, ":pat") == null);
+    try testing.expect(findHeader(buf, "authorization") == null);
+    try testing.expect(findHeader("", ":path") == null);
+    try testing.expect(findHeader("\x09\x00\x00\x00", ":path") == null);
+    try testing.expect(findHeader(buf[0 .. buf.len - 3], ":method") != null);
+    try testing.expect(findHeader(buf[0 .. buf.len - 3], "nothere") == null);
 }
 
 test "malformed header maps are rejected" {

@@ -1,0 +1,179 @@
+"""Process helpers for the data-plane benchmark: free ports, nginx, wrk, RSS, tool checks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dataplane_configs import ACCEPT, WRK_LUA, nginx_conf
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_tool(binary: str, package: str) -> str:
+    """The path of `binary`, installing the Debian `package` with apt-get when it is missing."""
+    found = shutil.which(binary) or (f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"bench: installing {package} (apt-get)", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        ok = (
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", package], env=env, capture_output=True
+            ).returncode
+            == 0
+        )
+        if not ok:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", package], env=env, capture_output=True, timeout=600
+            )
+        found = shutil.which(binary) or (
+            f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None
+        )
+    if not found:
+        raise SystemExit(
+            f"bench-dataplane needs `{binary}`: install it with "
+            f"`apt-get install -y {package}` (as root) and rerun"
+        )
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def http_get(url: str, timeout: float = 5.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return str(response.read().decode())
+
+
+def http_post(url: str, body: str, timeout: float = 5.0) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url,
+        data=body.encode(),
+        method="POST",
+        headers={"content-type": "application/json", "accept": ACCEPT},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return int(response.status), str(response.read().decode())
+
+
+class Nginx:
+    """The backend: Debian's nginx, one worker, answering the pet from memory."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = ensure_tool("nginx", "nginx-light")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(nginx_conf(self.workdir, self.port))
+        log = (self.workdir / "nginx.out").open("ab")
+        self.process = subprocess.Popen(
+            [binary, "-c", str(conf), "-p", str(self.workdir)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_http(f"http://127.0.0.1:{self.port}/v1/pets/1", self.process)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            http_get(url, timeout=1.0)
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not answering after {timeout:.0f}s")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM the process group we started, then SIGKILL after 5 s."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    threads: int
+    connections: int
+    duration_s: float
+    warmup_s: float
+
+
+async def wrk(
+    url: str, method: str, body: str, spec: LoadSpec, workdir: Path, *, warmup: bool = False
+) -> dict[str, Any]:
+    """One wrk run; returns requests/s, latency percentiles (µs) and error counts."""
+    binary = ensure_tool("wrk", "wrk")
+    script = workdir / "bench.lua"
+    if not script.exists():
+        script.write_text(WRK_LUA)
+    duration = spec.warmup_s if warmup else spec.duration_s
+    env = {**os.environ, "BENCH_BODY": body, "BENCH_METHOD": method}
+    process = await asyncio.create_subprocess_exec(
+        binary,
+        f"-t{spec.threads}",
+        f"-c{spec.connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), duration + 30)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    text = out.decode()
+    line = next((ln for ln in text.splitlines() if ln.startswith("BENCHJSON ")), None)
+    if process.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({process.returncode}): {text}\n{err.decode()}")
+    data: dict[str, Any] = json.loads(line.removeprefix("BENCHJSON "))
+    data["rps"] = data["requests"] / (data["duration_us"] / 1e6)
+    return data

@@ -1,0 +1,69 @@
+//! The filter's per-request work without the host, for timing builds in V8
+//! (the engine Envoy embeds): `bench/dataplane_hotpath.py` compiles this file
+//! to wasm with each optimize mode and runs it under Node. Exports
+//! `bench_run(kind, n)`: n requests of one kind, each in a reset arena, as
+//! the filter handles them (parse + validate + build the upstream request,
+//! then turn the upstream answer into the JSON-RPC result).
+
+const std = @import("std");
+const config = @import("config.zig");
+const mcp = @import("mcp.zig");
+const pw = @import("proxywasm.zig");
+const tpl = @import("template.zig");
+
+pub const panic = std.debug.FullPanic(pw.panic);
+
+const cfg_text =
+    \\{"server":{"name":"bench/pets","version":"1.0.0"},"base_path":"/mcp/bench/pets",
+    \\"tools_list":{"tools":[{"name":"getPet","description":"Get one pet by id.","inputSchema":{"type":"object","properties":{"id":{"type":"integer","description":"The pet's id."}},"required":["id"]}}]},
+    \\"tools":[{"name":"getPet","args":[{"name":"id","type":"integer","required":true}],"request":{"method":"GET","path":[{"lit":"/v1/pets/"},{"out":{"args":["id"]},"enc":"path"}],"query":[],"headers":[],"cookies":[],"body":null,"auth":null},"response":{"body":null,"prepend":null,"append":null,"error_body":null,"structured":false}}],
+    \\"upstream":{"cluster":"mcpgw/bench/pets","authority":"127.0.0.1:8080","timeout_ms":5000}}
+;
+const call_body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\",\"arguments\":{\"id\":1}}}";
+const list_body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}";
+const init_body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"wrk\",\"version\":\"1\"}}}";
+const pet = "{\"id\":1,\"name\":\"Rex\",\"tag\":\"dog\"}";
+const upstream_headers = [_]tpl.Header{
+    .{ .name = ":status", .value = "200" },
+    .{ .name = "content-type", .value = "application/json" },
+    .{ .name = "content-length", .value = "33" },
+};
+
+var cfg_arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
+var req_arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
+var cfg: ?config.Config = null;
+
+/// Parses the configuration once; returns 0 on success.
+export fn bench_init() u32 {
+    var why: []const u8 = "";
+    cfg = config.parse(cfg_arena.allocator(), cfg_text, &why) catch return 1;
+    return 0;
+}
+
+/// kind 0: tools/call (request and result), 1: tools/list, 2: initialize.
+/// Returns the total answer bytes, so nothing is optimised away.
+export fn bench_run(kind: u32, n: u32) u32 {
+    const c = &(cfg orelse return 0);
+    const client: mcp.Client = .{};
+    var total: u32 = 0;
+    var i: u32 = 0;
+    while (i < n) : (i += 1) {
+        _ = req_arena.reset(.retain_capacity);
+        const arena = req_arena.allocator();
+        const body = switch (kind) {
+            0 => call_body,
+            1 => list_body,
+            else => init_body,
+        };
+        const outcome = mcp.handle(arena, c, body, &client) catch return 0;
+        switch (outcome) {
+            .reply => |r| total +%= @intCast(r.body.len),
+            .call => |call| {
+                const headers = pw.serializeHeaders(arena, call.headers) catch return 0;
+                const answer = mcp.toolResult(arena, &call, .{ .status = 200, .headers = &upstream_headers, .body = pet }) catch return 0;
+                total +%= @intCast(headers.len + answer.len);
+            },
+        }
+    }
+    return total;
+}
