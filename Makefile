@@ -66,6 +66,7 @@ bench-dataplane: filters
 bench-controlplane: filters
 	$(PY) bench/translation.py
 	$(PY) bench/propagation.py
+	$(PY) bench/fanout.py
 
 clean:
 	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache

@@ -16,6 +16,9 @@ class BootstrapOptions:
     node_cluster: str = "mcpgw"
     admin_host: str = "127.0.0.1"
     admin_port: int = 9901
+    # Delta (incremental) xDS instead of State of the World: Envoy then receives only the
+    # resources that changed, and deletions explicitly (api_type DELTA_GRPC).
+    delta: bool = False
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -37,4 +40,5 @@ def render(options: BootstrapOptions) -> str:
         admin_host=options.admin_host,
         admin_port=options.admin_port,
         xds_endpoints=endpoints,
+        api_type="DELTA_GRPC" if options.delta else "GRPC",
     )

@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.demo_backend_port,
         help="demo REST backend port; 0 disables it (default: %(default)s)",
     )
+    up.add_argument("--xds-delta", action="store_true", help="run Envoy with Delta (incremental) xDS")
     up.add_argument("--envoy-log-level", default=defaults.envoy_log_level, help="default: %(default)s")
     up.add_argument(
         "--admin-host",
@@ -165,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="Envoy admin address (default: 127.0.0.1:9901)",
     )
+    boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS: api_type DELTA_GRPC")
 
     check = commands.add_parser("validate", help="validate a registry directory and exit (3 when invalid)")
     check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
@@ -199,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     xds=tuple(args.xds),
                     admin_host=admin_host,
                     admin_port=admin_port,
+                    delta=args.delta,
                 )
             ),
             end="",
@@ -367,6 +370,7 @@ async def _up(args: argparse.Namespace) -> int:
         envoy_admin_port=args.envoy_admin_port,
         demo_backend_port=args.demo_backend_port or None,
         envoy_log_level=args.envoy_log_level,
+        xds_delta=args.xds_delta,
         admin_host=args.admin_host,
         admin_token_file=args.admin_token_file,
     )

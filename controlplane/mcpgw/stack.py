@@ -43,6 +43,8 @@ class StackOptions:
     node_id: str = "mcpgw-local"
     envoy_concurrency: int = 2
     envoy_log_level: str = "warning"
+    # Delta (incremental) xDS instead of State of the World, chosen in Envoy's bootstrap.
+    xds_delta: bool = False
     envoy_workdir: Path | None = None
 
 
@@ -90,6 +92,7 @@ class Stack:
                         node_id=opts.node_id,
                         xds=((opts.host, self.control_plane.xds_port),),
                         admin_port=opts.envoy_admin_port,
+                        delta=opts.xds_delta,
                     )
                 ),
                 admin_port=opts.envoy_admin_port,

@@ -11,6 +11,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,9 +52,12 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    workdir: Path, registry: Path, backend_port: int | None = None
+    workdir: Path, registry: Path, backend_port: int | None = None, **overrides: Any
 ) -> AsyncIterator[Gateway]:
-    """The whole stack on free ports, serving `registry`; with `backend_port`, the demo backend runs there."""
+    """The whole stack on free ports, serving `registry`; with `backend_port`, the demo backend runs there.
+
+    `overrides` are further `StackOptions` fields, e.g. `xds_delta=True`.
+    """
     envoy_dir = workdir / "envoy"
     envoy_dir.mkdir(parents=True, exist_ok=True)
     options = StackOptions(
@@ -66,6 +70,7 @@ async def running_gateway(
         demo_backend_port=backend_port,
         node_id="test-node",
         envoy_workdir=envoy_dir,
+        **overrides,
     )
     stack = Stack(options)
     await stack.start(ready_timeout=60)

@@ -1,22 +1,30 @@
-"""A small asyncio ADS (State of the World) client that behaves like Envoy, for tests and benchmarks.
+"""Small asyncio ADS clients that behave like Envoy, for tests and benchmarks.
 
-Like Envoy it remembers, per type, the last accepted version, the latest nonce and the
-subscribed names, so `ack()` / `nack()` / `subscribe()` build the request Envoy would send.
-Raw `send()` exists for requests Envoy would not send (stale nonces, odd versions).
+`AdsClient` speaks State of the World (StreamAggregatedResources), `DeltaAdsClient` speaks
+incremental xDS (DeltaAggregatedResources). Like Envoy each remembers, per type, what it
+accepted, the latest nonce and the subscribed names, so `ack()` / `nack()` / `subscribe()`
+build the request Envoy would send. Raw `send()` exists for requests Envoy would not send.
 
     async with AdsClient(f"127.0.0.1:{port}", "node-1") as client:
         await client.subscribe(CLUSTER)
         resp = await client.recv()
         await client.ack(resp)
+
+    async with DeltaAdsClient(f"127.0.0.1:{port}", "node-1") as client:
+        await client.subscribe(CLUSTER)              # legacy wildcard: no names at all
+        resp = await client.recv()                   # a DeltaDiscoveryResponse
+        await client.ack(resp)                       # client.tracking[CLUSTER].versions updated
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+import copy
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
@@ -25,7 +33,12 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from envoy.service.discovery.v3.discovery_pb2 import (
+    DeltaDiscoveryRequest,
+    DeltaDiscoveryResponse,
+    DiscoveryRequest,
+    DiscoveryResponse,
+)
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
@@ -49,31 +62,34 @@ def resource_name(message: Message) -> str:
     return str(getattr(message, "name"))  # noqa: B009 - every other served type has `name`
 
 
-def decode(resp: DiscoveryResponse) -> dict[str, Message]:
-    """Unpack a response's resources, keyed by resource name."""
+def decode(resp: DiscoveryResponse | DeltaDiscoveryResponse) -> dict[str, Message]:
+    """Unpack a response's resources (SotW or Delta), keyed by resource name."""
     out: dict[str, Message] = {}
-    for packed in resp.resources:
+    for item in resp.resources:
+        packed = item.resource if isinstance(resp, DeltaDiscoveryResponse) else item
         message = MESSAGE_CLASSES[packed.type_url]()
         packed.Unpack(message)
         out[resource_name(message)] = message
     return out
 
 
-def names_of(resp: DiscoveryResponse) -> list[str]:
+def names_of(resp: DiscoveryResponse | DeltaDiscoveryResponse) -> list[str]:
     return sorted(decode(resp))
 
 
-@dataclass(slots=True)
-class TypeTracking:
-    """Envoy-side view of one type: what it accepted, the last nonce, what it subscribes to."""
+def describe(resp: DiscoveryResponse | DeltaDiscoveryResponse) -> str:
+    """One line naming a response, for assertion messages."""
+    if isinstance(resp, DeltaDiscoveryResponse):
+        removed = f" removed={sorted(resp.removed_resources)}" if resp.removed_resources else ""
+        return f"{resp.type_url} v{resp.system_version_info} {names_of(resp)}{removed}"
+    return f"{resp.type_url} v{resp.version_info} {names_of(resp)}"
 
-    version: str = ""
-    nonce: str = ""
-    names: list[str] = field(default_factory=list)
+
+Response = TypeVar("Response", DiscoveryResponse, DeltaDiscoveryResponse)
 
 
-class AdsClient:
-    """One ADS stream to a control plane, acting as node `node_id`."""
+class _StreamClient(Generic[Response]):
+    """One ADS stream acting as node `node_id`: connection, node handling and receiving."""
 
     def __init__(
         self,
@@ -85,21 +101,24 @@ class AdsClient:
     ) -> None:
         self.target = target
         self.node = base_pb2.Node(id=node_id, cluster=cluster)
-        self.tracking: dict[str, TypeTracking] = {}
         self._node_on_every_request = node_on_every_request
         self._sent_node = False
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
-        self._responses: asyncio.Queue[DiscoveryResponse | None] = asyncio.Queue()
+        self._responses: asyncio.Queue[Response | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        # grpc.aio allows one write in flight per call; an ACK loop and a subscriber may overlap.
+        self._write_lock = asyncio.Lock()
         self.closed_with: grpc.StatusCode | None = None  # set when the server ends the stream
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def _open(self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub) -> grpc.aio.StreamStreamCall:
+        raise NotImplementedError
+
     async def connect(self) -> None:
         self._channel = grpc.aio.insecure_channel(self.target)
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
-        self._call = stub.StreamAggregatedResources()
+        self._call = self._open(ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel))
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:
@@ -113,7 +132,7 @@ class AdsClient:
             await self._channel.close()
         self._call = self._channel = self._reader = None
 
-    async def __aenter__(self) -> AdsClient:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -139,6 +158,76 @@ class AdsClient:
 
     # -- sending --------------------------------------------------------------------------
 
+    async def _write(self, req: Any, error: str | None) -> None:
+        """Send `req`, with the node on the first request (or every one) and an optional NACK reason."""
+        assert self._call is not None, "connect() first"
+        if not self._sent_node or self._node_on_every_request:
+            req.node.CopyFrom(self.node)
+            self._sent_node = True
+        if error is not None:
+            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))  # INVALID_ARGUMENT
+        async with self._write_lock:
+            await self._call.write(req)
+
+    async def ack(self, resp: Response) -> None:
+        raise NotImplementedError
+
+    # -- receiving ------------------------------------------------------------------------
+
+    async def recv(self, timeout: float = 5.0) -> Response:
+        """The next response; raises TimeoutError, or EOFError if the stream ended."""
+        resp = await asyncio.wait_for(self._responses.get(), timeout)
+        if resp is None:
+            self._responses.put_nowait(None)  # keep reporting the end to later callers
+            raise EOFError(f"ADS stream ended: {self.closed_with}")
+        return resp
+
+    async def recv_many(self, count: int, timeout: float = 5.0) -> list[Response]:
+        return [await self.recv(timeout) for _ in range(count)]
+
+    async def expect_silence(self, quiet: float = 0.3) -> None:
+        """Assert that no response arrives within `quiet` seconds."""
+        try:
+            resp = await asyncio.wait_for(self._responses.get(), quiet)
+        except TimeoutError:
+            return
+        if resp is None:
+            self._responses.put_nowait(None)
+            return
+        raise AssertionError(f"unexpected response {describe(resp)}")
+
+    async def ack_until_quiet(self, quiet: float = 0.3, limit: int = 1000) -> list[Response]:
+        """Receive and ACK everything until the server has nothing more to say (bounded)."""
+        received: list[Response] = []
+        for _ in range(limit):
+            try:
+                resp = await self.recv(quiet)
+            except TimeoutError:
+                return received
+            received.append(resp)
+            await self.ack(resp)
+        raise AssertionError(f"server still pushing after {limit} responses")
+
+
+@dataclass(slots=True)
+class TypeTracking:
+    """SotW, Envoy-side view of one type: what it accepted, the last nonce, what it subscribes to."""
+
+    version: str = ""
+    nonce: str = ""
+    names: list[str] = field(default_factory=list)
+
+
+class AdsClient(_StreamClient[DiscoveryResponse]):
+    """One State-of-the-World ADS stream to a control plane, acting as node `node_id`."""
+
+    def __init__(self, target: str, node_id: str, cluster: str = "mcpgw-test", **options: Any) -> None:
+        super().__init__(target, node_id, cluster, **options)
+        self.tracking: dict[str, TypeTracking] = {}
+
+    def _open(self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub) -> grpc.aio.StreamStreamCall:
+        return stub.StreamAggregatedResources()
+
     async def send(
         self,
         type_url: str,
@@ -149,16 +238,10 @@ class AdsClient:
         error: str | None = None,
     ) -> None:
         """Send one raw DiscoveryRequest (no tracking is updated)."""
-        assert self._call is not None, "connect() first"
         req = DiscoveryRequest(
             type_url=type_url, resource_names=list(names), version_info=version, response_nonce=nonce
         )
-        if not self._sent_node or self._node_on_every_request:
-            req.node.CopyFrom(self.node)
-            self._sent_node = True
-        if error is not None:
-            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))  # INVALID_ARGUMENT
-        await self._call.write(req)
+        await self._write(req, error)
 
     async def subscribe(self, type_url: str, names: Sequence[str] = ()) -> None:
         """(Re)state the subscription for a type, with the tracked version and nonce."""
@@ -180,38 +263,103 @@ class AdsClient:
         track.nonce = resp.nonce
         await self.send(resp.type_url, track.names, version=track.version, nonce=track.nonce, error=message)
 
-    # -- receiving ------------------------------------------------------------------------
 
-    async def recv(self, timeout: float = 5.0) -> DiscoveryResponse:
-        """The next response; raises TimeoutError, or EOFError if the stream ended."""
-        resp = await asyncio.wait_for(self._responses.get(), timeout)
-        if resp is None:
-            self._responses.put_nowait(None)  # keep reporting the end to later callers
-            raise EOFError(f"ADS stream ended: {self.closed_with}")
-        return resp
+@dataclass(slots=True)
+class DeltaTracking:
+    """Delta, Envoy-side view of one type: the resources it accepted and what it subscribes to.
 
-    async def recv_many(self, count: int, timeout: float = 5.0) -> list[DiscoveryResponse]:
-        return [await self.recv(timeout) for _ in range(count)]
+    `versions` outlives a stream, as in Envoy: pass it to a new client to resume with
+    `initial_resource_versions`.
+    """
 
-    async def expect_silence(self, quiet: float = 0.3) -> None:
-        """Assert that no response arrives within `quiet` seconds."""
-        try:
-            resp = await asyncio.wait_for(self._responses.get(), quiet)
-        except TimeoutError:
-            return
-        if resp is None:
-            self._responses.put_nowait(None)
-            return
-        raise AssertionError(f"unexpected response {resp.type_url} v{resp.version_info} {names_of(resp)}")
+    versions: dict[str, str] = field(default_factory=dict)  # accepted resource -> its version
+    names: set[str] = field(default_factory=set)  # explicitly subscribed names, without "*"
+    wildcard: bool = False
+    nonce: str = ""  # the last response received
 
-    async def ack_until_quiet(self, quiet: float = 0.3, limit: int = 1000) -> list[DiscoveryResponse]:
-        """Receive and ACK everything until the server has nothing more to say (bounded)."""
-        received: list[DiscoveryResponse] = []
-        for _ in range(limit):
-            try:
-                resp = await self.recv(quiet)
-            except TimeoutError:
-                return received
-            received.append(resp)
-            await self.ack(resp)
-        raise AssertionError(f"server still pushing after {limit} responses")
+
+class DeltaAdsClient(_StreamClient[DeltaDiscoveryResponse]):
+    """One Delta (incremental) ADS stream to a control plane, acting as node `node_id`."""
+
+    def __init__(
+        self,
+        target: str,
+        node_id: str,
+        cluster: str = "mcpgw-test",
+        *,
+        tracking: Mapping[str, DeltaTracking] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(target, node_id, cluster, **options)
+        # A copy: a resumed client must not change what the earlier one recorded.
+        self.tracking: dict[str, DeltaTracking] = copy.deepcopy(dict(tracking or {}))
+        self._requested: set[str] = set()  # types already requested on this stream
+
+    def _open(self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub) -> grpc.aio.StreamStreamCall:
+        return stub.DeltaAggregatedResources()
+
+    async def send(
+        self,
+        type_url: str,
+        subscribe: Iterable[str] = (),
+        unsubscribe: Iterable[str] = (),
+        *,
+        nonce: str = "",
+        error: str | None = None,
+        initial: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send one raw DeltaDiscoveryRequest (no tracking is updated)."""
+        req = DeltaDiscoveryRequest(
+            type_url=type_url,
+            resource_names_subscribe=list(subscribe),
+            resource_names_unsubscribe=list(unsubscribe),
+            initial_resource_versions=dict(initial or {}),
+            response_nonce=nonce,
+        )
+        self._requested.add(type_url)
+        await self._write(req, error)
+
+    async def subscribe(self, type_url: str, names: Sequence[str] = ()) -> None:
+        """Add `names` ("*" for wildcard); no names on a type's first request is the legacy wildcard.
+
+        The first request for a type on this stream carries the versions held from an
+        earlier stream, as Envoy's does after a reconnect.
+        """
+        first = type_url not in self._requested
+        track = self.tracking.setdefault(type_url, DeltaTracking())
+        if "*" in names or (first and not names and not track.names):
+            track.wildcard = True
+        track.names |= set(names) - {"*"}
+        initial = track.versions if first else None
+        await self.send(type_url, names, nonce="", initial=initial)
+
+    async def unsubscribe(self, type_url: str, names: Sequence[str]) -> None:
+        track = self.tracking.setdefault(type_url, DeltaTracking())
+        if "*" in names:
+            track.wildcard = False
+        track.names -= set(names)
+        for name in names:
+            track.versions.pop(name, None)
+        await self.send(type_url, (), names)
+
+    async def resume(self) -> None:
+        """On a new stream, re-state every tracked subscription with the versions held."""
+        for type_url, track in self.tracking.items():
+            names = sorted(track.names) + (["*"] if track.wildcard and track.names else [])
+            await self.subscribe(type_url, names)
+
+    async def ack(self, resp: DeltaDiscoveryResponse) -> None:
+        """Accept `resp`: keep its resources' versions, drop what it removed, echo the nonce."""
+        track = self.tracking.setdefault(resp.type_url, DeltaTracking())
+        for res in resp.resources:
+            track.versions[res.name] = res.version
+        for name in resp.removed_resources:
+            track.versions.pop(name, None)
+        track.nonce = resp.nonce
+        await self.send(resp.type_url, nonce=resp.nonce)
+
+    async def nack(self, resp: DeltaDiscoveryResponse, message: str) -> None:
+        """Reject `resp`: versions stay as they were, the nonce is echoed with the reason."""
+        track = self.tracking.setdefault(resp.type_url, DeltaTracking())
+        track.nonce = resp.nonce
+        await self.send(resp.type_url, nonce=resp.nonce, error=message)

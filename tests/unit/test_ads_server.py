@@ -1,129 +1,43 @@
-"""The ADS server's SotW state machine, over a real gRPC server and client on 127.0.0.1."""
+"""The ADS server's SotW state machine, over a real gRPC server and client on 127.0.0.1.
+
+Tests marked with `protocol` run for Delta xDS too: what both protocols must do alike.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import pytest
-from envoy.config.cluster.v3.cluster_pb2 import Cluster
-from envoy.config.core.v3.extension_pb2 import TypedExtensionConfig
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
-from envoy.config.listener.v3.listener_pb2 import Listener
-from envoy.config.route.v3.route_pb2 import RouteConfiguration
-from google.protobuf import any_pb2, struct_pb2
-from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import Message
 
 from mcpgw.xds.cache import Snapshot, SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, PUSH_ORDER, ROUTE
 from tests.unit.adsclient import AdsClient, decode, names_of
-
-QUIET = 0.3  # how long "nothing arrives" is watched for
-Resources = dict[str, dict[str, Message]]
-
-
-# -- resources -----------------------------------------------------------------------------
-
-
-def ext(name: str, version: str = "1") -> TypedExtensionConfig:
-    config = struct_pb2.Struct()
-    config.update({"tool_version": version})
-    packed = any_pb2.Any()
-    packed.Pack(config, deterministic=True)
-    return TypedExtensionConfig(name=name, typed_config=packed)
-
-
-def endpoints(cluster: str, gen: int) -> ClusterLoadAssignment:
-    policy = {"overprovisioning_factor": {"value": 100 + gen}}
-    return ClusterLoadAssignment(cluster_name=cluster, policy=policy)
-
-
-def world(gen: int = 1, servers: Mapping[str, str] | None = None) -> Resources:
-    """Two backends with endpoints, one ECDS config per MCP server, one listener and route."""
-    servers = servers if servers is not None else {"weather": "1", "pets": "1"}
-    return {
-        CLUSTER: {n: Cluster(name=n, connect_timeout=Duration(seconds=gen)) for n in ("b1", "b2")},
-        ENDPOINT: {n: endpoints(n, gen) for n in ("b1", "b2")},
-        EXTENSION_CONFIG: {n: ext(n, v) for n, v in servers.items()},
-        LISTENER: {"mcp": Listener(name="mcp", stat_prefix=f"mcp{gen}")},
-        ROUTE: {
-            "mcp-routes": RouteConfiguration(
-                name="mcp-routes", max_direct_response_body_size_bytes={"value": 1000 + gen}
-            )
-        },
-    }
-
-
-# -- harness -------------------------------------------------------------------------------
-
-
-@dataclass
-class Harness:
-    cache: SnapshotCache
-    server: AdsServer
-    target: str
-
-    def set(self, resources: Resources) -> list[str]:
-        return self.cache.set_resources(resources)
-
-    def client(self, node_id: str = "envoy-1") -> AdsClient:
-        return AdsClient(self.target, node_id)
-
-    def node_status(self, node_id: str) -> dict:
-        entries = [e for e in self.server.status() if e["node_id"] == node_id]
-        assert len(entries) == 1, entries
-        return entries[0]
+from tests.unit.adsharness import (
+    ENVOY_SUBSCRIPTIONS,
+    PROTOCOLS,
+    QUIET,
+    Harness,
+    bootstrap,
+    eds_world,
+    ext,
+    serving,
+    until,
+    world,
+)
 
 
 @pytest.fixture
 async def ads() -> AsyncIterator[Harness]:
-    cache = SnapshotCache()
-    server = AdsServer(cache)
-    port = await server.start(port=0)
-    try:
-        yield Harness(cache, server, f"127.0.0.1:{port}")
-    finally:
-        await server.stop(0.5)
-
-
-# What Envoy subscribes to for world(): wildcard CDS/LDS, named EDS/ECDS/RDS, in push order.
-ENVOY_SUBSCRIPTIONS: list[tuple[str, list[str]]] = [
-    (CLUSTER, []),
-    (ENDPOINT, ["b1", "b2"]),
-    (EXTENSION_CONFIG, ["weather", "pets"]),
-    (LISTENER, []),
-    (ROUTE, ["mcp-routes"]),
-]
+    async with serving() as harness:
+        yield harness
 
 
 def ecds_status(ads: Harness, node_id: str) -> dict:
     return ads.node_status(node_id)["types"]["ecds"]
-
-
-async def bootstrap(client: AdsClient) -> dict[str, list[str]]:
-    """Subscribe like Envoy does for world(): wildcard CDS/LDS, named EDS/ECDS/RDS; ACK all."""
-    got: dict[str, list[str]] = {}
-    for type_url, names in ENVOY_SUBSCRIPTIONS:
-        await client.subscribe(type_url, names)
-        resp = await client.recv()
-        assert resp.type_url == type_url
-        got[type_url] = names_of(resp)
-        await client.ack(resp)
-    return got
-
-
-async def until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll server-side state that is updated after a request is read (bounded)."""
-
-    async def loop() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(loop(), timeout)
 
 
 # -- tests ---------------------------------------------------------------------------------
@@ -132,7 +46,7 @@ async def until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-unt
 async def test_first_requests_get_all_subscribed_resources(ads: Harness) -> None:
     ads.set(world())
     async with ads.client() as client:
-        got = await bootstrap(client)
+        got = {t: names_of(r) for t, r in (await bootstrap(client)).items()}
         await client.expect_silence(QUIET)
     assert got == {
         CLUSTER: ["b1", "b2"],
@@ -153,14 +67,16 @@ async def test_first_request_is_answered_even_when_empty(ads: Harness) -> None:
         assert list(resp.resources) == []
 
 
-async def test_ack_is_recorded_in_status(ads: Harness) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_ack_is_recorded_in_status(ads: Harness, protocol: str) -> None:
     ads.set(world())
-    async with ads.client() as client:
+    async with ads.any_client(protocol) as client:
         await bootstrap(client)
         version = ads.cache.snapshot.version(EXTENSION_CONFIG)
         await until(lambda: ads.node_status("envoy-1")["types"]["rds"]["version_acked"] is not None)
         status = ads.node_status("envoy-1")
         assert status["connected"] and status["node_cluster"] == "mcpgw-test"
+        assert status["protocol"] == protocol
         assert status["peer"].startswith("ipv") and status["connected_at"]
         ecds = status["types"]["ecds"]
         assert ecds["version_sent"] == ecds["version_acked"] == version
@@ -170,9 +86,10 @@ async def test_ack_is_recorded_in_status(ads: Harness) -> None:
         json.dumps(ads.server.status())
 
 
-async def test_identical_snapshot_pushes_nothing(ads: Harness) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_identical_snapshot_pushes_nothing(ads: Harness, protocol: str) -> None:
     ads.set(world())
-    async with ads.client() as client:
+    async with ads.any_client(protocol) as client:
         await bootstrap(client)
         assert ads.set(world()) == []  # fresh, equal messages
         ads.cache.set_snapshot(Snapshot.build(world()))
@@ -192,9 +109,10 @@ async def test_one_tool_edit_pushes_only_that_extension_config(ads: Harness) -> 
         await client.expect_silence(QUIET)
 
 
-async def test_all_types_change_pushed_in_push_order(ads: Harness) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_all_types_change_pushed_in_push_order(ads: Harness, protocol: str) -> None:
     ads.set(world(1))
-    async with ads.client() as client:
+    async with ads.any_client(protocol) as client:
         await bootstrap(client)
         ads.set(world(2, servers={"weather": "2", "pets": "2"}))
         pushed = await client.recv_many(5)
@@ -339,9 +257,10 @@ async def test_reconnect_gets_a_full_answer_even_at_current_version(ads: Harness
             assert len(resp.resources) == len(names) if names else len(resp.resources) >= 1
 
 
-async def test_nack_survives_disconnect_in_status(ads: Harness) -> None:
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_nack_survives_disconnect_in_status(ads: Harness, protocol: str) -> None:
     ads.set(world())
-    async with ads.client("envoy-gone") as client:
+    async with ads.any_client(protocol, "envoy-gone") as client:
         await client.subscribe(LISTENER)
         await client.nack(await client.recv(), "listener rejected")
         await until(lambda: ads.node_status("envoy-gone")["types"]["lds"]["last_nack"] is not None)
@@ -376,14 +295,6 @@ async def test_stop_ends_streams_and_leaves_no_tasks() -> None:
 
 async def test_changed_eds_cluster_gets_its_endpoints_again(ads: Harness) -> None:
     """Envoy re-warms a modified cluster and waits for a ClusterLoadAssignment, even an unchanged one."""
-
-    def eds_world(timeout_b1: int) -> Resources:
-        resources = world()
-        for name, cluster in resources[CLUSTER].items():
-            cluster.type = Cluster.EDS
-            cluster.eds_cluster_config.eds_config.ads.SetInParent()
-            cluster.connect_timeout.seconds = timeout_b1 if name == "b1" else 1
-        return resources
 
     ads.set(eds_world(1))
     async with ads.client() as client:

@@ -1,4 +1,8 @@
-"""gRPC ADS server: carries SotwStream decisions over StreamAggregatedResources.
+"""gRPC ADS server: carries SotwStream and DeltaStream decisions over ADS.
+
+StreamAggregatedResources speaks State of the World (sotw.py), DeltaAggregatedResources speaks
+incremental xDS (delta.py); Envoy picks one with its bootstrap's `ads_config.api_type`
+(GRPC or DELTA_GRPC). Both run the same loop below and report through the same `status()`.
 
 Each stream runs one loop fed by a mailbox: requests read from Envoy and "snapshot changed"
 signals from the cache go through the same queue, so a stream's state is only ever touched by
@@ -18,11 +22,14 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.discovery.v3.discovery_pb2 import DiscoveryRequest, DiscoveryResponse
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
+from google.protobuf.message import Message
 
 from mcpgw.log import get_logger
 from mcpgw.xds.cache import SnapshotCache, Watch
-from mcpgw.xds.sotw import Nack, SotwStream, iso, short_name
+from mcpgw.xds.delta import DeltaStream
+from mcpgw.xds.sotw import SotwStream
+from mcpgw.xds.stream import Nack, StreamBase, iso, short_name
 
 log = get_logger(__name__)
 
@@ -41,7 +48,8 @@ class _Signal(Enum):
     CLOSE = "close"
 
 
-_Item = DiscoveryRequest | _Signal
+_Item = Message | _Signal  # a DiscoveryRequest or DeltaDiscoveryRequest, matching the RPC
+_Stream = StreamBase[Any, Any, Any]
 
 
 @dataclass(eq=False, slots=True)
@@ -51,8 +59,9 @@ class _Connection:
     stream_id: int
     peer: str
     connected_at: float
+    protocol: str
     mailbox: asyncio.Queue[_Item] = field(default_factory=asyncio.Queue)
-    sotw: SotwStream | None = None  # created by the first request, which names the node
+    stream: _Stream | None = None  # created by the first request, which names the node
     watch: Watch | None = None
     snapshot_pending: bool = False
 
@@ -63,20 +72,21 @@ class _Connection:
             self.mailbox.put_nowait(_Signal.SNAPSHOT)
 
     def status(self) -> dict[str, Any]:
-        sotw = self.sotw
+        stream = self.stream
         return {
-            "node_id": sotw.node_id if sotw else None,
-            "node_cluster": sotw.node_cluster if sotw else None,
+            "node_id": stream.node_id if stream else None,
+            "node_cluster": stream.node_cluster if stream else None,
             "connected": True,
+            "protocol": self.protocol,
             "stream_id": self.stream_id,
             "peer": self.peer,
             "connected_at": iso(self.connected_at),
-            "types": dict(sotw.type_status()) if sotw else {},
+            "types": dict(stream.type_status()) if stream else {},
         }
 
 
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    """Aggregated Discovery Service (State of the World) serving a SnapshotCache."""
+    """Aggregated Discovery Service (State of the World and Delta) serving a SnapshotCache."""
 
     def __init__(self, cache: SnapshotCache) -> None:
         self._cache = cache
@@ -134,20 +144,35 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 )
         return live
 
-    # -- the RPC --------------------------------------------------------------------------
+    # -- the RPCs -------------------------------------------------------------------------
 
     async def StreamAggregatedResources(  # name fixed by the generated servicer
         self,
         request_iterator: AsyncIterator[DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
+        await self._run(SotwStream, request_iterator, context)
+
+    async def DeltaAggregatedResources(  # name fixed by the generated servicer
+        self,
+        request_iterator: AsyncIterator[DeltaDiscoveryRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        await self._run(DeltaStream, request_iterator, context)
+
+    async def _run(
+        self,
+        factory: type[_Stream],
+        request_iterator: AsyncIterator[Message],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "control plane shutting down")
-        conn = _Connection(stream_id=next(self._ids), peer=context.peer(), connected_at=time.time())
+        conn = _Connection(next(self._ids), context.peer(), time.time(), factory.protocol)
         self._connections[conn.stream_id] = conn
         reader = asyncio.create_task(self._read(request_iterator, conn.mailbox))
         try:
-            await self._serve(conn, context)
+            await self._serve(conn, context, factory)
         except asyncio.CancelledError:
             raise  # the client went away; grpc cancels the handler
         except Exception as exc:  # a failed write means the peer is gone; log, don't crash the server
@@ -158,9 +183,12 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if conn.watch is not None:
                 conn.watch.close()
             del self._connections[conn.stream_id]
-            log.info("stream_closed", stream=conn.stream_id, node=conn.sotw.node_id if conn.sotw else None)
+            node = conn.stream.node_id if conn.stream else None
+            log.info("stream_closed", stream=conn.stream_id, node=node, protocol=conn.protocol)
 
-    async def _serve(self, conn: _Connection, context: grpc.aio.ServicerContext) -> None:
+    async def _serve(
+        self, conn: _Connection, context: grpc.aio.ServicerContext, factory: type[_Stream]
+    ) -> None:
         while True:
             item = await conn.mailbox.get()
             if item is _Signal.CLOSE:
@@ -169,29 +197,36 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 conn.snapshot_pending = False
                 responses = self._on_snapshot(conn)
             else:
-                responses = self._on_request(conn, item)
+                responses = self._on_request(conn, item, factory)
             for resp in responses:
                 await context.write(resp)
 
-    def _on_request(self, conn: _Connection, req: DiscoveryRequest) -> list[DiscoveryResponse]:
-        if conn.sotw is None:
-            conn.sotw = self._open(conn, req)
-        return conn.sotw.on_request(req)
+    def _on_request(self, conn: _Connection, req: Message, factory: type[_Stream]) -> list[Message]:
+        if conn.stream is None:
+            conn.stream = self._open(conn, req, factory)
+        return conn.stream.on_request(req)
 
-    def _on_snapshot(self, conn: _Connection) -> list[DiscoveryResponse]:
-        if conn.sotw is None:
+    def _on_snapshot(self, conn: _Connection) -> list[Message]:
+        if conn.stream is None:
             return []
-        return conn.sotw.on_snapshot(self._cache.snapshot_for(conn.sotw.node_id))
+        return conn.stream.on_snapshot(self._cache.snapshot_for(conn.stream.node_id))
 
-    def _open(self, conn: _Connection, req: DiscoveryRequest) -> SotwStream:
+    def _open(self, conn: _Connection, req: Any, factory: type[_Stream]) -> _Stream:
         node_id, cluster = req.node.id, req.node.cluster
         if not node_id:
             log.warning("stream_without_node_id", stream=conn.stream_id, peer=conn.peer)
         # Watch before reading the snapshot: any later change is then signalled to this stream.
         conn.watch = self._cache.watch(node_id, callback=conn.signal_snapshot)
-        sotw = SotwStream(node_id, self._cache.snapshot_for(node_id), cluster, on_nack=self._remember_nack)
-        log.info("stream_opened", stream=conn.stream_id, node=node_id, cluster=cluster, peer=conn.peer)
-        return sotw
+        stream = factory(node_id, self._cache.snapshot_for(node_id), cluster, self._remember_nack)
+        log.info(
+            "stream_opened",
+            stream=conn.stream_id,
+            node=node_id,
+            cluster=cluster,
+            peer=conn.peer,
+            protocol=conn.protocol,
+        )
+        return stream
 
     def _remember_nack(self, node_id: str, nack: Nack) -> None:
         self._nacks.setdefault(node_id, {})[nack.type_url] = nack
@@ -200,7 +235,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             self._nacks.popitem(last=False)
 
     @staticmethod
-    async def _read(requests: AsyncIterator[DiscoveryRequest], mailbox: asyncio.Queue[_Item]) -> None:
+    async def _read(requests: AsyncIterator[Message], mailbox: asyncio.Queue[_Item]) -> None:
         try:
             async for req in requests:
                 mailbox.put_nowait(req)
