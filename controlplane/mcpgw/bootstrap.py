@@ -31,8 +31,10 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def render(options: BootstrapOptions) -> str:
     endpoints = "\n".join(
+        f"          - priority: {priority}\n"
+        f"            lb_endpoints:\n"
         f"              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}"
-        for host, port in options.xds
+        for priority, (host, port) in enumerate(options.xds)
     )
     return Template(TEMPLATE.read_text()).substitute(
         node_id=options.node_id,

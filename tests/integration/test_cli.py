@@ -30,12 +30,14 @@ def test_bootstrap_is_a_config_envoy_accepts(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     bootstrap = yaml.safe_load(result.stdout)
     assert bootstrap["node"]["id"] == "edge-1"
-    endpoints = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0][
-        "lb_endpoints"
-    ]
-    assert [e["endpoint"]["address"]["socket_address"]["address"] for e in endpoints] == [
-        "127.0.0.1",
-        "cp2.internal",
+    localities = bootstrap["static_resources"]["clusters"][0]["load_assignment"]["endpoints"]
+    # One priority per replica, in the order given: the first is preferred, the next takes over.
+    assert [
+        (lo.get("priority", 0), lo["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"])
+        for lo in localities
+    ] == [
+        (0, "127.0.0.1"),
+        (1, "cp2.internal"),
     ]
     path = tmp_path / "bootstrap.yaml"
     path.write_text(result.stdout)
