@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,9 @@ class ControlPlane:
         await self.apply(self.store.snapshot)
         if self.rejections:
             raise Invalid(self.rejections)
+        # The registry and its translation are long-lived: keep the garbage collector from
+        # re-scanning them on every later edit (a 100,000-tool registry is millions of objects).
+        gc.freeze()
         self.xds_port = await self.ads.start(self.options.xds_host, self.options.xds_port)
         # The watch registers the store's change handler; it must run before the admin API
         # accepts a write, or that write would be persisted but never applied.
@@ -161,7 +165,8 @@ class ControlPlane:
             self._counters.rejected += 1
             log.error("registry_rejected", reason=str(error))
             return
-        changed = self.cache.set_resources(resources)
+        delta = self.translator.delta
+        changed = self.cache.set_resources(resources, (delta.base, delta.changed) if delta else None)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.applied_revision = snapshot.revision
         self._counters.applied += 1

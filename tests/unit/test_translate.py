@@ -25,6 +25,7 @@ from mcpgw.translate.envoy import (
 )
 from mcpgw.translate.filterconfig import filter_config
 from mcpgw.xds import types
+from mcpgw.xds.cache import SnapshotCache
 from tests.unit.test_registry import minimal
 
 SETTINGS = GatewaySettings(
@@ -370,3 +371,36 @@ def test_incremental_translator_equals_a_fresh_translation_and_reuses_unchanged_
     third = translator.translate(snapshot_of(*documents, minimal(name="s9")))
     assert third[types.LISTENER][LISTENER_NAME] is not first[types.LISTENER][LISTENER_NAME]
     assert serialized(third) == serialized(translate(snapshot_of(*documents, minimal(name="s9")), SETTINGS))
+
+
+def test_translator_reports_what_changed_and_the_cache_hint_matches_a_full_scan() -> None:
+    translator = Translator(SETTINGS)
+    hinted, scanned = SnapshotCache(), SnapshotCache()
+    documents = [minimal(name=f"s{i}") for i in range(4)]
+    first = translator.translate(snapshot_of(*documents))
+    assert translator.delta is None
+    hinted.set_resources(first)
+    scanned.set_resources(first)
+    documents[1]["tools"][0]["description"] = "edited"
+    second = translator.translate(snapshot_of(*documents))
+    assert translator.delta is not None and translator.delta.base is first
+    assert translator.delta.changed == {
+        types.CLUSTER: frozenset({"mcpgw/default/s1"}),
+        types.ENDPOINT: frozenset({"mcpgw/default/s1"}),
+        types.EXTENSION_CONFIG: frozenset({"mcpgw/default/s1"}),
+    }
+    assert (
+        hinted.set_resources(second, (translator.delta.base, translator.delta.changed))
+        == scanned.set_resources(second)
+        == [types.EXTENSION_CONFIG]
+    )
+    assert hinted.snapshot.versions() == scanned.snapshot.versions()
+    # A hint relative to something else than what the cache last got is ignored, not misapplied.
+    third = translator.translate(snapshot_of(*documents[:3]))
+    assert translator.delta is not None
+    stale = SnapshotCache()
+    stale.set_resources(first)
+    stale.set_resources(third, (translator.delta.base, translator.delta.changed))
+    fresh = SnapshotCache()
+    fresh.set_resources(third)
+    assert stale.snapshot.versions() == fresh.snapshot.versions()
