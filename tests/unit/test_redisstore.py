@@ -107,3 +107,29 @@ async def test_redis_down_is_reported_not_hidden(redis_server: RedisServer) -> N
 def test_passwords_never_appear_in_descriptions() -> None:
     assert redacted("redis://user:s3cret@db.internal:6380/2") == "redis://user:***@db.internal:6380/2"
     assert "s3cret" not in RedisStore("redis://:s3cret@127.0.0.1:1/0").description
+
+
+async def test_admin_api_answers_503_when_redis_is_down(redis_server: RedisServer, tmp_path: Any) -> None:
+    import httpx
+
+    from mcpgw.admin.app import create_app
+    from mcpgw.admin.auth import Authorizer
+    from mcpgw.httpserve import serve
+
+    store = RedisStore(redis_server.url)
+    await store.load()
+    await store.put(minimal())
+    app = create_app(store, lambda: {}, Authorizer(token="t", open_reads=True))
+    served = await serve(app, "127.0.0.1", 0)
+    try:
+        redis_server.stop()
+        async with httpx.AsyncClient() as http:
+            response = await http.put(
+                f"{served.url}/v1/servers/default/svc",
+                json=minimal(description="x"),
+                headers={"authorization": "Bearer t"},
+            )
+        assert response.status_code == 503 and "unavailable" in response.json()["error"]
+    finally:
+        await served.close()
+        await store.close()

@@ -27,7 +27,7 @@ from aiohttp import web
 from mcpgw.admin.auth import Authorizer
 from mcpgw.log import get_logger
 from mcpgw.registry.reader import Invalid, Problem
-from mcpgw.registry.store import Conflict, Entry, NotFound, RegistryStore
+from mcpgw.registry.store import Conflict, Entry, NotFound, RegistryStore, StoreUnavailable
 
 log = get_logger(__name__)
 StatusProvider = Callable[[], dict[str, Any]]
@@ -428,6 +428,10 @@ class AdminApi:
             return await handler(request)
         except BadRequest as error:
             return _error(400, str(error))
+        except StoreUnavailable as error:
+            # Nothing was written; the gateway keeps serving what it has.
+            log.error("admin_store_unavailable", path=request.path, error=str(error))
+            return _error(503, str(error))
         except Invalid as error:
             return _error(422, "invalid document", problems=_problems(error.problems))
         except (PreconditionFailed, Conflict) as error:
