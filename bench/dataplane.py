@@ -37,7 +37,6 @@ from dataplane_proc import (
     LoadSpec,
     Nginx,
     ensure_tool,
-    free_port,
     http_post,
     rss_kib,
     stop_process,
@@ -46,7 +45,7 @@ from dataplane_proc import (
 )
 
 from mcpgw.envoyproc import EnvoyProcess, envoy_binary
-from mcpgw.stack import Stack, StackOptions
+from mcpgw.stack import Stack, free_port, on_free_ports
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -204,14 +203,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         (registry / "pets.yaml").write_text(server_yaml("bench", "pets", backend_port))
         (work / "mcpgw").mkdir()
         stack = Stack(
-            StackOptions(
-                registry_dir=registry,
-                listen_port=free_port(),
-                xds_port=free_port(),
-                status_port=free_port(),
-                plugin_port=free_port(),
-                envoy_admin_port=free_port(),
-                demo_backend_port=None,
+            on_free_ports(
+                registry,
                 node_id="bench-mcpgw",
                 envoy_concurrency=CONCURRENCY,
                 envoy_workdir=work / "mcpgw",

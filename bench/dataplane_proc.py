@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,12 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dataplane_configs import ACCEPT, WRK_LUA, nginx_conf
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_tool(binary: str, package: str) -> str:

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from dataplane_configs import CALL_BODY, server_yaml
-from dataplane_proc import LoadSpec, Nginx, free_port, http_post, rss_kib, wrk
+from dataplane_proc import LoadSpec, Nginx, http_post, rss_kib, wrk
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from google.protobuf import wrappers_pb2
 
 from mcpgw.envoyproc import EnvoyProcess
-from mcpgw.stack import Stack, StackOptions
+from mcpgw.stack import Stack, free_port, on_free_ports
 from mcpgw.xds import types
 
 TOOLS = 10
@@ -78,14 +78,8 @@ async def one_size(work: Path, servers: int, backend_port: int) -> dict[str, Any
     envoy_dir = work / f"envoy-{servers}"
     envoy_dir.mkdir()
     stack = Stack(
-        StackOptions(
-            registry_dir=registry,
-            listen_port=free_port(),
-            xds_port=free_port(),
-            status_port=free_port(),
-            plugin_port=free_port(),
-            envoy_admin_port=free_port(),
-            demo_backend_port=None,
+        on_free_ports(
+            registry,
             node_id=f"bench-scale-{servers}",
             envoy_concurrency=1,
             envoy_workdir=envoy_dir,

@@ -32,8 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mcpgw import log  # noqa: E402
-from mcpgw.stack import Stack, StackOptions  # noqa: E402
-from tests.integration.conftest import free_port  # noqa: E402
+from mcpgw.stack import Stack, on_free_ports  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "bench-admin-token"
@@ -80,17 +79,7 @@ async def measure(servers: int, edits: int, workdir: Path) -> dict[str, Any]:
         )
     token_file = workdir / "token"
     token_file.write_text(TOKEN)
-    options = StackOptions(
-        registry_dir=registry,
-        listen_port=free_port(),
-        xds_port=free_port(),
-        status_port=free_port(),
-        plugin_port=free_port(),
-        envoy_admin_port=free_port(),
-        demo_backend_port=None,
-        envoy_concurrency=1,
-        admin_token_file=token_file,
-    )
+    options = on_free_ports(registry, envoy_concurrency=1, admin_token_file=token_file)
     stack = Stack(options)
     started = time.perf_counter()
     await stack.start(ready_timeout=300)

@@ -7,8 +7,10 @@ same class with free ports, so what `make up` runs is what the tests exercise.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mcpgw.bootstrap import BootstrapOptions, render
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
@@ -46,6 +48,23 @@ class StackOptions:
     # Delta (incremental) xDS instead of State of the World, chosen in Envoy's bootstrap.
     xds_delta: bool = False
     envoy_workdir: Path | None = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (tests and benchmarks run side by side)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def on_free_ports(registry_dir: Path | str, **options: Any) -> StackOptions:
+    """`StackOptions` with every listening port free, no demo backend unless asked, and `options`."""
+    ports = {
+        name: free_port()
+        for name in ("listen_port", "xds_port", "status_port", "plugin_port", "envoy_admin_port")
+    }
+    defaults: dict[str, Any] = {"demo_backend_port": None, **ports}
+    return StackOptions(registry_dir=registry_dir, **(defaults | options))
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,7 @@ from typing import Any
 import pytest
 
 from mcpgw.demo.petstore import RECORDED, RecordedRequest
-from mcpgw.stack import DEFAULT_REGISTRY, Stack, StackOptions
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from mcpgw.stack import DEFAULT_REGISTRY, Stack, free_port, on_free_ports
 
 
 def copy_registry(target: Path, backend_port: int) -> Path:
@@ -60,19 +53,15 @@ async def running_gateway(
     """
     envoy_dir = workdir / "envoy"
     envoy_dir.mkdir(parents=True, exist_ok=True)
-    options = StackOptions(
-        registry_dir=registry,
-        listen_port=free_port(),
-        xds_port=free_port(),
-        status_port=free_port(),
-        plugin_port=free_port(),
-        envoy_admin_port=free_port(),
-        demo_backend_port=backend_port,
-        node_id="test-node",
-        envoy_workdir=envoy_dir,
-        **overrides,
+    stack = Stack(
+        on_free_ports(
+            registry,
+            demo_backend_port=backend_port,
+            node_id="test-node",
+            envoy_workdir=envoy_dir,
+            **overrides,
+        )
     )
-    stack = Stack(options)
     await stack.start(ready_timeout=60)
     try:
         yield Gateway(stack, registry)
