@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -99,8 +101,11 @@ def _server_keys(gateway: Gateway) -> list[str]:
 
 
 def _cds_status(gateway: Gateway) -> dict[str, Any]:
+    """The CDS entry of the only node, as the status API serves it over HTTP."""
     assert gateway.stack.control_plane is not None
-    (node,) = gateway.stack.control_plane.status()["nodes"]
+    url = f"http://127.0.0.1:{gateway.stack.control_plane.status_port}/status"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        (node,) = json.load(response)["nodes"]
     return node["types"]["cds"]
 
 
