@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import yaml
 from envoy.config.cluster.v3 import cluster_pb2
 from mcp import Client
@@ -100,13 +99,23 @@ def _server_keys(gateway: Gateway) -> list[str]:
     return [s["key"] for s in gateway.stack.control_plane.status()["registry"]["servers"]]
 
 
-def _cds_status(gateway: Gateway) -> dict[str, Any]:
+async def _cds_status(gateway: Gateway) -> dict[str, Any]:
     """The CDS entry of the only node, as the status API serves it over HTTP."""
     assert gateway.stack.control_plane is not None
-    url = f"http://127.0.0.1:{gateway.stack.control_plane.status_port}/status"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        (node,) = json.load(response)["nodes"]
+    async with httpx.AsyncClient(timeout=5) as http:
+        response = await http.get(f"http://127.0.0.1:{gateway.stack.control_plane.status_port}/status")
+    (node,) = response.json()["nodes"]
     return node["types"]["cds"]
+
+
+async def _cds_until(gateway: Gateway, check: Callable[[dict[str, Any]], Any], what: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        status = await _cds_status(gateway)
+        if check(status):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what} within 5s")
 
 
 async def test_nacked_config_is_reported_not_resent_and_envoy_keeps_serving(gateway: Gateway) -> None:
@@ -114,7 +123,7 @@ async def test_nacked_config_is_reported_not_resent_and_envoy_keeps_serving(gate
     control_plane = gateway.stack.control_plane
     assert control_plane is not None and control_plane.settings is not None
     assert control_plane.store.snapshot is not None
-    good_version = _cds_status(gateway)["version_acked"]
+    good_version = (await _cds_status(gateway))["version_acked"]
     resources = translate(control_plane.store.snapshot, control_plane.settings)
     bad = cluster_pb2.Cluster()
     bad.CopyFrom(resources[types.CLUSTER]["mcpgw/default/petstore"])
@@ -123,13 +132,12 @@ async def test_nacked_config_is_reported_not_resent_and_envoy_keeps_serving(gate
     resources[types.CLUSTER][bad.name] = bad
     control_plane.cache.set_resources(resources)
 
-    nack = await eventually(lambda: _cds_status(gateway)["last_nack"], 5, "NACK recorded")
-    assert "Expected positive duration" in nack["error"], nack
-    status = _cds_status(gateway)
+    status = await _cds_until(gateway, lambda s: s["last_nack"], "NACK recorded")
+    assert "Expected positive duration" in status["last_nack"]["error"], status
     assert status["version_acked"] == good_version and status["version_sent"] != good_version
     nonce = status["nonce"]
     await asyncio.sleep(1.0)
-    assert _cds_status(gateway)["nonce"] == nonce, "a NACKed version was re-sent"
+    assert (await _cds_status(gateway))["nonce"] == nonce, "a NACKed version was re-sent"
 
     async with Client(gateway.url, mode="legacy") as client:
         assert not (await client.call_tool("getPet", {"id": 1})).is_error
@@ -138,4 +146,4 @@ async def test_nacked_config_is_reported_not_resent_and_envoy_keeps_serving(gate
 
     # The next registry change that fixes the type is delivered and ACKed.
     await control_plane.apply(control_plane.store.snapshot)
-    await eventually(lambda: _cds_status(gateway)["version_acked"] == good_version, 5, "good config re-ACKed")
+    await _cds_until(gateway, lambda s: s["version_acked"] == good_version, "good config re-ACKed")
