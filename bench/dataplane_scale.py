@@ -130,8 +130,8 @@ async def one_size(work: Path, servers: int, backend_port: int) -> dict[str, Any
         cache = stack.control_plane.cache
         original = cache.set_resources
 
-        def hooked(resources: Any) -> list[str]:
-            changed = original(resources)
+        def hooked(resources: Any, *hint: Any) -> list[str]:
+            changed = original(resources, *hint)
             published.append(time.time())
             return changed
 

@@ -1,7 +1,9 @@
-//! The plugin configuration of CONFIG.md: parsed once per root context into
-//! an arena and compiled into the shapes the request path uses (template
-//! trees, argument checks, a name index for tools, pre-serialised answers,
-//! the client credentials passthrough tools need).
+//! The plugin configuration of CONFIG.md: parsed once per root context and
+//! compiled into the shapes the request path uses (template trees, argument
+//! checks, a name index for tools, pre-serialised answers, the client
+//! credentials passthrough tools need). The JSON tree is parsed into a
+//! scratch allocator and dropped after configure; the compiled form is
+//! copied out of it (`Store`), as it is all a server keeps per VM.
 
 const std = @import("std");
 const jsonw = @import("jsonw.zig");
@@ -9,6 +11,7 @@ const Allocator = std.mem.Allocator;
 const Value = std.json.Value;
 const tpl = @import("template.zig");
 const Out = @import("jsonw.zig").Out;
+const Store = @import("store.zig").Store;
 
 pub const ArgType = enum { string, number, integer, boolean, array, object };
 
@@ -26,7 +29,8 @@ pub const Check = struct {
 pub const Arg = struct {
     name: []const u8,
     required: bool,
-    default: ?Value,
+    /// Behind a pointer, as few arguments have one.
+    default: ?*const Value,
     check: Check,
 };
 
@@ -192,28 +196,118 @@ const RawConfig = struct {
     tools: []const RawTool = &.{},
 };
 
-/// Parses and compiles `text`. Everything returned lives in `arena`. On
-/// `error.InvalidConfig`, `why` holds a human-readable reason.
-pub fn parse(arena: Allocator, text: []const u8, why: *[]const u8) Error!Config {
+/// Parses and compiles `text`. The compiled form lives in `out` and points
+/// neither into `text` nor into `scratch`, which hold the parse tree and
+/// may be freed as soon as this returns. On `error.InvalidConfig`, `why`
+/// holds a human-readable reason, in `scratch`.
+pub fn parse(out: Allocator, scratch: Allocator, text: []const u8, why: *[]const u8) Error!Config {
+    return compile(out, scratch, try parseRaw(scratch, text, why), why);
+}
+
+/// A compiled configuration and the one block of memory it lives in.
+pub const Compact = struct {
+    cfg: Config,
+    block: []align(block_align.toByteUnits()) u8,
+
+    pub fn deinit(self: *const Compact, gpa: Allocator) void {
+        gpa.free(self.block);
+    }
+};
+
+const block_align: std.mem.Alignment = .@"16";
+
+/// `parse` with the compiled form in one block from `gpa` of exactly its
+/// size. The compiler runs twice over the parse tree: first into scratch,
+/// to learn the size, then into the block. An arena would keep the unused
+/// tail of its last buffer and the steps it grew by: in wasm, where
+/// `wasm_allocator` hands out power-of-two slots, about twice the form.
+pub fn parseCompact(gpa: Allocator, scratch: Allocator, text: []const u8, why: *[]const u8) Error!Compact {
+    const raw = try parseRaw(scratch, text, why);
+    // Most forms are smaller than their text; retried bigger when not.
+    var cap: usize = 2 * text.len + 1024;
+    const size = while (true) : (cap *= 2) {
+        var sizing = Sizing{ .fba = .init(try scratch.alignedAlloc(u8, block_align, cap)) };
+        _ = compile(sizing.allocator(), scratch, raw, why) catch |err| {
+            if (err == error.OutOfMemory and sizing.full) continue;
+            return err;
+        };
+        break sizing.peak;
+    };
+    const block = try gpa.alignedAlloc(u8, block_align, size);
+    errdefer gpa.free(block);
+    // The same allocations in the same order from a buffer with the same
+    // alignment: they fit exactly.
+    var fba = std.heap.FixedBufferAllocator.init(block);
+    return .{ .cfg = try compile(fba.allocator(), scratch, raw, why), .block = block };
+}
+
+/// A FixedBufferAllocator that records the most it held and whether it ran
+/// out (a failed resize is normal; a failed allocation means too small).
+const Sizing = struct {
+    fba: std.heap.FixedBufferAllocator,
+    peak: usize = 0,
+    full: bool = false,
+
+    fn allocator(self: *Sizing) Allocator {
+        return .{ .ptr = self, .vtable = &.{ .alloc = alloc, .resize = resize, .remap = remap, .free = free } };
+    }
+
+    fn note(self: *Sizing) void {
+        self.peak = @max(self.peak, self.fba.end_index);
+    }
+
+    fn alloc(ctx: *anyopaque, len: usize, alignment: std.mem.Alignment, ra: usize) ?[*]u8 {
+        const self: *Sizing = @ptrCast(@alignCast(ctx));
+        defer self.note();
+        const p = self.fba.allocator().rawAlloc(len, alignment, ra);
+        if (p == null) self.full = true;
+        return p;
+    }
+
+    fn resize(ctx: *anyopaque, buf: []u8, alignment: std.mem.Alignment, new_len: usize, ra: usize) bool {
+        const self: *Sizing = @ptrCast(@alignCast(ctx));
+        defer self.note();
+        return self.fba.allocator().rawResize(buf, alignment, new_len, ra);
+    }
+
+    fn remap(ctx: *anyopaque, buf: []u8, alignment: std.mem.Alignment, new_len: usize, ra: usize) ?[*]u8 {
+        const self: *Sizing = @ptrCast(@alignCast(ctx));
+        defer self.note();
+        return self.fba.allocator().rawRemap(buf, alignment, new_len, ra);
+    }
+
+    fn free(ctx: *anyopaque, buf: []u8, alignment: std.mem.Alignment, ra: usize) void {
+        const self: *Sizing = @ptrCast(@alignCast(ctx));
+        self.fba.allocator().rawFree(buf, alignment, ra);
+    }
+};
+
+/// The JSON tree, in `scratch`; strings may point into `text`.
+fn parseRaw(scratch: Allocator, text: []const u8, why: *[]const u8) Error!RawConfig {
     why.* = "";
-    var scanner = std.json.Scanner.initCompleteInput(arena, text);
+    var scanner = std.json.Scanner.initCompleteInput(scratch, text);
     var diag: std.json.Diagnostics = .{};
     scanner.enableDiagnostics(&diag);
-    const raw = std.json.parseFromTokenSourceLeaky(RawConfig, arena, &scanner, .{
+    return std.json.parseFromTokenSourceLeaky(RawConfig, scratch, &scanner, .{
         .ignore_unknown_fields = true,
         .duplicate_field_behavior = .use_last,
         // Numbers inside defaults, enums, constants and tools_list keep
         // their original text.
         .parse_numbers = false,
-        .allocate = .alloc_always,
+        // Whatever is kept is copied, so strings may point into `text`.
+        .allocate = .alloc_if_needed,
     }) catch |err| {
         if (err == error.OutOfMemory) return error.OutOfMemory;
-        why.* = try jsonw.allocPrint(arena, "configuration JSON: {s} at line {d} column {d}", .{
+        why.* = try jsonw.allocPrint(scratch, "configuration JSON: {s} at line {d} column {d}", .{
             @errorName(err), diag.getLine(), diag.getColumn(),
         });
         return error.InvalidConfig;
     };
-    var c = Compiler{ .arena = arena, .why = why };
+}
+
+fn compile(out: Allocator, scratch: Allocator, raw: RawConfig, why: *[]const u8) Error!Config {
+    var store = Store.init(out, scratch);
+    var c = Compiler{ .store = &store, .why = why };
     return c.config(raw);
 }
 
@@ -222,14 +316,35 @@ pub fn hasControl(s: []const u8) bool {
     return std.mem.indexOfAny(u8, s, "\r\n\x00") != null;
 }
 
+/// Reads the parse tree (scratch) and writes the compiled form through
+/// `store`: every string and value kept is copied there.
 const Compiler = struct {
-    arena: Allocator,
+    store: *Store,
     why: *[]const u8,
+    /// In scratch; copied into the compiled form at the end.
     sources: std.ArrayList(CredentialSource) = .empty,
 
     fn fail(self: *Compiler, comptime fmt: []const u8, args: anytype) Error {
-        self.why.* = try jsonw.allocPrint(self.arena, fmt, args);
+        self.why.* = try jsonw.allocPrint(self.store.scratch, fmt, args);
         return error.InvalidConfig;
+    }
+
+    fn scratch(self: *Compiler) Allocator {
+        return self.store.scratch;
+    }
+
+    fn out(self: *Compiler) Allocator {
+        return self.store.out;
+    }
+
+    fn str(self: *Compiler, s: []const u8) Allocator.Error![]const u8 {
+        return self.store.str(s);
+    }
+
+    fn argRefs(self: *Compiler, list: []const ArgRef) Allocator.Error![]const ArgRef {
+        const copy = try self.out().alloc(ArgRef, list.len);
+        for (list, copy) |r, *d| d.* = .{ .name = try self.str(r.name), .arg = try self.str(r.arg) };
+        return copy;
     }
 
     fn config(self: *Compiler, raw: RawConfig) Error!Config {
@@ -239,20 +354,21 @@ const Compiler = struct {
         if (std.mem.indexOfAny(u8, raw.base_path, "?#") != null)
             return self.fail("base_path: must not contain '?' or '#'", .{});
 
-        // Tools point at this, so it lives in the arena, not in the Config copy.
+        // Tools point at this, so it lives in the compiled form, not in the Config copy.
         const server_upstream: ?*const Upstream = if (raw.upstream) |u|
             try self.upstream(u, "upstream", .{})
         else
             null;
 
+        // Serialised in scratch, then copied at its exact size.
         const tools_list_json = if (raw.tools_list) |tl| blk: {
             if (tl != .object) return self.fail("tools_list: must be an object", .{});
-            var out = Out.init(self.arena);
-            try out.value(tl);
-            break :blk out.bytes();
+            var list = Out.init(self.scratch());
+            try list.value(tl);
+            break :blk try self.store.bytes(list.bytes());
         } else "{\"tools\":[]}";
 
-        var init = Out.init(self.arena);
+        var init = Out.init(self.scratch());
         try init.add("\",\"capabilities\":{\"tools\":{\"listChanged\":false}},\"serverInfo\":{\"name\":");
         try init.str(raw.server.name);
         try init.add(",\"version\":");
@@ -268,9 +384,9 @@ const Compiler = struct {
         }
         try init.byte('}');
 
-        const tools = try self.arena.alloc(Tool, raw.tools.len);
+        const tools = try self.out().alloc(Tool, raw.tools.len);
         var by_name: std.StringHashMapUnmanaged(u32) = .empty;
-        try by_name.ensureTotalCapacity(self.arena, @intCast(raw.tools.len));
+        try by_name.ensureTotalCapacity(self.out(), @intCast(raw.tools.len));
         for (raw.tools, tools, 0..) |rt, *t, i| {
             t.* = try self.tool(rt, i, server_upstream);
             const gop = by_name.getOrPutAssumeCapacity(t.name);
@@ -279,21 +395,25 @@ const Compiler = struct {
         }
 
         return .{
-            .base_path = raw.base_path,
+            .base_path = try self.str(raw.base_path),
             .max_request_bytes = raw.limits.max_request_bytes,
             .max_response_bytes = raw.limits.max_response_bytes,
             .tools_list_json = tools_list_json,
-            .initialize_tail = init.bytes(),
+            .initialize_tail = try self.store.bytes(init.bytes()),
             .tools = tools,
             .by_name = by_name,
-            .credential_sources = self.sources.items,
+            .credential_sources = try self.out().dupe(CredentialSource, self.sources.items),
         };
     }
 
     fn upstream(self: *Compiler, u: RawUpstream, comptime where: []const u8, where_args: anytype) Error!*const Upstream {
         if (u.cluster.len == 0) return self.fail(where ++ ".cluster: must not be empty", where_args);
-        const up = try self.arena.create(Upstream);
-        up.* = .{ .cluster = u.cluster, .authority = u.authority orelse u.cluster, .timeout_ms = u.timeout_ms };
+        const up = try self.out().create(Upstream);
+        up.* = .{
+            .cluster = try self.str(u.cluster),
+            .authority = try self.str(u.authority orelse u.cluster),
+            .timeout_ms = u.timeout_ms,
+        };
         return up;
     }
 
@@ -301,19 +421,19 @@ const Compiler = struct {
         if (name.len == 0 or name[0] == ':' or !isToken(name))
             return self.fail(where ++ ": must be a regular header name", where_args);
         // HTTP/2 and Envoy's header maps want lowercase names.
-        return std.ascii.allocLowerString(self.arena, name);
+        return self.str(try std.ascii.allocLowerString(self.scratch(), name));
     }
 
     fn tool(self: *Compiler, rt: RawTool, i: usize, server_upstream: ?*const Upstream) Error!Tool {
         if (rt.name.len == 0) return self.fail("tools[{d}].name: must not be empty", .{i});
-        const args = try self.arena.alloc(Arg, rt.args.len);
+        const args = try self.out().alloc(Arg, rt.args.len);
         for (rt.args, args, 0..) |ra, *a, j| {
             if (ra.name.len == 0) return self.fail("tools[{d}].args[{d}].name: must not be empty", .{ i, j });
-            const where = try jsonw.allocPrint(self.arena, "tools[{d}].args[{d}]", .{ i, j });
+            const where = try jsonw.allocPrint(self.scratch(), "tools[{d}].args[{d}]", .{ i, j });
             a.* = .{
-                .name = ra.name,
+                .name = try self.str(ra.name),
                 .required = ra.required,
-                .default = ra.default,
+                .default = if (ra.default) |d| try self.store.valuePtr(d) else null,
                 .check = try self.check(ra.type, ra.@"enum", ra.items, where),
             };
         }
@@ -327,7 +447,7 @@ const Compiler = struct {
         if (req.method.len == 0) return self.fail("tools[{d}].request.method: must not be empty", .{i});
         for (req.method) |ch| if (!std.ascii.isAlphabetic(ch))
             return self.fail("tools[{d}].request.method: not an HTTP method", .{i});
-        const method = try std.ascii.allocUpperString(self.arena, req.method);
+        const method = try self.str(try std.ascii.allocUpperString(self.scratch(), req.method));
 
         for (req.query, 0..) |q, j| {
             if (q.name.len == 0 or q.arg.len == 0)
@@ -338,7 +458,7 @@ const Compiler = struct {
                 return self.fail("tools[{d}].request.cookies[{d}]: name must be a cookie name and arg not empty", .{ i, j });
         }
 
-        const headers = try self.arena.alloc(HeaderTemplate, req.headers.len);
+        const headers = try self.out().alloc(HeaderTemplate, req.headers.len);
         for (req.headers, headers, 0..) |rh, *h, j| {
             h.* = .{
                 .name = try self.headerName(rh.name, "tools[{d}].request.headers[{d}].name", .{ i, j }),
@@ -348,25 +468,25 @@ const Compiler = struct {
 
         const body: ?Body = if (req.body) |rb| switch (rb.kind) {
             .template => .{ .template = .{
-                .content_type = rb.content_type orelse "application/json",
+                .content_type = try self.str(rb.content_type orelse "application/json"),
                 .template = try self.template(rb.template orelse
                     return self.fail("tools[{d}].request.body.template: required for kind template", .{i}), .request, "tools[{d}].request.body.template", .{i}),
             } },
-            .json_args => .{ .json_args = rb.args },
-            .form_args => .{ .form_args = rb.args },
+            .json_args => .{ .json_args = try self.store.strs(rb.args) },
+            .form_args => .{ .form_args = try self.store.strs(rb.args) },
         } else null;
 
         var static_auth: []const StaticCredential = &.{};
         var passthrough: ?Passthrough = null;
         if (req.auth) |auth| {
-            const list = try self.arena.alloc(StaticCredential, auth.static.len);
+            const list = try self.out().alloc(StaticCredential, auth.static.len);
             for (auth.static, list, 0..) |sc, *dst, j| {
                 if (sc.name.len == 0) return self.fail("tools[{d}].request.auth.static[{d}].name: must not be empty", .{ i, j });
                 if (hasControl(sc.value)) return self.fail("tools[{d}].request.auth.static[{d}].value: contains a control character", .{ i, j });
                 dst.* = .{
                     .in = sc.in,
-                    .name = if (sc.in == .header) try self.headerName(sc.name, "tools[{d}].request.auth.static[{d}].name", .{ i, j }) else sc.name,
-                    .value = sc.value,
+                    .name = if (sc.in == .header) try self.headerName(sc.name, "tools[{d}].request.auth.static[{d}].name", .{ i, j }) else try self.str(sc.name),
+                    .value = try self.str(sc.value),
                 };
             }
             static_auth = list;
@@ -374,14 +494,14 @@ const Compiler = struct {
                 if (pt.from.name.len == 0) return self.fail("tools[{d}].request.auth.passthrough.from.name: must not be empty", .{i});
                 if (pt.to.name.len == 0) return self.fail("tools[{d}].request.auth.passthrough.to.name: must not be empty", .{i});
                 if (hasControl(pt.to.prefix)) return self.fail("tools[{d}].request.auth.passthrough.to.prefix: contains a control character", .{i});
-                const from_name = if (pt.from.in == .header) try self.headerName(pt.from.name, "tools[{d}].request.auth.passthrough.from.name", .{i}) else pt.from.name;
+                const from_name = if (pt.from.in == .header) try self.headerName(pt.from.name, "tools[{d}].request.auth.passthrough.from.name", .{i}) else try self.str(pt.from.name);
                 passthrough = .{
                     .source = try self.source(.{ .in = pt.from.in, .name = from_name }),
-                    .from_name = pt.from.name,
-                    .from_prefix = pt.from.prefix,
+                    .from_name = try self.str(pt.from.name),
+                    .from_prefix = try self.str(pt.from.prefix),
                     .to_in = pt.to.in,
-                    .to_name = if (pt.to.in == .header) try self.headerName(pt.to.name, "tools[{d}].request.auth.passthrough.to.name", .{i}) else pt.to.name,
-                    .to_prefix = pt.to.prefix,
+                    .to_name = if (pt.to.in == .header) try self.headerName(pt.to.name, "tools[{d}].request.auth.passthrough.to.name", .{i}) else try self.str(pt.to.name),
+                    .to_prefix = try self.str(pt.to.prefix),
                 };
             }
         }
@@ -390,22 +510,22 @@ const Compiler = struct {
         if (rt.response) |rr| {
             response = .{
                 .body = if (rr.body) |b| try self.template(b, .response, "tools[{d}].response.body", .{i}) else null,
-                .prepend = rr.prepend orelse "",
-                .append = rr.append orelse "",
+                .prepend = try self.str(rr.prepend orelse ""),
+                .append = try self.str(rr.append orelse ""),
                 .error_body = if (rr.error_body) |b| try self.template(b, .response, "tools[{d}].response.error_body", .{i}) else null,
                 .structured = rr.structured,
             };
         }
 
         return .{
-            .name = rt.name,
+            .name = try self.str(rt.name),
             .args = args,
             .upstream = up,
             .method = method,
             .path = try self.template(req.path, .request, "tools[{d}].request.path", .{i}),
-            .query = req.query,
+            .query = try self.argRefs(req.query),
             .headers = headers,
-            .cookies = req.cookies,
+            .cookies = try self.argRefs(req.cookies),
             .body = body,
             .static_auth = static_auth,
             .passthrough = passthrough,
@@ -418,7 +538,7 @@ const Compiler = struct {
         for (self.sources.items, 0..) |s, k| {
             if (s.in == src.in and std.mem.eql(u8, s.name, src.name)) return @intCast(k);
         }
-        try self.sources.append(self.arena, src);
+        try self.sources.append(self.scratch(), src);
         return @intCast(self.sources.items.len - 1);
     }
 
@@ -427,17 +547,17 @@ const Compiler = struct {
         if (one_of) |e| switch (e) {
             .null => {},
             .array => |arr| {
-                c.one_of = arr.items;
-                var out = Out.init(self.arena);
-                try out.value(e);
-                c.one_of_json = out.bytes();
+                c.one_of = try self.store.values(arr.items);
+                var text = Out.init(self.scratch());
+                try text.value(e);
+                c.one_of_json = try self.str(text.bytes());
             },
             else => return self.fail("{s}.enum: must be a list", .{where}),
         };
         if (items) |it| switch (it) {
             .null => {},
             .object => |o| {
-                const inner_where = try jsonw.allocPrint(self.arena, "{s}.items", .{where});
+                const inner_where = try jsonw.allocPrint(self.scratch(), "{s}.items", .{where});
                 var inner_type: ?ArgType = null;
                 if (o.get("type")) |tv| switch (tv) {
                     .null => {},
@@ -445,7 +565,7 @@ const Compiler = struct {
                         return self.fail("{s}.type: unknown type \"{s}\"", .{ inner_where, name }),
                     else => return self.fail("{s}.type: must be a string", .{inner_where}),
                 };
-                const inner = try self.arena.create(Check);
+                const inner = try self.out().create(Check);
                 inner.* = try self.check(inner_type, o.get("enum"), o.get("items"), inner_where);
                 c.items = inner;
             },
@@ -455,8 +575,8 @@ const Compiler = struct {
     }
 
     fn template(self: *Compiler, raw: Value, side: tpl.Side, comptime where: []const u8, where_args: anytype) Error!tpl.Template {
-        const name = try jsonw.allocPrint(self.arena, where, where_args);
-        return tpl.compile(self.arena, raw, side, name, self.why);
+        const name = try jsonw.allocPrint(self.scratch(), where, where_args);
+        return tpl.compile(self.store, raw, side, name, self.why);
     }
 };
 
@@ -472,6 +592,24 @@ fn isToken(s: []const u8) bool {
 // ---------------------------------------------------------------- tests
 
 const testing = std.testing;
+
+/// For tests: `parseCompact` as `proxy_on_configure` runs it (the block
+/// from `out`), with the text and the parse tree in a scratch arena that is
+/// poisoned and freed before the configuration is returned. Any answer
+/// computed from it then also checks that the compiled form keeps no
+/// reference into that memory.
+pub fn parseFreed(out: Allocator, text: []const u8) !Config {
+    var poison = @import("store.zig").Poisoned{ .child = testing.allocator };
+    var scratch = std.heap.ArenaAllocator.init(poison.allocator());
+    defer scratch.deinit();
+    const copy = try scratch.allocator().dupe(u8, text);
+    var why: []const u8 = "";
+    const compact = parseCompact(out, scratch.allocator(), copy, &why) catch |err| {
+        std.debug.print("config: {s}\n", .{why});
+        return err;
+    };
+    return compact.cfg;
+}
 
 pub const example =
     \\{
@@ -511,8 +649,7 @@ pub const example =
 test "parse the CONFIG.md example and compile it" {
     var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
     defer arena_state.deinit();
-    var why: []const u8 = undefined;
-    const c = try parse(arena_state.allocator(), example, &why);
+    const c = try parseFreed(arena_state.allocator(), example);
 
     try testing.expectEqualStrings("/mcp/default/petstore", c.base_path);
     try testing.expectEqual(@as(u32, 1000), c.max_request_bytes);
@@ -534,7 +671,7 @@ test "parse the CONFIG.md example and compile it" {
     try testing.expectEqualStrings("x-tenant", t.headers[0].name);
     try testing.expectEqual(@as(usize, 2), t.headers[0].value.nodes[1].out.expr.args.len);
     try testing.expectEqual(ArgType.integer, t.args[0].check.type.?);
-    try testing.expect(t.args[1].default.? == .bool);
+    try testing.expect(t.args[1].default.?.* == .bool);
     try testing.expectEqualStrings("[\"a\",\"b\"]", t.args[2].check.one_of_json);
     try testing.expectEqualStrings("[1,2.0,3]", t.args[3].check.items.?.one_of_json);
     try testing.expectEqual(ArgType.integer, t.args[3].check.items.?.type.?);
@@ -573,10 +710,9 @@ test "parse the CONFIG.md example and compile it" {
 test "minimal configuration takes the defaults" {
     var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
     defer arena_state.deinit();
-    var why: []const u8 = undefined;
-    const c = try parse(arena_state.allocator(),
+    const c = try parseFreed(arena_state.allocator(),
         \\{"server": {"name": "s", "version": "1"}, "base_path": "/mcp"}
-    , &why);
+    );
     try testing.expectEqualStrings("{\"tools\":[]}", c.tools_list_json);
     try testing.expectEqual(@as(u32, 1048576), c.max_request_bytes);
     try testing.expectEqual(@as(usize, 0), c.tools.len);
@@ -585,10 +721,10 @@ test "minimal configuration takes the defaults" {
         \\","capabilities":{"tools":{"listChanged":false}},"serverInfo":{"name":"s","version":"1"}}
     , c.initialize_tail);
     // Every tool with its own upstream: the server needs none.
-    const c2 = try parse(arena_state.allocator(),
+    const c2 = try parseFreed(arena_state.allocator(),
         \\{"server": {"name": "s", "version": "1"}, "base_path": "/mcp", "tools": [
         \\ {"name": "a", "upstream": {"cluster": "x", "authority": "x.example", "timeout_ms": 7}, "request": {"path": [{"lit": "/"}]}}]}
-    , &why);
+    );
     try testing.expectEqualStrings("x.example", c2.tools[0].upstream.authority);
     try testing.expectEqual(@as(u32, 7), c2.tools[0].upstream.timeout_ms);
 }
@@ -597,7 +733,7 @@ fn expectInvalid(text: []const u8, reason_contains: []const u8) !void {
     var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
     defer arena_state.deinit();
     var why: []const u8 = undefined;
-    try testing.expectError(error.InvalidConfig, parse(arena_state.allocator(), text, &why));
+    try testing.expectError(error.InvalidConfig, parse(arena_state.allocator(), arena_state.allocator(), text, &why));
     if (std.mem.indexOf(u8, why, reason_contains) == null) {
         std.debug.print("reason was: {s}\n", .{why});
         return error.TestUnexpectedResult;
@@ -676,4 +812,32 @@ test "invalid configurations are rejected with a reason" {
     try expectInvalidTool(
         \\{"name": "a", "request": {"path": [], "auth": {"passthrough": {"from": {"in": "header", "name": ""}, "to": {"in": "header", "name": "x"}}}}}
     , "passthrough.from.name: must not be empty");
+}
+
+test "the compact form fills its block exactly, whatever the first guess" {
+    var scratch_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer scratch_state.deinit();
+    const scratch = scratch_state.allocator();
+    var why: []const u8 = "";
+    // Many one-letter literals compile to more than twice their text, so the
+    // sizing pass has to retry with a bigger buffer.
+    var many = Out.init(scratch);
+    try many.add("{\"server\": {\"name\": \"s\", \"version\": \"1\"}, \"base_path\": \"/m\", \"upstream\": {\"cluster\": \"c\"},");
+    try many.add("\"tools\": [{\"name\": \"a\", \"request\": {\"path\": [{\"out\": {\"const\": [1, {\"k\": \"v\"}]}}");
+    for (0..300) |_| try many.add(",{\"lit\":\"a\"}");
+    try many.add("]}}]}");
+    for ([_][]const u8{ example, many.bytes() }) |text| {
+        const compact = try parseCompact(testing.allocator, scratch, text, &why);
+        defer compact.deinit(testing.allocator);
+        // Compiling again into exactly that many bytes fits; one less does not.
+        const again = try testing.allocator.alignedAlloc(u8, block_align, compact.block.len);
+        defer testing.allocator.free(again);
+        var fba = std.heap.FixedBufferAllocator.init(again);
+        const c = try parse(fba.allocator(), scratch, text, &why);
+        try testing.expectEqual(compact.block.len, fba.end_index);
+        try testing.expectEqual(c.tools[0].path.nodes.len, compact.cfg.tools[0].path.nodes.len);
+        var small = std.heap.FixedBufferAllocator.init(again[0 .. again.len - 1]);
+        try testing.expectError(error.OutOfMemory, parse(small.allocator(), scratch, text, &why));
+    }
+    try testing.expect(2 * many.bytes().len + 1024 < (try parseCompact(scratch, scratch, many.bytes(), &why)).block.len);
 }

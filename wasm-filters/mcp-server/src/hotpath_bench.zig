@@ -36,7 +36,9 @@ var cfg: ?config.Config = null;
 /// Parses the configuration once; returns 0 on success.
 export fn bench_init() u32 {
     var why: []const u8 = "";
-    cfg = config.parse(cfg_arena.allocator(), cfg_text, &why) catch return 1;
+    var scratch = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
+    defer scratch.deinit();
+    cfg = config.parse(cfg_arena.allocator(), scratch.allocator(), cfg_text, &why) catch return 1;
     return 0;
 }
 

@@ -18,11 +18,11 @@ pub const panic = std.debug.FullPanic(pw.panic);
 
 const gpa = pw.allocator();
 
-/// A parsed configuration. Streams hold a reference so a configuration
+/// A compiled configuration (one exactly sized block, see
+/// `config.parseCompact`). Streams hold a reference so a configuration
 /// replaced or deleted mid-request stays valid until they finish.
 const Loaded = struct {
-    arena: std.heap.ArenaAllocator,
-    cfg: config.Config,
+    compact: config.Compact,
     refs: u32,
 
     fn retain(self: *Loaded) *Loaded {
@@ -33,7 +33,7 @@ const Loaded = struct {
     fn release(self: *Loaded) void {
         self.refs -= 1;
         if (self.refs == 0) {
-            self.arena.deinit();
+            self.compact.deinit(gpa);
             gpa.destroy(self);
         }
     }
@@ -123,18 +123,25 @@ pub fn onConfigure(id: u32, size: usize) bool {
     };
     defer text.free();
 
-    const loaded = gpa.create(Loaded) catch return false;
-    loaded.* = .{ .arena = std.heap.ArenaAllocator.init(gpa), .cfg = undefined, .refs = 1 };
+    // The JSON tree and everything else only compiling needs: gone on
+    // return, so a server keeps just its compiled form (and the next
+    // configuration reuses these pages).
+    var scratch = std.heap.ArenaAllocator.init(gpa);
+    defer scratch.deinit();
     var why: []const u8 = "";
-    loaded.cfg = config.parse(loaded.arena.allocator(), text.slice(), &why) catch |err| {
+    const compact = config.parseCompact(gpa, scratch.allocator(), text.slice(), &why) catch |err| {
         if (err == error.OutOfMemory) why = "out of memory";
         pw.logf(.err, "mcp-server: invalid configuration: {s}", .{why});
-        loaded.release();
         return false;
     };
+    const loaded = gpa.create(Loaded) catch {
+        compact.deinit(gpa);
+        return false;
+    };
+    loaded.* = .{ .compact = compact, .refs = 1 };
     if (root.loaded) |old| old.release();
     root.loaded = loaded;
-    pw.logf(.info, "mcp-server: serving {s} with {d} tools", .{ loaded.cfg.base_path, loaded.cfg.tools.len });
+    pw.logf(.info, "mcp-server: serving {s} with {d} tools", .{ compact.cfg.base_path, compact.cfg.tools.len });
     noteMemory();
     return true;
 }
@@ -172,7 +179,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         return .pause;
     };
     s.loaded = loaded.retain();
-    const cfg = &loaded.cfg;
+    const cfg = &loaded.compact.cfg;
     const arena = s.arena.allocator();
 
     // Every header the filter needs, in one host call (and one allocation).
@@ -202,7 +209,7 @@ pub fn onRequestBody(id: u32, body_size: usize, end_of_stream: bool) pw.Action {
     // Still `.headers` only when the headers callback let the request through.
     if (s.state == .headers) return .@"continue";
     if (s.state != .body) return .pause;
-    const cfg = &s.loaded.?.cfg;
+    const cfg = &s.loaded.?.compact.cfg;
     if (body_size > cfg.max_request_bytes) return replyOrOom(s, mcp.tooLarge(s.arena.allocator(), cfg.max_request_bytes));
     // Keep buffering in the host until the whole message is there.
     if (!end_of_stream) return .pause;
@@ -245,7 +252,7 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     if (s.state != .calling) return;
     _ = pw.setEffectiveContext(kv.value);
     const arena = s.arena.allocator();
-    const cfg = &s.loaded.?.cfg;
+    const cfg = &s.loaded.?.compact.cfg;
 
     if (num_headers == 0) {
         // The host signals a failed call (reset, no healthy host, ...) by an

@@ -276,7 +276,7 @@ pub fn validate(arena: Allocator, tool: *const config.Tool, args: *ObjectMap) Al
         if (present == null or present.? == .null) {
             if (present != null) _ = args.orderedRemove(a.name);
             if (a.default) |d| {
-                try args.put(a.name, d);
+                try args.put(a.name, d.*);
             } else if (a.required) {
                 return try jsonw.allocPrint(arena, "missing required argument: {s}", .{a.name});
             }
@@ -604,11 +604,10 @@ const Fixture = struct {
     fn init(text: []const u8) !*Fixture {
         const f = try testing.allocator.create(Fixture);
         f.* = .{ .arena_state = std.heap.ArenaAllocator.init(testing.allocator), .cfg = undefined };
-        var why: []const u8 = undefined;
-        f.cfg = config.parse(f.arena_state.allocator(), text, &why) catch |err| {
-            std.debug.print("config: {s}\n", .{why});
-            return err;
-        };
+        // Parsed as in the filter, with the parse tree freed (and poisoned)
+        // before any request: every test below also checks that the
+        // compiled form keeps nothing of it.
+        f.cfg = try config.parseFreed(f.arena_state.allocator(), text);
         return f;
     }
 
@@ -1236,4 +1235,111 @@ test "if, range and functions in path, headers, body and response" {
     try testing.expectEqualStrings(
         \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"no detail for anon"}],"isError":true}}
     , try toolResult(a, &d, .{ .status = 400, .headers = &.{}, .body = "{\"detail\":\"\"}" }));
+}
+
+/// Everything a request can get out of a configuration, as text: the reply,
+/// or the upstream request and the tool result for a few upstream answers.
+fn transcript(arena: Allocator, cfg: *const config.Config, client: *const Client, body: []const u8) ![]const u8 {
+    var out = Out.init(arena);
+    switch (try handle(arena, cfg, body, client)) {
+        .reply => |r| try out.print("{d} {s}", .{ r.status, r.body }),
+        .call => |c| {
+            try out.print("{s} {s} {d}\n", .{ c.tool.upstream.cluster, c.tool.upstream.authority, c.tool.upstream.timeout_ms });
+            for (c.headers) |h| try out.print("{s}: {s}\n", .{ h.name, h.value });
+            try out.add(c.body);
+            const answers = [_]UpstreamResponse{
+                .{ .status = 200, .headers = &.{.{ .name = "x-id", .value = "7" }}, .body = "{\"name\":\"Rex\",\"items\":[{\"n\":1}],\"a\":[\"z\"]}" },
+                .{ .status = 200, .headers = &.{}, .body = "not json" },
+                .{ .status = 404, .headers = &.{.{ .name = "x-reason", .value = "gone" }}, .body = "{\"detail\":\"no\",\"error\":\"e\"}" },
+                .{ .status = 200, .headers = &.{.{ .name = "content-type", .value = "image/png" }}, .body = "\x89PNG" },
+            };
+            for (answers) |ans| try out.print("\n{s}", .{try toolResult(arena, &c, ans)});
+            try out.print("\n{s}", .{try toolFailure(arena, &c, "down")});
+        },
+    }
+    return out.bytes();
+}
+
+test "a configuration answers the same once its parse tree is freed" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    const requests = [_][]const u8{
+        \\{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}
+        ,
+        \\{"jsonrpc":"2.0","id":"x","method":"tools/list"}
+        ,
+        \\{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"nope"}}
+        ,
+    };
+    // Tool calls over every tool of each configuration, with arguments that
+    // hit defaults, enums, items, constants, ranges and bodies.
+    const calls = [_][2][]const u8{
+        .{ "getPet", "{\"id\":7,\"verbose\":true,\"mode\":\"b\",\"ids\":[1,3],\"owner\":{\"name\":\"ann\"},\"session\":\"s 1\"}" },
+        .{ "getPet", "{\"id\":\"7\"}" },
+        .{ "getPet", "{\"id\":7,\"mode\":\"c\"}" },
+        .{ "getPet", "{\"id\":7,\"ids\":[2,4]}" },
+        .{ "getPet", "{\"id\":\"a/b\",\"limit\":3,\"q\":\"x y\",\"meta\":{\"tenant\":\"t\"}}" },
+        .{ "addPet", "{\"name\":\"Rex\",\"tag\":[1,{\"k\":null}],\"age\":3}" },
+        .{ "addPet", "{}" },
+        .{ "form", "{\"a\":\"1 2\",\"c\":true}" },
+        .{ "tmpl", "{\"n\":1.50,\"s\":\"q\\\"\"}" },
+        .{ "third", "{}" },
+        .{ "pick", "{\"mode\":\"a\",\"level\":{\"k\":[true]},\"ids\":[3,1e0],\"grid\":[[\"x\"]]}" },
+        .{ "pick", "{\"level\":2}" },
+        .{ "pick", "{\"grid\":[[\"x\",\"z\"]]}" },
+        .{ "cookies", "{\"s\":\"a;b\",\"t\":\"dark\",\"n\":5,\"note\":\"hi\",\"flag\":true}" },
+        .{ "static", "{\"q\":\"v\"}" },
+        .{ "bearer", "{}" },
+        .{ "fromquery", "{}" },
+        .{ "media", "{}" },
+        .{ "fancy", "{\"user\":\"Ann Lee\",\"tags\":[\"a b\",3]}" },
+        .{ "fancy", "{\"tags\":[]}" },
+        .{ "consts", "{}" },
+        .{ "consts", "{\"pick\":{\"deep\":[1,2]}}" },
+    };
+    const consts =
+        \\{"server": {"name": "c", "version": "1"}, "base_path": "/c", "upstream": {"cluster": "u"},
+        \\ "tools": [{"name": "consts",
+        \\   "args": [{"name": "pick", "type": "object", "enum": [{"deep": [1, 2]}, {"deep": "x"}], "default": {"deep": "x", "more": [null, 1.0e1, "\u00e9"]}},
+        \\            {"name": "list", "default": ["b", "a"]}],
+        \\   "request": {"method": "post", "path": [{"lit": "/k/"}, {"out": {"fn": "join", "args": [{"const": "-"}, {"args": ["list"]}]}, "enc": "path"}],
+        \\               "headers": [{"name": "X-Const", "value": [{"out": {"const": {"b": 2, "a": [1, "two"]}}, "enc": "json"}]}],
+        \\               "body": {"kind": "template", "template": [
+        \\                 {"range": {"const": {"z": 1, "a": [2], "m": {"k": "v"}}}, "do": [{"out": {"item": []}, "enc": "json"}, {"lit": ";"}]},
+        \\                 {"if": {"fn": "eq", "args": [{"args": ["pick"]}, {"const": {"more": [null, 10, "\u00e9"], "deep": "x"}}]}, "then": [{"lit": "default"}], "else": [{"out": {"args": ["pick"]}}]},
+        \\                 {"out": {"fn": "toJson", "args": [{"args": []}]}}]}},
+        \\   "response": {"error_body": [{"out": {"fn": "default", "args": [{"const": ["fallback"]}, {"resp": ["missing"]}]}}, {"out": {"resp": ["detail"]}}],
+        \\                "prepend": "<", "append": ">"}}]}
+    ;
+    for ([_][]const u8{ config.example, petstore, v2tools, consts }) |text| {
+        var why: []const u8 = "";
+        // Reference: the parse tree stays alive next to the compiled form.
+        const live = try config.parse(a, a, text, &why);
+        const freed = try config.parseFreed(a, text);
+        const clients = [_]Client{ .{}, .{ .credentials = &.{ "Bearer tok", "k v" } } };
+        for (clients) |client| {
+            for (requests) |body| {
+                try testing.expectEqualStrings(try transcript(a, &live, &client, body), try transcript(a, &freed, &client, body));
+            }
+            for (calls) |c| {
+                if (live.findTool(c[0]) == null) continue;
+                const body = try toolReq2(a, c[0], c[1]);
+                try testing.expectEqualStrings(try transcript(a, &live, &client, body), try transcript(a, &freed, &client, body));
+            }
+        }
+    }
+    // The constants really went through: compare one answer with its text.
+    const cfg = try config.parseFreed(a, consts);
+    const t = try transcript(a, &cfg, &.{}, try toolReq2(a, "consts", "{}"));
+    try testing.expect(std.mem.indexOf(u8, t, ":path: /k/b-a\n") != null);
+    try testing.expect(std.mem.indexOf(u8, t, "x-const: {\"b\":2,\"a\":[1,\"two\"]}\n") != null);
+    try testing.expect(std.mem.indexOf(u8, t, "[2];{\"k\":\"v\"};1;default{\"pick\":{\"deep\":\"x\",\"more\":[null,1.0e1,\"\u{e9}\"]},\"list\":[\"b\",\"a\"]}") != null);
+    try testing.expect(std.mem.indexOf(u8, t, "\"text\":\"<not json>\"") != null);
+    try testing.expect(std.mem.indexOf(u8, t, "\"text\":\"[\\\"fallback\\\"]no\"") != null);
+}
+
+/// `toolReq` without a fixture.
+fn toolReq2(a: Allocator, tool: []const u8, args: []const u8) ![]const u8 {
+    return jsonw.allocPrint(a, "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"{s}\",\"arguments\":{s}}}}}", .{ tool, args });
 }

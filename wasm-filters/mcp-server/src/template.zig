@@ -10,6 +10,7 @@ const Value = std.json.Value;
 const Out = @import("jsonw.zig").Out;
 const jsonw = @import("jsonw.zig");
 const value = @import("value.zig");
+const Store = @import("store.zig").Store;
 
 pub const Enc = enum { raw, json, path, query };
 
@@ -31,7 +32,9 @@ pub const Expr = union(enum) {
     item: []const Seg,
     status,
     header: []const u8,
-    constant: Value,
+    /// Behind a pointer: a Value is the largest payload, and every node
+    /// holding an expression would pay for it.
+    constant: *const Value,
     call: Call,
 
     pub const Call = struct { func: Func, args: []const Expr };
@@ -64,11 +67,12 @@ pub const Side = enum { request, response };
 
 pub const Error = error{ InvalidConfig, OutOfMemory };
 
-/// Compiles a TEMPLATE (a JSON list of nodes). `where` names it in error
-/// messages, e.g. `tools[0].request.path`; on error.InvalidConfig `why`
-/// holds the reason with the exact position inside the template.
-pub fn compile(arena: Allocator, v: Value, side: Side, where: []const u8, why: *[]const u8) Error!Template {
-    var c = Compiler{ .arena = arena, .why = why, .side = side };
+/// Compiles a TEMPLATE (a JSON list of nodes) into `store.out`; nothing
+/// compiled points into `v`. `where` names it in error messages, e.g.
+/// `tools[0].request.path`; on error.InvalidConfig `why` holds the reason
+/// (in `store.scratch`) with the exact position inside the template.
+pub fn compile(store: *Store, v: Value, side: Side, where: []const u8, why: *[]const u8) Error!Template {
+    var c = Compiler{ .store = store, .why = why, .side = side };
     const root = Trail{ .parent = null, .key = where };
     const nodes = try c.nodeList(v, &root);
     return .{ .nodes = nodes, .reads_resp = c.reads_resp };
@@ -101,14 +105,14 @@ const Trail = struct {
 };
 
 const Compiler = struct {
-    arena: Allocator,
+    store: *Store,
     why: *[]const u8,
     side: Side,
     reads_resp: bool = false,
     range_depth: u32 = 0,
 
     fn fail(c: *Compiler, trail: *const Trail, comptime fmt: []const u8, args: anytype) Error {
-        var out = Out.init(c.arena);
+        var out = Out.init(c.store.scratch);
         try trail.write(&out);
         try out.add(": ");
         try out.print(fmt, args);
@@ -118,7 +122,7 @@ const Compiler = struct {
 
     fn nodeList(c: *Compiler, v: Value, trail: *const Trail) Error![]const Node {
         if (v != .array) return c.fail(trail, "must be a list of nodes", .{});
-        const nodes = try c.arena.alloc(Node, v.array.items.len);
+        const nodes = try c.store.out.alloc(Node, v.array.items.len);
         for (v.array.items, nodes, 0..) |item, *n, i| {
             const t = trail.at(i);
             n.* = try c.node(item, &t);
@@ -145,7 +149,7 @@ const Compiler = struct {
 
         if (o.get("lit")) |lit| {
             if (lit != .string) return c.fail(trail, "lit: must be a string", .{});
-            return .{ .lit = lit.string };
+            return .{ .lit = try c.store.str(lit.string) };
         }
         if (o.get("out")) |e| {
             const t = trail.field("out");
@@ -197,7 +201,7 @@ const Compiler = struct {
                     name, want.min, if (want.max > want.min) " or more" else "", list.len,
                 });
             }
-            const args = try c.arena.alloc(Expr, list.len);
+            const args = try c.store.out.alloc(Expr, list.len);
             const at = trail.field("args");
             for (list, args, 0..) |a, *dst, i| {
                 const t = at.at(i);
@@ -237,20 +241,20 @@ const Compiler = struct {
             const t = trail.field("header");
             if (h != .string or h.string.len == 0) return c.fail(&t, "must be a header name", .{});
             if (c.side == .request) return c.fail(&t, "only in response templates", .{});
-            return .{ .header = h.string };
+            return .{ .header = try c.store.str(h.string) };
         }
-        return .{ .constant = o.get("const").? };
+        return .{ .constant = try c.store.valuePtr(o.get("const").?) };
     }
 
     fn path(c: *Compiler, v: Value, trail: *const Trail) Error![]const Seg {
         if (v != .array) return c.fail(trail, "must be a list of keys", .{});
-        const segs = try c.arena.alloc(Seg, v.array.items.len);
+        const segs = try c.store.out.alloc(Seg, v.array.items.len);
         for (v.array.items, segs, 0..) |k, *s, i| {
             if (k != .string) {
                 const t = trail.at(i);
                 return c.fail(&t, "must be a string", .{});
             }
-            s.* = compileSeg(k.string);
+            s.* = compileSeg(try c.store.str(k.string));
         }
         return segs;
     }
@@ -356,7 +360,7 @@ pub fn eval(e: *const Expr, s: *const Scope) Allocator.Error!?Value {
         .item => |p| if (s.item) |it| lookup(it, p) else null,
         .status => if (s.status) |st| Value{ .integer = st } else null,
         .header => |name| if (findHeader(s.headers, name)) |h| Value{ .string = h } else null,
-        .constant => |v| v,
+        .constant => |v| v.*,
         .call => |c| try call(c.func, c.args, s),
     };
 }
@@ -531,6 +535,27 @@ fn parseValue(arena: Allocator, s: []const u8) !Value {
     return std.json.parseFromSliceLeaky(Value, arena, s, .{ .parse_numbers = false });
 }
 
+/// Compiles `text` as a configuration is compiled: parsed in a scratch
+/// arena (strings pointing into a copy of the text) that is poisoned and
+/// freed before the template is used, so every render below also checks
+/// that the compiled form keeps nothing of the parse tree.
+fn compileScratch(out: Allocator, text: []const u8, side: Side, why: *[]const u8, why_buf: []u8) !Template {
+    var poison = @import("store.zig").Poisoned{ .child = testing.allocator };
+    var scratch_state = std.heap.ArenaAllocator.init(poison.allocator());
+    defer scratch_state.deinit();
+    const scratch = scratch_state.allocator();
+    const copy = try scratch.dupe(u8, text);
+    const v = try std.json.parseFromSliceLeaky(Value, scratch, copy, .{ .parse_numbers = false, .allocate = .alloc_if_needed });
+    var store = Store.init(out, scratch);
+    var scratch_why: []const u8 = "";
+    return compile(&store, v, side, "t", &scratch_why) catch |err| {
+        const n = @min(scratch_why.len, why_buf.len);
+        @memcpy(why_buf[0..n], scratch_why[0..n]);
+        why.* = why_buf[0..n];
+        return err;
+    };
+}
+
 const T = struct {
     arena_state: std.heap.ArenaAllocator,
 
@@ -548,7 +573,8 @@ const T = struct {
 
     fn compileText(t: *T, text: []const u8, side: Side) !Template {
         var why: []const u8 = "";
-        return compile(t.a(), try parseValue(t.a(), text), side, "t", &why) catch |err| {
+        var why_buf: [256]u8 = undefined;
+        return compileScratch(t.a(), text, side, &why, &why_buf) catch |err| {
             std.debug.print("compile: {s}\n", .{why});
             return err;
         };
@@ -579,7 +605,8 @@ const T = struct {
 
     fn expectInvalid(t: *T, text: []const u8, side: Side, reason: []const u8) !void {
         var why: []const u8 = "";
-        try testing.expectError(error.InvalidConfig, compile(t.a(), try parseValue(t.a(), text), side, "tools[0].x", &why));
+        var store = Store.init(t.a(), t.a());
+        try testing.expectError(error.InvalidConfig, compile(&store, try parseValue(t.a(), text), side, "tools[0].x", &why));
         testing.expectEqualStrings(reason, why) catch |e| return e;
     }
 };

@@ -4,8 +4,10 @@
 test {
     _ = @import("jsonw.zig");
     _ = @import("value.zig");
+    _ = @import("store.zig");
     _ = @import("template.zig");
     _ = @import("config.zig");
     _ = @import("mcp.zig");
     _ = @import("proxywasm.zig");
+    _ = @import("config_mem.zig");
 }
