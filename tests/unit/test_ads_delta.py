@@ -7,10 +7,8 @@ NACKs outliving a stream) is tested for both in test_ads_server.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 
 from mcpgw.registry.model import RegistrySnapshot
@@ -25,17 +23,10 @@ from tests.unit.adsharness import (
     bootstrap,
     eds_world,
     ext,
-    serving,
     until,
     world,
 )
 from tests.unit.test_registry import minimal
-
-
-@pytest.fixture
-async def ads() -> AsyncIterator[Harness]:
-    async with serving() as harness:
-        yield harness
 
 
 def ecds_status(ads: Harness, node_id: str = "envoy-1") -> dict:

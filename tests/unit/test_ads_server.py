@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
@@ -24,16 +23,9 @@ from tests.unit.adsharness import (
     bootstrap,
     eds_world,
     ext,
-    serving,
     until,
     world,
 )
-
-
-@pytest.fixture
-async def ads() -> AsyncIterator[Harness]:
-    async with serving() as harness:
-        yield harness
 
 
 def ecds_status(ads: Harness, node_id: str) -> dict:
