@@ -204,6 +204,7 @@ class ControlPlane:
                     for p in [*self.store.problems, *self.rejections]
                 ],
                 "applied": self._counters.applied,
+                "rejected": self._counters.rejected,
                 "last_applied_at": self._counters.last_applied_at,
             },
             "xds": {"versions": self.cache.snapshot.versions()},
