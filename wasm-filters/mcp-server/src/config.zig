@@ -95,6 +95,9 @@ pub const Tool = struct {
     response: Response,
 };
 
+/// The start of `Config.initialize_tail`, up to the `serverInfo` object.
+pub const initialize_server_info_prefix = "\",\"capabilities\":{\"tools\":{\"listChanged\":false}},\"serverInfo\":";
+
 pub const Config = struct {
     base_path: []const u8,
     max_request_bytes: u32,
@@ -104,6 +107,11 @@ pub const Config = struct {
     /// The initialize result after the protocol version string, so the answer
     /// is three appends: `{"protocolVersion":"` + version + this.
     initialize_tail: []const u8,
+    /// Where the `serverInfo` object ends in `initialize_tail` (it starts
+    /// right after `initialize_server_info_prefix`); what follows, up to the
+    /// closing brace, is the optional `,"instructions":…`. The 2026-07-28
+    /// `server/discover` answer is spliced from these parts.
+    server_info_end: u32,
     tools: []const Tool,
     by_name: std.StringHashMapUnmanaged(u32),
     /// Distinct client credential locations of all passthrough tools; empty
@@ -369,7 +377,8 @@ const Compiler = struct {
         } else "{\"tools\":[]}";
 
         var init = Out.init(self.scratch());
-        try init.add("\",\"capabilities\":{\"tools\":{\"listChanged\":false}},\"serverInfo\":{\"name\":");
+        try init.add(initialize_server_info_prefix);
+        try init.add("{\"name\":");
         try init.str(raw.server.name);
         try init.add(",\"version\":");
         try init.str(raw.server.version);
@@ -378,6 +387,7 @@ const Compiler = struct {
             try init.str(t);
         }
         try init.byte('}');
+        const server_info_end: u32 = @intCast(init.bytes().len);
         if (raw.instructions) |ins| {
             try init.add(",\"instructions\":");
             try init.str(ins);
@@ -400,6 +410,7 @@ const Compiler = struct {
             .max_response_bytes = raw.limits.max_response_bytes,
             .tools_list_json = tools_list_json,
             .initialize_tail = try self.store.bytes(init.bytes()),
+            .server_info_end = server_info_end,
             .tools = tools,
             .by_name = by_name,
             .credential_sources = try self.out().dupe(CredentialSource, self.sources.items),

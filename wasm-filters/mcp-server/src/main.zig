@@ -51,7 +51,8 @@ const Stream = struct {
     state: enum { headers, body, calling, done } = .headers,
     call: mcp.Call = undefined,
     token: u32 = 0,
-    /// Captured at request headers, only for servers with passthrough tools.
+    /// Captured at request headers: credentials only for servers with
+    /// passthrough tools; the 2026-07-28 routing headers always.
     client: mcp.Client = .{},
 };
 
@@ -195,6 +196,10 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     if (cfg.credential_sources.len != 0) {
         s.client = captureCredentials(arena, cfg, headers, path) catch return oomAction(s);
     }
+    // 2026-07-28 routing headers, validated against the body later.
+    s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
+    s.client.method = dupeHeader(arena, headers, "mcp-method") catch return oomAction(s);
+    s.client.name = dupeHeader(arena, headers, "mcp-name") catch return oomAction(s);
 
     if (end_of_stream) {
         handleBody(id, s, cfg, "");
@@ -298,6 +303,12 @@ fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, heade
         .query => v.* = if (try mcp.queryParam(arena, path, src.name)) |q| try arena.dupe(u8, q) else null,
     };
     return .{ .credentials = values };
+}
+
+/// A request header's value copied into the stream arena, when present.
+fn dupeHeader(arena: std.mem.Allocator, headers: []const u8, name: []const u8) std.mem.Allocator.Error!?[]const u8 {
+    const v = pw.findHeader(headers, name) orelse return null;
+    return try arena.dupe(u8, v);
 }
 
 fn stripQuery(path: []const u8) []const u8 {

@@ -19,9 +19,21 @@ pub const parse_error = -32700;
 pub const invalid_request = -32600;
 pub const method_not_found = -32601;
 pub const invalid_params = -32602;
+/// 2026-07-28: routing headers missing or not matching the body.
+pub const header_mismatch = -32020;
+/// 2026-07-28: the request's protocol version is not one we serve.
+pub const unsupported_protocol_version = -32022;
 
 pub const supported_versions = [_][]const u8{ "2025-03-26", "2025-06-18", "2025-11-25" };
 pub const latest_version = "2025-11-25";
+
+/// The stateless revision: no initialize, `_meta` on every request,
+/// `server/discover`, `Mcp-Method` / `Mcp-Name` headers.
+pub const modern_version = "2026-07-28";
+pub const protocol_version_key = "io.modelcontextprotocol/protocolVersion";
+pub const client_capabilities_key = "io.modelcontextprotocol/clientCapabilities";
+/// Every revision we answer, for `server/discover` and -32022 data.
+const all_versions_json = "[\"2025-03-26\",\"2025-06-18\",\"2025-11-25\",\"2026-07-28\"]";
 
 /// A complete HTTP answer produced locally.
 pub const Reply = struct {
@@ -44,6 +56,8 @@ pub const Call = struct {
     /// Pseudo-headers first, as proxy_http_call wants them.
     headers: []const Header,
     body: []const u8,
+    /// A 2026-07-28 request: the result carries `resultType`.
+    modern: bool = false,
 };
 
 /// What the filter captured from the MCP request besides its body:
@@ -51,6 +65,11 @@ pub const Call = struct {
 /// (header value, or query parameter after percent-decoding).
 pub const Client = struct {
     credentials: []const ?[]const u8 = &.{},
+    /// The 2026-07-28 routing headers as received (`MCP-Protocol-Version`,
+    /// `Mcp-Method`, `Mcp-Name`); null when absent.
+    protocol_version: ?[]const u8 = null,
+    method: ?[]const u8 = null,
+    name: ?[]const u8 = null,
 };
 
 pub const Outcome = union(enum) {
@@ -158,7 +177,8 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, cli
     const rid = id orelse return .{ .reply = .{ .status = 202, .body = "" } };
     const params: ?Value = obj.get("params");
 
-    if (std.mem.eql(u8, method, "tools/call")) return toolsCall(arena, cfg, rid, params, client);
+    if (isModern(params, client)) return modern(arena, cfg, rid, method, params, client);
+    if (std.mem.eql(u8, method, "tools/call")) return toolsCall(arena, cfg, rid, params, client, false);
     if (std.mem.eql(u8, method, "tools/list")) return resultReply(arena, rid, &.{cfg.tools_list_json});
     if (std.mem.eql(u8, method, "ping")) return resultReply(arena, rid, &.{"{}"});
     if (std.mem.eql(u8, method, "initialize")) {
@@ -166,6 +186,132 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, cli
         return resultReply(arena, rid, &.{ "{\"protocolVersion\":\"", version, cfg.initialize_tail });
     }
     return errorReply(arena, 200, rid, method_not_found, "method not found: {s}", .{method});
+}
+
+// ------------------------------------------------- 2026-07-28 (stateless)
+
+/// `params._meta` when params is an object and `_meta` one too.
+fn metaOf(params: ?Value) ?ObjectMap {
+    const p = params orelse return null;
+    if (p != .object) return null;
+    const m = p.object.get("_meta") orelse return null;
+    return if (m == .object) m.object else null;
+}
+
+/// A request of the stateless revision: its `_meta` names a protocol
+/// version (a key only 2026-07-28+ envelopes carry; legacy `_meta` holds
+/// `progressToken`), or its `MCP-Protocol-Version` header is 2026-07-28.
+pub fn isModern(params: ?Value, client: *const Client) bool {
+    if (client.protocol_version) |v| if (std.mem.eql(u8, v, modern_version)) return true;
+    const meta = metaOf(params) orelse return false;
+    return meta.contains(protocol_version_key);
+}
+
+fn isServedVersion(v: []const u8) bool {
+    if (std.mem.eql(u8, v, modern_version)) return true;
+    for (supported_versions) |s| {
+        if (std.mem.eql(u8, s, v)) return true;
+    }
+    return false;
+}
+
+fn mismatch(arena: Allocator, id: []const u8, message: []const u8) Allocator.Error!Outcome {
+    return .{ .reply = .{ .status = 400, .body = try errorBody(arena, id, header_mismatch, message) } };
+}
+
+fn unsupportedVersion(arena: Allocator, id: []const u8, requested: []const u8) Allocator.Error!Outcome {
+    var out = try Out.initCapacity(arena, 192 + id.len + requested.len);
+    try out.add("{\"jsonrpc\":\"2.0\",\"id\":");
+    try out.add(id);
+    try out.add(",\"error\":{\"code\":");
+    try out.int(unsupported_protocol_version);
+    try out.add(",\"message\":\"Unsupported protocol version\",\"data\":{\"supported\":" ++ all_versions_json ++ ",\"requested\":");
+    try out.str(requested);
+    try out.add("}}}");
+    return .{ .reply = .{ .status = 400, .body = out.bytes() } };
+}
+
+/// A 2026-07-28 request, validated as the spec's ladder does (first failure
+/// wins; every failure is HTTP 400): the `_meta` envelope (-32602), the
+/// routing headers against the body (-32020; an unserved
+/// `MCP-Protocol-Version` is -32022 first), the version itself (-32022).
+/// Then `server/discover`, `tools/list` and `tools/call`; anything else,
+/// `initialize` and `ping` included (the revision removed them), is -32601
+/// with HTTP 404.
+fn modern(arena: Allocator, cfg: *const config.Config, id: []const u8, method: []const u8, params: ?Value, client: *const Client) Allocator.Error!Outcome {
+    const meta = metaOf(params) orelse return errorReply(arena, 400, id, invalid_params, "invalid params: params._meta must be an object carrying the required {s} and {s} envelope keys", .{ protocol_version_key, client_capabilities_key });
+    const version = meta.get(protocol_version_key);
+    if (version == null or !meta.contains(client_capabilities_key)) {
+        const missing = if (version != null) client_capabilities_key else if (meta.contains(client_capabilities_key)) protocol_version_key else protocol_version_key ++ ", " ++ client_capabilities_key;
+        return errorReply(arena, 400, id, invalid_params, "invalid params: params._meta is missing the required envelope key(s): {s}", .{missing});
+    }
+
+    const header_version = client.protocol_version orelse return mismatch(arena, id, "MCP-Protocol-Version header is missing");
+    if (version.? != .string or !std.mem.eql(u8, header_version, version.?.string)) {
+        if (!isServedVersion(header_version)) return unsupportedVersion(arena, id, header_version);
+        return mismatch(arena, id, "MCP-Protocol-Version header does not match the request's protocol version");
+    }
+    const header_method = client.method orelse return mismatch(arena, id, "Mcp-Method header is missing");
+    if (!std.mem.eql(u8, header_method, method)) return mismatch(arena, id, "Mcp-Method header does not match the request body's method");
+    const is_call = std.mem.eql(u8, method, "tools/call");
+    if (is_call) if (params.?.object.get("name")) |n| if (n == .string) {
+        const header_name = client.name orelse return mismatch(arena, id, "Mcp-Name header is missing");
+        const decoded = try decodeHeaderValue(arena, header_name);
+        if (decoded == null or !std.mem.eql(u8, decoded.?, n.string))
+            return mismatch(arena, id, "Mcp-Name header does not match the request body's name");
+    };
+    if (!std.mem.eql(u8, version.?.string, modern_version)) return unsupportedVersion(arena, id, version.?.string);
+
+    if (is_call) return toolsCall(arena, cfg, id, params, client, true);
+    if (std.mem.eql(u8, method, "tools/list")) return modernToolsList(arena, cfg, id);
+    if (std.mem.eql(u8, method, "server/discover")) return discover(arena, cfg, id);
+    return errorReply(arena, 404, id, method_not_found, "method not found: {s}", .{method});
+}
+
+/// Result fields every 2026-07-28 list/discover answer carries. The answers
+/// hold no per-caller data, so any cache may share them; `ttlMs` 0 because
+/// the control plane may replace the configuration at any time.
+const cache_fields = "\"cacheScope\":\"public\",\"ttlMs\":0,\"resultType\":\"complete\"";
+
+fn modernToolsList(arena: Allocator, cfg: *const config.Config, id: []const u8) Allocator.Error!Outcome {
+    // `tools_list_json` is a compact object: reopen it before its brace.
+    const list = cfg.tools_list_json;
+    const head = list[0 .. list.len - 1];
+    const sep = if (head.len == 1) "" else ",";
+    return resultReply(arena, id, &.{ head, sep, cache_fields ++ "}" });
+}
+
+fn discover(arena: Allocator, cfg: *const config.Config, id: []const u8) Allocator.Error!Outcome {
+    const tail = cfg.initialize_tail;
+    const server_info = tail[config.initialize_server_info_prefix.len..cfg.server_info_end];
+    // Empty, or `,"instructions":"…"`.
+    const instructions = tail[cfg.server_info_end .. tail.len - 1];
+    return resultReply(arena, id, &.{
+        "{\"supportedVersions\":" ++ all_versions_json ++ ",\"capabilities\":{\"tools\":{}}," ++ cache_fields ++
+            ",\"_meta\":{\"io.modelcontextprotocol/serverInfo\":",
+        server_info,
+        "}",
+        instructions,
+        "}",
+    });
+}
+
+/// An `Mcp-Name` value as the client encoded it: verbatim, or the
+/// `=?base64?…?=` form for values that are not plain visible ASCII. null
+/// when that form is malformed (so it never matches).
+pub fn decodeHeaderValue(arena: Allocator, v: []const u8) Allocator.Error!?[]const u8 {
+    const open = "=?base64?";
+    if (!(v.len >= open.len + 2 and std.mem.startsWith(u8, v, open) and std.mem.endsWith(u8, v, "?="))) return v;
+    const payload = v[open.len .. v.len - 2];
+    const dec = std.base64.standard.Decoder;
+    const n = dec.calcSizeForSlice(payload) catch return null;
+    const out = try arena.alloc(u8, n);
+    dec.decode(out, payload) catch return null;
+    // Canonical form only, as the encoder writes it.
+    const again = try arena.alloc(u8, std.base64.standard.Encoder.calcSize(n));
+    if (!std.mem.eql(u8, std.base64.standard.Encoder.encode(again, out), payload)) return null;
+    if (!std.unicode.utf8ValidateSlice(out)) return null;
+    return out;
 }
 
 /// The client's protocol version when we speak it, else our latest.
@@ -180,32 +326,40 @@ pub fn negotiate(params: ?Value) []const u8 {
     return latest_version;
 }
 
-fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params_opt: ?Value, client: *const Client) Allocator.Error!Outcome {
-    const params = params_opt orelse return errorReply(arena, 200, id, invalid_params, "invalid params: params must be an object", .{});
-    if (params != .object) return errorReply(arena, 200, id, invalid_params, "invalid params: params must be an object", .{});
-    const name_value = params.object.get("name") orelse return errorReply(arena, 200, id, invalid_params, "invalid params: name must be a string", .{});
-    if (name_value != .string) return errorReply(arena, 200, id, invalid_params, "invalid params: name must be a string", .{});
+/// `modern`: a 2026-07-28 request; its errors answer HTTP 400 and its
+/// results carry `resultType`.
+fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params_opt: ?Value, client: *const Client, is_modern: bool) Allocator.Error!Outcome {
+    const st: u32 = if (is_modern) 400 else 200;
+    const params = params_opt orelse return errorReply(arena, st, id, invalid_params, "invalid params: params must be an object", .{});
+    if (params != .object) return errorReply(arena, st, id, invalid_params, "invalid params: params must be an object", .{});
+    const name_value = params.object.get("name") orelse return errorReply(arena, st, id, invalid_params, "invalid params: name must be a string", .{});
+    if (name_value != .string) return errorReply(arena, st, id, invalid_params, "invalid params: name must be a string", .{});
     const tool = cfg.findTool(name_value.string) orelse
-        return errorReply(arena, 200, id, invalid_params, "unknown tool: {s}", .{name_value.string});
+        return errorReply(arena, st, id, invalid_params, "unknown tool: {s}", .{name_value.string});
 
     const args = try arena.create(ObjectMap);
     if (params.object.get("arguments")) |a| switch (a) {
         .object => |o| args.* = o,
         .null => args.* = ObjectMap.init(arena),
-        else => return errorReply(arena, 200, id, invalid_params, "invalid params: arguments must be an object", .{}),
+        else => return errorReply(arena, st, id, invalid_params, "invalid params: arguments must be an object", .{}),
     } else args.* = ObjectMap.init(arena);
 
     if (try validate(arena, tool, args)) |message| {
-        return .{ .reply = .{ .status = 200, .body = try errorBody(arena, id, invalid_params, message) } };
+        return .{ .reply = .{ .status = st, .body = try errorBody(arena, id, invalid_params, message) } };
     }
     var cred: ?[]const u8 = null;
     if (tool.passthrough) |*pt| {
         cred = credential(pt, client) orelse {
             const text = try jsonw.allocPrint(arena, "this tool needs the client's credential in {s}", .{pt.from_name});
-            return .{ .reply = .{ .status = 200, .body = try resultBody(arena, id, text, true, null) } };
+            return .{ .reply = .{ .status = 200, .body = try resultBody(arena, id, text, true, null, is_modern) } };
         };
     }
-    return buildCall(arena, tool, id, args, cred);
+    var outcome = try buildCall(arena, tool, id, args, cred);
+    if (is_modern) switch (outcome) {
+        .reply => |*r| r.status = st,
+        .call => |*c| c.modern = true,
+    };
+    return outcome;
 }
 
 /// The client's credential for a passthrough tool: the captured value
@@ -489,7 +643,7 @@ pub fn toolResult(arena: Allocator, call: *const Call, resp: UpstreamResponse) A
     const ok = resp.status >= 200 and resp.status < 300;
     if (ok) {
         if (media(tpl.findHeader(resp.headers, "content-type") orelse "")) |m| {
-            return mediaBody(arena, call.id, m, resp.body);
+            return mediaBody(arena, call.id, m, resp.body, call.modern);
         }
     }
     const template: ?tpl.Template = if (ok) r.body else r.error_body;
@@ -534,7 +688,7 @@ pub fn toolResult(arena: Allocator, call: *const Call, resp: UpstreamResponse) A
     }
 
     const structured = ok and r.structured and doc != null and doc.? == .object;
-    return resultBody(arena, call.id, text.bytes(), !ok, if (structured) resp.body else null);
+    return resultBody(arena, call.id, text.bytes(), !ok, if (structured) resp.body else null, call.modern);
 }
 
 pub const Media = struct {
@@ -552,7 +706,7 @@ pub fn media(content_type: []const u8) ?Media {
     return null;
 }
 
-fn mediaBody(arena: Allocator, id: []const u8, m: Media, data: []const u8) Allocator.Error![]const u8 {
+fn mediaBody(arena: Allocator, id: []const u8, m: Media, data: []const u8, is_modern: bool) Allocator.Error![]const u8 {
     const enc = std.base64.standard.Encoder;
     const n = enc.calcSize(data.len);
     var out = try Out.initCapacity(arena, 128 + id.len + m.mime.len + n);
@@ -567,16 +721,23 @@ fn mediaBody(arena: Allocator, id: []const u8, m: Media, data: []const u8) Alloc
     try out.add("\",\"mimeType\":");
     const lower = try std.ascii.allocLowerString(arena, m.mime);
     try out.str(lower);
-    try out.add("}],\"isError\":false}}");
+    try out.add("}]");
+    try out.add(resultEnd(false, is_modern));
     return out.bytes();
 }
 
 /// The JSON-RPC answer when the upstream could not be reached at all.
 pub fn toolFailure(arena: Allocator, call: *const Call, reason: []const u8) Allocator.Error![]const u8 {
-    return resultBody(arena, call.id, reason, true, null);
+    return resultBody(arena, call.id, reason, true, null, call.modern);
 }
 
-fn resultBody(arena: Allocator, id: []const u8, text: []const u8, is_error: bool, structured: ?[]const u8) Allocator.Error![]const u8 {
+/// The end of a tool result: `isError`, and for 2026-07-28 `resultType`.
+fn resultEnd(is_error: bool, is_modern: bool) []const u8 {
+    if (is_modern) return if (is_error) ",\"isError\":true,\"resultType\":\"complete\"}}" else ",\"isError\":false,\"resultType\":\"complete\"}}";
+    return if (is_error) ",\"isError\":true}}" else ",\"isError\":false}}";
+}
+
+fn resultBody(arena: Allocator, id: []const u8, text: []const u8, is_error: bool, structured: ?[]const u8, is_modern: bool) Allocator.Error![]const u8 {
     var out = try Out.initCapacity(arena, 96 + id.len + text.len + if (structured) |s| s.len else 0);
     try out.add("{\"jsonrpc\":\"2.0\",\"id\":");
     try out.add(id);
@@ -588,7 +749,7 @@ fn resultBody(arena: Allocator, id: []const u8, text: []const u8, is_error: bool
         try out.add(",\"structuredContent\":");
         try out.add(std.mem.trim(u8, s, " \t\r\n"));
     }
-    try out.add(if (is_error) ",\"isError\":true}}" else ",\"isError\":false}}");
+    try out.add(resultEnd(is_error, is_modern));
     return out.bytes();
 }
 
@@ -1342,4 +1503,213 @@ test "a configuration answers the same once its parse tree is freed" {
 /// `toolReq` without a fixture.
 fn toolReq2(a: Allocator, tool: []const u8, args: []const u8) ![]const u8 {
     return jsonw.allocPrint(a, "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"{s}\",\"arguments\":{s}}}}}", .{ tool, args });
+}
+
+// ------------------------------------------------- 2026-07-28 (stateless)
+
+const meta_ok = "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\",\"io.modelcontextprotocol/clientCapabilities\":{}}";
+
+/// A 2026-07-28 request body; `params` is the params object's members
+/// besides `_meta` (may be empty).
+fn modernReq(a: Allocator, method: []const u8, params: []const u8) ![]const u8 {
+    return jsonw.allocPrint(a, "{{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"{s}\",\"params\":{{{s}{s}{s}}}}}", .{ method, params, if (params.len == 0) "" else ",", meta_ok });
+}
+
+/// The headers the SDK sends with each request.
+fn modernClient(method: []const u8, name: ?[]const u8) Client {
+    return .{ .protocol_version = modern_version, .method = method, .name = name };
+}
+
+test "2026-07-28: server/discover" {
+    const f = try Fixture.init(config.example);
+    defer f.deinit();
+    f.client = modernClient("server/discover", null);
+    try f.expectReply(try modernReq(f.arena(), "server/discover", ""), 200,
+        \\{"jsonrpc":"2.0","id":7,"result":{"supportedVersions":["2025-03-26","2025-06-18","2025-11-25","2026-07-28"],"capabilities":{"tools":{}},"cacheScope":"public","ttlMs":0,"resultType":"complete","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"petstore","version":"1.0.0","title":"Pet store"}},"instructions":"Use \"getPet\"."}}
+    );
+    // Without instructions; the result parses.
+    const g = try Fixture.init(petstore);
+    defer g.deinit();
+    g.client = f.client;
+    const r = try g.reply(try modernReq(g.arena(), "server/discover", ""));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":7,"result":{"supportedVersions":["2025-03-26","2025-06-18","2025-11-25","2026-07-28"],"capabilities":{"tools":{}},"cacheScope":"public","ttlMs":0,"resultType":"complete","_meta":{"io.modelcontextprotocol/serverInfo":{"name":"petstore","version":"1.0.0"}}}}
+    , r.body);
+    _ = try std.json.parseFromSliceLeaky(Value, g.arena(), r.body, .{});
+}
+
+test "2026-07-28: tools/list adds the result fields" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    f.client = modernClient("tools/list", null);
+    try f.expectReply(try modernReq(f.arena(), "tools/list", ""), 200,
+        \\{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"getPet"}],"nextCursor":null,"cacheScope":"public","ttlMs":0,"resultType":"complete"}}
+    );
+    const empty =
+        \\{"server": {"name": "e", "version": "1"}, "base_path": "/e", "upstream": {"cluster": "u"}, "tools_list": {}, "tools": []}
+    ;
+    const g = try Fixture.init(empty);
+    defer g.deinit();
+    g.client = f.client;
+    try g.expectReply(try modernReq(g.arena(), "tools/list", ""), 200,
+        \\{"jsonrpc":"2.0","id":7,"result":{"cacheScope":"public","ttlMs":0,"resultType":"complete"}}
+    );
+    // The legacy answer is unchanged.
+    f.client = .{};
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\"}", 200,
+        \\{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"getPet"}],"nextCursor":null}}
+    );
+}
+
+test "2026-07-28: tools/call results carry resultType" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const a = f.arena();
+    f.client = modernClient("tools/call", "addPet");
+    const c = try f.call(try modernReq(a, "tools/call", "\"name\":\"addPet\",\"arguments\":{\"name\":\"Rex\"}"));
+    try testing.expect(c.modern);
+    try testing.expectEqualStrings("{\"name\":\"Rex\"}", c.body);
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"<<{\"id\":1}>>"}],"structuredContent":{"id":1},"isError":false,"resultType":"complete"}}
+    , try toolResult(a, &c, .{ .status = 200, .headers = &.{}, .body = "{\"id\":1}" }));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"down"}],"isError":true,"resultType":"complete"}}
+    , try toolFailure(a, &c, "down"));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"image","data":"YQ==","mimeType":"image/png"}],"isError":false,"resultType":"complete"}}
+    , try toolResult(a, &c, .{ .status = 200, .headers = &.{.{ .name = "content-type", .value = "image/png" }}, .body = "a" }));
+
+    // Errors of the call itself answer HTTP 400 in this revision.
+    f.client = modernClient("tools/call", "nope");
+    try f.expectError(try modernReq(a, "tools/call", "\"name\":\"nope\""), 400, invalid_params, "unknown tool: nope");
+    f.client = modernClient("tools/call", "getPet");
+    try f.expectError(try modernReq(a, "tools/call", "\"name\":\"getPet\",\"arguments\":{}"), 400, invalid_params, "missing required argument: id");
+    // No name in the body: nothing for Mcp-Name to match, the call reports it.
+    f.client = modernClient("tools/call", null);
+    try f.expectError(try modernReq(a, "tools/call", ""), 400, invalid_params, "invalid params: name must be a string");
+
+    // A passthrough tool without the credential: a result, modern shape.
+    const g = try Fixture.init(v2tools);
+    defer g.deinit();
+    g.client = modernClient("tools/call", "bearer");
+    try g.expectReply(try modernReq(g.arena(), "tools/call", "\"name\":\"bearer\",\"arguments\":{}"), 200,
+        \\{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"this tool needs the client's credential in Authorization"}],"isError":true,"resultType":"complete"}}
+    );
+    // A header value with a control character: -32602, HTTP 400.
+    g.client = modernClient("tools/call", "cookies");
+    try g.expectError(try modernReq(g.arena(), "tools/call", "\"name\":\"cookies\",\"arguments\":{\"note\":\"a\\nb\"}"), 400, invalid_params, "header x-note: value contains a control character");
+
+    // Mcp-Name in its base64 form (non-ASCII names).
+    f.client = modernClient("tools/call", "=?base64?YWRkUGV0?=");
+    _ = try f.call(try modernReq(a, "tools/call", "\"name\":\"addPet\",\"arguments\":{\"name\":\"Rex\"}"));
+}
+
+test "2026-07-28: the _meta envelope is required" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    f.client = modernClient("tools/list", null);
+    // The header alone routes the request here.
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\"}", 400, invalid_params, "invalid params: params._meta must be an object");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{\"_meta\":[]}}", 400, invalid_params, "invalid params: params._meta must be an object");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{\"_meta\":{}}}", 400, invalid_params, "invalid params: params._meta is missing the required envelope key(s): io.modelcontextprotocol/protocolVersion, io.modelcontextprotocol/clientCapabilities");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}}}", 400, invalid_params, "invalid params: params._meta is missing the required envelope key(s): io.modelcontextprotocol/clientCapabilities");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{\"_meta\":{\"io.modelcontextprotocol/clientCapabilities\":{}}}}", 400, invalid_params, "invalid params: params._meta is missing the required envelope key(s): io.modelcontextprotocol/protocolVersion");
+    // The _meta key alone routes it here too (no headers at all).
+    f.client = .{};
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}}}", 400, invalid_params, "invalid params: params._meta is missing the required envelope key(s): io.modelcontextprotocol/clientCapabilities");
+}
+
+test "2026-07-28: routing headers must match the body" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const a = f.arena();
+    const list = try modernReq(a, "tools/list", "");
+    const call = try modernReq(a, "tools/call", "\"name\":\"getPet\",\"arguments\":{\"id\":\"1\"}");
+
+    f.client = .{ .method = "tools/list" };
+    try f.expectError(list, 400, header_mismatch, "MCP-Protocol-Version header is missing");
+    f.client = .{ .protocol_version = "2025-11-25", .method = "tools/list" };
+    try f.expectError(list, 400, header_mismatch, "MCP-Protocol-Version header does not match");
+    f.client = .{ .protocol_version = modern_version };
+    try f.expectError(list, 400, header_mismatch, "Mcp-Method header is missing");
+    f.client = modernClient("tools/call", null);
+    try f.expectError(list, 400, header_mismatch, "Mcp-Method header does not match the request body's method");
+    f.client = modernClient("tools/call", null);
+    try f.expectError(call, 400, header_mismatch, "Mcp-Name header is missing");
+    f.client = modernClient("tools/call", "addPet");
+    try f.expectError(call, 400, header_mismatch, "Mcp-Name header does not match the request body's name");
+    for ([_][]const u8{ "=?base64?Z2V0UGV0?=x", "=?base64?Z2V0UGV?=", "=?base64?!!!!?=", "=?base64?YWRkUGV0?=" }) |v| {
+        f.client = modernClient("tools/call", v);
+        try f.expectError(call, 400, header_mismatch, "Mcp-Name header does not match");
+    }
+    f.client = modernClient("tools/call", "=?base64?Z2V0UGV0?=");
+    _ = try f.call(call);
+    f.client = modernClient("tools/call", "getPet");
+    _ = try f.call(call);
+
+    // The id is echoed on every rejection.
+    f.client = .{ .method = "tools/list" };
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":7,"error":{"code":-32020,"message":"MCP-Protocol-Version header is missing"}}
+    , (try f.reply(list)).body);
+}
+
+test "2026-07-28: unsupported protocol versions" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const body =
+        \\{"jsonrpc":"2.0","id":"v","method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01","io.modelcontextprotocol/clientCapabilities":{}}}}
+    ;
+    const expected =
+        \\{"jsonrpc":"2.0","id":"v","error":{"code":-32022,"message":"Unsupported protocol version","data":{"supported":["2025-03-26","2025-06-18","2025-11-25","2026-07-28"],"requested":"2099-01-01"}}}
+    ;
+    // Header and _meta agree on a version we do not serve.
+    f.client = .{ .protocol_version = "2099-01-01", .method = "tools/list" };
+    try f.expectReply(body, 400, expected);
+    // An unserved header wins over a mismatch.
+    f.client = .{ .protocol_version = "2099-01-01", .method = "tools/list" };
+    try f.expectError(try modernReq(f.arena(), "tools/list", ""), 400, unsupported_protocol_version, "Unsupported protocol version");
+}
+
+test "2026-07-28: initialize, ping and other methods are not found" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    for ([_][]const u8{ "initialize", "ping", "resources/list", "server/other" }) |m| {
+        f.client = modernClient(m, null);
+        const expected = try jsonw.allocPrint(f.arena(), "method not found: {s}", .{m});
+        try f.expectError(try modernReq(f.arena(), m, ""), 404, method_not_found, expected);
+    }
+    // Notifications are still accepted and dropped.
+    f.client = modernClient("notifications/cancelled", null);
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{" ++ meta_ok ++ "}}", 202, "");
+}
+
+test "2026-07-28: legacy requests are unaffected" {
+    const f = try Fixture.init(config.example);
+    defer f.deinit();
+    // Legacy headers and a legacy _meta (progressToken) stay legacy, and
+    // discover is not a legacy method.
+    f.client = .{ .protocol_version = "2025-11-25", .method = "tools/call", .name = "x" };
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"_meta\":{\"progressToken\":1}}}", 200,
+        \\{"jsonrpc":"2.0","id":1,"result":{}}
+    );
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"server/discover\"}", 200, method_not_found, "method not found: server/discover");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}", 200, invalid_params, "unknown tool: nope");
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-11-25\"}}", 200,
+        \\{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":false}},"serverInfo":{"name":"petstore","version":"1.0.0","title":"Pet store"},"instructions":"Use \"getPet\"."}}
+    );
+}
+
+test "2026-07-28: Mcp-Name values decode like the SDK encodes them" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    try testing.expectEqualStrings("plain", (try decodeHeaderValue(a, "plain")).?);
+    try testing.expectEqualStrings("=?base64?", (try decodeHeaderValue(a, "=?base64?")).?);
+    try testing.expectEqualStrings("h\u{e9}", (try decodeHeaderValue(a, "=?base64?aMOp?=")).?);
+    try testing.expectEqualStrings("", (try decodeHeaderValue(a, "=?base64??=")).?);
+    try testing.expect((try decodeHeaderValue(a, "=?base64?aMOq?x?=")) == null);
+    try testing.expect((try decodeHeaderValue(a, "=?base64?aMO?=")) == null);
+    try testing.expect((try decodeHeaderValue(a, "=?base64?aMP=?=")) == null); // non-canonical
+    try testing.expect((try decodeHeaderValue(a, "=?base64?/w==?=")) == null); // not UTF-8
 }
