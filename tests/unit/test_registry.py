@@ -403,3 +403,42 @@ async def test_deleting_from_a_multi_document_file_keeps_later_documents_writabl
     reloaded = FileStore(tmp_path)
     await reloaded.load()
     assert reloaded.snapshot is not None and reloaded.snapshot.revision == store.snapshot.revision  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "path", "reason"),
+    [
+        ("allowedOrigins", "https://a.example", "allowedOrigins", "must be a list of origins"),
+        ("allowedOrigins", ["https://a.example/app"], "allowedOrigins[0]", "is not an http(s) origin"),
+        ("allowedOrigins", ["ftp://a.example"], "allowedOrigins[0]", "is not an http(s) origin"),
+        ("allowedOrigins", ["a.example"], "allowedOrigins[0]", "is not an http(s) origin"),
+        ("allowedOrigins", ["https://a.example:99999"], "allowedOrigins[0]", "is not an http(s) origin"),
+        ("allowedOrigins", [7], "allowedOrigins[0]", "is not an http(s) origin"),
+        (
+            "allowedOrigins",
+            ["https://a.example", "https://A.example:443"],
+            "allowedOrigins[1]",
+            "duplicate origin",
+        ),
+        ("pageSize", 0, "pageSize", "must be an integer from 1 to 1000"),
+        ("pageSize", 1001, "pageSize", "must be an integer from 1 to 1000"),
+        ("pageSize", True, "pageSize", "must be an integer from 1 to 1000"),
+        ("pageSize", "2", "pageSize", "must be an integer from 1 to 1000"),
+    ],
+)
+def test_streamable_http_fields_are_validated(field: str, value: Any, path: str, reason: str) -> None:
+    found = problems_of(minimal(**{field: value}))
+    assert any(p == path and reason in r for p, r in found), found
+
+
+def test_streamable_http_fields_are_normalised_and_optional() -> None:
+    server = parse_server(minimal())
+    assert (server.allowed_origins, server.page_size) == ((), 0)
+    server = parse_server(
+        minimal(
+            allowedOrigins=["https://App.Example.com:443", "http://10.0.0.1:8080", "http://[::1]:3000"],
+            pageSize=2,
+        )
+    )
+    assert server.allowed_origins == ("https://app.example.com", "http://10.0.0.1:8080", "http://[::1]:3000")
+    assert server.page_size == 2

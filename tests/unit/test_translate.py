@@ -404,3 +404,14 @@ def test_translator_reports_what_changed_and_the_cache_hint_matches_a_full_scan(
     fresh = SnapshotCache()
     fresh.set_resources(third)
     assert stale.snapshot.versions() == fresh.snapshot.versions()
+
+
+def test_streamable_http_fields_reach_the_filter_config() -> None:
+    document = minimal(allowedOrigins=["https://app.example.com"], pageSize=3)
+    server = parse_server(document)
+    config = filter_config(server, snapshot_of(document), {})
+    assert config["allowed_origins"] == ["https://app.example.com"]
+    assert config["page_size"] == 3
+    plain = minimal()
+    config = filter_config(parse_server(plain), snapshot_of(plain), {})
+    assert "allowed_origins" not in config and "page_size" not in config

@@ -164,6 +164,10 @@ class McpServer:
     security_schemes: tuple[SecurityScheme, ...] = ()
     includes: tuple[Include, ...] = ()
     limits: Limits = Limits()
+    # Browser origins allowed besides localhost ones (`scheme://host[:port]`, lower-case).
+    allowed_origins: tuple[str, ...] = ()
+    # tools/list page size; 0 = every tool in one page.
+    page_size: int = 0
     # Where the definition came from, for error messages and the status API.
     source: str = ""
     # The raw document, canonicalised: its hash tells whether a server changed.

@@ -50,7 +50,10 @@ _SERVER_FIELDS = {
     "allowTools",
     "include",
     "limits",
+    "allowedOrigins",
+    "pageSize",
 }
+_MAX_PAGE_SIZE = 1000
 _MAX_BODY = 64 << 20
 
 
@@ -84,6 +87,8 @@ def _server(r: Reader, document: Any) -> McpServer | None:
     schemes = _security_schemes(r, data.get("securitySchemes", []))
     includes = _includes(r, data.get("include", []))
     limits = _limits(r, data.get("limits", {}))
+    allowed_origins = _allowed_origins(r, data.get("allowedOrigins", []))
+    page_size = _page_size(r, data.get("pageSize"))
     backend = _backend(r, data.get("backend"), required=bool(data.get("tools")))
     tools = parse_tools(r, data.get("tools"), ToolContext(config, {s.id: s for s in schemes}))
     allowed = _allow_tools(r, data, tools)
@@ -102,6 +107,8 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         security_schemes=tuple(schemes),
         includes=tuple(includes),
         limits=limits,
+        allowed_origins=allowed_origins,
+        page_size=page_size,
         source=r.file,
         fingerprint=fingerprint(document),
     )
@@ -126,6 +133,63 @@ def _limits(r: Reader, value: Any) -> Limits:
         max_request_bytes=sizes.get("maxRequestBytes", defaults.max_request_bytes),
         max_response_bytes=sizes.get("maxResponseBytes", defaults.max_response_bytes),
     )
+
+
+_ORIGIN = re.compile(r"^(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+def _allowed_origins(r: Reader, value: Any) -> tuple[str, ...]:
+    """Browser origins (`https://app.example.com[:port]`) allowed besides localhost ones."""
+    if not isinstance(value, list):
+        r.fail(
+            "allowedOrigins", f"must be a list of origins like 'https://app.example.com', got {kind(value)}"
+        )
+        return ()
+    origins: list[str] = []
+    for index, item in enumerate(value):
+        path = join("allowedOrigins", index)
+        origin = _origin(item)
+        if origin is None:
+            r.fail(
+                path,
+                f"{item!r} is not an http(s) origin: 'scheme://host[:port]' without path, e.g. 'https://app.example.com'",
+            )
+        elif origin in origins:
+            r.fail(path, f"duplicate origin {item!r}")
+        else:
+            origins.append(origin)
+    return tuple(origins)
+
+
+def _origin(item: Any) -> str | None:
+    """`item` as the browser sends it in `Origin` (lower-case, default port dropped), or None."""
+    if not isinstance(item, str):
+        return None
+    match = _ORIGIN.match(item)
+    if match is None:
+        return None
+    scheme, host, port = match.group(1).lower(), match.group(2).lower(), match.group(3)
+    if host.startswith("["):
+        if not is_ip(host[1:-1]):
+            return None
+    elif not is_ip(host) and not _HOSTNAME.match(host):
+        return None
+    if port is not None:
+        number = int(port[1:])
+        if not 1 <= number <= 65535:
+            return None
+        if (scheme, number) in (("http", 80), ("https", 443)):
+            port = None
+    return f"{scheme}://{host}{port or ''}"
+
+
+def _page_size(r: Reader, value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_PAGE_SIZE:
+        r.fail("pageSize", f"must be an integer from 1 to {_MAX_PAGE_SIZE}, got {value!r}")
+        return 0
+    return value
 
 
 _SCHEME_FIELDS = {"id", "type", "scheme", "in", "name", "defaultCredential", "description"}

@@ -70,6 +70,10 @@ def filter_config(
         config["upstream"] = upstream(home)
     if server.instructions:
         config["instructions"] = server.instructions
+    if server.allowed_origins:
+        config["allowed_origins"] = list(server.allowed_origins)
+    if server.page_size:
+        config["page_size"] = server.page_size
     return config
 
 

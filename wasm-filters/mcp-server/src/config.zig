@@ -117,6 +117,18 @@ pub const Config = struct {
     /// Distinct client credential locations of all passthrough tools; empty
     /// when there are none, so ordinary servers read no extra headers.
     credential_sources: []const CredentialSource,
+    /// Browser origins allowed besides localhost ones, as `Origin` carries
+    /// them: lower-case `scheme://host[:port]`, default port dropped.
+    allowed_origins: []const []const u8 = &.{},
+    /// `tools/list` pages when `page_size` splits the list; empty when it
+    /// fits in one (then `tools_list_json` is the answer). Each is a
+    /// compact object; all but the last carry `nextCursor`.
+    pages: []const []const u8 = &.{},
+    /// `cursors[i]` names `pages[i]` (`cursors[0]` is empty: the first page
+    /// needs none). Opaque to clients: base64url of `<offset>:<checksum>`,
+    /// the checksum over the configuration text, so a cursor from another
+    /// configuration is refused.
+    cursors: []const []const u8 = &.{},
 
     pub fn findTool(self: *const Config, name: []const u8) ?*const Tool {
         const idx = self.by_name.get(name) orelse return null;
@@ -202,6 +214,8 @@ const RawConfig = struct {
     } = .{},
     tools_list: ?Value = null,
     tools: []const RawTool = &.{},
+    allowed_origins: []const []const u8 = &.{},
+    page_size: u32 = 0,
 };
 
 /// Parses and compiles `text`. The compiled form lives in `out` and points
@@ -209,7 +223,7 @@ const RawConfig = struct {
 /// may be freed as soon as this returns. On `error.InvalidConfig`, `why`
 /// holds a human-readable reason, in `scratch`.
 pub fn parse(out: Allocator, scratch: Allocator, text: []const u8, why: *[]const u8) Error!Config {
-    return compile(out, scratch, try parseRaw(scratch, text, why), why);
+    return compile(out, scratch, try parseRaw(scratch, text, why), checksum(text), why);
 }
 
 /// A compiled configuration and the one block of memory it lives in.
@@ -231,11 +245,12 @@ const block_align: std.mem.Alignment = .@"16";
 /// `wasm_allocator` hands out power-of-two slots, about twice the form.
 pub fn parseCompact(gpa: Allocator, scratch: Allocator, text: []const u8, why: *[]const u8) Error!Compact {
     const raw = try parseRaw(scratch, text, why);
+    const sum = checksum(text);
     // Most forms are smaller than their text; retried bigger when not.
     var cap: usize = 2 * text.len + 1024;
     const size = while (true) : (cap *= 2) {
         var sizing = Sizing{ .fba = .init(try scratch.alignedAlloc(u8, block_align, cap)) };
-        _ = compile(sizing.allocator(), scratch, raw, why) catch |err| {
+        _ = compile(sizing.allocator(), scratch, raw, sum, why) catch |err| {
             if (err == error.OutOfMemory and sizing.full) continue;
             return err;
         };
@@ -246,7 +261,7 @@ pub fn parseCompact(gpa: Allocator, scratch: Allocator, text: []const u8, why: *
     // The same allocations in the same order from a buffer with the same
     // alignment: they fit exactly.
     var fba = std.heap.FixedBufferAllocator.init(block);
-    return .{ .cfg = try compile(fba.allocator(), scratch, raw, why), .block = block };
+    return .{ .cfg = try compile(fba.allocator(), scratch, raw, sum, why), .block = block };
 }
 
 /// A FixedBufferAllocator that records the most it held and whether it ran
@@ -313,10 +328,70 @@ fn parseRaw(scratch: Allocator, text: []const u8, why: *[]const u8) Error!RawCon
     };
 }
 
-fn compile(out: Allocator, scratch: Allocator, raw: RawConfig, why: *[]const u8) Error!Config {
+/// What `tools/list` cursors are checked against: 32 bits of the
+/// configuration text's hash.
+fn checksum(text: []const u8) u32 {
+    return @truncate(std.hash.Wyhash.hash(0x6d6370, text));
+}
+
+fn compile(out: Allocator, scratch: Allocator, raw: RawConfig, sum: u32, why: *[]const u8) Error!Config {
     var store = Store.init(out, scratch);
-    var c = Compiler{ .store = &store, .why = why };
+    var c = Compiler{ .store = &store, .why = why, .checksum = sum };
     return c.config(raw);
+}
+
+/// A `tools/list` cursor: base64url (no padding) of `<offset>:<checksum
+/// as 8 hex digits>`.
+pub fn makeCursor(a: Allocator, offset: usize, sum: u32) Allocator.Error![]const u8 {
+    var raw: [40]u8 = undefined;
+    const text = std.fmt.bufPrint(&raw, "{d}:{x:0>8}", .{ offset, sum }) catch unreachable;
+    const enc = std.base64.url_safe_no_pad.Encoder;
+    const buf = try a.alloc(u8, enc.calcSize(text.len));
+    return enc.encode(buf, text);
+}
+
+/// An origin as browsers send it in `Origin`, lower-case input: `http` or
+/// `https`, `://`, a host (a bracketed IPv6 address or letters, digits,
+/// `.` and `-`), an optional port; the default port is dropped. null for
+/// anything else (a path, userinfo, `null`, another scheme).
+pub fn normaliseOrigin(o: []const u8) ?[]const u8 {
+    const parts = splitOrigin(o) orelse return null;
+    if (parts.port) |p| {
+        const default = if (std.mem.eql(u8, parts.scheme, "https")) "443" else "80";
+        if (std.mem.eql(u8, p, default)) return o[0 .. o.len - p.len - 1];
+    }
+    return o;
+}
+
+pub const OriginParts = struct { scheme: []const u8, host: []const u8, port: ?[]const u8 };
+
+/// `scheme://host[:port]` of a lower-case origin, or null when malformed.
+pub fn splitOrigin(o: []const u8) ?OriginParts {
+    const sep = std.mem.indexOf(u8, o, "://") orelse return null;
+    const scheme = o[0..sep];
+    if (!std.mem.eql(u8, scheme, "http") and !std.mem.eql(u8, scheme, "https")) return null;
+    const rest = o[sep + 3 ..];
+    var host_end: usize = 0;
+    if (rest.len != 0 and rest[0] == '[') {
+        const close = std.mem.indexOfScalar(u8, rest, ']') orelse return null;
+        for (rest[1..close]) |ch| switch (ch) {
+            '0'...'9', 'a'...'f', ':', '.' => {},
+            else => return null,
+        };
+        host_end = close + 1;
+    } else {
+        while (host_end < rest.len) : (host_end += 1) switch (rest[host_end]) {
+            'a'...'z', '0'...'9', '.', '-' => {},
+            else => break,
+        };
+    }
+    if (host_end == 0 or (host_end == 2 and rest[0] == '[')) return null;
+    const host = rest[0..host_end];
+    const tail = rest[host_end..];
+    if (tail.len == 0) return .{ .scheme = scheme, .host = host, .port = null };
+    if (tail[0] != ':' or tail.len == 1 or tail.len > 6) return null;
+    for (tail[1..]) |ch| if (ch < '0' or ch > '9') return null;
+    return .{ .scheme = scheme, .host = host, .port = tail[1..] };
 }
 
 /// CR, LF and NUL end or split a header line; such values are never sent.
@@ -329,6 +404,8 @@ pub fn hasControl(s: []const u8) bool {
 const Compiler = struct {
     store: *Store,
     why: *[]const u8,
+    /// Of the configuration text, for `tools/list` cursors.
+    checksum: u32 = 0,
     /// In scratch; copied into the compiled form at the end.
     sources: std.ArrayList(CredentialSource) = .empty,
 
@@ -394,6 +471,8 @@ const Compiler = struct {
         }
         try init.byte('}');
 
+        const paged = try self.paginate(raw.tools_list, raw.page_size);
+
         const tools = try self.out().alloc(Tool, raw.tools.len);
         var by_name: std.StringHashMapUnmanaged(u32) = .empty;
         try by_name.ensureTotalCapacity(self.out(), @intCast(raw.tools.len));
@@ -414,7 +493,66 @@ const Compiler = struct {
             .tools = tools,
             .by_name = by_name,
             .credential_sources = try self.out().dupe(CredentialSource, self.sources.items),
+            .allowed_origins = try self.origins(raw.allowed_origins),
+            .pages = paged.pages,
+            .cursors = paged.cursors,
         };
+    }
+
+    fn origins(self: *Compiler, list: []const []const u8) Error![]const []const u8 {
+        const copy = try self.out().alloc([]const u8, list.len);
+        for (list, copy, 0..) |o, *d, i| {
+            const lower = try std.ascii.allocLowerString(self.scratch(), o);
+            const n = normaliseOrigin(lower) orelse return self.fail("allowed_origins[{d}]: \"{s}\" is not an http(s) origin (scheme://host[:port])", .{ i, o });
+            d.* = try self.str(n);
+        }
+        return copy;
+    }
+
+    const Paged = struct { pages: []const []const u8 = &.{}, cursors: []const []const u8 = &.{} };
+
+    /// `tools_list` split into pages of `page_size` tools, when that makes
+    /// more than one page. Every key of `tools_list` but `tools` and
+    /// `nextCursor` is kept on each page.
+    fn paginate(self: *Compiler, tools_list: ?Value, page_size: u32) Error!Paged {
+        if (page_size == 0) return .{};
+        const tl = tools_list orelse return .{};
+        const all = tl.object.get("tools") orelse return .{};
+        if (all != .array) return self.fail("tools_list.tools: must be a list to paginate", .{});
+        const items = all.array.items;
+        if (items.len <= page_size) return .{};
+        const n = (items.len + page_size - 1) / page_size;
+        const pages = try self.out().alloc([]const u8, n);
+        const cursors = try self.out().alloc([]const u8, n);
+        cursors[0] = "";
+        for (1..n) |i| cursors[i] = try self.str(try makeCursor(self.scratch(), i * page_size, self.checksum));
+        for (pages, 0..) |*p, i| {
+            const start = i * page_size;
+            const end = @min(items.len, start + page_size);
+            var o = Out.init(self.scratch());
+            try o.add("{\"tools\":[");
+            for (items[start..end], 0..) |t, k| {
+                if (k != 0) try o.byte(',');
+                try o.value(t);
+            }
+            try o.byte(']');
+            var it = tl.object.iterator();
+            while (it.next()) |kv| {
+                const key = kv.key_ptr.*;
+                if (std.mem.eql(u8, key, "tools") or std.mem.eql(u8, key, "nextCursor")) continue;
+                try o.byte(',');
+                try o.str(key);
+                try o.byte(':');
+                try o.value(kv.value_ptr.*);
+            }
+            if (i + 1 < n) {
+                try o.add(",\"nextCursor\":");
+                try o.str(cursors[i + 1]);
+            }
+            try o.byte('}');
+            p.* = try self.store.bytes(o.bytes());
+        }
+        return .{ .pages = pages, .cursors = cursors };
     }
 
     fn upstream(self: *Compiler, u: RawUpstream, comptime where: []const u8, where_args: anytype) Error!*const Upstream {
@@ -851,4 +989,42 @@ test "the compact form fills its block exactly, whatever the first guess" {
         try testing.expectError(error.OutOfMemory, parse(small.allocator(), scratch, text, &why));
     }
     try testing.expect(2 * many.bytes().len + 1024 < (try parseCompact(scratch, scratch, many.bytes(), &why)).block.len);
+}
+
+test "allowed_origins and page_size are compiled" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const text =
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "page_size": 1,
+        \\ "allowed_origins": ["HTTPS://A.example:443", "http://b.example:8080", "http://[::1]:80"],
+        \\ "tools_list": {"tools": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}}
+    ;
+    const c = try parseFreed(arena_state.allocator(), text);
+    try testing.expectEqual(@as(usize, 3), c.allowed_origins.len);
+    try testing.expectEqualStrings("https://a.example", c.allowed_origins[0]);
+    try testing.expectEqualStrings("http://b.example:8080", c.allowed_origins[1]);
+    try testing.expectEqualStrings("http://[::1]", c.allowed_origins[2]);
+    try testing.expectEqual(@as(usize, 3), c.pages.len);
+    try testing.expectEqualStrings("", c.cursors[0]);
+    try testing.expect(std.mem.endsWith(u8, c.pages[2], "[{\"name\":\"c\"}]}"));
+    // The cursor carries the offset and a checksum of this configuration.
+    var buf: [64]u8 = undefined;
+    const dec = std.base64.url_safe_no_pad.Decoder;
+    const n = try dec.calcSizeForSlice(c.cursors[1]);
+    try dec.decode(buf[0..n], c.cursors[1]);
+    try testing.expect(std.mem.startsWith(u8, buf[0..n], "1:"));
+    try testing.expectEqual(@as(usize, 10), n);
+    // Another configuration text: other cursors.
+    const c2 = try parseFreed(arena_state.allocator(), text[0 .. text.len - 1] ++ ", \"x\": 1}");
+    try testing.expect(!std.mem.eql(u8, c.cursors[1], c2.cursors[1]));
+
+    try expectInvalid(
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "allowed_origins": ["https://a.example/path"]}
+    , "allowed_origins[0]: \"https://a.example/path\" is not an http(s) origin");
+    try expectInvalid(
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "allowed_origins": ["ftp://a.example"]}
+    , "allowed_origins[0]");
+    try expectInvalid(
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "page_size": 1, "tools_list": {"tools": {}}}
+    , "tools_list.tools: must be a list");
 }

@@ -189,8 +189,18 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     const headers = pairs.slice();
     const path = pw.findHeader(headers, ":path") orelse return replyOrOom(s, mcp.notFound(arena));
     if (!std.mem.eql(u8, stripQuery(path), cfg.base_path)) return replyOrOom(s, mcp.notFound(arena));
+    // DNS rebinding: a browser page of another site must not reach us.
+    // Requests without `Origin` (SDKs, curl) are not from a browser page.
+    if (pw.findHeader(headers, "origin")) |origin| {
+        const ok = mcp.originAllowed(arena, cfg, origin) catch return oomAction(s);
+        if (!ok) return replyOrOom(s, mcp.forbiddenOrigin(arena));
+    }
     const method = pw.findHeader(headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
+    // GET (no server-initiated stream) and DELETE (no session to end) too.
     if (!std.mem.eql(u8, method, "POST")) return replyOrOom(s, mcp.methodNotAllowed(arena));
+    if (pw.findHeader(headers, "accept")) |accept| {
+        if (!mcp.acceptable(accept)) return replyOrOom(s, mcp.notAcceptable(arena));
+    }
 
     // Headers are only readable now; the body (and so the tool) comes later.
     if (cfg.credential_sources.len != 0) {

@@ -127,6 +127,52 @@ pub fn tooLarge(arena: Allocator, limit: u32) Allocator.Error!Reply {
     return .{ .status = 413, .body = try errorBody(arena, "null", invalid_request, message) };
 }
 
+/// `Origin` names a site that is not allowed: the DNS rebinding defence.
+pub fn forbiddenOrigin(arena: Allocator) Allocator.Error!Reply {
+    return .{ .status = 403, .body = try errorBody(arena, "null", invalid_request, "Forbidden: Origin not allowed") };
+}
+
+pub fn notAcceptable(arena: Allocator) Allocator.Error!Reply {
+    return .{ .status = 406, .body = try errorBody(arena, "null", invalid_request, "Not Acceptable: Client must accept application/json or text/event-stream") };
+}
+
+/// Browsers send `Origin`; a page on another site reaching a local gateway
+/// through DNS rebinding carries its own origin. Allowed: localhost,
+/// 127.0.0.1 and [::1] on any port (http or https), and the configured
+/// `allowed_origins`. Matching ignores case and a default port.
+pub fn originAllowed(arena: Allocator, cfg: *const config.Config, origin: []const u8) Allocator.Error!bool {
+    const lower = try std.ascii.allocLowerString(arena, std.mem.trim(u8, origin, " \t"));
+    const parts = config.splitOrigin(lower) orelse return false;
+    for ([_][]const u8{ "localhost", "127.0.0.1", "[::1]" }) |h| {
+        if (std.mem.eql(u8, parts.host, h)) return true;
+    }
+    const n = config.normaliseOrigin(lower) orelse return false;
+    for (cfg.allowed_origins) |o| {
+        if (std.mem.eql(u8, o, n)) return true;
+    }
+    return false;
+}
+
+/// An `Accept` value that lets us answer: one of its media ranges is
+/// `application/json`, `text/event-stream`, `application/*`, `text/*` or
+/// `*/*` (parameters, case and spaces ignored).
+pub fn acceptable(accept: []const u8) bool {
+    var it = std.mem.splitScalar(u8, accept, ',');
+    while (it.next()) |range| {
+        const end = std.mem.indexOfScalar(u8, range, ';') orelse range.len;
+        const t = std.mem.trim(u8, range[0..end], " \t");
+        for ([_][]const u8{ "application/json", "text/event-stream", "application/*", "text/*", "*/*" }) |ok| {
+            if (std.ascii.eqlIgnoreCase(t, ok)) return true;
+        }
+    }
+    return false;
+}
+
+/// A legacy `MCP-Protocol-Version` the filter does not serve: HTTP 400.
+fn badProtocolHeader(arena: Allocator, id: []const u8, v: []const u8) Allocator.Error!Outcome {
+    return errorReply(arena, 400, id, invalid_request, "Bad Request: Unsupported protocol version: {s}. Supported versions: 2025-03-26, 2025-06-18, 2025-11-25, 2026-07-28", .{v});
+}
+
 // ------------------------------------------------------- request handling
 
 /// Handles one complete POST body.
@@ -174,12 +220,23 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, cli
     };
     if (method_value != .string) return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: method must be a string", .{});
     const method = method_value.string;
-    const rid = id orelse return .{ .reply = .{ .status = 202, .body = "" } };
+    const rid = id orelse {
+        // Notifications too must carry a version we serve, when they name one.
+        if (client.protocol_version) |v| if (!isServedVersion(v)) return badProtocolHeader(arena, "null", v);
+        return .{ .reply = .{ .status = 202, .body = "" } };
+    };
     const params: ?Value = obj.get("params");
 
     if (isModern(params, client)) return modern(arena, cfg, rid, method, params, client);
+    // After initialize the client names the negotiated version in a header;
+    // without one, 2025-03-26 is assumed (accepted as is).
+    if (client.protocol_version) |v| if (!std.mem.eql(u8, method, "initialize") and !isServedVersion(v))
+        return badProtocolHeader(arena, rid, v);
     if (std.mem.eql(u8, method, "tools/call")) return toolsCall(arena, cfg, rid, params, client, false);
-    if (std.mem.eql(u8, method, "tools/list")) return resultReply(arena, rid, &.{cfg.tools_list_json});
+    if (std.mem.eql(u8, method, "tools/list")) {
+        const page = toolsListPage(cfg, params) orelse return invalidCursor(arena, 200, rid);
+        return resultReply(arena, rid, &.{page});
+    }
     if (std.mem.eql(u8, method, "ping")) return resultReply(arena, rid, &.{"{}"});
     if (std.mem.eql(u8, method, "initialize")) {
         const version = negotiate(params);
@@ -263,7 +320,7 @@ fn modern(arena: Allocator, cfg: *const config.Config, id: []const u8, method: [
     if (!std.mem.eql(u8, version.?.string, modern_version)) return unsupportedVersion(arena, id, version.?.string);
 
     if (is_call) return toolsCall(arena, cfg, id, params, client, true);
-    if (std.mem.eql(u8, method, "tools/list")) return modernToolsList(arena, cfg, id);
+    if (std.mem.eql(u8, method, "tools/list")) return modernToolsList(arena, cfg, id, params);
     if (std.mem.eql(u8, method, "server/discover")) return discover(arena, cfg, id);
     return errorReply(arena, 404, id, method_not_found, "method not found: {s}", .{method});
 }
@@ -273,9 +330,30 @@ fn modern(arena: Allocator, cfg: *const config.Config, id: []const u8, method: [
 /// the control plane may replace the configuration at any time.
 const cache_fields = "\"cacheScope\":\"public\",\"ttlMs\":0,\"resultType\":\"complete\"";
 
-fn modernToolsList(arena: Allocator, cfg: *const config.Config, id: []const u8) Allocator.Error!Outcome {
-    // `tools_list_json` is a compact object: reopen it before its brace.
-    const list = cfg.tools_list_json;
+/// The `tools/list` result for `params.cursor`: the whole list when no
+/// page size splits it, else the page the cursor names (the first without
+/// one). null for a cursor we did not issue under this configuration.
+pub fn toolsListPage(cfg: *const config.Config, params: ?Value) ?[]const u8 {
+    var cursor: ?[]const u8 = null;
+    if (params) |p| if (p == .object) if (p.object.get("cursor")) |c| switch (c) {
+        .null => {},
+        .string => |str| cursor = str,
+        else => return null,
+    };
+    const c = cursor orelse return if (cfg.pages.len == 0) cfg.tools_list_json else cfg.pages[0];
+    if (cfg.cursors.len > 1) for (cfg.cursors[1..], cfg.pages[1..]) |known, page| {
+        if (std.mem.eql(u8, known, c)) return page;
+    };
+    return null;
+}
+
+fn invalidCursor(arena: Allocator, status: u32, id: []const u8) Allocator.Error!Outcome {
+    return errorReply(arena, status, id, invalid_params, "invalid params: invalid or expired cursor", .{});
+}
+
+fn modernToolsList(arena: Allocator, cfg: *const config.Config, id: []const u8, params: ?Value) Allocator.Error!Outcome {
+    // A page is a compact object: reopen it before its brace.
+    const list = toolsListPage(cfg, params) orelse return invalidCursor(arena, 400, id);
     const head = list[0 .. list.len - 1];
     const sep = if (head.len == 1) "" else ",";
     return resultReply(arena, id, &.{ head, sep, cache_fields ++ "}" });
@@ -1712,4 +1790,148 @@ test "2026-07-28: Mcp-Name values decode like the SDK encodes them" {
     try testing.expect((try decodeHeaderValue(a, "=?base64?aMO?=")) == null);
     try testing.expect((try decodeHeaderValue(a, "=?base64?aMP=?=")) == null); // non-canonical
     try testing.expect((try decodeHeaderValue(a, "=?base64?/w==?=")) == null); // not UTF-8
+}
+
+// ------------------------------------------------- Streamable HTTP checks
+
+test "MCP-Protocol-Version header on legacy requests" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const list = "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\"}";
+    // Absent: 2025-03-26 assumed, accepted. Each served version: accepted.
+    f.client = .{};
+    _ = try f.reply(list);
+    for (supported_versions) |v| {
+        f.client = .{ .protocol_version = v };
+        try testing.expectEqual(@as(u32, 200), (try f.reply(list)).status);
+    }
+    // Anything else: HTTP 400 naming the supported versions, id echoed.
+    f.client = .{ .protocol_version = "2024-01-01" };
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":3,"error":{"code":-32600,"message":"Bad Request: Unsupported protocol version: 2024-01-01. Supported versions: 2025-03-26, 2025-06-18, 2025-11-25, 2026-07-28"}}
+    , (try f.reply(list)).body);
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"ping\"}", 400, invalid_request, "Bad Request: Unsupported protocol version");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", 400, invalid_request, "Bad Request: Unsupported protocol version");
+    // initialize negotiates in its body: the header does not matter.
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\"}}", 200,
+        \\{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":false}},"serverInfo":{"name":"petstore","version":"1.0.0"}}}
+    );
+    // A served version on a notification: accepted.
+    f.client = .{ .protocol_version = "2025-06-18" };
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", 202, "");
+}
+
+test "Origin: localhost and configured origins only" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    const cfg = try config.parseFreed(a,
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m",
+        \\ "allowed_origins": ["https://App.example.com:443", "http://10.0.0.5:8080"]}
+    );
+    for ([_][]const u8{
+        "http://localhost",            "http://localhost:6274",   "https://LOCALHOST:1",
+        "http://127.0.0.1:3000",       "http://[::1]:8080",       "https://app.example.com",
+        "https://app.example.com:443", "HTTPS://APP.EXAMPLE.COM", "http://10.0.0.5:8080",
+    }) |o| {
+        if (!try originAllowed(a, &cfg, o)) {
+            std.debug.print("refused {s}\n", .{o});
+            return error.TestUnexpectedResult;
+        }
+    }
+    for ([_][]const u8{
+        "https://evil.example",  "http://app.example.com",        "https://app.example.com:8443",
+        "null",                  "http://localhost.evil.example", "http://127.0.0.1.evil.example",
+        "file://localhost",      "http://10.0.0.5",               "https://app.example.com/x",
+        "http://user@localhost", "",                              "http://[::2]",
+    }) |o| {
+        if (try originAllowed(a, &cfg, o)) {
+            std.debug.print("allowed {s}\n", .{o});
+            return error.TestUnexpectedResult;
+        }
+    }
+    const r = try forbiddenOrigin(a);
+    try testing.expectEqual(@as(u32, 403), r.status);
+    try testing.expectEqualStrings("{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"Forbidden: Origin not allowed\"}}", r.body);
+    // The default configuration allows localhost only.
+    const plain = try config.parseFreed(a, "{\"server\": {\"name\": \"s\", \"version\": \"1\"}, \"base_path\": \"/m\"}");
+    try testing.expect(try originAllowed(a, &plain, "http://localhost:1234"));
+    try testing.expect(!(try originAllowed(a, &plain, "https://app.example.com")));
+}
+
+test "Accept: JSON or SSE (or a wildcard covering one)" {
+    for ([_][]const u8{
+        "application/json",                          "text/event-stream",
+        "application/json, text/event-stream",       "*/*",
+        "application/*",                             "text/*;q=0.5",
+        "text/html, Application/JSON;charset=utf-8", " text/event-stream ",
+    }) |v| try testing.expect(acceptable(v));
+    for ([_][]const u8{ "text/html", "application/xml", "", "image/*", "application/jsonx" }) |v| try testing.expect(!acceptable(v));
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    try testing.expectEqual(@as(u32, 406), (try notAcceptable(arena_state.allocator())).status);
+}
+
+const paged =
+    \\{"server": {"name": "p", "version": "1"}, "base_path": "/p", "page_size": 2,
+    \\ "tools_list": {"tools": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}, {"name": "e"}], "nextCursor": null, "x": 1},
+    \\ "tools": []}
+;
+
+fn listWith(a: Allocator, cursor: []const u8) ![]const u8 {
+    return jsonw.allocPrint(a, "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\",\"params\":{{\"cursor\":{s}}}}}", .{cursor});
+}
+
+test "tools/list pages with opaque cursors" {
+    const f = try Fixture.init(paged);
+    defer f.deinit();
+    const a = f.arena();
+    var names = std.ArrayList(u8).empty;
+    var cursor: ?[]const u8 = null;
+    var pages: usize = 0;
+    while (true) : (pages += 1) {
+        const body = if (cursor) |c| try listWith(a, try jsonw.allocPrint(a, "\"{s}\"", .{c})) else "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}";
+        const r = try f.reply(body);
+        try testing.expectEqual(@as(u32, 200), r.status);
+        const result = (try std.json.parseFromSliceLeaky(Value, a, r.body, .{})).object.get("result").?.object;
+        try testing.expect(result.get("tools").?.array.items.len <= 2);
+        try testing.expectEqual(@as(i64, 1), result.get("x").?.integer);
+        for (result.get("tools").?.array.items) |t| try names.appendSlice(a, t.object.get("name").?.string);
+        const next = result.get("nextCursor") orelse break;
+        cursor = next.string;
+    }
+    try testing.expectEqualStrings("abcde", names.items);
+    try testing.expectEqual(@as(usize, 2), pages);
+    // The first page exactly; null cursor = no cursor.
+    try f.expectReply(try listWith(a, "null"), 200, try jsonw.allocPrint(a,
+        \\{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"a"}},{{"name":"b"}}],"x":1,"nextCursor":"{s}"}}}}
+    , .{f.cfg.cursors[1]}));
+    // Invalid cursors: garbage, wrong type, another configuration's.
+    try f.expectError(try listWith(a, "\"nope\""), 200, invalid_params, "invalid params: invalid or expired cursor");
+    try f.expectError(try listWith(a, "7"), 200, invalid_params, "invalid params: invalid or expired cursor");
+    const other = try config.makeCursor(a, 2, 0x12345678);
+    try f.expectError(try listWith(a, try jsonw.allocPrint(a, "\"{s}\"", .{other})), 200, invalid_params, "invalid params");
+    // The 2026-07-28 answer pages too, its errors are HTTP 400.
+    f.client = modernClient("tools/list", null);
+    const modern_body = try modernReq(a, "tools/list", try jsonw.allocPrint(a, "\"cursor\":\"{s}\"", .{f.cfg.cursors[2]}));
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"e"}],"x":1,"cacheScope":"public","ttlMs":0,"resultType":"complete"}}
+    , (try f.reply(modern_body)).body);
+    try f.expectError(try modernReq(a, "tools/list", "\"cursor\":\"nope\""), 400, invalid_params, "invalid params: invalid or expired cursor");
+}
+
+test "tools/list: one page keeps the pre-rendered answer" {
+    const fits =
+        \\{"server": {"name": "p", "version": "1"}, "base_path": "/p", "page_size": 5,
+        \\ "tools_list": {"tools": [{"name": "a"}, {"name": "b"}]}}
+    ;
+    for ([_][]const u8{ fits, petstore }) |text| {
+        const f = try Fixture.init(text);
+        defer f.deinit();
+        try testing.expectEqual(@as(usize, 0), f.cfg.pages.len);
+        const r = try f.reply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}");
+        try testing.expect(std.mem.indexOf(u8, r.body, f.cfg.tools_list_json) != null);
+        // No cursor was issued, so none is valid.
+        try f.expectError(try listWith(f.arena(), "\"abc\""), 200, invalid_params, "invalid params");
+    }
 }
