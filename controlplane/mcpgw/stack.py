@@ -7,6 +7,7 @@ same class with free ports, so what `make up` runs is what the tests exercise.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,17 +53,22 @@ class StackOptions:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (tests and benchmarks run side by side)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: all held open while choosing, so none is handed out twice."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def on_free_ports(registry_dir: Path | str, **options: Any) -> StackOptions:
     """`StackOptions` with every listening port free, no demo backend unless asked, and `options`."""
-    ports = {
-        name: free_port()
-        for name in ("listen_port", "xds_port", "status_port", "plugin_port", "envoy_admin_port")
-    }
+    names = ("listen_port", "xds_port", "status_port", "plugin_port", "envoy_admin_port")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     defaults: dict[str, Any] = {"demo_backend_port": None, **ports}
     return StackOptions(registry_dir=registry_dir, **(defaults | options))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from mcpgw.envoyproc import envoy_binary
+from mcpgw.stack import free_ports
 from tests.integration.conftest import copy_registry, free_port
 
 MCPGW = [sys.executable, "-m", "mcpgw.cli"]
@@ -81,7 +82,8 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -
 
 
 def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    backend_port, listen_port, admin_port, status_port = (free_port() for _ in range(4))
+    backend_port, listen_port, admin_port, status_port, xds_port, plugin_port = free_ports(6)
+    log = tmp_path / "mcpgw-up.log"
     registry = copy_registry(tmp_path / "registry", backend_port)
     process = subprocess.Popen(
         [
@@ -94,24 +96,27 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             "--listen-port",
             str(listen_port),
             "--xds-port",
-            str(free_port()),
+            str(xds_port),
             "--status-port",
             str(status_port),
             "--plugin-port",
-            str(free_port()),
+            str(plugin_port),
             "--envoy-admin-port",
             str(admin_port),
             "--demo-backend-port",
             str(backend_port),
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("w"),
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         url = f"http://127.0.0.1:{listen_port}/mcp/default/petstore"
-        wait_for_line(process, url, timeout=60)
+        try:
+            wait_for_line(process, url, timeout=60)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nmcpgw up said:\n{log.read_text()[-3000:]}") from None
         status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status", timeout=5))
         envoy_pid = None
         with open(f"/proc/{process.pid}/task/{process.pid}/children") as children:
