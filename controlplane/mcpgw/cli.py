@@ -108,9 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_address,
         default=("127.0.0.1", defaults.xds_port),
         metavar="HOST:PORT",
-        help="ADS gRPC address (default: 127.0.0.1:%(default)s)".replace(
-            "%(default)s", str(defaults.xds_port)
-        ),
+        help=f"ADS gRPC address (default: 127.0.0.1:{defaults.xds_port})",
     )
     serve.add_argument(
         "--admin",

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 ARG_TYPES = ("string", "number", "integer", "boolean", "array", "object")
 # `{name}` in a URL path: the OpenAPI path-template syntax, also found in Higress/Nacos definitions.
 _BRACE_PARAM = re.compile(r"(?<!\{)\{([^{}/]+)\}(?!\})")

@@ -63,13 +63,6 @@ class Secret:
     ref: str = field(repr=False)
     where: str = ""
 
-    def describe(self) -> str:
-        return {
-            "inline": "an inline credential",
-            "env": f"environment variable {self.ref}",
-            "file": f"file {self.ref}",
-        }[self.kind]
-
 
 @dataclass(frozen=True)
 class SecurityScheme:

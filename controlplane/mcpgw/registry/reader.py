@@ -7,6 +7,7 @@ all problems of a document are collected, so one edit can fix them all.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,17 @@ class Reader:
                 self.fail(path, f"keys must be strings, got {key!r}")
                 return None
         return value
+
+    def mappings(self, value: Any, path: str, expected: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each mapping of a list with its field path; a non-list or non-mapping item is a problem."""
+        if not isinstance(value, list):
+            self.fail(path, f"must be a list of {expected}, got {kind(value)}")
+            return
+        for index, item in enumerate(value):
+            item_path = join(path, index)
+            data = self.mapping(item, item_path)
+            if data is not None:
+                yield item_path, data
 
     def only(self, data: dict[str, Any], path: str, allowed: set[str]) -> None:
         for key in data:

@@ -294,15 +294,8 @@ def _url(
 def _headers(
     r: Reader, value: Any, path: str, context: ToolContext
 ) -> tuple[tuple[str, tuple[templates.Node, ...]], ...]:
-    if not isinstance(value, list):
-        r.fail(path, f"must be a list of {{key, value}}, got {kind(value)}")
-        return ()
     headers: list[tuple[str, tuple[templates.Node, ...]]] = []
-    for index, item in enumerate(value):
-        item_path = join(path, index)
-        data = r.mapping(item, item_path)
-        if data is None:
-            continue
+    for item_path, data in r.mappings(value, path, "{key, value}"):
         r.only(data, item_path, {"key", "value"})
         key = r.string(
             data, "key", item_path, required=True, pattern=_HEADER_NAME, hint="an HTTP header name"

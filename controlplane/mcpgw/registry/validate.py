@@ -196,15 +196,8 @@ _SCHEME_FIELDS = {"id", "type", "scheme", "in", "name", "defaultCredential", "de
 
 
 def _security_schemes(r: Reader, value: Any) -> list[SecurityScheme]:
-    if not isinstance(value, list):
-        r.fail("securitySchemes", f"must be a list, got {kind(value)}")
-        return []
     schemes: list[SecurityScheme] = []
-    for index, item in enumerate(value):
-        path = join("securitySchemes", index)
-        data = r.mapping(item, path)
-        if data is None:
-            continue
+    for path, data in r.mappings(value, "securitySchemes", "security schemes"):
         before = len(r.problems)
         r.only(data, path, _SCHEME_FIELDS)
         scheme_id = r.string(data, "id", path, required=True)
@@ -237,15 +230,8 @@ def _security_schemes(r: Reader, value: Any) -> list[SecurityScheme]:
 
 
 def _includes(r: Reader, value: Any) -> list[Include]:
-    if not isinstance(value, list):
-        r.fail("include", f"must be a list of {{server: NAMESPACE/NAME, tools: [...]}}, got {kind(value)}")
-        return []
     includes: list[Include] = []
-    for index, item in enumerate(value):
-        path = join("include", index)
-        data = r.mapping(item, path)
-        if data is None:
-            continue
+    for path, data in r.mappings(value, "include", "{server: NAMESPACE/NAME, tools: [...]}"):
         r.only(data, path, {"server", "tools"})
         server = r.string(data, "server", path, required=True, pattern=_SERVER_KEY, hint="'namespace/name'")
         tools = data.get("tools")

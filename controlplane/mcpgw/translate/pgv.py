@@ -62,14 +62,6 @@ def _problems(message: Message, path: str) -> Iterator[str]:
         yield from _field(message, field, rules, f"{path}.{field.name}")
 
 
-def _is_set(message: Message, field: FieldDescriptor) -> bool:
-    if field.is_repeated:
-        return len(getattr(message, field.name)) > 0
-    if field.message_type is not None or field.containing_oneof is not None:
-        return message.HasField(field.name)
-    return True
-
-
 def _field(message: Message, field: FieldDescriptor, rules: Any, path: str) -> Iterator[str]:
     value = getattr(message, field.name)
     kind = rules.WhichOneof("type")
