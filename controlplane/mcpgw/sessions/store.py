@@ -117,7 +117,10 @@ class FileKeyStore(KeyStore):
             finally:
                 Path(temporary).unlink(missing_ok=True)
         except OSError as error:
-            raise KeyStoreUnavailable(f"cannot write session keys {self.path}: {error}") from error
+            raise KeyStoreUnavailable(
+                f"cannot write session keys {self.path}: {error} "
+                f"(keep them elsewhere with --session-keys FILE, or pin one with ${KEY_ENV})"
+            ) from error
         log.info("session_keys_file_created", path=str(self.path))
         return True
 
