@@ -152,8 +152,12 @@ class SessionKeys:
             await asyncio.Event().wait()  # nothing can change; wait to be cancelled
         while True:
             await asyncio.sleep(self.poll_interval)
-            if await self.refresh():
-                await self._notify()
+            try:
+                if await self.refresh():
+                    await self._notify()
+            except Exception as error:
+                # One bad round must not stop this replica from ever following rotations again.
+                log.error("session_keys_watch_failed", store=self.store.description, error=repr(error))
 
     async def refresh(self) -> bool:
         """Re-read the store and drop expired keys; True when the keys in use changed."""
