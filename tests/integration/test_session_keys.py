@@ -107,15 +107,22 @@ async def cli(*args: str, token: bool = True) -> tuple[int, str, str]:
 
 @pytest.fixture
 async def gateway(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> AsyncIterator[Gateway]:
+    """Two servers; State of the World xDS unless the test passes `True` (Delta) as the param."""
+    delta = bool(getattr(request, "param", False))
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("MCPGW_ADMIN_TOKEN", TOKEN)
     monkeypatch.delenv("MCPGW_SESSION_KEY", raising=False)
     backend_port = free_port()
     registry = copy_registry(tmp_path / "registry", backend_port)
     (registry / "inventory.yaml").write_text(yaml.safe_dump(inventory(backend_port)))
-    async with running_gateway(tmp_path, registry, backend_port, session_ttl_s=600) as running:
+    async with running_gateway(
+        tmp_path, registry, backend_port, session_ttl_s=600, xds_delta=delta
+    ) as running:
         yield running
 
 
@@ -131,6 +138,7 @@ def ecds_reloads(envoy: EnvoyProcess) -> dict[str, int]:
     }
 
 
+@pytest.mark.parametrize("gateway", [False, True], ids=["sotw", "delta"], indirect=True)
 async def test_a_rotation_through_the_admin_api_reaches_every_server_in_envoy(
     gateway: Gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
