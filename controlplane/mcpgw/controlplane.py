@@ -106,8 +106,19 @@ class ControlPlane:
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
         check_bind(self.options.status_host, token)
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
+        # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
         self.sessions = SessionKeys(key_store, self.options.session_ttl_s)
+        log.info(
+            "plugin_selected",
+            name=plugin.name,
+            version=plugin.version,
+            sha256=plugin.sha256,
+            bytes=plugin.size,
+        )
+        await self.store.load()
+        if self.store.snapshot is None:
+            raise Invalid(self.store.problems)
         sessions = await self.sessions.load()
         base = f"http://{self.options.plugin_server_host}:{self.options.plugin_server_port}"
         self.settings = GatewaySettings(
@@ -120,16 +131,6 @@ class ControlPlane:
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck
-        log.info(
-            "plugin_selected",
-            name=plugin.name,
-            version=plugin.version,
-            sha256=plugin.sha256,
-            bytes=plugin.size,
-        )
-        await self.store.load()
-        if self.store.snapshot is None:
-            raise Invalid(self.store.problems)
         await self.apply(self.store.snapshot)
         if self.rejections:
             raise Invalid(self.rejections)

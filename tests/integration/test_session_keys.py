@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -310,3 +311,30 @@ async def test_replicas_on_one_redis_follow_a_rotation(
         await one.stop()
         await two.stop()
         await plugins.close()
+
+
+def test_serve_refuses_a_malformed_pinned_key_or_an_unwritable_keys_file(tmp_path: Path) -> None:
+    registry = copy_registry(tmp_path / "registry", free_port())
+    xds, admin = free_ports(2)
+    command = [
+        sys.executable, "-m", "mcpgw.cli", "serve", "-f", str(registry), "--no-plugin-server",
+        "--xds", f"127.0.0.1:{xds}", "--admin", f"127.0.0.1:{admin}",
+    ]  # fmt: skip
+    bad_value = "not-a-32-byte-key"
+    environ = {**os.environ, "MCPGW_SESSION_KEY": bad_value}
+    result = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "$MCPGW_SESSION_KEY" in result.stderr and bad_value not in result.stderr + result.stdout
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    environ = {k: v for k, v in os.environ.items() if k != "MCPGW_SESSION_KEY"}
+    result = subprocess.run(
+        [*command, "--session-keys", str(blocker / "keys.json")],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "session keys" in result.stderr, result.stderr
