@@ -136,6 +136,30 @@ class Include:
 
 
 @dataclass(frozen=True)
+class ToolOverride:
+    """A `type: mcp` server's `tools:` entry: what the gateway says about an upstream tool."""
+
+    name: str
+    description: str | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class McpUpstream:
+    """What a `type: mcp` server proxies to: an MCP server of its own, on `backend`'s hosts."""
+
+    path: str = "/mcp"
+    transport: Literal["streamable-http"] = "streamable-http"
+    # None: every upstream tool is served.
+    allow_tools: tuple[str, ...] | None = None
+    overrides: tuple[ToolOverride, ...] = ()
+    # The scheme (and credential) the upstream expects; with `client_security` the client's own
+    # credential is put into this scheme, else the registry's credential is injected.
+    security: UpstreamSecurity | None = None
+    client_security: ClientSecurity | None = None
+
+
+@dataclass(frozen=True)
 class Limits:
     """Body size bounds the filter enforces: larger requests get 413, larger answers an error result."""
 
@@ -161,6 +185,8 @@ class McpServer:
     allowed_origins: tuple[str, ...] = ()
     # tools/list page size; 0 = every tool in one page.
     page_size: int = 0
+    # Set for `type: mcp` servers (then `tools` is empty: the upstream defines them).
+    mcp: McpUpstream | None = None
     # Where the definition came from, for error messages and the status API.
     source: str = ""
     # The raw document, canonicalised: its hash tells whether a server changed.
@@ -184,6 +210,8 @@ class McpServer:
             for t in self.tools
             if t.request.security and t.request.security.credential
         ]
+        if self.mcp is not None and self.mcp.security is not None and self.mcp.security.credential:
+            found.append(self.mcp.security.credential)
         return tuple(found)
 
 

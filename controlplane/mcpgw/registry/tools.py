@@ -235,7 +235,7 @@ def _request(
             body_mode = "template"
         else:
             r.fail(join(path, "body"), f"must be a string template, got {kind(source)}")
-    security = _upstream_security(r, data.get("security"), join(path, "security"), context)
+    security = upstream_security(r, data.get("security"), join(path, "security"), context)
     if url is not None:
         _check_arg_references(r, path, args, url, path_nodes, headers, body)
     if len(r.problems) > before or url is None:
@@ -395,7 +395,8 @@ def _scheme(r: Reader, data: dict[str, Any], path: str, context: ToolContext) ->
     return scheme
 
 
-def _upstream_security(r: Reader, value: Any, path: str, context: ToolContext) -> UpstreamSecurity | None:
+def upstream_security(r: Reader, value: Any, path: str, context: ToolContext) -> UpstreamSecurity | None:
+    """`{id, credential}`: the scheme the backend expects, and an optional credential override."""
     if value is None:
         return None
     data = r.mapping(value, path)
@@ -416,6 +417,15 @@ def _client_security(
     if value is None:
         _require_credential(r, path, context, request, passthrough=False)
         return None
+    target_id = request.security.scheme_id if request and request.security else None
+    return passthrough_security(r, value, path, context, target_id)
+
+
+def passthrough_security(
+    r: Reader, value: Any, path: str, context: ToolContext, target_id: str | None
+) -> ClientSecurity | None:
+    """`{id, passthrough: true}`: the client's credential in scheme `id`, forwarded in scheme
+    `target_id` (the same scheme when None)."""
     data = r.mapping(value, path)
     if data is None:
         return None
@@ -432,7 +442,7 @@ def _client_security(
         return None
     if scheme is None:
         return None
-    target = context.schemes.get(request.security.scheme_id) if request and request.security else scheme
+    target = context.schemes.get(target_id) if target_id else scheme
     if target is not None and (scheme.scheme == "basic") != (target.scheme == "basic"):
         r.fail(
             path, "a basic credential can only be passed through to a basic scheme, and only basic to basic"

@@ -24,6 +24,7 @@ from mcpgw.registry.model import (
 )
 from mcpgw.registry.reader import Invalid, Problem, Reader, join, kind
 from mcpgw.registry.tools import TOOL_NAME, ToolContext, parse_tools
+from mcpgw.registry.upstream import MCP_ONLY_FIELDS, NOT_FOR_MCP, parse_mcp_upstream
 
 __all__ = ["Invalid", "Problem", "check_includes", "is_ip", "parse_server"]
 
@@ -37,6 +38,7 @@ _SERVER_KEY = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9
 _SERVER_FIELDS = {
     "apiVersion",
     "kind",
+    "type",
     "namespace",
     "name",
     "description",
@@ -53,6 +55,9 @@ _SERVER_FIELDS = {
     "allowedOrigins",
     "pageSize",
 }
+SERVER_TYPES = ("rest", "mcp")
+_REST_BACKEND = "the REST service the tools call (endpoints: ['host:port'])"
+_MCP_BACKEND = "the hosts of the upstream MCP server (endpoints: ['host:port'])"
 _MAX_PAGE_SIZE = 1000
 _MAX_BODY = 64 << 20
 
@@ -70,7 +75,16 @@ def _server(r: Reader, document: Any) -> McpServer | None:
     data = r.mapping(document, "")
     if data is None:
         return None
-    r.only(data, "", _SERVER_FIELDS)
+    # `rest` (the default): tools described here call a REST backend; `mcp`: an MCP server behind.
+    server_type = r.string(data, "type", "", default="rest", choices=SERVER_TYPES) or "rest"
+    if server_type == "mcp":
+        for key, why in NOT_FOR_MCP.items():
+            if key in data:
+                r.fail(key, f"not for a type: mcp server: {why}")
+    else:
+        for key in sorted(MCP_ONLY_FIELDS & data.keys()):
+            r.fail(key, "only for type: mcp servers (an MCP server behind the gateway)")
+    r.only(data, "", _SERVER_FIELDS | MCP_ONLY_FIELDS)
     api_version = data.get("apiVersion", API_VERSION)
     if api_version != API_VERSION:
         r.fail("apiVersion", f"must be {API_VERSION!r}, got {api_version!r}")
@@ -89,9 +103,15 @@ def _server(r: Reader, document: Any) -> McpServer | None:
     limits = _limits(r, data.get("limits", {}))
     allowed_origins = _allowed_origins(r, data.get("allowedOrigins", []))
     page_size = _page_size(r, data.get("pageSize"))
-    backend = _backend(r, data.get("backend"), required=bool(data.get("tools")))
-    tools = parse_tools(r, data.get("tools"), ToolContext(config, {s.id: s for s in schemes}))
-    allowed = _allow_tools(r, data, tools)
+    mcp = None
+    if server_type == "mcp":
+        backend = _backend(r, data.get("backend"), required=True, what=_MCP_BACKEND)
+        mcp = parse_mcp_upstream(r, data, schemes)
+        tools, allowed = [], None
+    else:
+        backend = _backend(r, data.get("backend"), required=bool(data.get("tools")))
+        tools = parse_tools(r, data.get("tools"), ToolContext(config, {s.id: s for s in schemes}))
+        allowed = _allow_tools(r, data, tools)
     if r.problems or name is None or namespace is None:
         return None
     return McpServer(
@@ -109,6 +129,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         limits=limits,
         allowed_origins=allowed_origins,
         page_size=page_size,
+        mcp=mcp,
         source=r.file,
         fingerprint=fingerprint(document),
     )
@@ -260,6 +281,16 @@ def check_includes(servers: Sequence[McpServer]) -> list[Problem]:
                 reason = "a server cannot include itself" if target is server else "no such server"
                 problems.append(Problem(server.source, join(path, "server"), f"{include.server!r}: {reason}"))
                 continue
+            if target.mcp is not None:
+                problems.append(
+                    Problem(
+                        server.source,
+                        join(path, "server"),
+                        f"{include.server!r} is a type: mcp server: its tools come from its upstream "
+                        "and cannot be included",
+                    )
+                )
+                continue
             if target.includes:
                 problems.append(
                     Problem(
@@ -304,11 +335,11 @@ def _config(r: Reader, value: Any) -> dict[str, str]:
     return config
 
 
-def _backend(r: Reader, value: Any, required: bool) -> Backend | None:
+def _backend(r: Reader, value: Any, required: bool, what: str = _REST_BACKEND) -> Backend | None:
     if value is None:
         if not required:
             return None
-        r.fail("backend", "is required: the REST service the tools call (endpoints: ['host:port'])")
+        r.fail("backend", f"is required: {what}")
         return None
     data = r.mapping(value, "backend")
     if data is None:

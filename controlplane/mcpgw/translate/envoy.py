@@ -40,11 +40,11 @@ from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from mcpgw.registry.model import McpServer, RegistrySnapshot, Secret
+from mcpgw.registry.model import Endpoint, McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
 from mcpgw.translate import pgv
-from mcpgw.translate.filterconfig import cluster_name, filter_config, sessions_config
+from mcpgw.translate.filterconfig import cluster_name, filter_config, host_cluster_name, sessions_config
 from mcpgw.xds import types
 
 LISTENER_NAME = "mcpgw-http"
@@ -109,13 +109,11 @@ class Delta:
     changed: Mapping[str, frozenset[str]]
 
 
-_FIELD = {types.CLUSTER: "cluster", types.ENDPOINT: "assignment", types.EXTENSION_CONFIG: "extension"}
-
-
 @dataclass(frozen=True)
 class _ServerResources:
-    cluster: Message | None
-    assignment: Message | None
+    # One backend cluster for a REST server; one per upstream host for a `type: mcp` server.
+    clusters: tuple[Message, ...]
+    assignments: tuple[Message, ...]
     extension: Message
 
 
@@ -239,7 +237,7 @@ class Translator:
         cached: tuple[McpServer, tuple[Any, ...], _ServerResources] | None,
     ) -> None:
         key = server.key
-        dynamic = bool(server.includes or server.security_schemes)
+        dynamic = bool(server.includes or server.secrets)
         if dynamic:
             self._dynamic.add(key)
         else:
@@ -274,32 +272,30 @@ class Translator:
         self._build(server, snapshot, secrets)
 
     def _remember(self, built: _ServerResources) -> None:
-        for type_url, table, name in self._entries(built):
-            table[name] = getattr(built, _FIELD[type_url])
+        for type_url, table, name, resource in self._entries(built):
+            table[name] = resource
             self._changed[type_url].add(name)
 
     def _forget(self, built: _ServerResources) -> None:
-        for type_url, table, name in self._entries(built):
+        for type_url, table, name, _ in self._entries(built):
             table.pop(name, None)
             self._changed[type_url].add(name)
 
-    def _entries(self, built: _ServerResources) -> list[tuple[str, dict[str, Message], str]]:
-        entries = [(types.EXTENSION_CONFIG, self._extensions, built.extension.name)]  # type: ignore[attr-defined]
-        if built.cluster is not None:
-            entries.append((types.CLUSTER, self._clusters, built.cluster.name))  # type: ignore[attr-defined]
-        if built.assignment is not None:
-            entries.append((types.ENDPOINT, self._endpoints, built.assignment.cluster_name))  # type: ignore[attr-defined]
+    def _entries(self, built: _ServerResources) -> list[tuple[str, dict[str, Message], str, Message]]:
+        entries = [(types.EXTENSION_CONFIG, self._extensions, built.extension.name, built.extension)]  # type: ignore[attr-defined]
+        entries += [(types.CLUSTER, self._clusters, c.name, c) for c in built.clusters]  # type: ignore[attr-defined]
+        entries += [(types.ENDPOINT, self._endpoints, a.cluster_name, a) for a in built.assignments]  # type: ignore[attr-defined]
         return entries
 
     def _build(
         self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
     ) -> _ServerResources:
-        cluster = assignment = None
-        if server.backend.endpoints:
-            cluster, assignment = _backend_cluster(server)
+        built = _backend_clusters(server)
         configuration = _config_text(filter_config(server, snapshot, secrets), self._suffix)
         return _ServerResources(
-            cluster, assignment, _extension_config(server, configuration, self.settings.plugin)
+            tuple(c for c, _ in built),
+            tuple(a for _, a in built if a is not None),
+            _extension_config(server, configuration, self.settings.plugin),
         )
 
 
@@ -347,11 +343,28 @@ def _plugin_cluster(settings: GatewaySettings) -> Message:
     )
 
 
-def _backend_cluster(server: McpServer) -> tuple[Message, Message | None]:
-    """IP endpoints are delivered by EDS; DNS names need Envoy to resolve them (STRICT_DNS)."""
-    name = cluster_name(server)
+def _backend_clusters(server: McpServer) -> list[tuple[Message, Message | None]]:
+    """A REST server's backend cluster; a `type: mcp` server's one cluster per upstream host.
+
+    MCP sessions live on the upstream host that created them, so the filter picks the host
+    itself (`<cluster>|h<index>`) instead of letting Envoy balance.
+    """
+    endpoints = server.backend.endpoints
+    if server.mcp is not None:
+        return [
+            _backend_cluster(server, host_cluster_name(server, index), (endpoint,), single_host=True)
+            for index, endpoint in enumerate(endpoints)
+        ]
+    return [_backend_cluster(server, cluster_name(server), endpoints)] if endpoints else []
+
+
+def _backend_cluster(
+    server: McpServer, name: str, endpoints: tuple[Endpoint, ...], single_host: bool = False
+) -> tuple[Message, Message | None]:
+    """IP endpoints are delivered by EDS; DNS names need Envoy to resolve them (STRICT_DNS, or
+    LOGICAL_DNS for one pinned host: it keeps using one address of the name)."""
     backend = server.backend
-    addresses = [(e.host, e.port) for e in backend.endpoints]
+    addresses = [(e.host, e.port) for e in endpoints]
     data: dict[str, Any] = {"name": name, "connect_timeout": "2s", "lb_policy": "ROUND_ROBIN"}
     assignment = None
     if all(is_ip(host) for host, _ in addresses):
@@ -362,12 +375,12 @@ def _backend_cluster(server: McpServer) -> tuple[Message, Message | None]:
         )
     else:
         data |= {
-            "type": "STRICT_DNS",
+            "type": "LOGICAL_DNS" if single_host else "STRICT_DNS",
             "dns_lookup_family": "V4_PREFERRED",
             "load_assignment": {"cluster_name": name, "endpoints": _lb_endpoints(addresses)},
         }
     if backend.scheme == "https":
-        sni = backend.host_header or backend.endpoints[0].host
+        sni = backend.host_header or endpoints[0].host
         data["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {

@@ -14,6 +14,7 @@ from typing import Any
 
 from mcpgw.registry import templates
 from mcpgw.registry.model import (
+    Endpoint,
     McpServer,
     RegistrySnapshot,
     RequestTemplate,
@@ -30,13 +31,20 @@ def cluster_name(server: McpServer) -> str:
     return f"mcpgw/{server.key}"
 
 
-def upstream_authority(server: McpServer) -> str:
+def upstream_authority(server: McpServer, endpoint: Endpoint | None = None) -> str:
+    """`:authority` toward the backend: its `host`, else the endpoint (the first by default)."""
     backend = server.backend
     if backend.host_header:
         return backend.host_header
-    first = backend.endpoints[0]
+    chosen = endpoint or backend.endpoints[0]
+    host = f"[{chosen.host}]" if ":" in chosen.host else chosen.host
     default_port = 443 if backend.scheme == "https" else 80
-    return first.host if first.port == default_port else str(first)
+    return host if chosen.port == default_port else f"{host}:{chosen.port}"
+
+
+def host_cluster_name(server: McpServer, index: int) -> str:
+    """A `type: mcp` server has one cluster per upstream host, so the filter can pin a session to one."""
+    return f"{cluster_name(server)}|h{index}"
 
 
 def upstream(server: McpServer) -> dict[str, Any]:
@@ -67,8 +75,10 @@ def filter_config(
         "tools_list": {"tools": [tool_descriptor(tool) for _, tool in served]},
         "tools": [_tool(owner, tool, secrets, own=owner is home) for owner, tool in served],
     }
-    if home.backend.endpoints:
+    if home.backend.endpoints and server.mcp is None:
         config["upstream"] = upstream(home)
+    if server.mcp is not None:
+        config["mcp_upstream"] = mcp_upstream(server, secrets)
     if server.instructions:
         config["instructions"] = server.instructions
     if server.allowed_origins:
@@ -256,13 +266,59 @@ def _auth(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str]) -> dict[s
         }
     secret = (upstream_security.credential if upstream_security else None) or target.default_credential
     assert secret is not None, "validation guarantees a credential without passthrough"
-    value = secrets[secret]
-    if target.scheme == "basic":
+    return {"static": [_static_credential(target, secrets[secret])], "passthrough": None}
+
+
+def _static_credential(scheme: SecurityScheme, value: str) -> dict[str, str]:
+    """A registry credential in its final form, e.g. `Basic dXNlcjpwYXNz` in `authorization`."""
+    if scheme.scheme == "basic":
         value = base64.b64encode(value.encode()).decode()
-    return {
-        "static": [{"in": target.location, "name": target.name, "value": target.prefix + value}],
-        "passthrough": None,
+    return {"in": scheme.location, "name": scheme.name, "value": scheme.prefix + value}
+
+
+# --- type: mcp ---------------------------------------------------------------------------
+
+
+def mcp_upstream(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, Any]:
+    """The `mcp_upstream` section of a `type: mcp` server (CONFIG.md): hosts, allow-list, overrides, auth."""
+    mcp = server.mcp
+    assert mcp is not None
+    section: dict[str, Any] = {
+        "hosts": [
+            {"cluster": host_cluster_name(server, index), "authority": upstream_authority(server, endpoint)}
+            for index, endpoint in enumerate(server.backend.endpoints)
+        ],
+        "path": mcp.path,
+        "timeout_ms": server.backend.timeout_ms,
+        "tools": [
+            {
+                "name": o.name,
+                **({"description": o.description} if o.description is not None else {}),
+                **({"title": o.title} if o.title is not None else {}),
+            }
+            for o in mcp.overrides
+        ],
+        "auth": _mcp_auth(server, secrets),
     }
+    if mcp.allow_tools is not None:
+        section["allow_tools"] = list(mcp.allow_tools)
+    return section
+
+
+def _mcp_auth(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, Any] | None:
+    mcp = server.mcp
+    assert mcp is not None
+    schemes = {s.id: s for s in server.security_schemes}
+    if mcp.client_security is not None:
+        client = schemes[mcp.client_security.scheme_id]
+        target = schemes[mcp.security.scheme_id] if mcp.security else client
+        return {"static": [], "passthrough": {"from": _location(client), "to": _location(target)}}
+    if mcp.security is None:
+        return None
+    scheme = schemes[mcp.security.scheme_id]
+    secret = mcp.security.credential or scheme.default_credential
+    assert secret is not None, "validation guarantees a credential without passthrough"
+    return {"static": [_static_credential(scheme, secrets[secret])], "passthrough": None}
 
 
 # --- templates -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ const Value = std.json.Value;
 const tpl = @import("template.zig");
 const Out = @import("jsonw.zig").Out;
 const Store = @import("store.zig").Store;
+const proxy = @import("proxy.zig");
 
 pub const ArgType = enum { string, number, integer, boolean, array, object };
 
@@ -129,6 +130,9 @@ pub const Config = struct {
     /// the checksum over the configuration text, so a cursor from another
     /// configuration is refused.
     cursors: []const []const u8 = &.{},
+    /// `type: mcp` servers: the upstream MCP server this one proxies to
+    /// (proxy.zig); then `tools` is empty.
+    mcp_upstream: ?*const proxy.Upstream = null,
 
     pub fn findTool(self: *const Config, name: []const u8) ?*const Tool {
         const idx = self.by_name.get(name) orelse return null;
@@ -216,6 +220,7 @@ const RawConfig = struct {
     tools: []const RawTool = &.{},
     allowed_origins: []const []const u8 = &.{},
     page_size: u32 = 0,
+    mcp_upstream: ?proxy.RawUpstream = null,
 };
 
 /// Parses and compiles `text`. The compiled form lives in `out` and points
@@ -482,6 +487,8 @@ const Compiler = struct {
             if (gop.found_existing) return self.fail("tools[{d}].name: duplicate tool name \"{s}\"", .{ i, t.name });
             gop.value_ptr.* = @intCast(i);
         }
+        // Before `credential_sources` is copied: it may add a passthrough source.
+        const mcp_upstream: ?*const proxy.Upstream = if (raw.mcp_upstream) |m| try proxy.compile(self.store, m, self.why, &self.sources) else null;
 
         return .{
             .base_path = try self.str(raw.base_path),
@@ -496,6 +503,7 @@ const Compiler = struct {
             .allowed_origins = try self.origins(raw.allowed_origins),
             .pages = paged.pages,
             .cursors = paged.cursors,
+            .mcp_upstream = mcp_upstream,
         };
     }
 
@@ -730,7 +738,7 @@ const Compiler = struct {
 };
 
 /// RFC 9110 token characters: valid header and cookie names.
-fn isToken(s: []const u8) bool {
+pub fn isToken(s: []const u8) bool {
     for (s) |ch| switch (ch) {
         'A'...'Z', 'a'...'z', '0'...'9', '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~' => {},
         else => return false,

@@ -9,6 +9,7 @@ const pw = @import("proxywasm.zig");
 const config = @import("config.zig");
 const mcp = @import("mcp.zig");
 const tpl = @import("template.zig");
+const proxy = @import("proxy.zig");
 
 comptime {
     pw.exportAbi(@This());
@@ -54,6 +55,8 @@ const Stream = struct {
     /// Captured at request headers: credentials only for servers with
     /// passthrough tools; the 2026-07-28 routing headers always.
     client: mcp.Client = .{},
+    /// `type: mcp` servers: this request's progress (proxy.zig).
+    proxy: proxy.Exchange = .{},
 };
 
 var roots: std.AutoHashMapUnmanaged(u32, *Root) = .empty;
@@ -196,8 +199,10 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         if (!ok) return replyOrOom(s, mcp.forbiddenOrigin(arena));
     }
     const method = pw.findHeader(headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
+    // type: mcp servers: DELETE ends the upstream session.
+    const proxy_delete = cfg.mcp_upstream != null and std.mem.eql(u8, method, "DELETE");
     // GET (no server-initiated stream) and DELETE (no session to end) too.
-    if (!std.mem.eql(u8, method, "POST")) return replyOrOom(s, mcp.methodNotAllowed(arena));
+    if (!std.mem.eql(u8, method, "POST") and !proxy_delete) return replyOrOom(s, mcp.methodNotAllowed(arena));
     if (pw.findHeader(headers, "accept")) |accept| {
         if (!mcp.acceptable(accept)) return replyOrOom(s, mcp.notAcceptable(arena));
     }
@@ -210,6 +215,13 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
     s.client.method = dupeHeader(arena, headers, "mcp-method") catch return oomAction(s);
     s.client.name = dupeHeader(arena, headers, "mcp-name") catch return oomAction(s);
+    if (cfg.mcp_upstream) |up| {
+        s.proxy.client_session = dupeHeader(arena, headers, "mcp-session-id") catch return oomAction(s);
+        if (proxy_delete) {
+            proxyStep(id, s, up, proxy.startDelete(arena, up, &s.proxy, &s.client) catch return oomAction(s));
+            return .pause;
+        }
+    }
 
     if (end_of_stream) {
         handleBody(id, s, cfg, "");
@@ -240,6 +252,10 @@ pub fn onRequestBody(id: u32, body_size: usize, end_of_stream: bool) pw.Action {
 
 fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) void {
     const arena = s.arena.allocator();
+    if (cfg.mcp_upstream) |up| {
+        const step = proxy.start(arena, &proxy_vm, up, &s.proxy, body, &s.client) catch return oomReply(s);
+        return proxyStep(id, s, up, step);
+    }
     const outcome = mcp.handle(arena, cfg, body, &s.client) catch return oomReply(s);
     switch (outcome) {
         .reply => |r| reply(s, r),
@@ -268,6 +284,7 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     _ = pw.setEffectiveContext(kv.value);
     const arena = s.arena.allocator();
     const cfg = &s.loaded.?.compact.cfg;
+    if (cfg.mcp_upstream) |up| return proxyResponse(kv.value, s, cfg, up, num_headers, body_size);
 
     if (num_headers == 0) {
         // The host signals a failed call (reset, no healthy host, ...) by an
@@ -300,6 +317,76 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
         .body = if (body) |b| b.slice() else "",
     }) catch return oomReply(s);
     reply(s, .{ .status = 200, .body = answer });
+}
+
+// ------------------------------------------------ type: mcp (proxy.zig)
+
+/// Per VM: round robin over a `type: mcp` server's hosts for new sessions,
+/// and the upstream sessions kept for 2026-07-28 clients.
+var proxy_vm: proxy.Vm = .{ .gpa = gpa };
+
+fn proxyStep(id: u32, s: *Stream, up: *const proxy.Upstream, step: proxy.Step) void {
+    const arena = s.arena.allocator();
+    switch (step) {
+        .reply => |r| proxyReply(s, r),
+        .call => |c| {
+            const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
+            const token = pw.httpCall(c.cluster, headers, c.body, c.timeout_ms) catch {
+                const why = jsonw.allocPrint(arena, "is unavailable: cluster {s} (proxy_http_call status {d})", .{
+                    c.cluster, @intFromEnum(pw.last_http_call_status),
+                }) catch return oomReply(s);
+                return proxyReply(s, proxy.failed(arena, up, &s.proxy, why) catch return oomReply(s));
+            };
+            calls.put(gpa, token, id) catch return oomReply(s);
+            s.token = token;
+            s.state = .calling;
+        },
+    }
+}
+
+fn proxyResponse(id: u32, s: *Stream, cfg: *const config.Config, up: *const proxy.Upstream, num_headers: usize, body_size: usize) void {
+    const arena = s.arena.allocator();
+    if (num_headers == 0) {
+        var why: []const u8 = "is unreachable";
+        if (pw.getStatus()) |st| {
+            defer st.message.free();
+            if (st.message.len != 0) why = jsonw.allocPrint(arena, "is unreachable: {s}", .{st.message.slice()}) catch why;
+        }
+        return proxyReply(s, proxy.failed(arena, up, &s.proxy, why) catch return oomReply(s));
+    }
+    if (body_size > cfg.max_response_bytes) {
+        const why = jsonw.allocPrint(arena, "answered {d} bytes, over the limit of {d} bytes", .{ body_size, cfg.max_response_bytes }) catch return oomReply(s);
+        return proxyReply(s, proxy.failed(arena, up, &s.proxy, why) catch return oomReply(s));
+    }
+    const pairs = pw.getHeaderPairs(.http_call_response_headers);
+    defer if (pairs) |p| p.free();
+    const headers = pw.deserializeHeaders(tpl.Header, arena, if (pairs) |p| p.slice() else "") catch &.{};
+    const status = std.fmt.parseUnsigned(u32, tpl.findHeader(headers, ":status") orelse "", 10) catch 0;
+    const body = if (body_size == 0) null else pw.getBufferBytes(.http_call_response_body, 0, body_size);
+    defer if (body) |b| b.free();
+    const step = proxy.finish(arena, &proxy_vm, up, &s.proxy, .{
+        .status = status,
+        .headers = headers,
+        .body = if (body) |b| b.slice() else "",
+    }, &s.client) catch return oomReply(s);
+    proxyStep(id, s, up, step);
+}
+
+fn proxyReply(s: *Stream, r: proxy.Reply) void {
+    s.state = .done;
+    var pairs: [2]tpl.Header = undefined;
+    var n: usize = 0;
+    if (r.body.len != 0) {
+        pairs[n] = .{ .name = "content-type", .value = "application/json" };
+        n += 1;
+    }
+    if (r.session) |sid| {
+        pairs[n] = .{ .name = "mcp-session-id", .value = sid };
+        n += 1;
+    }
+    const headers = pw.serializeHeaders(s.arena.allocator(), pairs[0..n]) catch return oomReply(s);
+    const st = pw.sendLocalResponse(r.status, details, r.body, headers);
+    if (st != .ok) pw.logf(.warn, "mcp-server: send_local_response failed with status {d}", .{@intFromEnum(st)});
 }
 
 // ------------------------------------------------------------------ helpers

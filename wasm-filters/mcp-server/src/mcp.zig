@@ -288,41 +288,47 @@ fn unsupportedVersion(arena: Allocator, id: []const u8, requested: []const u8) A
     return .{ .reply = .{ .status = 400, .body = out.bytes() } };
 }
 
-/// A 2026-07-28 request, validated as the spec's ladder does (first failure
-/// wins; every failure is HTTP 400): the `_meta` envelope (-32602), the
-/// routing headers against the body (-32020; an unserved
-/// `MCP-Protocol-Version` is -32022 first), the version itself (-32022).
-/// Then `server/discover`, `tools/list` and `tools/call`; anything else,
+/// A 2026-07-28 request, validated by `checkModern`, then
+/// `server/discover`, `tools/list` and `tools/call`; anything else,
 /// `initialize` and `ping` included (the revision removed them), is -32601
 /// with HTTP 404.
 fn modern(arena: Allocator, cfg: *const config.Config, id: []const u8, method: []const u8, params: ?Value, client: *const Client) Allocator.Error!Outcome {
-    const meta = metaOf(params) orelse return errorReply(arena, 400, id, invalid_params, "invalid params: params._meta must be an object carrying the required {s} and {s} envelope keys", .{ protocol_version_key, client_capabilities_key });
-    const version = meta.get(protocol_version_key);
-    if (version == null or !meta.contains(client_capabilities_key)) {
-        const missing = if (version != null) client_capabilities_key else if (meta.contains(client_capabilities_key)) protocol_version_key else protocol_version_key ++ ", " ++ client_capabilities_key;
-        return errorReply(arena, 400, id, invalid_params, "invalid params: params._meta is missing the required envelope key(s): {s}", .{missing});
-    }
-
-    const header_version = client.protocol_version orelse return mismatch(arena, id, "MCP-Protocol-Version header is missing");
-    if (version.? != .string or !std.mem.eql(u8, header_version, version.?.string)) {
-        if (!isServedVersion(header_version)) return unsupportedVersion(arena, id, header_version);
-        return mismatch(arena, id, "MCP-Protocol-Version header does not match the request's protocol version");
-    }
-    const header_method = client.method orelse return mismatch(arena, id, "Mcp-Method header is missing");
-    if (!std.mem.eql(u8, header_method, method)) return mismatch(arena, id, "Mcp-Method header does not match the request body's method");
-    const is_call = std.mem.eql(u8, method, "tools/call");
-    if (is_call) if (params.?.object.get("name")) |n| if (n == .string) {
-        const header_name = client.name orelse return mismatch(arena, id, "Mcp-Name header is missing");
-        const decoded = try decodeHeaderValue(arena, header_name);
-        if (decoded == null or !std.mem.eql(u8, decoded.?, n.string))
-            return mismatch(arena, id, "Mcp-Name header does not match the request body's name");
-    };
-    if (!std.mem.eql(u8, version.?.string, modern_version)) return unsupportedVersion(arena, id, version.?.string);
-
-    if (is_call) return toolsCall(arena, cfg, id, params, client, true);
+    if (try checkModern(arena, id, method, params, client)) |rejected| return rejected;
+    if (std.mem.eql(u8, method, "tools/call")) return toolsCall(arena, cfg, id, params, client, true);
     if (std.mem.eql(u8, method, "tools/list")) return modernToolsList(arena, cfg, id, params);
     if (std.mem.eql(u8, method, "server/discover")) return discover(arena, cfg, id);
     return errorReply(arena, 404, id, method_not_found, "method not found: {s}", .{method});
+}
+
+/// The 2026-07-28 validation ladder (first failure wins; every failure is
+/// HTTP 400): the `_meta` envelope (-32602), the routing headers against
+/// the body (-32020; an unserved `MCP-Protocol-Version` is -32022 first),
+/// the version itself (-32022). null when the request passes. Proxied
+/// servers (proxy.zig) check their requests with it too.
+pub fn checkModern(arena: Allocator, id: []const u8, method: []const u8, params: ?Value, client: *const Client) Allocator.Error!?Outcome {
+    const meta = metaOf(params) orelse return try errorReply(arena, 400, id, invalid_params, "invalid params: params._meta must be an object carrying the required {s} and {s} envelope keys", .{ protocol_version_key, client_capabilities_key });
+    const version = meta.get(protocol_version_key);
+    if (version == null or !meta.contains(client_capabilities_key)) {
+        const missing = if (version != null) client_capabilities_key else if (meta.contains(client_capabilities_key)) protocol_version_key else protocol_version_key ++ ", " ++ client_capabilities_key;
+        return try errorReply(arena, 400, id, invalid_params, "invalid params: params._meta is missing the required envelope key(s): {s}", .{missing});
+    }
+
+    const header_version = client.protocol_version orelse return try mismatch(arena, id, "MCP-Protocol-Version header is missing");
+    if (version.? != .string or !std.mem.eql(u8, header_version, version.?.string)) {
+        if (!isServedVersion(header_version)) return try unsupportedVersion(arena, id, header_version);
+        return try mismatch(arena, id, "MCP-Protocol-Version header does not match the request's protocol version");
+    }
+    const header_method = client.method orelse return try mismatch(arena, id, "Mcp-Method header is missing");
+    if (!std.mem.eql(u8, header_method, method)) return try mismatch(arena, id, "Mcp-Method header does not match the request body's method");
+    const is_call = std.mem.eql(u8, method, "tools/call");
+    if (is_call) if (params.?.object.get("name")) |n| if (n == .string) {
+        const header_name = client.name orelse return try mismatch(arena, id, "Mcp-Name header is missing");
+        const decoded = try decodeHeaderValue(arena, header_name);
+        if (decoded == null or !std.mem.eql(u8, decoded.?, n.string))
+            return try mismatch(arena, id, "Mcp-Name header does not match the request body's name");
+    };
+    if (!std.mem.eql(u8, version.?.string, modern_version)) return try unsupportedVersion(arena, id, version.?.string);
+    return null;
 }
 
 /// Result fields every 2026-07-28 list/discover answer carries. The answers
