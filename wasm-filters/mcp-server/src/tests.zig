@@ -10,4 +10,5 @@ test {
     _ = @import("mcp.zig");
     _ = @import("proxywasm.zig");
     _ = @import("config_mem.zig");
+    _ = @import("session.zig");
 }
