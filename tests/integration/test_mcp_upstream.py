@@ -24,6 +24,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcpgw.stack import free_port
 from tests.integration.conftest import Gateway, running_gateway
+from tests.integration.mcphttp import initialize_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -290,26 +291,42 @@ async def test_passthrough_credential_and_protocol_errors(one_upstream: tuple[Ga
     before = len(upstream.seen)
     async with httpx.AsyncClient(timeout=10) as http:
         ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-        # Without the client's credential nothing goes upstream.
-        response = await http.post(url, json=ping, headers=ACCEPT)
+        # Without the client's credential nothing goes upstream, not even the handshake.
+        response = await http.post(url, json=initialize_request(), headers=ACCEPT)
         assert response.status_code == 401
         assert "credential in authorization" in response.json()["error"]["message"]
-        # A session the gateway never issued: 404, so a client starts over.
-        response = await http.post(
-            url, json=ping, headers={**ACCEPT, "authorization": "Bearer u", "mcp-session-id": "9.nope"}
-        )
-        assert response.status_code == 404 and response.json()["error"]["message"] == "Session not found"
+        # No session, or one the gateway never issued (the plain "<host>.<id>" form is not
+        # accepted: session ids are signed): 400 / 404, so a client starts over.
+        response = await http.post(url, json=ping, headers={**ACCEPT, "authorization": "Bearer u"})
+        assert response.status_code == 400 and "Mcp-Session-Id" in response.json()["error"]["message"]
+        for forged in ("9.nope", "0.forgotten"):
+            response = await http.post(
+                url, json=ping, headers={**ACCEPT, "authorization": "Bearer u", "mcp-session-id": forged}
+            )
+            assert response.status_code == 404 and response.json()["error"]["message"] == "Session not found"
         assert len(upstream.seen) == before
+
         # A session the upstream forgot (expired, restarted): its 404 reaches the client as 404.
+        answer = await http.post(
+            url, json=initialize_request(), headers={**ACCEPT, "authorization": "Bearer u"}
+        )
+        assert answer.status_code == 200, answer.text
+        token = answer.headers["mcp-session-id"]
+        forgotten = upstream.seen[-1].issued
+        assert forgotten and forgotten not in token  # the upstream's id travels signed and encoded
+        ended = await http.delete(
+            f"http://{upstream.endpoint}/mcp", headers={**ACCEPT, "mcp-session-id": forgotten}
+        )
+        assert ended.status_code in (200, 204), ended.text
         response = await http.post(
-            url, json=ping, headers={**ACCEPT, "authorization": "Bearer u", "mcp-session-id": "0.forgotten"}
+            url, json=ping, headers={**ACCEPT, "authorization": "Bearer u", "mcp-session-id": token}
         )
         assert response.status_code == 404 and response.json() == {
             "jsonrpc": "2.0",
             "id": 1,
             "error": {"code": -32600, "message": "Session not found"},
         }
-        assert upstream.seen[-1].session == "forgotten" and upstream.seen[-1].status == 404
+        assert upstream.seen[-1].session == forgotten and upstream.seen[-1].status == 404
 
 
 async def test_unreachable_upstream_is_a_clear_json_rpc_error(tmp_path: Path) -> None:

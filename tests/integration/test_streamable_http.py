@@ -14,7 +14,7 @@ from mcp import Client
 
 from mcpgw.stack import free_port
 from tests.integration.conftest import Gateway, copy_registry, running_gateway
-from tests.integration.mcphttp import post, rpc
+from tests.integration.mcphttp import ACCEPT, open_session, post, rpc
 
 ALL_TOOLS = ["listPets", "getPet", "createPet", "describePet"]
 ALLOWED = "https://app.example.com"
@@ -73,9 +73,42 @@ async def test_accept_and_delete(paged_gateway: Gateway) -> None:
     assert response.status_code == 406 and response.json()["error"]["code"] == -32600
     for accept in ("application/json", "text/event-stream", "application/json, text/event-stream", "*/*"):
         assert (await post(url, rpc("ping"), accept=accept)).status_code == 200, accept
+
+
+async def test_sessions_are_required_signed_and_end_with_delete(paged_gateway: Gateway) -> None:
+    url = paged_gateway.url
+    # Every message but initialize names its session: missing → 400, not ours → 404.
+    response = await post(url, rpc("ping", id=7), session=False)
+    assert response.status_code == 400 and response.json()["id"] == 7
+    assert "Mcp-Session-Id" in response.json()["error"]["message"]
+    notification = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await post(url, notification, session=False)).status_code == 400
+    for bogus in ("anything", "AAAA.BBBB", "a" * 5000):
+        response = await post(url, rpc("ping", id=8), mcp_session_id=bogus)
+        assert response.status_code == 404, bogus
+        assert response.json() == {
+            "jsonrpc": "2.0",
+            "id": 8,
+            "error": {"code": -32600, "message": "Session not found"},
+        }
     async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.delete(url, headers={"mcp-session-id": "anything"})
-    assert response.status_code == 405 and response.headers["allow"] == "POST"
+        session = await open_session(http, url)
+        token = session["mcp-session-id"]
+        # Flipping any one character of the token breaks its signature.
+        for index in (0, len(token) // 2, len(token) - 1):
+            flipped = token[:index] + ("A" if token[index] != "A" else "B") + token[index + 1 :]
+            response = await http.post(
+                url, json=rpc("ping"), headers=ACCEPT | session | {"mcp-session-id": flipped}
+            )
+            assert response.status_code == 404, index
+        assert (await http.post(url, json=rpc("ping"), headers=ACCEPT | session)).status_code == 200
+        # DELETE: without a session 400, a foreign one 404, ours 204; then it is gone.
+        assert (await http.delete(url)).status_code == 400
+        assert (await http.delete(url, headers={"mcp-session-id": "anything"})).status_code == 404
+        assert (await http.delete(url, headers=session)).status_code == 204
+        response = await http.post(url, json=rpc("ping"), headers=ACCEPT | session)
+        assert response.status_code == 404
+        assert (await http.delete(url, headers=session)).status_code == 404
 
 
 async def test_pagination_with_the_sdk_and_raw_requests(paged_gateway: Gateway) -> None:

@@ -13,6 +13,7 @@ const tpl = @import("template.zig");
 const Out = @import("jsonw.zig").Out;
 const Store = @import("store.zig").Store;
 const proxy = @import("proxy.zig");
+const session = @import("session.zig");
 
 pub const ArgType = enum { string, number, integer, boolean, array, object };
 
@@ -133,11 +134,21 @@ pub const Config = struct {
     /// `type: mcp` servers: the upstream MCP server this one proxies to
     /// (proxy.zig); then `tools` is empty.
     mcp_upstream: ?*const proxy.Upstream = null,
+    /// Session tokens (`sessions`): null = no sessions, as before.
+    sessions: ?*const session.Sessions = null,
+    /// The HTTP+SSE transport's broker (`broker`); null = no `/sse`.
+    broker: ?Broker = null,
 
     pub fn findTool(self: *const Config, name: []const u8) ?*const Tool {
         const idx = self.by_name.get(name) orelse return null;
         return &self.tools[idx];
     }
+};
+
+/// Where the filter hands the answers of HTTP+SSE sessions to their stream.
+pub const Broker = struct {
+    cluster: []const u8,
+    timeout_ms: u32,
 };
 
 pub const Error = error{ InvalidConfig, OutOfMemory };
@@ -221,6 +232,10 @@ const RawConfig = struct {
     allowed_origins: []const []const u8 = &.{},
     page_size: u32 = 0,
     mcp_upstream: ?proxy.RawUpstream = null,
+    /// Checked field by field in `Compiler.sessions`, for messages that
+    /// name the key at fault.
+    sessions: ?Value = null,
+    broker: ?struct { cluster: []const u8, timeout_ms: u32 = 5000 } = null,
 };
 
 /// Parses and compiles `text`. The compiled form lives in `out` and points
@@ -477,6 +492,13 @@ const Compiler = struct {
         try init.byte('}');
 
         const paged = try self.paginate(raw.tools_list, raw.page_size);
+        const base_path = try self.str(raw.base_path);
+        const sessions_cfg = if (raw.sessions) |v| try self.sessions(v, base_path) else null;
+        const broker: ?Broker = if (raw.broker) |b| blk: {
+            if (b.cluster.len == 0) return self.fail("broker.cluster: must not be empty", .{});
+            if (sessions_cfg == null) return self.fail("broker: needs sessions (HTTP+SSE session ids are session tokens)", .{});
+            break :blk .{ .cluster = try self.str(b.cluster), .timeout_ms = b.timeout_ms };
+        } else null;
 
         const tools = try self.out().alloc(Tool, raw.tools.len);
         var by_name: std.StringHashMapUnmanaged(u32) = .empty;
@@ -491,7 +513,7 @@ const Compiler = struct {
         const mcp_upstream: ?*const proxy.Upstream = if (raw.mcp_upstream) |m| try proxy.compile(self.store, m, self.why, &self.sources) else null;
 
         return .{
-            .base_path = try self.str(raw.base_path),
+            .base_path = base_path,
             .max_request_bytes = raw.limits.max_request_bytes,
             .max_response_bytes = raw.limits.max_response_bytes,
             .tools_list_json = tools_list_json,
@@ -504,6 +526,60 @@ const Compiler = struct {
             .pages = paged.pages,
             .cursors = paged.cursors,
             .mcp_upstream = mcp_upstream,
+            .sessions = sessions_cfg,
+            .broker = broker,
+        };
+    }
+
+    /// `sessions`: keys decoded and prepared for `base_path` here, so a
+    /// request only hashes its token's payload. Secrets are never echoed in
+    /// messages.
+    fn sessions(self: *Compiler, raw: Value, base_path: []const u8) Error!?*const session.Sessions {
+        const obj = switch (raw) {
+            .null => return null,
+            .object => |o| o,
+            else => return self.fail("sessions: must be an object", .{}),
+        };
+        const keys_value = obj.get("keys") orelse return self.fail("sessions.keys: required", .{});
+        if (keys_value != .array or keys_value.array.items.len == 0)
+            return self.fail("sessions.keys: must be a non-empty list", .{});
+        const raw_keys = keys_value.array.items;
+        const keys = try self.out().alloc(session.Key, raw_keys.len);
+        for (raw_keys, keys, 0..) |rk, *k, i| {
+            if (rk != .object) return self.fail("sessions.keys[{d}]: must be an object", .{i});
+            const id = rk.object.get("id") orelse return self.fail("sessions.keys[{d}].id: required", .{i});
+            if (id != .string or !session.validKeyId(id.string))
+                return self.fail("sessions.keys[{d}].id: must be 1-32 characters of A-Z a-z 0-9 _ -", .{i});
+            for (keys[0..i]) |prev| if (std.mem.eql(u8, prev.id, id.string))
+                return self.fail("sessions.keys[{d}].id: duplicate key id \"{s}\"", .{ i, id.string });
+            const secret_text = rk.object.get("secret") orelse return self.fail("sessions.keys[{d}].secret: required", .{i});
+            if (secret_text != .string) return self.fail("sessions.keys[{d}].secret: must be a string", .{i});
+            const dec = std.base64.url_safe_no_pad.Decoder;
+            const n = dec.calcSizeForSlice(secret_text.string) catch
+                return self.fail("sessions.keys[{d}].secret: not base64url without padding", .{i});
+            if (n < 16 or n > 64)
+                return self.fail("sessions.keys[{d}].secret: must decode to 16-64 bytes (32 recommended), got {d}", .{ i, n });
+            const secret = try self.out().alloc(u8, n);
+            dec.decode(secret, secret_text.string) catch
+                return self.fail("sessions.keys[{d}].secret: not base64url without padding", .{i});
+            const until = try self.unsigned(rk.object.get("accept_until_ms"), 0, "sessions.keys[{d}].accept_until_ms", .{i});
+            k.* = session.Key.init(try self.str(id.string), secret, until, base_path);
+        }
+        const ttl = try self.unsigned(obj.get("ttl_ms"), session.default_ttl_ms, "sessions.ttl_ms", .{});
+        if (ttl == 0) return self.fail("sessions.ttl_ms: must be positive", .{});
+        const s = try self.out().create(session.Sessions);
+        s.* = .{ .keys = keys, .ttl_ms = ttl, .base_path = base_path };
+        return s;
+    }
+
+    /// An optional non-negative integer (missing or null: `default`).
+    fn unsigned(self: *Compiler, v: ?Value, default: u64, comptime where: []const u8, where_args: anytype) Error!u64 {
+        const value = v orelse return default;
+        return switch (value) {
+            .null => default,
+            .integer => |n| if (n >= 0) @intCast(n) else self.fail(where ++ ": must be a non-negative integer", where_args),
+            .number_string => |t| std.fmt.parseUnsigned(u64, t, 10) catch self.fail(where ++ ": must be a non-negative integer", where_args),
+            else => self.fail(where ++ ": must be a non-negative integer", where_args),
         };
     }
 
@@ -1035,4 +1111,89 @@ test "allowed_origins and page_size are compiled" {
     try expectInvalid(
         \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "page_size": 1, "tools_list": {"tools": {}}}
     , "tools_list.tools: must be a list");
+}
+
+test "sessions and broker are compiled, keys prepared for base_path" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    // 32 bytes of 0x01 and of 0x02, base64url without padding.
+    const text =
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m",
+        \\ "sessions": {"keys": [{"id": "k1a2b3c4", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"},
+        \\                       {"id": "old_1", "secret": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI", "accept_until_ms": 1750000000000}],
+        \\              "ttl_ms": 60000},
+        \\ "broker": {"cluster": "mcpgw-broker"}}
+    ;
+    const c = try parseFreed(a, text);
+    const s = c.sessions.?;
+    try testing.expectEqual(@as(usize, 2), s.keys.len);
+    try testing.expectEqualStrings("k1a2b3c4", s.keys[0].id);
+    try testing.expectEqualSlices(u8, &([_]u8{1} ** 32), s.keys[0].secret);
+    try testing.expectEqual(@as(u64, 0), s.keys[0].accept_until_ms);
+    try testing.expectEqual(@as(u64, 1750000000000), s.keys[1].accept_until_ms);
+    try testing.expectEqual(@as(u64, 60000), s.ttl_ms);
+    try testing.expectEqualStrings("/m", s.base_path);
+    try testing.expectEqualStrings("mcpgw-broker", c.broker.?.cluster);
+    try testing.expectEqual(@as(u32, 5000), c.broker.?.timeout_ms);
+    // The prepared state signs like the secret does.
+    const token = try session.issue(a, s, "/m", 1000, "2025-06-18", "", [_]u8{9} ** 16);
+    var fresh = [_]session.Key{session.Key.init("k1a2b3c4", &([_]u8{1} ** 32), 0, "/other")};
+    const unprepared = session.Sessions{ .keys = &fresh, .base_path = "/other" };
+    _ = try session.verify(a, &unprepared, "/m", 1000, token);
+
+    // Defaults; absent and null mean no sessions.
+    const d = try parseFreed(a,
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m",
+        \\ "sessions": {"keys": [{"id": "k", "secret": "AQEBAQEBAQEBAQEBAQEBAQ", "accept_until_ms": null}]}}
+    );
+    try testing.expectEqual(session.default_ttl_ms, d.sessions.?.ttl_ms);
+    try testing.expectEqual(@as(usize, 16), d.sessions.?.keys[0].secret.len);
+    try testing.expect(d.broker == null);
+    const none = try parseFreed(a, "{\"server\": {\"name\": \"s\", \"version\": \"1\"}, \"base_path\": \"/m\", \"sessions\": null}");
+    try testing.expect(none.sessions == null and none.broker == null);
+}
+
+fn sessionsConfig(comptime sessions_json: []const u8) []const u8 {
+    return "{\"server\": {\"name\": \"s\", \"version\": \"1\"}, \"base_path\": \"/m\", \"sessions\": " ++ sessions_json ++ "}";
+}
+
+test "invalid sessions and broker are rejected naming the field" {
+    const good = "\"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE\"";
+    try expectInvalid(sessionsConfig("[]"), "sessions: must be an object");
+    try expectInvalid(sessionsConfig("{}"), "sessions.keys: required");
+    try expectInvalid(sessionsConfig("{\"keys\": []}"), "sessions.keys: must be a non-empty list");
+    try expectInvalid(sessionsConfig("{\"keys\": [1]}"), "sessions.keys[0]: must be an object");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"secret\": " ++ good ++ "}]}"), "sessions.keys[0].id: required");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a.b\", \"secret\": " ++ good ++ "}]}"), "sessions.keys[0].id: must be 1-32 characters");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ "}, {\"id\": \"a\", \"secret\": " ++ good ++ "}]}"), "sessions.keys[1].id: duplicate key id \"a\"");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ "}, {\"id\": \"b\"}]}"), "sessions.keys[1].secret: required");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": 7}]}"), "sessions.keys[0].secret: must be a string");
+    // Standard alphabet, padding, stray bits, too short, too long.
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBA+/\"}]}"), "sessions.keys[0].secret: not base64url without padding");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"}]}"), "sessions.keys[0].secret: not base64url");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQF\"}]}"), "sessions.keys[0].secret: not base64url");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": \"AQEB\"}]}"), "sessions.keys[0].secret: must decode to 16-64 bytes (32 recommended), got 3");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": \"" ++ "A" ** 96 ++ "\"}]}"), "got 72");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ ", \"accept_until_ms\": -1}]}"), "sessions.keys[0].accept_until_ms: must be a non-negative integer");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ ", \"accept_until_ms\": \"1\"}]}"), "sessions.keys[0].accept_until_ms");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ "}], \"ttl_ms\": 1.5}"), "sessions.ttl_ms: must be a non-negative integer");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ "}], \"ttl_ms\": 0}"), "sessions.ttl_ms: must be positive");
+    // The secret is never part of a message.
+    {
+        var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+        defer arena_state.deinit();
+        var why: []const u8 = "";
+        const text = sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": \"c2VjcmV0\"}]}");
+        try testing.expectError(error.InvalidConfig, parse(arena_state.allocator(), arena_state.allocator(), text, &why));
+        try testing.expect(std.mem.indexOf(u8, why, "c2VjcmV0") == null and std.mem.indexOf(u8, why, "secret:") != null);
+    }
+
+    try expectInvalid(
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "broker": {"cluster": "b"}}
+    , "broker: needs sessions");
+    try expectInvalid(
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "broker": {"cluster": ""},
+        \\ "sessions": {"keys": [{"id": "a", "secret": "AQEBAQEBAQEBAQEBAQEBAQ"}]}}
+    , "broker.cluster: must not be empty");
 }

@@ -9,6 +9,7 @@ const std = @import("std");
 const config = @import("config.zig");
 const mcp = @import("mcp.zig");
 const pw = @import("proxywasm.zig");
+const session = @import("session.zig");
 const tpl = @import("template.zig");
 
 pub const panic = std.debug.FullPanic(pw.panic);
@@ -32,6 +33,10 @@ const upstream_headers = [_]tpl.Header{
 var cfg_arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
 var req_arena = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
 var cfg: ?config.Config = null;
+/// Kind 3: the keys as configure prepares them for the server's path.
+var keys: [1]session.Key = undefined;
+var sessions: session.Sessions = undefined;
+var token: []const u8 = "";
 
 /// Parses the configuration once; returns 0 on success.
 export fn bench_init() u32 {
@@ -39,10 +44,16 @@ export fn bench_init() u32 {
     var scratch = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
     defer scratch.deinit();
     cfg = config.parse(cfg_arena.allocator(), scratch.allocator(), cfg_text, &why) catch return 1;
+    const base_path = cfg.?.base_path;
+    keys[0] = session.Key.init("k1a2b3c4", &([_]u8{1} ** 32), 0, base_path);
+    sessions = .{ .keys = &keys, .base_path = base_path };
+    token = session.issue(cfg_arena.allocator(), &sessions, base_path, 1_750_000_000_000, "2025-06-18", "", [_]u8{7} ** 16) catch return 1;
     return 0;
 }
 
-/// kind 0: tools/call (request and result), 1: tools/list, 2: initialize.
+/// kind 0: tools/call (request and result), 1: tools/list, 2: initialize,
+/// 3: verifying a session token (what a request with `Mcp-Session-Id`
+/// adds, besides the host's clock and shared-data reads).
 /// Returns the total answer bytes, so nothing is optimised away.
 export fn bench_run(kind: u32, n: u32) u32 {
     const c = &(cfg orelse return 0);
@@ -52,6 +63,11 @@ export fn bench_run(kind: u32, n: u32) u32 {
     while (i < n) : (i += 1) {
         _ = req_arena.reset(.retain_capacity);
         const arena = req_arena.allocator();
+        if (kind == 3) {
+            const v = session.verify(arena, &sessions, c.base_path, 1_750_000_001_000, token) catch return 0;
+            total +%= v.nonce_hex[0];
+            continue;
+        }
         const body = switch (kind) {
             0 => call_body,
             1 => list_body,

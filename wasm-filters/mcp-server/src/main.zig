@@ -8,6 +8,7 @@ const jsonw = @import("jsonw.zig");
 const pw = @import("proxywasm.zig");
 const config = @import("config.zig");
 const mcp = @import("mcp.zig");
+const session = @import("session.zig");
 const tpl = @import("template.zig");
 const proxy = @import("proxy.zig");
 
@@ -49,7 +50,9 @@ const Stream = struct {
     /// Per-request memory, reset when the stream is deleted.
     arena: std.heap.ArenaAllocator,
     loaded: ?*Loaded = null,
-    state: enum { headers, body, calling, done } = .headers,
+    /// `calling`: waiting for the upstream of a tools/call; `publishing`:
+    /// waiting for the broker to take an HTTP+SSE answer.
+    state: enum { headers, body, calling, publishing, done } = .headers,
     call: mcp.Call = undefined,
     token: u32 = 0,
     /// Captured at request headers: credentials only for servers with
@@ -57,6 +60,9 @@ const Stream = struct {
     client: mcp.Client = .{},
     /// `type: mcp` servers: this request's progress (proxy.zig).
     proxy: proxy.Exchange = .{},
+    /// HTTP+SSE messages: the session's channel (its nonce in hex), where
+    /// the answer is published.
+    channel: [2 * session.nonce_len]u8 = undefined,
 };
 
 var roots: std.AutoHashMapUnmanaged(u32, *Root) = .empty;
@@ -75,6 +81,10 @@ const json_headers = pw.serializeHeadersComptime(&.{.{ .name = "content-type", .
 const json_allow_headers = pw.serializeHeadersComptime(&.{
     .{ .name = "content-type", .value = "application/json" },
     .{ .name = "allow", .value = "POST" },
+});
+const json_allow_get_headers = pw.serializeHeadersComptime(&.{
+    .{ .name = "content-type", .value = "application/json" },
+    .{ .name = "allow", .value = "GET" },
 });
 const no_headers = pw.serializeHeadersComptime(&.{});
 const details = "mcp_server_local_reply";
@@ -146,14 +156,38 @@ pub fn onConfigure(id: u32, size: usize) bool {
     if (root.loaded) |old| old.release();
     root.loaded = loaded;
     pw.logf(.info, "mcp-server: serving {s} with {d} tools", .{ compact.cfg.base_path, compact.cfg.tools.len });
+    if (compact.cfg.sessions != null) prepareRevocationSlots();
     noteMemory();
     return true;
+}
+
+/// Creates every empty revocation slot in the host's shared data, once per
+/// VM. The ABI has no "create if absent": a slot created while ending a
+/// session could race with another worker creating it and lose a record;
+/// created empty up front, every later write is a compare-and-swap.
+var revocation_slots_ready = false;
+
+fn prepareRevocationSlots() void {
+    if (revocation_slots_ready) return;
+    revocation_slots_ready = true;
+    var i: usize = 0;
+    while (i < session.revocation_slots) : (i += 1) {
+        var nonce = [_]u8{0} ** session.nonce_len;
+        nonce[0] = @intCast(i >> 8);
+        nonce[1] = @intCast(i & 0xff);
+        const key = session.revocationKey(nonce);
+        if (pw.getSharedData(&key)) |got| {
+            got.value.free();
+            continue;
+        }
+        _ = pw.setSharedData(&key, "", 0);
+    }
 }
 
 pub fn onDelete(id: u32) void {
     if (streams.fetchRemove(id)) |kv| {
         const s = kv.value;
-        if (s.state == .calling) _ = calls.remove(s.token);
+        if (s.state == .calling or s.state == .publishing) _ = calls.remove(s.token);
         if (s.loaded) |l| l.release();
         defer noteMemory();
         if (spare.items.len < max_spare) {
@@ -191,7 +225,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     defer pairs.free();
     const headers = pairs.slice();
     const path = pw.findHeader(headers, ":path") orelse return replyOrOom(s, mcp.notFound(arena));
-    if (!std.mem.eql(u8, stripQuery(path), cfg.base_path)) return replyOrOom(s, mcp.notFound(arena));
+    const target = targetOf(cfg, stripQuery(path)) orelse return replyOrOom(s, mcp.notFound(arena));
     // DNS rebinding: a browser page of another site must not reach us.
     // Requests without `Origin` (SDKs, curl) are not from a browser page.
     if (pw.findHeader(headers, "origin")) |origin| {
@@ -199,25 +233,63 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         if (!ok) return replyOrOom(s, mcp.forbiddenOrigin(arena));
     }
     const method = pw.findHeader(headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
-    // type: mcp servers: DELETE ends the upstream session.
-    const proxy_delete = cfg.mcp_upstream != null and std.mem.eql(u8, method, "DELETE");
-    // GET (no server-initiated stream) and DELETE (no session to end) too.
-    if (!std.mem.eql(u8, method, "POST") and !proxy_delete) return replyOrOom(s, mcp.methodNotAllowed(arena));
-    if (pw.findHeader(headers, "accept")) |accept| {
-        if (!mcp.acceptable(accept)) return replyOrOom(s, mcp.notAcceptable(arena));
+    var proxy_delete = false;
+    switch (target) {
+        .sse => return openSse(s, cfg, headers, method),
+        .message => {
+            if (!std.mem.eql(u8, method, "POST")) return replyOrOom(s, mcp.methodNotAllowed(arena));
+            // Every message of an HTTP+SSE session names it; nothing is exempt.
+            const token = (mcp.queryParam(arena, path, "sessionId") catch return oomAction(s)) orelse "";
+            if (token.len == 0) return replyOrOom(s, mcp.sessionRequired(arena, "null", "sessionId query parameter"));
+            const v = (checkSession(arena, cfg, token) catch return oomAction(s)) orelse
+                return replyOrOom(s, mcp.sessionNotFound(arena, "null"));
+            s.channel = v.nonce_hex;
+            s.client.transport = .sse;
+            s.client.session = .valid;
+        },
+        .mcp => {
+            const delete = std.mem.eql(u8, method, "DELETE");
+            // type: mcp servers: DELETE also ends the upstream session (below).
+            proxy_delete = cfg.mcp_upstream != null and delete;
+            // DELETE ends a session, when there are sessions to end.
+            if (cfg.sessions != null and delete and !proxy_delete) return endSession(s, cfg, headers);
+            // GET (no server-initiated stream) and DELETE without sessions too.
+            if (!std.mem.eql(u8, method, "POST") and !proxy_delete) return replyOrOom(s, mcp.methodNotAllowed(arena));
+            if (pw.findHeader(headers, "accept")) |accept| {
+                if (!mcp.acceptable(accept)) return replyOrOom(s, mcp.notAcceptable(arena));
+            }
+            // Checked now, while the header is at hand; whether the message
+            // needs a session is known from its body.
+            if (cfg.sessions != null) if (pw.findHeader(headers, "mcp-session-id")) |token| if (token.len != 0) {
+                const v = checkSession(arena, cfg, token) catch return oomAction(s);
+                s.client.session = if (v != null) .valid else .invalid;
+            };
+            // 2026-07-28 routing headers, validated against the body later.
+            s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
+            s.client.method = dupeHeader(arena, headers, "mcp-method") catch return oomAction(s);
+            s.client.name = dupeHeader(arena, headers, "mcp-name") catch return oomAction(s);
+        },
     }
 
     // Headers are only readable now; the body (and so the tool) comes later.
     if (cfg.credential_sources.len != 0) {
-        s.client = captureCredentials(arena, cfg, headers, path) catch return oomAction(s);
+        s.client.credentials = captureCredentials(arena, cfg, headers, path) catch return oomAction(s);
     }
-    // 2026-07-28 routing headers, validated against the body later.
-    s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
-    s.client.method = dupeHeader(arena, headers, "mcp-method") catch return oomAction(s);
-    s.client.name = dupeHeader(arena, headers, "mcp-name") catch return oomAction(s);
     if (cfg.mcp_upstream) |up| {
         s.proxy.client_session = dupeHeader(arena, headers, "mcp-session-id") catch return oomAction(s);
+        if (cfg.sessions) |sessions| {
+            // Checked above, with the ended-session records this Envoy keeps:
+            // a token that failed there must fail in the proxy too.
+            if (s.client.session == .invalid) s.proxy.client_session = "";
+            s.proxy.signing = signing(sessions, cfg) orelse return replyOrOom(s, sessionFailure(arena));
+        }
         if (proxy_delete) {
+            if (cfg.sessions != null and s.client.session == .valid) {
+                const token = s.proxy.client_session.?;
+                const v = (checkSession(arena, cfg, token) catch return oomAction(s)).?;
+                if (!revoke(arena, v.nonce, v.issued_ms +| cfg.sessions.?.ttl_ms))
+                    pw.log(.err, "mcp-server: could not record an ended session in shared data");
+            }
             proxyStep(id, s, up, proxy.startDelete(arena, up, &s.proxy, &s.client) catch return oomAction(s));
             return .pause;
         }
@@ -258,7 +330,18 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
     }
     const outcome = mcp.handle(arena, cfg, body, &s.client) catch return oomReply(s);
     switch (outcome) {
-        .reply => |r| reply(s, r),
+        .reply => |r| {
+            // HTTP+SSE: answers travel on the session's stream, the POST
+            // only says whether they got there. HTTP errors (400, 413) and
+            // 202s are the POST's own.
+            if (s.client.transport == .sse and r.status == 200) return publish(id, s, cfg, r.body);
+            const version = r.new_session orelse return reply(s, r);
+            const token = mint(arena, cfg, version) catch |err| {
+                pw.logf(.err, "mcp-server: cannot mint a session: {s}", .{@errorName(err)});
+                return reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session\"}}" });
+            };
+            replyWith(s, r, token);
+        },
         .call => |c| {
             s.call = c;
             const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
@@ -267,7 +350,7 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
                 const why = jsonw.allocPrint(arena, "upstream cluster {s} is unavailable (proxy_http_call status {d})", .{
                     up.cluster, @intFromEnum(pw.last_http_call_status),
                 }) catch return oomReply(s);
-                return reply(s, .{ .status = 200, .body = mcp.toolFailure(arena, &s.call, why) catch return oomReply(s) });
+                return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
             };
             calls.put(gpa, token, id) catch return oomReply(s);
             s.token = token;
@@ -279,12 +362,14 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
 pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) void {
     _ = .{ root_id, num_trailers };
     const kv = calls.fetchRemove(token) orelse return;
-    const s = streams.get(kv.value) orelse return;
-    if (s.state != .calling) return;
-    _ = pw.setEffectiveContext(kv.value);
+    const id = kv.value;
+    const s = streams.get(id) orelse return;
+    if (s.state != .calling and s.state != .publishing) return;
+    _ = pw.setEffectiveContext(id);
     const arena = s.arena.allocator();
     const cfg = &s.loaded.?.compact.cfg;
-    if (cfg.mcp_upstream) |up| return proxyResponse(kv.value, s, cfg, up, num_headers, body_size);
+    if (s.state == .publishing) return published(s, num_headers);
+    if (cfg.mcp_upstream) |up| return proxyResponse(id, s, cfg, up, num_headers, body_size);
 
     if (num_headers == 0) {
         // The host signals a failed call (reset, no healthy host, ...) by an
@@ -296,11 +381,11 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
                 why = jsonw.allocPrint(arena, "upstream request failed: {s}", .{st.message.slice()}) catch why;
             }
         }
-        return reply(s, .{ .status = 200, .body = mcp.toolFailure(arena, &s.call, why) catch return oomReply(s) });
+        return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
     }
     if (body_size > cfg.max_response_bytes) {
         const why = jsonw.allocPrint(arena, "upstream response of {d} bytes exceeds the limit of {d} bytes", .{ body_size, cfg.max_response_bytes }) catch return oomReply(s);
-        return reply(s, .{ .status = 200, .body = mcp.toolFailure(arena, &s.call, why) catch return oomReply(s) });
+        return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
     }
 
     const pairs = pw.getHeaderPairs(.http_call_response_headers);
@@ -311,12 +396,188 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
 
     const body = if (body_size == 0) null else pw.getBufferBytes(.http_call_response_body, 0, body_size);
     defer if (body) |b| b.free();
-    const answer = mcp.toolResult(arena, &s.call, .{
+    const result = mcp.toolResult(arena, &s.call, .{
         .status = status,
         .headers = headers,
         .body = if (body) |b| b.slice() else "",
     }) catch return oomReply(s);
-    reply(s, .{ .status = 200, .body = answer });
+    answer(id, s, cfg, result);
+}
+
+/// A tools/call's JSON-RPC answer: the POST's body, or on HTTP+SSE the
+/// session stream's next message.
+fn answer(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) void {
+    if (s.client.transport == .sse) return publish(id, s, cfg, body);
+    reply(s, .{ .status = 200, .body = body });
+}
+
+// ----------------------------------------------------------------- sessions
+
+const Target = enum { mcp, sse, message };
+
+/// Which of the server's paths a request is for: `base_path` itself, or
+/// with a broker its HTTP+SSE stream and message paths.
+fn targetOf(cfg: *const config.Config, path: []const u8) ?Target {
+    if (!std.mem.startsWith(u8, path, cfg.base_path)) return null;
+    const rest = path[cfg.base_path.len..];
+    if (rest.len == 0) return .mcp;
+    // A proxied (`type: mcp`) server keeps its upstream session per client
+    // session id; HTTP+SSE sessions are not bridged to it (CONFIG.md).
+    if (cfg.broker == null or cfg.mcp_upstream != null) return null;
+    if (std.mem.eql(u8, rest, "/sse")) return .sse;
+    if (std.mem.eql(u8, rest, "/message")) return .message;
+    return null;
+}
+
+/// The verified session a token names, or null when it is not one of ours
+/// for this server, has expired, or was ended (DELETE) on this Envoy.
+fn checkSession(arena: std.mem.Allocator, cfg: *const config.Config, token: []const u8) std.mem.Allocator.Error!?session.Verified {
+    const now = pw.nowMs();
+    const v = session.verify(arena, cfg.sessions.?, cfg.base_path, now, token) catch |err| switch (err) {
+        error.OutOfMemory => return error.OutOfMemory,
+        error.Invalid, error.Expired => return null,
+    };
+    if (isRevoked(v.nonce, now)) return null;
+    return v;
+}
+
+fn isRevoked(nonce: [session.nonce_len]u8, now: u64) bool {
+    const key = session.revocationKey(nonce);
+    // An empty slot costs the host no allocation in the VM.
+    const got = pw.getSharedData(&key) orelse return false;
+    defer got.value.free();
+    return session.isRevoked(got.value.slice(), nonce, now);
+}
+
+/// Records a session as ended in its shared-data slot (compare-and-swap,
+/// retried a few times when another worker writes the slot meanwhile).
+fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u64) bool {
+    const key = session.revocationKey(nonce);
+    var tries: u32 = 0;
+    while (tries < 16) : (tries += 1) {
+        const now = pw.nowMs();
+        const got = pw.getSharedData(&key) orelse {
+            // Not prepared (another VM id's slots?): create it empty first.
+            if (pw.setSharedData(&key, "", 0) != .ok) return false;
+            continue;
+        };
+        defer got.value.free();
+        const next = session.withRevoked(arena, got.value.slice(), nonce, expires_ms, now) catch return false;
+        switch (pw.setSharedData(&key, next, got.cas)) {
+            .ok => return true,
+            .cas_mismatch => continue,
+            else => return false,
+        }
+    }
+    return false;
+}
+
+const SessionError = std.mem.Allocator.Error || session.IssueError || error{NoRandom};
+
+/// A new session token for this server.
+/// What a proxied server needs to issue and read signed session ids: the
+/// clock and a fresh nonce, which only this file can reach.
+fn signing(sessions: *const session.Sessions, cfg: *const config.Config) ?proxy.Signing {
+    var nonce: [session.nonce_len]u8 = undefined;
+    if (!pw.randomBytes(&nonce)) return null;
+    return .{ .sessions = sessions, .base_path = cfg.base_path, .now_ms = pw.nowMs(), .nonce = nonce };
+}
+
+fn sessionFailure(arena: std.mem.Allocator) std.mem.Allocator.Error!mcp.Reply {
+    _ = arena;
+    return .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session: no random source\"}}" };
+}
+
+fn mint(arena: std.mem.Allocator, cfg: *const config.Config, version: []const u8) SessionError![]const u8 {
+    var nonce: [session.nonce_len]u8 = undefined;
+    if (!pw.randomBytes(&nonce)) return error.NoRandom;
+    return session.issue(arena, cfg.sessions.?, cfg.base_path, pw.nowMs(), version, "", nonce);
+}
+
+/// DELETE `base_path`: ends the session named by `Mcp-Session-Id`.
+fn endSession(s: *Stream, cfg: *const config.Config, headers: []const u8) pw.Action {
+    const arena = s.arena.allocator();
+    const token = pw.findHeader(headers, "mcp-session-id") orelse "";
+    if (token.len == 0) return replyOrOom(s, mcp.sessionRequired(arena, "null", "Mcp-Session-Id header"));
+    const v = (checkSession(arena, cfg, token) catch return oomAction(s)) orelse
+        return replyOrOom(s, mcp.sessionNotFound(arena, "null"));
+    // Recorded until the token would expire anyway.
+    if (!revoke(arena, v.nonce, v.issued_ms +| cfg.sessions.?.ttl_ms)) {
+        pw.log(.err, "mcp-server: could not record an ended session in shared data");
+        reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not end the session\"}}" });
+        return .pause;
+    }
+    reply(s, .{ .status = 204, .body = "" });
+    return .pause;
+}
+
+/// GET `base_path/sse`: mints an HTTP+SSE session and lets the request go
+/// on to the broker (Envoy routes the path there) with the session's
+/// channel and message endpoint in headers only the filter sets.
+fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: []const u8) pw.Action {
+    const arena = s.arena.allocator();
+    if (!std.mem.eql(u8, method, "GET")) return replyOrOom(s, mcp.methodNotAllowedGet(arena));
+    if (pw.findHeader(headers, "accept")) |accept| {
+        if (!mcp.acceptsEventStream(accept)) return replyOrOom(s, mcp.notAcceptableEventStream(arena));
+    }
+    var nonce: [session.nonce_len]u8 = undefined;
+    const token = if (pw.randomBytes(&nonce))
+        session.issue(arena, cfg.sessions.?, cfg.base_path, pw.nowMs(), mcp.sse_version, "", nonce) catch return oomAction(s)
+    else {
+        pw.log(.err, "mcp-server: cannot mint a session: no random bytes");
+        reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session\"}}" });
+        return .pause;
+    };
+    const channel = std.fmt.bytesToHex(nonce, .lower);
+    const endpoint = std.mem.concat(arena, u8, &.{ cfg.base_path, "/message?sessionId=", token }) catch return oomAction(s);
+    // Replacing drops whatever the client sent under these names.
+    if (pw.replaceHeader(.http_request_headers, "x-mcpgw-sse-channel", &channel) != .ok or
+        pw.replaceHeader(.http_request_headers, "x-mcpgw-sse-endpoint", endpoint) != .ok)
+    {
+        reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not open the stream\"}}" });
+        return .pause;
+    }
+    return .@"continue";
+}
+
+/// Hands an HTTP+SSE answer to the broker, which puts it on the session's
+/// stream (on whichever replica holds it); the POST is answered when the
+/// broker has.
+fn publish(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) void {
+    const arena = s.arena.allocator();
+    const broker = &cfg.broker.?;
+    const pairs = mcp.publishHeaders(arena, broker, &s.channel, body.len) catch return oomReply(s);
+    const headers = pw.serializeHeaders(arena, pairs) catch return oomReply(s);
+    const token = pw.httpCall(broker.cluster, headers, body, broker.timeout_ms) catch {
+        const why = jsonw.allocPrint(arena, "cluster {s} is unavailable (proxy_http_call status {d})", .{
+            broker.cluster, @intFromEnum(pw.last_http_call_status),
+        }) catch return oomReply(s);
+        return reply(s, mcp.brokerUnavailable(arena, why) catch return oomReply(s));
+    };
+    calls.put(gpa, token, id) catch return oomReply(s);
+    s.token = token;
+    s.state = .publishing;
+}
+
+/// The broker's answer to `publish`: 2xx → 202, 404 (no stream open for
+/// the session) → 404, anything else → 503.
+fn published(s: *Stream, num_headers: usize) void {
+    const arena = s.arena.allocator();
+    if (num_headers == 0) {
+        var why: []const u8 = "request failed";
+        if (pw.getStatus()) |st| {
+            defer st.message.free();
+            if (st.message.len != 0) why = arena.dupe(u8, st.message.slice()) catch why;
+        }
+        return reply(s, mcp.brokerUnavailable(arena, why) catch return oomReply(s));
+    }
+    const status_value = pw.getHeaderValue(.http_call_response_headers, ":status");
+    defer if (status_value) |v| v.free();
+    const status = std.fmt.parseUnsigned(u32, if (status_value) |v| v.slice() else "", 10) catch 0;
+    if (status >= 200 and status < 300) return reply(s, .{ .status = 202, .body = "" });
+    if (status == 404) return reply(s, mcp.sessionNotConnected(arena) catch return oomReply(s));
+    const why = jsonw.allocPrint(arena, "broker answered HTTP {d}", .{status}) catch return oomReply(s);
+    reply(s, mcp.brokerUnavailable(arena, why) catch return oomReply(s));
 }
 
 // ------------------------------------------------ type: mcp (proxy.zig)
@@ -393,13 +654,13 @@ fn proxyReply(s: *Stream, r: proxy.Reply) void {
 
 /// The client's value at each credential source, copied into the stream
 /// arena (the host's header buffer is freed right away).
-fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8) std.mem.Allocator.Error!mcp.Client {
+fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8) std.mem.Allocator.Error![]const ?[]const u8 {
     const values = try arena.alloc(?[]const u8, cfg.credential_sources.len);
     for (cfg.credential_sources, values) |src, *v| switch (src.in) {
         .header => v.* = if (pw.findHeader(headers, src.name)) |h| try arena.dupe(u8, h) else null,
         .query => v.* = if (try mcp.queryParam(arena, path, src.name)) |q| try arena.dupe(u8, q) else null,
     };
-    return .{ .credentials = values };
+    return values;
 }
 
 /// A request header's value copied into the stream arena, when present.
@@ -414,8 +675,26 @@ fn stripQuery(path: []const u8) []const u8 {
 }
 
 fn reply(s: *Stream, r: mcp.Reply) void {
+    const headers = if (r.status == 202 or r.status == 204) no_headers else switch (r.allow) {
+        .none => json_headers,
+        .post => json_allow_headers,
+        .get => json_allow_get_headers,
+    };
+    send(s, r, headers);
+}
+
+/// `reply` for an initialize that opened a session.
+fn replyWith(s: *Stream, r: mcp.Reply, session_id: []const u8) void {
+    const pairs = [_]tpl.Header{
+        .{ .name = "content-type", .value = "application/json" },
+        .{ .name = "mcp-session-id", .value = session_id },
+    };
+    const headers = pw.serializeHeaders(s.arena.allocator(), &pairs) catch return oomReply(s);
+    send(s, r, headers);
+}
+
+fn send(s: *Stream, r: mcp.Reply, headers: []const u8) void {
     s.state = .done;
-    const headers = if (r.status == 202) no_headers else if (r.allow_post) json_allow_headers else json_headers;
     const st = pw.sendLocalResponse(r.status, details, r.body, headers);
     if (st != .ok) pw.logf(.warn, "mcp-server: send_local_response failed with status {d}", .{@intFromEnum(st)});
 }

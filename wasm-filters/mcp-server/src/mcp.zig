@@ -19,6 +19,7 @@ pub const parse_error = -32700;
 pub const invalid_request = -32600;
 pub const method_not_found = -32601;
 pub const invalid_params = -32602;
+pub const internal_error = -32603;
 /// 2026-07-28: routing headers missing or not matching the body.
 pub const header_mismatch = -32020;
 /// 2026-07-28: the request's protocol version is not one we serve.
@@ -26,6 +27,8 @@ pub const unsupported_protocol_version = -32022;
 
 pub const supported_versions = [_][]const u8{ "2025-03-26", "2025-06-18", "2025-11-25" };
 pub const latest_version = "2025-11-25";
+/// The HTTP+SSE revision: negotiated only on that transport's endpoint.
+pub const sse_version = "2024-11-05";
 
 /// The stateless revision: no initialize, `_meta` on every request,
 /// `server/discover`, `Mcp-Method` / `Mcp-Name` headers.
@@ -38,10 +41,13 @@ const all_versions_json = "[\"2025-03-26\",\"2025-06-18\",\"2025-11-25\",\"2026-
 /// A complete HTTP answer produced locally.
 pub const Reply = struct {
     status: u32,
-    /// Empty for 202.
+    /// Empty for 202 and 204.
     body: []const u8,
-    /// 405 answers carry `allow: POST`.
-    allow_post: bool = false,
+    /// 405 answers name the method the path takes.
+    allow: enum { none, post, get } = .none,
+    /// An `initialize` answered with sessions configured: the filter mints a
+    /// session with this protocol version and sends it as `mcp-session-id`.
+    new_session: ?[]const u8 = null,
 };
 
 /// A tools/call that needs the upstream. Lives in the request arena until
@@ -70,7 +76,17 @@ pub const Client = struct {
     protocol_version: ?[]const u8 = null,
     method: ?[]const u8 = null,
     name: ?[]const u8 = null,
+    /// With `sessions` configured: the request's `Mcp-Session-Id`, as the
+    /// filter found it while reading the headers (verifying needs the clock
+    /// and the host's record of ended sessions).
+    session: SessionState = .absent,
+    /// `.sse`: a message POSTed to an HTTP+SSE session's endpoint. Its
+    /// session was checked with the headers; it is always legacy (2024-11-05
+    /// may be negotiated) and its answers go to the session's stream.
+    transport: enum { streamable, sse } = .streamable,
 };
+
+pub const SessionState = enum { absent, valid, invalid };
 
 pub const Outcome = union(enum) {
     reply: Reply,
@@ -119,12 +135,65 @@ pub fn notFound(arena: Allocator) Allocator.Error!Reply {
 }
 
 pub fn methodNotAllowed(arena: Allocator) Allocator.Error!Reply {
-    return .{ .status = 405, .allow_post = true, .body = try errorBody(arena, "null", invalid_request, "Invalid Request: only POST is supported") };
+    return .{ .status = 405, .allow = .post, .body = try errorBody(arena, "null", invalid_request, "Invalid Request: only POST is supported") };
+}
+
+/// Any method but GET on an HTTP+SSE stream path.
+pub fn methodNotAllowedGet(arena: Allocator) Allocator.Error!Reply {
+    return .{ .status = 405, .allow = .get, .body = try errorBody(arena, "null", invalid_request, "Invalid Request: only GET is supported") };
+}
+
+/// A request of a session-bound revision without a session id.
+pub fn sessionRequired(arena: Allocator, id: []const u8, comptime what: []const u8) Allocator.Error!Reply {
+    return .{ .status = 400, .body = try errorBody(arena, id, invalid_request, "Bad Request: " ++ what ++ " is required") };
+}
+
+/// A session id we did not mint (for this server), expired, signed by a
+/// retired key, or ended: clients start a new session on 404.
+pub fn sessionNotFound(arena: Allocator, id: []const u8) Allocator.Error!Reply {
+    return .{ .status = 404, .body = try errorBody(arena, id, invalid_request, "Session not found") };
+}
+
+/// The broker has no stream open for an HTTP+SSE session.
+pub fn sessionNotConnected(arena: Allocator) Allocator.Error!Reply {
+    return .{ .status = 404, .body = try errorBody(arena, "null", invalid_request, "Session not connected") };
+}
+
+/// The broker could not take an HTTP+SSE answer.
+pub fn brokerUnavailable(arena: Allocator, why: []const u8) Allocator.Error!Reply {
+    const message = try std.mem.concat(arena, u8, &.{ "session broker unavailable: ", why });
+    return .{ .status = 503, .body = try errorBody(arena, "null", internal_error, message) };
+}
+
+/// The request the filter sends the broker to put `body_len` bytes of an
+/// answer on the HTTP+SSE stream of `channel`.
+pub fn publishHeaders(arena: Allocator, broker: *const config.Broker, channel: []const u8, body_len: usize) Allocator.Error![]const Header {
+    const headers = try arena.alloc(Header, 5);
+    headers[0] = .{ .name = ":method", .value = "POST" };
+    headers[1] = .{ .name = ":path", .value = try std.mem.concat(arena, u8, &.{ "/v1/sse/", channel }) };
+    headers[2] = .{ .name = ":authority", .value = broker.cluster };
+    headers[3] = .{ .name = "content-type", .value = "application/json" };
+    headers[4] = .{ .name = "content-length", .value = try jsonw.allocPrint(arena, "{d}", .{body_len}) };
+    return headers;
 }
 
 pub fn tooLarge(arena: Allocator, limit: u32) Allocator.Error!Reply {
     const message = try jsonw.allocPrint(arena, "Invalid Request: body exceeds {d} bytes", .{limit});
     return .{ .status = 413, .body = try errorBody(arena, "null", invalid_request, message) };
+}
+
+/// An `Accept` value that lets a GET open an event stream: one of its media
+/// ranges is `text/event-stream`, `text/*` or `*/*`.
+pub fn acceptsEventStream(accept: []const u8) bool {
+    var it = std.mem.splitScalar(u8, accept, ',');
+    while (it.next()) |range| {
+        const end = std.mem.indexOfScalar(u8, range, ';') orelse range.len;
+        const t = std.mem.trim(u8, range[0..end], " \t");
+        for ([_][]const u8{ "text/event-stream", "text/*", "*/*" }) |ok| {
+            if (std.ascii.eqlIgnoreCase(t, ok)) return true;
+        }
+    }
+    return false;
 }
 
 /// `Origin` names a site that is not allowed: the DNS rebinding defence.
@@ -134,6 +203,11 @@ pub fn forbiddenOrigin(arena: Allocator) Allocator.Error!Reply {
 
 pub fn notAcceptable(arena: Allocator) Allocator.Error!Reply {
     return .{ .status = 406, .body = try errorBody(arena, "null", invalid_request, "Not Acceptable: Client must accept application/json or text/event-stream") };
+}
+
+/// A GET for an HTTP+SSE stream whose `Accept` rules the stream out.
+pub fn notAcceptableEventStream(arena: Allocator) Allocator.Error!Reply {
+    return .{ .status = 406, .body = try errorBody(arena, "null", invalid_request, "Not Acceptable: Client must accept text/event-stream") };
 }
 
 /// Browsers send `Origin`; a page on another site reaching a local gateway
@@ -215,19 +289,26 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, cli
     if (!version_ok) return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: jsonrpc must be \"2.0\"", .{});
 
     const method_value = obj.get("method") orelse {
-        if (obj.contains("result") or obj.contains("error")) return .{ .reply = .{ .status = 202, .body = "" } };
+        if (obj.contains("result") or obj.contains("error")) {
+            if (try sessionGate(arena, cfg, client, id orelse "null", null)) |r| return .{ .reply = r };
+            return .{ .reply = .{ .status = 202, .body = "" } };
+        }
         return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: no method", .{});
     };
     if (method_value != .string) return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: method must be a string", .{});
     const method = method_value.string;
+    const params: ?Value = obj.get("params");
+    // Only an initialize request may come without a session: it opens one.
+    if (id == null or !std.mem.eql(u8, method, "initialize")) {
+        if (try sessionGate(arena, cfg, client, id orelse "null", params)) |r| return .{ .reply = r };
+    }
     const rid = id orelse {
         // Notifications too must carry a version we serve, when they name one.
         if (client.protocol_version) |v| if (!isServedVersion(v)) return badProtocolHeader(arena, "null", v);
         return .{ .reply = .{ .status = 202, .body = "" } };
     };
-    const params: ?Value = obj.get("params");
 
-    if (isModern(params, client)) return modern(arena, cfg, rid, method, params, client);
+    if (client.transport == .streamable and isModern(params, client)) return modern(arena, cfg, rid, method, params, client);
     // After initialize the client names the negotiated version in a header;
     // without one, 2025-03-26 is assumed (accepted as is).
     if (client.protocol_version) |v| if (!std.mem.eql(u8, method, "initialize") and !isServedVersion(v))
@@ -239,10 +320,29 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, cli
     }
     if (std.mem.eql(u8, method, "ping")) return resultReply(arena, rid, &.{"{}"});
     if (std.mem.eql(u8, method, "initialize")) {
+        if (client.transport == .sse) {
+            return resultReply(arena, rid, &.{ "{\"protocolVersion\":\"", negotiateSse(params), cfg.initialize_tail });
+        }
         const version = negotiate(params);
-        return resultReply(arena, rid, &.{ "{\"protocolVersion\":\"", version, cfg.initialize_tail });
+        var outcome = try resultReply(arena, rid, &.{ "{\"protocolVersion\":\"", version, cfg.initialize_tail });
+        if (cfg.sessions != null) outcome.reply.new_session = version;
+        return outcome;
     }
     return errorReply(arena, 200, rid, method_not_found, "method not found: {s}", .{method});
+}
+
+/// With `sessions` configured, a Streamable HTTP message of a legacy
+/// revision needs a valid session id: absent → 400, anything else that
+/// does not verify → 404. Stateless (2026-07-28) messages never do, and
+/// HTTP+SSE messages were checked with their headers.
+fn sessionGate(arena: Allocator, cfg: *const config.Config, client: *const Client, id: []const u8, params: ?Value) Allocator.Error!?Reply {
+    if (cfg.sessions == null or client.transport == .sse) return null;
+    if (isModern(params, client)) return null;
+    return switch (client.session) {
+        .valid => null,
+        .absent => try sessionRequired(arena, id, "Mcp-Session-Id header"),
+        .invalid => try sessionNotFound(arena, id),
+    };
 }
 
 // ------------------------------------------------- 2026-07-28 (stateless)
@@ -408,6 +508,13 @@ pub fn negotiate(params: ?Value) []const u8 {
         if (std.mem.eql(u8, s, v.string)) return s;
     }
     return latest_version;
+}
+
+/// `negotiate` on the HTTP+SSE transport, where 2024-11-05 is served too.
+pub fn negotiateSse(params: ?Value) []const u8 {
+    const p = params orelse return latest_version;
+    if (p == .object) if (p.object.get("protocolVersion")) |v| if (v == .string and std.mem.eql(u8, v.string, sse_version)) return sse_version;
+    return negotiate(params);
 }
 
 /// `modern`: a 2026-07-28 request; its errors answer HTTP 400 and its
@@ -1227,7 +1334,7 @@ test "local HTTP-level replies" {
     try testing.expect(std.mem.indexOf(u8, nf.body, "-32600") != null);
     const na = try methodNotAllowed(a);
     try testing.expectEqual(@as(u32, 405), na.status);
-    try testing.expect(na.allow_post);
+    try testing.expect(na.allow == .post);
     const tl = try tooLarge(a, 10);
     try testing.expectEqual(@as(u32, 413), tl.status);
     try testing.expectEqualStrings(
@@ -1940,4 +2047,163 @@ test "tools/list: one page keeps the pre-rendered answer" {
         // No cursor was issued, so none is valid.
         try f.expectError(try listWith(f.arena(), "\"abc\""), 200, invalid_params, "invalid params");
     }
+}
+
+// ------------------------------------------------------------- sessions
+
+const with_sessions =
+    \\{"server": {"name": "s", "version": "1"}, "base_path": "/m",
+    \\ "upstream": {"cluster": "c"},
+    \\ "sessions": {"keys": [{"id": "k1", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"}]},
+    \\ "broker": {"cluster": "mcpgw-broker", "timeout_ms": 2000},
+    \\ "tools_list": {"tools": [{"name": "t"}]},
+    \\ "tools": [{"name": "t", "request": {"path": [{"lit": "/t"}]}}]}
+;
+
+test "sessions: initialize opens one, every other legacy message needs one" {
+    const f = try Fixture.init(with_sessions);
+    defer f.deinit();
+    const init_req = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\"}}";
+    // initialize needs none, and asks the filter to mint one with the
+    // negotiated version; a stale or bogus session id does not matter.
+    for ([_]SessionState{ .absent, .invalid, .valid }) |st| {
+        f.client = .{ .session = st };
+        const r = try f.reply(init_req);
+        try testing.expectEqual(@as(u32, 200), r.status);
+        try testing.expectEqualStrings("2025-06-18", r.new_session.?);
+    }
+    f.client = .{ .session = .absent };
+    try testing.expectEqualStrings("2025-11-25", (try f.reply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2024-11-05\"}}")).new_session.?);
+
+    // Requests, notifications and responses without one: 400, id echoed.
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"tools/list\"}", 400,
+        \\{"jsonrpc":"2.0","id":"a","error":{"code":-32600,"message":"Bad Request: Mcp-Session-Id header is required"}}
+    );
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", 400, invalid_request, "Bad Request: Mcp-Session-Id header is required");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"method\":\"initialize\"}", 400, invalid_request, "Bad Request: Mcp-Session-Id");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{}}", 400, invalid_request, "Bad Request: Mcp-Session-Id");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"t\"}}", 400, invalid_request, "Bad Request: Mcp-Session-Id");
+    // Parse errors and invalid messages keep their answers.
+    try f.expectError("{", 400, parse_error, "Parse error");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1}", 400, invalid_request, "Invalid Request: no method");
+
+    // One that does not verify: 404, id echoed.
+    f.client = .{ .session = .invalid };
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}", 404,
+        \\{"jsonrpc":"2.0","id":7,"error":{"code":-32600,"message":"Session not found"}}
+    );
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", 404, invalid_request, "Session not found");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":5,\"error\":{\"code\":1,\"message\":\"x\"}}", 404, invalid_request, "Session not found");
+
+    // A valid one: business as usual.
+    f.client = .{ .session = .valid };
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}", 200, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}");
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", 202, "");
+    _ = try f.call("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"t\"}}");
+    // The protocol version header is still checked, after the session.
+    f.client = .{ .session = .valid, .protocol_version = "1999-01-01" };
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}", 400, invalid_request, "Bad Request: Unsupported protocol version");
+    f.client = .{ .session = .absent, .protocol_version = "1999-01-01" };
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}", 400, invalid_request, "Bad Request: Mcp-Session-Id");
+}
+
+test "sessions: stateless 2026-07-28 requests never need one" {
+    const f = try Fixture.init(with_sessions);
+    defer f.deinit();
+    for ([_]SessionState{ .absent, .invalid }) |st| {
+        f.client = modernClient("tools/list", null);
+        f.client.session = st;
+        const r = try f.reply(try modernReq(f.arena(), "tools/list", ""));
+        try testing.expectEqual(@as(u32, 200), r.status);
+        try testing.expect(r.new_session == null);
+        f.client = modernClient("notifications/cancelled", null);
+        f.client.session = st;
+        try f.expectReply("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{" ++ meta_ok ++ "}}", 202, "");
+        // Told apart by the _meta key alone too.
+        f.client = .{ .session = st };
+        try f.expectError(try modernReq(f.arena(), "tools/list", ""), 400, header_mismatch, "MCP-Protocol-Version header is missing");
+    }
+    // A response under the stateless header.
+    f.client = .{ .protocol_version = modern_version };
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{}}", 202, "");
+}
+
+test "sessions: absent from the configuration, nothing changes" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    for ([_]SessionState{ .absent, .invalid }) |st| {
+        f.client = .{ .session = st };
+        const r = try f.reply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\"}}");
+        try testing.expect(r.new_session == null);
+        try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}", 200, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{}}");
+        try f.expectReply("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", 202, "");
+    }
+}
+
+test "HTTP+SSE: messages are legacy, 2024-11-05 negotiable, no new session" {
+    const f = try Fixture.init(with_sessions);
+    defer f.deinit();
+    f.client = .{ .transport = .sse };
+    const base = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":";
+    for ([_][2][]const u8{
+        .{ "\"2024-11-05\"", "2024-11-05" },
+        .{ "\"2025-06-18\"", "2025-06-18" },
+        .{ "\"2099-01-01\"", "2025-11-25" },
+        .{ "7", "2025-11-25" },
+    }) |c| {
+        const r = try f.reply(try std.mem.concat(f.arena(), u8, &.{ base, c[0], "}}" }));
+        try testing.expectEqual(@as(u32, 200), r.status);
+        try testing.expect(r.new_session == null);
+        try testing.expect(std.mem.startsWith(u8, r.body, try std.mem.concat(f.arena(), u8, &.{ "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"protocolVersion\":\"", c[1], "\"" })));
+    }
+    try testing.expectEqualStrings(sse_version, negotiateSse(try std.json.parseFromSliceLeaky(Value, f.arena(), "{\"protocolVersion\":\"2024-11-05\"}", .{})));
+    try testing.expectEqualStrings(latest_version, negotiateSse(null));
+    // Streamable HTTP still answers 2024-11-05 with the latest.
+    f.client = .{};
+    try testing.expect(std.mem.indexOf(u8, (try f.reply(try std.mem.concat(f.arena(), u8, &.{ base, "\"2024-11-05\"}}" }))).body, "2025-11-25") != null);
+
+    f.client = .{ .transport = .sse };
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}", 200,
+        \\{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"t"}]}}
+    );
+    // A stateless envelope does not make it a 2026-07-28 request.
+    try f.expectReply(try modernReq(f.arena(), "tools/list", ""), 200,
+        \\{"jsonrpc":"2.0","id":7,"result":{"tools":[{"name":"t"}]}}
+    );
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}", 202, "");
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}", 202, "");
+    _ = try f.call("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":\"t\"}}");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"nope\"}", 200, method_not_found, "method not found");
+}
+
+test "HTTP+SSE: local answers and the broker request" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    for ([_][]const u8{ "text/event-stream", "*/*", "text/*", "application/json, text/event-stream;q=0.9", " TEXT/EVENT-STREAM " }) |v|
+        try testing.expect(acceptsEventStream(v));
+    for ([_][]const u8{ "application/json", "text/html", "", "application/*" }) |v| try testing.expect(!acceptsEventStream(v));
+
+    const broker = config.Broker{ .cluster = "mcpgw-broker", .timeout_ms = 5000 };
+    const h = try publishHeaders(a, &broker, "000102030405060708090a0b0c0d0e0f", 42);
+    try testing.expectEqualStrings("POST", tpl.findHeader(h, ":method").?);
+    try testing.expectEqualStrings("/v1/sse/000102030405060708090a0b0c0d0e0f", tpl.findHeader(h, ":path").?);
+    try testing.expectEqualStrings("mcpgw-broker", tpl.findHeader(h, ":authority").?);
+    try testing.expectEqualStrings("application/json", tpl.findHeader(h, "content-type").?);
+    try testing.expectEqualStrings("42", tpl.findHeader(h, "content-length").?);
+
+    const g = try methodNotAllowedGet(a);
+    try testing.expectEqual(@as(u32, 405), g.status);
+    try testing.expect(g.allow == .get);
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not connected"}}
+    , (try sessionNotConnected(a)).body);
+    const b = try brokerUnavailable(a, "HTTP 503");
+    try testing.expectEqual(@as(u32, 503), b.status);
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"session broker unavailable: HTTP 503"}}
+    , b.body);
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Bad Request: sessionId query parameter is required"}}
+    , (try sessionRequired(a, "null", "sessionId query parameter")).body);
 }

@@ -25,6 +25,7 @@ const Out = jsonw.Out;
 const config = @import("config.zig");
 const mcp = @import("mcp.zig");
 const Store = @import("store.zig").Store;
+const sessions_mod = @import("session.zig");
 
 pub const Header = mcp.Header;
 
@@ -198,28 +199,47 @@ pub fn decodeExtra(extra: []const u8, hosts: usize) ?UpstreamSession {
     return .{ .host = host, .id = id };
 }
 
-/// INTERIM, swapped at merge: the session id the client gets for an
-/// upstream session; `version` is the protocol version the upstream
-/// negotiated (null when its answer named none). Today the plain
-/// `encodeExtra` text; with signed sessions (session.zig) this becomes
-/// `session.issue(arena, cfg.sessions, cfg.base_path, now_ms, version,
-/// encodeExtra(s), nonce)`, which may also issue a token when the upstream
-/// gave no session id. null: the client gets no `Mcp-Session-Id` (the
-/// upstream issued none, so its later requests go round robin).
-pub fn encodeClientSession(arena: Allocator, up: *const Upstream, s: UpstreamSession, version: ?[]const u8) Allocator.Error!?[]const u8 {
-    _ = .{ up, version };
-    if (s.id.len == 0) return null;
-    return try encodeExtra(arena, s);
+/// Signed session ids (session.zig) for servers with `sessions`; filled in
+/// by main.zig, which owns the clock and the random source.
+pub const Signing = struct {
+    sessions: *const sessions_mod.Sessions,
+    base_path: []const u8,
+    now_ms: u64,
+    nonce: [sessions_mod.nonce_len]u8,
+};
+
+/// The session id the client gets for an upstream session; `version` is the
+/// protocol version the upstream negotiated (null when its answer named
+/// none). With `sessions`: a signed token whose `extra` is `encodeExtra(s)`,
+/// issued even when the upstream is stateless. Without: the plain
+/// `encodeExtra` text, and none at all when the upstream issued none (the
+/// client's later requests then go round robin).
+pub fn encodeClientSession(arena: Allocator, signing: ?*const Signing, s: UpstreamSession, version: ?[]const u8) Allocator.Error!?[]const u8 {
+    const sg = signing orelse {
+        if (s.id.len == 0) return null;
+        return try encodeExtra(arena, s);
+    };
+    const extra = try encodeExtra(arena, s);
+    return sessions_mod.issue(arena, sg.sessions, sg.base_path, sg.now_ms, version orelse mcp.latest_version, extra, sg.nonce) catch |err| switch (err) {
+        error.OutOfMemory => error.OutOfMemory,
+        else => null,
+    };
 }
 
-/// INTERIM, swapped at merge: the upstream session a client's
-/// `Mcp-Session-Id` names; null → 404 "Session not found". With signed
-/// sessions: `decodeExtra(session.verify(arena, cfg.sessions,
-/// cfg.base_path, now_ms, token).extra, up.hosts.len)`.
-pub fn decodeClientSession(arena: Allocator, up: *const Upstream, token: []const u8) ?UpstreamSession {
-    _ = arena;
-    const s = decodeExtra(token, up.hosts.len) orelse return null;
-    return if (s.id.len == 0) null else s;
+/// The upstream session a client's `Mcp-Session-Id` names; null → 404
+/// "Session not found" (tampered, expired, another server's, or naming a
+/// host that is no longer configured).
+pub fn decodeClientSession(arena: Allocator, up: *const Upstream, signing: ?*const Signing, token: []const u8) ?UpstreamSession {
+    const sg = signing orelse {
+        const s = decodeExtra(token, up.hosts.len) orelse return null;
+        return if (s.id.len == 0) null else s;
+    };
+    const v = sessions_mod.verify(arena, sg.sessions, sg.base_path, sg.now_ms, token) catch return null;
+    return decodeExtra(v.extra, up.hosts.len);
+}
+
+fn signingOf(ex: *const Exchange) ?*const Signing {
+    return if (ex.signing) |*sg| sg else null;
 }
 
 /// Visible ASCII (0x21-0x7E), as the spec requires of session ids; empty
@@ -269,6 +289,9 @@ pub const Exchange = struct {
     /// A 2026-07-28 request, served in an upstream session the filter
     /// opened itself (`Pool`).
     modern: ?*Modern = null,
+    /// Set when the server has `sessions`: session ids are signed tokens and
+    /// required on every request but initialize (as for REST servers).
+    signing: ?Signing = null,
 };
 
 /// Per VM: the round robin counter for new sessions, and the upstream
@@ -352,9 +375,11 @@ pub fn start(arena: Allocator, vm: *Vm, up: *const Upstream, ex: *Exchange, body
     }
 
     if (ex.kind != .initialize) if (ex.client_session) |token| {
-        const s = decodeClientSession(arena, up, token) orelse return sessionNotFound(arena, ex.id);
+        const s = decodeClientSession(arena, up, signingOf(ex), token) orelse return sessionNotFound(arena, ex.id);
         ex.host = s.host;
-        ex.upstream_session = s.id;
+        ex.upstream_session = if (s.id.len == 0) null else s.id;
+    } else if (ex.signing != null) {
+        return errorReply(arena, 400, ex.id, mcp.invalid_request, "Bad Request: Mcp-Session-Id header is required", .{});
     } else {
         ex.host = pick(up, &vm.round_robin);
     } else {
@@ -377,7 +402,7 @@ pub fn startDelete(arena: Allocator, up: *const Upstream, ex: *Exchange, client:
     ex.kind = .delete;
     const token = ex.client_session orelse
         return errorReply(arena, 400, "null", mcp.invalid_request, "Bad Request: Mcp-Session-Id header is required", .{});
-    const s = decodeClientSession(arena, up, token) orelse return sessionNotFound(arena, "null");
+    const s = decodeClientSession(arena, up, signingOf(ex), token) orelse return sessionNotFound(arena, "null");
     ex.host = s.host;
     ex.upstream_session = s.id;
     return request(arena, up, ex, "DELETE", "", client, client.protocol_version);
@@ -489,7 +514,10 @@ fn legacyAnswer(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp
     }
     if (ex.kind == .initialize) if (findHeader(resp.headers, "mcp-session-id")) |sid| {
         if (!isSessionId(sid) or sid.len == 0) return upstreamFailure(arena, up, ex, "sent an invalid Mcp-Session-Id", .{});
-        reply.session = try encodeClientSession(arena, up, .{ .host = ex.host, .id = sid }, negotiated(text.msg));
+        reply.session = try encodeClientSession(arena, signingOf(ex), .{ .host = ex.host, .id = sid }, negotiated(text.msg));
+    } else if (ex.signing != null) {
+        // A stateless upstream: the client still gets the gateway's session.
+        reply.session = try encodeClientSession(arena, signingOf(ex), .{ .host = ex.host, .id = "" }, negotiated(text.msg));
     };
     return reply;
 }
@@ -1079,10 +1107,10 @@ test "client session ids name the host and the upstream session" {
     }
     const f = try Fixture.init(weather);
     defer f.deinit();
-    try testing.expectEqualStrings("0.s1", (try encodeClientSession(a, f.up(), .{ .host = 0, .id = "s1" }, "2025-11-25")).?);
-    try testing.expect((try encodeClientSession(a, f.up(), .{ .host = 0, .id = "" }, null)) == null);
-    try testing.expect(decodeClientSession(a, f.up(), "1.") == null);
-    try testing.expectEqualStrings("s1", decodeClientSession(a, f.up(), "1.s1").?.id);
+    try testing.expectEqualStrings("0.s1", (try encodeClientSession(a, null, .{ .host = 0, .id = "s1" }, "2025-11-25")).?);
+    try testing.expect((try encodeClientSession(a, null, .{ .host = 0, .id = "" }, null)) == null);
+    try testing.expect(decodeClientSession(a, f.up(), null, "1.") == null);
+    try testing.expectEqualStrings("s1", decodeClientSession(a, f.up(), null, "1.s1").?.id);
 }
 
 test "initialize goes round robin; later requests follow their session" {

@@ -93,6 +93,10 @@ const host = struct {
     extern "env" fn proxy_done() Status;
     extern "env" fn proxy_define_metric(t: MetricType, name: [*]const u8, name_size: usize, ret_id: *u32) Status;
     extern "env" fn proxy_record_metric(id: u32, value: u64) Status;
+    extern "env" fn proxy_get_current_time_nanoseconds(ret_time: *u64) Status;
+    extern "env" fn proxy_get_shared_data(key: [*]const u8, key_size: usize, ret_data: *?[*]u8, ret_size: *usize, ret_cas: *u32) Status;
+    extern "env" fn proxy_set_shared_data(key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize, cas: u32) Status;
+    extern "env" fn proxy_replace_header_map_value(t: MapType, key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize) Status;
 };
 
 pub const MetricType = enum(u32) { counter = 0, gauge = 1, histogram = 2 };
@@ -186,6 +190,42 @@ pub fn defineMetric(t: MetricType, name: []const u8) ?u32 {
 
 pub fn recordMetric(id: u32, value: u64) void {
     _ = host.proxy_record_metric(id, value);
+}
+
+/// Wall-clock time in unix milliseconds (the host's system time).
+pub fn nowMs() u64 {
+    var ns: u64 = 0;
+    _ = host.proxy_get_current_time_nanoseconds(&ns);
+    return ns / std.time.ns_per_ms;
+}
+
+/// Fills `buf` from the host's CSPRNG (WASI `random_get`, which Envoy
+/// implements with BoringSSL's `RAND_bytes`). False when the host refuses.
+pub fn randomBytes(buf: []u8) bool {
+    return std.os.wasi.random_get(buf.ptr, buf.len) == .SUCCESS;
+}
+
+pub const SharedValue = struct { value: HostBytes, cas: u32 };
+
+/// A value of the host's shared data (one store per VM id, shared by every
+/// worker); null when the key was never set.
+pub fn getSharedData(key: []const u8) ?SharedValue {
+    var data: ?[*]u8 = null;
+    var size: usize = 0;
+    var cas: u32 = 0;
+    if (host.proxy_get_shared_data(addr(key), key.len, &data, &size, &cas) != .ok) return null;
+    return .{ .value = .{ .ptr = data, .len = size }, .cas = cas };
+}
+
+/// Sets a shared-data value; with `cas` other than 0 only if nobody wrote
+/// it since that `getSharedData` (`.cas_mismatch` otherwise).
+pub fn setSharedData(key: []const u8, value: []const u8, cas: u32) Status {
+    return host.proxy_set_shared_data(addr(key), key.len, addr(value), value.len, cas);
+}
+
+/// Sets a header to one value, dropping every value it had.
+pub fn replaceHeader(t: MapType, name: []const u8, value: []const u8) Status {
+    return host.proxy_replace_header_map_value(t, addr(name), name.len, addr(value), value.len);
 }
 
 /// Serialized pairs; decode with `deserializeHeaders`, or look single names

@@ -11,4 +11,5 @@ test {
     _ = @import("proxy.zig");
     _ = @import("proxywasm.zig");
     _ = @import("config_mem.zig");
+    _ = @import("session.zig");
 }
