@@ -30,6 +30,7 @@ from mcpgw.stack import free_ports
 from mcpgw.xds import types
 from pluginserver.server import DEFAULT_ROOT, create_app
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
+from tests.integration.mcphttp import ACCEPT, open_session, rpc
 from tests.redisserver import RedisServer
 from tests.unit.test_registry import minimal
 
@@ -338,3 +339,56 @@ def test_serve_refuses_a_malformed_pinned_key_or_an_unwritable_keys_file(tmp_pat
         check=False,
     )
     assert result.returncode == 1 and "session keys" in result.stderr, result.stderr
+
+
+async def session_status(url: str, session: dict[str, str]) -> int:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(url, json=rpc("ping"), headers=ACCEPT | session)
+    return response.status_code
+
+
+async def test_after_a_rotation_old_sessions_live_out_the_grace_period_then_get_404(gateway: Gateway) -> None:
+    envoy = gateway.stack.envoy
+    assert envoy is not None
+    inventory_url = f"{gateway.stack.mcp_base_url}/mcp/ops/inventory"
+    async with httpx.AsyncClient(timeout=10) as http:
+        old = await open_session(http, gateway.url)
+        # A session belongs to the server that issued it: the token signs its path.
+        response = await http.post(inventory_url, json=rpc("ping"), headers=ACCEPT | old)
+        assert response.status_code == 404 and response.json()["error"]["message"] == "Session not found"
+
+        grace = 4
+        async with httpx.AsyncClient(base_url=admin_url(gateway), timeout=10) as admin:
+            rotated = await admin.post("/v1/session-keys/rotate", json={"grace_seconds": grace}, headers=AUTH)
+        rotated_at = time.monotonic()
+        assert rotated.status_code == 200, rotated.text
+        new_id, old_id = (key["id"] for key in rotated.json()["keys"])
+        await eventually(
+            lambda: signing_ids(envoy) == {name: [new_id, old_id] for name in SERVERS},
+            3,
+            "the new keys in Envoy",
+        )
+        # Within the grace period: the old session still works, new sessions use the new key.
+        assert await session_status(gateway.url, old) == 200
+        new = await open_session(http, gateway.url)
+        assert await session_status(gateway.url, new) == 200
+        assert time.monotonic() - rotated_at < grace, "the checks above ran inside the grace period"
+
+        # After it: the old key no longer verifies (the filter checks accept_until itself).
+        await asyncio.sleep(max(0.0, rotated_at + grace + 0.5 - time.monotonic()))
+        assert await session_status(gateway.url, old) == 404
+        assert await session_status(gateway.url, new) == 200
+
+
+async def test_a_session_expires_after_its_ttl(tmp_path: Path) -> None:
+    backend_port = free_port()
+    registry = copy_registry(tmp_path / "registry", backend_port)
+    async with running_gateway(tmp_path, registry, backend_port, session_ttl_s=2) as running:
+        async with httpx.AsyncClient(timeout=10) as http:
+            session = await open_session(http, running.url)
+            opened = time.monotonic()
+            assert await session_status(running.url, session) == 200
+            await asyncio.sleep(max(0.0, opened + 2.5 - time.monotonic()))
+            assert await session_status(running.url, session) == 404
+            # A new handshake gives a working session again.
+            assert await session_status(running.url, await open_session(http, running.url)) == 200
