@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from mcpgw.bootstrap import DEFAULT_BROKER_PORT as DEFAULT_PORT
 from mcpgw.broker.bus import Bus, BusUnavailable, MemoryBus, Stream, StreamClosed
 from mcpgw.log import get_logger
 
@@ -33,7 +34,6 @@ ENDPOINT_HEADER = "x-mcpgw-sse-endpoint"
 # The filter sends 32 hex characters (a 128-bit nonce); anything of this shape is accepted, so
 # a channel is always a safe Redis channel suffix and URL path segment.
 CHANNEL_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-DEFAULT_PORT = 18003
 DEFAULT_KEEPALIVE = 15.0
 
 
