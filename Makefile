@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install filters lint unit integration bench bench-dataplane bench-controlplane clean help redis
+.PHONY: up test install filters lint unit integration bench bench-dataplane bench-controlplane clean help redis inspector
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -32,6 +32,18 @@ redis:
 	  fi; }
 	@command -v redis-server >/dev/null || { echo "error: redis-server is missing; install it (Debian/Ubuntu: apt-get install redis-server)"; exit 1; }
 
+# The MCP Inspector CLI for the integration tests: Node 22 and @modelcontextprotocol/inspector,
+# pinned in tests/inspector.py, installed from npm into .cache/inspector/ (once; a stamp records
+# the versions). Needs only some npm to start from; Debian's is installed when we can (root).
+inspector: $(STAMP)
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq npm >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq npm >/dev/null)); \
+	  fi; }
+	@command -v npm >/dev/null || { echo "error: npm is missing; install it (Debian/Ubuntu: apt-get install npm)"; exit 1; }
+	$(PY) -m tests.inspector
+
 filters: $(STAMP)
 	$(PY) wasm-filters/build.py
 
@@ -50,7 +62,7 @@ unit: $(STAMP)
 integration: filters redis
 	$(PY) -m pytest tests/integration -q
 
-test: filters lint redis
+test: filters lint redis inspector
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from dataplane_proc import (
     Nginx,
     ensure_tool,
     http_post,
+    open_session,
     rss_kib,
     stop_process,
     wait_http,
@@ -64,6 +66,7 @@ class Scenario:
     expect: str  # a substring every correct answer contains
     envoy_pid: int | None
     connections: int | None = None  # None: the run's default (throughput); 1: unloaded latency
+    headers: Mapping[str, str] | None = None  # e.g. the MCP session of the mcpgw runs
 
 
 async def start_static_envoy(workdir: Path, backend_port: int, *, native: bool) -> tuple[EnvoyProcess, int]:
@@ -123,7 +126,7 @@ def check(scenario: Scenario) -> None:
 
         text = http_get(scenario.url)
     else:
-        status, text = http_post(scenario.url, scenario.body)
+        status, text = http_post(scenario.url, scenario.body, headers=scenario.headers)
         if status != 200:
             raise RuntimeError(f"{scenario.name}: HTTP {status}: {text}")
     if scenario.expect not in text or '"isError":true' in text:
@@ -213,6 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await stack.start(ready_timeout=60)
         assert stack.envoy is not None
         mcpgw_url = f"{stack.mcp_base_url}/mcp/bench/pets"
+        session = open_session(mcpgw_url)
         python, python_port = start_python_server(work, backend_port)
         wait_http(f"http://127.0.0.1:{backend_port}/v1/pets/1", None)
 
@@ -223,16 +227,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             Scenario(
                 "proxy", "call", f"http://127.0.0.1:{proxy_port}/v1/pets/1", "GET", "", '"Rex"', proxy.pid
             ),
-            Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", stack.envoy.pid),
+            Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", stack.envoy.pid, headers=session),
             Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native.pid),
             Scenario("python", "call", f"http://127.0.0.1:{python_port}/mcp", "POST", CALL_BODY, "Rex", None),
-            Scenario("mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', stack.envoy.pid),
+            Scenario(
+                "mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', stack.envoy.pid, headers=session
+            ),
             Scenario("native", "list", native_url, "POST", LIST_BODY, '"getPet"', native.pid),
             Scenario("mcpgw", "initialize", mcpgw_url, "POST", INIT_BODY, "protocolVersion", stack.envoy.pid),
             Scenario("native", "initialize", native_url, "POST", INIT_BODY, "protocolVersion", native.pid),
             # One connection: latency without queueing, for "what does the filter add per request".
             Scenario("proxy", "call@c1", scenarios_proxy_url(proxy_port), "GET", "", '"Rex"', proxy.pid, 1),
-            Scenario("mcpgw", "call@c1", mcpgw_url, "POST", CALL_BODY, "Rex", stack.envoy.pid, 1),
+            Scenario("mcpgw", "call@c1", mcpgw_url, "POST", CALL_BODY, "Rex", stack.envoy.pid, 1, session),
             Scenario("native", "call@c1", native_url, "POST", CALL_BODY, "Rex", native.pid, 1),
         ]
         for scenario in scenarios:
@@ -248,8 +254,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_spec = (
                     spec if scenario.connections is None else replace(spec, connections=scenario.connections)
                 )
-                await wrk(scenario.url, scenario.method, scenario.body, run_spec, work, warmup=True)
-                result = await wrk(scenario.url, scenario.method, scenario.body, run_spec, work)
+                await wrk(
+                    scenario.url,
+                    scenario.method,
+                    scenario.body,
+                    run_spec,
+                    work,
+                    warmup=True,
+                    headers=scenario.headers,
+                )
+                result = await wrk(
+                    scenario.url, scenario.method, scenario.body, run_spec, work, headers=scenario.headers
+                )
                 if scenario.envoy_pid is not None:
                     result["envoy_rss_kib"] = rss_kib(scenario.envoy_pid)
                 runs[(scenario.group, scenario.name)].append(result)

@@ -214,6 +214,11 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
 local path = os.getenv("BENCH_PATH")
 if path ~= nil and path ~= "" then wrk.path = path end
+-- Extra request headers, one "name: value" per line (e.g. the MCP session of the mcpgw runs).
+for line in string.gmatch(os.getenv("BENCH_HEADERS") or "", "[^\\n]+") do
+  local name, value = string.match(line, "^([^:]+):%s*(.*)$")
+  if name ~= nil then wrk.headers[name] = value end
+end
 local method = os.getenv("BENCH_METHOD")
 if method ~= nil and method ~= "" then
   wrk.method = method

@@ -11,11 +11,12 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataplane_configs import ACCEPT, WRK_LUA, nginx_conf
+from dataplane_configs import ACCEPT, INIT_BODY, WRK_LUA, nginx_conf
 
 
 def ensure_tool(binary: str, package: str) -> str:
@@ -61,15 +62,46 @@ def http_get(url: str, timeout: float = 5.0) -> str:
         return str(response.read().decode())
 
 
-def http_post(url: str, body: str, timeout: float = 5.0) -> tuple[int, str]:
+def http_post(
+    url: str, body: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> tuple[int, str]:
+    status, text, _ = http_exchange(url, body, timeout, headers)
+    return status, text
+
+
+def http_exchange(
+    url: str, body: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None
+) -> tuple[int, str, Mapping[str, str]]:
+    """POST `body`; the status, the body and the response headers (names lower-cased)."""
     request = urllib.request.Request(
         url,
         data=body.encode(),
         method="POST",
-        headers={"content-type": "application/json", "accept": ACCEPT},
+        headers={"content-type": "application/json", "accept": ACCEPT, **(headers or {})},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        return int(response.status), str(response.read().decode())
+        answer = {name.lower(): value for name, value in response.headers.items()}
+        return int(response.status), str(response.read().decode()), answer
+
+
+def open_session(url: str) -> dict[str, str]:
+    """initialize + notifications/initialized: the headers every later request of the session sends.
+
+    The gateway refuses requests without its signed Mcp-Session-Id, so measured runs carry one
+    (its HMAC check is part of what is measured).
+    """
+    status, text, headers = http_exchange(url, INIT_BODY)
+    if status != 200:
+        raise RuntimeError(f"initialize at {url}: HTTP {status}: {text}")
+    session = {"mcp-protocol-version": json.loads(text)["result"]["protocolVersion"]}
+    if "mcp-session-id" in headers:
+        session["mcp-session-id"] = headers["mcp-session-id"]
+    status, text, _ = http_exchange(
+        url, '{"jsonrpc":"2.0","method":"notifications/initialized"}', headers=session
+    )
+    if status != 202:
+        raise RuntimeError(f"notifications/initialized at {url}: HTTP {status}: {text}")
+    return session
 
 
 class Nginx:
@@ -134,7 +166,14 @@ class LoadSpec:
 
 
 async def wrk(
-    url: str, method: str, body: str, spec: LoadSpec, workdir: Path, *, warmup: bool = False
+    url: str,
+    method: str,
+    body: str,
+    spec: LoadSpec,
+    workdir: Path,
+    *,
+    warmup: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """One wrk run; returns requests/s, latency percentiles (µs) and error counts."""
     binary = ensure_tool("wrk", "wrk")
@@ -142,7 +181,8 @@ async def wrk(
     if not script.exists():
         script.write_text(WRK_LUA)
     duration = spec.warmup_s if warmup else spec.duration_s
-    env = {**os.environ, "BENCH_BODY": body, "BENCH_METHOD": method}
+    extra = "".join(f"{name}: {value}\n" for name, value in (headers or {}).items())
+    env = {**os.environ, "BENCH_BODY": body, "BENCH_METHOD": method, "BENCH_HEADERS": extra}
     process = await asyncio.create_subprocess_exec(
         binary,
         f"-t{spec.threads}",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dataplane_configs import CALL_BODY, server_yaml
-from dataplane_proc import LoadSpec, Nginx, http_post, rss_kib, wrk
+from dataplane_proc import LoadSpec, Nginx, http_post, open_session, rss_kib, wrk
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from google.protobuf import wrappers_pb2
 
@@ -94,7 +94,8 @@ async def one_size(work: Path, servers: int, backend_port: int) -> dict[str, Any
         state = await wait_applied(envoy, {}, names, 300)
         startup_s = time.perf_counter() - started
         last = f"{stack.mcp_base_url}/mcp/scale/s{servers - 1:04d}"
-        status, text = http_post(last, CALL_BODY)
+        session = open_session(last)
+        status, text = http_post(last, CALL_BODY, headers=session)
         if status != 200 or '"Rex' not in text:
             raise RuntimeError(f"tools/call on {last}: {status} {text[:200]}")
         await asyncio.sleep(1.0)
@@ -172,7 +173,7 @@ async def one_size(work: Path, servers: int, backend_port: int) -> dict[str, Any
                 one_times.append(done[f"scale/s{target:04d}"][1] - published[-1] * 1000)
         cache.set_resources = original  # type: ignore[method-assign]
 
-        load = await wrk(last, "POST", CALL_BODY, LoadSpec(1, 16, 3.0, 1.0), work)
+        load = await wrk(last, "POST", CALL_BODY, LoadSpec(1, 16, 3.0, 1.0), work, headers=session)
         return {
             "servers": servers,
             "tools": servers * TOOLS,

@@ -56,6 +56,34 @@ def _registry(text: str) -> Path | str:
     return text if is_store_url(text) else Path(text)
 
 
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
+    parser.add_argument(
+        "--session-keys",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="keys file that signs MCP session ids (default: in the Redis registry, or "
+        "<registry>/../.mcpgw/<registry name>-session-keys.json; $MCPGW_SESSION_KEY pins one key)",
+    )
+    parser.add_argument(
+        "--session-ttl",
+        type=_seconds,
+        default=ttl,
+        metavar="SECONDS",
+        help="how long an MCP session id stays valid after it was issued (default: %(default)s)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     from mcpgw.stack import DEFAULT_REGISTRY, StackOptions
 
@@ -124,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="session bus redis://… (default: the registry's Redis with -f redis://…, else in-process)",
     )
+    _session_options(up, defaults.session_ttl_s)
 
     serve = commands.add_parser(
         "serve", help="run one control-plane replica: xDS, admin API and plugin server (Envoys join it)"
@@ -156,6 +185,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN)",
     )
+    _session_options(serve, defaults.session_ttl_s)
     serve.add_argument(
         "--plugins",
         type=_address,
@@ -301,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run_demo(args.port))
     if args.command == "import":
         return _import(args)
-    if args.command in ("apply", "get", "delete"):
+    if args.command in ("apply", "get", "delete", "session-keys"):
         from mcpgw.admin.commands import run
 
         return run(args)
@@ -414,6 +444,8 @@ async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.broker import Broker
     from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
     from mcpgw.httpserve import ServedApp, serve
+    from mcpgw.sessions.keys import KeysInvalid
+    from mcpgw.sessions.store import KeyStoreUnavailable
     from pluginserver.catalog import PluginError
     from pluginserver.server import DEFAULT_ROOT, create_app
 
@@ -438,6 +470,8 @@ async def _serve(args: argparse.Namespace) -> int:
             plugin_server_port=plugin_port,
             listen_host=listen_host,
             listen_port=listen_port,
+            session_keys_file=args.session_keys,
+            session_ttl_s=args.session_ttl,
         )
     )
     broker: Broker | None = None
@@ -459,7 +493,7 @@ async def _serve(args: argparse.Namespace) -> int:
     except Invalid as error:
         _print_problems(error)
         code = EXIT_INVALID
-    except (PluginError, AdminConfigError, OSError) as error:
+    except (PluginError, AdminConfigError, KeysInvalid, KeyStoreUnavailable, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_FAILURE
     finally:
@@ -474,6 +508,7 @@ async def _serve(args: argparse.Namespace) -> int:
 async def _up(args: argparse.Namespace) -> int:
     from mcpgw.admin.auth import AdminConfigError, check_bind, load_token
     from mcpgw.envoyproc import EnvoyNotFound
+    from mcpgw.sessions.keys import KeysInvalid
     from mcpgw.stack import Stack, StackOptions
     from pluginserver.catalog import PluginError
 
@@ -498,6 +533,8 @@ async def _up(args: argparse.Namespace) -> int:
         admin_token_file=args.admin_token_file,
         broker_port=args.broker_port,
         broker_redis=_broker_redis(args),
+        session_keys_file=args.session_keys,
+        session_ttl_s=args.session_ttl,
     )
     stack = Stack(options)
     try:
@@ -505,7 +542,7 @@ async def _up(args: argparse.Namespace) -> int:
     except Invalid as error:
         _print_problems(error)
         return EXIT_INVALID
-    except (PluginError, EnvoyNotFound, OSError, TimeoutError, RuntimeError) as error:
+    except (PluginError, EnvoyNotFound, KeysInvalid, OSError, TimeoutError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     assert stack.control_plane is not None and stack.control_plane.store.snapshot is not None

@@ -5,12 +5,17 @@ resources; the cache versions them; the ADS server delivers them. A rejected reg
 reaches the cache, so Envoys keep the last good configuration. The admin API (`mcpgw.admin`)
 edits the registry through the store and serves the status of the registry and of every
 connected node (ACKed versions, last NACK, time since the last push).
+
+Session keys (`mcpgw.sessions`) are a second input of the translation: every server's filter
+configuration carries them, so a rotation here or on another replica, or a retired key
+expiring, re-delivers every server's extension config while registry edits stay incremental.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import time
 from dataclasses import dataclass, field
@@ -27,6 +32,9 @@ from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import resolve as resolve_secrets
 from mcpgw.registry.store import RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
+from mcpgw.sessions.keys import DEFAULT_TTL_S, SessionSettings
+from mcpgw.sessions.manager import SessionKeys
+from mcpgw.sessions.store import open_key_store
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
 from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
@@ -55,6 +63,11 @@ class ControlPlaneOptions:
     plugin_server_port: int = 18002
     listen_host: str = "127.0.0.1"
     listen_port: int = 10000
+    # Session keys: $MCPGW_SESSION_KEY pins one; else this file; else beside the registry (in its
+    # Redis, or `<registry parent>/.mcpgw/<registry name>-session-keys.json`).
+    session_keys_file: Path | None = None
+    # How long a session id stays valid after the filter issued it.
+    session_ttl_s: int = DEFAULT_TTL_S
 
 
 @dataclass
@@ -77,6 +90,8 @@ class ControlPlane:
         self.rejections: list[Problem] = []
         self.applied_revision: str | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self.sessions: SessionKeys | None = None
+        self._keys_task: asyncio.Task[None] | None = None
         self._status: ServedApp | None = None
         self.xds_port = options.xds_port
         self.status_port = options.status_port
@@ -91,16 +106,9 @@ class ControlPlane:
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
         check_bind(self.options.status_host, token)
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
-        base = f"http://{self.options.plugin_server_host}:{self.options.plugin_server_port}"
-        self.settings = GatewaySettings(
-            plugin=PluginRef(url=base + plugin.url_path, sha256=plugin.sha256),
-            plugin_server_host=self.options.plugin_server_host,
-            plugin_server_port=self.options.plugin_server_port,
-            listen_host=self.options.listen_host,
-            listen_port=self.options.listen_port,
-        )
-        self.translator = Translator(self.settings)
-        self.store.precheck = self._precheck
+        # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
+        key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
+        self.sessions = SessionKeys(key_store, self.options.session_ttl_s)
         log.info(
             "plugin_selected",
             name=plugin.name,
@@ -111,6 +119,18 @@ class ControlPlane:
         await self.store.load()
         if self.store.snapshot is None:
             raise Invalid(self.store.problems)
+        sessions = await self.sessions.load()
+        base = f"http://{self.options.plugin_server_host}:{self.options.plugin_server_port}"
+        self.settings = GatewaySettings(
+            plugin=PluginRef(url=base + plugin.url_path, sha256=plugin.sha256),
+            plugin_server_host=self.options.plugin_server_host,
+            plugin_server_port=self.options.plugin_server_port,
+            listen_host=self.options.listen_host,
+            listen_port=self.options.listen_port,
+            sessions=sessions,
+        )
+        self.translator = Translator(self.settings)
+        self.store.precheck = self._precheck
         await self.apply(self.store.snapshot)
         if self.rejections:
             raise Invalid(self.rejections)
@@ -121,6 +141,7 @@ class ControlPlane:
         # The watch registers the store's change handler; it must run before the admin API
         # accepts a write, or that write would be persisted but never applied.
         self._watch_task = asyncio.create_task(self.store.watch(self.apply), name="registry-watch")
+        self._keys_task = asyncio.create_task(self.sessions.watch(self._keys_changed), name="keys-watch")
         await asyncio.sleep(0)
         await self._start_admin(token)
         log.info(
@@ -142,6 +163,14 @@ class ControlPlane:
             Translator(self.settings).check_server(server, snapshot, secrets)
         except ResourceInvalid as error:
             raise Invalid([Problem(server.source, "", str(error))]) from None
+
+    async def _keys_changed(self, sessions: SessionSettings) -> None:
+        """New session keys (a rotation anywhere, an expiry): every server's config is resent."""
+        assert self.settings is not None and self.translator is not None
+        self.settings = dataclasses.replace(self.settings, sessions=sessions)
+        self.translator.set_settings(self.settings)
+        if self.store.snapshot is not None:
+            await self.apply(self.store.snapshot)
 
     async def apply(self, snapshot: RegistrySnapshot) -> None:
         """Translate and publish `snapshot`; a snapshot whose credentials cannot be read is rejected."""
@@ -180,13 +209,16 @@ class ControlPlane:
         )
 
     async def stop(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        for task in (self._watch_task, self._keys_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._status is not None:
             await self._status.close()
         await self.ads.stop(grace=1.0)
+        if self.sessions is not None:
+            await self.sessions.store.close()
         await self.store.close()
 
     def status(self) -> dict[str, Any]:
@@ -207,6 +239,7 @@ class ControlPlane:
                 "rejected": self._counters.rejected,
                 "last_applied_at": self._counters.last_applied_at,
             },
+            "sessions": self.sessions.describe() if self.sessions is not None else None,
             "xds": {"versions": self.cache.snapshot.versions()},
             "nodes": present_nodes(self.ads.status()),
         }
@@ -215,6 +248,6 @@ class ControlPlane:
         host = self.options.status_host
         # Reads are open only on loopback; elsewhere every /v1 request needs the token.
         authorizer = Authorizer(token, open_reads=is_loopback(host))
-        app = create_admin_app(self.store, self.status, authorizer)
+        app = create_admin_app(self.store, self.status, authorizer, self.sessions)
         self._status = await serve(app, host, self.options.status_port)
         self.status_port = self._status.port

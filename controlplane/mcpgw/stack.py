@@ -20,6 +20,7 @@ from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
+from mcpgw.sessions.keys import DEFAULT_TTL_S
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
@@ -55,6 +56,9 @@ class StackOptions:
     # Its bus: a redis:// URL (replicas sharing sessions), or None for an in-process bus.
     broker_redis: str | None = None
     broker_keepalive: float = DEFAULT_KEEPALIVE
+    # Where session keys are kept (None: beside the registry); $MCPGW_SESSION_KEY pins one.
+    session_keys_file: Path | None = None
+    session_ttl_s: int = DEFAULT_TTL_S
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -115,6 +119,8 @@ class Stack:
                     plugin_server_port=self.plugins.port,
                     listen_host=opts.host,
                     listen_port=opts.listen_port,
+                    session_keys_file=opts.session_keys_file,
+                    session_ttl_s=opts.session_ttl_s,
                 )
             )
             await self.control_plane.start()

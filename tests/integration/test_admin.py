@@ -17,10 +17,10 @@ import yaml
 from mcp import Client
 
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
+from tests.integration.mcphttp import post, rpc
 
 TOKEN = "integration-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 def orders_doc(backend_port: int, description: str = "How many pets the store has.") -> dict[str, Any]:
@@ -74,10 +74,10 @@ async def listed_tools(url: str) -> dict[str, str]:
 
 
 async def served(url: str) -> bool:
-    async with httpx.AsyncClient(timeout=5) as http:
-        response = await http.post(
-            url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=ACCEPT
-        )
+    try:
+        response = await post(url, rpc("tools/list"))
+    except AssertionError:  # the handshake itself failed: nothing serves this path
+        return False
     return response.status_code == 200 and "result" in response.text
 
 

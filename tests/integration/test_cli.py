@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import yaml
 from mcpgw.envoyproc import envoy_binary
 from mcpgw.stack import free_ports
 from tests.integration.conftest import copy_registry, free_port
+from tests.integration.mcphttp import call
 
 MCPGW = [sys.executable, "-m", "mcpgw.cli"]
 
@@ -122,19 +124,8 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         with open(f"/proc/{process.pid}/task/{process.pid}/children") as children:
             envoy_pid = int(children.read().split()[0])
         assert status["registry"]["servers"][0]["key"] == "default/petstore"
-        request = urllib.request.Request(
-            url,
-            data=json.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "tools/call",
-                    "params": {"name": "describePet", "arguments": {"id": 2}},
-                }
-            ).encode(),
-            headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
-        )
-        answer = json.load(urllib.request.urlopen(request, timeout=5))
+        # The server runs in another process: a private event loop for one session is fine here.
+        answer = asyncio.run(call(url, "tools/call", {"name": "describePet", "arguments": {"id": 2}}))
         assert answer["result"]["content"][0]["text"] == "Tom is a cat (id 2)."
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0

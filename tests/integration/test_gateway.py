@@ -12,16 +12,10 @@ import yaml
 from mcp import Client
 
 from tests.integration.conftest import Gateway
+from tests.integration.mcphttp import post
 
 # What Envoy's HTTP client itself adds to every call the filter makes (the backend timeout is 5000 ms).
 ENVOY_HEADERS = {"x-envoy-internal": "true", "x-envoy-expected-rq-timeout-ms": "5000"}
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-
-
-async def rpc(url: str, body: Any, *, raw: bytes | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as http:
-        content = raw if raw is not None else json.dumps(body).encode()
-        return await http.post(url, content=content, headers=ACCEPT)
 
 
 def last_request(gateway: Gateway) -> Any:
@@ -84,22 +78,22 @@ async def test_json_rpc_errors_and_http_rules(gateway: Gateway) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         response = await http.get(gateway.url)
         assert response.status_code == 405 and "POST" in response.headers["allow"]
-    response = await rpc(gateway.url, None, raw=b'{"jsonrpc": "2.0", "id": 1, ')
+    response = await post(gateway.url, None, raw=b'{"jsonrpc": "2.0", "id": 1, ')
     assert response.status_code == 400 and response.json()["error"]["code"] == -32700
-    response = await rpc(gateway.url, {"id": 1, "method": "ping"})
+    response = await post(gateway.url, {"id": 1, "method": "ping"})
     assert response.status_code == 400 and response.json()["error"]["code"] == -32600
-    response = await rpc(gateway.url, {"jsonrpc": "2.0", "id": "a", "method": "resources/unknown"})
+    response = await post(gateway.url, {"jsonrpc": "2.0", "id": "a", "method": "resources/unknown"})
     assert response.json() == {
         "jsonrpc": "2.0",
         "id": "a",
         "error": {"code": -32601, "message": "method not found: resources/unknown"},
     }
-    response = await rpc(
+    response = await post(
         gateway.url,
         {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "nope", "arguments": {}}},
     )
     assert response.json()["error"]["code"] == -32602 and "nope" in response.json()["error"]["message"]
-    response = await rpc(
+    response = await post(
         gateway.url,
         {
             "jsonrpc": "2.0",
@@ -109,16 +103,16 @@ async def test_json_rpc_errors_and_http_rules(gateway: Gateway) -> None:
         },
     )
     assert response.json()["error"]["code"] == -32602 and "id" in response.json()["error"]["message"]
-    response = await rpc(
+    response = await post(
         gateway.url,
         {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "getPet", "arguments": {}}},
     )
     assert response.json()["error"] == {"code": -32602, "message": "missing required argument: id"}
-    response = await rpc(gateway.url, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+    response = await post(gateway.url, {"jsonrpc": "2.0", "method": "notifications/initialized"})
     assert response.status_code == 202 and response.content == b""
-    response = await rpc(gateway.url, {"jsonrpc": "2.0", "id": 5, "method": "ping"})
+    response = await post(gateway.url, {"jsonrpc": "2.0", "id": 5, "method": "ping"})
     assert response.json() == {"jsonrpc": "2.0", "id": 5, "result": {}}
-    response = await rpc(
+    response = await post(
         gateway.url,
         {
             "jsonrpc": "2.0",

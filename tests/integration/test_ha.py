@@ -33,11 +33,11 @@ from mcpgw.httpserve import serve
 from mcpgw.registry.redisstore import RedisStore
 from pluginserver.server import DEFAULT_ROOT, create_app
 from tests.integration.conftest import free_port
+from tests.integration.mcphttp import call
 from tests.redisserver import RedisServer
 from tests.unit.test_registry import minimal
 
 TOKEN = "ha-test-token"
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 @dataclass
@@ -168,12 +168,8 @@ async def test_write_reaches_every_envoy_and_envoy_fails_over(
 
             stop(one.process, signal.SIGKILL)
             # Envoy A keeps serving its last configuration while it reconnects.
-            listed = await http.post(
-                f"http://127.0.0.1:{listen_port}/mcp/default/shared",
-                json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                headers=ACCEPT,
-            )
-            assert listed.json()["result"]["tools"][0]["description"] == "written on replica 1"
+            listed = await call(f"http://127.0.0.1:{listen_port}/mcp/default/shared", "tools/list")
+            assert listed["result"]["tools"][0]["description"] == "written on replica 1"
             await eventually(
                 lambda: sorted(two.nodes()) == ["envoy-a", "envoy-b"], 15, "Envoy A failed over to replica 2"
             )

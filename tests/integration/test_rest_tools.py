@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 import yaml
@@ -20,6 +19,7 @@ from aiohttp import web
 from mcpgw.demo.petstore import RECORDED, RecordedRequest, record_requests
 from mcpgw.httpserve import ServedApp, serve
 from tests.integration.conftest import Gateway, running_gateway
+from tests.integration.mcphttp import call, post
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(20)
@@ -27,7 +27,6 @@ ENV_TOKEN = "tok-from-env-7Q"
 FILE_KEY = "key-from-file-9Z"
 INLINE_BASIC = "svc:p@ss-inline"
 ENVOY_HEADERS = {"x-envoy-internal": "true", "x-envoy-expected-rq-timeout-ms": "5000"}
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -473,25 +472,12 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
         await other.close()
 
 
-async def call(
-    url: str, method: str, params: dict[str, Any], headers: dict[str, str] | None = None
-) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(
-            url,
-            json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
-            headers={**ACCEPT, **(headers or {})},
-        )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 async def test_rest_tool(setup: Setup, case: Case) -> None:
     before = len(setup.seen)
     url = f"{setup.gateway.stack.mcp_base_url}/mcp/default/rest"
     answer = await call(
-        url, "tools/call", {"name": case.id, "arguments": case.arguments}, case.client_headers
+        url, "tools/call", {"name": case.id, "arguments": case.arguments}, **case.client_headers
     )
     if case.error is not None:
         assert answer.get("error") == case.error, answer
@@ -560,7 +546,6 @@ async def test_request_over_the_size_limit_is_refused_before_any_call(setup: Set
         "method": "tools/call",
         "params": {"name": "args-to-json-body", "arguments": {"name": padding}},
     }
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(url, json=payload, headers=ACCEPT)
+    response = await post(url, payload)
     assert response.status_code == 413
     assert len(setup.seen) == before

@@ -4,10 +4,8 @@ paginated tools/list with opaque cursors."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +14,7 @@ from mcp import Client
 
 from mcpgw.stack import free_port
 from tests.integration.conftest import Gateway, copy_registry, running_gateway
+from tests.integration.mcphttp import post, rpc
 
 ALL_TOOLS = ["listPets", "getPet", "createPet", "describePet"]
 ALLOWED = "https://app.example.com"
@@ -34,24 +33,10 @@ async def paged_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         yield running
 
 
-def rpc(method: str, params: dict[str, Any] | None = None, id: int = 1) -> dict[str, Any]:
-    body: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
-    if params is not None:
-        body["params"] = params
-    return body
-
-
-async def post(url: str, body: Any, **headers: str) -> httpx.Response:
-    hdrs = {"content-type": "application/json"}
-    hdrs.update({k.replace("_", "-"): v for k, v in headers.items()})
-    async with httpx.AsyncClient(timeout=10) as http:
-        return await http.post(url, content=json.dumps(body).encode(), headers=hdrs)
-
-
 async def test_protocol_version_header(paged_gateway: Gateway) -> None:
     url = paged_gateway.url
     # Absent: 2025-03-26 assumed, accepted; a served version: accepted.
-    assert (await post(url, rpc("ping"))).status_code == 200
+    assert (await post(url, rpc("ping"), mcp_protocol_version=None)).status_code == 200
     assert (await post(url, rpc("ping"), mcp_protocol_version="2025-06-18")).status_code == 200
     response = await post(url, rpc("ping", id=41), mcp_protocol_version="1999-01-01")
     assert response.status_code == 400
@@ -64,7 +49,7 @@ async def test_protocol_version_header(paged_gateway: Gateway) -> None:
         "initialize",
         {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
     )
-    response = await post(url, init, mcp_protocol_version="1999-01-01")
+    response = await post(url, init, session=False, mcp_protocol_version="1999-01-01")
     assert response.status_code == 200 and response.json()["result"]["protocolVersion"] == "2025-11-25"
     assert response.json()["result"]["capabilities"] == {"tools": {"listChanged": False}}
 

@@ -8,6 +8,9 @@ etag, writes may send `If-Match`, and a stale one gets 412 with the current etag
 overwriting someone's edit. A tool is not stored on its own: editing one rewrites its server
 document under that document's etag.
 
+Session keys (`/v1/session-keys`) are listed by id and dates only; their secrets never leave
+the control plane except toward Envoy. A rotation goes to the key store every replica shares.
+
 Namespaces exist only through their servers (a namespace is the `namespace` field of at least
 one server): there is nothing to store for an empty namespace, so `PUT` of one without servers
 is refused rather than pretending to record it.
@@ -28,6 +31,9 @@ from mcpgw.admin.auth import Authorizer
 from mcpgw.log import get_logger
 from mcpgw.registry.reader import Invalid, Problem
 from mcpgw.registry.store import Conflict, Entry, NotFound, RegistryStore, StoreUnavailable
+from mcpgw.sessions.keys import DEFAULT_GRACE_S, MAX_GRACE_S
+from mcpgw.sessions.manager import RotationConflict, RotationRefused, SessionKeys
+from mcpgw.sessions.store import KeyStoreUnavailable
 
 log = get_logger(__name__)
 StatusProvider = Callable[[], dict[str, Any]]
@@ -180,6 +186,22 @@ def _tools_of(entry: Entry) -> list[Any]:
     return list(tools) if isinstance(tools, list) else []
 
 
+def _grace_seconds(document: Any) -> int:
+    """`grace_seconds` of a rotation request (absent: the default); raises `Invalid` with field paths."""
+    label = "session-keys rotation request"
+    if not isinstance(document, dict):
+        raise Invalid([Problem(label, "", 'expected a mapping such as {"grace_seconds": 3600}')])
+    problems = [Problem(label, str(field), "unknown field") for field in document if field != "grace_seconds"]
+    grace = document.get("grace_seconds", DEFAULT_GRACE_S)
+    if isinstance(grace, bool) or not isinstance(grace, int):
+        problems.append(Problem(label, "grace_seconds", "must be a whole number of seconds"))
+    elif not 0 <= grace <= MAX_GRACE_S:
+        problems.append(Problem(label, "grace_seconds", f"must be between 0 and {MAX_GRACE_S}, got {grace}"))
+    if problems:
+        raise Invalid(problems)
+    return int(grace)
+
+
 def _tool_index(tools: list[Any], name: str) -> int | None:
     return next(
         (i for i, tool in enumerate(tools) if isinstance(tool, dict) and tool.get("name") == name), None
@@ -190,10 +212,17 @@ def _tool_index(tools: list[Any], name: str) -> int | None:
 
 
 class AdminApi:
-    def __init__(self, store: RegistryStore, status: StatusProvider, authorizer: Authorizer) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        status: StatusProvider,
+        authorizer: Authorizer,
+        sessions: SessionKeys | None = None,
+    ) -> None:
         self.store = store
         self.status_provider = status
         self.authorizer = authorizer
+        self.sessions = sessions
 
     def _entry(self, request: web.Request) -> Entry:
         return self.store.entry(f"{request.match_info['ns']}/{request.match_info['name']}")
@@ -398,6 +427,30 @@ class AdminApi:
                 )
         return _respond(request, {"deleted": deleted})
 
+    # -- session keys ----------------------------------------------------------------------
+
+    def _session_keys(self) -> SessionKeys:
+        if self.sessions is None:
+            raise Gone("sessions are not configured on this control plane")
+        return self.sessions
+
+    async def list_session_keys(self, request: web.Request) -> web.Response:
+        return _respond(request, self._session_keys().describe())
+
+    async def rotate_session_keys(self, request: web.Request) -> web.Response:
+        sessions = self._session_keys()
+        # An empty body is a rotation with the default grace.
+        document = await _body(request) if (await request.read()).strip() else {}
+        grace = _grace_seconds(document)
+        try:
+            await sessions.rotate(grace)
+        except (RotationRefused, RotationConflict) as error:
+            return _error(409, str(error))
+        except KeyStoreUnavailable as error:
+            log.error("admin_store_unavailable", path=request.path, error=str(error))
+            return _error(503, str(error))
+        return _respond(request, sessions.describe())
+
     # -- plumbing --------------------------------------------------------------------------
 
     @web.middleware
@@ -445,8 +498,13 @@ class AdminApi:
             return _error(404, str(error.args[0]) if error.args else "not found")
 
 
-def create_app(store: RegistryStore, status: StatusProvider, authorizer: Authorizer) -> web.Application:
-    api = AdminApi(store, status, authorizer)
+def create_app(
+    store: RegistryStore,
+    status: StatusProvider,
+    authorizer: Authorizer,
+    sessions: SessionKeys | None = None,
+) -> web.Application:
+    api = AdminApi(store, status, authorizer, sessions)
     app = web.Application(middlewares=[api.middleware], client_max_size=_MAX_BODY)
     server = "/v1/servers/{ns}/{name}"
     app.router.add_get("/healthz", api.healthz)
@@ -464,4 +522,6 @@ def create_app(store: RegistryStore, status: StatusProvider, authorizer: Authori
     app.router.add_get("/v1/namespaces/{ns}", api.get_namespace)
     app.router.add_put("/v1/namespaces/{ns}", api.put_namespace)
     app.router.add_delete("/v1/namespaces/{ns}", api.delete_namespace)
+    app.router.add_get("/v1/session-keys", api.list_session_keys)
+    app.router.add_post("/v1/session-keys/rotate", api.rotate_session_keys)
     return app

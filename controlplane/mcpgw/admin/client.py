@@ -151,3 +151,12 @@ class AdminClient:
     def delete_namespace(self, namespace: str, cascade: bool = False) -> list[str]:
         query = "?cascade=true" if cascade else ""
         return list(self.request("DELETE", "/v1/namespaces/" + _path(namespace) + query).body["deleted"])
+
+    # -- session keys ----------------------------------------------------------------------
+
+    def list_session_keys(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/session-keys").body)
+
+    def rotate_session_keys(self, grace_seconds: int | None = None) -> dict[str, Any]:
+        body = {} if grace_seconds is None else {"grace_seconds": grace_seconds}
+        return dict(self.request("POST", "/v1/session-keys/rotate", body).body)

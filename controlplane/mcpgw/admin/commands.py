@@ -1,4 +1,4 @@
-"""`mcpgw apply`, `mcpgw get` and `mcpgw delete`: the admin API from the command line.
+"""`mcpgw apply`, `get`, `delete` and `session-keys`: the admin API from the command line.
 
 `apply` is declarative: each document is created when absent, replaced (under the etag it was
 compared against, so a concurrent edit is never overwritten) when different, and left alone
@@ -84,6 +84,21 @@ def add_commands(commands: Any) -> None:
     sub.add_argument("namespace", metavar="NS")
     sub.add_argument("--cascade", action="store_true", help="delete every server in it")
 
+    keys = commands.add_parser("session-keys", help="list or rotate the keys that sign MCP session ids")
+    what = keys.add_subparsers(dest="what", required=True, metavar="WHAT")
+    sub = what.add_parser("list", parents=[common], help="key ids and dates (never secrets)")
+    sub.add_argument("-o", "--output", choices=["table", "yaml", "json"], default="table")
+    sub = what.add_parser(
+        "rotate", parents=[common], help="sign new sessions with a new key on every replica"
+    )
+    sub.add_argument(
+        "--grace",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="how long sessions signed with the older keys keep working (default: 3600; 0 ends them now)",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     try:
@@ -97,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             return _apply(client, args.file)
         if args.command == "get":
             return _get(client, args)
+        if args.command == "session-keys":
+            return _session_keys(client, args)
         return _delete(client, args)
     except AdminError as error:
         return _report(error)
@@ -259,4 +276,30 @@ def _delete(client: AdminClient, args: argparse.Namespace) -> int:
         for key in client.delete_namespace(args.namespace, cascade=args.cascade):
             print(f"server {key} deleted")
         print(f"namespace {args.namespace} deleted")
+    return 0
+
+
+def _session_keys(client: AdminClient, args: argparse.Namespace) -> int:
+    if args.what == "rotate":
+        described = client.rotate_session_keys(args.grace)
+        keys = described["keys"]
+        print(f"session keys rotated: new sessions are signed with {keys[0]['id']}")
+        for key in keys[1:]:
+            print(f"  {key['id']} still accepted until {key['accept_until']}")
+        return 0
+    described = client.list_session_keys()
+    if args.output != "table":
+        _print(described, args.output)
+        return 0
+    rows = [
+        [
+            key["id"],
+            "signing" if key["signing"] else "verifying",
+            key["created"] or "-",
+            key["accept_until"] or "-",
+        ]
+        for key in described["keys"]
+    ]
+    _table([["KEY", "ROLE", "CREATED", "ACCEPTED UNTIL"], *rows])
+    print(f"store: {described['store']}   session ttl: {described['ttl_seconds']}s")
     return 0

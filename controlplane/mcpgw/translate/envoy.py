@@ -15,6 +15,7 @@ definitions into RDS, where one edit resends the whole route table.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import operator
@@ -31,18 +32,19 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2  # noqa: F401
 from envoy.extensions.filters.http.composite.v3 import composite_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
-from envoy.extensions.filters.http.wasm.v3 import wasm_pb2  # noqa: F401
+from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
-from google.protobuf import json_format, wrappers_pb2  # noqa: F401
+from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
 from mcpgw.registry.model import McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.validate import is_ip
+from mcpgw.sessions.keys import SessionSettings
 from mcpgw.translate import pgv
-from mcpgw.translate.filterconfig import cluster_name, filter_config
+from mcpgw.translate.filterconfig import cluster_name, filter_config, sessions_config
 from mcpgw.xds import types
 
 LISTENER_NAME = "mcpgw-http"
@@ -78,6 +80,8 @@ class GatewaySettings:
     plugin_server_port: int = 18002
     listen_host: str = "127.0.0.1"
     listen_port: int = 10000
+    # Session keys and TTL for every server's filter (None: no sessions, no HTTP+SSE).
+    sessions: SessionSettings | None = None
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -132,7 +136,30 @@ class Translator:
         self.settings = settings
         self._reset()
 
+    def set_settings(self, settings: GatewaySettings) -> None:
+        """Translate with `settings` from the next `translate` on.
+
+        A change of `sessions` alone (a key rotation, an expired key) touches every server's
+        extension config and nothing else: the next `translate` rewrites their session block in
+        place, without recompiling any tool, and reports them all changed. Any other change
+        starts afresh.
+        """
+        if settings == self.settings:
+            return
+        if dataclasses.replace(settings, sessions=self.settings.sessions) != self.settings:
+            self.settings = settings
+            self._reset()
+            return
+        if self._stale_suffix is None:
+            self._stale_suffix = self._suffix
+        self.settings = settings
+        self._suffix = _config_suffix(settings.sessions)
+
     def _reset(self) -> None:
+        # How every filter configuration text ends: the session block, the same for all servers.
+        self._suffix = _config_suffix(self.settings.sessions)
+        # The suffix the current extension configs still carry after a sessions-only change.
+        self._stale_suffix: str | None = None
         self._servers: dict[str, tuple[McpServer, tuple[Any, ...], _ServerResources]] = {}
         self._order: tuple[McpServer, ...] = ()
         # Servers whose inputs reach beyond their own document (includes, credentials):
@@ -166,6 +193,8 @@ class Translator:
         return result
 
     def _translate(self, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]) -> Resources:
+        if self._stale_suffix is not None:
+            self._resuffix(self._stale_suffix)
         servers = snapshot.servers
         previous = self._order
         # Stores keep unchanged servers as the very same objects, in key order: when the set of
@@ -230,6 +259,16 @@ class Translator:
             self._forget(cached[2])
         self._remember(built)
 
+    def _resuffix(self, stale: str) -> None:
+        """Give every server's extension config the current session block in place of `stale`."""
+        if stale != self._suffix:
+            for key, (server, inputs, built) in self._servers.items():
+                extension = _with_suffix(built.extension, stale, self._suffix)
+                self._servers[key] = (server, inputs, dataclasses.replace(built, extension=extension))
+                self._extensions[extension.name] = extension  # type: ignore[attr-defined]
+                self._changed[types.EXTENSION_CONFIG].add(extension.name)  # type: ignore[attr-defined]
+        self._stale_suffix = None
+
     def check_server(
         self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
     ) -> None:
@@ -260,7 +299,7 @@ class Translator:
         cluster = assignment = None
         if server.backend.endpoints:
             cluster, assignment = _backend_cluster(server)
-        configuration = filter_config(server, snapshot, secrets)
+        configuration = _config_text(filter_config(server, snapshot, secrets), self._suffix)
         return _ServerResources(
             cluster, assignment, _extension_config(server, configuration, self.settings.plugin)
         )
@@ -341,8 +380,44 @@ def _backend_cluster(server: McpServer) -> tuple[Message, Message | None]:
     return _parse(cluster_pb2.Cluster(), data), assignment
 
 
-def _extension_config(server: McpServer, filter_configuration: dict[str, Any], plugin: PluginRef) -> Message:
-    configuration = json.dumps(filter_configuration, separators=(",", ":"), ensure_ascii=False)
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _config_suffix(sessions: SessionSettings | None) -> str:
+    """The end of every filter configuration text: the session blocks, then the closing brace.
+
+    Kept last and identical for all servers, so a key rotation can swap it in each server's
+    configuration text without recompiling any tool.
+    """
+    blocks = sessions_config(sessions)
+    return "," + _json(blocks)[1:] if blocks else "}"
+
+
+def _config_text(configuration: dict[str, Any], suffix: str) -> str:
+    return _json(configuration)[:-1] + suffix
+
+
+def _with_suffix(extension: Any, stale: str, suffix: str) -> Message:
+    """`extension` (a TypedExtensionConfig) whose configuration text ends in `suffix`, not `stale`.
+
+    Unpacking and repacking protobuf messages is C work; re-translating 10,000 servers to
+    change their session keys would hold the event loop for seconds.
+    """
+    wasm = wasm_pb2.Wasm()
+    extension.typed_config.Unpack(wasm)
+    text = wrappers_pb2.StringValue()
+    wasm.config.configuration.Unpack(text)
+    if not text.value.endswith(stale):
+        raise AssertionError(f"{extension.name}: configuration does not end with the session block")
+    text.value = text.value[: len(text.value) - len(stale)] + suffix
+    wasm.config.configuration.Pack(text, deterministic=True)
+    updated = extension_pb2.TypedExtensionConfig(name=extension.name)
+    updated.typed_config.Pack(wasm, deterministic=True)
+    return updated
+
+
+def _extension_config(server: McpServer, configuration: str, plugin: PluginRef) -> Message:
     return _parse(
         extension_pb2.TypedExtensionConfig(),
         {

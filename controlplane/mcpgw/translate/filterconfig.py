@@ -23,6 +23,7 @@ from mcpgw.registry.model import (
     ToolArg,
 )
 from mcpgw.registry.tools import referenced_args
+from mcpgw.sessions.keys import SessionSettings, encode_secret
 
 
 def cluster_name(server: McpServer) -> str:
@@ -75,6 +76,26 @@ def filter_config(
     if server.page_size:
         config["page_size"] = server.page_size
     return config
+
+
+def sessions_config(sessions: SessionSettings | None) -> dict[str, Any]:
+    """The `sessions` and `broker` blocks (CONTRACT A), the same for every server; empty without sessions.
+
+    `keys[0]` signs new sessions, every listed key verifies until its `accept_until_ms`.
+    The HTTP+SSE transport needs sessions, so the broker is configured exactly when they are.
+    """
+    if sessions is None:
+        return {}
+    return {
+        "sessions": {
+            "keys": [
+                {"id": key.id, "secret": encode_secret(key.secret), "accept_until_ms": key.accept_until_ms}
+                for key in sessions.keys
+            ],
+            "ttl_ms": sessions.ttl_ms,
+        },
+        "broker": {"cluster": sessions.broker_cluster, "timeout_ms": sessions.broker_timeout_ms},
+    }
 
 
 def tool_descriptor(tool: Tool) -> dict[str, Any]:
