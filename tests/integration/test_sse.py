@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from google.protobuf import json_format
 from mcp import Client
 from mcp.client.sse import sse_client
+from mcp.shared.exceptions import MCPError
 
 from mcpgw.bootstrap import BootstrapOptions, render
 from mcpgw.broker import Broker, BrokerSettings
@@ -196,6 +198,26 @@ async def test_sdk_sse_client_lists_and_calls_tools(gateway: Gateway) -> None:
         assert not result.is_error and result.content[0].text == "Tom is a cat (id 2)."
         result = await client.call_tool("describePet", {"id": 99})
         assert result.is_error
+
+
+async def test_sdk_sse_client_gets_an_error_when_redis_stops(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    backend_port = free_port()
+    registry = copy_registry(tmp_path / "registry", backend_port)
+    async with running_gateway(tmp_path, registry, backend_port, broker_redis=redis_server.url) as gateway:
+        async with Client(sse_client(f"{gateway.url}/sse"), mode="legacy") as client:
+            result = await client.call_tool("describePet", {"id": 2})
+            assert result.content[0].text == "Tom is a cat (id 2)."
+            redis_server.stop()
+            stopped = time.monotonic()
+            with pytest.raises(MCPError, match="Connection closed"):
+                await asyncio.wait_for(client.call_tool("describePet", {"id": 2}), 5)
+            assert time.monotonic() - stopped < 5
+        # Streamable HTTP does not depend on Redis.
+        async with Client(gateway.url, mode="legacy") as client:
+            result = await client.call_tool("describePet", {"id": 2})
+            assert result.content[0].text == "Tom is a cat (id 2)."
 
 
 async def test_sse_post_without_or_with_a_bad_session_is_refused(gateway: Gateway) -> None:
