@@ -269,6 +269,26 @@ async def test_in_process_bus_delivers_and_a_slow_stream_is_closed_with_an_error
     assert broker.bus.stream_count == 0
 
 
+async def test_a_client_that_stops_reading_is_cut_off(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="mcpgw.broker")
+    async with running(write_timeout=0.5, queue_limit=10_000) as broker:
+        _, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+        try:
+            head = "".join(f"{name}: {value}\r\n" for name, value in sse_headers().items())
+            writer.write(f"GET /sse HTTP/1.1\r\nhost: broker\r\n{head}\r\n".encode())
+            await writer.drain()
+            await eventually(lambda: _true(broker.bus.stream_count == 1), 3, "the stream opened")
+            # The client never reads: once the socket buffers are full, writes block.
+            big = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"text": "x" * 1_000_000}}).encode()
+            for _ in range(64):
+                await broker.bus.publish(CHANNEL, big)
+            await eventually(lambda: _true(broker.bus.stream_count == 0), 15, "the stuck stream ended")
+        finally:
+            writer.close()
+    closed = [r for r in caplog.records if r.getMessage() == "sse_stream_closed"]
+    assert [r.fields["reason"] for r in closed] == ["client did not read for 0.5s"]  # type: ignore[attr-defined]
+
+
 async def test_stopping_the_broker_ends_open_streams_with_an_error() -> None:
     broker = Broker("127.0.0.1", 0)
     await broker.start()

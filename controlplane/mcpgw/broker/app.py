@@ -143,7 +143,7 @@ def create_app(bus: Bus, settings: BrokerSettings | None = None) -> web.Applicat
     app[BUS] = bus
     app[SETTINGS] = settings
     app.router.add_post("/v1/sse/{channel}", publish)
-    app.router.add_get("/{path:.*}", open_stream)
+    app.router.add_get("/{path:.*}", open_stream, allow_head=False)
     return app
 
 
