@@ -188,9 +188,11 @@ class Broker:
             await site.start()
             sockets = getattr(site._server, "sockets", None) or []
             self.port = int(sockets[0].getsockname()[1])
-        except BaseException:
+        except BaseException as error:
             await runner.cleanup()
             await self.bus.close()
+            if isinstance(error, OSError):
+                raise OSError(f"session broker cannot listen on {self.host}:{self.port}: {error}") from error
             raise
         self._runner = runner
         log.info("broker_ready", url=self.url, bus=self.bus.description, keepalive=self.settings.keepalive)
