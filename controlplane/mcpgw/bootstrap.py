@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from mcpgw.registry.validate import is_ip
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
+DEFAULT_BROKER_PORT = 18003
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,8 @@ class BootstrapOptions:
     # Delta (incremental) xDS instead of State of the World: Envoy then receives only the
     # resources that changed, and deletions explicitly (api_type DELTA_GRPC).
     delta: bool = False
+    # This replica's session broker (HTTP+SSE streams), cluster `mcpgw-broker`.
+    broker: tuple[str, int] = ("127.0.0.1", DEFAULT_BROKER_PORT)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -36,6 +41,7 @@ def render(options: BootstrapOptions) -> str:
         f"              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}"
         for priority, (host, port) in enumerate(options.xds)
     )
+    broker_host, broker_port = options.broker
     return Template(TEMPLATE.read_text()).substitute(
         node_id=options.node_id,
         node_cluster=options.node_cluster,
@@ -43,4 +49,7 @@ def render(options: BootstrapOptions) -> str:
         admin_port=options.admin_port,
         xds_endpoints=endpoints,
         api_type="DELTA_GRPC" if options.delta else "GRPC",
+        broker_type="STATIC" if is_ip(broker_host) else "STRICT_DNS",
+        broker_host=broker_host,
+        broker_port=broker_port,
     )

@@ -29,6 +29,26 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _redis_url(text: str) -> str:
+    from mcpgw.registry import is_store_url
+
+    if not is_store_url(text):
+        raise argparse.ArgumentTypeError(
+            f"expected redis://HOST:PORT[/DB] (or rediss://, unix://), got {text!r}"
+        )
+    return text
+
+
 def _registry(text: str) -> Path | str:
     """A registry directory, or a `redis://…` URL for a registry shared by replicas."""
     from mcpgw.registry import is_store_url
@@ -119,6 +139,19 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN; none: writes disabled)",
     )
+    up.add_argument(
+        "--broker-port",
+        type=int,
+        default=defaults.broker_port,
+        help="session broker (HTTP+SSE streams) port (default: %(default)s)",
+    )
+    up.add_argument(
+        "--broker-redis",
+        metavar="URL",
+        type=_redis_url,
+        default=None,
+        help="session bus redis://… (default: the registry's Redis with -f redis://…, else in-process)",
+    )
     _session_options(up, defaults.session_ttl_s)
 
     serve = commands.add_parser(
@@ -173,6 +206,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"the MCP listener Envoys open (default: 127.0.0.1:{defaults.listen_port})",
     )
+    serve.add_argument(
+        "--broker",
+        type=_address,
+        default=("127.0.0.1", defaults.broker_port),
+        metavar="HOST:PORT",
+        help=f"session broker address for this replica's Envoy (default: 127.0.0.1:{defaults.broker_port})",
+    )
+    serve.add_argument(
+        "--broker-redis",
+        metavar="URL",
+        type=_redis_url,
+        default=None,
+        help="session bus redis://… shared by replicas (default: the registry's Redis with -f redis://…, "
+        "else in-process: HTTP+SSE sessions then work with one replica only)",
+    )
+    serve.add_argument(
+        "--no-broker",
+        dest="broker_enabled",
+        action="store_false",
+        help="do not run a session broker here (run `mcpgw broker` beside each Envoy instead)",
+    )
 
     boot = commands.add_parser(
         "bootstrap", help="print an Envoy bootstrap that joins the control plane over ADS"
@@ -195,6 +249,39 @@ def _parser() -> argparse.ArgumentParser:
         help="Envoy admin address (default: 127.0.0.1:9901)",
     )
     boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS: api_type DELTA_GRPC")
+    boot.add_argument(
+        "--broker",
+        type=_address,
+        default=("127.0.0.1", defaults.broker_port),
+        metavar="HOST:PORT",
+        help=f"this Envoy's session broker (default: 127.0.0.1:{defaults.broker_port})",
+    )
+
+    broker = commands.add_parser(
+        "broker", help="run a session broker: holds HTTP+SSE streams for the Envoy beside it"
+    )
+    broker.add_argument(
+        "--listen",
+        type=_address,
+        default=("127.0.0.1", defaults.broker_port),
+        metavar="HOST:PORT",
+        help=f"address Envoy's mcpgw-broker cluster points at (default: 127.0.0.1:{defaults.broker_port})",
+    )
+    broker.add_argument(
+        "--redis",
+        metavar="URL",
+        type=_redis_url,
+        default=None,
+        help="session bus redis://… shared by every replica's broker (password: $MCPGW_REDIS_PASSWORD); "
+        "default: in-process, for a single replica",
+    )
+    broker.add_argument(
+        "--keepalive",
+        type=_seconds,
+        default=defaults.broker_keepalive,
+        metavar="SECONDS",
+        help="keep-alive comment interval on idle streams (default: %(default)s)",
+    )
 
     check = commands.add_parser("validate", help="validate a registry directory and exit (3 when invalid)")
     check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
@@ -230,11 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     admin_host=admin_host,
                     admin_port=admin_port,
                     delta=args.delta,
+                    broker=args.broker,
                 )
             ),
             end="",
         )
         return 0
+    if args.command == "broker":
+        return asyncio.run(_run_broker(args))
     if args.command == "validate":
         return _validate(args.registry)
     if args.command == "demo-backend":
@@ -322,8 +412,36 @@ async def _run_demo(port: int) -> int:
     return 0
 
 
+def _broker_redis(args: argparse.Namespace) -> str | None:
+    """The session bus: as asked, else the registry's own Redis (replicas share both), else none."""
+    from mcpgw.registry import is_store_url
+
+    if args.broker_redis:
+        return str(args.broker_redis)
+    return str(args.registry) if is_store_url(args.registry) else None
+
+
+async def _run_broker(args: argparse.Namespace) -> int:
+    from mcpgw.broker import Broker, BrokerSettings
+
+    host, port = args.listen
+    broker = Broker(host, port, redis_url=args.redis, settings=BrokerSettings(keepalive=args.keepalive))
+    try:
+        await broker.start()
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"session broker on {broker.url}, bus {broker.bus.description}", flush=True)
+    try:
+        await _wait_for_signal()
+    finally:
+        await broker.stop()
+    return 0
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.admin.auth import AdminConfigError
+    from mcpgw.broker import Broker
     from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
     from mcpgw.httpserve import ServedApp, serve
     from mcpgw.sessions.keys import KeysInvalid
@@ -356,14 +474,19 @@ async def _serve(args: argparse.Namespace) -> int:
             session_ttl_s=args.session_ttl,
         )
     )
+    broker: Broker | None = None
     code = 0
     try:
         await control_plane.start()
+        if args.broker_enabled:
+            broker = Broker(*args.broker, redis_url=_broker_redis(args))
+            await broker.start()
         print(
             f"control plane serving {control_plane.store.description}: "
             f"xDS {xds_host}:{control_plane.xds_port}, "
             f"admin http://{admin_host}:{control_plane.status_port}, "
-            f"plugins http://{plugin_host}:{plugin_port}",
+            f"plugins http://{plugin_host}:{plugin_port}"
+            + (f", session broker {broker.url} (bus {broker.bus.description})" if broker else ""),
             flush=True,
         )
         await _wait_for_signal()
@@ -374,6 +497,8 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         code = EXIT_FAILURE
     finally:
+        if broker is not None:
+            await broker.stop()
         await control_plane.stop()
         if plugins is not None:
             await plugins.close()
@@ -406,6 +531,8 @@ async def _up(args: argparse.Namespace) -> int:
         xds_delta=args.xds_delta,
         admin_host=args.admin_host,
         admin_token_file=args.admin_token_file,
+        broker_port=args.broker_port,
+        broker_redis=_broker_redis(args),
         session_keys_file=args.session_keys,
         session_ttl_s=args.session_ttl,
     )
@@ -422,6 +549,8 @@ async def _up(args: argparse.Namespace) -> int:
     print("\nmcpgw is up. MCP endpoints (Streamable HTTP):", flush=True)
     for server in stack.control_plane.store.snapshot.servers:
         print(f"  {stack.mcp_base_url}{server.path}    ({len(server.tools)} tools)")
+    assert stack.broker is not None
+    print(f"HTTP+SSE (2024-11-05): add /sse to an endpoint; session bus: {stack.broker.bus.description}")
     admin = f"http://{stack.control_plane.options.status_host}:{stack.control_plane.status_port}"
     print(
         f"admin API: {admin}/v1/servers   status: {admin}/status   "

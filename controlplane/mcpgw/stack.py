@@ -1,8 +1,8 @@
 """`mcpgw up`: the whole gateway on one machine, as child tasks and one Envoy child process.
 
-demo REST backend → plugin server → control plane (xDS + admin API) → Envoy, started in that
-order so each part finds what it needs, and stopped in reverse. Integration tests use the
-same class with free ports, so what `make up` runs is what the tests exercise.
+demo REST backend → plugin server → control plane (xDS + admin API) → session broker → Envoy,
+started in that order so each part finds what it needs, and stopped in reverse. Integration
+tests use the same class with free ports, so what `make up` runs is what the tests exercise.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcpgw.bootstrap import BootstrapOptions, render
+from mcpgw.bootstrap import DEFAULT_BROKER_PORT, BootstrapOptions, render
+from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
@@ -50,6 +51,11 @@ class StackOptions:
     # Delta (incremental) xDS instead of State of the World, chosen in Envoy's bootstrap.
     xds_delta: bool = False
     envoy_workdir: Path | None = None
+    # The session broker (HTTP+SSE streams), run in this process; Envoy's `mcpgw-broker`.
+    broker_port: int = DEFAULT_BROKER_PORT
+    # Its bus: a redis:// URL (replicas sharing sessions), or None for an in-process bus.
+    broker_redis: str | None = None
+    broker_keepalive: float = DEFAULT_KEEPALIVE
     # Where session keys are kept (None: beside the registry); $MCPGW_SESSION_KEY pins one.
     session_keys_file: Path | None = None
     session_ttl_s: int = DEFAULT_TTL_S
@@ -71,7 +77,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 def on_free_ports(registry_dir: Path | str, **options: Any) -> StackOptions:
     """`StackOptions` with every listening port free, no demo backend unless asked, and `options`."""
-    names = ("listen_port", "xds_port", "status_port", "plugin_port", "envoy_admin_port")
+    names = ("listen_port", "xds_port", "status_port", "plugin_port", "envoy_admin_port", "broker_port")
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     defaults: dict[str, Any] = {"demo_backend_port": None, **ports}
     return StackOptions(registry_dir=registry_dir, **(defaults | options))
@@ -83,6 +89,7 @@ class Stack:
     demo: ServedApp | None = None
     plugins: ServedApp | None = None
     control_plane: ControlPlane | None = None
+    broker: Broker | None = None
     envoy: EnvoyProcess | None = None
 
     @property
@@ -117,6 +124,13 @@ class Stack:
                 )
             )
             await self.control_plane.start()
+            self.broker = Broker(
+                opts.host,
+                opts.broker_port,
+                redis_url=opts.broker_redis,
+                settings=BrokerSettings(keepalive=opts.broker_keepalive),
+            )
+            await self.broker.start()
             self.envoy = EnvoyProcess(
                 render(
                     BootstrapOptions(
@@ -124,6 +138,7 @@ class Stack:
                         xds=((opts.host, self.control_plane.xds_port),),
                         admin_port=opts.envoy_admin_port,
                         delta=opts.xds_delta,
+                        broker=(opts.host, self.broker.port),
                     )
                 ),
                 admin_port=opts.envoy_admin_port,
@@ -140,6 +155,8 @@ class Stack:
     async def stop(self) -> None:
         if self.envoy is not None:
             await self.envoy.stop()
+        if self.broker is not None:
+            await self.broker.stop()
         if self.control_plane is not None:
             await self.control_plane.stop()
         for served in (self.plugins, self.demo):

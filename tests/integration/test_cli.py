@@ -84,7 +84,7 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -
 
 
 def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    backend_port, listen_port, admin_port, status_port, xds_port, plugin_port = free_ports(6)
+    backend_port, listen_port, admin_port, status_port, xds_port, plugin_port, broker_port = free_ports(7)
     log = tmp_path / "mcpgw-up.log"
     registry = copy_registry(tmp_path / "registry", backend_port)
     process = subprocess.Popen(
@@ -107,6 +107,8 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             str(admin_port),
             "--demo-backend-port",
             str(backend_port),
+            "--broker-port",
+            str(broker_port),
         ],
         stdout=subprocess.PIPE,
         stderr=log.open("w"),

@@ -62,7 +62,7 @@ def start_replica(redis_url: str, plugin_port: int, listen_port: int, token_file
         sys.executable, "-m", "mcpgw.cli", "--log-level", "info", "serve", "-f", redis_url,
         "--xds", f"127.0.0.1:{xds_port}", "--admin", f"127.0.0.1:{admin_port}",
         "--admin-token-file", str(token_file), "--plugins", f"127.0.0.1:{plugin_port}", "--no-plugin-server",
-        "--listen", f"127.0.0.1:{listen_port}",
+        "--listen", f"127.0.0.1:{listen_port}", "--broker", f"127.0.0.1:{free_port()}",
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

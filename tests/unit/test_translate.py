@@ -77,7 +77,13 @@ def test_adding_a_server_adds_its_cluster_route_and_matcher_entry() -> None:
     action = matcher["prefixMatchMap"]["map"]["/mcp/default/two"]["action"]["typedConfig"]
     assert action["dynamicConfig"]["name"] == "mcpgw/default/two"
     routes = json_format.MessageToDict(resources[types.ROUTE][ROUTE_CONFIG_NAME])["virtualHosts"][0]["routes"]
-    assert [r["name"] for r in routes] == ["default/svc", "default/two", "not-found"]
+    assert [r["name"] for r in routes] == [
+        "default/svc/sse",
+        "default/svc",
+        "default/two/sse",
+        "default/two",
+        "not-found",
+    ]
 
 
 def test_empty_registry_has_no_composite_filter() -> None:

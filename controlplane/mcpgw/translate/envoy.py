@@ -50,6 +50,8 @@ from mcpgw.xds import types
 LISTENER_NAME = "mcpgw-http"
 ROUTE_CONFIG_NAME = "mcpgw-routes"
 PLUGIN_CLUSTER = "mcpgw-plugins"
+# Static in every Envoy's bootstrap: that replica's session broker (`mcpgw.broker`).
+BROKER_CLUSTER = "mcpgw-broker"
 VM_ID = "mcpgw-mcp-server"
 WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 EXECUTE_FILTER_ACTION_TYPE = (
@@ -549,15 +551,26 @@ def _json_reply(status: int, message: str) -> dict[str, Any]:
 
 def _routes(snapshot: RegistrySnapshot) -> Message:
     # MCP traffic is answered by the filter; these routes only name each server's path and
-    # give a clear answer if its filter config has not arrived. Nothing is proxied from here.
-    routes: list[dict[str, Any]] = [
-        {
-            "name": server.key,
-            "match": {"path_separated_prefix": server.path},
-            "direct_response": _json_reply(503, f"MCP server {server.key} is not ready on this gateway"),
-        }
-        for server in snapshot.servers
-    ]
+    # give a clear answer if its filter config has not arrived. The one thing proxied is the
+    # HTTP+SSE (2024-11-05) stream: the filter mints the session on `GET {path}/sse` and lets
+    # the request through to this replica's session broker, which holds the stream open.
+    routes: list[dict[str, Any]] = []
+    for server in snapshot.servers:
+        routes.append(
+            {
+                "name": f"{server.key}/sse",
+                "match": {"path": f"{server.path}/sse"},
+                # timeout 0s: no route timeout, or Envoy would cut every stream after 15 s.
+                "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
+            }
+        )
+        routes.append(
+            {
+                "name": server.key,
+                "match": {"path_separated_prefix": server.path},
+                "direct_response": _json_reply(503, f"MCP server {server.key} is not ready on this gateway"),
+            }
+        )
     routes.append(
         {
             "name": "not-found",
