@@ -180,7 +180,6 @@ async def test_inspector_reports_errors_over_streamable_http(
     assert run.error()["status"] == 404 and "no MCP server at this path" in run.error()["message"]
 
 
-@pytest.mark.xfail(reason="needs HTTP+SSE transport (branches sess+broker)", strict=True)
 async def test_inspector_lists_and_calls_over_sse(
     inspector: Inspector, gateway: Gateway, tmp_path: Path
 ) -> None:
