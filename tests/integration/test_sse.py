@@ -38,6 +38,8 @@ from mcpgw.translate.envoy import HTTP_CONNECTION_MANAGER_TYPE, ROUTE_CONFIG_NAM
 from mcpgw.translate.envoy import translate as translate_registry
 from mcpgw.xds import types
 from tests.integration.conftest import Gateway, copy_registry, running_gateway
+from tests.integration.mcphttp import ACCEPT as MCP_ACCEPT
+from tests.integration.mcphttp import open_session
 from tests.redisserver import RedisServer
 from tests.unit.test_broker import CHANNEL, ENDPOINT, Events, message, sse_headers
 
@@ -262,6 +264,14 @@ async def pinned(url: str, target: Replica, other: Replica, attempts: int = 60) 
     raise AssertionError(f"no connection reached {target.name} in {attempts} attempts")
 
 
+CALL_PET_3 = {
+    "jsonrpc": "2.0",
+    "id": 9,
+    "method": "tools/call",
+    "params": {"name": "describePet", "arguments": {"id": 3}},
+}
+
+
 async def stateless_call(http: httpx.AsyncClient, url: str, pet: int) -> str:
     body = {
         "jsonrpc": "2.0",
@@ -354,9 +364,16 @@ async def test_stream_on_one_replica_posts_on_the_other_then_redis_stops(
                 assert event == "error" and "session bus" in json.loads(data)["error"]
                 assert time.monotonic() - stopped < 5
 
-            # Streamable HTTP does not need Redis: both replicas still answer.
+            # Streamable HTTP does not need Redis: both replicas still answer, statelessly and in
+            # sessions, and a session issued by one replica is valid on the other (signed tokens,
+            # no shared session store).
             assert await stateless_call(on_a, gateway.url, 2) == "Tom is a cat (id 2)."
             assert await stateless_call(on_b, gateway.url, 2) == "Tom is a cat (id 2)."
+            from_a, from_b = await open_session(on_a, gateway.url), await open_session(on_b, gateway.url)
+            for client, session in ((on_b, from_a), (on_a, from_b)):
+                answer = await client.post(gateway.url, json=CALL_PET_3, headers=MCP_ACCEPT | session)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["result"]["content"][0]["text"] == "Nemo is a fish (id 3)."
             # A new SSE stream is refused with a clear error rather than hanging.
             response = await asyncio.wait_for(on_a.get(f"{gateway.url}/sse", headers=ACCEPT_SSE), 5)
             assert response.status_code == 503
