@@ -510,7 +510,7 @@ const Compiler = struct {
             gop.value_ptr.* = @intCast(i);
         }
         // Before `credential_sources` is copied: it may add a passthrough source.
-        const mcp_upstream: ?*const proxy.Upstream = if (raw.mcp_upstream) |m| try proxy.compile(self.store, m, self.why, &self.sources) else null;
+        const mcp_upstream: ?*const proxy.Upstream = if (raw.mcp_upstream) |m| try proxy.compile(self.store, m, base_path, self.why, &self.sources) else null;
 
         return .{
             .base_path = base_path,

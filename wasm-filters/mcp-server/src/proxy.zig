@@ -15,6 +15,11 @@
 //! - Credentials toward the upstream: static ones from the registry, or the
 //!   client's own (passthrough); the client's headers are never forwarded
 //!   otherwise.
+//! - Upstreams that speak only HTTP+SSE (2024-11-05) are reached through
+//!   the session broker's bridge: such a host has `sse_url`, its cluster is
+//!   the broker's, and every call names the upstream in
+//!   `x-mcpgw-upstream-url`. The bridge answers like a Streamable HTTP
+//!   upstream (JSON, `Mcp-Session-Id`), so nothing else changes here.
 
 const std = @import("std");
 const Allocator = std.mem.Allocator;
@@ -34,10 +39,21 @@ pub const internal_error = -32603;
 // ------------------------------------------------------------ configuration
 
 pub const Host = struct {
-    /// `<server cluster>|h<index>`: one Envoy cluster per upstream host.
+    /// `<server cluster>|h<index>`: one Envoy cluster per upstream host;
+    /// the broker's cluster for a bridged host.
     cluster: []const u8,
     authority: []const u8,
+    /// A bridged host (an HTTP+SSE upstream): its SSE URL, sent as
+    /// `x-mcpgw-upstream-url` on every call.
+    sse_url: ?[]const u8 = null,
+    /// Names the host's pooled session (`Pool`): the cluster, or for a
+    /// bridged host (whose cluster every bridged host shares) the server's
+    /// base path and the SSE URL, so no other host or server uses it.
+    pool_key: []const u8,
 };
+
+/// The request header naming a bridged host's SSE URL to the broker.
+pub const upstream_url_header = "x-mcpgw-upstream-url";
 
 pub const Override = struct {
     description: ?[]const u8 = null,
@@ -66,7 +82,7 @@ const RawEnd = struct { in: config.In, name: []const u8, prefix: []const u8 = ""
 
 /// `mcp_upstream` as delivered; unknown keys are ignored like elsewhere.
 pub const RawUpstream = struct {
-    hosts: []const struct { cluster: []const u8, authority: ?[]const u8 = null },
+    hosts: []const struct { cluster: []const u8, authority: ?[]const u8 = null, sse_url: ?[]const u8 = null },
     path: []const u8 = "/mcp",
     timeout_ms: u32 = 10000,
     allow_tools: ?[]const []const u8 = null,
@@ -80,7 +96,8 @@ pub const RawUpstream = struct {
 /// Compiles `mcp_upstream` into the configuration's block (`store.out`). A
 /// passthrough source is added to `sources`, so the filter captures the
 /// client's credential with the request headers as it does for REST tools.
-pub fn compile(store: *Store, raw: RawUpstream, why: *[]const u8, sources: *std.ArrayList(config.CredentialSource)) config.Error!*const Upstream {
+/// `base_path` (the server's) keeps bridged hosts' pool keys apart.
+pub fn compile(store: *Store, raw: RawUpstream, base_path: []const u8, why: *[]const u8, sources: *std.ArrayList(config.CredentialSource)) config.Error!*const Upstream {
     const fail = struct {
         fn f(w: *[]const u8, s: *Store, comptime fmt: []const u8, args: anytype) config.Error {
             w.* = try jsonw.allocPrint(s.scratch, fmt, args);
@@ -95,7 +112,14 @@ pub fn compile(store: *Store, raw: RawUpstream, why: *[]const u8, sources: *std.
         if (h.cluster.len == 0) return fail(why, store, "mcp_upstream.hosts[{d}].cluster: must not be empty", .{i});
         const authority = h.authority orelse h.cluster;
         if (config.hasControl(authority)) return fail(why, store, "mcp_upstream.hosts[{d}].authority: contains a control character", .{i});
-        d.* = .{ .cluster = try store.str(h.cluster), .authority = try store.str(authority) };
+        d.* = .{ .cluster = try store.str(h.cluster), .authority = try store.str(authority), .pool_key = undefined };
+        d.pool_key = d.cluster;
+        if (h.sse_url) |url| {
+            if (!(std.mem.startsWith(u8, url, "http://") or std.mem.startsWith(u8, url, "https://")) or !isSessionId(url))
+                return fail(why, store, "mcp_upstream.hosts[{d}].sse_url: must be an http:// or https:// URL of visible ASCII", .{i});
+            d.sse_url = try store.str(url);
+            d.pool_key = try store.str(try jsonw.allocPrint(store.scratch, "{s}|{d}|{s}", .{ base_path, i, url }));
+        }
     }
 
     var allow: ?std.StringHashMapUnmanaged(void) = null;
@@ -449,7 +473,7 @@ fn request(arena: Allocator, up: *const Upstream, ex: *const Exchange, method: [
         try path.percent(cred.?);
     };
 
-    var headers: std.ArrayList(Header) = try .initCapacity(arena, 9 + up.static_auth.len);
+    var headers: std.ArrayList(Header) = try .initCapacity(arena, 10 + up.static_auth.len);
     headers.appendAssumeCapacity(.{ .name = ":method", .value = method });
     headers.appendAssumeCapacity(.{ .name = ":path", .value = path.bytes() });
     headers.appendAssumeCapacity(.{ .name = ":authority", .value = host.authority });
@@ -460,6 +484,7 @@ fn request(arena: Allocator, up: *const Upstream, ex: *const Exchange, method: [
     }
     if (ex.upstream_session) |sid| headers.appendAssumeCapacity(.{ .name = "mcp-session-id", .value = sid });
     if (version) |v| headers.appendAssumeCapacity(.{ .name = "mcp-protocol-version", .value = v });
+    if (host.sse_url) |url| headers.appendAssumeCapacity(.{ .name = upstream_url_header, .value = url });
     for (up.static_auth) |sc| if (sc.in == .header) headers.appendAssumeCapacity(.{ .name = sc.name, .value = sc.value });
     if (up.passthrough) |pt| if (pt.to_in == .header) {
         headers.appendAssumeCapacity(.{ .name = pt.to_name, .value = try std.mem.concat(arena, u8, &.{ pt.to_prefix, cred.? }) });
@@ -532,8 +557,11 @@ fn negotiated(msg: Value) ?[]const u8 {
 
 /// A non-2xx answer: a JSON-RPC error body is passed on with its status
 /// (the client learns what the upstream said), anything else is a -32603.
+/// The bridge words its own failures (502, 504) as JSON-RPC errors naming
+/// the upstream: those pass too.
 fn passError(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp: Response) Allocator.Error!Reply {
-    if (resp.status >= 400 and resp.status < 500) {
+    const bridged = up.hosts[ex.host].sse_url != null;
+    if ((resp.status >= 400 and resp.status < 500) or (bridged and (resp.status == 502 or resp.status == 504))) {
         if (responseMessage(arena, resp)) |m| {
             if (m.msg.object.get("error") != null) return .{ .status = resp.status, .body = m.bytes };
         } else |err| if (err == error.OutOfMemory) return error.OutOfMemory;
@@ -789,10 +817,11 @@ fn startModern(arena: Allocator, vm: *Vm, up: *const Upstream, ex: *Exchange, ob
     return request(arena, up, ex, "POST", md.body, client, md.version);
 }
 
-/// The host's cluster; for passthrough servers also a digest of the
-/// client's credential, so no caller uses a session opened with another's.
+/// The host's pool key (its cluster, or what names a bridged host); for
+/// passthrough servers also a digest of the client's credential, so no
+/// caller uses a session opened with another's.
 fn poolKey(arena: Allocator, up: *const Upstream, host: u32, client: *const mcp.Client) Allocator.Error![]const u8 {
-    const cluster = up.hosts[host].cluster;
+    const cluster = up.hosts[host].pool_key;
     const pt = up.passthrough orelse return cluster;
     const cred = mcp.credential(&pt, client) orelse return cluster;
     var digest: [32]u8 = undefined;
@@ -1448,4 +1477,98 @@ test "2026-07-28: passthrough servers keep one upstream session per credential" 
     try testing.expect(f.vm.pool.get("k1028") != null);
     f.vm.pool.drop(testing.allocator, "k1028", "s");
     try testing.expect(f.vm.pool.get("k1028") == null);
+}
+
+const bridged_config =
+    \\{"server": {"name": "team/legacy", "version": "1"}, "base_path": "/mcp/team/legacy",
+    \\ "mcp_upstream": {
+    \\   "hosts": [{"cluster": "mcpgw-broker", "authority": "10.0.0.5:8080", "sse_url": "http://10.0.0.5:8080/sse"},
+    \\             {"cluster": "mcpgw-broker", "authority": "10.0.0.6:8080", "sse_url": "https://10.0.0.6:8080/sse?t=1"}],
+    \\   "path": "/v1/bridge", "timeout_ms": 3000,
+    \\   "auth": {"static": [{"in": "header", "name": "X-Api-Key", "value": "k1"}]}}}
+;
+
+test "bridged hosts: every call goes to the broker and names the SSE URL" {
+    const f = try Fixture.init(bridged_config);
+    defer f.deinit();
+    const up = f.up();
+    try testing.expectEqualStrings("http://10.0.0.5:8080/sse", up.hosts[0].sse_url.?);
+    try testing.expectEqualStrings("/mcp/team/legacy|1|https://10.0.0.6:8080/sse?t=1", up.hosts[1].pool_key);
+    // Both hosts share the broker's cluster, not their pooled sessions.
+    try testing.expect(!std.mem.eql(u8, up.hosts[0].pool_key, up.hosts[1].pool_key));
+
+    const init_body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2024-11-05\"}}";
+    var ex0: Exchange = .{};
+    const c0 = try f.call(&ex0, init_body);
+    try testing.expectEqualStrings("mcpgw-broker", c0.cluster);
+    try testing.expectEqualStrings("/v1/bridge", header(c0, ":path").?);
+    try testing.expectEqualStrings("10.0.0.5:8080", header(c0, ":authority").?);
+    try testing.expectEqualStrings("http://10.0.0.5:8080/sse", header(c0, "x-mcpgw-upstream-url").?);
+    try testing.expectEqualStrings("k1", header(c0, "x-api-key").?);
+    var ex1: Exchange = .{};
+    try testing.expectEqualStrings("https://10.0.0.6:8080/sse?t=1", header(try f.call(&ex1, init_body), "x-mcpgw-upstream-url").?);
+
+    // The bridge's session sticks to the host that opened it.
+    const r = try f.answer(&ex1, .{
+        .status = 200,
+        .headers = &.{ .{ .name = "content-type", .value = "application/json" }, .{ .name = "mcp-session-id", .value = "b-7" } },
+        .body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"protocolVersion\":\"2024-11-05\"}}",
+    });
+    try testing.expectEqualStrings("1.b-7", r.session.?);
+    var ex2: Exchange = .{ .client_session = r.session };
+    const c2 = try f.call(&ex2, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}");
+    try testing.expectEqualStrings("https://10.0.0.6:8080/sse?t=1", header(c2, "x-mcpgw-upstream-url").?);
+    try testing.expectEqualStrings("b-7", header(c2, "mcp-session-id").?);
+
+    // The bridge's own failures (timeout, upstream unreachable) are JSON-RPC errors: passed on.
+    const timeout_body = "{\"jsonrpc\":\"2.0\",\"id\":2,\"error\":{\"code\":-32603,\"message\":\"no answer\"}}";
+    const t = try f.answer(&ex2, .{ .status = 504, .headers = &.{}, .body = timeout_body });
+    try testing.expectEqual(@as(u32, 504), t.status);
+    try testing.expectEqualStrings(timeout_body, t.body);
+    // The bridge forgot the session (another replica's, expired, stream lost): 404 as usual.
+    try testing.expectEqual(@as(u32, 404), (try f.answer(&ex2, .{ .status = 404, .headers = &.{}, .body = "" })).status);
+    // Envoy's own answer when the broker is down is still "unreachable".
+    const down = try f.answer(&ex2, .{ .status = 503, .headers = &.{}, .body = "upstream connect error or disconnect/reset before headers" });
+    try testing.expectEqual(@as(u32, 502), down.status);
+    try testing.expect(std.mem.indexOf(u8, down.body, "10.0.0.6:8080 is unreachable") != null);
+
+    // Hosts without sse_url send no such header; an unusable sse_url is refused.
+    const plain = try Fixture.init(weather);
+    defer plain.deinit();
+    var ex3: Exchange = .{};
+    try testing.expect(header(try plain.call(&ex3, init_body), "x-mcpgw-upstream-url") == null);
+    try testing.expectEqualStrings("c|h0", plain.up().hosts[0].pool_key);
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    for ([_][]const u8{ "ftp://x/sse", "", "http://x/a b", "/sse" }) |url| {
+        const text = try jsonw.allocPrint(a, "{{\"server\": {{\"name\": \"s\", \"version\": \"1\"}}, \"base_path\": \"/m\", \"mcp_upstream\": {{\"hosts\": [{{\"cluster\": \"b\", \"sse_url\": \"{s}\"}}]}}}}", .{url});
+        var why: []const u8 = "";
+        var scratch = std.heap.ArenaAllocator.init(testing.allocator);
+        defer scratch.deinit();
+        try testing.expectError(error.InvalidConfig, config.parse(a, scratch.allocator(), text, &why));
+        try testing.expectEqualStrings("mcp_upstream.hosts[0].sse_url: must be an http:// or https:// URL of visible ASCII", why);
+    }
+}
+
+test "bridged hosts: 2026-07-28 clients get one pooled session per bridged host" {
+    const f = try Fixture.init(bridged_config);
+    defer f.deinit();
+    f.client = modernClient("tools/list", null);
+    const list = "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\",\"params\":{" ++ envelope ++ "}}}";
+    for ([_][]const u8{ "s0", "s1" }) |sid| {
+        var ex: Exchange = .{};
+        const c = try f.call(&ex, list);
+        try testing.expectEqualStrings(open_body, c.body);
+        try testing.expectEqualStrings("mcpgw-broker", c.cluster);
+        _ = (try f.finish(&ex, .{ .status = 200, .headers = &.{.{ .name = "mcp-session-id", .value = sid }}, .body = "{\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{\"protocolVersion\":\"2024-11-05\"}}" })).call;
+    }
+    try testing.expectEqual(@as(usize, 2), f.vm.pool.entries.count());
+    try testing.expectEqualStrings("s1", f.vm.pool.get(f.up().hosts[1].pool_key).?.session);
+    // The next request on host 0 reuses host 0's bridge session, with host 0's URL.
+    var ex: Exchange = .{};
+    const c = try f.call(&ex, list);
+    try testing.expectEqualStrings("s0", header(c, "mcp-session-id").?);
+    try testing.expectEqualStrings("http://10.0.0.5:8080/sse", header(c, "x-mcpgw-upstream-url").?);
+    try testing.expectEqualStrings("2024-11-05", header(c, "mcp-protocol-version").?);
 }
