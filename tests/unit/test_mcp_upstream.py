@@ -82,11 +82,33 @@ def test_full_mcp_server_document() -> None:
     assert "w.yaml: securitySchemes[0].defaultCredential" in [s.where for s in server.secrets]
 
 
-def test_sse_transport_is_refused_naming_the_field() -> None:
-    ((path, reason),) = problems_of(upstream_doc(transport="sse"))
-    assert path == "transport" and "not supported yet" in reason and "streamable-http" in reason
+def test_sse_transport_takes_its_own_default_path() -> None:
+    mcp = parse_server(upstream_doc(transport="sse")).mcp
+    assert mcp is not None and (mcp.transport, mcp.path) == ("sse", "/sse")
+    mcp = parse_server(upstream_doc(transport="sse", path="/v1/events?tenant=a")).mcp
+    assert mcp is not None and mcp.path == "/v1/events?tenant=a"
+    # Streamable HTTP keeps /mcp.
+    mcp = parse_server(upstream_doc(transport="streamable-http")).mcp
+    assert mcp is not None and (mcp.transport, mcp.path) == ("streamable-http", "/mcp")
+
+
+def test_transport_is_checked_naming_the_field() -> None:
     ((path, reason),) = problems_of(upstream_doc(transport="grpc"))
-    assert (path, reason) == ("transport", "must be one of streamable-http, got 'grpc'")
+    assert (path, reason) == ("transport", "must be one of streamable-http, sse, got 'grpc'")
+    assert problems_of(upstream_doc(transport="sse", path="sse")) == [
+        ("path", "'sse' is not valid: an absolute path like '/sse'")
+    ]
+    # The broker connects to an SSE upstream by the endpoints' own names.
+    ((path, reason),) = problems_of(
+        upstream_doc(transport="sse", backend={"endpoints": ["10.0.0.5:8080"], "host": "mcp.example"})
+    )
+    assert path == "backend.host" and reason.startswith("not for transport: sse: ")
+    assert (
+        parse_server(
+            upstream_doc(backend={"endpoints": ["10.0.0.5:8080"], "host": "mcp.example"})
+        ).backend.host_header
+        == "mcp.example"
+    )
 
 
 def test_rest_tool_fields_are_refused_with_their_path() -> None:
@@ -289,6 +311,36 @@ def test_upstream_auth(fields: dict[str, Any], auth: dict[str, Any] | None) -> N
     section = filter_config(server, snapshot, resolve_secrets(snapshot))["mcp_upstream"]
     assert section["auth"] == auth
     assert "allow_tools" not in section and section["tools"] == []
+
+
+def test_an_sse_upstream_is_reached_through_the_brokers_bridge() -> None:
+    server = parse_server(
+        upstream_doc(
+            transport="sse",
+            backend={"scheme": "https", "endpoints": ["10.0.0.5:8080", "[::1]:443"]},
+            path="/v1/sse?tenant=a",
+            securitySchemes=[
+                {"id": "q", "type": "apiKey", "in": "query", "name": "key", "defaultCredential": "k"}
+            ],
+            upstreamSecurity={"id": "q"},
+        )
+    )
+    snapshot = RegistrySnapshot((server,))
+    section = filter_config(server, snapshot, resolve_secrets(snapshot))["mcp_upstream"]
+    assert section["hosts"] == [
+        {
+            "cluster": "mcpgw-broker",
+            "authority": "10.0.0.5:8080",
+            "sse_url": "https://10.0.0.5:8080/v1/sse?tenant=a",
+        },
+        {"cluster": "mcpgw-broker", "authority": "[::1]", "sse_url": "https://[::1]:443/v1/sse?tenant=a"},
+    ]
+    assert section["path"] == "/v1/bridge" and section["timeout_ms"] == 10000
+    assert section["auth"] == {"static": [{"in": "query", "name": "key", "value": "k"}], "passthrough": None}
+    # No Envoy cluster for its hosts: the broker connects to them (mcpgw-broker is in the bootstrap).
+    resources = translate(snapshot_of(upstream_doc(transport="sse"), minimal()), SETTINGS)
+    assert set(resources[types.CLUSTER]) == {PLUGIN_CLUSTER, "mcpgw/default/svc"}
+    assert set(resources[types.ENDPOINT]) == {"mcpgw/default/svc"}
 
 
 def test_one_cluster_per_upstream_host() -> None:

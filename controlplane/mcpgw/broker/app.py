@@ -7,6 +7,8 @@
         → 400 JSON when a header is missing or malformed, 503 JSON when the bus is down.
     POST /v1/sse/<channel>    body: one JSON-RPC message
         → 202 delivered to ≥ 1 stream, 404 no stream connected, 400 not JSON, 503 bus down.
+    POST, DELETE /v1/bridge   the bridge to upstream MCP servers that speak only HTTP+SSE
+        (`type: mcp`, `transport: sse`): see `mcpgw.broker.bridge`.
 
 The GET path is whatever the client asked Envoy for (`/mcp/{ns}/{name}/sse`): the broker does
 not care, the filter has already checked it and minted the session.
@@ -19,11 +21,12 @@ import contextlib
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT as DEFAULT_PORT
+from mcpgw.broker.bridge import BRIDGE_PATH, Bridge, BridgeSettings
 from mcpgw.broker.bus import Bus, BusUnavailable, MemoryBus, Stream, StreamClosed
 from mcpgw.log import get_logger
 
@@ -45,10 +48,12 @@ class BrokerSettings:
     # A write the client does not drain within this long ends the stream (it stopped reading).
     write_timeout: float = 10.0
     max_message_bytes: int = 8 * 1024 * 1024
+    bridge: BridgeSettings = field(default_factory=BridgeSettings.from_env)
 
 
 BUS = web.AppKey("bus", Bus)
 SETTINGS = web.AppKey("settings", BrokerSettings)
+BRIDGE = web.AppKey("bridge", Bridge)
 
 
 def _json_error(status: int, message: str) -> web.Response:
@@ -142,7 +147,24 @@ def create_app(bus: Bus, settings: BrokerSettings | None = None) -> web.Applicat
     app = web.Application(client_max_size=settings.max_message_bytes)
     app[BUS] = bus
     app[SETTINGS] = settings
+    bridge = app[BRIDGE] = Bridge(settings.bridge)
+
+    async def start_bridge(_: web.Application) -> None:
+        await bridge.start()
+
+    async def end_bridge_sessions(_: web.Application) -> None:
+        # Before the server waits for handlers: requests waiting on a bridge session end now.
+        await bridge.close_sessions("session broker stopping")
+
+    async def close_bridge(_: web.Application) -> None:
+        await bridge.close()
+
+    app.on_startup.append(start_bridge)
+    app.on_shutdown.append(end_bridge_sessions)
+    app.on_cleanup.append(close_bridge)
     app.router.add_post("/v1/sse/{channel}", publish)
+    app.router.add_post(BRIDGE_PATH, bridge.handle_post)
+    app.router.add_delete(BRIDGE_PATH, bridge.handle_delete)
     app.router.add_get("/{path:.*}", open_stream, allow_head=False)
     return app
 

@@ -149,7 +149,8 @@ class McpUpstream:
     """What a `type: mcp` server proxies to: an MCP server of its own, on `backend`'s hosts."""
 
     path: str = "/mcp"
-    transport: Literal["streamable-http"] = "streamable-http"
+    # `sse`: the 2024-11-05 HTTP+SSE transport, reached through the session broker's bridge.
+    transport: Literal["streamable-http", "sse"] = "streamable-http"
     # None: every upstream tool is served.
     allow_tools: tuple[str, ...] | None = None
     overrides: tuple[ToolOverride, ...] = ()

@@ -8,13 +8,15 @@ the registry narrows them (`allowTools`), rewrites what clients read about them 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from mcpgw.registry.model import McpUpstream, SecurityScheme, ToolOverride
 from mcpgw.registry.reader import Reader, join, kind
 from mcpgw.registry.tools import TOOL_NAME, ToolContext, passthrough_security, upstream_security
 
-TRANSPORTS = ("streamable-http",)
+TRANSPORTS = ("streamable-http", "sse")
+# The upstream's MCP endpoint by default: the Streamable HTTP endpoint, or the SSE stream's URL.
+DEFAULT_PATHS = {"streamable-http": "/mcp", "sse": "/sse"}
 # Visible ASCII without '#': the path (and optional query) the upstream serves MCP on.
 _PATH = re.compile(r"^/[!-\"$-~]*$")
 _OVERRIDE_FIELDS = {"name", "description", "title"}
@@ -42,16 +44,23 @@ NOT_FOR_MCP = {
 
 def parse_mcp_upstream(r: Reader, data: dict[str, Any], schemes: list[SecurityScheme]) -> McpUpstream:
     context = ToolContext({}, {s.id: s for s in schemes})
-    path = r.string(data, "path", "", default="/mcp", pattern=_PATH, hint="an absolute path like '/mcp'")
     transport = data.get("transport", "streamable-http")
-    if transport == "sse":
-        r.fail(
-            "transport",
-            "'sse' (the 2024-11-05 HTTP+SSE transport) is not supported yet for upstream MCP servers; "
-            "use an upstream that serves Streamable HTTP (transport: streamable-http)",
-        )
-    elif transport not in TRANSPORTS:
+    if transport not in TRANSPORTS:
         r.fail("transport", f"must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        transport = "streamable-http"
+    default_path = DEFAULT_PATHS[transport]
+    path = r.string(
+        data, "path", "", default=default_path, pattern=_PATH, hint=f"an absolute path like {default_path!r}"
+    )
+    backend = data.get("backend")
+    if transport == "sse" and isinstance(backend, dict) and "host" in backend:
+        # The broker connects to the endpoints itself (not through Envoy's clusters), by their
+        # own names: another Host / TLS name would need a resolver override it does not have.
+        r.fail(
+            "backend.host",
+            "not for transport: sse: the session broker connects to the endpoints by their own "
+            "names; put the DNS name in backend.endpoints",
+        )
     allow = _allow_tools(r, data.get("allowTools"))
     overrides = _overrides(r, data.get("tools"), allow)
     security = upstream_security(r, data.get("upstreamSecurity"), "upstreamSecurity", context)
@@ -68,7 +77,8 @@ def parse_mcp_upstream(r: Reader, data: dict[str, Any], schemes: list[SecuritySc
                 "or security: {id, passthrough: true} to forward the client's own",
             )
     return McpUpstream(
-        path=path or "/mcp",
+        path=path or default_path,
+        transport=cast(Any, transport),
         allow_tools=allow,
         overrides=overrides,
         security=security,

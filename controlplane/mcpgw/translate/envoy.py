@@ -349,9 +349,12 @@ def _backend_clusters(server: McpServer) -> list[tuple[Message, Message | None]]
     """A REST server's backend cluster; a `type: mcp` server's one cluster per upstream host.
 
     MCP sessions live on the upstream host that created them, so the filter picks the host
-    itself (`<cluster>|h<index>`) instead of letting Envoy balance.
+    itself (`<cluster>|h<index>`) instead of letting Envoy balance. An HTTP+SSE upstream
+    (`transport: sse`) needs none: the session broker's bridge connects to it.
     """
     endpoints = server.backend.endpoints
+    if server.mcp is not None and server.mcp.transport == "sse":
+        return []
     if server.mcp is not None:
         return [
             _backend_cluster(server, host_cluster_name(server, index), (endpoint,), single_host=True)

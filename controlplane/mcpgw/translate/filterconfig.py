@@ -12,6 +12,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from mcpgw.broker.bridge import BRIDGE_PATH
 from mcpgw.registry import templates
 from mcpgw.registry.model import (
     Endpoint,
@@ -24,7 +25,7 @@ from mcpgw.registry.model import (
     ToolArg,
 )
 from mcpgw.registry.tools import referenced_args
-from mcpgw.sessions.keys import SessionSettings, encode_secret
+from mcpgw.sessions.keys import BROKER_CLUSTER, SessionSettings, encode_secret
 
 
 def cluster_name(server: McpServer) -> str:
@@ -280,15 +281,32 @@ def _static_credential(scheme: SecurityScheme, value: str) -> dict[str, str]:
 
 
 def mcp_upstream(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, Any]:
-    """The `mcp_upstream` section of a `type: mcp` server (CONFIG.md): hosts, allow-list, overrides, auth."""
+    """The `mcp_upstream` section of a `type: mcp` server (CONFIG.md): hosts, allow-list, overrides, auth.
+
+    An HTTP+SSE upstream (`transport: sse`) is reached through the session broker's bridge: every
+    host calls the broker's cluster at the bridge's path and names its own SSE URL (`sse_url`).
+    """
     mcp = server.mcp
     assert mcp is not None
-    section: dict[str, Any] = {
-        "hosts": [
+    if mcp.transport == "sse":
+        hosts = [
+            {
+                "cluster": BROKER_CLUSTER,
+                "authority": upstream_authority(server, endpoint),
+                "sse_url": sse_url(server, endpoint),
+            }
+            for endpoint in server.backend.endpoints
+        ]
+        path = BRIDGE_PATH
+    else:
+        hosts = [
             {"cluster": host_cluster_name(server, index), "authority": upstream_authority(server, endpoint)}
             for index, endpoint in enumerate(server.backend.endpoints)
-        ],
-        "path": mcp.path,
+        ]
+        path = mcp.path
+    section: dict[str, Any] = {
+        "hosts": hosts,
+        "path": path,
         "timeout_ms": server.backend.timeout_ms,
         "tools": [
             {
@@ -303,6 +321,13 @@ def mcp_upstream(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, 
     if mcp.allow_tools is not None:
         section["allow_tools"] = list(mcp.allow_tools)
     return section
+
+
+def sse_url(server: McpServer, endpoint: Endpoint) -> str:
+    """An HTTP+SSE upstream host's stream URL: `backend.scheme`, the endpoint, the server's `path`."""
+    assert server.mcp is not None
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    return f"{server.backend.scheme}://{host}:{endpoint.port}{server.mcp.path}"
 
 
 def _mcp_auth(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, Any] | None:
