@@ -193,6 +193,8 @@ class Broker:
         self.port = port
         self.settings = settings or BrokerSettings()
         self._runner: web.AppRunner | None = None
+        # The bridge to HTTP+SSE upstreams (`mcpgw.broker.bridge`), once started.
+        self.bridge: Bridge | None = None
 
     @property
     def url(self) -> str:
@@ -203,6 +205,7 @@ class Broker:
         # handler_cancellation: a client that disconnects cancels its stream handler at once,
         # so its subscription is released now, not at the next keep-alive write.
         app = create_app(self.bus, self.settings)
+        self.bridge = app[BRIDGE]
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2)
         await runner.setup()
         try:

@@ -427,7 +427,9 @@ class Bridge:
         headers["accept"] = "text/event-stream"
         headers["cache-control"] = "no-cache"
         try:
-            response = await self._http.get(_with_query(url, request.query_string), headers=headers)
+            response = await self._http.get(
+                _with_query(url, request.rel_url.raw_query_string), headers=headers
+            )
         except aiohttp.ClientError as error:
             raise BridgeError(502, f"upstream MCP server {url} is unreachable: {error}") from error
         session.response = response
@@ -447,7 +449,7 @@ class Bridge:
         if endpoint.origin() != url.origin():
             # Credentials are forwarded to the endpoint: only to the origin the operator named.
             raise BridgeError(502, f"upstream MCP server {url} named an endpoint on another origin: {data!r}")
-        session.endpoint = _with_query(endpoint, request.query_string)
+        session.endpoint = _with_query(endpoint, request.rel_url.raw_query_string)
         log.info("bridge_session_opened", session=session.id, upstream=session.url, endpoint=str(endpoint))
 
     async def _read(self, session: BridgeSession) -> None:
@@ -462,8 +464,10 @@ class Bridge:
                     self._deliver(session, data)
         except asyncio.CancelledError:
             raise
-        except (aiohttp.ClientError, EventTooLarge, ValueError) as error:
-            reason = f"upstream stream failed: {error or type(error).__name__}"
+        except (aiohttp.ClientError, ConnectionError) as error:
+            reason = f"upstream stream lost: {error or type(error).__name__}"
+        except (EventTooLarge, ValueError) as error:
+            reason = f"upstream stream unreadable: {error}"
         await self._close(session, reason)
 
     def _deliver(self, session: BridgeSession, data: str) -> None:

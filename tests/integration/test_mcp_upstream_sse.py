@@ -1,0 +1,392 @@
+"""`type: mcp`, `transport: sse`: real upstream MCP servers that speak only the 2024-11-05 HTTP+SSE
+transport (the `mcp` SDK's MCPServer `sse_app`), behind the gateway through the session broker's
+bridge, driven by the `mcp` SDK client (legacy and default mode) through real Envoy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+
+from mcpgw.broker.bridge import Bridge
+from tests.integration.conftest import Gateway, running_gateway
+from tests.integration.mcphttp import initialize_request
+from tests.integration.test_mcp_upstream import (
+    ACCEPT,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    Upstream,
+    client,
+    only_text,
+    serving,
+    wait_served,
+    weather,
+    write_registry,
+)
+
+
+@dataclass
+class Request:
+    """One HTTP request an SSE upstream received."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes = b""
+    status: int = 0
+    # For the GET stream: the message URL of its `endpoint` event.
+    endpoint: str = ""
+    # The upstream finished serving it (for the GET: the stream is closed).
+    ended: bool = False
+
+    @property
+    def session(self) -> str | None:
+        """The upstream's own session: the `session_id` of the message URL."""
+        if self.method == "GET":
+            return parse_qs(self.endpoint.partition("?")[2]).get("session_id", [None])[0]
+        return self.query.get("session_id", [None])[0]
+
+    @property
+    def rpc_method(self) -> str | None:
+        try:
+            return json.loads(self.body).get("method")
+        except ValueError:
+            return None
+
+
+@dataclass
+class SseUpstream(Upstream):
+    """A real MCP server on a free port serving only HTTP+SSE (`GET /sse`, `POST /messages/`)."""
+
+    requests: list[Request] = field(default_factory=list)
+    # Seconds `slow` sleeps (the bridge's timeout tests).
+    delay: float = 0.0
+
+    def app(self) -> ASGIApp:
+        server: MCPServer[Any] = MCPServer(name=f"sse-upstream-{self.label}")
+
+        @server.tool(description="Original forecast text.")
+        def forecast(city: str) -> str:
+            self.calls.append("forecast")
+            return f"{self.label}: sunny in {city}"
+
+        @server.tool(description="Weather alerts.")
+        def alerts() -> str:
+            self.calls.append("alerts")
+            return "no alerts"
+
+        @server.tool(description="Must never be reached through the gateway.")
+        def secret() -> str:
+            self.calls.append("secret")
+            return "leaked"
+
+        @server.tool(description="Which upstream host answered.")
+        def whoami() -> str:
+            self.calls.append("whoami")
+            return self.label
+
+        @server.tool(description="Answers after `delay` seconds.")
+        async def slow() -> str:
+            self.calls.append("slow")
+            await asyncio.sleep(self.delay)
+            return "late"
+
+        @server.tool(description="Logs to the client (a notification on the stream), then answers.")
+        async def chatty(ctx: Context) -> str:
+            self.calls.append("chatty")
+            with warnings.catch_warnings():  # logging is deprecated in 2026-07-28, not in 2024-11-05
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                await ctx.info("working on it")
+            return "done"
+
+        return self.record(server.sse_app())
+
+    def record(self, app: ASGIApp) -> ASGIApp:
+        async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            seen = Request(
+                scope["method"],
+                scope["path"],
+                parse_qs(scope["query_string"].decode()),
+                {k.decode().lower(): v.decode() for k, v in scope["headers"]},
+            )
+            self.requests.append(seen)
+
+            async def receiving() -> Message:
+                message = await receive()
+                seen.body += message.get("body", b"")
+                return message
+
+            async def sending(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    seen.status = message["status"]
+                elif message["type"] == "http.response.body" and not seen.endpoint:
+                    text = message.get("body", b"").decode(errors="replace")
+                    if "event: endpoint" in text:
+                        seen.endpoint = text.split("data: ", 1)[1].split("\r\n", 1)[0].strip()
+                await send(message)
+
+            try:
+                await app(scope, receiving, sending)
+            finally:
+                seen.ended = True
+
+        return recording
+
+    @property
+    def streams(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "GET"]
+
+    @property
+    def messages(self) -> list[Request]:
+        return [r for r in self.requests if r.method == "POST"]
+
+
+def sse_server(name: str, *upstreams: SseUpstream, **fields: Any) -> dict[str, Any]:
+    return weather(name, *upstreams, transport="sse", **fields)
+
+
+def bridge_of(gateway: Gateway) -> Bridge:
+    assert gateway.stack.broker is not None and gateway.stack.broker.bridge is not None
+    return gateway.stack.broker.bridge
+
+
+async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def sse_upstream(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SseUpstream]]:
+    upstream = SseUpstream("A")
+    registry = write_registry(
+        tmp_path / "registry",
+        sse_server(
+            "legacy",
+            upstream,
+            allowTools=["forecast", "alerts", "whoami"],
+            tools=[
+                {
+                    "name": "forecast",
+                    "description": "Forecast, as the operator words it.",
+                    "title": "Forecast",
+                }
+            ],
+            securitySchemes=[
+                {
+                    "id": "upstreamKey",
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-Api-Key",
+                    "defaultCredential": "k-123",
+                },
+            ],
+            upstreamSecurity={"id": "upstreamKey"},
+        ),
+        sse_server(
+            "mine",
+            upstream,
+            securitySchemes=[{"id": "userToken", "type": "http", "scheme": "bearer"}],
+            security={"id": "userToken", "passthrough": True},
+        ),
+    )
+    async with serving(upstream), running_gateway(tmp_path, registry) as gateway:
+        await wait_served(f"{gateway.stack.mcp_base_url}/mcp/team/legacy")
+        await wait_served(f"{gateway.stack.mcp_base_url}/mcp/team/mine")
+        yield gateway, upstream
+
+
+async def test_sse_upstream_allow_list_overrides_refusal_and_static_credential(
+    sse_upstream: tuple[Gateway, SseUpstream],
+) -> None:
+    gateway, upstream = sse_upstream
+    url = f"{gateway.stack.mcp_base_url}/mcp/team/legacy"
+    async with client(url, {"Authorization": "Bearer client-secret"}) as session:
+        assert session.server_info is not None and session.server_info.name == "sse-upstream-A"
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        assert sorted(tools) == ["alerts", "forecast", "whoami"]
+        assert tools["forecast"].description == "Forecast, as the operator words it."
+        assert tools["forecast"].title == "Forecast"
+        assert tools["alerts"].description == "Weather alerts."
+
+        result = await session.call_tool("forecast", {"city": "Paris"})
+        assert not result.is_error and only_text(result) == "A: sunny in Paris"
+
+        with pytest.raises(MCPError) as refused:
+            await session.call_tool("secret", {})
+        assert refused.value.error.code == -32602
+        assert refused.value.error.message == "unknown tool: secret"
+        assert len(bridge_of(gateway).sessions) == 1
+
+    assert upstream.calls == ["forecast"]
+    (stream,) = upstream.streams  # one upstream stream for the client's session
+    assert stream.path == "/sse" and stream.status == 200
+    assert stream.headers["accept"] == "text/event-stream"
+    methods = [r.rpc_method for r in upstream.messages]
+    assert methods == ["initialize", "notifications/initialized", "tools/list", "tools/call"]
+    assert not any(b"secret" in r.body for r in upstream.messages)
+    for seen in upstream.requests:
+        # Static credential injected on the stream and every message; the client's never forwarded;
+        # nothing of the gateway's own headers leaks.
+        assert seen.headers["x-api-key"] == "k-123"
+        assert "authorization" not in seen.headers
+        assert not any(name.startswith(("x-mcpgw-", "mcp-session-id")) for name in seen.headers)
+        assert seen.session == stream.session, seen
+    assert all(r.path == "/messages/" and r.status == 202 for r in upstream.messages)
+    # The client's DELETE ended the bridge session and closed the upstream stream.
+    await eventually(lambda: not bridge_of(gateway).sessions, 5, "the bridge session ended")
+
+
+async def test_sse_upstream_passthrough_credential_and_errors(
+    sse_upstream: tuple[Gateway, SseUpstream],
+) -> None:
+    gateway, upstream = sse_upstream
+    url = f"{gateway.stack.mcp_base_url}/mcp/team/mine"
+    async with client(url, {"Authorization": "Bearer user-7"}) as session:
+        assert "secret" in {tool.name for tool in (await session.list_tools()).tools}
+        assert only_text(await session.call_tool("whoami", {})) == "A"
+    assert {seen.headers.get("authorization") for seen in upstream.requests} == {"Bearer user-7"}
+
+    before = len(upstream.requests)
+    async with httpx.AsyncClient(timeout=10) as http:
+        headers = {**ACCEPT, "authorization": "Bearer u"}
+        answer = await http.post(url, json=initialize_request(), headers=headers)
+        assert answer.status_code == 200, answer.text
+        token = answer.headers["mcp-session-id"]
+        assert len(upstream.streams) == 2
+        # The bridge forgot the session (idle expiry, another replica's broker, stream lost):
+        # 404, so the client starts over.
+        await bridge_of(gateway).close_sessions("test")
+        ping = {"jsonrpc": "2.0", "id": 9, "method": "ping"}
+        response = await http.post(url, json=ping, headers={**headers, "mcp-session-id": token})
+        assert response.status_code == 404 and response.json() == {
+            "jsonrpc": "2.0",
+            "id": 9,
+            "error": {"code": -32600, "message": "Session not found"},
+        }
+    assert [r.method for r in upstream.requests[before:]] == ["GET", "POST"]  # the ping never went
+
+
+async def test_sse_upstream_sessions_stick_to_the_host_that_created_them(tmp_path: Path) -> None:
+    a, b = SseUpstream("A"), SseUpstream("B")
+    registry = write_registry(tmp_path / "registry", sse_server("pair", a, b))
+    async with serving(a, b), running_gateway(tmp_path, registry) as gateway:
+        url = f"{gateway.stack.mcp_base_url}/mcp/team/pair"
+        await wait_served(url)
+        answered_by: list[str] = []
+        # Envoy runs 2 workers, each VM alternates hosts: 6 sessions land on both hosts.
+        for _ in range(6):
+            async with client(url) as session:
+                first = only_text(await session.call_tool("whoami", {}))
+                for _ in range(2):
+                    await session.list_tools()
+                    assert only_text(await session.call_tool("whoami", {})) == first
+                answered_by.append(first)
+        async with client(url) as one, client(url) as two:
+            firsts = [only_text(await s.call_tool("whoami", {})) for s in (one, two)]
+            for _ in range(3):
+                for session, first in zip((one, two), firsts, strict=True):
+                    assert only_text(await session.call_tool("whoami", {})) == first
+    assert set(answered_by) == {"A", "B"}
+    for upstream in (a, b):
+        opened = {stream.session for stream in upstream.streams}
+        assert opened and None not in opened
+        for seen in upstream.messages:
+            # Every message reached the upstream that holds its stream; none was refused.
+            assert seen.status == 202 and seen.session in opened, (upstream.label, seen)
+    assert {s.session for s in a.streams}.isdisjoint({s.session for s in b.streams})
+
+
+async def test_sse_upstream_serves_stateless_clients(sse_upstream: tuple[Gateway, SseUpstream]) -> None:
+    gateway, upstream = sse_upstream
+    url = f"{gateway.stack.mcp_base_url}/mcp/team/legacy"
+    for _ in range(3):
+        # The SDK's default mode speaks 2026-07-28: no initialize, no session.
+        http = httpx2.AsyncClient(timeout=httpx2.Timeout(15, read=15))
+        async with Client(streamable_http_client(url, http_client=http)) as session:
+            assert session.session.discover_result is not None
+            assert session.server_info is not None and session.server_info.name == "sse-upstream-A"
+            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+            assert sorted(tools) == ["alerts", "forecast", "whoami"]
+            assert tools["forecast"].description == "Forecast, as the operator words it."
+            result = await session.call_tool("forecast", {"city": "Oslo"})
+            assert not result.is_error and only_text(result) == "A: sunny in Oslo"
+            with pytest.raises(MCPError) as refused:
+                await session.call_tool("secret", {})
+            assert refused.value.error.message == "unknown tool: secret"
+    # One bridge session (one upstream stream) per Envoy worker, reused by every request.
+    assert 1 <= len(upstream.streams) <= 2
+    assert upstream.calls == ["forecast"] * 3
+    for seen in upstream.messages:
+        assert b"io.modelcontextprotocol/" not in seen.body
+        assert seen.status == 202 and seen.headers["x-api-key"] == "k-123"
+
+
+async def test_an_unreachable_sse_upstream_is_a_clear_json_rpc_error(tmp_path: Path) -> None:
+    gone = SseUpstream("gone")  # never started: nothing listens on its port
+    registry = write_registry(tmp_path / "registry", sse_server("down", gone))
+    async with running_gateway(tmp_path, registry) as gateway:
+        url = f"{gateway.stack.mcp_base_url}/mcp/team/down"
+        await wait_served(url)
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(url, json=initialize_request(), headers=ACCEPT)
+        assert not bridge_of(gateway).sessions
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == -32603
+    assert error["message"].startswith(f"upstream MCP server http://{gone.endpoint}/sse is unreachable: ")
+
+
+async def test_a_slow_sse_upstream_gets_the_bridges_504_before_envoy_gives_up(tmp_path: Path) -> None:
+    slow = SseUpstream("S", delay=5)
+    server = sse_server("slowpoke", slow)
+    server["backend"]["timeoutMs"] = 1500
+    registry = write_registry(tmp_path / "registry", server)
+    async with serving(slow), running_gateway(tmp_path, registry) as gateway:
+        url = f"{gateway.stack.mcp_base_url}/mcp/team/slowpoke"
+        await wait_served(url)
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.post(url, json=initialize_request(), headers=ACCEPT)
+            assert answer.status_code == 200, answer.text
+            session = {**ACCEPT, "mcp-session-id": answer.headers["mcp-session-id"]}
+            started = time.monotonic()
+            call = {
+                "jsonrpc": "2.0",
+                "id": 5,
+                "method": "tools/call",
+                "params": {"name": "slow", "arguments": {}},
+            }
+            response = await http.post(url, json=call, headers=session)
+            elapsed = time.monotonic() - started
+    # Envoy tells the bridge its deadline (timeoutMs): the bridge answers first, with its reason.
+    assert response.status_code == 504 and elapsed < 1.5, (elapsed, response.text)
+    assert response.json() == {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "error": {
+            "code": -32603,
+            "message": f"upstream MCP server http://{slow.endpoint}/sse did not answer within 1.25s",
+        },
+    }
