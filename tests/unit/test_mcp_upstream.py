@@ -381,7 +381,11 @@ def test_translator_tracks_host_clusters_across_edits() -> None:
     assert set(result[types.CLUSTER]) == {PLUGIN_CLUSTER} and result[types.ENDPOINT] == {}
 
 
-def test_the_example_document_validates() -> None:
-    path = Path(__file__).resolve().parents[2] / "examples" / "upstream-mcp" / "weather.yaml"
+def test_the_example_documents_validate() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples" / "upstream-mcp"
+    path = examples / "weather.yaml"
     server = parse_server(yaml.safe_load(path.read_text()), str(path))
     assert server.mcp is not None and server.mcp.allow_tools == ("forecast", "alerts")
+    path = examples / "legacy-sse.yaml"
+    server = parse_server(yaml.safe_load(path.read_text()), str(path))
+    assert server.mcp is not None and (server.mcp.transport, server.mcp.path) == ("sse", "/sse")
