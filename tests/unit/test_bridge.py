@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import StreamReader
+from aiohttp import StreamReader, web
 from aiohttp.base_protocol import BaseProtocol
 
 from mcpgw.broker import Broker, BrokerSettings
@@ -349,3 +349,39 @@ async def test_sse_event_parsing() -> None:
     with pytest.raises(EventTooLarge):
         await events_of(*(b"data: " + b"x" * 100 + b"\n" for _ in range(20)))
     assert json.loads((await events_of(b"data: {}\n\n"))[0][1]) == {}
+
+
+async def test_an_endpoint_on_another_origin_gets_no_message() -> None:
+    """Credentials are forwarded to the endpoint: one on another origin is refused (502)."""
+    posted: list[str] = []
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"event: endpoint\ndata: http://127.0.0.2:1/messages?s=1\n\n")
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await asyncio.sleep(30)
+        return response
+
+    async def message(request: web.Request) -> web.Response:
+        posted.append(request.path)
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_get("/sse", stream)
+    app.router.add_post("/messages", message)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with running() as broker, httpx.AsyncClient(timeout=10) as http:
+            response = await BridgeClient(http, broker, f"http://127.0.0.1:{port}/sse").post(
+                initialize_request()
+            )
+            assert response.status_code == 502
+            assert "named an endpoint on another origin" in response.json()["error"]["message"]
+            assert not bridge_of(broker).sessions
+    finally:
+        await runner.cleanup()
+    assert posted == []

@@ -28,7 +28,8 @@ headers are forwarded (credentials) except hop-by-hop ones, `host`, `content-len
 Bridge sessions live in this broker only: a session opened through another replica's broker
 is unknown here (404), and the client starts a new one. Server-to-client requests and
 notifications on the upstream stream are dropped (debug log): the filter answers clients with
-JSON, which has no room for them. The broker connects to upstreams itself, not through Envoy.
+JSON, which has no room for them. The broker connects to upstreams itself, not through Envoy
+(whoever reaches the broker can make it connect anywhere: only Envoy may reach it, on loopback).
 """
 
 from __future__ import annotations
@@ -408,10 +409,9 @@ class Bridge:
             answer = await self._send(session, request, body, request_id)
         except BaseException as error:
             reason = error.message if isinstance(error, BridgeError) else type(error).__name__
-            if isinstance(error, TimeoutError):
-                reason = f"no answer to initialize within {timeout:g}s"
-            elif isinstance(error, asyncio.CancelledError):
-                reason = "the gateway stopped waiting"
+            if isinstance(error, asyncio.CancelledError):
+                # The request's deadline (asyncio.timeout cancels), or Envoy gave up on it.
+                reason = f"no answer to initialize within {timeout:g}s, or the gateway stopped waiting"
             await self._close(session, f"not opened: {reason}")
             raise
         assert answer is not None
@@ -446,7 +446,7 @@ class Bridge:
         except SessionLost as lost:
             raise BridgeError(502, f"upstream MCP server {url} {lost}") from None
         endpoint = url.join(URL(data.strip()))
-        if endpoint.origin() != url.origin():
+        if (endpoint.scheme, endpoint.host, endpoint.port) != (url.scheme, url.host, url.port):
             # Credentials are forwarded to the endpoint: only to the origin the operator named.
             raise BridgeError(502, f"upstream MCP server {url} named an endpoint on another origin: {data!r}")
         session.endpoint = _with_query(endpoint, request.rel_url.raw_query_string)
