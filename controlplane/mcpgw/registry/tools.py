@@ -35,7 +35,7 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "array": (list,),
     "object": (dict,),
 }
-_TOOL_FIELDS = {
+TOOL_FIELDS = {
     "name",
     "description",
     "args",
@@ -107,7 +107,7 @@ def _tool(r: Reader, value: Any, path: str, context: ToolContext) -> Tool | None
     if data is None:
         return None
     before = len(r.problems)
-    r.only(data, path, _TOOL_FIELDS)
+    r.only(data, path, TOOL_FIELDS)
     hint = "letters, digits, '_', '-', '.', at most 128"
     name = r.string(data, "name", path, required=True, pattern=TOOL_NAME, hint=hint)
     description = r.string(data, "description", path, default="") or ""

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from mcpgw.registry.model import McpUpstream, SecurityScheme, ToolOverride
 from mcpgw.registry.reader import Reader, join, kind
-from mcpgw.registry.tools import TOOL_NAME, ToolContext, passthrough_security, upstream_security
+from mcpgw.registry.tools import TOOL_FIELDS, TOOL_NAME, ToolContext, passthrough_security, upstream_security
 
 TRANSPORTS = ("streamable-http", "sse")
 # The upstream's MCP endpoint by default: the Streamable HTTP endpoint, or the SSE stream's URL.
@@ -21,14 +21,7 @@ DEFAULT_PATHS = {"streamable-http": "/mcp", "sse": "/sse"}
 _PATH = re.compile(r"^/[!-\"$-~]*$")
 _OVERRIDE_FIELDS = {"name", "description", "title"}
 # Tool fields of REST servers: meaningless when the upstream defines the tool.
-_REST_TOOL_FIELDS = {
-    "args",
-    "requestTemplate",
-    "responseTemplate",
-    "errorResponseTemplate",
-    "outputSchema",
-    "security",
-}
+_REST_TOOL_FIELDS = TOOL_FIELDS - _OVERRIDE_FIELDS
 # Server fields only `type: mcp` servers have.
 MCP_ONLY_FIELDS = {"path", "transport", "security", "upstreamSecurity"}
 # Server fields of REST servers that a `type: mcp` server cannot honour, and why.

@@ -249,8 +249,28 @@ fn badProtocolHeader(arena: Allocator, id: []const u8, v: []const u8) Allocator.
 
 // ------------------------------------------------------- request handling
 
-/// Handles one complete POST body.
-pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, client: *const Client) Allocator.Error!Outcome {
+/// A JSON-RPC message whose envelope passed the checks every server kind
+/// applies (`parseMessage`).
+pub const Message = struct {
+    /// The parsed object (arena memory), for the fields beyond the envelope.
+    obj: ObjectMap,
+    /// The id as JSON text, echoed byte for byte; null for a notification.
+    id: ?[]const u8,
+    /// Null for a response (`result` / `error` without `method`).
+    method: ?[]const u8,
+    params: ?Value,
+};
+
+pub const Parsed = union(enum) {
+    message: Message,
+    /// The HTTP 400 a malformed message gets.
+    reply: Reply,
+};
+
+/// Parses one POST body and checks its JSON-RPC 2.0 envelope: JSON (-32700),
+/// one object, not a batch, `jsonrpc: "2.0"`, a string or number id, a
+/// string method or else a response (-32600).
+pub fn parseMessage(arena: Allocator, body: []const u8) Allocator.Error!Parsed {
     var scanner = std.json.Scanner.initCompleteInput(arena, body);
     var diag: std.json.Diagnostics = .{};
     scanner.enableDiagnostics(&diag);
@@ -266,13 +286,13 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, cli
             error.SyntaxError => "syntax error",
             else => @errorName(err),
         };
-        return errorReply(arena, 400, "null", parse_error, "Parse error: {s} at line {d} column {d}", .{ what, diag.getLine(), diag.getColumn() });
+        return malformed(arena, "null", parse_error, "Parse error: {s} at line {d} column {d}", .{ what, diag.getLine(), diag.getColumn() });
     };
 
     const obj = switch (msg) {
-        .object => |*o| o,
-        .array => return errorReply(arena, 400, "null", invalid_request, "Invalid Request: batch requests are not supported", .{}),
-        else => return errorReply(arena, 400, "null", invalid_request, "Invalid Request: not a JSON-RPC object", .{}),
+        .object => |o| o,
+        .array => return malformed(arena, "null", invalid_request, "Invalid Request: batch requests are not supported", .{}),
+        else => return malformed(arena, "null", invalid_request, "Invalid Request: not a JSON-RPC object", .{}),
     };
 
     const version_ok = if (obj.get("jsonrpc")) |v| v == .string and std.mem.eql(u8, v.string, "2.0") else false;
@@ -284,20 +304,37 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, cli
             id = out.bytes();
         },
         .number_string => |s| id = s,
-        else => return errorReply(arena, 400, "null", invalid_request, "Invalid Request: id must be a string or a number", .{}),
+        else => return malformed(arena, "null", invalid_request, "Invalid Request: id must be a string or a number", .{}),
     };
-    if (!version_ok) return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: jsonrpc must be \"2.0\"", .{});
+    if (!version_ok) return malformed(arena, id orelse "null", invalid_request, "Invalid Request: jsonrpc must be \"2.0\"", .{});
 
-    const method_value = obj.get("method") orelse {
-        if (obj.contains("result") or obj.contains("error")) {
-            if (try sessionGate(arena, cfg, client, id orelse "null", null)) |r| return .{ .reply = r };
-            return .{ .reply = .{ .status = 202, .body = "" } };
-        }
-        return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: no method", .{});
+    const method: ?[]const u8 = if (obj.get("method")) |m| switch (m) {
+        .string => |name| name,
+        else => return malformed(arena, id orelse "null", invalid_request, "Invalid Request: method must be a string", .{}),
+    } else if (obj.contains("result") or obj.contains("error"))
+        null
+    else
+        return malformed(arena, id orelse "null", invalid_request, "Invalid Request: no method", .{});
+    return .{ .message = .{ .obj = obj, .id = id, .method = method, .params = obj.get("params") } };
+}
+
+fn malformed(arena: Allocator, id: []const u8, code: i32, comptime fmt: []const u8, args: anytype) Allocator.Error!Parsed {
+    const message = try jsonw.allocPrint(arena, fmt, args);
+    return .{ .reply = .{ .status = 400, .body = try errorBody(arena, id, code, message) } };
+}
+
+/// Handles one complete POST body.
+pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, client: *const Client) Allocator.Error!Outcome {
+    const m = switch (try parseMessage(arena, body)) {
+        .message => |m| m,
+        .reply => |r| return .{ .reply = r },
     };
-    if (method_value != .string) return errorReply(arena, 400, id orelse "null", invalid_request, "Invalid Request: method must be a string", .{});
-    const method = method_value.string;
-    const params: ?Value = obj.get("params");
+    const id = m.id;
+    const params = m.params;
+    const method = m.method orelse {
+        if (try sessionGate(arena, cfg, client, id orelse "null", null)) |r| return .{ .reply = r };
+        return .{ .reply = .{ .status = 202, .body = "" } };
+    };
     // Only an initialize request may come without a session: it opens one.
     if (id == null or !std.mem.eql(u8, method, "initialize")) {
         if (try sessionGate(arena, cfg, client, id orelse "null", params)) |r| return .{ .reply = r };

@@ -344,44 +344,15 @@ fn sessionNotFound(arena: Allocator, id: []const u8) Allocator.Error!Step {
 /// The first step for a POST body: a local answer (parse errors, a tool
 /// outside `allow_tools`, an unknown session) or the upstream call.
 pub fn start(arena: Allocator, vm: *Vm, up: *const Upstream, ex: *Exchange, body: []const u8, client: *const mcp.Client) Allocator.Error!Step {
-    var scanner = std.json.Scanner.initCompleteInput(arena, body);
-    var diag: std.json.Diagnostics = .{};
-    scanner.enableDiagnostics(&diag);
-    var msg = std.json.parseFromTokenSourceLeaky(Value, arena, &scanner, .{
-        .duplicate_field_behavior = .use_last,
-        .parse_numbers = false,
-    }) catch |err| {
-        if (err == error.OutOfMemory) return error.OutOfMemory;
-        return errorReply(arena, 400, "null", mcp.parse_error, "Parse error: {s} at line {d} column {d}", .{
-            if (err == error.UnexpectedEndOfInput) "unexpected end of input" else "syntax error", diag.getLine(), diag.getColumn(),
-        });
+    var m = switch (try mcp.parseMessage(arena, body)) {
+        .message => |m| m,
+        .reply => |r| return .{ .reply = .{ .status = r.status, .body = r.body } },
     };
-    const obj = switch (msg) {
-        .object => |*o| o,
-        .array => return errorReply(arena, 400, "null", mcp.invalid_request, "Invalid Request: batch requests are not supported", .{}),
-        else => return errorReply(arena, 400, "null", mcp.invalid_request, "Invalid Request: not a JSON-RPC object", .{}),
-    };
-    var id: ?[]const u8 = null;
-    if (obj.get("id")) |v| switch (v) {
-        .string => |s| {
-            var out = try Out.initCapacity(arena, s.len + 2);
-            try out.str(s);
-            id = out.bytes();
-        },
-        .number_string => |s| id = s,
-        else => return errorReply(arena, 400, "null", mcp.invalid_request, "Invalid Request: id must be a string or a number", .{}),
-    };
+    const obj = &m.obj;
+    const id = m.id;
     ex.id = id orelse "null";
-    const version_ok = if (obj.get("jsonrpc")) |v| v == .string and std.mem.eql(u8, v.string, "2.0") else false;
-    if (!version_ok) return errorReply(arena, 400, ex.id, mcp.invalid_request, "Invalid Request: jsonrpc must be \"2.0\"", .{});
-
-    const method: ?[]const u8 = if (obj.get("method")) |m| switch (m) {
-        .string => |s| s,
-        else => return errorReply(arena, 400, ex.id, mcp.invalid_request, "Invalid Request: method must be a string", .{}),
-    } else null;
-    if (method == null and !(obj.contains("result") or obj.contains("error")))
-        return errorReply(arena, 400, ex.id, mcp.invalid_request, "Invalid Request: no method", .{});
-    const params = obj.get("params");
+    const method = m.method;
+    const params = m.params;
 
     if (mcp.isModern(params, client)) return startModern(arena, vm, up, ex, obj, id != null, method, client);
 
