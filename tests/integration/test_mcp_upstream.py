@@ -199,6 +199,24 @@ def only_text(result: Any) -> str:
     return str(content.text)
 
 
+# What the operator registers about the upstream in the fixtures: three tools allowed, one
+# description overridden, an API key injected, and a bearer scheme for passthrough.
+ALLOWED_TOOLS = ["forecast", "alerts", "whoami"]
+FORECAST_OVERRIDE = {
+    "name": "forecast",
+    "description": "Forecast, as the operator words it.",
+    "title": "Forecast",
+}
+UPSTREAM_KEY = {
+    "id": "upstreamKey",
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-Api-Key",
+    "defaultCredential": "k-123",
+}
+USER_TOKEN = {"id": "userToken", "type": "http", "scheme": "bearer"}
+
+
 @pytest.fixture
 async def one_upstream(tmp_path: Path) -> AsyncIterator[tuple[Gateway, Upstream]]:
     upstream = Upstream("A")
@@ -207,30 +225,18 @@ async def one_upstream(tmp_path: Path) -> AsyncIterator[tuple[Gateway, Upstream]
         weather(
             "weather",
             upstream,
-            allowTools=["forecast", "alerts", "whoami"],
-            tools=[
-                {
-                    "name": "forecast",
-                    "description": "Forecast, as the operator words it.",
-                    "title": "Forecast",
-                }
-            ],
+            allowTools=ALLOWED_TOOLS,
+            tools=[FORECAST_OVERRIDE],
             securitySchemes=[
-                {
-                    "id": "upstreamKey",
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-Api-Key",
-                    "defaultCredential": "k-123",
-                },
-                {"id": "userToken", "type": "http", "scheme": "bearer"},
+                UPSTREAM_KEY,
+                USER_TOKEN,
             ],
             upstreamSecurity={"id": "upstreamKey"},
         ),
         weather(
             "mine",
             upstream,
-            securitySchemes=[{"id": "userToken", "type": "http", "scheme": "bearer"}],
+            securitySchemes=[USER_TOKEN],
             security={"id": "userToken", "passthrough": True},
         ),
     )

@@ -27,6 +27,10 @@ from tests.integration.conftest import Gateway, running_gateway
 from tests.integration.mcphttp import initialize_request
 from tests.integration.test_mcp_upstream import (
     ACCEPT,
+    ALLOWED_TOOLS,
+    FORECAST_OVERRIDE,
+    UPSTREAM_KEY,
+    USER_TOKEN,
     ASGIApp,
     Message,
     Receive,
@@ -186,29 +190,17 @@ async def sse_upstream(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SseUpstre
         sse_server(
             "legacy",
             upstream,
-            allowTools=["forecast", "alerts", "whoami"],
-            tools=[
-                {
-                    "name": "forecast",
-                    "description": "Forecast, as the operator words it.",
-                    "title": "Forecast",
-                }
-            ],
+            allowTools=ALLOWED_TOOLS,
+            tools=[FORECAST_OVERRIDE],
             securitySchemes=[
-                {
-                    "id": "upstreamKey",
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-Api-Key",
-                    "defaultCredential": "k-123",
-                },
+                UPSTREAM_KEY,
             ],
             upstreamSecurity={"id": "upstreamKey"},
         ),
         sse_server(
             "mine",
             upstream,
-            securitySchemes=[{"id": "userToken", "type": "http", "scheme": "bearer"}],
+            securitySchemes=[USER_TOKEN],
             security={"id": "userToken", "passthrough": True},
         ),
     )
