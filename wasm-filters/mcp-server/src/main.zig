@@ -281,7 +281,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             // Checked above, with the ended-session records this Envoy keeps:
             // a token that failed there must fail in the proxy too.
             if (s.client.session == .invalid) s.proxy.client_session = "";
-            s.proxy.signing = signing(sessions, cfg) orelse return replyOrOom(s, sessionFailure(arena));
+            s.proxy.signing = signing(sessions, cfg);
         }
         if (proxy_delete) {
             if (cfg.sessions != null and s.client.session == .valid) {
@@ -476,17 +476,12 @@ const SessionError = std.mem.Allocator.Error || session.IssueError || error{NoRa
 
 /// A new session token for this server.
 /// What a proxied server needs to issue and read signed session ids: the
-/// clock and a fresh nonce, which only this file can reach.
-fn signing(sessions: *const session.Sessions, cfg: *const config.Config) ?proxy.Signing {
-    var nonce: [session.nonce_len]u8 = undefined;
-    if (!pw.randomBytes(&nonce)) return null;
-    return .{ .sessions = sessions, .base_path = cfg.base_path, .now_ms = pw.nowMs(), .nonce = nonce };
+/// clock, and (filled in `proxyResponse`, only for a handshake) a nonce.
+fn signing(sessions: *const session.Sessions, cfg: *const config.Config) proxy.Signing {
+    return .{ .sessions = sessions, .base_path = cfg.base_path, .now_ms = pw.nowMs(), .nonce = std.mem.zeroes([session.nonce_len]u8) };
 }
 
-fn sessionFailure(arena: std.mem.Allocator) std.mem.Allocator.Error!mcp.Reply {
-    _ = arena;
-    return .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session: no random source\"}}" };
-}
+const no_random_reply: mcp.Reply = .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session: no random source\"}}" };
 
 fn mint(arena: std.mem.Allocator, cfg: *const config.Config, version: []const u8) SessionError![]const u8 {
     var nonce: [session.nonce_len]u8 = undefined;
@@ -625,6 +620,11 @@ fn proxyResponse(id: u32, s: *Stream, cfg: *const config.Config, up: *const prox
     const status = std.fmt.parseUnsigned(u32, tpl.findHeader(headers, ":status") orelse "", 10) catch 0;
     const body = if (body_size == 0) null else pw.getBufferBytes(.http_call_response_body, 0, body_size);
     defer if (body) |b| b.free();
+    // Only an answered handshake issues a session id: one random read per
+    // session, not per request.
+    if (s.proxy.kind == .initialize) if (s.proxy.signing) |*sg| {
+        if (!pw.randomBytes(&sg.nonce)) return reply(s, no_random_reply);
+    };
     const step = proxy.finish(arena, &proxy_vm, up, &s.proxy, .{
         .status = status,
         .headers = headers,
