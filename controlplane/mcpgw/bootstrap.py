@@ -24,6 +24,28 @@ class BootstrapOptions:
     delta: bool = False
     # This replica's session broker (HTTP+SSE streams), cluster `mcpgw-broker`.
     broker: tuple[str, int] = ("127.0.0.1", DEFAULT_BROKER_PORT)
+    # Every stat Envoy has for each MCP server's backend cluster (~110 per cluster), instead of
+    # the core set below; at 1,000 servers the full set costs ~30 MiB of Envoy memory.
+    full_cluster_stats: bool = False
+
+
+# The per-cluster stats of MCP backend clusters (`cluster.mcpgw/…`) left out unless
+# `full_cluster_stats`: load-balancer, circuit-breaker, xDS-update and detailed connection
+# counters. Kept: requests (total, completed, active, timeouts, response codes, pending
+# overflow), connections (total, active, connect failures and timeouts) and membership.
+DROPPED_CLUSTER_STATS = (
+    r"^cluster\.mcpgw/[^.]*\.(?:version_text|version|warming_state|assignment_.*|bind_errors"
+    r"|circuit_breakers\..*|default\..*|init_fetch_timeout|lb_.*|max_host_weight"
+    r"|membership_(?:change|degraded|excluded)|original_dst_host_invalid|retry_or_shadow_abandoned"
+    r"|update_.*|upstream_flow_control_.*|upstream_http3_broken|upstream_internal_redirect_.*"
+    r"|upstream_queue_overloaded"
+    r"|upstream_cx_(?:close_notify|connect_attempts_exceeded|connect_with_0_rtt|destroy.*"
+    r"|http[123]_total|idle_timeout|max_duration_reached|max_requests|none_healthy|overflow"
+    r"|pool_overflow|preconnect_skipped|protocol_error|rx_bytes_.*|tx_bytes_.*|connect_ms|length_ms)"
+    r"|upstream_rq_(?:0rtt|active_overflow|cancelled|maintenance_mode|max_duration_reached"
+    r"|pending_active|pending_failure_eject|pending_total|per_try_.*|retry.*|rx_reset.*|tx_reset"
+    r"|per_cx))$"
+)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -52,4 +74,16 @@ def render(options: BootstrapOptions) -> str:
         broker_type="STATIC" if is_ip(broker_host) else "STRICT_DNS",
         broker_host=broker_host,
         broker_port=broker_port,
+        stats_config="" if options.full_cluster_stats else _stats_config(),
+    )
+
+
+def _stats_config() -> str:
+    # A single-quoted YAML scalar keeps the regex's backslashes as they are.
+    return (
+        "stats_config:\n"
+        "  stats_matcher:\n"
+        "    exclusion_list:\n"
+        "      patterns:\n"
+        f"        - safe_regex: {{regex: '{DROPPED_CLUSTER_STATS}'}}\n"
     )

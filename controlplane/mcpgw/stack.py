@@ -50,6 +50,8 @@ class StackOptions:
     envoy_log_level: str = "warning"
     # Delta (incremental) xDS instead of State of the World, chosen in Envoy's bootstrap.
     xds_delta: bool = False
+    # All Envoy stats of each MCP backend cluster instead of the core set (bootstrap.py).
+    envoy_full_cluster_stats: bool = False
     envoy_workdir: Path | None = None
     # The session broker (HTTP+SSE streams), run in this process; Envoy's `mcpgw-broker`.
     broker_port: int = DEFAULT_BROKER_PORT
@@ -139,6 +141,7 @@ class Stack:
                         admin_port=opts.envoy_admin_port,
                         delta=opts.xds_delta,
                         broker=(opts.host, self.broker.port),
+                        full_cluster_stats=opts.envoy_full_cluster_stats,
                     )
                 ),
                 admin_port=opts.envoy_admin_port,

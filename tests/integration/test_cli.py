@@ -52,6 +52,22 @@ def test_bootstrap_is_a_config_envoy_accepts(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    # The core-stats matcher is on by default; --full-cluster-stats leaves it out, also valid.
+    assert (
+        "cluster\\.mcpgw/"
+        in bootstrap["stats_config"]["stats_matcher"]["exclusion_list"]["patterns"][0]["safe_regex"]["regex"]
+    )
+    full = run("bootstrap", "--node-id", "edge-1", "--xds", "127.0.0.1:18000", "--full-cluster-stats")
+    assert full.returncode == 0 and "stats_config" not in yaml.safe_load(full.stdout), full.stderr
+    path.write_text(full.stdout)
+    check = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--base-id", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_bootstrap_usage_errors_exit_2() -> None:

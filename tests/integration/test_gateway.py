@@ -226,3 +226,22 @@ async def test_request_path_has_no_python_hop(gateway: Gateway) -> None:
         assert len((await client.list_tools()).tools) == 4
         result = await client.call_tool("getPet", {"id": 3})
         assert result.structured_content == {"id": 3, "name": "Nemo", "tag": "fish"}
+
+
+async def test_backend_clusters_keep_core_stats_only(gateway: Gateway) -> None:
+    """~110 stats per backend cluster cost ~30 MiB at 1,000 servers: the bootstrap keeps a core set."""
+    envoy = gateway.stack.envoy
+    assert envoy is not None
+    async with Client(gateway.url, mode="legacy") as client:
+        assert not (await client.call_tool("getPet", {"id": 1})).is_error
+    backend = envoy.stats("cluster.mcpgw/default/petstore.")
+    assert backend["cluster.mcpgw/default/petstore.upstream_rq_total"] >= 1
+    assert backend["cluster.mcpgw/default/petstore.upstream_rq_200"] >= 1
+    assert "cluster.mcpgw/default/petstore.upstream_cx_active" in backend
+    assert "cluster.mcpgw/default/petstore.membership_healthy" in backend
+    dropped = [
+        name for name in backend if ".lb_" in name or ".circuit_breakers." in name or ".update_" in name
+    ]
+    assert dropped == [] and len(backend) < 30, sorted(backend)
+    # Envoy's own clusters keep every stat.
+    assert "cluster.mcpgw-xds.lb_healthy_panic" in envoy.stats("cluster.mcpgw-xds.")
