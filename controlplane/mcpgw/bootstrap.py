@@ -30,14 +30,16 @@ class BootstrapOptions:
 
 
 # The per-cluster stats of MCP backend clusters (`cluster.mcpgw/…`) left out unless
-# `full_cluster_stats`: load-balancer, circuit-breaker, xDS-update and detailed connection
+# `full_cluster_stats`: load-balancer, circuit-breaker and detailed connection and xDS-update
 # counters. Kept: requests (total, completed, active, timeouts, response codes, pending
-# overflow), connections (total, active, connect failures and timeouts) and membership.
+# overflow), connections (total, active, connect failures and timeouts), membership, and EDS
+# updates (attempt, success, rejected).
 DROPPED_CLUSTER_STATS = (
     r"^cluster\.mcpgw/[^.]*\.(?:version_text|version|warming_state|assignment_.*|bind_errors"
     r"|circuit_breakers\..*|default\..*|init_fetch_timeout|lb_.*|max_host_weight"
     r"|membership_(?:change|degraded|excluded)|original_dst_host_invalid|retry_or_shadow_abandoned"
-    r"|update_.*|upstream_flow_control_.*|upstream_http3_broken|upstream_internal_redirect_.*"
+    r"|update_(?:empty|failure|no_rebuild|time|duration)|upstream_flow_control_.*|upstream_http3_broken"
+    r"|upstream_internal_redirect_.*"
     r"|upstream_queue_overloaded"
     r"|upstream_cx_(?:close_notify|connect_attempts_exceeded|connect_with_0_rtt|destroy.*"
     r"|http[123]_total|idle_timeout|max_duration_reached|max_requests|none_healthy|overflow"
