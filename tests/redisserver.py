@@ -11,13 +11,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from mcpgw.stack import free_port
+
 INSTALL_HINT = "redis-server is not installed: run `make redis` (apt-get install redis-server)"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -27,7 +23,7 @@ class RedisServer:
             raise RuntimeError(INSTALL_HINT)
         self.binary = binary
         self.workdir = workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -8,6 +8,7 @@ tests use the same class with free ports, so what `make up` runs is what the tes
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,12 +70,43 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct free ports: all held open while choosing, so none is handed out twice."""
+    """`count` distinct free ports: all held open while choosing, so none is handed out twice.
+
+    Chosen below the kernel's ephemeral range: a port picked there can be taken by any outgoing
+    connection (Envoy's, a client's) between the choice and the bind, which made busy test runs
+    fail with "address already in use". The defaults of `mcpgw up` are never chosen.
+    """
+    low, high = _ports_below_ephemeral()
     with contextlib.ExitStack() as held:
-        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
+        chosen: list[int] = []
+        for _ in range(count * 50):
+            if len(chosen) == count:
+                break
+            port = random.randint(low, high)
+            if port in chosen or port in _UP_DEFAULTS:
+                continue
+            sock = held.enter_context(socket.socket())
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            chosen.append(port)
+        while len(chosen) < count:  # a crowded range: let the kernel pick, as before
+            sock = held.enter_context(socket.socket())
             sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+            chosen.append(int(sock.getsockname()[1]))
+        return chosen
+
+
+_UP_DEFAULTS = frozenset({9901, 10000, 18000, 18001, 18002, 18003, 18080})
+
+
+def _ports_below_ephemeral() -> tuple[int, int]:
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    return 10000, max(10001, min(first, 65536) - 1)
 
 
 def on_free_ports(registry_dir: Path | str, **options: Any) -> StackOptions:

@@ -93,6 +93,17 @@ def test_empty_registry_has_no_composite_filter() -> None:
     assert [f["name"] for f in filters] == ["envoy.filters.http.router"]
 
 
+def test_client_sent_broker_headers_are_stripped_before_any_filter() -> None:
+    resources = translate(snapshot_of(minimal()), SETTINGS)
+    listener = json_format.MessageToDict(resources[types.LISTENER][LISTENER_NAME])
+    manager = listener["filterChains"][0]["filters"][0]["typedConfig"]
+    (mutation,) = manager["earlyHeaderMutationExtensions"]
+    assert [m["remove"] for m in mutation["typedConfig"]["mutations"]] == [
+        "x-mcpgw-sse-channel",
+        "x-mcpgw-sse-endpoint",
+    ]
+
+
 def test_dns_backends_use_strict_dns_and_https_gets_tls_with_sni() -> None:
     document = minimal(backend={"endpoints": ["api.internal:443"], "scheme": "https"})
     cluster = translate(snapshot_of(document), SETTINGS)[types.CLUSTER]["mcpgw/default/svc"]

@@ -118,7 +118,9 @@ class SessionKeys:
             for _ in range(_ROTATE_ATTEMPTS):
                 text = await self.store.read()
                 try:
-                    current = from_document(text) if text is not None else ()
+                    # A vanished document (Redis flushed, file deleted): the keys in use keep
+                    # their grace instead of ending every session now.
+                    current = from_document(text) if text is not None else self.keys
                 except KeysInvalid as error:
                     # A damaged document: rotating from the keys in use repairs it.
                     log.warning("session_keys_invalid", store=self.store.description, reason=str(error))

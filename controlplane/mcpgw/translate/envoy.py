@@ -34,6 +34,7 @@ from envoy.extensions.filters.http.composite.v3 import composite_pb2  # noqa: F4
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
@@ -60,6 +61,11 @@ EXECUTE_FILTER_ACTION_TYPE = (
 HTTP_CONNECTION_MANAGER_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
+EARLY_HEADER_MUTATION_TYPE = (
+    "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
+)
+# Request headers only the filter may set: they tell the session broker which stream to open.
+BROKER_HEADERS = ("x-mcpgw-sse-channel", "x-mcpgw-sse-endpoint")
 _ADS = {"ads": {}, "resource_api_version": "V3"}
 
 Resources = dict[str, dict[str, Message]]
@@ -530,6 +536,18 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _ADS},
+        # The broker trusts these two headers because only the filter sets them: strip whatever a
+        # client sent before any filter runs, so a request that reaches the `/sse` route without
+        # the filter (e.g. before its configuration arrived) carries none.
+        "early_header_mutation_extensions": [
+            {
+                "name": "envoy.http.early_header_mutation.header_mutation",
+                "typed_config": {
+                    "@type": EARLY_HEADER_MUTATION_TYPE,
+                    "mutations": [{"remove": name} for name in BROKER_HEADERS],
+                },
+            }
+        ],
         "http_filters": http_filters,
     }
     return _parse(

@@ -63,6 +63,8 @@ const Stream = struct {
     /// HTTP+SSE messages: the session's channel (its nonce in hex), where
     /// the answer is published.
     channel: [2 * session.nonce_len]u8 = undefined,
+    /// A proxied DELETE's session, recorded as ended when the answer is 204.
+    ends: ?struct { nonce: [session.nonce_len]u8, expires_ms: u64 } = null,
 };
 
 var roots: std.AutoHashMapUnmanaged(u32, *Root) = .empty;
@@ -234,6 +236,8 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     }
     const method = pw.findHeader(headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
     var proxy_delete = false;
+    // The session the request names, when it verified (checked once, here).
+    var verified: ?session.Verified = null;
     switch (target) {
         .sse => return openSse(s, cfg, headers, method),
         .message => {
@@ -261,8 +265,8 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             // Checked now, while the header is at hand; whether the message
             // needs a session is known from its body.
             if (cfg.sessions != null) if (pw.findHeader(headers, "mcp-session-id")) |token| if (token.len != 0) {
-                const v = checkSession(arena, cfg, token) catch return oomAction(s);
-                s.client.session = if (v != null) .valid else .invalid;
+                verified = checkSession(arena, cfg, token) catch return oomAction(s);
+                s.client.session = if (verified != null) .valid else .invalid;
             };
             // 2026-07-28 routing headers, validated against the body later.
             s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
@@ -277,6 +281,10 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     }
     if (cfg.mcp_upstream) |up| {
         s.proxy.client_session = dupeHeader(arena, headers, "mcp-session-id") catch return oomAction(s);
+        // An empty header names no session (400 where one is needed, as for REST servers).
+        if (s.proxy.client_session) |sid| if (sid.len == 0) {
+            s.proxy.client_session = null;
+        };
         if (cfg.sessions) |sessions| {
             // Checked above, with the ended-session records this Envoy keeps:
             // a token that failed there must fail in the proxy too.
@@ -284,12 +292,8 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             s.proxy.signing = signing(sessions, cfg);
         }
         if (proxy_delete) {
-            if (cfg.sessions != null and s.client.session == .valid) {
-                const token = s.proxy.client_session.?;
-                const v = (checkSession(arena, cfg, token) catch return oomAction(s)).?;
-                if (!revoke(arena, v.nonce, v.issued_ms +| cfg.sessions.?.ttl_ms))
-                    pw.log(.err, "mcp-server: could not record an ended session in shared data");
-            }
+            // Recorded as ended once the upstream agreed (proxyReply, on 204).
+            if (verified) |v| s.ends = .{ .nonce = v.nonce, .expires_ms = v.issued_ms +| cfg.sessions.?.ttl_ms };
             proxyStep(id, s, up, proxy.startDelete(arena, up, &s.proxy, &s.client) catch return oomAction(s));
             return .pause;
         }
@@ -462,7 +466,10 @@ fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u6
             continue;
         };
         defer got.value.free();
-        const next = session.withRevoked(arena, got.value.slice(), nonce, expires_ms, now) catch return false;
+        const next = session.withRevoked(arena, got.value.slice(), nonce, expires_ms, now) catch |err| {
+            if (err == error.SlotFull) pw.log(.err, "mcp-server: too many ended sessions within one session TTL; DELETE refused");
+            return false;
+        };
         switch (pw.setSharedData(&key, next, got.cas)) {
             .ok => return true,
             .cas_mismatch => continue,
@@ -474,7 +481,6 @@ fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u6
 
 const SessionError = std.mem.Allocator.Error || session.IssueError || error{NoRandom};
 
-/// A new session token for this server.
 /// What a proxied server needs to issue and read signed session ids: the
 /// clock, and (filled in `proxyResponse`, only for a handshake) a nonce.
 fn signing(sessions: *const session.Sessions, cfg: *const config.Config) proxy.Signing {
@@ -483,6 +489,7 @@ fn signing(sessions: *const session.Sessions, cfg: *const config.Config) proxy.S
 
 const no_random_reply: mcp.Reply = .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session: no random source\"}}" };
 
+/// A new session token for this server.
 fn mint(arena: std.mem.Allocator, cfg: *const config.Config, version: []const u8) SessionError![]const u8 {
     var nonce: [session.nonce_len]u8 = undefined;
     if (!pw.randomBytes(&nonce)) return error.NoRandom;
@@ -532,6 +539,10 @@ fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: [
         reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not open the stream\"}}" });
         return .pause;
     }
+    // The stream lives for hours and the filter has nothing more to do on it:
+    // do not keep this configuration alive past its replacement.
+    s.loaded.?.release();
+    s.loaded = null;
     return .@"continue";
 }
 
@@ -634,6 +645,12 @@ fn proxyResponse(id: u32, s: *Stream, cfg: *const config.Config, up: *const prox
 }
 
 fn proxyReply(s: *Stream, r: proxy.Reply) void {
+    if (s.ends) |e| if (r.status == 204) {
+        if (!revoke(s.arena.allocator(), e.nonce, e.expires_ms)) {
+            pw.log(.err, "mcp-server: could not record an ended session in shared data");
+            return reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not end the session\"}}" });
+        }
+    };
     s.state = .done;
     var pairs: [2]tpl.Header = undefined;
     var n: usize = 0;

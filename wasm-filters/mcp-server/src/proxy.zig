@@ -399,6 +399,8 @@ pub fn startDelete(arena: Allocator, up: *const Upstream, ex: *Exchange, client:
         return errorReply(arena, 400, "null", mcp.invalid_request, "Bad Request: Mcp-Session-Id header is required", .{});
     const s = decodeClientSession(arena, up, signingOf(ex), token) orelse return sessionNotFound(arena, "null");
     ex.host = s.host;
+    // A stateless upstream has no session to end: the gateway's own ends (main.zig records it).
+    if (s.id.len == 0) return .{ .reply = .{ .status = 204, .body = "" } };
     ex.upstream_session = s.id;
     return request(arena, up, ex, "DELETE", "", client, client.protocol_version);
 }
@@ -511,6 +513,9 @@ fn legacyAnswer(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp
     if (ex.kind == .initialize) if (findHeader(resp.headers, "mcp-session-id")) |sid| {
         if (!isSessionId(sid) or sid.len == 0) return upstreamFailure(arena, up, ex, "sent an invalid Mcp-Session-Id", .{});
         reply.session = try encodeClientSession(arena, signingOf(ex), .{ .host = ex.host, .id = sid }, negotiated(text.msg));
+        // Signed sessions carry the upstream's id: one too long to fit fails the handshake
+        // here rather than leaving the client without a session.
+        if (reply.session == null and ex.signing != null) return upstreamFailure(arena, up, ex, "sent an Mcp-Session-Id too long to carry", .{});
     } else if (ex.signing != null) {
         // A stateless upstream: the client still gets the gateway's session.
         reply.session = try encodeClientSession(arena, signingOf(ex), .{ .host = ex.host, .id = "" }, negotiated(text.msg));

@@ -321,13 +321,16 @@ pub const Sha256 = struct {
 // store per Envoy, shared by its workers and every plugin of the VM id) so
 // that no worker accepts its token again. The ABI cannot delete keys, so the
 // records live in a fixed set of slots chosen by the nonce, and every write
-// drops the records whose token has expired anyway: memory stays bounded by
-// the sessions ended within one TTL.
+// drops the records whose token has expired anyway. A slot holds at most
+// `revocation_slot_max` live records (~6 MB for all slots): without that
+// bound a client looping initialize + DELETE would grow Envoy's memory, and
+// every session check copies its slot, for a whole TTL.
 //
 // slot value: records of 24 bytes, nonce (16) ‖ expiry unix ms (u64 LE).
 
 pub const revocation_slots = 1024;
 pub const revocation_record_len = nonce_len + 8;
+pub const revocation_slot_max = 256;
 const revocation_prefix = "mcpgw/revoked/";
 pub const RevocationKey = [revocation_prefix.len + 3]u8;
 
@@ -354,8 +357,9 @@ pub fn isRevoked(slot_value: []const u8, nonce: [nonce_len]u8, now_ms: u64) bool
 }
 
 /// The slot value with `nonce` recorded until `expires_ms`, without the
-/// records that expired by `now_ms` (and any earlier record of `nonce`).
-pub fn withRevoked(arena: Allocator, slot_value: []const u8, nonce: [nonce_len]u8, expires_ms: u64, now_ms: u64) Allocator.Error![]const u8 {
+/// records that expired by `now_ms` (and any earlier record of `nonce`);
+/// error.SlotFull when the slot already holds `revocation_slot_max` live records.
+pub fn withRevoked(arena: Allocator, slot_value: []const u8, nonce: [nonce_len]u8, expires_ms: u64, now_ms: u64) (Allocator.Error || error{SlotFull})![]const u8 {
     var out: std.ArrayList(u8) = try .initCapacity(arena, slot_value.len + revocation_record_len);
     var i: usize = 0;
     while (i + revocation_record_len <= slot_value.len) : (i += revocation_record_len) {
@@ -364,6 +368,7 @@ pub fn withRevoked(arena: Allocator, slot_value: []const u8, nonce: [nonce_len]u
         if (std.mem.eql(u8, rec[0..nonce_len], &nonce)) continue;
         out.appendSliceAssumeCapacity(rec);
     }
+    if (out.items.len >= revocation_slot_max * revocation_record_len) return error.SlotFull;
     out.appendSliceAssumeCapacity(&nonce);
     var exp: [8]u8 = undefined;
     std.mem.writeInt(u64, &exp, expires_ms, .little);
@@ -657,4 +662,22 @@ test "Sha256 and its HMAC match std's for every length around the block edges" {
     var abc: [32]u8 = undefined;
     Sha256.hash("abc", &abc, .{});
     try testing.expectEqualStrings("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &std.fmt.bytesToHex(abc, .lower));
+}
+
+test "a revocation slot holds a bounded number of live records" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    var slot: []const u8 = "";
+    var nonce = [_]u8{0} ** nonce_len;
+    for (0..revocation_slot_max) |i| {
+        std.mem.writeInt(u32, nonce[12..16], @intCast(i), .little);
+        slot = try withRevoked(a, slot, nonce, 2_000, 1_000);
+    }
+    std.mem.writeInt(u32, nonce[12..16], 99_999, .little);
+    try testing.expectError(error.SlotFull, withRevoked(a, slot, nonce, 2_000, 1_000));
+    // Once those records expire, the slot takes new ones again.
+    const again = try withRevoked(a, slot, nonce, 4_000, 2_000);
+    try testing.expectEqual(@as(usize, revocation_record_len), again.len);
+    try testing.expect(isRevoked(again, nonce, 3_000));
 }
