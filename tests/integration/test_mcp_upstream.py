@@ -72,7 +72,12 @@ class Upstream:
         return f"127.0.0.1:{self.port}"
 
     def app(self) -> ASGIApp:
-        server: MCPServer[Any] = MCPServer(name=f"upstream-{self.label}")
+        server = self.server(f"upstream-{self.label}")
+        return self.recorder(server.streamable_http_app(json_response=self.json_response))
+
+    def server(self, name: str) -> MCPServer[Any]:
+        """The upstream's tools; `calls` records which ran."""
+        server: MCPServer[Any] = MCPServer(name=name)
 
         @server.tool(description="Original forecast text.")
         def forecast(city: str) -> str:
@@ -94,7 +99,7 @@ class Upstream:
             self.calls.append("whoami")
             return self.label
 
-        return self.recorder(server.streamable_http_app(json_response=self.json_response))
+        return server
 
     def recorder(self, app: ASGIApp) -> ASGIApp:
         async def record(scope: Scope, receive: Receive, send: Send) -> None:

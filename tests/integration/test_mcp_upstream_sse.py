@@ -19,7 +19,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from mcpgw.broker.bridge import Bridge
@@ -85,27 +85,7 @@ class SseUpstream(Upstream):
     delay: float = 0.0
 
     def app(self) -> ASGIApp:
-        server: MCPServer[Any] = MCPServer(name=f"sse-upstream-{self.label}")
-
-        @server.tool(description="Original forecast text.")
-        def forecast(city: str) -> str:
-            self.calls.append("forecast")
-            return f"{self.label}: sunny in {city}"
-
-        @server.tool(description="Weather alerts.")
-        def alerts() -> str:
-            self.calls.append("alerts")
-            return "no alerts"
-
-        @server.tool(description="Must never be reached through the gateway.")
-        def secret() -> str:
-            self.calls.append("secret")
-            return "leaked"
-
-        @server.tool(description="Which upstream host answered.")
-        def whoami() -> str:
-            self.calls.append("whoami")
-            return self.label
+        server = self.server(f"sse-upstream-{self.label}")
 
         @server.tool(description="Answers after `delay` seconds.")
         async def slow() -> str:
