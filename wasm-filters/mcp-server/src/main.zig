@@ -26,6 +26,9 @@ const gpa = pw.allocator();
 const Loaded = struct {
     compact: config.Compact,
     refs: u32,
+    /// Unique per configuration: the verified-session cache's entries of a
+    /// replaced configuration never answer for its successor.
+    generation: u64,
 
     fn retain(self: *Loaded) *Loaded {
         self.refs += 1;
@@ -66,6 +69,10 @@ const Stream = struct {
     /// A proxied DELETE's session, recorded as ended when the answer is 204.
     ends: ?struct { nonce: [session.nonce_len]u8, expires_ms: u64 } = null,
 };
+
+var next_generation: u64 = 0;
+/// Session tokens this VM verified recently (session.zig).
+var verified_sessions: session.VerifiedCache = .{};
 
 var roots: std.AutoHashMapUnmanaged(u32, *Root) = .empty;
 var streams: std.AutoHashMapUnmanaged(u32, *Stream) = .empty;
@@ -154,7 +161,8 @@ pub fn onConfigure(id: u32, size: usize) bool {
         compact.deinit(gpa);
         return false;
     };
-    loaded.* = .{ .compact = compact, .refs = 1 };
+    next_generation += 1;
+    loaded.* = .{ .compact = compact, .refs = 1, .generation = next_generation };
     if (root.loaded) |old| old.release();
     root.loaded = loaded;
     pw.logf(.info, "mcp-server: serving {s} with {d} tools", .{ compact.cfg.base_path, compact.cfg.tools.len });
@@ -237,7 +245,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     const method = pw.findHeader(headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
     var proxy_delete = false;
     // The session the request names, when it verified (checked once, here).
-    var verified: ?session.Verified = null;
+    var verified: ?session.Checked = null;
     switch (target) {
         .sse => return openSse(s, cfg, headers, method),
         .message => {
@@ -245,9 +253,9 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             // Every message of an HTTP+SSE session names it; nothing is exempt.
             const token = (mcp.queryParam(arena, path, "sessionId") catch return oomAction(s)) orelse "";
             if (token.len == 0) return replyOrOom(s, mcp.sessionRequired(arena, "null", "sessionId query parameter"));
-            const v = (checkSession(arena, cfg, token) catch return oomAction(s)) orelse
+            const v = (checkSession(arena, loaded, token) catch return oomAction(s)) orelse
                 return replyOrOom(s, mcp.sessionNotFound(arena, "null"));
-            s.channel = v.nonce_hex;
+            s.channel = std.fmt.bytesToHex(v.nonce, .lower);
             s.client.transport = .sse;
             s.client.session = .valid;
         },
@@ -256,7 +264,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             // type: mcp servers: DELETE also ends the upstream session (below).
             proxy_delete = cfg.mcp_upstream != null and delete;
             // DELETE ends a session, when there are sessions to end.
-            if (cfg.sessions != null and delete and !proxy_delete) return endSession(s, cfg, headers);
+            if (cfg.sessions != null and delete and !proxy_delete) return endSession(s, loaded, headers);
             // GET (no server-initiated stream) and DELETE without sessions too.
             if (!std.mem.eql(u8, method, "POST") and !proxy_delete) return replyOrOom(s, mcp.methodNotAllowed(arena));
             if (pw.findHeader(headers, "accept")) |accept| {
@@ -265,7 +273,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             // Checked now, while the header is at hand; whether the message
             // needs a session is known from its body.
             if (cfg.sessions != null) if (pw.findHeader(headers, "mcp-session-id")) |token| if (token.len != 0) {
-                verified = checkSession(arena, cfg, token) catch return oomAction(s);
+                verified = checkSession(arena, loaded, token) catch return oomAction(s);
                 s.client.session = if (verified != null) .valid else .invalid;
             };
             // 2026-07-28 routing headers, validated against the body later.
@@ -435,9 +443,10 @@ fn targetOf(cfg: *const config.Config, path: []const u8) ?Target {
 
 /// The verified session a token names, or null when it is not one of ours
 /// for this server, has expired, or was ended (DELETE) on this Envoy.
-fn checkSession(arena: std.mem.Allocator, cfg: *const config.Config, token: []const u8) std.mem.Allocator.Error!?session.Verified {
+fn checkSession(arena: std.mem.Allocator, loaded: *const Loaded, token: []const u8) std.mem.Allocator.Error!?session.Checked {
+    const cfg = &loaded.compact.cfg;
     const now = pw.nowMs();
-    const v = session.verify(arena, cfg.sessions.?, cfg.base_path, now, token) catch |err| switch (err) {
+    const v = verified_sessions.check(loaded.generation, arena, cfg.sessions.?, cfg.base_path, now, token) catch |err| switch (err) {
         error.OutOfMemory => return error.OutOfMemory,
         error.Invalid, error.Expired => return null,
     };
@@ -497,11 +506,12 @@ fn mint(arena: std.mem.Allocator, cfg: *const config.Config, version: []const u8
 }
 
 /// DELETE `base_path`: ends the session named by `Mcp-Session-Id`.
-fn endSession(s: *Stream, cfg: *const config.Config, headers: []const u8) pw.Action {
+fn endSession(s: *Stream, loaded: *const Loaded, headers: []const u8) pw.Action {
     const arena = s.arena.allocator();
+    const cfg = &loaded.compact.cfg;
     const token = pw.findHeader(headers, "mcp-session-id") orelse "";
     if (token.len == 0) return replyOrOom(s, mcp.sessionRequired(arena, "null", "Mcp-Session-Id header"));
-    const v = (checkSession(arena, cfg, token) catch return oomAction(s)) orelse
+    const v = (checkSession(arena, loaded, token) catch return oomAction(s)) orelse
         return replyOrOom(s, mcp.sessionNotFound(arena, "null"));
     // Recorded until the token would expire anyway.
     if (!revoke(arena, v.nonce, v.issued_ms +| cfg.sessions.?.ttl_ms)) {
