@@ -3,12 +3,15 @@
     .venv/bin/python bench/dataplane.py [--duration 5] [--repeats 3] [--skip-scale]
 
 Starts one nginx backend, a plain proxy Envoy, an Envoy with Envoy's native
-`mcp_json_rest_bridge`, the mcpgw stack (plugin server, control plane, Envoy with our
-filter) and a Python MCP server built with the `mcp` SDK; drives each with `wrk` (one
-thread, fixed connections) in interleaved rounds and keeps the median of each figure.
-Every Envoy runs the same binary with the same flags (`--concurrency 1`, log level
-warning). Then measures memory with 1, 100 and 1,000 servers configured
-(`dataplane_scale.py`). Writes `bench/results/dataplane.json` and `dataplane.md`.
+`mcp_json_rest_bridge`, an Envoy with the minimal Proxy-Wasm filter `wasm_floor.zig`, the
+mcpgw stack (plugin server, control plane, Envoy with our filter) and a Python MCP server
+built with the `mcp` SDK; drives each with `wrk` (one thread, fixed connections) in
+interleaved rounds and keeps the median of each figure, and of each per-round mcpgw/native
+ratio. With 2 or more CPUs, wrk (and this process) run on one CPU and everything under test
+on another. Every Envoy runs the same binary with the same flags (`--concurrency 1`, log
+level warning); each Envoy's CPU time per request is measured over the measured runs. Then
+measures memory with 1, 100 and 1,000 servers configured (`dataplane_scale.py`). Writes
+`bench/results/dataplane.json` and `dataplane.md`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,11 +41,14 @@ from dataplane_configs import CALL_BODY, INIT_BODY, LIST_BODY, server_yaml, stat
 from dataplane_proc import (
     LoadSpec,
     Nginx,
+    cpu_seconds,
     ensure_tool,
     http_post,
     open_session,
+    pin_threads,
     rss_kib,
     stop_process,
+    thread_cpus,
     wait_http,
     wrk,
 )
@@ -67,12 +74,99 @@ class Scenario:
     envoy_pid: int | None
     connections: int | None = None  # None: the run's default (throughput); 1: unloaded latency
     headers: Mapping[str, str] | None = None  # e.g. the MCP session of the mcpgw runs
+    # Whose CPU time is counted when there is no Envoy: nginx for the floor, the python server.
+    server_pid: int | None = None
+
+    @property
+    def cpu_pid(self) -> int | None:
+        return self.envoy_pid if self.envoy_pid is not None else self.server_pid
 
 
-async def start_static_envoy(workdir: Path, backend_port: int, *, native: bool) -> tuple[EnvoyProcess, int]:
+# Paired ratios, each against the native row of its group, measured in the same round.
+PAIRED = (("call", "mcpgw"), ("list", "mcpgw"), ("initialize", "mcpgw"), ("list", "wasm-floor"))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which CPUs the load generator and the processes under test run on (None: not pinned)."""
+
+    load: frozenset[int] | None
+    tested: frozenset[int] | None
+
+    @staticmethod
+    def for_machine() -> Placement:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return Placement(None, None)
+        # Only Envoy's one worker does request work, so one CPU holds everything under test;
+        # wrk on the other CPU no longer takes turns with it, and the figures stop depending
+        # on how the scheduler happened to spread the processes.
+        return Placement(frozenset({cpus[0]}), frozenset({cpus[1]}))
+
+    def describe(self) -> str:
+        if self.load is None or self.tested is None:
+            return "none: 1 CPU, wrk and every process under test share it"
+        return (
+            f"wrk and the bench process (control plane, idle during runs) on CPU {min(self.load)}; "
+            f"everything under test (every Envoy, each of its threads; nginx; the python server) "
+            f"on CPU {min(self.tested)}"
+        )
+
+    def pin_tested(self, pid: int) -> None:
+        if self.tested is not None:
+            pin_threads(pid, self.tested)
+
+
+@contextmanager
+def load_side(placement: Placement) -> Iterator[None]:
+    """Pin this process (every thread) to the load CPU, so wrk, which it starts, inherits it;
+    the mask it had is restored on exit (the scale runs and the hot-path timing are not
+    placed)."""
+    if placement.load is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    pin_threads(os.getpid(), placement.load)
+    try:
+        yield
+    finally:
+        pin_threads(os.getpid(), before)
+
+
+def build_wasm_floor(work: Path) -> Path:
+    """Compile bench/wasm_floor.zig into the run's work dir (a build product, never committed)."""
+    out = work / "wasm_floor.wasm"
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ziglang",
+            "build-exe",
+            str(HERE / "wasm_floor.zig"),
+            "-target",
+            "wasm32-freestanding",
+            "-O",
+            "ReleaseFast",
+            "-fno-entry",
+            "-rdynamic",
+            f"-femit-bin={out}",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if built.returncode != 0:
+        raise RuntimeError(f"building wasm_floor.zig failed:\n{built.stderr}")
+    return out
+
+
+async def start_static_envoy(
+    workdir: Path, backend_port: int, *, native: bool, wasm: Path | None = None
+) -> tuple[EnvoyProcess, int]:
     listen, admin = free_port(), free_port()
     envoy = EnvoyProcess(
-        static_envoy(listen, admin, backend_port, native=native),
+        static_envoy(listen, admin, backend_port, native=native, wasm=wasm),
         admin_port=admin,
         concurrency=CONCURRENCY,
         workdir=workdir,
@@ -137,6 +231,9 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("rps", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "mean_us")
     out: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys}
     out["rps_runs"] = [round(r["rps"]) for r in runs]
+    cpu = [r["cpu_us_per_req"] for r in runs if r.get("cpu_us_per_req") is not None]
+    out["cpu_us_per_req"] = round(statistics.median(cpu), 2) if cpu else None
+    out["cpu_us_per_req_runs"] = [round(c, 2) for c in cpu]
     out["requests"] = sum(r["requests"] for r in runs)
     out["errors"] = sum(
         r[f"err_{k}"] for r in runs for k in ("connect", "read", "write", "status", "timeout")
@@ -146,7 +243,34 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def versions() -> dict[str, str]:
+def paired_ratios(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per round, scenario ÷ the native row of its group; the median of those ratios.
+
+    Both runs of a round are back to back, so a slow stretch of the shared machine tends to
+    hit both and cancel in the ratio, where the ratio of two separate medians keeps it.
+    """
+    out: dict[str, Any] = {}
+    for group, name in PAIRED:
+        mine, native = runs.get((group, name)), runs.get((group, "native"))
+        if not mine or not native:
+            continue
+        rps = [a["rps"] / b["rps"] for a, b in zip(mine, native, strict=True)]
+        cpu = [
+            a["cpu_us_per_req"] / b["cpu_us_per_req"]
+            for a, b in zip(mine, native, strict=True)
+            if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")
+        ]
+        out[f"{group}/{name}"] = {
+            "vs": f"{group}/native",
+            "rps_ratio": round(statistics.median(rps), 3),
+            "rps_ratio_runs": [round(r, 3) for r in rps],
+            "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
+            "cpu_ratio_runs": [round(c, 3) for c in cpu],
+        }
+    return out
+
+
+def versions(wasm_floor_bytes: int | None = None) -> dict[str, str]:
     def first_line(*cmd: str) -> str:
         r = subprocess.run(cmd, capture_output=True, text=True)
         return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else "?"
@@ -178,28 +302,33 @@ def versions() -> dict[str, str]:
         "filter_build": mode,
         "filter_wasm_bytes": str(wasm.stat().st_size) if wasm else "?",
         "filter_sha256": hashlib.sha256(wasm.read_bytes()).hexdigest()[:16] if wasm else "?",
+        "wasm_floor_bytes": str(wasm_floor_bytes) if wasm_floor_bytes else "?",
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    spec = LoadSpec(
-        threads=args.threads, connections=args.connections, duration_s=args.duration, warmup_s=args.warmup
-    )
-    work = Path(tempfile.mkdtemp(prefix="mcpgw-bench-dp-"))
-    load_before = Path("/proc/loadavg").read_text().split()[:3]
+async def measure(
+    args: argparse.Namespace, spec: LoadSpec, work: Path, placement: Placement
+) -> dict[str, Any]:
+    """Start everything, run the interleaved rounds, stop everything; the scenario figures."""
     backend_port = free_port()
     nginx = Nginx(work / "nginx", backend_port)
     started: list[Any] = []
     python: subprocess.Popen[bytes] | None = None
     stack: Stack | None = None
     try:
+        floor_wasm = build_wasm_floor(work)
         nginx.start()
-        (work / "proxy").mkdir()
-        (work / "native").mkdir()
+        assert nginx.process is not None
+        for name in ("proxy", "native", "wasm-floor"):
+            (work / name).mkdir()
         proxy, proxy_port = await start_static_envoy(work / "proxy", backend_port, native=False)
         started.append(proxy)
         native, native_port = await start_static_envoy(work / "native", backend_port, native=True)
         started.append(native)
+        floor, floor_port = await start_static_envoy(
+            work / "wasm-floor", backend_port, native=False, wasm=floor_wasm
+        )
+        started.append(floor)
 
         registry = work / "registry"
         registry.mkdir()
@@ -219,21 +348,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         session = open_session(mcpgw_url)
         python, python_port = start_python_server(work, backend_port)
         wait_http(f"http://127.0.0.1:{backend_port}/v1/pets/1", None)
+        # Everything under test starts on this process's CPU (inherited); moved once it runs.
+        tested = {
+            "nginx": nginx.process.pid,
+            "envoy proxy": proxy.pid,
+            "envoy native": native.pid,
+            "envoy wasm-floor": floor.pid,
+            "envoy mcpgw": stack.envoy.pid,
+            "python server": python.pid,
+        }
+        for pid in tested.values():
+            placement.pin_tested(pid)
 
         backend_url = f"http://127.0.0.1:{backend_port}/v1/pets/1"
         native_url = f"http://127.0.0.1:{native_port}/mcp"
+        floor_url = f"http://127.0.0.1:{floor_port}/mcp"
+        python_url = f"http://127.0.0.1:{python_port}/mcp"
         scenarios = [
-            Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None),
+            Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=nginx.process.pid),
             Scenario(
                 "proxy", "call", f"http://127.0.0.1:{proxy_port}/v1/pets/1", "GET", "", '"Rex"', proxy.pid
             ),
             Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", stack.envoy.pid, headers=session),
             Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native.pid),
-            Scenario("python", "call", f"http://127.0.0.1:{python_port}/mcp", "POST", CALL_BODY, "Rex", None),
+            Scenario("python", "call", python_url, "POST", CALL_BODY, "Rex", None, server_pid=python.pid),
             Scenario(
                 "mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', stack.envoy.pid, headers=session
             ),
             Scenario("native", "list", native_url, "POST", LIST_BODY, '"getPet"', native.pid),
+            # Right after native: the pair whose ratio is the Proxy-Wasm floor.
+            Scenario("wasm-floor", "list", floor_url, "POST", LIST_BODY, '"getPet"', floor.pid),
             Scenario("mcpgw", "initialize", mcpgw_url, "POST", INIT_BODY, "protocolVersion", stack.envoy.pid),
             Scenario("native", "initialize", native_url, "POST", INIT_BODY, "protocolVersion", native.pid),
             # One connection: latency without queueing, for "what does the filter add per request".
@@ -246,41 +390,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         idle_rss = {
             "proxy": rss_kib(proxy.pid),
             "native": rss_kib(native.pid),
+            "wasm-floor": rss_kib(floor.pid),
             "mcpgw": rss_kib(stack.envoy.pid),
         }
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {(s.group, s.name): [] for s in scenarios}
         for round_no in range(args.repeats):
+            # Again each round: a thread started by an unpinned one would not inherit the CPU.
+            for pid in tested.values():
+                placement.pin_tested(pid)
             for scenario in scenarios:
-                run_spec = (
-                    spec if scenario.connections is None else replace(spec, connections=scenario.connections)
-                )
-                await wrk(
-                    scenario.url,
-                    scenario.method,
-                    scenario.body,
-                    run_spec,
-                    work,
-                    warmup=True,
-                    headers=scenario.headers,
-                )
-                result = await wrk(
-                    scenario.url, scenario.method, scenario.body, run_spec, work, headers=scenario.headers
-                )
-                if scenario.envoy_pid is not None:
-                    result["envoy_rss_kib"] = rss_kib(scenario.envoy_pid)
+                result = await measure_once(scenario, spec, work)
                 runs[(scenario.group, scenario.name)].append(result)
+                cpu = result.get("cpu_us_per_req")
                 print(
-                    f"round {round_no + 1}/{args.repeats} {scenario.group:<10} {scenario.name:<7} "
+                    f"round {round_no + 1}/{args.repeats} {scenario.group:<10} {scenario.name:<10} "
                     f"{result['rps']:>9.0f} req/s  p50 {result['p50_us']:>6} µs  "
-                    f"p99 {result['p99_us']:>6} µs",
+                    f"p99 {result['p99_us']:>6} µs  cpu {'-' if cpu is None else f'{cpu:.1f}'} µs/req",
                     flush=True,
                 )
+        affinity = {name: thread_cpus(pid) for name, pid in tested.items()}
+        affinity["bench process + wrk"] = thread_cpus(os.getpid())
         memory = {
             "mcpgw_admin_memory": json.loads(stack.envoy.admin("/memory")),
             "native_admin_memory": json.loads(native.admin("/memory")),
             "mcpgw_wasm_stats": {k: v for k, v in stack.envoy.stats("wasm").items()},
         }
-        scenario_results = {f"{g}/{n}": median_of(r) for (g, n), r in runs.items()}
+        return {
+            "scenarios": {f"{g}/{n}": median_of(r) for (g, n), r in runs.items()},
+            "paired_ratios": paired_ratios(runs),
+            "idle_envoy_rss_kib": idle_rss,
+            "cpu_affinity_after_runs": affinity,
+            "memory": memory,
+            "wasm_floor_bytes": floor_wasm.stat().st_size,
+        }
     finally:
         if python is not None:
             stop_process(python)
@@ -290,8 +432,35 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await envoy.stop()
         nginx.stop()
 
-    load_after = Path("/proc/loadavg").read_text().split()[:3]
+
+async def measure_once(scenario: Scenario, spec: LoadSpec, work: Path) -> dict[str, Any]:
+    """Warm-up, then the measured wrk run, with the CPU time of the process under test over the
+    measured run only."""
+    run_spec = spec if scenario.connections is None else replace(spec, connections=scenario.connections)
+    await wrk(
+        scenario.url, scenario.method, scenario.body, run_spec, work, warmup=True, headers=scenario.headers
+    )
+    pid = scenario.cpu_pid
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    result = await wrk(scenario.url, scenario.method, scenario.body, run_spec, work, headers=scenario.headers)
+    if pid is not None:
+        result["cpu_us_per_req"] = (cpu_seconds(pid) - cpu_before) * 1e6 / max(result["requests"], 1)
+    if scenario.envoy_pid is not None:
+        result["envoy_rss_kib"] = rss_kib(scenario.envoy_pid)
+    return result
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    spec = LoadSpec(
+        threads=args.threads, connections=args.connections, duration_s=args.duration, warmup_s=args.warmup
+    )
+    work = Path(tempfile.mkdtemp(prefix="mcpgw-bench-dp-"))
+    placement = Placement.for_machine()
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     try:
+        with load_side(placement):
+            measured = await measure(args, spec, work, placement)
+        load_after = Path("/proc/loadavg").read_text().split()[:3]
         scale = None if args.skip_scale else await dataplane_scale.run(work / "scale", (1, 100, 1000))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -300,22 +469,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {
             "envoy_flags": f"--concurrency {CONCURRENCY} -l warning "
-            "(same binary and flags for proxy, native, mcpgw)",
+            "(same binary and flags for proxy, native, wasm-floor, mcpgw)",
             "load": f"wrk -t{spec.threads} -c{spec.connections}, {spec.warmup_s:g} s warm-up + "
             f"{spec.duration_s:g} s measured per scenario, {args.repeats} interleaved rounds, "
             "median per figure; "
             "`call@c1` rows use 1 connection (latency without queueing)",
             "backend": "nginx, 1 worker, `return 200` of a fixed 33-byte JSON object (GET /v1/pets/1)",
             "connections": spec.connections,
-            "cpu_pinning": "none: Envoy's one worker, nginx, wrk and the python server share the 2 vCPUs",
+            "cpu_placement": placement.describe(),
+            "cpu_per_request": "utime + stime of the process under test (/proc/<pid>/stat) over the "
+            "measured wrk run only, ÷ its requests: the Envoy for Envoy rows, nginx for floor, "
+            "the python server (not nginx) for python",
+            "ratios": "targets use the median of per-round ratios to native (each round runs every "
+            "scenario back to back); the x proxy / x native columns divide the medians",
             "tool": "getPet(id=1) -> GET /v1/pets/1, answer as text content",
         },
-        "versions": versions(),
-        "scenarios": scenario_results,
-        "idle_envoy_rss_kib": idle_rss,
+        "versions": versions(measured.pop("wasm_floor_bytes")),
+        **{k: measured[k] for k in ("scenarios", "paired_ratios", "idle_envoy_rss_kib")},
+        "cpu_affinity_after_runs": measured["cpu_affinity_after_runs"],
         "loadavg": {"before": load_before, "after_scenarios": load_after},
         "filter_hotpath_v8": hotpath,
-        "memory": memory,
+        "memory": measured["memory"],
         "scale": scale,
     }
 
