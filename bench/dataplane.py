@@ -7,9 +7,12 @@ Starts one nginx backend, a plain proxy Envoy, an Envoy with Envoy's native
 mcpgw stack (plugin server, control plane, Envoy with our filter) and a Python MCP server
 built with the `mcp` SDK; drives each with `wrk` (one thread, fixed connections) in
 interleaved rounds and keeps the median of each figure, and of each per-round mcpgw/native
-ratio. With 2 or more CPUs, wrk (and this process) run on one CPU and everything under test
-on another. Every Envoy runs the same binary with the same flags (`--concurrency 1`, log
-level warning); each Envoy's CPU time per request is measured over the measured runs. Then
+ratio. Every round runs on new Envoy processes (each Envoy is restarted at the start of every
+round after the first), so one process's own speed does not follow a scenario through the
+whole run. With 2 or more CPUs, one CPU holds only the process under test (every Envoy, the
+python server) and the other wrk, nginx and this process. Every Envoy runs the same binary
+with the same flags (`--concurrency 1`, log level warning); each Envoy's CPU time per request
+is measured over the measured runs. Then
 measures memory with 1, 100 and 1,000 servers configured (`dataplane_scale.py`). Writes
 `bench/results/dataplane.json` and `dataplane.md`.
 """
@@ -88,7 +91,8 @@ PAIRED = (("call", "mcpgw"), ("list", "mcpgw"), ("initialize", "mcpgw"), ("list"
 
 @dataclass(frozen=True)
 class Placement:
-    """Which CPUs the load generator and the processes under test run on (None: not pinned)."""
+    """Which CPUs the load side (wrk, nginx, this process) and the processes under test run on
+    (None: not pinned)."""
 
     load: frozenset[int] | None
     tested: frozenset[int] | None
@@ -98,23 +102,29 @@ class Placement:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             return Placement(None, None)
-        # Only Envoy's one worker does request work, so one CPU holds everything under test;
-        # wrk on the other CPU no longer takes turns with it, and the figures stop depending
+        # Only Envoy's one worker does request work, so one CPU holds the process under test
+        # and nothing else: it takes turns with neither wrk nor the backend. nginx stands in for
+        # a service on another machine, so it sits with wrk; the figures also stop depending
         # on how the scheduler happened to spread the processes.
         return Placement(frozenset({cpus[0]}), frozenset({cpus[1]}))
 
     def describe(self) -> str:
         if self.load is None or self.tested is None:
-            return "none: 1 CPU, wrk and every process under test share it"
+            return "none: 1 CPU, wrk, nginx and every process under test share it (nothing pinned)"
         return (
-            f"wrk and the bench process (control plane, idle during runs) on CPU {min(self.load)}; "
-            f"everything under test (every Envoy, each of its threads; nginx; the python server) "
-            f"on CPU {min(self.tested)}"
+            f"CPU {min(self.tested)} holds only the process under test (every Envoy, each of its "
+            f"threads; the python server); CPU {min(self.load)} holds wrk, nginx (the backend, "
+            f"standing in for a service on another machine) and the bench process (control plane, "
+            f"idle during runs); so the floor row (wrk -> nginx) runs on CPU {min(self.load)} alone"
         )
 
     def pin_tested(self, pid: int) -> None:
         if self.tested is not None:
             pin_threads(pid, self.tested)
+
+    def pin_load(self, pid: int) -> None:
+        if self.load is not None:
+            pin_threads(pid, self.load)
 
 
 @contextmanager
@@ -159,6 +169,20 @@ def build_wasm_floor(work: Path) -> Path:
     if built.returncode != 0:
         raise RuntimeError(f"building wasm_floor.zig failed:\n{built.stderr}")
     return out
+
+
+async def restart_envoy(envoy: EnvoyProcess, placement: Placement) -> None:
+    """Stop `envoy` and start a new process from the same bootstrap, ports and base id; ready
+    (listener up, and for mcpgw its configuration and Wasm module fetched again) and pinned.
+
+    A new process per round: each Envoy process has its own steady speed (up to ~23% apart
+    between identical instances, repeating across rounds), which would otherwise follow one
+    scenario through the whole run.
+    """
+    await envoy.stop()
+    await envoy.start()
+    await envoy.wait_ready(60, listeners=1)
+    placement.pin_tested(envoy.pid)
 
 
 async def start_static_envoy(
@@ -211,6 +235,50 @@ def start_python_server(workdir: Path, backend_port: int) -> tuple[subprocess.Po
 
 def scenarios_proxy_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/v1/pets/1"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each scenario is served; the pids change every round, the ports do not."""
+
+    backend_port: int
+    proxy_port: int
+    native_port: int
+    floor_port: int
+    python_port: int
+    mcpgw_url: str
+    session: Mapping[str, str]
+    nginx_pid: int
+    python_pid: int
+
+
+def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
+    """Every scenario of one round, in run order; `envoy` maps proxy / native / wasm-floor /
+    mcpgw to the pid of that round's Envoy process."""
+    backend_url = f"http://127.0.0.1:{e.backend_port}/v1/pets/1"
+    proxy_url = scenarios_proxy_url(e.proxy_port)
+    native_url = f"http://127.0.0.1:{e.native_port}/mcp"
+    floor_url = f"http://127.0.0.1:{e.floor_port}/mcp"
+    python_url = f"http://127.0.0.1:{e.python_port}/mcp"
+    mcpgw_url, session = e.mcpgw_url, e.session
+    proxy, native, floor, mcpgw = envoy["proxy"], envoy["native"], envoy["wasm-floor"], envoy["mcpgw"]
+    return [
+        Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=e.nginx_pid),
+        Scenario("proxy", "call", proxy_url, "GET", "", '"Rex"', proxy),
+        Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session),
+        Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native),
+        Scenario("python", "call", python_url, "POST", CALL_BODY, "Rex", None, server_pid=e.python_pid),
+        Scenario("mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', mcpgw, headers=session),
+        Scenario("native", "list", native_url, "POST", LIST_BODY, '"getPet"', native),
+        # Right after native: the pair whose ratio is the Proxy-Wasm floor.
+        Scenario("wasm-floor", "list", floor_url, "POST", LIST_BODY, '"getPet"', floor),
+        Scenario("mcpgw", "initialize", mcpgw_url, "POST", INIT_BODY, "protocolVersion", mcpgw),
+        Scenario("native", "initialize", native_url, "POST", INIT_BODY, "protocolVersion", native),
+        # One connection: latency without queueing, for "what does the filter add per request".
+        Scenario("proxy", "call@c1", proxy_url, "GET", "", '"Rex"', proxy, 1),
+        Scenario("mcpgw", "call@c1", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, 1, session),
+        Scenario("native", "call@c1", native_url, "POST", CALL_BODY, "Rex", native, 1),
+    ]
 
 
 def check(scenario: Scenario) -> None:
@@ -348,59 +416,50 @@ async def measure(
         session = open_session(mcpgw_url)
         python, python_port = start_python_server(work, backend_port)
         wait_http(f"http://127.0.0.1:{backend_port}/v1/pets/1", None)
-        # Everything under test starts on this process's CPU (inherited); moved once it runs.
-        tested = {
-            "nginx": nginx.process.pid,
-            "envoy proxy": proxy.pid,
-            "envoy native": native.pid,
-            "envoy wasm-floor": floor.pid,
-            "envoy mcpgw": stack.envoy.pid,
-            "python server": python.pid,
-        }
-        for pid in tested.values():
-            placement.pin_tested(pid)
+        endpoints = Endpoints(
+            backend_port=backend_port,
+            proxy_port=proxy_port,
+            native_port=native_port,
+            floor_port=floor_port,
+            python_port=python_port,
+            mcpgw_url=mcpgw_url,
+            session=session,
+            nginx_pid=nginx.process.pid,
+            python_pid=python.pid,
+        )
+        envoys = {"proxy": proxy, "native": native, "wasm-floor": floor, "mcpgw": stack.envoy}
+        # Everything starts on this process's CPU (inherited); nginx stays there (pinned anyway,
+        # every thread), the processes under test are moved once they run.
+        placement.pin_load(nginx.process.pid)
+        placement.pin_tested(python.pid)
+        for envoy in envoys.values():
+            placement.pin_tested(envoy.pid)
 
-        backend_url = f"http://127.0.0.1:{backend_port}/v1/pets/1"
-        native_url = f"http://127.0.0.1:{native_port}/mcp"
-        floor_url = f"http://127.0.0.1:{floor_port}/mcp"
-        python_url = f"http://127.0.0.1:{python_port}/mcp"
-        scenarios = [
-            Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=nginx.process.pid),
-            Scenario(
-                "proxy", "call", f"http://127.0.0.1:{proxy_port}/v1/pets/1", "GET", "", '"Rex"', proxy.pid
-            ),
-            Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", stack.envoy.pid, headers=session),
-            Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native.pid),
-            Scenario("python", "call", python_url, "POST", CALL_BODY, "Rex", None, server_pid=python.pid),
-            Scenario(
-                "mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', stack.envoy.pid, headers=session
-            ),
-            Scenario("native", "list", native_url, "POST", LIST_BODY, '"getPet"', native.pid),
-            # Right after native: the pair whose ratio is the Proxy-Wasm floor.
-            Scenario("wasm-floor", "list", floor_url, "POST", LIST_BODY, '"getPet"', floor.pid),
-            Scenario("mcpgw", "initialize", mcpgw_url, "POST", INIT_BODY, "protocolVersion", stack.envoy.pid),
-            Scenario("native", "initialize", native_url, "POST", INIT_BODY, "protocolVersion", native.pid),
-            # One connection: latency without queueing, for "what does the filter add per request".
-            Scenario("proxy", "call@c1", scenarios_proxy_url(proxy_port), "GET", "", '"Rex"', proxy.pid, 1),
-            Scenario("mcpgw", "call@c1", mcpgw_url, "POST", CALL_BODY, "Rex", stack.envoy.pid, 1, session),
-            Scenario("native", "call@c1", native_url, "POST", CALL_BODY, "Rex", native.pid, 1),
-        ]
-        for scenario in scenarios:
-            check(scenario)
-        idle_rss = {
-            "proxy": rss_kib(proxy.pid),
-            "native": rss_kib(native.pid),
-            "wasm-floor": rss_kib(floor.pid),
-            "mcpgw": rss_kib(stack.envoy.pid),
-        }
-        runs: dict[tuple[str, str], list[dict[str, Any]]] = {(s.group, s.name): [] for s in scenarios}
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        pids_per_round: list[dict[str, int]] = []
+        idle_rss: dict[str, int] = {}
         for round_no in range(args.repeats):
+            if round_no > 0:
+                # New Envoy processes (the first round's are new already).
+                await asyncio.gather(*(restart_envoy(e, placement) for e in envoys.values()))
+            pids = {name: envoy.pid for name, envoy in envoys.items()}
+            pids_per_round.append(pids)
             # Again each round: a thread started by an unpinned one would not inherit the CPU.
-            for pid in tested.values():
+            placement.pin_load(nginx.process.pid)
+            placement.pin_tested(python.pid)
+            for pid in pids.values():
                 placement.pin_tested(pid)
+            scenarios = build_scenarios(endpoints, pids)
+            # Every scenario answers correctly on this round's processes (for mcpgw: the session
+            # opened in the first round still verifies, its keys live in the control plane).
+            for scenario in scenarios:
+                check(scenario)
+            if round_no == 0:
+                idle_rss = {name: rss_kib(pid) for name, pid in pids.items()}
+            print(f"round {round_no + 1}/{args.repeats}: envoy pids {pids}", flush=True)
             for scenario in scenarios:
                 result = await measure_once(scenario, spec, work)
-                runs[(scenario.group, scenario.name)].append(result)
+                runs.setdefault((scenario.group, scenario.name), []).append(result)
                 cpu = result.get("cpu_us_per_req")
                 print(
                     f"round {round_no + 1}/{args.repeats} {scenario.group:<10} {scenario.name:<10} "
@@ -408,7 +467,10 @@ async def measure(
                     f"p99 {result['p99_us']:>6} µs  cpu {'-' if cpu is None else f'{cpu:.1f}'} µs/req",
                     flush=True,
                 )
+        tested = {f"envoy {name}": envoy.pid for name, envoy in envoys.items()}
+        tested["python server"] = python.pid
         affinity = {name: thread_cpus(pid) for name, pid in tested.items()}
+        affinity["nginx"] = thread_cpus(nginx.process.pid)
         affinity["bench process + wrk"] = thread_cpus(os.getpid())
         memory = {
             "mcpgw_admin_memory": json.loads(stack.envoy.admin("/memory")),
@@ -419,6 +481,7 @@ async def measure(
             "scenarios": {f"{g}/{n}": median_of(r) for (g, n), r in runs.items()},
             "paired_ratios": paired_ratios(runs),
             "idle_envoy_rss_kib": idle_rss,
+            "envoy_pids_per_round": pids_per_round,
             "cpu_affinity_after_runs": affinity,
             "memory": memory,
             "wasm_floor_bytes": floor_wasm.stat().st_size,
@@ -477,6 +540,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "backend": "nginx, 1 worker, `return 200` of a fixed 33-byte JSON object (GET /v1/pets/1)",
             "connections": spec.connections,
             "cpu_placement": placement.describe(),
+            "processes": "new Envoy processes every round: at the start of each round after the "
+            "first, every Envoy (proxy, native, wasm-floor, mcpgw) is stopped and started again "
+            "from the same bootstrap (mcpgw's fetches its configuration and module again), re-pinned "
+            "and every scenario checked again; pids per round in `envoy_pids_per_round`. Envoy RSS "
+            "is the max over the runs, idle RSS from the first round's processes; nginx and the "
+            "python server run for the whole run",
             "cpu_per_request": "utime + stime of the process under test (/proc/<pid>/stat) over the "
             "measured wrk run only, ÷ its requests: the Envoy for Envoy rows, nginx for floor, "
             "the python server (not nginx) for python",
@@ -486,6 +555,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "versions": versions(measured.pop("wasm_floor_bytes")),
         **{k: measured[k] for k in ("scenarios", "paired_ratios", "idle_envoy_rss_kib")},
+        "envoy_pids_per_round": measured["envoy_pids_per_round"],
         "cpu_affinity_after_runs": measured["cpu_affinity_after_runs"],
         "loadavg": {"before": load_before, "after_scenarios": load_after},
         "filter_hotpath_v8": hotpath,

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 ROWS = (
-    ("call", "floor", "REST backend called directly (GET /v1/pets/1)"),
+    (
+        "call",
+        "floor",
+        "REST backend called directly (GET /v1/pets/1); nginx on wrk's CPU, not the tested one",
+    ),
     ("call", "proxy", "Envoy proxying the same GET, no MCP work"),
     ("call", "mcpgw", "`tools/call` through Envoy + mcpgw filter"),
     ("call", "native", "`tools/call` through Envoy's `mcp_json_rest_bridge`"),
@@ -202,6 +206,12 @@ def render(results: dict[str, Any]) -> str:
     if "cpu_affinity_after_runs" in results:
         placed = ", ".join(f"{k} {v}" for k, v in results["cpu_affinity_after_runs"].items())
         lines.append(f"- CPUs each process's threads were allowed after the runs: {placed}")
+    if "envoy_pids_per_round" in results:
+        pids = "; ".join(
+            f"round {i + 1}: " + ", ".join(f"{k} {v}" for k, v in r.items())
+            for i, r in enumerate(results["envoy_pids_per_round"])
+        )
+        lines.append(f"- Envoy pids per round (new processes each round): {pids}")
     runs = ", ".join(f"{k}: {v['rps_runs']}" for k, v in s.items())
     lines += ["", f"Per-round req/s: {runs}."]
     cpu_runs = ", ".join(
