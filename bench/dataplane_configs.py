@@ -123,12 +123,37 @@ def native_bridge_filter() -> dict[str, object]:
     }
 
 
-def static_envoy(listen_port: int, admin_port: int, backend_port: int, *, native: bool) -> str:
-    """A static Envoy in front of the backend: plain proxy, or with the native MCP bridge.
+def wasm_floor_filter(wasm: Path) -> dict[str, object]:
+    """`bench/wasm_floor.zig` inline, with the runtime and options the mcpgw filter uses."""
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": _T + "http.wasm.v3.Wasm",
+            "config": {
+                "name": "wasm-floor",
+                "vm_config": {
+                    "vm_id": "wasm-floor",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": str(wasm)}},
+                },
+                # Pause in on_request_headers must hold the stream until the body arrives.
+                "allow_on_headers_stop_iteration": True,
+            },
+        },
+    }
+
+
+def static_envoy(
+    listen_port: int, admin_port: int, backend_port: int, *, native: bool, wasm: Path | None = None
+) -> str:
+    """A static Envoy in front of the backend: plain proxy, with the native MCP bridge, or with
+    the Proxy-Wasm module `wasm` (the floor filter) inline.
 
     JSON is valid YAML, so the bootstrap is written as JSON.
     """
     http_filters: list[dict[str, object]] = [native_bridge_filter()] if native else []
+    if wasm is not None:
+        http_filters.append(wasm_floor_filter(wasm))
     http_filters.append(
         {
             "name": "envoy.filters.http.router",
@@ -154,7 +179,10 @@ def static_envoy(listen_port: int, admin_port: int, backend_port: int, *, native
         "http_filters": http_filters,
     }
     bootstrap = {
-        "node": {"id": "bench-native" if native else "bench-proxy", "cluster": "bench"},
+        "node": {
+            "id": "bench-native" if native else "bench-wasm-floor" if wasm else "bench-proxy",
+            "cluster": "bench",
+        },
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
             "listeners": [
