@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install filters lint unit integration bench bench-dataplane bench-controlplane clean help redis inspector
+.PHONY: up test install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane clean help redis inspector
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -72,6 +72,11 @@ bench: bench-dataplane bench-controlplane
 # with apt-get when missing), then memory at 1/100/1000 servers. ~6 minutes.
 bench-dataplane: filters
 	$(PY) bench/dataplane.py
+
+# Where tools/list's extra Envoy CPU goes: a ladder of Envoys from native to the real stack,
+# then the filter's host calls timed inside V8 (bench/wasm_probe.zig). Not part of `bench`. ~3 minutes.
+bench-dataplane-profile: filters
+	$(PY) bench/dataplane_profile.py
 
 # Control plane: translation (100 … 100,000 tools), propagation (admin write → tools/list
 # through Envoy at 10/100/1,000 servers) and ADS fan-out (100 streams). ~5 minutes.
