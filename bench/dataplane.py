@@ -143,16 +143,16 @@ def load_side(placement: Placement) -> Iterator[None]:
         pin_threads(os.getpid(), before)
 
 
-def build_wasm_floor(work: Path) -> Path:
-    """Compile bench/wasm_floor.zig into the run's work dir (a build product, never committed)."""
-    out = work / "wasm_floor.wasm"
+def build_bench_wasm(source: str, work: Path) -> Path:
+    """Compile a small bench filter (`bench/<source>.zig`) into the run's work dir (never committed)."""
+    out = work / f"{source}.wasm"
     built = subprocess.run(
         [
             sys.executable,
             "-m",
             "ziglang",
             "build-exe",
-            str(HERE / "wasm_floor.zig"),
+            str(HERE / f"{source}.zig"),
             "-target",
             "wasm32-freestanding",
             "-O",
@@ -167,8 +167,12 @@ def build_wasm_floor(work: Path) -> Path:
         timeout=600,
     )
     if built.returncode != 0:
-        raise RuntimeError(f"building wasm_floor.zig failed:\n{built.stderr}")
+        raise RuntimeError(f"building {source}.zig failed:\n{built.stderr}")
     return out
+
+
+def build_wasm_floor(work: Path) -> Path:
+    return build_bench_wasm("wasm_floor", work)
 
 
 async def restart_envoy(envoy: EnvoyProcess, placement: Placement) -> None:

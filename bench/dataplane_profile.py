@@ -30,8 +30,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +42,7 @@ from dataplane import (
     PLUGIN,
     Placement,
     Scenario,
+    build_bench_wasm,
     build_wasm_floor,
     check,
     load_side,
@@ -206,31 +205,7 @@ def stack_wasm_config(stack: Stack) -> dict[str, Any]:
 
 
 def build_probe(work: Path) -> Path:
-    """Compile bench/wasm_probe.zig like the floor (same target and mode; never committed)."""
-    out = work / "wasm_probe.wasm"
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ziglang",
-            "build-exe",
-            str(HERE / "wasm_probe.zig"),
-            "-target",
-            "wasm32-freestanding",
-            "-O",
-            "ReleaseFast",
-            "-fno-entry",
-            "-rdynamic",
-            f"-femit-bin={out}",
-        ],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if built.returncode != 0:
-        raise RuntimeError(f"building wasm_probe.zig failed:\n{built.stderr}")
-    return out
+    return build_bench_wasm("wasm_probe", work)
 
 
 PROBE_LINE = re.compile(r"wasm_probe n=(\d+)((?: \w+=\d+)+)")
