@@ -55,7 +55,12 @@ from dataplane_proc import LoadSpec, Nginx, ensure_tool, open_session, wrk
 from mcpgw.bootstrap import DROPPED_CLUSTER_STATS
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.stack import Stack, free_port, on_free_ports
-from mcpgw.translate.envoy import BROKER_HEADERS, EARLY_HEADER_MUTATION_TYPE, EXECUTE_FILTER_ACTION_TYPE
+from mcpgw.translate.envoy import (
+    BROKER_HEADERS,
+    EARLY_HEADER_MUTATION_TYPE,
+    EXECUTE_FILTER_ACTION_TYPE,
+    composite_filter,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -112,9 +117,9 @@ def inline_filter(wasm_typed: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": "envoy.filters.http.wasm", "typed_config": copy.deepcopy(dict(wasm_typed))}
 
 
-def composite_filter(wasm_typed: Mapping[str, Any]) -> dict[str, Any]:
-    """The translator's composite filter (mcpgw.translate.envoy._composite_filter), with the Wasm
-    config inline in the action instead of an ECDS reference (a static Envoy has no xDS)."""
+def inline_composite(wasm_typed: Mapping[str, Any]) -> dict[str, Any]:
+    """The translator's composite filter with the Wasm config inline in the action instead of an
+    ECDS reference (a static Envoy has no xDS)."""
     action = {
         "name": "bench/pets",
         "typed_config": {
@@ -122,30 +127,7 @@ def composite_filter(wasm_typed: Mapping[str, Any]) -> dict[str, Any]:
             "typed_config": {"name": wasm_typed["config"]["name"], "typed_config": dict(wasm_typed)},
         },
     }
-    return {
-        "name": "mcpgw.mcp",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-            "extension_config": {
-                "name": "composite",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite"
-                },
-            },
-            "xds_matcher": {
-                "matcher_tree": {
-                    "input": {
-                        "name": "path",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
-                            "header_name": ":path",
-                        },
-                    },
-                    "prefix_match_map": {"map": {SERVER_PATH: {"action": action}}},
-                }
-            },
-        },
-    }
+    return composite_filter({SERVER_PATH: action})
 
 
 def mcpgw_static(
@@ -391,14 +373,14 @@ async def measure(args: argparse.Namespace, work: Path, placement: Placement) ->
                 "the composite filter + path matcher around it",
                 SERVER_PATH,
                 True,
-                mcpgw(composite_filter(wasm_typed)),
+                mcpgw(inline_composite(wasm_typed)),
             ),
             Rung(
                 "mcpgw-composite+early+stats",
                 "HCM early header mutation + bootstrap stats exclusion",
                 SERVER_PATH,
                 True,
-                mcpgw(composite_filter(wasm_typed), early=True, stats=True),
+                mcpgw(inline_composite(wasm_typed), early=True, stats=True),
             ),
             Rung(
                 "mcpgw-stack",

@@ -474,14 +474,10 @@ def _extension_config(server: McpServer, configuration: str, plugin: PluginRef) 
 
 
 def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
-    """One composite filter selecting each server's ECDS config by path prefix.
-
-    Envoy picks the longest matching prefix, so `/mcp/a/b2` never reaches `/mcp/a/b`'s filter
-    when both exist; the filter itself rejects any path that is not its own.
-    """
-    actions = {
-        server.path: {
-            "action": {
+    """One composite filter selecting each server's ECDS config by path prefix."""
+    return composite_filter(
+        {
+            server.path: {
                 "name": server.key,
                 "typed_config": {
                     "@type": EXECUTE_FILTER_ACTION_TYPE,
@@ -491,9 +487,17 @@ def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
                     },
                 },
             }
+            for server in snapshot.servers
         }
-        for server in snapshot.servers
-    }
+    )
+
+
+def composite_filter(actions: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The composite filter that runs, per request, the action of the longest `:path` prefix.
+
+    Envoy picks the longest matching prefix, so `/mcp/a/b2` never reaches `/mcp/a/b`'s filter
+    when both exist; the filter itself rejects any path that is not its own.
+    """
     return {
         "name": "mcpgw.mcp",
         "typed_config": {
@@ -513,7 +517,7 @@ def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
                             "header_name": ":path",
                         },
                     },
-                    "prefix_match_map": {"map": actions},
+                    "prefix_match_map": {"map": {path: {"action": a} for path, a in actions.items()}},
                 }
             },
         },
