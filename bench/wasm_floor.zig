@@ -16,17 +16,7 @@ const answer =
 ;
 const headers = serialized(.{.{ "content-type", "application/json" }});
 
-/// A header map as the host reads it: pair count, then each name and value size, then the
-/// NUL-terminated names and values (all sizes u32 little-endian; wasm32 is little-endian).
-fn serialized(comptime pairs: anytype) []const u8 {
-    comptime var sizes: []const u8 = &@as([4]u8, @bitCast(@as(u32, pairs.len)));
-    comptime var text: []const u8 = "";
-    inline for (pairs) |p| {
-        sizes = sizes ++ @as([4]u8, @bitCast(@as(u32, p[0].len))) ++ @as([4]u8, @bitCast(@as(u32, p[1].len)));
-        text = text ++ p[0] ++ "\x00" ++ p[1] ++ "\x00";
-    }
-    return sizes ++ text;
-}
+const serialized = @import("wasm_headers.zig").serialized;
 
 // The host writes the body here; it is the only host buffer alive at a time and is not kept.
 var scratch: [64 * 1024]u8 = undefined;
