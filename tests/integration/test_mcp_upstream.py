@@ -361,29 +361,35 @@ async def test_unreachable_upstream_is_a_clear_json_rpc_error(tmp_path: Path) ->
     assert "is unreachable: upstream connect error" in error["message"]
 
 
+async def assert_sessions_stick(url: str, rounds: int) -> None:
+    """Sessions through the gateway to a two-host server (`whoami` answers the host's label):
+    each keeps answering from the host that created it, and both hosts get sessions."""
+    answered_by: list[str] = []
+    # Sequential sessions: Envoy runs 2 workers, each VM alternates hosts for new sessions,
+    # so 6 sessions put at least 3 on one worker and so on both hosts.
+    for _ in range(6):
+        async with client(url) as session:
+            first = only_text(await session.call_tool("whoami", {}))
+            for _ in range(rounds):
+                await session.list_tools()
+                assert only_text(await session.call_tool("whoami", {})) == first
+            answered_by.append(first)
+    # Two sessions open at the same time, interleaved.
+    async with client(url) as one, client(url) as two:
+        firsts = [only_text(await s.call_tool("whoami", {})) for s in (one, two)]
+        for _ in range(3):
+            for session, first in zip((one, two), firsts, strict=True):
+                assert only_text(await session.call_tool("whoami", {})) == first
+    assert set(answered_by) == {"A", "B"}
+
+
 async def test_sessions_stick_to_the_host_that_created_them(tmp_path: Path) -> None:
     a, b = Upstream("A"), Upstream("B", json_response=True)
     registry = write_registry(tmp_path / "registry", weather("pair", a, b))
     async with serving(a, b), running_gateway(tmp_path, registry) as gateway:
         url = f"{gateway.stack.mcp_base_url}/mcp/team/pair"
         await wait_served(url)
-        answered_by: list[str] = []
-        # Sequential sessions: Envoy runs 2 workers, each VM alternates hosts for new sessions,
-        # so 6 sessions put at least 3 on one worker and so on both hosts.
-        for _ in range(6):
-            async with client(url) as session:
-                first = only_text(await session.call_tool("whoami", {}))
-                for _ in range(3):
-                    await session.list_tools()
-                    assert only_text(await session.call_tool("whoami", {})) == first
-                answered_by.append(first)
-        # Two sessions open at the same time, interleaved.
-        async with client(url) as one, client(url) as two:
-            firsts = [only_text(await s.call_tool("whoami", {})) for s in (one, two)]
-            for _ in range(3):
-                for session, first in zip((one, two), firsts, strict=True):
-                    assert only_text(await session.call_tool("whoami", {})) == first
-    assert set(answered_by) == {"A", "B"}
+        await assert_sessions_stick(url, rounds=3)
     for upstream in (a, b):
         assert len(upstream.issued) >= 1
         for seen in upstream.seen:

@@ -37,6 +37,7 @@ from tests.integration.test_mcp_upstream import (
     Scope,
     Send,
     Upstream,
+    assert_sessions_stick,
     client,
     only_text,
     serving,
@@ -267,21 +268,7 @@ async def test_sse_upstream_sessions_stick_to_the_host_that_created_them(tmp_pat
     async with serving(a, b), running_gateway(tmp_path, registry) as gateway:
         url = f"{gateway.stack.mcp_base_url}/mcp/team/pair"
         await wait_served(url)
-        answered_by: list[str] = []
-        # Envoy runs 2 workers, each VM alternates hosts: 6 sessions land on both hosts.
-        for _ in range(6):
-            async with client(url) as session:
-                first = only_text(await session.call_tool("whoami", {}))
-                for _ in range(2):
-                    await session.list_tools()
-                    assert only_text(await session.call_tool("whoami", {})) == first
-                answered_by.append(first)
-        async with client(url) as one, client(url) as two:
-            firsts = [only_text(await s.call_tool("whoami", {})) for s in (one, two)]
-            for _ in range(3):
-                for session, first in zip((one, two), firsts, strict=True):
-                    assert only_text(await session.call_tool("whoami", {})) == first
-    assert set(answered_by) == {"A", "B"}
+        await assert_sessions_stick(url, rounds=2)
     for upstream in (a, b):
         opened = {stream.session for stream in upstream.streams}
         assert opened and None not in opened
