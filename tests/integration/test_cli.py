@@ -26,6 +26,18 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*MCPGW, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
+def assert_envoy_accepts(bootstrap: Path) -> None:
+    """Envoy itself validates the bootstrap (`--mode validate`)."""
+    check = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(bootstrap), "--base-id", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_bootstrap_is_a_config_envoy_accepts(tmp_path: Path) -> None:
     result = run(
         "bootstrap", "--node-id", "edge-1", "--xds", "127.0.0.1:18000", "--xds", "cp2.internal:18000"
@@ -44,14 +56,7 @@ def test_bootstrap_is_a_config_envoy_accepts(tmp_path: Path) -> None:
     ]
     path = tmp_path / "bootstrap.yaml"
     path.write_text(result.stdout)
-    check = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "--base-id", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert_envoy_accepts(path)
     # The core-stats matcher is on by default; --full-cluster-stats leaves it out, also valid.
     assert (
         "cluster\\.mcpgw/"
@@ -60,14 +65,7 @@ def test_bootstrap_is_a_config_envoy_accepts(tmp_path: Path) -> None:
     full = run("bootstrap", "--node-id", "edge-1", "--xds", "127.0.0.1:18000", "--full-cluster-stats")
     assert full.returncode == 0 and "stats_config" not in yaml.safe_load(full.stdout), full.stderr
     path.write_text(full.stdout)
-    check = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "--base-id", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert_envoy_accepts(path)
 
 
 def test_bootstrap_usage_errors_exit_2() -> None:
