@@ -400,17 +400,14 @@ async def test_sessions_stick_to_the_host_that_created_them(tmp_path: Path) -> N
     assert a.issued.isdisjoint(b.issued)
 
 
-async def test_stateless_clients_share_the_filters_upstream_session(
-    one_upstream: tuple[Gateway, Upstream],
-) -> None:
-    gateway, upstream = one_upstream
-    url = f"{gateway.stack.mcp_base_url}/mcp/team/weather"
+async def assert_stateless_clients_served(url: str, server_name: str) -> None:
+    """Three clients in the SDK's default mode (it probes server/discover and speaks 2026-07-28:
+    no initialize, no session) list, call and are refused a tool outside the allow-list."""
     for _ in range(3):
-        # The SDK's default mode probes server/discover and speaks 2026-07-28: no initialize, no session.
         http = httpx2.AsyncClient(timeout=httpx2.Timeout(15, read=15))
         async with Client(streamable_http_client(url, http_client=http)) as session:
             assert session.session.discover_result is not None
-            assert session.server_info is not None and session.server_info.name == "upstream-A"
+            assert session.server_info is not None and session.server_info.name == server_name
             tools = {tool.name: tool for tool in (await session.list_tools()).tools}
             assert sorted(tools) == ["alerts", "forecast", "whoami"]
             assert tools["forecast"].description == "Forecast, as the operator words it."
@@ -419,6 +416,13 @@ async def test_stateless_clients_share_the_filters_upstream_session(
             with pytest.raises(MCPError) as refused:
                 await session.call_tool("secret", {})
             assert refused.value.error.message == "unknown tool: secret"
+
+
+async def test_stateless_clients_share_the_filters_upstream_session(
+    one_upstream: tuple[Gateway, Upstream],
+) -> None:
+    gateway, upstream = one_upstream
+    await assert_stateless_clients_served(f"{gateway.stack.mcp_base_url}/mcp/team/weather", "upstream-A")
     # The upstream only ever spoke its own (legacy) revision, in sessions the filter opened:
     # at most one per Envoy worker (2), reused by every stateless request.
     opened = [seen for seen in upstream.seen if seen.rpc_method == "initialize"]

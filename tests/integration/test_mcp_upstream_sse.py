@@ -15,10 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
@@ -38,6 +35,7 @@ from tests.integration.test_mcp_upstream import (
     Send,
     Upstream,
     assert_sessions_stick,
+    assert_stateless_clients_served,
     client,
     only_text,
     serving,
@@ -280,21 +278,7 @@ async def test_sse_upstream_sessions_stick_to_the_host_that_created_them(tmp_pat
 
 async def test_sse_upstream_serves_stateless_clients(sse_upstream: tuple[Gateway, SseUpstream]) -> None:
     gateway, upstream = sse_upstream
-    url = f"{gateway.stack.mcp_base_url}/mcp/team/legacy"
-    for _ in range(3):
-        # The SDK's default mode speaks 2026-07-28: no initialize, no session.
-        http = httpx2.AsyncClient(timeout=httpx2.Timeout(15, read=15))
-        async with Client(streamable_http_client(url, http_client=http)) as session:
-            assert session.session.discover_result is not None
-            assert session.server_info is not None and session.server_info.name == "sse-upstream-A"
-            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-            assert sorted(tools) == ["alerts", "forecast", "whoami"]
-            assert tools["forecast"].description == "Forecast, as the operator words it."
-            result = await session.call_tool("forecast", {"city": "Oslo"})
-            assert not result.is_error and only_text(result) == "A: sunny in Oslo"
-            with pytest.raises(MCPError) as refused:
-                await session.call_tool("secret", {})
-            assert refused.value.error.message == "unknown tool: secret"
+    await assert_stateless_clients_served(f"{gateway.stack.mcp_base_url}/mcp/team/legacy", "sse-upstream-A")
     # One bridge session (one upstream stream) per Envoy worker, reused by every request.
     assert 1 <= len(upstream.streams) <= 2
     assert upstream.calls == ["forecast"] * 3
