@@ -21,6 +21,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
+from mcp.types import Tool
 
 from mcpgw.stack import free_port
 from tests.integration.conftest import Gateway, running_gateway
@@ -256,21 +257,8 @@ async def test_allow_list_overrides_and_refusal(one_upstream: tuple[Gateway, Ups
     url = f"{gateway.stack.mcp_base_url}/mcp/team/weather"
     # The client's own Authorization must never reach the upstream of a server without passthrough.
     async with client(url, {"Authorization": "Bearer client-secret"}) as session:
-        assert session.server_info is not None and session.server_info.name == "upstream-A"
-        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert sorted(tools) == ["alerts", "forecast", "whoami"]
-        assert tools["forecast"].description == "Forecast, as the operator words it."
-        assert tools["forecast"].title == "Forecast"
-        assert tools["alerts"].description == "Weather alerts."
+        tools = await assert_operator_view(session, "upstream-A", "Paris")
         assert tools["forecast"].input_schema["properties"]["city"]["type"] == "string"
-
-        result = await session.call_tool("forecast", {"city": "Paris"})
-        assert not result.is_error and only_text(result) == "A: sunny in Paris"
-
-        with pytest.raises(MCPError) as refused:
-            await session.call_tool("secret", {})
-        assert refused.value.error.code == -32602
-        assert refused.value.error.message == "unknown tool: secret"
 
     assert upstream.calls == ["forecast"]
     assert not any(b"secret" in seen.body for seen in upstream.seen if seen.rpc_method == "tools/call")
@@ -400,6 +388,25 @@ async def test_sessions_stick_to_the_host_that_created_them(tmp_path: Path) -> N
     assert a.issued.isdisjoint(b.issued)
 
 
+async def assert_operator_view(session: Client, server_name: str, city: str) -> dict[str, Tool]:
+    """What a client sees of the `weather` upstream through the gateway: the allow-list, the
+    operator's override, a call answered by host A, and `secret` refused without reaching it.
+    Returns the listed tools by name."""
+    assert session.server_info is not None and session.server_info.name == server_name
+    tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    assert sorted(tools) == ["alerts", "forecast", "whoami"]
+    assert tools["forecast"].description == "Forecast, as the operator words it."
+    assert tools["forecast"].title == "Forecast"
+    assert tools["alerts"].description == "Weather alerts."
+    result = await session.call_tool("forecast", {"city": city})
+    assert not result.is_error and only_text(result) == f"A: sunny in {city}"
+    with pytest.raises(MCPError) as refused:
+        await session.call_tool("secret", {})
+    assert refused.value.error.code == -32602
+    assert refused.value.error.message == "unknown tool: secret"
+    return tools
+
+
 async def assert_stateless_clients_served(url: str, server_name: str) -> None:
     """Three clients in the SDK's default mode (it probes server/discover and speaks 2026-07-28:
     no initialize, no session) list, call and are refused a tool outside the allow-list."""
@@ -407,15 +414,7 @@ async def assert_stateless_clients_served(url: str, server_name: str) -> None:
         http = httpx2.AsyncClient(timeout=httpx2.Timeout(15, read=15))
         async with Client(streamable_http_client(url, http_client=http)) as session:
             assert session.session.discover_result is not None
-            assert session.server_info is not None and session.server_info.name == server_name
-            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-            assert sorted(tools) == ["alerts", "forecast", "whoami"]
-            assert tools["forecast"].description == "Forecast, as the operator words it."
-            result = await session.call_tool("forecast", {"city": "Oslo"})
-            assert not result.is_error and only_text(result) == "A: sunny in Oslo"
-            with pytest.raises(MCPError) as refused:
-                await session.call_tool("secret", {})
-            assert refused.value.error.message == "unknown tool: secret"
+            await assert_operator_view(session, server_name, "Oslo")
 
 
 async def test_stateless_clients_share_the_filters_upstream_session(

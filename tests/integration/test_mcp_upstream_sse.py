@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 from mcp.server.mcpserver import Context
-from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 from mcpgw.broker.bridge import Bridge
 from tests.integration.conftest import Gateway, running_gateway
@@ -34,6 +34,7 @@ from tests.integration.test_mcp_upstream import (
     Scope,
     Send,
     Upstream,
+    assert_operator_view,
     assert_sessions_stick,
     assert_stateless_clients_served,
     client,
@@ -195,20 +196,7 @@ async def test_sse_upstream_allow_list_overrides_refusal_and_static_credential(
     gateway, upstream = sse_upstream
     url = f"{gateway.stack.mcp_base_url}/mcp/team/legacy"
     async with client(url, {"Authorization": "Bearer client-secret"}) as session:
-        assert session.server_info is not None and session.server_info.name == "sse-upstream-A"
-        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-        assert sorted(tools) == ["alerts", "forecast", "whoami"]
-        assert tools["forecast"].description == "Forecast, as the operator words it."
-        assert tools["forecast"].title == "Forecast"
-        assert tools["alerts"].description == "Weather alerts."
-
-        result = await session.call_tool("forecast", {"city": "Paris"})
-        assert not result.is_error and only_text(result) == "A: sunny in Paris"
-
-        with pytest.raises(MCPError) as refused:
-            await session.call_tool("secret", {})
-        assert refused.value.error.code == -32602
-        assert refused.value.error.message == "unknown tool: secret"
+        await assert_operator_view(session, "sse-upstream-A", "Paris")
         assert len(bridge_of(gateway).sessions) == 1
 
     assert upstream.calls == ["forecast"]
