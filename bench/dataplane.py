@@ -171,10 +171,6 @@ def build_bench_wasm(source: str, work: Path) -> Path:
     return out
 
 
-def build_wasm_floor(work: Path) -> Path:
-    return build_bench_wasm("wasm_floor", work)
-
-
 async def restart_envoy(envoy: EnvoyProcess, placement: Placement) -> None:
     """Stop `envoy` and start a new process from the same bootstrap, ports and base id; ready
     (listener up, and for mcpgw its configuration and Wasm module fetched again) and pinned.
@@ -388,7 +384,7 @@ async def measure(
     python: subprocess.Popen[bytes] | None = None
     stack: Stack | None = None
     try:
-        floor_wasm = build_wasm_floor(work)
+        floor_wasm = build_bench_wasm("wasm_floor", work)
         nginx.start()
         assert nginx.process is not None
         for name in ("proxy", "native", "wasm-floor"):

@@ -43,7 +43,6 @@ from dataplane import (
     Placement,
     Scenario,
     build_bench_wasm,
-    build_wasm_floor,
     check,
     load_side,
     measure_once,
@@ -186,10 +185,6 @@ def stack_wasm_config(stack: Stack) -> dict[str, Any]:
 # --- the probe -------------------------------------------------------------------------------
 
 
-def build_probe(work: Path) -> Path:
-    return build_bench_wasm("wasm_probe", work)
-
-
 PROBE_LINE = re.compile(r"wasm_probe n=(\d+)((?: \w+=\d+)+)")
 
 
@@ -214,7 +209,7 @@ async def run_probe(
 ) -> dict[str, Any]:
     """One static Envoy with the probe inline under wrk; ns per host call, the clock read's own
     cost (`timer`) subtracted."""
-    wasm = build_probe(work)
+    wasm = build_bench_wasm("wasm_probe", work)
     typed = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
@@ -313,7 +308,7 @@ async def measure(args: argparse.Namespace, work: Path, placement: Placement) ->
     stacks: list[Stack] = []
     statics: list[EnvoyProcess] = []
     try:
-        floor_wasm = build_wasm_floor(work)
+        floor_wasm = build_bench_wasm("wasm_floor", work)
         nginx.start()
         assert nginx.process is not None
         placement.pin_load(nginx.process.pid)
