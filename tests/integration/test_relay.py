@@ -1,0 +1,200 @@
+"""A REST tool's tools/call travels upstream as the client's own request, rewritten by the filter
+(the relay): what Envoy itself answers, streamed and empty answers, the response limit, and a
+client that forges the routing header.
+
+Real Envoy, real filter, a real aiohttp backend started here; one backend endpoint is a port
+nothing listens on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import yaml
+from aiohttp import web
+
+from mcpgw.demo.petstore import RECORDED, RecordedRequest, record_requests
+from mcpgw.httpserve import ServedApp, serve
+from mcpgw.stack import free_port
+from mcpgw.translate.envoy import RELAY_CLUSTER_HEADER
+from tests.integration.conftest import Gateway, relayed_request_headers, running_gateway
+from tests.integration.mcphttp import call
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+LIMIT = 2048
+TIMEOUT_MS = 400
+CHUNK = b"y" * 500
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(3)
+    return web.json_response({"late": True})
+
+
+async def _chunked(request: web.Request) -> web.StreamResponse:
+    """`count` chunks of 500 bytes, without content-length: only the stream shows the size."""
+    response = web.StreamResponse(headers={"content-type": "text/plain"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for _ in range(int(request.query["count"])):
+        await response.write(CHUNK)
+        await asyncio.sleep(0.01)
+    await response.write_eof()
+    return response
+
+
+async def _empty(request: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+def backend_app() -> web.Application:
+    app = web.Application(middlewares=[record_requests])
+    app[RECORDED] = []
+    app.router.add_get("/slow", _slow)
+    app.router.add_get("/chunked", _chunked)
+    app.router.add_delete("/empty", _empty)
+    return app
+
+
+def get(url: str) -> dict[str, Any]:
+    return {"requestTemplate": {"url": url, "method": "GET"}}
+
+
+def registry_documents(backend: ServedApp, dead_port: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "McpServer",
+            "name": "relay",
+            "backend": {
+                "endpoints": [f"127.0.0.1:{backend.port}"],
+                "host": "relay.internal",
+                "timeoutMs": TIMEOUT_MS,
+            },
+            "limits": {"maxResponseBytes": LIMIT},
+            "tools": [
+                {"name": "slow", **get("/slow")},
+                {"name": "threeChunks", **get("/chunked?count=3")},
+                {"name": "tenChunks", **get("/chunked?count=10")},
+                {"name": "empty", "requestTemplate": {"url": "/empty", "method": "DELETE"}},
+            ],
+        },
+        {
+            "kind": "McpServer",
+            "name": "down",
+            "backend": {"endpoints": [f"127.0.0.1:{dead_port}"], "host": "down.internal", "timeoutMs": 2000},
+            "tools": [{"name": "unreachable", **get("/anything")}],
+        },
+    ]
+
+
+@dataclass
+class Setup:
+    gateway: Gateway
+    backend: ServedApp
+
+    @property
+    def seen(self) -> list[RecordedRequest]:
+        return self.backend.runner.app[RECORDED]
+
+    def url(self, name: str) -> str:
+        return f"{self.gateway.stack.mcp_base_url}/mcp/default/{name}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
+    workdir = tmp_path_factory.mktemp("relay")
+    backend = await serve(backend_app(), "127.0.0.1", 0)
+    registry = workdir / "registry"
+    registry.mkdir()
+    documents = registry_documents(backend, dead_port=free_port())
+    (registry / "relay.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    try:
+        async with running_gateway(workdir, registry) as gateway:
+            yield Setup(gateway, backend)
+    finally:
+        await backend.close()
+
+
+async def call_tool(url: str, name: str) -> dict[str, Any]:
+    answer = await call(url, "tools/call", {"name": name, "arguments": {}})
+    assert "result" in answer, answer
+    return answer["result"]
+
+
+def only_text(result: dict[str, Any]) -> str:
+    [content] = result["content"]
+    assert content["type"] == "text"
+    return content["text"]
+
+
+async def test_unreachable_backend_is_a_tool_error_naming_envoys_reason(setup: Setup) -> None:
+    result = await call_tool(setup.url("down"), "unreachable")
+    assert result["isError"] is True
+    reason = only_text(result)
+    assert reason.startswith("upstream request failed: "), reason
+    assert "connection" in reason, reason
+
+
+async def test_tool_timeout_cuts_a_slow_backend(setup: Setup) -> None:
+    started = time.monotonic()
+    result = await call_tool(setup.url("relay"), "slow")
+    elapsed = time.monotonic() - started
+    assert result == {
+        "content": [{"type": "text", "text": "upstream request failed: response_timeout"}],
+        "isError": True,
+    }
+    # The backend sleeps 3 s; the tool allows 0.4 s (wide margin for a loaded machine).
+    assert elapsed < 2.5, elapsed
+
+
+async def test_streamed_answer_is_assembled_from_its_chunks(setup: Setup) -> None:
+    result = await call_tool(setup.url("relay"), "threeChunks")
+    assert result == {"content": [{"type": "text", "text": (CHUNK * 3).decode()}], "isError": False}
+
+
+async def test_streamed_answer_over_the_limit_is_an_error_result(setup: Setup) -> None:
+    result = await call_tool(setup.url("relay"), "tenChunks")
+    assert result == {
+        "content": [{"type": "text", "text": f"upstream response exceeds the limit of {LIMIT} bytes"}],
+        "isError": True,
+    }
+
+
+async def test_headers_only_answer_is_an_empty_success(setup: Setup) -> None:
+    before = len(setup.seen)
+    result = await call_tool(setup.url("relay"), "empty")
+    assert result == {"content": [{"type": "text", "text": ""}], "isError": False}
+    assert len(setup.seen) == before + 1
+    seen = setup.seen[-1]
+    assert (seen.method, seen.path, seen.body) == ("DELETE", "/empty", b"")
+    assert seen.headers == {"host": "relay.internal", **relayed_request_headers(TIMEOUT_MS)}
+
+
+async def test_a_forged_routing_header_reaches_no_cluster(setup: Setup) -> None:
+    """Envoy strips the header from client requests before any filter or route sees it."""
+    before = len(setup.seen)
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(
+            f"{setup.gateway.stack.mcp_base_url}/chunked?count=1",
+            headers={RELAY_CLUSTER_HEADER: "mcpgw/default/relay"},
+        )
+    assert response.status_code == 404
+    assert "no MCP server at this path" in response.json()["error"]
+    assert len(setup.seen) == before
+
+
+async def test_relay_route_comes_first_and_strips_its_header(setup: Setup) -> None:
+    envoy = setup.gateway.stack.envoy
+    assert envoy is not None
+    dump = envoy.admin("/config_dump?resource=dynamic_route_configs")
+    first = yaml.safe_load(dump)["configs"][0]["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert first["route"]["cluster_header"] == RELAY_CLUSTER_HEADER
+    assert first["request_headers_to_remove"] == [RELAY_CLUSTER_HEADER]
