@@ -55,9 +55,9 @@ from mcpgw.bootstrap import DROPPED_CLUSTER_STATS
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.stack import Stack, free_port, on_free_ports
 from mcpgw.translate.envoy import (
+    BROKER_HEADERS,
     EARLY_HEADER_MUTATION_TYPE,
     EXECUTE_FILTER_ACTION_TYPE,
-    FILTER_ONLY_HEADERS,
     composite_filter,
 )
 
@@ -149,13 +149,13 @@ def mcpgw_static(
     cluster["name"] = cluster["load_assignment"]["cluster_name"] = upstream_cluster
     bootstrap["static_resources"]["clusters"].append(cluster)
     if early:
-        # As mcpgw.translate.envoy._listener: strip the filter-only headers before any filter runs.
+        # As mcpgw.translate.envoy._listener: strip the broker headers before any filter runs.
         hcm["early_header_mutation_extensions"] = [
             {
                 "name": "envoy.http.early_header_mutation.header_mutation",
                 "typed_config": {
                     "@type": EARLY_HEADER_MUTATION_TYPE,
-                    "mutations": [{"remove": name} for name in FILTER_ONLY_HEADERS],
+                    "mutations": [{"remove": name} for name in BROKER_HEADERS],
                 },
             }
         ]

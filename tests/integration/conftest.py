@@ -18,17 +18,6 @@ from mcpgw.demo.petstore import RECORDED, RecordedRequest
 from mcpgw.stack import DEFAULT_REGISTRY, Stack, free_port, on_free_ports
 
 
-def relayed_request_headers(timeout_ms: int, content_length: int = 0) -> dict[str, str]:
-    """What a REST backend sees besides the tool's own headers when the filter relays a
-    tools/call: the scheme the client used, the tool's timeout as Envoy announces it, and the
-    body's length (also 0 for a bodyless request, which must not go out chunked)."""
-    return {
-        "x-forwarded-proto": "http",
-        "x-envoy-expected-rq-timeout-ms": str(timeout_ms),
-        "content-length": str(content_length),
-    }
-
-
 def copy_registry(target: Path, backend_port: int) -> Path:
     """The example registry, pointed at a demo backend on `backend_port`."""
     shutil.copytree(DEFAULT_REGISTRY, target)

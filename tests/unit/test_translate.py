@@ -17,7 +17,6 @@ from mcpgw.registry.validate import Invalid, check_includes, parse_server
 from mcpgw.translate.envoy import (
     LISTENER_NAME,
     PLUGIN_CLUSTER,
-    RELAY_CLUSTER_HEADER,
     ROUTE_CONFIG_NAME,
     GatewaySettings,
     PluginRef,
@@ -79,7 +78,6 @@ def test_adding_a_server_adds_its_cluster_route_and_matcher_entry() -> None:
     assert action["dynamicConfig"]["name"] == "mcpgw/default/two"
     routes = json_format.MessageToDict(resources[types.ROUTE][ROUTE_CONFIG_NAME])["virtualHosts"][0]["routes"]
     assert [r["name"] for r in routes] == [
-        "mcpgw/relay",
         "default/svc/sse",
         "default/svc",
         "default/two/sse",
@@ -88,32 +86,14 @@ def test_adding_a_server_adds_its_cluster_route_and_matcher_entry() -> None:
     ]
 
 
-def test_empty_registry_has_no_composite_filter_and_no_relay_route() -> None:
+def test_empty_registry_has_no_composite_filter() -> None:
     resources = translate(RegistrySnapshot(servers=()), SETTINGS)
     listener = json_format.MessageToDict(resources[types.LISTENER][LISTENER_NAME])
     filters = listener["filterChains"][0]["filters"][0]["typedConfig"]["httpFilters"]
     assert [f["name"] for f in filters] == ["envoy.filters.http.router"]
-    routes = json_format.MessageToDict(resources[types.ROUTE][ROUTE_CONFIG_NAME])["virtualHosts"][0]["routes"]
-    assert [r["name"] for r in routes] == ["not-found"]
 
 
-def test_relay_route_routes_by_its_header_and_removes_it() -> None:
-    """The route a relayed tools/call takes trusts its header, which Envoy strips from client
-    requests (test_client_sent_filter_only_headers_are_stripped_before_any_filter)."""
-    resources = translate(snapshot_of(minimal()), SETTINGS)
-    [relay] = [
-        r
-        for r in json_format.MessageToDict(resources[types.ROUTE][ROUTE_CONFIG_NAME])["virtualHosts"][0][
-            "routes"
-        ]
-        if r["name"] == "mcpgw/relay"
-    ]
-    assert relay["match"]["headers"] == [{"name": RELAY_CLUSTER_HEADER, "presentMatch": True}]
-    assert relay["route"]["clusterHeader"] == RELAY_CLUSTER_HEADER
-    assert relay["requestHeadersToRemove"] == [RELAY_CLUSTER_HEADER]
-
-
-def test_client_sent_filter_only_headers_are_stripped_before_any_filter() -> None:
+def test_client_sent_broker_headers_are_stripped_before_any_filter() -> None:
     resources = translate(snapshot_of(minimal()), SETTINGS)
     listener = json_format.MessageToDict(resources[types.LISTENER][LISTENER_NAME])
     manager = listener["filterChains"][0]["filters"][0]["typedConfig"]
@@ -121,7 +101,6 @@ def test_client_sent_filter_only_headers_are_stripped_before_any_filter() -> Non
     assert [m["remove"] for m in mutation["typedConfig"]["mutations"]] == [
         "x-mcpgw-sse-channel",
         "x-mcpgw-sse-endpoint",
-        RELAY_CLUSTER_HEADER,
     ]
 
 

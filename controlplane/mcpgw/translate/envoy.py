@@ -64,12 +64,8 @@ HTTP_CONNECTION_MANAGER_TYPE = (
 EARLY_HEADER_MUTATION_TYPE = (
     "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 )
-# Set by the filter on a tools/call it relays: the tool's cluster, for the relay route.
-RELAY_CLUSTER_HEADER = "x-mcpgw-upstream-cluster"
-# Request headers only the filter may set: two tell the session broker which stream to open,
-# one picks the cluster a relayed tools/call goes to. Envoy removes them from client requests
-# before any filter runs.
-FILTER_ONLY_HEADERS = ("x-mcpgw-sse-channel", "x-mcpgw-sse-endpoint", RELAY_CLUSTER_HEADER)
+# Request headers only the filter may set: they tell the session broker which stream to open.
+BROKER_HEADERS = ("x-mcpgw-sse-channel", "x-mcpgw-sse-endpoint")
 _ADS = {"ads": {}, "resource_api_version": "V3"}
 
 Resources = dict[str, dict[str, Message]]
@@ -544,16 +540,15 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": _ADS},
-        # The broker and the relay route trust these headers because only the filter sets them:
-        # strip whatever a client sent before any filter runs, so a request that reaches the
-        # `/sse` or relay route without the filter (e.g. before its configuration arrived)
-        # carries none.
+        # The broker trusts these two headers because only the filter sets them: strip whatever a
+        # client sent before any filter runs, so a request that reaches the `/sse` route without
+        # the filter (e.g. before its configuration arrived) carries none.
         "early_header_mutation_extensions": [
             {
                 "name": "envoy.http.early_header_mutation.header_mutation",
                 "typed_config": {
                     "@type": EARLY_HEADER_MUTATION_TYPE,
-                    "mutations": [{"remove": name} for name in FILTER_ONLY_HEADERS],
+                    "mutations": [{"remove": name} for name in BROKER_HEADERS],
                 },
             }
         ],
@@ -585,21 +580,6 @@ def _routes(snapshot: RegistrySnapshot) -> Message:
     # HTTP+SSE (2024-11-05) stream: the filter mints the session on `GET {path}/sse` and lets
     # the request through to this replica's session broker, which holds the stream open.
     routes: list[dict[str, Any]] = []
-    if snapshot.servers:
-        # A REST tool's tools/call goes upstream as the client's own request: the filter rewrites
-        # it into the tool's REST request and names the tool's cluster in a header it alone may
-        # set (see FILTER_ONLY_HEADERS). The filter also sets the tool's timeout per request.
-        routes.append(
-            {
-                "name": "mcpgw/relay",
-                "match": {
-                    "prefix": "/",
-                    "headers": [{"name": RELAY_CLUSTER_HEADER, "present_match": True}],
-                },
-                "route": {"cluster_header": RELAY_CLUSTER_HEADER, "timeout": "15s"},
-                "request_headers_to_remove": [RELAY_CLUSTER_HEADER],
-            }
-        )
     for server in snapshot.servers:
         routes.append(
             {

@@ -53,15 +53,10 @@ const Stream = struct {
     /// Per-request memory, reset when the stream is deleted.
     arena: std.heap.ArenaAllocator,
     loaded: ?*Loaded = null,
-    /// `relaying`: a REST tool's request went upstream in this stream and
-    /// its answer comes back through the response callbacks; `calling`:
-    /// waiting for a `type: mcp` upstream (http_call); `publishing`:
+    /// `calling`: waiting for the upstream of a tools/call; `publishing`:
     /// waiting for the broker to take an HTTP+SSE answer.
-    state: enum { headers, body, relaying, calling, publishing, done } = .headers,
+    state: enum { headers, body, calling, publishing, done } = .headers,
     call: mcp.Call = undefined,
-    relay: Relay = .{},
-    /// The client came over TLS (Envoy's `x-forwarded-proto`), for a relayed request.
-    client_https: bool = false,
     token: u32 = 0,
     /// Captured at request headers: credentials only for servers with
     /// passthrough tools; the 2026-07-28 routing headers always.
@@ -74,22 +69,6 @@ const Stream = struct {
     /// A proxied DELETE's session, recorded as ended when the answer is 204.
     ends: ?struct { nonce: [session.nonce_len]u8, expires_ms: u64 } = null,
 };
-
-/// A relayed tools/call's upstream answer, collected in the VM.
-const Relay = struct {
-    status: u32 = 0,
-    headers: []const tpl.Header = &.{},
-    body: std.ArrayList(u8) = .empty,
-    /// Envoy answered instead of the upstream (no healthy host, timeout,
-    /// reset, unknown cluster): its response code details.
-    failure: ?[]const u8 = null,
-};
-
-/// The request header that routes a relayed tools/call to its tool's
-/// cluster (a `cluster_header` route the translator puts first). Envoy
-/// strips it from client requests before any filter, and the route strips
-/// it before the request leaves.
-const relay_cluster_header = "x-mcpgw-upstream-cluster";
 
 var next_generation: u64 = 0;
 /// Session tokens this VM verified recently (session.zig).
@@ -264,7 +243,6 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         if (!ok) return replyOrOom(s, mcp.forbiddenOrigin(arena));
     }
     const method = pw.findHeader(headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
-    if (pw.findHeader(headers, "x-forwarded-proto")) |proto| s.client_https = std.mem.eql(u8, proto, "https");
     var proxy_delete = false;
     // The session the request names, when it verified (checked once, here).
     var verified: ?session.Checked = null;
@@ -329,7 +307,10 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         }
     }
 
-    if (end_of_stream) return handleBody(id, s, cfg, "");
+    if (end_of_stream) {
+        handleBody(id, s, cfg, "");
+        return .pause;
+    }
     s.state = .body;
     return .pause;
 }
@@ -344,167 +325,50 @@ pub fn onRequestBody(id: u32, body_size: usize, end_of_stream: bool) pw.Action {
     // Keep buffering in the host until the whole message is there.
     if (!end_of_stream) return .pause;
 
-    const body = pw.getBufferBytes(.http_request_body, 0, body_size) orelse return handleBody(id, s, cfg, "");
+    const body = pw.getBufferBytes(.http_request_body, 0, body_size) orelse {
+        handleBody(id, s, cfg, "");
+        return .pause;
+    };
     defer body.free();
-    return handleBody(id, s, cfg, body.slice());
+    handleBody(id, s, cfg, body.slice());
+    return .pause;
 }
 
-/// `.continue` only when the request itself goes on upstream (a relayed
-/// tools/call); every other message is answered by the filter.
-fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) pw.Action {
+fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) void {
     const arena = s.arena.allocator();
     if (cfg.mcp_upstream) |up| {
-        const step = proxy.start(arena, &proxy_vm, up, &s.proxy, body, &s.client) catch return oomAction(s);
-        proxyStep(id, s, up, step);
-        return .pause;
+        const step = proxy.start(arena, &proxy_vm, up, &s.proxy, body, &s.client) catch return oomReply(s);
+        return proxyStep(id, s, up, step);
     }
-    const outcome = mcp.handle(arena, cfg, body, &s.client) catch return oomAction(s);
+    const outcome = mcp.handle(arena, cfg, body, &s.client) catch return oomReply(s);
     switch (outcome) {
         .reply => |r| {
             // HTTP+SSE: answers travel on the session's stream, the POST
             // only says whether they got there. HTTP errors (400, 413) and
             // 202s are the POST's own.
-            if (s.client.transport == .sse and r.status == 200) {
-                publish(id, s, cfg, r.body);
-                return .pause;
-            }
-            const version = r.new_session orelse {
-                reply(s, r);
-                return .pause;
-            };
+            if (s.client.transport == .sse and r.status == 200) return publish(id, s, cfg, r.body);
+            const version = r.new_session orelse return reply(s, r);
             const token = mint(arena, cfg, version) catch |err| {
                 pw.logf(.err, "mcp-server: cannot mint a session: {s}", .{@errorName(err)});
-                reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session\"}}" });
-                return .pause;
+                return reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session\"}}" });
             };
             replyWith(s, r, token);
-            return .pause;
         },
-        .call => |c| return relay(id, s, cfg, c, body.len),
+        .call => |c| {
+            s.call = c;
+            const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
+            const up = c.tool.upstream;
+            const token = pw.httpCall(up.cluster, headers, c.body, up.timeout_ms) catch {
+                const why = jsonw.allocPrint(arena, "upstream cluster {s} is unavailable (proxy_http_call status {d})", .{
+                    up.cluster, @intFromEnum(pw.last_http_call_status),
+                }) catch return oomReply(s);
+                return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
+            };
+            calls.put(gpa, token, id) catch return oomReply(s);
+            s.token = token;
+            s.state = .calling;
+        },
     }
-}
-
-// ------------------------------------------------------ relayed tools/call
-
-/// Sends a REST tool's request upstream as this very stream: the client's
-/// headers and body are replaced by the tool's, and the request is routed
-/// again, by `relay_cluster_header`, to the tool's cluster. Its answer
-/// becomes the tool result in `onResponseHeaders`/`onResponseBody`. Unlike
-/// proxy_http_call this opens no second HTTP stream inside Envoy.
-fn relay(id: u32, s: *Stream, cfg: *const config.Config, c: mcp.Call, body_size: usize) pw.Action {
-    s.call = c;
-    const arena = s.arena.allocator();
-    const up = c.tool.upstream;
-    var headers = std.ArrayList(tpl.Header).initCapacity(arena, c.headers.len + 4) catch return oomAction(s);
-    headers.appendSliceAssumeCapacity(c.headers);
-    // Envoy routes no request without it (the client's, set by Envoy, went with its headers).
-    headers.appendAssumeCapacity(.{ .name = "x-forwarded-proto", .value = if (s.client_https) "https" else "http" });
-    headers.appendAssumeCapacity(.{ .name = relay_cluster_header, .value = up.cluster });
-    // The route's timeout is a default; the tool's own limit travels with the request.
-    headers.appendAssumeCapacity(.{
-        .name = "x-envoy-upstream-rq-timeout-ms",
-        .value = jsonw.allocPrint(arena, "{d}", .{up.timeout_ms}) catch return oomAction(s),
-    });
-    // The client's request had a body; an empty one must not go out chunked.
-    if (c.body.len == 0) headers.appendAssumeCapacity(.{ .name = "content-length", .value = "0" });
-    const serialized = pw.serializeHeaders(arena, headers.items) catch return oomAction(s);
-    const set_headers = pw.setHeaderPairs(.http_request_headers, serialized);
-    const set_body = if (set_headers == .ok) pw.setBufferBytes(.http_request_body, 0, body_size, c.body) else set_headers;
-    if (set_body != .ok) {
-        const why = jsonw.allocPrint(arena, "the gateway could not rewrite the request for the upstream (host status {d})", .{@intFromEnum(set_body)}) catch return oomAction(s);
-        answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomAction(s));
-        return .pause;
-    }
-    s.state = .relaying;
-    return .@"continue";
-}
-
-pub fn onResponseHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Action {
-    _ = num_headers;
-    const s = streams.get(id) orelse return .@"continue";
-    // The filter's own local replies pass here too: they go out as they are.
-    if (s.state != .relaying) return .@"continue";
-    const arena = s.arena.allocator();
-    const cfg = &s.loaded.?.compact.cfg;
-    if (pw.getHeaderPairs(.http_response_headers)) |pairs| {
-        defer pairs.free();
-        // The body comes in later callbacks: keep the headers past this one.
-        const kept = arena.dupe(u8, pairs.slice()) catch return oomAction(s);
-        s.relay.headers = pw.deserializeHeaders(tpl.Header, arena, kept) catch &.{};
-    }
-    const status_text = tpl.findHeader(s.relay.headers, ":status") orelse "";
-    s.relay.status = std.fmt.parseUnsigned(u32, status_text, 10) catch 0;
-    if (s.relay.status < 200 or s.relay.status >= 300) {
-        // Envoy's own answers (no healthy host, timeout, reset) are not the
-        // tool's: `via_upstream` marks what the upstream said.
-        if (pw.getProperty("response\x00code_details")) |d| {
-            defer d.free();
-            if (!std.mem.eql(u8, d.slice(), "via_upstream")) {
-                s.relay.failure = arena.dupe(u8, d.slice()) catch return oomAction(s);
-            }
-        }
-    }
-    if (tpl.findHeader(s.relay.headers, "content-length")) |text| {
-        const size = std.fmt.parseUnsigned(u64, text, 10) catch 0;
-        if (size > cfg.max_response_bytes and s.relay.failure == null) {
-            tooLargeAnswer(id, s, cfg, size);
-            return .pause;
-        }
-    }
-    if (end_of_stream) finishRelay(id, s, "");
-    return .pause;
-}
-
-pub fn onResponseBody(id: u32, body_size: usize, end_of_stream: bool) pw.Action {
-    const s = streams.get(id) orelse return .@"continue";
-    if (s.state != .relaying) return .@"continue";
-    const arena = s.arena.allocator();
-    const cfg = &s.loaded.?.compact.cfg;
-    // Chunks are copied into the VM and dropped from the host, so the
-    // limit that applies is the server's `max_response_bytes`, not Envoy's
-    // per-connection buffer.
-    const total = s.relay.body.items.len + body_size;
-    if (total > cfg.max_response_bytes and s.relay.failure == null) {
-        tooLargeAnswer(id, s, cfg, if (end_of_stream) total else null);
-        return .pause_unbuffered;
-    }
-    const chunk = if (body_size == 0) null else pw.getBufferBytes(.http_response_body, 0, body_size);
-    defer if (chunk) |c| c.free();
-    const bytes = if (chunk) |c| c.slice() else "";
-    if (end_of_stream and s.relay.body.items.len == 0) {
-        finishRelay(id, s, bytes);
-        return .pause_unbuffered;
-    }
-    s.relay.body.appendSlice(arena, bytes) catch return oomAction(s);
-    if (end_of_stream) finishRelay(id, s, s.relay.body.items);
-    return .pause_unbuffered;
-}
-
-/// The tool result of a relayed call, from its collected answer.
-fn finishRelay(id: u32, s: *Stream, body: []const u8) void {
-    const arena = s.arena.allocator();
-    const cfg = &s.loaded.?.compact.cfg;
-    if (s.relay.failure) |code_details| {
-        const why = jsonw.allocPrint(arena, "upstream request failed: {s}", .{code_details}) catch return oomReply(s);
-        return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
-    }
-    const result = mcp.toolResult(arena, &s.call, .{
-        .status = s.relay.status,
-        .headers = s.relay.headers,
-        .body = body,
-    }) catch return oomReply(s);
-    answer(id, s, cfg, result);
-}
-
-/// `size`: the answer's full size when known (content-length, or the
-/// whole body seen).
-fn tooLargeAnswer(id: u32, s: *Stream, cfg: *const config.Config, size: ?u64) void {
-    const arena = s.arena.allocator();
-    const why = (if (size) |n|
-        jsonw.allocPrint(arena, "upstream response of {d} bytes exceeds the limit of {d} bytes", .{ n, cfg.max_response_bytes })
-    else
-        jsonw.allocPrint(arena, "upstream response exceeds the limit of {d} bytes", .{cfg.max_response_bytes})) catch return oomReply(s);
-    answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
 }
 
 pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_size: usize, num_trailers: usize) void {
@@ -514,10 +378,42 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     const s = streams.get(id) orelse return;
     if (s.state != .calling and s.state != .publishing) return;
     _ = pw.setEffectiveContext(id);
+    const arena = s.arena.allocator();
     const cfg = &s.loaded.?.compact.cfg;
     if (s.state == .publishing) return published(s, num_headers);
-    const up = cfg.mcp_upstream orelse return;
-    proxyResponse(id, s, cfg, up, num_headers, body_size);
+    if (cfg.mcp_upstream) |up| return proxyResponse(id, s, cfg, up, num_headers, body_size);
+
+    if (num_headers == 0) {
+        // The host signals a failed call (reset, no healthy host, ...) by an
+        // empty header map; its status message names the cause.
+        var why: []const u8 = "upstream request failed";
+        if (pw.getStatus()) |st| {
+            defer st.message.free();
+            if (st.message.len != 0) {
+                why = jsonw.allocPrint(arena, "upstream request failed: {s}", .{st.message.slice()}) catch why;
+            }
+        }
+        return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
+    }
+    if (body_size > cfg.max_response_bytes) {
+        const why = jsonw.allocPrint(arena, "upstream response of {d} bytes exceeds the limit of {d} bytes", .{ body_size, cfg.max_response_bytes }) catch return oomReply(s);
+        return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
+    }
+
+    const pairs = pw.getHeaderPairs(.http_call_response_headers);
+    defer if (pairs) |p| p.free();
+    const headers = pw.deserializeHeaders(tpl.Header, arena, if (pairs) |p| p.slice() else "") catch &.{};
+    const status_text = tpl.findHeader(headers, ":status") orelse "";
+    const status = std.fmt.parseUnsigned(u32, status_text, 10) catch 0;
+
+    const body = if (body_size == 0) null else pw.getBufferBytes(.http_call_response_body, 0, body_size);
+    defer if (body) |b| b.free();
+    const result = mcp.toolResult(arena, &s.call, .{
+        .status = status,
+        .headers = headers,
+        .body = if (body) |b| b.slice() else "",
+    }) catch return oomReply(s);
+    answer(id, s, cfg, result);
 }
 
 /// A tools/call's JSON-RPC answer: the POST's body, or on HTTP+SSE the

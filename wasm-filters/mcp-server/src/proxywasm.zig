@@ -28,11 +28,7 @@ pub const Status = enum(u32) {
 
 pub const LogLevel = enum(u32) { trace = 0, debug = 1, info = 2, warn = 3, err = 4, critical = 5 };
 
-/// What a callback tells the host. `pause` keeps headers (with
-/// `allow_on_headers_stop_iteration`) or buffers body data in the host;
-/// `pause_unbuffered` is for body callbacks only: the chunk is not kept
-/// (the filter copied what it needs), so no host buffer limit applies.
-pub const Action = enum(u32) { @"continue" = 0, pause = 1, pause_unbuffered = 3 };
+pub const Action = enum(u32) { @"continue" = 0, pause = 1 };
 
 pub const BufferType = enum(u32) {
     http_request_body = 0,
@@ -100,8 +96,6 @@ const host = struct {
     extern "env" fn proxy_get_current_time_nanoseconds(ret_time: *u64) Status;
     extern "env" fn proxy_get_shared_data(key: [*]const u8, key_size: usize, ret_data: *?[*]u8, ret_size: *usize, ret_cas: *u32) Status;
     extern "env" fn proxy_set_shared_data(key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize, cas: u32) Status;
-    extern "env" fn proxy_set_header_map_pairs(t: MapType, data: [*]const u8, size: usize) Status;
-    extern "env" fn proxy_set_buffer_bytes(t: BufferType, start: usize, size: usize, data: [*]const u8, data_size: usize) Status;
     extern "env" fn proxy_replace_header_map_value(t: MapType, key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize) Status;
 };
 
@@ -232,27 +226,6 @@ pub fn setSharedData(key: []const u8, value: []const u8, cas: u32) Status {
 /// Sets a header to one value, dropping every value it had.
 pub fn replaceHeader(t: MapType, name: []const u8, value: []const u8) Status {
     return host.proxy_replace_header_map_value(t, addr(name), name.len, addr(value), value.len);
-}
-
-/// Replaces the whole map with `pairs` (serialized, see `serializeHeaders`).
-/// On request headers the host also forgets the route it picked, so the
-/// request is routed again with the new headers.
-pub fn setHeaderPairs(t: MapType, pairs: []const u8) Status {
-    return host.proxy_set_header_map_pairs(t, addr(pairs), pairs.len);
-}
-
-/// Replaces `size` bytes from `start` (0: the whole buffered body) with `data`.
-pub fn setBufferBytes(t: BufferType, start: usize, size: usize, data: []const u8) Status {
-    return host.proxy_set_buffer_bytes(t, start, size, addr(data), data.len);
-}
-
-/// A stream property (Envoy attribute), its path segments joined by NUL:
-/// `"response\x00code_details"`. Null when the host has none.
-pub fn getProperty(path: []const u8) ?HostBytes {
-    var data: ?[*]u8 = null;
-    var size: usize = 0;
-    if (host.proxy_get_property(addr(path), path.len, &data, &size) != .ok) return null;
-    return .{ .ptr = data, .len = size };
 }
 
 /// Serialized pairs; decode with `deserializeHeaders`, or look single names
