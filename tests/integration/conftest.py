@@ -18,6 +18,12 @@ from mcpgw.demo.petstore import RECORDED, RecordedRequest
 from mcpgw.stack import DEFAULT_REGISTRY, Stack, free_port, on_free_ports
 
 
+def envoy_client_headers(timeout_ms: int) -> dict[str, str]:
+    """What Envoy's HTTP client adds to every REST call the filter makes, besides the tool's
+    own headers: it marks the request internal and announces the tool's timeout."""
+    return {"x-envoy-internal": "true", "x-envoy-expected-rq-timeout-ms": str(timeout_ms)}
+
+
 def copy_registry(target: Path, backend_port: int) -> Path:
     """The example registry, pointed at a demo backend on `backend_port`."""
     shutil.copytree(DEFAULT_REGISTRY, target)

@@ -11,11 +11,11 @@ import httpx
 import yaml
 from mcp import Client
 
-from tests.integration.conftest import Gateway
+from tests.integration.conftest import Gateway, envoy_client_headers
 from tests.integration.mcphttp import post
 
-# What Envoy's HTTP client itself adds to every call the filter makes (the backend timeout is 5000 ms).
-ENVOY_HEADERS = {"x-envoy-internal": "true", "x-envoy-expected-rq-timeout-ms": "5000"}
+# The demo backend's timeout is 5000 ms.
+ENVOY_HEADERS = envoy_client_headers(5000)
 
 
 def last_request(gateway: Gateway) -> Any:

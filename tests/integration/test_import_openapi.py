@@ -19,12 +19,11 @@ from mcp import Client
 
 from mcpgw.cli import main
 from mcpgw.httpserve import ServedApp, serve
-from tests.integration.conftest import running_gateway
+from tests.integration.conftest import envoy_client_headers, running_gateway
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "importers"
-# What Envoy's HTTP client adds to every call the filter makes (the imported backend keeps the
-# registry's default timeout, 10 s).
-ENVOY_HEADERS = {"x-envoy-internal": "true", "x-envoy-expected-rq-timeout-ms": "10000"}
+# The imported backend keeps the registry's default timeout, 10 s.
+ENVOY_HEADERS = envoy_client_headers(10000)
 BOOK = {"id": 7, "title": "Dune", "authorId": 3, "genre": "fiction", "year": 1965, "isbn": None, "copies": 2}
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from mcpgw.demo.petstore import RECORDED, RecordedRequest, record_requests
 from mcpgw.httpserve import ServedApp, serve
-from tests.integration.conftest import Gateway, running_gateway
+from tests.integration.conftest import Gateway, envoy_client_headers, running_gateway
 from tests.integration.mcphttp import call, post
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
@@ -26,7 +26,7 @@ WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(20)
 ENV_TOKEN = "tok-from-env-7Q"
 FILE_KEY = "key-from-file-9Z"
 INLINE_BASIC = "svc:p@ss-inline"
-ENVOY_HEADERS = {"x-envoy-internal": "true", "x-envoy-expected-rq-timeout-ms": "5000"}
+ENVOY_HEADERS = envoy_client_headers(5000)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
