@@ -68,6 +68,10 @@ class ControlPlaneOptions:
     session_keys_file: Path | None = None
     # How long a session id stays valid after the filter issued it.
     session_ttl_s: int = DEFAULT_TTL_S
+    # A registry rejected for something outside it (a credential file or variable it names,
+    # unreadable) is tried again this often until it applies: fixing the credential is enough,
+    # and a key rotation made meanwhile still reaches Envoy.
+    rejected_retry_s: float = 5.0
 
 
 @dataclass
@@ -92,6 +96,7 @@ class ControlPlane:
         self._watch_task: asyncio.Task[None] | None = None
         self.sessions: SessionKeys | None = None
         self._keys_task: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
         self._status: ServedApp | None = None
         self.xds_port = options.xds_port
         self.status_port = options.status_port
@@ -183,7 +188,10 @@ class ControlPlane:
             self._counters.rejected += 1
             for problem in error.problems:
                 log.error("registry_rejected", file=problem.file, field=problem.path, reason=problem.reason)
+            self._schedule_retry()
             return
+        # The credentials are readable: nothing outside the registry to wait for.
+        self._cancel_retry()
         self.rejections = []
         try:
             resources = self.translator.translate(snapshot, secrets)
@@ -208,8 +216,29 @@ class ControlPlane:
             translate_ms=round(elapsed_ms, 2),
         )
 
+    def _schedule_retry(self) -> None:
+        """Apply the newest registry again later: what kept it out lies outside the registry
+        (a credential file or variable), so no registry change may come to trigger it. Only
+        once serving: at startup a rejection stops the start instead."""
+        if self._watch_task is None or (self._retry_task is not None and not self._retry_task.done()):
+            return
+        self._retry_task = asyncio.create_task(self._retry_rejected(), name="registry-retry")
+
+    async def _retry_rejected(self) -> None:
+        # Runs until an apply finds the credentials readable (`_cancel_retry` unsets it).
+        while self._retry_task is asyncio.current_task() and self.store.snapshot is not None:
+            await asyncio.sleep(self.options.rejected_retry_s)
+            # The registry may have changed meanwhile: the newest snapshot is the one to serve.
+            log.info("registry_retry", revision=self.store.snapshot.revision)
+            await self.apply(self.store.snapshot)
+
+    def _cancel_retry(self) -> None:
+        task, self._retry_task = self._retry_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
     async def stop(self) -> None:
-        for task in (self._watch_task, self._keys_task):
+        for task in (self._watch_task, self._keys_task, self._retry_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

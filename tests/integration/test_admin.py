@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 import yaml
 from mcp import Client
 
+from tests import waiting
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
 from tests.integration.mcphttp import post, rpc
 
@@ -55,17 +56,8 @@ def admin_url(gateway: Gateway) -> str:
     return f"http://127.0.0.1:{gateway.stack.control_plane.status_port}"
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = await check()
-        except Exception:
-            value = None
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} within {timeout}s"
-        await asyncio.sleep(0.1)
+# The checks call the admin API, which may not answer yet (or answer with an error) at first.
+eventually = functools.partial(waiting.eventually, ignore=(Exception,), interval=0.1)
 
 
 async def listed_tools(url: str) -> dict[str, str]:

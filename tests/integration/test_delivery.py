@@ -15,6 +15,7 @@ from mcp import Client
 from mcpgw.translate.envoy import translate
 from mcpgw.xds import types
 from tests.integration.conftest import Gateway
+from tests.waiting import eventually
 
 INVENTORY = {
     "kind": "McpServer",
@@ -31,16 +32,6 @@ INVENTORY = {
         }
     ],
 }
-
-
-async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout}s")
 
 
 def ecds_reloads(gateway: Gateway, server: str) -> int:

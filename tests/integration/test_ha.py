@@ -11,7 +11,7 @@ read from its own admin endpoint (`/config_dump`), which is exactly the configur
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
 import os
 import signal
@@ -22,7 +22,6 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -32,6 +31,7 @@ from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import serve
 from mcpgw.registry.redisstore import RedisStore
 from pluginserver.server import DEFAULT_ROOT, create_app
+from tests import waiting
 from tests.integration.conftest import free_port
 from tests.integration.mcphttp import call
 from tests.redisserver import RedisServer
@@ -89,16 +89,8 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             process.wait()
 
 
-async def eventually(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s")
+# The checks reach replicas that may be starting or stopped (connection refused).
+eventually = functools.partial(waiting.eventually, ignore=(OSError,), interval=0.1)
 
 
 @pytest.fixture

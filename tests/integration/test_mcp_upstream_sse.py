@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from tests.integration.test_mcp_upstream import (
     weather,
     write_registry,
 )
+from tests.waiting import eventually
 
 
 @dataclass
@@ -153,13 +154,6 @@ def sse_server(name: str, *upstreams: SseUpstream, **fields: Any) -> dict[str, A
 def bridge_of(gateway: Gateway) -> Bridge:
     assert gateway.stack.broker is not None and gateway.stack.broker.bridge is not None
     return gateway.stack.broker.bridge
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

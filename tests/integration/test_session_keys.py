@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tests.integration.conftest import Gateway, copy_registry, free_port, runnin
 from tests.integration.mcphttp import ACCEPT, open_session, rpc
 from tests.redisserver import RedisServer
 from tests.unit.test_registry import minimal
+from tests.waiting import eventually
 
 TOKEN = "session-keys-integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,16 +73,6 @@ def envoy_secrets(envoy: EnvoyProcess) -> set[str]:
         for config in envoy_filter_configs(envoy).values()
         for key in config.get("sessions", {}).get("keys", [])
     }
-
-
-async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} within {timeout}s"
-        await asyncio.sleep(0.05)
 
 
 def assert_no_secret(text: str, secrets: set[str]) -> None:

@@ -9,7 +9,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -23,6 +23,7 @@ from mcpgw.stack import free_port
 from tests.integration.mcphttp import initialize_request
 from tests.integration.test_mcp_upstream import serving
 from tests.integration.test_mcp_upstream_sse import SseUpstream
+from tests.waiting import eventually
 
 JSON = {"content-type": "application/json"}
 
@@ -78,13 +79,6 @@ class BridgeClient:
         self.session = response.headers["mcp-session-id"]
         assert (await self.post(rpc("notifications/initialized", id=None))).status_code == 202
         return response.json()
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.02)
 
 
 def closed_reasons(caplog: pytest.LogCaptureFixture) -> list[str]:

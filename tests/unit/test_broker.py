@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from mcpgw.broker import Broker, BrokerSettings, MemoryBus, Stream
 from mcpgw.broker.bus import StreamClosed
 from tests.redisserver import RedisServer
+from tests.waiting import eventually
 
 CHANNEL = "0123456789abcdef0123456789abcdef"
 ENDPOINT = f"/mcp/default/petstore/message?sessionId=token-{CHANNEL}"
@@ -98,15 +99,6 @@ async def numsub(redis_url: str, channel: str = CHANNEL) -> int:
         return int(dict(await client.pubsub_numsub(f"mcpgw:sse:{channel}"))[f"mcpgw:sse:{channel}".encode()])
     finally:
         await client.aclose()
-
-
-async def eventually(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout}s")
 
 
 async def test_a_message_published_on_one_broker_reaches_a_stream_on_another_in_order(
