@@ -1,6 +1,6 @@
 """Data-plane benchmark: the same tool call through every way of serving it, side by side.
 
-    .venv/bin/python bench/dataplane.py [--duration 5] [--repeats 3] [--skip-scale]
+    .venv/bin/python bench/dataplane.py [--duration 5] [--repeats 5] [--skip-scale]
 
 Starts one nginx backend, a plain proxy Envoy, an Envoy with Envoy's native
 `mcp_json_rest_bridge`, an Envoy with the minimal Proxy-Wasm filter `wasm_floor.zig`, the
@@ -570,7 +570,7 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per scenario run")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each run")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--skip-scale", action="store_true", help="skip the 1/100/1000-server memory runs")
