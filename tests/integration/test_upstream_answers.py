@@ -87,7 +87,10 @@ def registry_documents(backend: ServedApp, dead_port: int) -> list[dict[str, Any
             "kind": "McpServer",
             "name": "down",
             "backend": {"endpoints": [f"127.0.0.1:{dead_port}"], "host": "down.internal", "timeoutMs": 2000},
-            "tools": [{"name": "unreachable", **get("/anything")}],
+            # The error template is for the backend's answers, never for Envoy's own.
+            "tools": [
+                {"name": "unreachable", **get("/anything"), "errorResponseTemplate": "backend: {{.error}}"}
+            ],
         },
     ]
 
@@ -135,16 +138,19 @@ def only_text(result: dict[str, Any]) -> str:
 async def test_unreachable_backend_is_a_tool_error_naming_the_cause(setup: Setup) -> None:
     result = await call_tool(setup.url("down"), "unreachable")
     assert result["isError"] is True
-    # Envoy's own 503 text becomes the error result (no error template on this tool).
     reason = only_text(result)
-    assert reason.startswith("upstream connect error") and "connection failure" in reason, reason
+    assert reason.startswith("upstream request failed: HTTP 503: upstream connect error"), reason
+    assert "connection failure" in reason, reason
 
 
 async def test_tool_timeout_cuts_a_slow_backend(setup: Setup) -> None:
     started = time.monotonic()
     result = await call_tool(setup.url("rest"), "slow")
     elapsed = time.monotonic() - started
-    assert result == {"content": [{"type": "text", "text": "upstream request timeout"}], "isError": True}
+    assert result == {
+        "content": [{"type": "text", "text": "upstream request failed: HTTP 504: upstream request timeout"}],
+        "isError": True,
+    }
     # The backend sleeps 3 s; the tool allows 0.4 s (wide margin for a loaded machine).
     assert elapsed < 2.5, elapsed
 

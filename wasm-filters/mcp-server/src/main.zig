@@ -408,6 +408,15 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
 
     const body = if (body_size == 0) null else pw.getBufferBytes(.http_call_response_body, 0, body_size);
     defer if (body) |b| b.free();
+    // Envoy answers itself when it cannot get an answer (connect failure, no healthy host,
+    // timeout, overflow); its router marks every answer that did come from the upstream with
+    // `x-envoy-upstream-service-time`. Envoy's own answer is not the backend's: no error
+    // template renders it, the result names it.
+    if ((status < 200 or status >= 300) and tpl.findHeader(headers, "x-envoy-upstream-service-time") == null) {
+        const said = std.mem.trim(u8, if (body) |b| b.slice() else "", " \t\r\n");
+        const why = jsonw.allocPrint(arena, "upstream request failed: HTTP {d}: {s}", .{ status, said }) catch return oomReply(s);
+        return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
+    }
     const result = mcp.toolResult(arena, &s.call, .{
         .status = status,
         .headers = headers,
