@@ -145,20 +145,33 @@ def load_side(placement: Placement) -> Iterator[None]:
 
 def build_bench_wasm(source: str, work: Path) -> Path:
     """Compile a small bench filter (`bench/<source>.zig`) into the run's work dir (never committed)."""
-    out = work / f"{source}.wasm"
+    return _zig_build(
+        source,
+        work,
+        ["build-exe", "-target", "wasm32-freestanding", "-fno-entry", "-rdynamic"],
+        f"{source}.wasm",
+    )
+
+
+def build_bench_native_module(source: str, work: Path) -> Path:
+    """Compile `bench/<source>.zig` into an Envoy dynamic module, `lib<source>.so` in the work
+    dir; Envoy finds it there when $ENVOY_DYNAMIC_MODULES_SEARCH_PATH names the directory."""
+    native = ["build-lib", "-dynamic", "-target", "x86_64-linux-gnu"]
+    return _zig_build(source, work, native, f"lib{source}.so")
+
+
+def _zig_build(source: str, work: Path, mode: list[str], output: str) -> Path:
+    out = work / output
     built = subprocess.run(
         [
             sys.executable,
             "-m",
             "ziglang",
-            "build-exe",
+            mode[0],
             str(HERE / f"{source}.zig"),
-            "-target",
-            "wasm32-freestanding",
+            *mode[1:],
             "-O",
             "ReleaseFast",
-            "-fno-entry",
-            "-rdynamic",
             f"-femit-bin={out}",
         ],
         cwd=work,

@@ -143,17 +143,38 @@ def wasm_floor_filter(wasm: Path) -> dict[str, object]:
     }
 
 
+def native_module_filter(name: str) -> dict[str, object]:
+    """Envoy's dynamic-modules filter running `lib<name>.so`, which Envoy looks up in
+    $ENVOY_DYNAMIC_MODULES_SEARCH_PATH (native code in Envoy's process, no VM)."""
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": _T + "http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": name},
+            "filter_name": name,
+        },
+    }
+
+
 def static_envoy(
-    listen_port: int, admin_port: int, backend_port: int, *, native: bool, wasm: Path | None = None
+    listen_port: int,
+    admin_port: int,
+    backend_port: int,
+    *,
+    native: bool,
+    wasm: Path | None = None,
+    module: str | None = None,
 ) -> str:
-    """A static Envoy in front of the backend: plain proxy, with the native MCP bridge, or with
-    the Proxy-Wasm module `wasm` (the floor filter) inline.
+    """A static Envoy in front of the backend: plain proxy, with the native MCP bridge, with
+    the Proxy-Wasm module `wasm` (the floor filter) inline, or with the dynamic module `module`.
 
     JSON is valid YAML, so the bootstrap is written as JSON.
     """
     http_filters: list[dict[str, object]] = [native_bridge_filter()] if native else []
     if wasm is not None:
         http_filters.append(wasm_floor_filter(wasm))
+    if module is not None:
+        http_filters.append(native_module_filter(module))
     http_filters.append(
         {
             "name": "envoy.filters.http.router",
@@ -180,7 +201,13 @@ def static_envoy(
     }
     bootstrap = {
         "node": {
-            "id": "bench-native" if native else "bench-wasm-floor" if wasm else "bench-proxy",
+            "id": "bench-native"
+            if native
+            else "bench-wasm-floor"
+            if wasm
+            else "bench-native-module"
+            if module
+            else "bench-proxy",
             "cluster": "bench",
         },
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},

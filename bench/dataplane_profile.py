@@ -6,6 +6,8 @@
 Envoys answers the same `tools/list`, each rung adding one part of what the real gateway runs:
 
     native                       static Envoy, Envoy's own `mcp_json_rest_bridge`
+    native-module-floor          static Envoy, `bench/native_module_floor.zig` as an Envoy dynamic
+                                 module (native code: the floor without a VM)
     wasm-floor                   static Envoy, `bench/wasm_floor.zig` inline (the Proxy-Wasm floor)
     mcpgw-inline                 static Envoy, our plugin inline with the stack's exact configuration
     mcpgw-composite              the same inside the composite filter the translator emits
@@ -27,6 +29,7 @@ import asyncio
 import copy
 import hashlib
 import json
+import os
 import re
 import shutil
 import statistics
@@ -42,6 +45,7 @@ from dataplane import (
     PLUGIN,
     Placement,
     Scenario,
+    build_bench_native_module,
     build_bench_wasm,
     check,
     load_side,
@@ -309,6 +313,9 @@ async def measure(args: argparse.Namespace, work: Path, placement: Placement) ->
     statics: list[EnvoyProcess] = []
     try:
         floor_wasm = build_bench_wasm("wasm_floor", work)
+        build_bench_native_module("native_module_floor", work)
+        # Envoy looks dynamic modules up by name in this directory; the Envoys inherit it.
+        os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(work)
         nginx.start()
         assert nginx.process is not None
         placement.pin_load(nginx.process.pid)
@@ -346,6 +353,15 @@ async def measure(args: argparse.Namespace, work: Path, placement: Placement) ->
                 "/mcp",
                 False,
                 lambda listen, admin: static_envoy(listen, admin, backend_port, native=True),
+            ),
+            Rung(
+                "native-module-floor",
+                "an Envoy dynamic module doing the least (native code, no VM; fixed reply)",
+                "/mcp",
+                False,
+                lambda listen, admin: static_envoy(
+                    listen, admin, backend_port, native=False, module="native_module_floor"
+                ),
             ),
             Rung(
                 "wasm-floor",
@@ -523,11 +539,14 @@ def render(results: Mapping[str, Any]) -> str:
         "the measured run only, ÷ requests). Noise on a shared VM only ever adds time, so the "
         "figure to compare is the mean of instance minimums (each process's best run, averaged "
         "over processes, since identical processes differ in steady speed); the median shows "
-        "how much the runs spread. `wasm-floor - native` is what Proxy-Wasm costs before any MCP "
-        "work; `mcpgw-inline - wasm-floor` is our filter's own work (its host calls are priced "
-        "in the probe table); the composite, early-mutation/stats and xDS steps are what the "
-        "stack wraps around it. Steps smaller than the spread between instances are noise. "
-        "Raw per-instance, per-round figures (req/s, latency, CPU, pid) are in the JSON.",
+        "how much the runs spread. `native-module-floor` is the least a filter in native code (an "
+        "Envoy dynamic module) costs; `wasm-floor - native-module-floor` is what the Proxy-Wasm "
+        "ABI costs over native code, and `wasm-floor - native` what Proxy-Wasm costs before any "
+        "MCP work against Envoy's own bridge; `mcpgw-inline - wasm-floor` is our filter's own "
+        "work (its host calls are priced in the probe table); the composite, early-mutation/stats "
+        "and xDS steps are what the stack wraps around it. Steps smaller than the spread between "
+        "instances are noise. Raw per-instance, per-round figures (req/s, latency, CPU, pid) are "
+        "in the JSON.",
         "",
     ]
     return "\n".join(lines)
