@@ -74,8 +74,8 @@ bench-dataplane: filters
 	$(PY) bench/dataplane.py
 
 # Where tools/list's extra Envoy CPU goes: a ladder of Envoys from native (and a native-module
-# floor) to the real stack,
-# then the filter's host calls timed inside V8 (bench/wasm_probe.zig). Not part of `bench`. ~3 minutes.
+# floor) to the real stack, then the filter's host calls timed inside V8 (bench/wasm_probe.zig).
+# Not part of `bench`. ~3 minutes.
 bench-dataplane-profile: filters
 	$(PY) bench/dataplane_profile.py
 
