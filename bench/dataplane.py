@@ -148,28 +148,31 @@ def build_bench_wasm(source: str, work: Path) -> Path:
     return _zig_build(
         source,
         work,
-        ["build-exe", "-target", "wasm32-freestanding", "-fno-entry", "-rdynamic"],
         f"{source}.wasm",
+        "build-exe",
+        "-target",
+        "wasm32-freestanding",
+        "-fno-entry",
+        "-rdynamic",
     )
 
 
 def build_bench_native_module(source: str, work: Path) -> Path:
     """Compile `bench/<source>.zig` into an Envoy dynamic module, `lib<source>.so` in the work
     dir; Envoy finds it there when $ENVOY_DYNAMIC_MODULES_SEARCH_PATH names the directory."""
-    native = ["build-lib", "-dynamic", "-target", "x86_64-linux-gnu"]
-    return _zig_build(source, work, native, f"lib{source}.so")
+    return _zig_build(source, work, f"lib{source}.so", "build-lib", "-dynamic", "-target", "x86_64-linux-gnu")
 
 
-def _zig_build(source: str, work: Path, mode: list[str], output: str) -> Path:
+def _zig_build(source: str, work: Path, output: str, command: str, *flags: str) -> Path:
     out = work / output
     built = subprocess.run(
         [
             sys.executable,
             "-m",
             "ziglang",
-            mode[0],
+            command,
             str(HERE / f"{source}.zig"),
-            *mode[1:],
+            *flags,
             "-O",
             "ReleaseFast",
             f"-femit-bin={out}",
