@@ -194,6 +194,19 @@ async def wait_served(url: str) -> None:
             await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def gateway_over(
+    tmp_path: Path, *documents: dict[str, Any], running: tuple[Upstream, ...] = ()
+) -> AsyncIterator[Gateway]:
+    """The gateway with `documents` as its registry and the `running` upstreams up (an upstream
+    left out is one nothing listens for); entered once Envoy serves every document's path."""
+    registry = write_registry(tmp_path / "registry", *documents)
+    async with serving(*running), running_gateway(tmp_path, registry) as gateway:
+        for document in documents:
+            await wait_served(f"{gateway.stack.mcp_base_url}/mcp/{document['namespace']}/{document['name']}")
+        yield gateway
+
+
 def client(url: str, headers: dict[str, str] | None = None) -> Client:
     """The SDK client in legacy mode (initialize handshake, sessions)."""
     http = httpx2.AsyncClient(headers=headers or {}, timeout=httpx2.Timeout(15, read=15))
@@ -226,8 +239,8 @@ USER_TOKEN = {"id": "userToken", "type": "http", "scheme": "bearer"}
 @pytest.fixture
 async def one_upstream(tmp_path: Path) -> AsyncIterator[tuple[Gateway, Upstream]]:
     upstream = Upstream("A")
-    registry = write_registry(
-        tmp_path / "registry",
+    async with gateway_over(
+        tmp_path,
         weather(
             "weather",
             upstream,
@@ -245,10 +258,8 @@ async def one_upstream(tmp_path: Path) -> AsyncIterator[tuple[Gateway, Upstream]
             securitySchemes=[USER_TOKEN],
             security={"id": "userToken", "passthrough": True},
         ),
-    )
-    async with serving(upstream), running_gateway(tmp_path, registry) as gateway:
-        await wait_served(f"{gateway.stack.mcp_base_url}/mcp/team/weather")
-        await wait_served(f"{gateway.stack.mcp_base_url}/mcp/team/mine")
+        running=(upstream,),
+    ) as gateway:
         yield gateway, upstream
 
 
@@ -330,10 +341,8 @@ async def test_passthrough_credential_and_protocol_errors(one_upstream: tuple[Ga
 
 async def test_unreachable_upstream_is_a_clear_json_rpc_error(tmp_path: Path) -> None:
     gone = Upstream("gone")  # never started: nothing listens on its port
-    registry = write_registry(tmp_path / "registry", weather("down", gone))
-    async with running_gateway(tmp_path, registry) as gateway:
+    async with gateway_over(tmp_path, weather("down", gone)) as gateway:
         url = f"{gateway.stack.mcp_base_url}/mcp/team/down"
-        await wait_served(url)
         async with httpx.AsyncClient(timeout=10) as http:
             body = {
                 "jsonrpc": "2.0",
@@ -373,10 +382,8 @@ async def assert_sessions_stick(url: str, rounds: int) -> None:
 
 async def test_sessions_stick_to_the_host_that_created_them(tmp_path: Path) -> None:
     a, b = Upstream("A"), Upstream("B", json_response=True)
-    registry = write_registry(tmp_path / "registry", weather("pair", a, b))
-    async with serving(a, b), running_gateway(tmp_path, registry) as gateway:
+    async with gateway_over(tmp_path, weather("pair", a, b), running=(a, b)) as gateway:
         url = f"{gateway.stack.mcp_base_url}/mcp/team/pair"
-        await wait_served(url)
         await assert_sessions_stick(url, rounds=3)
     for upstream in (a, b):
         assert len(upstream.issued) >= 1

@@ -20,7 +20,7 @@ from mcp.server.mcpserver import Context
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from mcpgw.broker.bridge import Bridge
-from tests.integration.conftest import Gateway, running_gateway
+from tests.integration.conftest import Gateway
 from tests.integration.mcphttp import initialize_request
 from tests.integration.test_mcp_upstream import (
     ACCEPT,
@@ -38,11 +38,9 @@ from tests.integration.test_mcp_upstream import (
     assert_sessions_stick,
     assert_stateless_clients_served,
     client,
+    gateway_over,
     only_text,
-    serving,
-    wait_served,
     weather,
-    write_registry,
 )
 from tests.waiting import eventually
 
@@ -159,8 +157,8 @@ def bridge_of(gateway: Gateway) -> Bridge:
 @pytest.fixture
 async def sse_upstream(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SseUpstream]]:
     upstream = SseUpstream("A")
-    registry = write_registry(
-        tmp_path / "registry",
+    async with gateway_over(
+        tmp_path,
         sse_server(
             "legacy",
             upstream,
@@ -177,10 +175,8 @@ async def sse_upstream(tmp_path: Path) -> AsyncIterator[tuple[Gateway, SseUpstre
             securitySchemes=[USER_TOKEN],
             security={"id": "userToken", "passthrough": True},
         ),
-    )
-    async with serving(upstream), running_gateway(tmp_path, registry) as gateway:
-        await wait_served(f"{gateway.stack.mcp_base_url}/mcp/team/legacy")
-        await wait_served(f"{gateway.stack.mcp_base_url}/mcp/team/mine")
+        running=(upstream,),
+    ) as gateway:
         yield gateway, upstream
 
 
@@ -244,10 +240,8 @@ async def test_sse_upstream_passthrough_credential_and_errors(
 
 async def test_sse_upstream_sessions_stick_to_the_host_that_created_them(tmp_path: Path) -> None:
     a, b = SseUpstream("A"), SseUpstream("B")
-    registry = write_registry(tmp_path / "registry", sse_server("pair", a, b))
-    async with serving(a, b), running_gateway(tmp_path, registry) as gateway:
+    async with gateway_over(tmp_path, sse_server("pair", a, b), running=(a, b)) as gateway:
         url = f"{gateway.stack.mcp_base_url}/mcp/team/pair"
-        await wait_served(url)
         await assert_sessions_stick(url, rounds=2)
     for upstream in (a, b):
         opened = {stream.session for stream in upstream.streams}
@@ -271,10 +265,8 @@ async def test_sse_upstream_serves_stateless_clients(sse_upstream: tuple[Gateway
 
 async def test_an_unreachable_sse_upstream_is_a_clear_json_rpc_error(tmp_path: Path) -> None:
     gone = SseUpstream("gone")  # never started: nothing listens on its port
-    registry = write_registry(tmp_path / "registry", sse_server("down", gone))
-    async with running_gateway(tmp_path, registry) as gateway:
+    async with gateway_over(tmp_path, sse_server("down", gone)) as gateway:
         url = f"{gateway.stack.mcp_base_url}/mcp/team/down"
-        await wait_served(url)
         async with httpx.AsyncClient(timeout=10) as http:
             response = await http.post(url, json=initialize_request(), headers=ACCEPT)
         assert not bridge_of(gateway).sessions
@@ -288,10 +280,8 @@ async def test_a_slow_sse_upstream_gets_the_bridges_504_before_envoy_gives_up(tm
     slow = SseUpstream("S", delay=5)
     server = sse_server("slowpoke", slow)
     server["backend"]["timeoutMs"] = 1500
-    registry = write_registry(tmp_path / "registry", server)
-    async with serving(slow), running_gateway(tmp_path, registry) as gateway:
+    async with gateway_over(tmp_path, server, running=(slow,)) as gateway:
         url = f"{gateway.stack.mcp_base_url}/mcp/team/slowpoke"
-        await wait_served(url)
         async with httpx.AsyncClient(timeout=10) as http:
             answer = await http.post(url, json=initialize_request(), headers=ACCEPT)
             assert answer.status_code == 200, answer.text
