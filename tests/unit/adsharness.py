@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE
 from tests.unit.adsclient import AdsClient, DeltaAdsClient, describe
+from tests.waiting import eventually
 
 QUIET = 0.3  # how long "nothing arrives" is watched for
 PROTOCOLS = ("sotw", "delta")
@@ -121,12 +121,7 @@ async def serving() -> AsyncIterator[Harness]:
 
 async def until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
     """Poll server-side state that is updated after a request is read (bounded)."""
-
-    async def loop() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(loop(), timeout)
+    await eventually(predicate, timeout, "the server-side state", interval=0.01)
 
 
 async def bootstrap(
