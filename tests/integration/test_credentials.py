@@ -251,3 +251,42 @@ async def test_allowed_credentials_reach_the_backend_through_envoy(setup: Setup)
 
         assert await eventually(call, 15, f"{name} is served", ignore=(Exception,)) == "3 pets"
         assert gateway.backend_requests[-1].headers["authorization"] == f"Bearer {sent}"
+
+
+async def test_an_apply_that_reads_slowly_is_never_published_over_a_newer_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials are read off the event loop, so two applies can overlap; the newest wins."""
+    import mcpgw.controlplane as controlplane_module
+    from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
+    from mcpgw.registry.model import RegistrySnapshot
+    from mcpgw.registry.secrets import resolve_off_loop
+    from mcpgw.registry.validate import parse_server
+    from mcpgw.stack import free_ports
+    from pluginserver.server import DEFAULT_ROOT
+
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "a.yaml").write_text(yaml.safe_dump(orders_doc(1, {"file": str(tmp_path / "t")}, "a")))
+    (tmp_path / "t").write_text("t")
+    xds, status = free_ports(2)
+    control_plane = ControlPlane(
+        ControlPlaneOptions(registry_dir=registry, plugins_dir=DEFAULT_ROOT, xds_port=xds, status_port=status)
+    )
+    await control_plane.start()
+    try:
+        old = control_plane.store.snapshot
+        assert old is not None
+        document = orders_doc(1, {"file": str(tmp_path / "t")}, "a") | {"description": "newer"}
+        new = RegistrySnapshot(servers=(parse_server(document, "a.yaml"),))
+
+        async def slow_for_the_old_one(snapshot: RegistrySnapshot, policy: CredentialPolicy) -> Any:
+            if snapshot is old:
+                await asyncio.sleep(0.5)
+            return await resolve_off_loop(snapshot, policy)
+
+        monkeypatch.setattr(controlplane_module, "resolve_off_loop", slow_for_the_old_one)
+        await asyncio.gather(control_plane.apply(old), control_plane.apply(new))
+        assert control_plane.applied_revision == new.revision != old.revision
+    finally:
+        await control_plane.stop()
