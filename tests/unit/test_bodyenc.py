@@ -10,6 +10,7 @@ from mcpgw.registry import bodyenc, templates
 from mcpgw.registry.validate import Invalid, parse_server
 from mcpgw.translate.filterconfig import compile_template
 from tests.unit.test_registry import minimal
+from tests.unit.test_translate import config_of
 
 
 def encoded(source: str, media_type: str = "application/json", raw_body: bool = False) -> list[str]:
@@ -110,3 +111,29 @@ def test_validation_names_the_body_and_raw_body_opts_out() -> None:
     with pytest.raises(Invalid) as error:
         parse_server(document)
     assert [p.path for p in error.value.problems] == ["tools[0].requestTemplate.rawBody"]
+
+
+def test_filter_config_carries_each_outputs_encoding() -> None:
+    document = minimal()
+    document["tools"][0]["args"] = [{"name": "q"}, {"name": "n", "type": "integer"}]
+    document["tools"][0]["requestTemplate"] = {
+        "url": "/x",
+        "method": "POST",
+        "headers": [{"key": "Content-Type", "value": "application/json; charset=utf-8"}],
+        "body": '{"q": "{{.args.q}}", "n": {{.args.n}}}',
+    }
+    body = config_of(document)["tools"][0]["request"]["body"]
+    assert body == {
+        "kind": "template",
+        "content_type": "application/json; charset=utf-8",
+        "template": [
+            {"lit": '{"q": "'},
+            {"out": {"args": ["q"]}, "enc": "json_string"},
+            {"lit": '", "n": '},
+            {"out": {"args": ["n"]}, "enc": "json"},
+            {"lit": "}"},
+        ],
+    }
+    document["tools"][0]["requestTemplate"]["rawBody"] = True
+    template = config_of(document)["tools"][0]["request"]["body"]["template"]
+    assert [node.get("enc") for node in template] == [None, "raw", None, "raw", None]
