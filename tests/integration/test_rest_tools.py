@@ -661,6 +661,46 @@ async def test_rest_tool(setup: Setup, case: Case) -> None:
     assert seen.body == body
 
 
+async def test_number_spellings_reach_the_backend_canonical(setup: Setup) -> None:
+    """The probe's `/v1/pets/1E+2`: JSON spellings Python would not write, sent as raw bytes."""
+    url = f"{setup.gateway.stack.mcp_base_url}/mcp/default/rest"
+    spellings = [("1E+2", "100"), ("1.0", "1"), ("-0", "0"), ("2.50e1", "25"), ("100e-2", "1")]
+    for spelling, canonical in spellings:
+        before = len(setup.seen)
+        raw = (
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"numbers-are-canonical-everywhere",'
+            f'"arguments":{{"id":{spelling},"n":{spelling},"h":{spelling},"x":{spelling}}}}}}}'
+        )
+        answer = (await post(url, raw=raw.encode())).json()
+        assert answer.get("result") == OK, answer
+        seen = setup.seen[before]
+        assert (seen.path, seen.query, seen.headers["h"]) == (
+            f"/v1/pets/{canonical}",
+            f"n={canonical}&x={canonical}",
+            canonical,
+        )
+    for spelling, message in [
+        ("1E+999999999", "argument id: number out of range (an integer has at most 64 digits)"),
+        ("1.0000000000000000001", "argument id: expected integer"),
+    ]:
+        before = len(setup.seen)
+        raw = (
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"numbers-are-canonical-everywhere",'
+            f'"arguments":{{"id":{spelling}}}}}}}'
+        )
+        answer = (await post(url, raw=raw.encode())).json()
+        assert answer.get("error") == {"code": -32602, "message": message}, answer
+        assert len(setup.seen) == before
+    # A `number` keeps an exponent the plain form could not hold in 64 digits, never expanding it.
+    raw = (
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"numbers-are-canonical-everywhere",'
+        '"arguments":{"id":1,"x":1E+999999999}}}'
+    )
+    answer = (await post(url, raw=raw.encode())).json()
+    assert answer.get("result") == OK, answer
+    assert setup.seen[-1].query == "x=1e%2B999999999"
+
+
 async def test_allow_tools_and_composed_tool_sets(setup: Setup) -> None:
     base = setup.gateway.stack.mcp_base_url
     listed = await call(f"{base}/mcp/default/other", "tools/list", {})
