@@ -17,7 +17,11 @@ def encoded(source: str, media_type: str = "application/json", raw_body: bool = 
     """The enc of every output, in document order (then/else and range bodies inline)."""
     nodes = templates.parse(source)
     compiled = compile_template(
-        nodes, templates.REQUEST, {}, "raw", bodyenc.encodings(nodes, media_type, raw_body)
+        nodes,
+        templates.REQUEST,
+        {"limit": "10", "x": "a", "n": "1"},
+        "raw",
+        bodyenc.encodings(nodes, media_type, raw_body),
     )
     found: list[str] = []
 
@@ -43,6 +47,12 @@ def encoded(source: str, media_type: str = "application/json", raw_body: bool = 
         # Value position: a JSON value; toJson and quote already produce one.
         ('{"n": {{.args.n}}, "s": {{.args.s | quote}}, "o": {{toJson .args.o}}}', ["json", "raw", "raw"]),
         ("[{{.args.a}}, {{.args.b}}]", ["json", "json"]),
+        # What the operator wrote is inserted as Higress does; a client value mixed in is not.
+        (
+            '{"l": {{.config.limit}}, "m": {{default 5 .args.m}}, "c": {{upper .config.x}}, "k": {{3}}}',
+            ["raw", "json", "raw", "raw"],
+        ),
+        ("[{{range .args.l}}{{.config}},{{$.config.n}},{{end}}0]", ["json", "raw"]),
         # Branches and loops that keep the JSON shape.
         (
             '{"a": 1{{if .args.f}}, "f": "{{.args.f}}"{{else}}, "g": {{.args.g}}{{end}}}',

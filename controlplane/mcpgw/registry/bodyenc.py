@@ -7,7 +7,8 @@ is decided once and handed to the filter as the output's `enc` (CONFIG.md):
 
 - inside a quoted JSON string (value or key): `json_string`, the characters between the quotes;
 - where a JSON value is expected: `json`, the value itself (strings quoted, numbers bare,
-  objects and arrays as JSON), except `toJson` and `quote`, whose result already is JSON (`raw`);
+  objects and arrays as JSON), except `toJson` and `quote`, whose result already is JSON, and
+  values the operator wrote (`.config.x`, literals), which stay `raw` as Higress inserts them;
 - anywhere else (a bare key, after a value, inside a number or `true`): refused, since no
   encoding makes a value safe there;
 - a body that is one output and nothing else (`{{.args.body}}`) is the client's whole document
@@ -105,6 +106,7 @@ class _Scanner:
     def __init__(self, found: dict[int, str]) -> None:
         self.found = found
         self.before = ""  # the text just before the current position, for messages
+        self.range_depth = 0
 
     def block(self, nodes: tuple[templates.Node, ...], state: _State) -> _State:
         for node in nodes:
@@ -127,7 +129,9 @@ class _Scanner:
                 state = _end_literal(then)
             else:
                 start = _end_literal(state)
+                self.range_depth += 1
                 body = _end_literal(self.block(node.body, start))
+                self.range_depth -= 1
                 otherwise = _end_literal(self.block(node.otherwise, start))
                 if body != start or otherwise != start:
                     end = body if body != start else otherwise
@@ -144,7 +148,8 @@ class _Scanner:
             return state
         if mode == _VALUE:
             is_json_text = isinstance(node.expr, templates.Call) and node.expr.name in ("toJson", "quote")
-            self.found[id(node)] = RAW if is_json_text else JSON
+            trusted = _operator_written(node.expr, self.range_depth > 0)
+            self.found[id(node)] = RAW if is_json_text or trusted else JSON
             return _AFTER_VALUE, stack
         where = "inside quotes" if mode == _KEY else "where a JSON value is expected"
         raise templates.TemplateError(
@@ -210,6 +215,17 @@ class _Scanner:
             f"JSON body: {text[position]!r} after {context!r} is not valid JSON (expected {mode});"
             " write valid JSON around the {{ }} values, or set rawBody: true"
         )
+
+
+def _operator_written(expr: templates.Expr, in_range: bool) -> bool:
+    """Whether a value comes from the document only (literals, `.config`), never from a client."""
+    if isinstance(expr, templates.Const):
+        return True
+    if isinstance(expr, templates.Call):
+        return all(_operator_written(arg, in_range) for arg in expr.args)
+    if in_range and not expr.from_root:
+        return False
+    return bool(expr.path) and expr.path[0] == "config"
 
 
 def _end_literal(state: _State) -> _State:
