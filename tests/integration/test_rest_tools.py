@@ -249,6 +249,13 @@ CASES = [
         OK,
     ),
     Case(
+        "query-template-values-cannot-add-parameters",
+        {"args": [arg("q")], "requestTemplate": {"url": "/s?q={{.args.q}}&role=user", **GET}},
+        {"q": "x&role=admin#"},
+        ("GET", "/s?q=x%26role%3Dadmin%23&role=user", {}, b""),
+        OK,
+    ),
+    Case(
         "response-template-cannot-break-the-json-rpc-envelope",
         {"requestTemplate": {"url": "/json/envelope", **GET}, "responseTemplate": {"body": "v={{.v}}"}},
         {},
