@@ -52,6 +52,7 @@ async def _answer(request: web.Request) -> web.Response:
         "/audio": (WAV, "audio/wav"),
         "/big": (b'"' + b"x" * 4094 + b'"', "application/json"),
         "/text": (b"plain answer", "text/plain"),
+        "/json/envelope": (b'{"v":"\\"}]},\\"id\\":9,\\"result\\":{\\"x\\":\\"\\u0000"}', "application/json"),
     }
     body, content_type = fixed.get(path, (b'{"ok":true}', "application/json"))
     return web.Response(body=body, content_type=content_type)
@@ -95,15 +96,185 @@ CASES = [
             "args": [arg("id", required=True, position="path")],
             "requestTemplate": {"url": "/items/{{.args.id}}", **GET},
         },
-        {"id": "a b/../c@evil.example:80"},
-        ("GET", "/items/a%20b%2F..%2Fc%40evil.example%3A80", {}, b""),
+        {"id": "a b/c.d@evil.example:80"},
+        ("GET", "/items/a%20b%2Fc.d%40evil.example%3A80", {}, b""),
+        OK,
+    ),
+    *[
+        Case(
+            f"dot-segment-refused-{label}",
+            {"args": [arg("id", position="path")], "requestTemplate": {"url": url, **GET}},
+            {"id": value},
+            error={
+                "code": -32602,
+                "message": 'invalid params: argument id: "." and ".." are not allowed as a path segment',
+            },
+        )
+        for label, url, value in [
+            ("dotdot", "/api/users/{{.args.id}}/profile", ".."),
+            ("dot", "/api/users/{{.args.id}}/profile", "."),
+            ("urlquery", "/api/users/{{.args.id | urlquery}}/profile", ".."),
+            ("upper", "/api/users/{{.args.id | upper}}", ".."),
+            ("inside-value", "/api/users/{{.args.id}}/profile", "x/../../admin"),
+            ("path-param", "/api/users/{{.args.id}}/profile", "..;x"),
+            ("backslash", "/api/users/{{.args.id}}/profile", "..\\admin"),
+        ]
+    ],
+    Case(
+        "empty-segment-refused",
+        {
+            "args": [arg("id", position="path")],
+            "requestTemplate": {"url": "/users/{{.args.id}}/delete", **GET},
+        },
+        {"id": ""},
+        error={
+            "code": -32602,
+            "message": "invalid params: argument id: an empty value is not allowed as a path segment",
+        },
+    ),
+    Case(
+        "dots-inside-a-segment-and-in-the-query-pass",
+        {
+            "args": [arg("id", position="path"), arg("q", position="query")],
+            "requestTemplate": {"url": "/files/{{.args.id}}/x", **GET},
+        },
+        {"id": "...", "q": ".."},
+        ("GET", "/files/.../x?q=..", {}, b""),
         OK,
     ),
     Case(
-        "dot-segment-cannot-climb",
-        {"args": [arg("id", position="path")], "requestTemplate": {"url": "/items/{{.args.id}}/x", **GET}},
-        {"id": ".."},
-        ("GET", "/items/%2E%2E/x", {}, b""),
+        "numbers-are-canonical-everywhere",
+        {
+            "args": [
+                arg("id", type="integer", position="path"),
+                arg("n", type="integer", position="query"),
+                arg("h", type="integer", position="header"),
+                arg("x", type="number", position="query"),
+                arg("ids", type="array", items={"type": "integer"}),
+                arg("z", type="number"),
+                arg("big", type="number"),
+            ],
+            "requestTemplate": {"url": "/v1/pets/{{.args.id}}", "method": "POST", "argsToJsonBody": True},
+        },
+        {"id": 1e2, "n": 1.0, "h": -0.0, "x": 1.5e-3, "ids": [1.0, 2e1], "z": 12.50, "big": 1e300},
+        (
+            "POST",
+            "/v1/pets/100?n=1&x=0.0015",
+            {"content-type": "application/json", "h": "0"},
+            b'{"ids":[1,20],"z":12.5,"big":1e+300}',
+        ),
+        OK,
+    ),
+    Case(
+        "numbers-are-canonical-in-forms-and-templates",
+        {
+            "args": [arg("a", type="integer"), arg("b", type="number")],
+            "requestTemplate": {
+                "url": "/n?a={{.args.a}}",
+                "method": "POST",
+                "headers": [{"key": "Content-Type", "value": "application/x-www-form-urlencoded"}],
+                "body": "a={{.args.a}}&b={{.args.b}}",
+            },
+        },
+        {"a": 3.0e2, "b": -0.0},
+        ("POST", "/n?a=300", {"content-type": "application/x-www-form-urlencoded"}, b"a=300&b=0"),
+        OK,
+    ),
+    Case(
+        "integer-with-a-fraction-refused",
+        {"args": [arg("n", type="integer", position="query")], "requestTemplate": {"url": "/n", **GET}},
+        {"n": 1.5},
+        error={"code": -32602, "message": "argument n: expected integer"},
+    ),
+    Case(
+        "json-body-values-cannot-add-keys",
+        {
+            "args": [arg("q"), arg("n"), arg("o", type="object")],
+            "requestTemplate": {
+                "url": "/search",
+                "method": "POST",
+                "body": '{"q": "{{.args.q}}", "n": {{.args.n}}, "o": {{.args.o}}, "role": "user"}',
+            },
+        },
+        {"q": 'x", "role": "admin', "n": '1, "role": "admin"', "o": {"k": 'v"}'}},
+        (
+            "POST",
+            "/search",
+            {"content-type": "application/json"},
+            b'{"q": "x\\", \\"role\\": \\"admin", "n": "1, \\"role\\": \\"admin\\"", "o": {"k":"v\\"}"},'
+            b' "role": "user"}',
+        ),
+        OK,
+    ),
+    Case(
+        "readme-body-example-is-not-injectable",
+        {
+            "args": [arg("q"), arg("ids", type="array"), arg("user")],
+            "requestTemplate": {
+                "url": "/search",
+                "method": "POST",
+                "body": (
+                    '{"q": "{{.args.q | default "*" | upper}}", "ids": "{{join "," .args.ids}}",'
+                    ' "auth": "{{b64enc .args.user}}"}'
+                ),
+            },
+        },
+        {"q": 'x", "role": "admin', "ids": ['a"', "b"], "user": "u"},
+        (
+            "POST",
+            "/search",
+            {"content-type": "application/json"},
+            b'{"q": "X\\", \\"ROLE\\": \\"ADMIN", "ids": "a\\",b", "auth": "dQ=="}',
+        ),
+        OK,
+    ),
+    Case(
+        "form-body-values-cannot-add-fields",
+        {
+            "args": [arg("a")],
+            "requestTemplate": {
+                "url": "/form",
+                "method": "POST",
+                "headers": [{"key": "Content-Type", "value": "application/x-www-form-urlencoded"}],
+                "body": "a={{.args.a}}&role=user",
+            },
+        },
+        {"a": "x&role=admin"},
+        (
+            "POST",
+            "/form",
+            {"content-type": "application/x-www-form-urlencoded"},
+            b"a=x%26role%3Dadmin&role=user",
+        ),
+        OK,
+    ),
+    Case(
+        "query-template-values-cannot-add-parameters",
+        {"args": [arg("q")], "requestTemplate": {"url": "/s?q={{.args.q}}&role=user", **GET}},
+        {"q": "x&role=admin#"},
+        ("GET", "/s?q=x%26role%3Dadmin%23&role=user", {}, b""),
+        OK,
+    ),
+    Case(
+        "response-template-cannot-break-the-json-rpc-envelope",
+        {"requestTemplate": {"url": "/json/envelope", **GET}, "responseTemplate": {"body": "v={{.v}}"}},
+        {},
+        ("GET", "/json/envelope", {}, b""),
+        text('v="}]},"id":9,"result":{"x":"\x00'),
+    ),
+    Case(
+        "raw-body-opts-out",
+        {
+            "args": [arg("filter")],
+            "requestTemplate": {
+                "url": "/search",
+                "method": "POST",
+                "rawBody": True,
+                "body": '{"filter": {{.args.filter}}, "limit": 10}',
+            },
+        },
+        {"filter": '{"a": [1, 2]}'},
+        ("POST", "/search", {"content-type": "application/json"}, b'{"filter": {"a": [1, 2]}, "limit": 10}'),
         OK,
     ),
     Case(
@@ -495,6 +666,46 @@ async def test_rest_tool(setup: Setup, case: Case) -> None:
         expected_headers["content-length"] = str(len(body))
     assert seen.headers == expected_headers
     assert seen.body == body
+
+
+async def test_number_spellings_reach_the_backend_canonical(setup: Setup) -> None:
+    """The probe's `/v1/pets/1E+2`: JSON spellings Python would not write, sent as raw bytes."""
+    url = f"{setup.gateway.stack.mcp_base_url}/mcp/default/rest"
+    spellings = [("1E+2", "100"), ("1.0", "1"), ("-0", "0"), ("2.50e1", "25"), ("100e-2", "1")]
+    for spelling, canonical in spellings:
+        before = len(setup.seen)
+        raw = (
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"numbers-are-canonical-everywhere",'
+            f'"arguments":{{"id":{spelling},"n":{spelling},"h":{spelling},"x":{spelling}}}}}}}'
+        )
+        answer = (await post(url, raw=raw.encode())).json()
+        assert answer.get("result") == OK, answer
+        seen = setup.seen[before]
+        assert (seen.path, seen.query, seen.headers["h"]) == (
+            f"/v1/pets/{canonical}",
+            f"n={canonical}&x={canonical}",
+            canonical,
+        )
+    for spelling, message in [
+        ("1E+999999999", "argument id: number out of range (an integer has at most 64 digits)"),
+        ("1.0000000000000000001", "argument id: expected integer"),
+    ]:
+        before = len(setup.seen)
+        raw = (
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"numbers-are-canonical-everywhere",'
+            f'"arguments":{{"id":{spelling}}}}}}}'
+        )
+        answer = (await post(url, raw=raw.encode())).json()
+        assert answer.get("error") == {"code": -32602, "message": message}, answer
+        assert len(setup.seen) == before
+    # A `number` keeps an exponent the plain form could not hold in 64 digits, never expanding it.
+    raw = (
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"numbers-are-canonical-everywhere",'
+        '"arguments":{"id":1,"x":1E+999999999}}}'
+    )
+    answer = (await post(url, raw=raw.encode())).json()
+    assert answer.get("result") == OK, answer
+    assert setup.seen[-1].query == "x=1e%2B999999999"
 
 
 async def test_allow_tools_and_composed_tool_sets(setup: Setup) -> None:

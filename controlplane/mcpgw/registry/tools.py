@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
-from mcpgw.registry import templates
+from mcpgw.registry import bodyenc, templates
 from mcpgw.registry.model import (
     ArgPosition,
     ArgType,
@@ -64,6 +64,7 @@ _REQUEST_FIELDS = {
     "argsToJsonBody",
     "argsToUrlParam",
     "argsToFormBody",
+    "rawBody",
     "security",
 }
 _BODY_MODES: dict[str, BodyMode] = {
@@ -235,6 +236,14 @@ def _request(
             body_mode = "template"
         else:
             r.fail(join(path, "body"), f"must be a string template, got {kind(source)}")
+    raw_body = r.boolean(data, "rawBody", path)
+    if raw_body and body is None:
+        r.fail(join(path, "rawBody"), "applies to a 'body' template only")
+    if body is not None:
+        try:
+            bodyenc.output_encodings(body, headers, raw_body)
+        except templates.TemplateError as error:
+            r.fail(join(path, "body"), str(error))
     security = upstream_security(r, data.get("security"), join(path, "security"), context)
     if url is not None:
         _check_arg_references(r, path, args, url, path_nodes, headers, body)
@@ -247,6 +256,7 @@ def _request(
         headers=headers,
         body=body,
         body_mode=body_mode,
+        raw_body=raw_body,
         security=security,
     )
 

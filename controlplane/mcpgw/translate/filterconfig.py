@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcpgw.broker.bridge import BRIDGE_PATH
-from mcpgw.registry import templates
+from mcpgw.registry import bodyenc, templates
 from mcpgw.registry.model import (
     Endpoint,
     McpServer,
@@ -228,10 +228,7 @@ def _templated_args(request: RequestTemplate) -> set[str]:
 
 
 def _content_type(request: RequestTemplate) -> str | None:
-    for name, nodes in request.headers:
-        if name == "content-type" and all(isinstance(n, templates.Text) for n in nodes):
-            return "".join(n.value for n in nodes if isinstance(n, templates.Text))
-    return None
+    return bodyenc.content_type(request.headers)
 
 
 def _body(
@@ -241,7 +238,13 @@ def _body(
         return {
             "kind": "template",
             "content_type": content_type or "application/json",
-            "template": compile_template(request.body, templates.REQUEST, config, "raw"),
+            "template": compile_template(
+                request.body,
+                templates.REQUEST,
+                config,
+                "raw",
+                bodyenc.output_encodings(request.body, request.headers, request.raw_body),
+            ),
         }
     if request.body_mode == "json_args":
         return {"kind": "json_args", "args": body_args}
@@ -350,31 +353,45 @@ def _mcp_auth(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, Any
 
 
 def compile_template(
-    nodes: tuple[templates.Node, ...], kind: str, config: Mapping[str, str], encoding: str
+    nodes: tuple[templates.Node, ...],
+    kind: str,
+    config: Mapping[str, str],
+    encoding: str,
+    encodings: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The filter's form of a parsed template; `encoding` applies to every printed value."""
-    return [_node(node, kind, config, encoding, depth=0) for node in nodes]
+    """The filter's form of a parsed template.
+
+    `encoding` applies to every printed value, unless `encodings` (`id(output node) → enc`, from
+    `bodyenc.encodings`) names that output's own context.
+    """
+    return [_node(node, kind, config, encoding, encodings or {}, depth=0) for node in nodes]
 
 
 def _node(
-    node: templates.Node, kind: str, config: Mapping[str, str], encoding: str, depth: int
+    node: templates.Node,
+    kind: str,
+    config: Mapping[str, str],
+    encoding: str,
+    encodings: Mapping[int, str],
+    depth: int,
 ) -> dict[str, Any]:
     if isinstance(node, templates.Text):
         return {"lit": node.value}
     if isinstance(node, templates.Output):
         # urlquery output is already escaped: encoding it again would turn '+' into '%2B'.
         already_escaped = isinstance(node.expr, templates.Call) and node.expr.name == "urlquery"
-        return {"out": _expr(node.expr, kind, config, depth), "enc": "raw" if already_escaped else encoding}
+        enc = encodings.get(id(node), "raw" if already_escaped else encoding)
+        return {"out": _expr(node.expr, kind, config, depth), "enc": enc}
     if isinstance(node, templates.If):
         return {
             "if": _expr(node.cond, kind, config, depth),
-            "then": [_node(n, kind, config, encoding, depth) for n in node.then],
-            "else": [_node(n, kind, config, encoding, depth) for n in node.otherwise],
+            "then": [_node(n, kind, config, encoding, encodings, depth) for n in node.then],
+            "else": [_node(n, kind, config, encoding, encodings, depth) for n in node.otherwise],
         }
     return {
         "range": _expr(node.over, kind, config, depth),
-        "do": [_node(n, kind, config, encoding, depth + 1) for n in node.body],
-        "else": [_node(n, kind, config, encoding, depth) for n in node.otherwise],
+        "do": [_node(n, kind, config, encoding, encodings, depth + 1) for n in node.body],
+        "else": [_node(n, kind, config, encoding, encodings, depth) for n in node.otherwise],
     }
 
 

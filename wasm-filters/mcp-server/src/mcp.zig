@@ -658,14 +658,24 @@ pub fn validate(arena: Allocator, tool: *const config.Tool, args: *ObjectMap) Al
         if (present == null or present.? == .null) {
             if (present != null) _ = args.orderedRemove(a.name);
             if (a.default) |d| {
-                try args.put(a.name, d.*);
+                // Configured, so not checked; a number still goes out in
+                // canonical form. Only the top level is rewritten: nested
+                // values are shared with the configuration.
+                var v = d.*;
+                if (v == .number_string) if (a.check.type) |t| if (t == .integer or t == .number) {
+                    switch (try value.canonicalNumber(arena, v.number_string, t == .integer)) {
+                        .ok => |text| v = .{ .number_string = text },
+                        else => {},
+                    }
+                };
+                try args.put(a.name, v);
             } else if (a.required) {
                 return try jsonw.allocPrint(arena, "missing required argument: {s}", .{a.name});
             }
             continue;
         }
         const label = Label{ .name = a.name };
-        if (try check(arena, &a.check, present.?, &label)) |message| return message;
+        if (try check(arena, &a.check, args.getPtr(a.name).?, &label)) |message| return message;
     }
     return null;
 }
@@ -684,17 +694,31 @@ const Label = struct {
     }
 };
 
-fn check(arena: Allocator, c: *const config.Check, v: Value, label: *const Label) Allocator.Error!?[]const u8 {
-    if (c.type) |t| if (!hasType(v, t)) {
+/// Checks `v` and rewrites a number declared `integer` or `number` to its
+/// canonical spelling (`value.canonicalNumber`), so every place the value
+/// is emitted (path, query, header, form, JSON body, templates) sends the
+/// same text: `1E+2` reaches a backend as `100`, never verbatim.
+fn check(arena: Allocator, c: *const config.Check, v: *Value, label: *const Label) Allocator.Error!?[]const u8 {
+    if (c.type) |t| if (!hasType(v.*, t)) {
         return try checkMessage(arena, label, ": expected ", @tagName(t));
+    };
+    if (c.type) |t| if ((t == .integer or t == .number) and v.* == .number_string) {
+        switch (try value.canonicalNumber(arena, v.number_string, t == .integer)) {
+            .ok => |text| v.* = .{ .number_string = text },
+            .not_integer => return try checkMessage(arena, label, ": expected ", "integer"),
+            .out_of_range => return try checkMessage(arena, label, ": number out of range", if (t == .integer)
+                std.fmt.comptimePrint(" (an integer has at most {d} digits)", .{value.max_number_digits})
+            else
+                ""),
+        }
     };
     if (c.one_of) |set| {
         for (set) |e| {
-            if (value.equal(v, e)) break;
+            if (value.equal(v.*, e)) break;
         } else return try checkMessage(arena, label, ": must be one of ", c.one_of_json);
     }
-    if (c.items) |inner| if (v == .array) {
-        for (v.array.items, 0..) |item, i| {
+    if (c.items) |inner| if (v.* == .array) {
+        for (v.array.items, 0..) |*item, i| {
             const l = Label{ .parent = label, .index = i };
             if (try check(arena, inner, item, &l)) |message| return message;
         }
@@ -728,11 +752,17 @@ pub fn hasType(v: Value, t: config.ArgType) bool {
 }
 
 /// JSON Schema's notion: an integer is a number with a zero fractional
-/// part, so 1.0 and 1e2 qualify; digits of any length qualify too.
+/// part, so 1.0 and 1e2 qualify; digits of any length qualify too. Decided
+/// on the decimal text: `1.0000000000000000001` is not an integer even
+/// though it rounds to one as a double.
 fn isIntegerText(s: []const u8) bool {
     if (std.json.isNumberFormattedLikeAnInteger(s)) return true;
-    const f = std.fmt.parseFloat(f64, s) catch return false;
-    return isWhole(f);
+    var buf: [256]u8 = undefined;
+    var fba = std.heap.FixedBufferAllocator.init(&buf);
+    return switch (value.canonicalNumber(fba.allocator(), s, true) catch return true) {
+        .ok, .out_of_range => true,
+        .not_integer => false,
+    };
 }
 
 fn isWhole(f: f64) bool {
@@ -763,13 +793,28 @@ const QueryAppender = struct {
 };
 
 /// Renders the upstream request, or the -32602 answer when a header value
-/// came out with a character that would split or end the header. `cred` is
-/// the client's credential from `credential`, required for passthrough tools.
+/// came out with a character that would split or end the header, or an
+/// argument would add a `.`, `..` or empty segment to the path
+/// (`tpl.unsafeSegment`). `cred` is the client's credential from
+/// `credential`, required for passthrough tools.
 pub fn buildCall(arena: Allocator, tool: *const config.Tool, id: []const u8, args: *const ObjectMap, cred: ?[]const u8) Allocator.Error!Outcome {
     var scope = tpl.Scope{ .arena = arena, .args = .{ .object = args.* } };
 
     var path = Out.init(arena);
+    var spans: std.ArrayList(tpl.Span) = .empty;
+    scope.spans = &spans;
     try tpl.render(&path, tool.path, &scope);
+    scope.spans = null;
+    if (tpl.unsafeSegment(path.bytes(), spans.items)) |bad| {
+        const what = switch (bad.kind) {
+            .dot => "\".\" and \"..\" are not allowed as a path segment",
+            .empty => "an empty value is not allowed as a path segment",
+        };
+        if (tpl.argumentName(bad.expr)) |name| {
+            return errorReply(arena, 200, id, invalid_params, "invalid params: argument {s}: {s}", .{ name, what });
+        }
+        return errorReply(arena, 200, id, invalid_params, "invalid params: a value in the request path: {s}", .{what});
+    }
     var query = QueryAppender.init(&path);
     for (tool.query) |q| {
         const v = args.get(q.arg) orelse continue;
@@ -1201,7 +1246,8 @@ test "tools/call parameter errors" {
         .{ "\"id\":\"1\",\"verbose\":\"yes\"", "argument verbose: expected boolean" },
         .{ "\"id\":\"1\",\"limit\":1.5", "argument limit: expected integer" },
         .{ "\"id\":\"1\",\"limit\":\"3\"", "argument limit: expected integer" },
-        .{ "\"id\":\"1\",\"limit\":1e400", "argument limit: expected integer" },
+        .{ "\"id\":\"1\",\"limit\":1e400", "argument limit: number out of range (an integer has at most 64 digits)" },
+        .{ "\"id\":\"1\",\"limit\":1.0000000000000000001", "argument limit: expected integer" },
         .{ "\"id\":\"1\",\"score\":\"3\"", "argument score: expected number" },
         .{ "\"id\":\"1\",\"tags\":{}", "argument tags: expected array" },
         .{ "\"id\":\"1\",\"meta\":[]", "argument meta: expected object" },
@@ -1218,7 +1264,9 @@ test "integer versus number" {
         try testing.expect(hasType(.{ .number_string = s }, t));
         try testing.expect(hasType(.{ .number_string = s }, .number));
     }
-    for ([_][]const u8{ "1.5", "1e-1", "1e400", "-0.001" }) |s| {
+    // 1e400 is an integer (too large to forward: refused by check).
+    try testing.expect(hasType(.{ .number_string = "1e400" }, t));
+    for ([_][]const u8{ "1.5", "1e-1", "-0.001", "1.0000000000000000001" }) |s| {
         try testing.expect(!hasType(.{ .number_string = s }, t));
         try testing.expect(hasType(.{ .number_string = s }, .number));
     }
@@ -1232,11 +1280,11 @@ test "GET call with path encoding, defaults, query and headers" {
     const f = try Fixture.init(petstore);
     defer f.deinit();
     const c = try f.call(
-        \\{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"getPet","arguments":{"id":"a b/../\u00e9","limit":10,"extra":{"x":1},"q":"x&y","meta":{"tenant":"acme"}}}}
+        \\{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"getPet","arguments":{"id":"a b/c.d/\u00e9","limit":10,"extra":{"x":1},"q":"x&y","meta":{"tenant":"acme"}}}}
     );
     try testing.expectEqualStrings("\"r1\"", c.id);
     try testing.expectEqualStrings("GET", Fixture.header(c, ":method").?);
-    try testing.expectEqualStrings("/v1/pets/a%20b%2F..%2F%C3%A9?verbose=false&limit=10&q%20s=x%26y", Fixture.header(c, ":path").?);
+    try testing.expectEqualStrings("/v1/pets/a%20b%2Fc.d%2F%C3%A9?verbose=false&limit=10&q%20s=x%26y", Fixture.header(c, ":path").?);
     try testing.expectEqualStrings("pets.internal", Fixture.header(c, ":authority").?);
     try testing.expectEqualStrings("t-acme", Fixture.header(c, "x-tenant").?);
     try testing.expect(Fixture.header(c, "content-type") == null);
@@ -1245,16 +1293,32 @@ test "GET call with path encoding, defaults, query and headers" {
     // Pseudo-headers come first.
     try testing.expectEqualStrings(":method", c.headers[0].name);
 
-    // ".." alone would climb after the backend normalises the path: its dots are encoded.
-    const c2 = try f.call(
+    // ".." alone would climb after the backend normalises the path, even
+    // as %2E%2E: refused, naming the argument.
+    try f.expectError(
         \\{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"getPet","arguments":{"id":"..","verbose":null}}}
+    , 200, invalid_params, "invalid params: argument id: \".\" and \"..\" are not allowed as a path segment");
+    const c2 = try f.call(
+        \\{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"getPet","arguments":{"id":"...","verbose":null}}}
     );
-    try testing.expectEqualStrings("/v1/pets/%2E%2E?verbose=false", Fixture.header(c2, ":path").?);
+    try testing.expectEqualStrings("/v1/pets/...?verbose=false", Fixture.header(c2, ":path").?);
     try testing.expectEqualStrings("t-", Fixture.header(c2, "x-tenant").?);
-    const c3 = try f.call(
+    try f.expectError(
         \\{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"getPet","arguments":{"id":".","q":"..."}}}
+    , 200, invalid_params, "invalid params: argument id: \".\" and \"..\" are not allowed as a path segment");
+    // In the query a dot value is only text.
+    const c3 = try f.call(
+        \\{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"getPet","arguments":{"id":"x","q":".."}}}
     );
-    try testing.expectEqualStrings("/v1/pets/%2E?verbose=false&q%20s=...", Fixture.header(c3, ":path").?);
+    try testing.expectEqualStrings("/v1/pets/x?verbose=false&q%20s=..", Fixture.header(c3, ":path").?);
+    // Numbers go out in canonical form wherever they are placed.
+    const c4 = try f.call(
+        \\{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"getPet","arguments":{"id":"x","limit":1E+2}}}
+    );
+    try testing.expectEqualStrings("/v1/pets/x?verbose=false&limit=100", Fixture.header(c4, ":path").?);
+    try f.expectError(
+        \\{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"getPet","arguments":{"id":"x","limit":1E+999999999}}}
+    , 200, invalid_params, "argument limit: number out of range");
 }
 
 test "POST with json_args body appends query to a literal query" {

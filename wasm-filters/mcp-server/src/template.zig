@@ -12,7 +12,10 @@ const jsonw = @import("jsonw.zig");
 const value = @import("value.zig");
 const Store = @import("store.zig").Store;
 
-pub const Enc = enum { raw, json, path, query };
+/// How an output is encoded into the text around it. `json_string`: the
+/// characters of a JSON string between its quotes (the control plane picks
+/// it for outputs inside a quoted string of a JSON body template).
+pub const Enc = enum { raw, json, json_string, path, query };
 
 /// One step of a path. Digit keys and `#` are decided at compile time.
 pub const Seg = struct {
@@ -157,7 +160,7 @@ const Compiler = struct {
             if (o.get("enc")) |ev| {
                 const name = if (ev == .string) ev.string else "";
                 enc = std.meta.stringToEnum(Enc, name) orelse
-                    return c.fail(trail, "enc: must be one of raw, json, path, query", .{});
+                    return c.fail(trail, "enc: must be one of raw, json, json_string, path, query", .{});
             }
             return .{ .out = .{ .expr = try c.expr(e, &t), .enc = enc } };
         }
@@ -281,7 +284,14 @@ pub const Scope = struct {
     status: ?u32 = null,
     headers: []const Header = &.{},
     item: ?Value = null,
+    /// When set, every output records where it wrote, so a rendered path
+    /// can be checked segment by segment and a bad one blamed on its
+    /// argument (`unsafeSegment`).
+    spans: ?*std.ArrayList(Span) = null,
 };
+
+/// The bytes `[start, end)` an output node wrote.
+pub const Span = struct { start: usize, end: usize, expr: *const Expr };
 
 pub fn render(out: *Out, t: Template, s: *Scope) Allocator.Error!void {
     return renderNodes(out, t.nodes, s);
@@ -297,7 +307,11 @@ pub fn renderAlloc(t: Template, s: *Scope) Allocator.Error![]const u8 {
 fn renderNodes(out: *Out, nodes: []const Node, s: *Scope) Allocator.Error!void {
     for (nodes) |*n| switch (n.*) {
         .lit => |text| try out.add(text),
-        .out => |o| try writeValue(out, try eval(&o.expr, s), o.enc),
+        .out => |*o| {
+            const start = out.list.items.len;
+            try writeValue(out, try eval(&o.expr, s), o.enc);
+            if (s.spans) |spans| try spans.append(s.arena, .{ .start = start, .end = out.list.items.len, .expr = &o.expr });
+        },
         .cond => |c| try renderNodes(out, if (value.truthy(try eval(&c.expr, s))) c.then else c.otherwise, s),
         .range => |r| {
             const over = try eval(&r.expr, s);
@@ -488,35 +502,126 @@ pub fn writeValue(out: *Out, v: ?Value, enc: Enc) Allocator.Error!void {
     switch (enc) {
         .json => try out.value(val),
         .raw => try writeRaw(out, val),
+        // Dot segments are not encoded away here: `%2E%2E` is `..` to a
+        // normalising backend. The caller refuses them (`unsafeSegment`).
         .path, .query => switch (val) {
-            // A lone "." or ".." segment would let an argument climb the backend's
-            // path once it normalises; encoded dots stay one literal segment.
-            .string => |s| if (enc == .path and isDotSegment(s)) {
-                for (s) |_| try out.add("%2E");
-            } else try out.percent(s),
-            else => {
-                // Render the JSON literal first, then encode it in place.
-                const start = out.list.items.len;
-                try writeRaw(out, val);
-                const n = out.list.items.len - start;
-                var small: [64]u8 = undefined;
-                if (n <= small.len) {
-                    @memcpy(small[0..n], out.list.items[start..]);
-                    out.list.shrinkRetainingCapacity(start);
-                    try out.percent(small[0..n]);
-                } else {
-                    const copy = try out.gpa.dupe(u8, out.list.items[start..]);
-                    defer out.gpa.free(copy);
-                    out.list.shrinkRetainingCapacity(start);
-                    try out.percent(copy);
-                }
-            },
+            .string => |s| try out.percent(s),
+            else => try encodeRaw(out, val, Out.percent),
+        },
+        .json_string => switch (val) {
+            .string => |s| try out.strBody(s),
+            else => try encodeRaw(out, val, Out.strBody),
         },
     }
 }
 
-fn isDotSegment(s: []const u8) bool {
-    return std.mem.eql(u8, s, ".") or std.mem.eql(u8, s, "..");
+/// Renders the raw text of a non-string value, then encodes it in place.
+fn encodeRaw(out: *Out, val: Value, comptime encode: fn (*Out, []const u8) Allocator.Error!void) Allocator.Error!void {
+    const start = out.list.items.len;
+    try writeRaw(out, val);
+    const n = out.list.items.len - start;
+    var small: [64]u8 = undefined;
+    if (n <= small.len) {
+        @memcpy(small[0..n], out.list.items[start..]);
+        out.list.shrinkRetainingCapacity(start);
+        try encode(out, small[0..n]);
+    } else {
+        const copy = try out.gpa.dupe(u8, out.list.items[start..]);
+        defer out.gpa.free(copy);
+        out.list.shrinkRetainingCapacity(start);
+        try encode(out, copy);
+    }
+}
+
+pub const SegmentProblem = struct {
+    /// The output that wrote into the segment.
+    expr: *const Expr,
+    kind: enum { dot, empty },
+};
+
+/// The first segment of a rendered request path (up to its `?`) that an
+/// output wrote and that would change which resource the path names once
+/// a backend or a proxy in front of it normalises the path:
+/// - `.` or `..`, spelled with dots or `%2E` in any case, also with a
+///   `;parameter` suffix (`..;x`, which Tomcat and Jetty resolve as `..`);
+/// - an empty segment before a further separator (`/a//b`), which
+///   slash-merging proxies collapse (`/users/{id}/delete` with an empty id
+///   would become `/users/delete`). A trailing empty segment stays allowed.
+/// Separators are `/` and also `%2F`, `\` and `%5C` in any case, since
+/// some backends decode or translate them before resolving dot segments;
+/// a value containing `/` is still sent as one segment (`%2F`).
+/// Segments made only of template literals are the operator's choice.
+pub fn unsafeSegment(path: []const u8, spans: []const Span) ?SegmentProblem {
+    const end = std.mem.indexOfScalar(u8, path, '?') orelse path.len;
+    var seg_start: usize = 0;
+    var i: usize = 0;
+    while (i <= end) {
+        const sep = if (i == end) 0 else separatorLen(path[i..end]);
+        if (i < end and sep == 0) {
+            i += 1;
+            continue;
+        }
+        // The text before the first separator is not a segment of its own.
+        if (seg_start != 0 or i != 0) {
+            const seg = path[seg_start..i];
+            const at_end = i == end;
+            if (isDotSegment(seg)) {
+                if (writer(spans, seg_start, i, false)) |e| return .{ .expr = e, .kind = .dot };
+            } else if (seg.len == 0 and !at_end and seg_start != 0) {
+                if (writer(spans, seg_start, i, true)) |e| return .{ .expr = e, .kind = .empty };
+            }
+        }
+        if (i == end) break;
+        i += sep;
+        seg_start = i;
+    }
+    return null;
+}
+
+fn separatorLen(rest: []const u8) usize {
+    if (rest[0] == '/' or rest[0] == '\\') return 1;
+    if (rest.len >= 3 and rest[0] == '%' and (std.ascii.eqlIgnoreCase(rest[1..3], "2F") or std.ascii.eqlIgnoreCase(rest[1..3], "5C"))) return 3;
+    return 0;
+}
+
+/// `.` or `..` (dots or `%2E`), ignoring a `;parameter` suffix.
+fn isDotSegment(seg: []const u8) bool {
+    var dots: usize = 0;
+    var i: usize = 0;
+    while (i < seg.len) {
+        if (seg[i] == ';') break;
+        if (seg[i] == '.') {
+            i += 1;
+        } else if (i + 3 <= seg.len and std.ascii.eqlIgnoreCase(seg[i .. i + 3], "%2E")) {
+            i += 3;
+        } else if (i + 3 <= seg.len and std.ascii.eqlIgnoreCase(seg[i .. i + 3], "%3B")) {
+            break;
+        } else return false;
+        dots += 1;
+    }
+    return dots == 1 or dots == 2;
+}
+
+/// The output whose bytes overlap `[a, b)`; for an empty segment, one that
+/// ends or starts at it (it wrote the empty value, or the separator before).
+fn writer(spans: []const Span, a: usize, b: usize, empty: bool) ?*const Expr {
+    for (spans) |sp| {
+        const hit = if (empty) sp.start <= a and a <= sp.end else sp.start < b and sp.end > a;
+        if (hit) return sp.expr;
+    }
+    return null;
+}
+
+/// The argument an expression reads first, for error messages; null when
+/// it reads none (a range item, a constant).
+pub fn argumentName(e: *const Expr) ?[]const u8 {
+    return switch (e.*) {
+        .args => |p| if (p.len > 0) p[0].key else null,
+        .call => |c| for (c.args) |*a| {
+            if (argumentName(a)) |n| break n;
+        } else null,
+        else => null,
+    };
 }
 
 /// `raw`: strings as their characters, everything else as compact JSON.
@@ -632,9 +737,9 @@ test "out with every encoding" {
     try t.expect("%7B%22k%22%3A%5B1%2C%22x%22%5D%7D",
         \\[{"out": {"args": ["o"]}, "enc": "query"}]
     , args);
-    // A whole path segment of dots is encoded; dots inside a value are not.
-    try t.expect("%2E%2E/%2E/a..b",
-        \\[{"out": {"const": ".."}, "enc": "path"}, {"lit": "/"}, {"out": {"const": "."}, "enc": "path"}, {"lit": "/"}, {"out": {"const": "a..b"}, "enc": "path"}]
+    // Dots are unreserved: a dot segment is refused by the caller (unsafeSegment), not encoded.
+    try t.expect("../a..b",
+        \\[{"out": {"const": ".."}, "enc": "path"}, {"lit": "/"}, {"out": {"const": "a..b"}, "enc": "path"}]
     , "{}");
     // [] is the whole arguments object.
     try t.expect("{\"n\":1}",
@@ -827,7 +932,7 @@ test "compile errors name the position" {
     try t.expectInvalid("[{\"lit\": \"a\", \"out\": {\"args\": []}}]", .request, "tools[0].x[0]: needs exactly one of lit, out, if, range");
     try t.expectInvalid("[{}]", .request, "tools[0].x[0]: needs exactly one of lit, out, if, range");
     try t.expectInvalid("[{\"lit\": 1}]", .request, "tools[0].x[0]: lit: must be a string");
-    try t.expectInvalid("[{\"out\": {\"args\": [\"a\"]}, \"enc\": \"base64\"}]", .request, "tools[0].x[0]: enc: must be one of raw, json, path, query");
+    try t.expectInvalid("[{\"out\": {\"args\": [\"a\"]}, \"enc\": \"base64\"}]", .request, "tools[0].x[0]: enc: must be one of raw, json, json_string, path, query");
     try t.expectInvalid("[{\"out\": {\"args\": [\"a\"], \"const\": 1}}]", .request, "tools[0].x[0].out: needs exactly one of args, resp, item, status, header, const, fn");
     try t.expectInvalid("[{\"out\": {\"fn\": \"sprintf\", \"args\": []}}]", .request, "tools[0].x[0].out: fn: unknown function \"sprintf\"");
     try t.expectInvalid("[{\"out\": {\"fn\": \"eq\", \"args\": [{\"const\": 1}]}}]", .request, "tools[0].x[0].out: fn eq: takes 2 argument(s), got 1");
@@ -854,4 +959,84 @@ test "long non-string values are percent-encoded correctly" {
     , null);
     try testing.expect(std.mem.startsWith(u8, got, "x=%5B%22aaaa"));
     try testing.expect(std.mem.endsWith(u8, got, "aaa%22%5D"));
+}
+
+test "json_string: the inside of a JSON string, whatever the value" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
+        \\{"q": "x\", \"role\": \"admin", "n": 42, "o": {"k": "v\"w"}, "u": "\u00e9\u0001"}
+    ;
+    try t.expect("{\"q\": \"x\\\", \\\"role\\\": \\\"admin\"}",
+        \\[{"lit": "{\"q\": \""}, {"out": {"args": ["q"]}, "enc": "json_string"}, {"lit": "\"}"}]
+    , args);
+    try t.expect("42|{\\\"k\\\":\\\"v\\\\\\\"w\\\"}|\u{e9}\\u0001|",
+        \\[{"out": {"args": ["n"]}, "enc": "json_string"}, {"lit": "|"}, {"out": {"args": ["o"]}, "enc": "json_string"}, {"lit": "|"},
+        \\ {"out": {"args": ["u"]}, "enc": "json_string"}, {"lit": "|"}, {"out": {"args": ["missing"]}, "enc": "json_string"}]
+    , args);
+}
+
+fn expectSegment(t: *T, want: ?@TypeOf(@as(SegmentProblem, undefined).kind), text: []const u8, args: []const u8) !void {
+    const tmpl = try t.compileText(text, .request);
+    var spans: std.ArrayList(Span) = .empty;
+    var s = Scope{ .arena = t.a(), .args = try parseValue(t.a(), args), .spans = &spans };
+    const path = try renderAlloc(tmpl, &s);
+    const got = unsafeSegment(path, spans.items);
+    if (want) |k| {
+        const p = got orelse {
+            std.debug.print("no problem found in {s}\n", .{path});
+            return error.TestExpectedProblem;
+        };
+        try testing.expectEqual(k, p.kind);
+        try testing.expectEqualStrings("v", argumentName(p.expr).?);
+    } else if (got != null) {
+        std.debug.print("unexpected problem in {s}\n", .{path});
+        return error.TestUnexpectedProblem;
+    }
+}
+
+test "unsafeSegment: dot and empty segments written by an argument" {
+    var t = T.init();
+    defer t.deinit();
+    const seg =
+        \\[{"lit": "/api/users/"}, {"out": {"args": ["v"]}, "enc": "path"}, {"lit": "/profile"}]
+    ;
+    const query =
+        \\[{"lit": "/api/users/"}, {"out": {"fn": "urlquery", "args": [{"args": ["v"]}]}, "enc": "raw"}, {"lit": "/profile?x=1"}]
+    ;
+    const tail =
+        \\[{"lit": "/api/users/"}, {"out": {"fn": "lower", "args": [{"args": ["v"]}]}, "enc": "path"}]
+    ;
+    const prefix =
+        \\[{"lit": "/api/x."}, {"out": {"args": ["v"]}, "enc": "path"}, {"lit": "/y"}]
+    ;
+    for ([_][]const u8{ seg, query, tail }) |tmpl| {
+        for ([_][]const u8{ ".", "..", "%2e%2E", ".%2E", "..;x", "../admin", "a/../..", "..\\\\x", "%2E%2e;" }) |v| {
+            const args = try jsonw.allocPrint(t.a(), "{{\"v\": \"{s}\"}}", .{v});
+            // Every encoding escapes '%', so "%2e" in a value stays literal text.
+            try expectSegment(&t, if (std.mem.indexOfScalar(u8, v, '%') != null) null else .dot, tmpl, args);
+        }
+        for ([_][]const u8{ "a", "a.b", "...", "a/b", ".a", "a.", "%", "%2", "..a" }) |v| {
+            const args = try jsonw.allocPrint(t.a(), "{{\"v\": \"{s}\"}}", .{v});
+            try expectSegment(&t, null, tmpl, args);
+        }
+    }
+    // A dot completed by the value: "x." + "." is a segment "x..", fine; "." after a literal "/" is not.
+    try expectSegment(&t, null, prefix, "{\"v\": \".\"}");
+    // Empty: inside the path refused, at the end allowed; also when the value ends in '/'.
+    try expectSegment(&t, .empty, seg, "{\"v\": \"\"}");
+    try expectSegment(&t, .empty, seg, "{}");
+    try expectSegment(&t, .empty, seg, "{\"v\": \"a/\"}");
+    try expectSegment(&t, .empty, seg, "{\"v\": \"/a\"}");
+    try expectSegment(&t, null, tail, "{\"v\": \"\"}");
+    // Numbers and objects are encoded too; none is a dot segment.
+    try expectSegment(&t, null, seg, "{\"v\": 1.5}");
+    // Literal dot segments and "//" belong to the operator.
+    try expectSegment(&t, null,
+        \\[{"lit": "/a/../b//c/"}, {"out": {"args": ["v"]}, "enc": "path"}]
+    , "{\"v\": \"x\"}");
+    // The query part is not a path.
+    try expectSegment(&t, null,
+        \\[{"lit": "/a?x=/"}, {"out": {"args": ["v"]}, "enc": "query"}, {"lit": "/b"}]
+    , "{\"v\": \"..\"}");
 }

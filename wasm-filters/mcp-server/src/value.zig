@@ -73,6 +73,70 @@ pub fn numbersEqual(a: []const u8, b: []const u8) bool {
     return x.eql(y);
 }
 
+/// The longest plain decimal form `canonicalNumber` writes: an integer has
+/// at most this many digits (else it is refused), a number with more digits
+/// in plain form is written in exponent form instead. It bounds what an
+/// exponent can expand to (`1E+999999999` is 10 bytes of input).
+pub const max_number_digits = 64;
+
+pub const Canonical = union(enum) {
+    ok: []const u8,
+    /// `integer` asked for and the value has a fractional part.
+    not_integer,
+    /// An integer of more than `max_number_digits` digits, or an exponent
+    /// beyond any representable range.
+    out_of_range,
+};
+
+/// The one spelling of a JSON number forwarded to backends, so that `1.0`,
+/// `1E+2` and `-0` reach them as `1`, `100` and `0`. Exact (decimal, never
+/// through binary floating point): trailing fractional zeros and leading
+/// integer zeros go, the exponent is applied. With `integer` the result is
+/// plain digits; otherwise plain decimal when it fits `max_number_digits`
+/// digits, else `d.ddde+N` (the significant digits as given, so the output
+/// is never much longer than the input). Text that is not a JSON number is
+/// `out_of_range` (the parser never hands us one).
+pub fn canonicalNumber(arena: Allocator, s: []const u8, integer: bool) Allocator.Error!Canonical {
+    const d = Decimal.parse(s) orelse return .out_of_range;
+    // `parse` saturates the exponent: anything this large is no real number.
+    if (d.exp >= 1 << 40 or d.exp <= -(1 << 40)) return .out_of_range;
+    const sig = d.significant() orelse return .{ .ok = "0" };
+    const n: i64 = @intCast(sig[1] - sig[0]);
+    // The value is 0.DIGITS x 10^point, DIGITS being the significant digits.
+    const point: i64 = @as(i64, @intCast(d.int.len)) + d.exp - @as(i64, @intCast(sig[0]));
+    if (integer and point < n) return .not_integer;
+    const plain_digits: i64 = if (point >= n) point else if (point > 0) n else n - point + 1;
+    if (plain_digits > max_number_digits) {
+        if (integer) return .out_of_range;
+        var out = try Out.initCapacity(arena, @intCast(n + 24));
+        if (d.neg) try out.byte('-');
+        try out.byte(d.digit(sig[0]));
+        if (n > 1) {
+            try out.byte('.');
+            for (sig[0] + 1..sig[1]) |k| try out.byte(d.digit(k));
+        }
+        try out.print("e{s}{d}", .{ if (point - 1 < 0) "-" else "+", @abs(point - 1) });
+        return .{ .ok = out.bytes() };
+    }
+    var out = try Out.initCapacity(arena, @intCast(plain_digits + 2));
+    if (d.neg) try out.byte('-');
+    if (point <= 0) {
+        try out.add("0.");
+        for (0..@intCast(-point)) |_| try out.byte('0');
+        for (sig[0]..sig[1]) |k| try out.byte(d.digit(k));
+    } else {
+        for (0..@intCast(point)) |i| {
+            const k = sig[0] + i;
+            try out.byte(if (k < sig[1]) d.digit(k) else '0');
+        }
+        if (point < n) {
+            try out.byte('.');
+            for (sig[0] + @as(usize, @intCast(point))..sig[1]) |k| try out.byte(d.digit(k));
+        }
+    }
+    return .{ .ok = out.bytes() };
+}
+
 /// A JSON number split into its parts, compared without converting to
 /// binary floating point (which would equate distinct large integers).
 const Decimal = struct {
@@ -235,4 +299,39 @@ test "raw text" {
     try testing.expectEqualStrings("null", try rawText(a, .null));
     try testing.expectEqualStrings("{\"k\":[1,\"x\"]}", try rawText(a, try parse(a, "{\"k\": [1, \"x\"]}")));
     try testing.expectEqualStrings("7", try rawText(a, .{ .integer = 7 }));
+}
+
+test "canonical numbers" {
+    var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena_state.deinit();
+    const a = arena_state.allocator();
+    const both = [_][2][]const u8{
+        .{ "1", "1" },                                             .{ "1.0", "1" },      .{ "1E+2", "100" }, .{ "1e2", "100" },
+        .{ "-0", "0" },                                            .{ "-0.0e7", "0" },   .{ "0", "0" },      .{ "007", "7" },
+        .{ "12.5e1", "125" },                                      .{ "1500e-2", "15" }, .{ "-42", "-42" },  .{ "100", "100" },
+        .{ "12345678901234567890123", "12345678901234567890123" },
+    };
+    for (both) |c| for ([_]bool{ true, false }) |integer| {
+        const got = try canonicalNumber(a, c[0], integer);
+        try testing.expectEqualStrings(c[1], got.ok);
+    };
+    const numbers = [_][2][]const u8{
+        .{ "1.50", "1.5" },            .{ "1e-3", "0.001" },                   .{ "-2.5E-1", "-0.25" },         .{ "0.000", "0" },
+        .{ "123.456", "123.456" },     .{ "1E+999999999", "1e+999999999" },    .{ "-1.25e-100", "-1.25e-100" }, .{ "1e64", "1e+64" },
+        .{ "1e63", "1" ++ "0" ** 63 }, .{ "1e-63", "0." ++ "0" ** 62 ++ "1" }, .{ "1e-64", "1e-64" },           .{ "1234.5e-1000", "1.2345e-997" },
+    };
+    for (numbers) |c| {
+        const got = try canonicalNumber(a, c[0], false);
+        testing.expectEqualStrings(c[1], got.ok) catch |e| {
+            std.debug.print("input {s}\n", .{c[0]});
+            return e;
+        };
+    }
+    for ([_][]const u8{ "1.5", "1e-1", "100e-3", "1.0000000000000000001" }) |s| {
+        try testing.expectEqual(Canonical.not_integer, try canonicalNumber(a, s, true));
+    }
+    for ([_][]const u8{ "1E+999999999", "1e64", "1" ++ "0" ** 64, "1e99999999999999999999" }) |s| {
+        try testing.expectEqual(Canonical.out_of_range, try canonicalNumber(a, s, true));
+    }
+    try testing.expectEqual(Canonical.out_of_range, try canonicalNumber(a, "1e99999999999999999999", false));
 }

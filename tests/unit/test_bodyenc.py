@@ -1,0 +1,149 @@
+"""Context-dependent encoding of request body templates (registry/bodyenc.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mcpgw.registry import bodyenc, templates
+from mcpgw.registry.validate import Invalid, parse_server
+from mcpgw.translate.filterconfig import compile_template
+from tests.unit.test_registry import minimal
+from tests.unit.test_translate import config_of
+
+
+def encoded(source: str, media_type: str = "application/json", raw_body: bool = False) -> list[str]:
+    """The enc of every output, in document order (then/else and range bodies inline)."""
+    nodes = templates.parse(source)
+    compiled = compile_template(
+        nodes,
+        templates.REQUEST,
+        {"limit": "10", "x": "a", "n": "1"},
+        "raw",
+        bodyenc.encodings(nodes, media_type, raw_body),
+    )
+    found: list[str] = []
+
+    def visit(items: list[dict[str, Any]]) -> None:
+        for item in items:
+            if "out" in item:
+                found.append(item["enc"])
+            for key in ("then", "else", "do"):
+                visit(item.get(key, []))
+
+    visit(compiled)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("source", "encs"),
+    [
+        # Inside quotes: the characters of a JSON string.
+        ('{"q": "{{.args.q}}"}', ["json_string"]),
+        ('{"q": "a {{.args.q}} b {{.args.r | upper}}"}', ["json_string", "json_string"]),
+        ('{"k-{{.args.k}}": 1}', ["json_string"]),
+        ('{"q": "\\"{{.args.q}}\\""}', ["json_string"]),
+        # Value position: a JSON value; toJson and quote already produce one.
+        ('{"n": {{.args.n}}, "s": {{.args.s | quote}}, "o": {{toJson .args.o}}}', ["json", "raw", "raw"]),
+        ("[{{.args.a}}, {{.args.b}}]", ["json", "json"]),
+        # What the operator wrote is inserted as Higress does; a client value mixed in is not.
+        (
+            '{"l": {{.config.limit}}, "m": {{default 5 .args.m}}, "c": {{upper .config.x}}, "k": {{3}}}',
+            ["raw", "json", "raw", "raw"],
+        ),
+        ("[{{range .args.l}}{{.config}},{{$.config.n}},{{end}}0]", ["json", "raw"]),
+        # Branches and loops that keep the JSON shape.
+        (
+            '{"a": 1{{if .args.f}}, "f": "{{.args.f}}"{{else}}, "g": {{.args.g}}{{end}}}',
+            ["json_string", "json"],
+        ),
+        ('{"l": [{{range .args.items}}{{.id}},{{end}}0]}', ["json"]),
+        ('{"l": [{{range .args.items}}"{{.}}",{{end}}"x"]}', ["json_string"]),
+        # The README's example.
+        (
+            '{"q": "{{.args.q | default "*" | upper}}", "ids": "{{join "," .args.ids}}",'
+            ' "auth": "{{b64enc .args.user}}"}',
+            ["json_string", "json_string", "json_string"],
+        ),
+        # The whole document from one value: the client's by design.
+        ("{{.args.body}}", ["raw"]),
+        ("  {{toJson .args}}\n", ["raw"]),
+    ],
+)
+def test_json_context_of_each_output(source: str, encs: list[str]) -> None:
+    assert encoded(source) == encs
+    assert encoded(source, "application/vnd.api+json; charset=utf-8") == encs
+
+
+def test_form_bodies_percent_encode_and_other_types_stay_raw() -> None:
+    form = "application/x-www-form-urlencoded"
+    assert encoded("a={{.args.a}}&b={{.args.b | urlquery}}", form) == ["query", "raw"]
+    assert encoded("<q>{{.args.q}}</q>", "application/xml") == ["raw"]
+    assert encoded('{"q": "{{.args.q}}"}', raw_body=True) == ["raw"]
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("{ {{.args.k}}: 1}", "expects a key; put it inside quotes"),
+        ('{"a": 1 {{.args.x}} }', "expects ',' or the end of an object or array"),
+        ('{"a": 1{{.args.x}}}', "expects ',' or the end of an object or array"),
+        ('{"a" {{.args.x}}}', "expects ':'"),
+        ('{"a": 1, }x', "'x' after"),
+        ('{"a": {{.args.x}}', "the document is incomplete"),
+        ('{"a": "{{.args.x}}}', "the document is incomplete"),
+        ('{"a": 1{{if .args.f}}, "f": {{.args.f}}{{else}}, "g": [{{end}}}', "the branches of an 'if'"),
+        ('[{{range .args.l}}{"a": {{.}}{{end}}]', "the body of a 'range'"),
+        ("not json {{.args.x}}", "is not valid JSON"),
+    ],
+)
+def test_outputs_where_no_encoding_is_safe_are_refused(source: str, reason: str) -> None:
+    with pytest.raises(templates.TemplateError, match="rawBody: true") as error:
+        bodyenc.encodings(templates.parse(source), "application/json", raw_body=False)
+    assert reason in str(error.value)
+
+
+def test_validation_names_the_body_and_raw_body_opts_out() -> None:
+    document = minimal()
+    document["tools"][0]["args"] = [{"name": "f"}]
+    document["tools"][0]["requestTemplate"] = {"url": "/x", "method": "POST", "body": "{ {{.args.f}} }"}
+    with pytest.raises(Invalid) as error:
+        parse_server(document)
+    assert any(
+        p.path == "tools[0].requestTemplate.body" and "rawBody: true" in p.reason
+        for p in error.value.problems
+    ), error.value.problems
+    document["tools"][0]["requestTemplate"]["rawBody"] = True
+    parse_server(document)
+    # rawBody without a body template is a mistake worth naming.
+    document["tools"][0]["requestTemplate"] = {"url": "/x", "method": "POST", "rawBody": True}
+    with pytest.raises(Invalid) as error:
+        parse_server(document)
+    assert [p.path for p in error.value.problems] == ["tools[0].requestTemplate.rawBody"]
+
+
+def test_filter_config_carries_each_outputs_encoding() -> None:
+    document = minimal()
+    document["tools"][0]["args"] = [{"name": "q"}, {"name": "n", "type": "integer"}]
+    document["tools"][0]["requestTemplate"] = {
+        "url": "/x",
+        "method": "POST",
+        "headers": [{"key": "Content-Type", "value": "application/json; charset=utf-8"}],
+        "body": '{"q": "{{.args.q}}", "n": {{.args.n}}}',
+    }
+    body = config_of(document)["tools"][0]["request"]["body"]
+    assert body == {
+        "kind": "template",
+        "content_type": "application/json; charset=utf-8",
+        "template": [
+            {"lit": '{"q": "'},
+            {"out": {"args": ["q"]}, "enc": "json_string"},
+            {"lit": '", "n": '},
+            {"out": {"args": ["n"]}, "enc": "json"},
+            {"lit": "}"},
+        ],
+    }
+    document["tools"][0]["requestTemplate"]["rawBody"] = True
+    template = config_of(document)["tools"][0]["request"]["body"]["template"]
+    assert [node.get("enc") for node in template] == [None, "raw", None, "raw", None]
