@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
+from envoy.extensions.wasm.v3 import wasm_pb2 as wasm_v3_pb2
 from google.protobuf import json_format, wrappers_pb2
 
 from mcpgw.registry.model import RegistrySnapshot, Secret
@@ -124,6 +125,9 @@ def test_extension_config_carries_remote_code_and_filter_config() -> None:
         SETTINGS.plugin.sha256,
     )
     assert wasm.config.allow_on_headers_stop_iteration
+    # A VM that traps is reloaded instead of failing its worker's servers until Envoy restarts.
+    assert wasm.config.failure_policy == wasm_v3_pb2.FailurePolicy.FAIL_RELOAD
+    assert wasm.config.reload_config.backoff.base_interval.ToMilliseconds() > 0
     value = wrappers_pb2.StringValue()
     wasm.config.configuration.Unpack(value)
     assert json.loads(value.value)["base_path"] == "/mcp/default/svc"

@@ -440,37 +440,52 @@ def _with_suffix(extension: Any, stale: str, suffix: str) -> Message:
 
 
 def _extension_config(server: McpServer, configuration: str, plugin: PluginRef) -> Message:
+    code = {
+        "remote": {
+            "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
+            "sha256": plugin.sha256,
+            "retry_policy": {"num_retries": 5},
+        }
+    }
     return _parse(
         extension_pb2.TypedExtensionConfig(),
         {
             "name": extension_config_name(server),
             "typed_config": {
                 "@type": WASM_TYPE,
-                "config": {
-                    "name": extension_config_name(server),
-                    "root_id": "mcp-server",
-                    "vm_config": {
-                        "vm_id": VM_ID,
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {
-                            "remote": {
-                                "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
-                                "sha256": plugin.sha256,
-                                "retry_policy": {"num_retries": 5},
-                            }
-                        },
-                    },
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": configuration,
-                    },
-                    # Without this Envoy turns the filter's header pause into StopAllIterationAndWatermark
-                    # and never delivers the request body.
-                    "allow_on_headers_stop_iteration": True,
-                },
+                "config": wasm_plugin_config(
+                    extension_config_name(server), "mcp-server", VM_ID, code, configuration
+                ),
             },
         },
     )
+
+
+# A VM that traps (a bug, a host call gone wrong) is failed for good on its worker unless Envoy
+# reloads it: FAIL_CLOSED would answer 503 for every server on that worker until Envoy restarts.
+# The reload happens on the next request after the backoff (no background respawn), so a filter
+# that keeps crashing costs one reload per interval, not one per request.
+WASM_FAILURE_POLICY: dict[str, Any] = {
+    "failure_policy": "FAIL_RELOAD",
+    "reload_config": {"backoff": {"base_interval": "0.5s", "max_interval": "5s"}},
+}
+
+
+def wasm_plugin_config(
+    name: str, root_id: str, vm_id: str, code: dict[str, Any], configuration: str
+) -> dict[str, Any]:
+    """A Wasm `PluginConfig` (JSON form) as every plugin of the gateway gets it: V8, `code`
+    (`remote` or `local`), the configuration text, and the failure policy."""
+    return {
+        "name": name,
+        "root_id": root_id,
+        "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": code},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+        # Without this Envoy turns the filter's header pause into StopAllIterationAndWatermark
+        # and never delivers the request body.
+        "allow_on_headers_stop_iteration": True,
+        **WASM_FAILURE_POLICY,
+    }
 
 
 def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
