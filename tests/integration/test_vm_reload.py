@@ -10,7 +10,6 @@ them all and then sees every worker answer from a new one.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -22,13 +21,14 @@ import pytest
 
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.stack import free_port
-from mcpgw.translate.envoy import WASM_TYPE, wasm_plugin_config
+from mcpgw.translate.envoy import HTTP_CONNECTION_MANAGER_TYPE, WASM_TYPE, wasm_plugin_config
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio
 
 HERE = Path(__file__).parent
 WORKERS = 2
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 
 
 def build_crash_filter(work: Path) -> Path:
@@ -60,15 +60,12 @@ def build_crash_filter(work: Path) -> Path:
 def bootstrap(listen: int, admin: int, wasm: Path) -> str:
     plugin = wasm_plugin_config("crash-filter", "", "crash-filter", {"local": {"filename": str(wasm)}}, "")
     manager = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": HTTP_CONNECTION_MANAGER_TYPE,
         "stat_prefix": "test",
         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": []}]},
         "http_filters": [
             {"name": "crash-filter", "typed_config": {"@type": WASM_TYPE, "config": plugin}},
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-            },
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}},
         ],
     }
     return json.dumps(
@@ -79,9 +76,7 @@ def bootstrap(listen: int, admin: int, wasm: Path) -> str:
                     {
                         "name": "test",
                         "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                        "filter_chains": [
-                            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
-                        ],
+                        "filter_chains": [{"filters": [{"name": "hcm", "typed_config": manager}]}],
                     }
                 ]
             },
@@ -93,7 +88,8 @@ def bootstrap(listen: int, admin: int, wasm: Path) -> str:
 async def envoy(tmp_path: Path) -> AsyncIterator[tuple[EnvoyProcess, str]]:
     wasm = build_crash_filter(tmp_path)
     listen, admin = free_port(), free_port()
-    process = EnvoyProcess(bootstrap(listen, admin, wasm), admin_port=admin, concurrency=WORKERS, workdir=tmp_path)
+    config = bootstrap(listen, admin, wasm)
+    process = EnvoyProcess(config, admin_port=admin, concurrency=WORKERS, workdir=tmp_path)
     await process.start()
     try:
         await process.wait_ready(30, listeners=1)
@@ -143,4 +139,6 @@ async def test_a_crashed_stand_in_filter_vm_is_reloaded_on_every_worker(
     after = await eventually(all_back, 20, "every worker answering from a reloaded VM", interval=0.2)
     assert not {body for _, body in after} & first_vms
     stats = process.stats("wasm.")
-    assert any(name.endswith("vm_reload_success") and value >= WORKERS for name, value in stats.items()), stats
+    assert any(name.endswith("vm_reload_success") and value >= WORKERS for name, value in stats.items()), (
+        stats
+    )
