@@ -105,6 +105,23 @@ def test_client_sent_broker_headers_are_stripped_before_any_filter() -> None:
     ]
 
 
+def test_envoy_buffers_a_body_past_every_servers_request_limit() -> None:
+    """Envoy's own buffer limit (1 MiB by default) sits above the largest maxRequestBytes, so the
+    filter answers first; Envoy's own 413 becomes a JSON-RPC error too."""
+
+    def listener_of(*documents: dict[str, Any]) -> Any:
+        return translate(snapshot_of(*documents), SETTINGS)[types.LISTENER][LISTENER_NAME]
+
+    assert listener_of().per_connection_buffer_limit_bytes.value == 2 << 20
+    assert listener_of(minimal()).per_connection_buffer_limit_bytes.value == 2 << 20
+    big = minimal(name="big", limits={"maxRequestBytes": 8 << 20})
+    assert listener_of(minimal(), big).per_connection_buffer_limit_bytes.value == 9 << 20
+    manager = json_format.MessageToDict(listener_of(minimal()))["filterChains"][0]["filters"][0]["typedConfig"]
+    (mapper,) = manager["localReplyConfig"]["mappers"]
+    assert "request_payload_too_large" in mapper["filter"]["extensionFilter"]["typedConfig"]["expression"]
+    assert json.loads(mapper["body"]["inlineString"])["error"]["code"] == -32600
+
+
 def test_dns_backends_use_strict_dns_and_https_gets_tls_with_sni() -> None:
     document = minimal(backend={"endpoints": ["api.internal:443"], "scheme": "https"})
     cluster = translate(snapshot_of(document), SETTINGS)[types.CLUSTER]["mcpgw/default/svc"]

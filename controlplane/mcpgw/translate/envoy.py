@@ -29,6 +29,7 @@ from envoy.config.core.v3 import extension_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2  # noqa: F401
 from envoy.extensions.filters.http.composite.v3 import composite_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
@@ -568,12 +569,14 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
             }
         ],
         "http_filters": http_filters,
+        "local_reply_config": {"mappers": [_TOO_LARGE_MAPPER]},
     }
     return _parse(
         listener_pb2.Listener(),
         {
             "name": LISTENER_NAME,
             "address": _socket(settings.listen_host, settings.listen_port),
+            "per_connection_buffer_limit_bytes": request_buffer_limit(snapshot),
             "filter_chains": [
                 {
                     "filters": [
@@ -583,6 +586,50 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
             ],
         },
     )
+
+
+# Envoy's own per-connection default; the room for the chunk that crosses a server's limit.
+_ENVOY_BUFFER_LIMIT = 1 << 20
+_CHUNK_ROOM = 1 << 20
+
+
+# Envoy's own 413 (a body that arrived past the buffer limit in one read, before the filter saw
+# it cross its server's limit) as the JSON-RPC error the filter gives; matched by its details,
+# so the filter's own 413, which names the server's limit, keeps its text.
+_TOO_LARGE_MAPPER: dict[str, Any] = {
+    "filter": {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": "response.code_details == 'request_payload_too_large'",
+            },
+        }
+    },
+    "body": {
+        "inline_string": json.dumps(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Invalid Request: body too large"}},
+            separators=(",", ":"),
+        )
+    },
+    "body_format_override": {
+        "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+        "content_type": "application/json",
+    },
+}
+
+
+def request_buffer_limit(snapshot: RegistrySnapshot) -> int:
+    """The listener's per-connection buffer limit: above every server's `maxRequestBytes`.
+
+    The filter has Envoy buffer a request body until it is complete and answers one over its
+    server's limit with a JSON-RPC 413. Envoy's own limit bounds that buffer too (and answers a
+    plain-text 413 itself): at its 1 MiB default, a `maxRequestBytes` above 1 MiB had no effect.
+    The room above the largest limit is for the chunk that carries a body past it, so the
+    filter sees it first (a body with `Content-Length` is refused before any of it is read).
+    """
+    largest = max((server.limits.max_request_bytes for server in snapshot.servers), default=0)
+    return max(largest, _ENVOY_BUFFER_LIMIT) + _CHUNK_ROOM
 
 
 def _json_reply(status: int, message: str) -> dict[str, Any]:
