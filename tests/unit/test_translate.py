@@ -116,7 +116,8 @@ def test_envoy_buffers_a_body_past_every_servers_request_limit() -> None:
     assert listener_of(minimal()).per_connection_buffer_limit_bytes.value == 2 << 20
     big = minimal(name="big", limits={"maxRequestBytes": 8 << 20})
     assert listener_of(minimal(), big).per_connection_buffer_limit_bytes.value == 9 << 20
-    manager = json_format.MessageToDict(listener_of(minimal()))["filterChains"][0]["filters"][0]["typedConfig"]
+    listener = json_format.MessageToDict(listener_of(minimal()))
+    manager = listener["filterChains"][0]["filters"][0]["typedConfig"]
     (mapper,) = manager["localReplyConfig"]["mappers"]
     assert "request_payload_too_large" in mapper["filter"]["extensionFilter"]["typedConfig"]["expression"]
     assert json.loads(mapper["body"]["inlineString"])["error"]["code"] == -32600

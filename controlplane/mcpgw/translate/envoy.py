@@ -593,6 +593,7 @@ _ENVOY_BUFFER_LIMIT = 1 << 20
 _CHUNK_ROOM = 1 << 20
 
 
+CEL_FILTER_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 # Envoy's own 413 (a body that arrived past the buffer limit in one read, before the filter saw
 # it cross its server's limit) as the JSON-RPC error the filter gives; matched by its details,
 # so the filter's own 413, which names the server's limit, keeps its text.
@@ -601,16 +602,14 @@ _TOO_LARGE_MAPPER: dict[str, Any] = {
         "extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
             "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "@type": CEL_FILTER_TYPE,
                 "expression": "response.code_details == 'request_payload_too_large'",
             },
         }
     },
     "body": {
-        "inline_string": json.dumps(
-            {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Invalid Request: body too large"}},
-            separators=(",", ":"),
-        )
+        "inline_string": '{"jsonrpc":"2.0","id":null,"error":'
+        '{"code":-32600,"message":"Invalid Request: body too large"}}'
     },
     "body_format_override": {
         "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
