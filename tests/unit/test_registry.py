@@ -228,6 +228,11 @@ def test_json_depth_limit_reaches_the_filter_configuration() -> None:
         ),
         (lambda d: d.update(allowTools=["missing"]), "allowTools[0]", "no tool named 'missing'"),
         (lambda d: d.update(limits={"maxJsonDepth": 0}), "limits.maxJsonDepth", "from 1 to 1000, got 0"),
+        (
+            lambda d: d.update(limits={"maxResponseBytes": (8 << 20) + 1}),
+            "limits.maxResponseBytes",
+            "from 1 to 8388608",
+        ),
         (lambda d: d.update(limits={"maxJsonDepth": 1001}), "limits.maxJsonDepth", "from 1 to 1000"),
         (lambda d: d.update(limits={"maxJsonDepth": "64"}), "limits.maxJsonDepth", "from 1 to 1000"),
     ],

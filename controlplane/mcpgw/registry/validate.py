@@ -60,6 +60,10 @@ _REST_BACKEND = "the REST service the tools call (endpoints: ['host:port'])"
 _MCP_BACKEND = "the hosts of the upstream MCP server (endpoints: ['host:port'])"
 _MAX_PAGE_SIZE = 1000
 _MAX_BODY = 64 << 20
+# Envoy buffers a backend's whole answer for the filter, which only then sees its size; the
+# bootstrap caps that buffer at this (`http.async_response_buffer_limit`, which resets the
+# backend stream there), so no answer costs more memory, whatever the server's own limit.
+MAX_RESPONSE_BYTES = 8 << 20
 # The filter refuses more (config.zig `max_json_depth_cap`): it serialises values recursively.
 _MAX_JSON_DEPTH = 1000
 
@@ -145,7 +149,7 @@ def _limits(r: Reader, value: Any) -> Limits:
     sizes = {}
     for key, most in (
         ("maxRequestBytes", _MAX_BODY),
-        ("maxResponseBytes", _MAX_BODY),
+        ("maxResponseBytes", MAX_RESPONSE_BYTES),
         ("maxJsonDepth", _MAX_JSON_DEPTH),
     ):
         size = data.get(key)
