@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from mcpgw.registry.validate import is_ip
+from mcpgw.registry.validate import MAX_RESPONSE_BYTES, is_ip
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
 DEFAULT_BROKER_PORT = 18003
@@ -77,6 +77,7 @@ def render(options: BootstrapOptions) -> str:
         broker_host=broker_host,
         broker_port=broker_port,
         stats_config="" if options.full_cluster_stats else _stats_config(),
+        async_response_buffer_limit=MAX_RESPONSE_BYTES,
     )
 
 

@@ -148,6 +148,9 @@ async def test_requests_the_bridge_refuses(upstream: SseUpstream) -> None:
         assert response.status_code == 400
         response = await http.post(bridge.url, content=b"{nope", headers={**bridge.headers})
         assert response.status_code == 400 and response.json()["error"]["code"] == -32700
+        deep = b"[" * 100_000 + b"]" * 100_000
+        response = await http.post(bridge.url, content=deep, headers={**bridge.headers})
+        assert response.status_code == 400 and response.json()["error"]["code"] == -32700
         assert not upstream.requests
 
         # An unknown session, and a real session named with another upstream URL: 404.

@@ -15,6 +15,7 @@ from mcpgw.registry.filesource import FileStore, load_directory
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.store import Conflict, NotFound
 from mcpgw.registry.validate import Invalid, Problem, parse_server
+from mcpgw.translate.filterconfig import filter_config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "registry"
 
@@ -63,6 +64,17 @@ def test_minimal_document_gets_defaults() -> None:
     assert server.namespace == "default"
     assert server.backend.scheme == "http" and server.backend.timeout_ms == 10_000
     assert server.tools[0].request.method == "GET"
+    assert server.limits.max_json_depth == 64
+
+
+def test_json_depth_limit_reaches_the_filter_configuration() -> None:
+    """Python emits the default too: the filter never relies on its own."""
+    server = parse_server(minimal(limits={"maxJsonDepth": 200}))
+    assert server.limits.max_json_depth == 200
+    snapshot = RegistrySnapshot((server,))
+    assert filter_config(server, snapshot, {})["limits"]["max_json_depth"] == 200
+    default = parse_server(minimal())
+    assert filter_config(default, RegistrySnapshot((default,)), {})["limits"]["max_json_depth"] == 64
 
 
 @pytest.mark.parametrize(
@@ -215,6 +227,14 @@ def test_minimal_document_gets_defaults() -> None:
             "must be of type integer",
         ),
         (lambda d: d.update(allowTools=["missing"]), "allowTools[0]", "no tool named 'missing'"),
+        (lambda d: d.update(limits={"maxJsonDepth": 0}), "limits.maxJsonDepth", "from 1 to 1000, got 0"),
+        (
+            lambda d: d.update(limits={"maxResponseBytes": (8 << 20) + 1}),
+            "limits.maxResponseBytes",
+            "from 1 to 8388608",
+        ),
+        (lambda d: d.update(limits={"maxJsonDepth": 1001}), "limits.maxJsonDepth", "from 1 to 1000"),
+        (lambda d: d.update(limits={"maxJsonDepth": "64"}), "limits.maxJsonDepth", "from 1 to 1000"),
     ],
 )
 def test_validation_names_field_path_and_reason(change: Any, path: str, reason: str) -> None:

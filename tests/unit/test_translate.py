@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
+from envoy.extensions.wasm.v3 import wasm_pb2 as wasm_v3_pb2
 from google.protobuf import json_format, wrappers_pb2
 
 from mcpgw.registry.model import RegistrySnapshot, Secret
@@ -105,6 +106,24 @@ def test_client_sent_broker_headers_are_stripped_before_any_filter() -> None:
     ]
 
 
+def test_envoy_buffers_a_body_past_every_servers_request_limit() -> None:
+    """Envoy's own buffer limit (1 MiB by default) sits above the largest maxRequestBytes, so the
+    filter answers first; Envoy's own 413 becomes a JSON-RPC error too."""
+
+    def listener_of(*documents: dict[str, Any]) -> Any:
+        return translate(snapshot_of(*documents), SETTINGS)[types.LISTENER][LISTENER_NAME]
+
+    assert listener_of().per_connection_buffer_limit_bytes.value == 2 << 20
+    assert listener_of(minimal()).per_connection_buffer_limit_bytes.value == 2 << 20
+    big = minimal(name="big", limits={"maxRequestBytes": 8 << 20})
+    assert listener_of(minimal(), big).per_connection_buffer_limit_bytes.value == 9 << 20
+    listener = json_format.MessageToDict(listener_of(minimal()))
+    manager = listener["filterChains"][0]["filters"][0]["typedConfig"]
+    (mapper,) = manager["localReplyConfig"]["mappers"]
+    assert "request_payload_too_large" in mapper["filter"]["extensionFilter"]["typedConfig"]["expression"]
+    assert json.loads(mapper["body"]["inlineString"])["error"]["code"] == -32600
+
+
 def test_dns_backends_use_strict_dns_and_https_gets_tls_with_sni() -> None:
     document = minimal(backend={"endpoints": ["api.internal:443"], "scheme": "https"})
     cluster = translate(snapshot_of(document), SETTINGS)[types.CLUSTER]["mcpgw/default/svc"]
@@ -125,6 +144,9 @@ def test_extension_config_carries_remote_code_and_filter_config() -> None:
         SETTINGS.plugin.sha256,
     )
     assert wasm.config.allow_on_headers_stop_iteration
+    # A VM that traps is reloaded instead of failing its worker's servers until Envoy restarts.
+    assert wasm.config.failure_policy == wasm_v3_pb2.FailurePolicy.FAIL_RELOAD
+    assert wasm.config.reload_config.backoff.base_interval.ToMilliseconds() > 0
     value = wrappers_pb2.StringValue()
     wasm.config.configuration.Unpack(value)
     assert json.loads(value.value)["base_path"] == "/mcp/default/svc"

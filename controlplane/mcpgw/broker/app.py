@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from mcpgw import jsonlimit
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT as DEFAULT_PORT
 from mcpgw.broker.bridge import BRIDGE_PATH, Bridge, BridgeSettings
 from mcpgw.broker.bus import Bus, BusUnavailable, MemoryBus, Stream, StreamClosed
@@ -126,7 +127,7 @@ async def publish(request: web.Request) -> web.Response:
         return _json_error(400, "malformed channel")
     body = await request.read()
     try:
-        message = json.loads(body)
+        message = jsonlimit.loads(body)
     except ValueError:
         message = None
     if not isinstance(message, dict | list):

@@ -165,10 +165,14 @@ class McpUpstream:
 
 @dataclass(frozen=True)
 class Limits:
-    """Body size bounds the filter enforces: larger requests get 413, larger answers an error result."""
+    """Bounds the filter enforces: larger requests get 413, larger answers an error result; JSON
+    nested deeper than `max_json_depth` (client messages and upstream answers) is never parsed."""
 
     max_request_bytes: int = 1 << 20
     max_response_bytes: int = 4 << 20
+    # Tool arguments and schemas rarely nest 10 levels; 64 leaves room for any real document
+    # while keeping what the filter parses and re-serialises recursively small.
+    max_json_depth: int = 64
 
 
 @dataclass(frozen=True)

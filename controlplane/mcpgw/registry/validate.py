@@ -60,6 +60,12 @@ _REST_BACKEND = "the REST service the tools call (endpoints: ['host:port'])"
 _MCP_BACKEND = "the hosts of the upstream MCP server (endpoints: ['host:port'])"
 _MAX_PAGE_SIZE = 1000
 _MAX_BODY = 64 << 20
+# Envoy buffers a backend's whole answer for the filter, which only then sees its size; the
+# bootstrap caps that buffer at this (`http.async_response_buffer_limit`, which resets the
+# backend stream there), so no answer costs more memory, whatever the server's own limit.
+MAX_RESPONSE_BYTES = 8 << 20
+# The filter refuses more (config.zig `max_json_depth_cap`): it serialises values recursively.
+_MAX_JSON_DEPTH = 1000
 
 
 def parse_server(document: Any, file: str = "") -> McpServer:
@@ -139,20 +145,25 @@ def _limits(r: Reader, value: Any) -> Limits:
     data = r.mapping(value, "limits")
     if data is None:
         return Limits()
-    r.only(data, "limits", {"maxRequestBytes", "maxResponseBytes"})
+    r.only(data, "limits", {"maxRequestBytes", "maxResponseBytes", "maxJsonDepth"})
     sizes = {}
-    for key in ("maxRequestBytes", "maxResponseBytes"):
+    for key, most in (
+        ("maxRequestBytes", _MAX_BODY),
+        ("maxResponseBytes", MAX_RESPONSE_BYTES),
+        ("maxJsonDepth", _MAX_JSON_DEPTH),
+    ):
         size = data.get(key)
         if size is None:
             continue
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= _MAX_BODY:
-            r.fail(join("limits", key), f"must be an integer from 1 to {_MAX_BODY}, got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= most:
+            r.fail(join("limits", key), f"must be an integer from 1 to {most}, got {size!r}")
         else:
             sizes[key] = size
     defaults = Limits()
     return Limits(
         max_request_bytes=sizes.get("maxRequestBytes", defaults.max_request_bytes),
         max_response_bytes=sizes.get("maxResponseBytes", defaults.max_response_bytes),
+        max_json_depth=sizes.get("maxJsonDepth", defaults.max_json_depth),
     )
 
 

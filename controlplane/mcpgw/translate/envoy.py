@@ -29,6 +29,7 @@ from envoy.config.core.v3 import extension_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2  # noqa: F401
 from envoy.extensions.filters.http.composite.v3 import composite_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
@@ -440,37 +441,52 @@ def _with_suffix(extension: Any, stale: str, suffix: str) -> Message:
 
 
 def _extension_config(server: McpServer, configuration: str, plugin: PluginRef) -> Message:
+    code = {
+        "remote": {
+            "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
+            "sha256": plugin.sha256,
+            "retry_policy": {"num_retries": 5},
+        }
+    }
     return _parse(
         extension_pb2.TypedExtensionConfig(),
         {
             "name": extension_config_name(server),
             "typed_config": {
                 "@type": WASM_TYPE,
-                "config": {
-                    "name": extension_config_name(server),
-                    "root_id": "mcp-server",
-                    "vm_config": {
-                        "vm_id": VM_ID,
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {
-                            "remote": {
-                                "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
-                                "sha256": plugin.sha256,
-                                "retry_policy": {"num_retries": 5},
-                            }
-                        },
-                    },
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": configuration,
-                    },
-                    # Without this Envoy turns the filter's header pause into StopAllIterationAndWatermark
-                    # and never delivers the request body.
-                    "allow_on_headers_stop_iteration": True,
-                },
+                "config": wasm_plugin_config(
+                    extension_config_name(server), "mcp-server", VM_ID, code, configuration
+                ),
             },
         },
     )
+
+
+# A VM that traps (a bug, a host call gone wrong) is failed for good on its worker unless Envoy
+# reloads it: FAIL_CLOSED would answer 503 for every server on that worker until Envoy restarts.
+# The reload happens on the next request after the backoff (no background respawn), so a filter
+# that keeps crashing costs one reload per interval, not one per request.
+WASM_FAILURE_POLICY: dict[str, Any] = {
+    "failure_policy": "FAIL_RELOAD",
+    "reload_config": {"backoff": {"base_interval": "0.5s", "max_interval": "5s"}},
+}
+
+
+def wasm_plugin_config(
+    name: str, root_id: str, vm_id: str, code: dict[str, Any], configuration: str
+) -> dict[str, Any]:
+    """A Wasm `PluginConfig` (JSON form) as every plugin of the gateway gets it: V8, `code`
+    (`remote` or `local`), the configuration text, and the failure policy."""
+    return {
+        "name": name,
+        "root_id": root_id,
+        "vm_config": {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": code},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration},
+        # Without this Envoy turns the filter's header pause into StopAllIterationAndWatermark
+        # and never delivers the request body.
+        "allow_on_headers_stop_iteration": True,
+        **WASM_FAILURE_POLICY,
+    }
 
 
 def _composite_filter(snapshot: RegistrySnapshot) -> dict[str, Any]:
@@ -553,12 +569,14 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
             }
         ],
         "http_filters": http_filters,
+        "local_reply_config": {"mappers": [_TOO_LARGE_MAPPER]},
     }
     return _parse(
         listener_pb2.Listener(),
         {
             "name": LISTENER_NAME,
             "address": _socket(settings.listen_host, settings.listen_port),
+            "per_connection_buffer_limit_bytes": request_buffer_limit(snapshot),
             "filter_chains": [
                 {
                     "filters": [
@@ -568,6 +586,49 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
             ],
         },
     )
+
+
+# Envoy's own per-connection default; the room for the chunk that crosses a server's limit.
+_ENVOY_BUFFER_LIMIT = 1 << 20
+_CHUNK_ROOM = 1 << 20
+
+
+CEL_FILTER_TYPE = "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
+# Envoy's own 413 (a body that arrived past the buffer limit in one read, before the filter saw
+# it cross its server's limit) as the JSON-RPC error the filter gives; matched by its details,
+# so the filter's own 413, which names the server's limit, keeps its text.
+_TOO_LARGE_MAPPER: dict[str, Any] = {
+    "filter": {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": CEL_FILTER_TYPE,
+                "expression": "response.code_details == 'request_payload_too_large'",
+            },
+        }
+    },
+    "body": {
+        "inline_string": '{"jsonrpc":"2.0","id":null,"error":'
+        '{"code":-32600,"message":"Invalid Request: body too large"}}'
+    },
+    "body_format_override": {
+        "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+        "content_type": "application/json",
+    },
+}
+
+
+def request_buffer_limit(snapshot: RegistrySnapshot) -> int:
+    """The listener's per-connection buffer limit: above every server's `maxRequestBytes`.
+
+    The filter has Envoy buffer a request body until it is complete and answers one over its
+    server's limit with a JSON-RPC 413. Envoy's own limit bounds that buffer too (and answers a
+    plain-text 413 itself): at its 1 MiB default, a `maxRequestBytes` above 1 MiB had no effect.
+    The room above the largest limit is for the chunk that carries a body past it, so the
+    filter sees it first (a body with `Content-Length` is refused before any of it is read).
+    """
+    largest = max((server.limits.max_request_bytes for server in snapshot.servers), default=0)
+    return max(largest, _ENVOY_BUFFER_LIMIT) + _CHUNK_ROOM
 
 
 def _json_reply(status: int, message: str) -> dict[str, Any]:

@@ -72,6 +72,7 @@ def filter_config(
         "limits": {
             "max_request_bytes": server.limits.max_request_bytes,
             "max_response_bytes": server.limits.max_response_bytes,
+            "max_json_depth": server.limits.max_json_depth,
         },
         "tools_list": {"tools": [tool_descriptor(tool) for _, tool in served]},
         "tools": [_tool(owner, tool, secrets, own=owner is home) for owner, tool in served],

@@ -104,6 +104,9 @@ pub const Config = struct {
     base_path: []const u8,
     max_request_bytes: u32,
     max_response_bytes: u32,
+    /// How deep arrays and objects may nest in any JSON this server parses:
+    /// client messages and upstream answers (`jsonw.nestingWithin`).
+    max_json_depth: u32,
     /// `tools_list` re-serialised once; spliced into every tools/list answer.
     tools_list_json: []const u8,
     /// The initialize result after the protocol version string, so the answer
@@ -214,6 +217,14 @@ const RawTool = struct {
     response: ?RawResponse = null,
 };
 
+/// The control plane always sends `limits.max_json_depth` (its default is
+/// this one); kept here for configurations written by hand and tests.
+pub const default_max_json_depth: u32 = 64;
+/// The most a configuration may allow. Values are serialised recursively, a
+/// few levels deeper than they were parsed; V8 ran out of stack around 6,000
+/// levels, so this keeps a wide margin.
+pub const max_json_depth_cap: u32 = 1000;
+
 const RawConfig = struct {
     server: struct {
         name: []const u8,
@@ -226,6 +237,7 @@ const RawConfig = struct {
     limits: struct {
         max_request_bytes: u32 = 1048576,
         max_response_bytes: u32 = 4194304,
+        max_json_depth: u32 = default_max_json_depth,
     } = .{},
     tools_list: ?Value = null,
     tools: []const RawTool = &.{},
@@ -510,12 +522,16 @@ const Compiler = struct {
             gop.value_ptr.* = @intCast(i);
         }
         // Before `credential_sources` is copied: it may add a passthrough source.
-        const mcp_upstream: ?*const proxy.Upstream = if (raw.mcp_upstream) |m| try proxy.compile(self.store, m, base_path, self.why, &self.sources) else null;
+        const depth = raw.limits.max_json_depth;
+        if (depth == 0 or depth > max_json_depth_cap)
+            return self.fail("limits.max_json_depth: must be 1 to {d}, not {d}", .{ max_json_depth_cap, depth });
+        const mcp_upstream: ?*const proxy.Upstream = if (raw.mcp_upstream) |m| try proxy.compile(self.store, m, base_path, depth, self.why, &self.sources) else null;
 
         return .{
             .base_path = base_path,
             .max_request_bytes = raw.limits.max_request_bytes,
             .max_response_bytes = raw.limits.max_response_bytes,
+            .max_json_depth = raw.limits.max_json_depth,
             .tools_list_json = tools_list_json,
             .initialize_tail = try self.store.bytes(init.bytes()),
             .server_info_end = server_info_end,
@@ -948,6 +964,7 @@ test "minimal configuration takes the defaults" {
     );
     try testing.expectEqualStrings("{\"tools\":[]}", c.tools_list_json);
     try testing.expectEqual(@as(u32, 1048576), c.max_request_bytes);
+    try testing.expectEqual(default_max_json_depth, c.max_json_depth);
     try testing.expectEqual(@as(usize, 0), c.tools.len);
     try testing.expectEqual(@as(usize, 0), c.credential_sources.len);
     try testing.expectEqualStrings(
@@ -1196,4 +1213,10 @@ test "invalid sessions and broker are rejected naming the field" {
         \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "broker": {"cluster": ""},
         \\ "sessions": {"keys": [{"id": "a", "secret": "AQEBAQEBAQEBAQEBAQEBAQ"}]}}
     , "broker.cluster: must not be empty");
+    try expectInvalid(
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "limits": {"max_json_depth": 0}}
+    , "limits.max_json_depth: must be 1 to 1000, not 0");
+    try expectInvalid(
+        \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "limits": {"max_json_depth": 1001}}
+    , "limits.max_json_depth: must be 1 to 1000, not 1001");
 }

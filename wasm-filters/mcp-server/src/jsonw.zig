@@ -205,6 +205,36 @@ pub fn stringifyAlloc(gpa: Allocator, v: Value) Allocator.Error![]u8 {
     return out.toOwned();
 }
 
+/// Whether the arrays and objects of the JSON text `s` nest at most `max`
+/// levels deep. A byte scan (brackets inside strings do not count), run
+/// before parsing: std.json parses deep nesting iteratively but allocates
+/// per level (a 1 MiB body of `[` grew a VM's memory by 258 MiB, which Wasm
+/// never gives back), and every serialiser here recurses once per level.
+/// Text that is not JSON passes when it does not nest too deep; the parser
+/// then says what is wrong with it.
+pub fn nestingWithin(s: []const u8, max: u32) bool {
+    var depth: u32 = 0;
+    var i: usize = 0;
+    while (i < s.len) : (i += 1) {
+        switch (s[i]) {
+            '[', '{' => {
+                depth += 1;
+                if (depth > max) return false;
+            },
+            ']', '}' => depth -|= 1,
+            '"' => {
+                // Skip the string: up to the next quote not escaped.
+                i += 1;
+                while (i < s.len and s[i] != '"') : (i += 1) {
+                    if (s[i] == '\\') i += 1;
+                }
+            },
+            else => {},
+        }
+    }
+    return true;
+}
+
 // ---------------------------------------------------------------- tests
 
 const testing = std.testing;
@@ -262,4 +292,22 @@ test "form encoding turns spaces into plus" {
     defer out.list.deinit(testing.allocator);
     try out.formEncode(" a b+c  ");
     try testing.expectEqualStrings("+a+b%2Bc++", out.bytes());
+}
+
+test "nesting depth counts brackets outside strings only" {
+    try testing.expect(nestingWithin("", 0));
+    try testing.expect(nestingWithin("1", 0));
+    try testing.expect(!nestingWithin("[]", 0));
+    try testing.expect(nestingWithin("[[{}],{\"a\":[1]}]", 3));
+    try testing.expect(!nestingWithin("[[{}],{\"a\":[[1]]}]", 3));
+    // Brackets in strings, escaped quotes and backslashes do not count.
+    try testing.expect(nestingWithin("{\"[[[[\":\"{{{{\\\"[[[\"}", 1));
+    try testing.expect(nestingWithin("[\"\\\\\",[1]]", 2));
+    try testing.expect(!nestingWithin("[\"\\\\\",[[1]]]", 2));
+    // Unbalanced or unterminated text is the parser's to refuse.
+    try testing.expect(nestingWithin("]]]]{", 1));
+    try testing.expect(nestingWithin("[\"[[[[", 1));
+    const deep = "[" ** 100_000 ++ "]" ** 100_000;
+    try testing.expect(!nestingWithin(deep, 64));
+    try testing.expect(nestingWithin(deep, 100_000));
 }

@@ -283,6 +283,13 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         },
     }
 
+    // A declared size over the limit is refused before any of the body is
+    // buffered (Envoy would otherwise buffer up to its own limit first).
+    if (pw.findHeader(headers, "content-length")) |cl| {
+        const size = std.fmt.parseUnsigned(u64, cl, 10) catch 0;
+        if (size > cfg.max_request_bytes) return replyOrOom(s, mcp.tooLarge(arena, cfg.max_request_bytes));
+    }
+
     // Headers are only readable now; the body (and so the tool) comes later.
     if (cfg.credential_sources.len != 0) {
         s.client.credentials = captureCredentials(arena, cfg, headers, path) catch return oomAction(s);
@@ -319,9 +326,15 @@ pub fn onRequestBody(id: u32, body_size: usize, end_of_stream: bool) pw.Action {
     const s = streams.get(id) orelse return .@"continue";
     // Still `.headers` only when the headers callback let the request through.
     if (s.state == .headers) return .@"continue";
-    if (s.state != .body) return .pause;
+    // Answered already (at the headers, or over the limit): the rest of the
+    // body is not needed. Buffered, it would fill Envoy's buffer up to its
+    // own limit, whose plain-text 413 then replaces the JSON-RPC answer.
+    if (s.state != .body) return .discard;
     const cfg = &s.loaded.?.compact.cfg;
-    if (body_size > cfg.max_request_bytes) return replyOrOom(s, mcp.tooLarge(s.arena.allocator(), cfg.max_request_bytes));
+    if (body_size > cfg.max_request_bytes) {
+        reply(s, mcp.tooLarge(s.arena.allocator(), cfg.max_request_bytes) catch return oomAction(s));
+        return .discard;
+    }
     // Keep buffering in the host until the whole message is there.
     if (!end_of_stream) return .pause;
 

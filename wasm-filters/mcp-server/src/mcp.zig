@@ -64,6 +64,8 @@ pub const Call = struct {
     body: []const u8,
     /// A 2026-07-28 request: the result carries `resultType`.
     modern: bool = false,
+    /// The server's `limits.max_json_depth`, for the upstream's answer.
+    max_json_depth: u32 = config.default_max_json_depth,
 };
 
 /// What the filter captured from the MCP request besides its body:
@@ -267,10 +269,17 @@ pub const Parsed = union(enum) {
     reply: Reply,
 };
 
-/// Parses one POST body and checks its JSON-RPC 2.0 envelope: JSON (-32700),
-/// one object, not a batch, `jsonrpc: "2.0"`, a string or number id, a
-/// string method or else a response (-32600).
-pub fn parseMessage(arena: Allocator, body: []const u8) Allocator.Error!Parsed {
+/// Parses one POST body and checks its JSON-RPC 2.0 envelope: JSON nesting
+/// at most `max_depth` deep, then JSON (-32700), one object, not a batch,
+/// `jsonrpc: "2.0"`, a string or number id, a string method or else a
+/// response (-32600).
+pub fn parseMessage(arena: Allocator, body: []const u8, max_depth: u32) Allocator.Error!Parsed {
+    // RFC 8259 (section 9) lets a parser limit nesting; text past the limit
+    // is text this parser cannot parse, which JSON-RPC calls a parse error
+    // (-32700; the id is unknown, so null). Checked before parsing: parsing
+    // it would already cost the memory the limit protects.
+    if (!jsonw.nestingWithin(body, max_depth))
+        return malformed(arena, "null", parse_error, "Parse error: JSON nested deeper than the limit of {d} levels", .{max_depth});
     var scanner = std.json.Scanner.initCompleteInput(arena, body);
     var diag: std.json.Diagnostics = .{};
     scanner.enableDiagnostics(&diag);
@@ -325,7 +334,7 @@ fn malformed(arena: Allocator, id: []const u8, code: i32, comptime fmt: []const 
 
 /// Handles one complete POST body.
 pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, client: *const Client) Allocator.Error!Outcome {
-    const m = switch (try parseMessage(arena, body)) {
+    const m = switch (try parseMessage(arena, body, cfg.max_json_depth)) {
         .message => |m| m,
         .reply => |r| return .{ .reply = r },
     };
@@ -583,6 +592,7 @@ fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params
         };
     }
     var outcome = try buildCall(arena, tool, id, args, cred);
+    if (outcome == .call) outcome.call.max_json_depth = cfg.max_json_depth;
     if (is_modern) switch (outcome) {
         .reply => |*r| r.status = st,
         .call => |*c| c.modern = true,
@@ -924,6 +934,11 @@ pub fn toolResult(arena: Allocator, call: *const Call, resp: UpstreamResponse) A
 
     var doc: ?Value = null;
     if (needs_doc) {
+        // Not parsed at all: the caller learns why instead of the raw text.
+        if (!jsonw.nestingWithin(resp.body, call.max_json_depth)) {
+            const why = try jsonw.allocPrint(arena, "upstream answer nests JSON deeper than the limit of {d} levels", .{call.max_json_depth});
+            return resultBody(arena, call.id, why, true, null, call.modern);
+        }
         doc = std.json.parseFromSliceLeaky(Value, arena, resp.body, .{
             .duplicate_field_behavior = .use_last,
             .parse_numbers = false,
@@ -1215,6 +1230,40 @@ test "malformed and invalid JSON-RPC messages" {
     try f.expectReply("{\"id\":\"x\",\"method\":\"ping\"}", 400,
         \\{"jsonrpc":"2.0","id":"x","error":{"code":-32600,"message":"Invalid Request: jsonrpc must be \"2.0\""}}
     );
+}
+
+test "JSON nested past max_json_depth is a parse error, before parsing" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const limit = config.default_max_json_depth;
+    try testing.expectEqual(limit, f.cfg.max_json_depth);
+    const deep = "[" ** 100_000 ++ "]" ** 100_000;
+    const arg = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\",\"arguments\":{\"id\":\"1\",\"tags\":";
+    try f.expectReply(arg ++ deep ++ "}}}", 400,
+        \\{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error: JSON nested deeper than the limit of 64 levels"}}
+    );
+    // Exactly at the limit (3 levels of envelope, params, arguments): parsed.
+    const at = arg ++ "[" ** (limit - 3) ++ "]" ** (limit - 3) ++ "}}}";
+    _ = try f.call(at);
+    const over = arg ++ "[" ** (limit - 2) ++ "]" ** (limit - 2) ++ "}}}";
+    try f.expectError(over, 400, parse_error, "Parse error: JSON nested deeper");
+    // Brackets inside strings are not nesting.
+    _ = try f.call(arg ++ "[\"" ++ "[" ** 1000 ++ "\"]}}}");
+}
+
+test "an upstream answer nested past max_json_depth is a tool error, not parsed" {
+    const f = try Fixture.init(petstore);
+    defer f.deinit();
+    const a = f.arena();
+    const get = try testCall(f, "getPet", "{\"id\":\"1\"}");
+    const deep = "{\"name\":" ++ "[" ** 100_000 ++ "]" ** 100_000 ++ "}";
+    try testing.expectEqualStrings(
+        \\{"jsonrpc":"2.0","id":11,"result":{"content":[{"type":"text","text":"upstream answer nests JSON deeper than the limit of 64 levels"}],"isError":true}}
+    , try toolResult(a, &get, .{ .status = 200, .headers = &.{}, .body = deep }));
+    // An answer the tool does not read is passed on as text, unparsed.
+    const form = try testCall(f, "form", "{}");
+    const r = try toolResult(a, &form, .{ .status = 200, .headers = &.{}, .body = deep });
+    try testing.expect(std.mem.indexOf(u8, r, "\"isError\":false") != null);
 }
 
 test "notifications and responses are accepted with 202" {

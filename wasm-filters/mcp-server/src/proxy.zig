@@ -71,6 +71,9 @@ pub const Upstream = struct {
     overrides: std.StringHashMapUnmanaged(Override),
     static_auth: []const config.StaticCredential,
     passthrough: ?config.Passthrough,
+    /// The server's `limits.max_json_depth`: for client messages and
+    /// upstream answers alike.
+    max_json_depth: u32,
 
     pub fn allowed(self: *const Upstream, name: []const u8) bool {
         const set = self.allow orelse return true;
@@ -97,7 +100,7 @@ pub const RawUpstream = struct {
 /// passthrough source is added to `sources`, so the filter captures the
 /// client's credential with the request headers as it does for REST tools.
 /// `base_path` (the server's) keeps bridged hosts' pool keys apart.
-pub fn compile(store: *Store, raw: RawUpstream, base_path: []const u8, why: *[]const u8, sources: *std.ArrayList(config.CredentialSource)) config.Error!*const Upstream {
+pub fn compile(store: *Store, raw: RawUpstream, base_path: []const u8, max_json_depth: u32, why: *[]const u8, sources: *std.ArrayList(config.CredentialSource)) config.Error!*const Upstream {
     const fail = struct {
         fn f(w: *[]const u8, s: *Store, comptime fmt: []const u8, args: anytype) config.Error {
             w.* = try jsonw.allocPrint(s.scratch, fmt, args);
@@ -185,6 +188,7 @@ pub fn compile(store: *Store, raw: RawUpstream, base_path: []const u8, why: *[]c
         .overrides = overrides,
         .static_auth = static_auth,
         .passthrough = passthrough,
+        .max_json_depth = max_json_depth,
     };
     return up;
 }
@@ -344,7 +348,7 @@ fn sessionNotFound(arena: Allocator, id: []const u8) Allocator.Error!Step {
 /// The first step for a POST body: a local answer (parse errors, a tool
 /// outside `allow_tools`, an unknown session) or the upstream call.
 pub fn start(arena: Allocator, vm: *Vm, up: *const Upstream, ex: *Exchange, body: []const u8, client: *const mcp.Client) Allocator.Error!Step {
-    var m = switch (try mcp.parseMessage(arena, body)) {
+    var m = switch (try mcp.parseMessage(arena, body, up.max_json_depth)) {
         .message => |m| m,
         .reply => |r| return .{ .reply = .{ .status = r.status, .body = r.body } },
     };
@@ -502,9 +506,10 @@ fn legacyAnswer(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp
     }
     if (!ok) return passError(arena, up, ex, resp);
 
-    const text = responseMessage(arena, resp) catch |err| switch (err) {
+    const text = responseMessage(arena, resp, up.max_json_depth) catch |err| switch (err) {
         error.OutOfMemory => return error.OutOfMemory,
         error.NoResponse => return upstreamFailure(arena, up, ex, "answered without a JSON-RPC response", .{}),
+        error.TooDeep => return tooDeep(arena, up, ex),
     };
     var reply: Reply = .{ .status = 200, .body = text.bytes };
     if (ex.kind == .tools_list and text.msg.object.get("result") != null) {
@@ -538,7 +543,7 @@ fn negotiated(msg: Value) ?[]const u8 {
 fn passError(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp: Response) Allocator.Error!Reply {
     const bridged = up.hosts[ex.host].sse_url != null;
     if ((resp.status >= 400 and resp.status < 500) or (bridged and (resp.status == 502 or resp.status == 504))) {
-        if (responseMessage(arena, resp)) |m| {
+        if (responseMessage(arena, resp, up.max_json_depth)) |m| {
             if (m.msg.object.get("error") != null) return .{ .status = resp.status, .body = m.bytes };
         } else |err| if (err == error.OutOfMemory) return error.OutOfMemory;
     }
@@ -568,6 +573,10 @@ fn upstreamFailure(arena: Allocator, up: *const Upstream, ex: *const Exchange, c
     return .{ .status = 502, .body = try mcp.errorBody(arena, ex.id, internal_error, message) };
 }
 
+fn tooDeep(arena: Allocator, up: *const Upstream, ex: *const Exchange) Allocator.Error!Reply {
+    return upstreamFailure(arena, up, ex, "answered JSON nested deeper than the limit of {d} levels", .{up.max_json_depth});
+}
+
 pub const Message = struct {
     /// The message as the upstream wrote it (one SSE event's data, or the
     /// JSON body trimmed).
@@ -579,17 +588,27 @@ pub const Message = struct {
 /// The JSON-RPC response in an upstream answer: the JSON body, or the first
 /// response among the messages of an SSE-framed body (notifications and
 /// server requests before it are dropped: a JSON answer cannot carry them).
-pub fn responseMessage(arena: Allocator, resp: Response) error{ OutOfMemory, NoResponse }!Message {
+/// `TooDeep`: the response, or a message skipped looking for it, nests
+/// deeper than `max_depth` (not parsed, see `jsonw.nestingWithin`).
+pub fn responseMessage(arena: Allocator, resp: Response, max_depth: u32) error{ OutOfMemory, NoResponse, TooDeep }!Message {
     const ct = findHeader(resp.headers, "content-type") orelse "";
     if (std.ascii.startsWithIgnoreCase(std.mem.trimLeft(u8, ct, " \t"), "text/event-stream")) {
         var it = SseIterator{ .body = resp.body };
+        var skipped_deep = false;
         while (try it.next(arena)) |ev| {
             if (!std.mem.eql(u8, ev.event, "message")) continue;
+            // A deep notification before the response must not cost the response.
+            if (!jsonw.nestingWithin(ev.data, max_depth)) {
+                skipped_deep = true;
+                continue;
+            }
             if (try asResponse(arena, ev.data)) |m| return m;
         }
-        return error.NoResponse;
+        return if (skipped_deep) error.TooDeep else error.NoResponse;
     }
-    return (try asResponse(arena, std.mem.trim(u8, resp.body, " \t\r\n"))) orelse error.NoResponse;
+    const text = std.mem.trim(u8, resp.body, " \t\r\n");
+    if (!jsonw.nestingWithin(text, max_depth)) return error.TooDeep;
+    return (try asResponse(arena, text)) orelse error.NoResponse;
 }
 
 fn asResponse(arena: Allocator, text: []const u8) Allocator.Error!?Message {
@@ -832,9 +851,10 @@ fn modernNext(arena: Allocator, vm: *Vm, up: *const Upstream, ex: *Exchange, md:
     switch (md.phase) {
         .open => {
             if (!ok) return .{ .reply = try upstreamError(arena, up, ex, resp) };
-            const m = responseMessage(arena, resp) catch |err| switch (err) {
+            const m = responseMessage(arena, resp, up.max_json_depth) catch |err| switch (err) {
                 error.OutOfMemory => return error.OutOfMemory,
                 error.NoResponse => return .{ .reply = try upstreamFailure(arena, up, ex, "answered initialize without a JSON-RPC response", .{}) },
+                error.TooDeep => return .{ .reply = try tooDeep(arena, up, ex) },
             };
             const result = m.msg.object.get("result") orelse
                 return .{ .reply = try upstreamFailure(arena, up, ex, "refused to open a session: {s}", .{m.bytes}) };
@@ -864,9 +884,10 @@ fn modernNext(arena: Allocator, vm: *Vm, up: *const Upstream, ex: *Exchange, md:
                 return open(arena, up, ex, md, client);
             }
             if (!ok) return .{ .reply = try passError(arena, up, ex, resp) };
-            const m = responseMessage(arena, resp) catch |err| switch (err) {
+            const m = responseMessage(arena, resp, up.max_json_depth) catch |err| switch (err) {
                 error.OutOfMemory => return error.OutOfMemory,
                 error.NoResponse => return .{ .reply = try upstreamFailure(arena, up, ex, "answered without a JSON-RPC response", .{}) },
+                error.TooDeep => return .{ .reply = try tooDeep(arena, up, ex) },
             };
             if (m.msg.object.get("result") == null) return .{ .reply = .{ .status = 200, .body = m.bytes } };
             return .{ .reply = .{ .status = 200, .body = try rewriteResult(arena, up, m.msg, ex.kind, true, md.method) } };
@@ -1219,7 +1240,7 @@ test "SSE answers: the response among notifications, multi-line data, comments" 
         "event: other\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"wrong\":true}}\n\n" ++
         "data:{\"jsonrpc\":\"2.0\",\"id\":1,\n" ++
         "data: \"result\":{\"ok\":true}}\n";
-    const m = try responseMessage(a, .{ .status = 200, .headers = &sse, .body = body });
+    const m = try responseMessage(a, .{ .status = 200, .headers = &sse, .body = body }, 64);
     try testing.expectEqualStrings("{\"jsonrpc\":\"2.0\",\"id\":1,\n\"result\":{\"ok\":true}}", m.bytes);
 
     var it = SseIterator{ .body = "data: a\r\rdata: b\r\ndata\r\n\r\nevent: e\n\nevent: x\ndata: c" };
@@ -1232,8 +1253,17 @@ test "SSE answers: the response among notifications, multi-line data, comments" 
     try testing.expectEqualStrings("c", e3.data);
     try testing.expect((try it.next(a)) == null);
 
-    try testing.expectError(error.NoResponse, responseMessage(a, .{ .status = 200, .headers = &sse, .body = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n\n" }));
-    try testing.expectError(error.NoResponse, responseMessage(a, .{ .status = 200, .headers = &.{}, .body = "not json" }));
+    try testing.expectError(error.NoResponse, responseMessage(a, .{ .status = 200, .headers = &sse, .body = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"x\"}\n\n" }, 64));
+    try testing.expectError(error.NoResponse, responseMessage(a, .{ .status = 200, .headers = &.{}, .body = "not json" }, 64));
+    // Nesting past the limit is never parsed: a deep notification is
+    // skipped, a deep response (or only deep messages) is TooDeep.
+    const deep = "[" ** 100_000 ++ "]" ** 100_000;
+    const note = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":" ++ deep ++ "}\n\n";
+    const answer = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n";
+    try testing.expectEqualStrings("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}", (try responseMessage(a, .{ .status = 200, .headers = &sse, .body = note ++ answer }, 64)).bytes);
+    try testing.expectError(error.TooDeep, responseMessage(a, .{ .status = 200, .headers = &sse, .body = note }, 64));
+    try testing.expectError(error.TooDeep, responseMessage(a, .{ .status = 200, .headers = &.{}, .body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":" ++ deep ++ "}" }, 64));
+    try testing.expectError(error.TooDeep, responseMessage(a, .{ .status = 200, .headers = &.{}, .body = "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":[[[]]]}" }, 3));
 }
 
 test "upstream failures, 404 sessions and notifications" {

@@ -28,7 +28,9 @@ pub const Status = enum(u32) {
 
 pub const LogLevel = enum(u32) { trace = 0, debug = 1, info = 2, warn = 3, err = 4, critical = 5 };
 
-pub const Action = enum(u32) { @"continue" = 0, pause = 1 };
+/// `discard` only from body callbacks: StopIterationNoBuffer, the rest of a
+/// body the filter already answered is dropped instead of buffered.
+pub const Action = enum(u32) { @"continue" = 0, pause = 1, discard = 3 };
 
 pub const BufferType = enum(u32) {
     http_request_body = 0,
