@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from mcpgw.limits import DEFAULT_MAX_CONNECTIONS
 from mcpgw.registry.validate import is_ip
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
@@ -27,6 +28,9 @@ class BootstrapOptions:
     # Every stat Envoy has for each MCP server's backend cluster (~110 per cluster), instead of
     # the core set below; at 1,000 servers the full set costs ~30 MiB of Envoy memory.
     full_cluster_stats: bool = False
+    # Envoy's cap on client connections (and on streams to the session broker); it must stay
+    # below what Envoy's file-descriptor limit allows (`mcpgw.limits.envoy_connection_cap`).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 # The per-cluster stats of MCP backend clusters (`cluster.mcpgw/…`) left out unless
@@ -77,6 +81,7 @@ def render(options: BootstrapOptions) -> str:
         broker_host=broker_host,
         broker_port=broker_port,
         stats_config="" if options.full_cluster_stats else _stats_config(),
+        max_connections=options.max_connections,
     )
 
 

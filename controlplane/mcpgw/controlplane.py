@@ -26,6 +26,7 @@ from mcpgw.admin.app import create_app as create_admin_app
 from mcpgw.admin.auth import Authorizer, check_bind, is_loopback, load_token
 from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
+from mcpgw.limits import ListenerLimits
 from mcpgw.log import get_logger
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
@@ -72,6 +73,8 @@ class ControlPlaneOptions:
     # unreadable) is tried again this often until it applies: fixing the credential is enough,
     # and a key rotation made meanwhile still reaches Envoy.
     rejected_retry_s: float = 5.0
+    # The listener's timeouts and per-connection limits, and backend clusters' breakers.
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
 
 
 @dataclass
@@ -133,6 +136,7 @@ class ControlPlane:
             listen_host=self.options.listen_host,
             listen_port=self.options.listen_port,
             sessions=sessions,
+            limits=self.options.limits,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck

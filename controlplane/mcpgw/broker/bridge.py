@@ -49,6 +49,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from mcpgw import nesting
 from mcpgw.log import get_logger
 
 log = get_logger(__name__)
@@ -334,7 +335,7 @@ class Bridge:
             url = upstream_url(request.headers.get(UPSTREAM_URL_HEADER, ""))
             body = await request.read()
             try:
-                message = json.loads(body)
+                message = nesting.loads(body)
             except ValueError:
                 raise BridgeError(400, "Parse error: the body is not JSON", PARSE_ERROR) from None
             if not isinstance(message, dict):
@@ -472,7 +473,7 @@ class Bridge:
 
     def _deliver(self, session: BridgeSession, data: str) -> None:
         try:
-            message = json.loads(data)
+            message = nesting.loads(data)
         except ValueError:
             message = None
         if (
@@ -541,7 +542,7 @@ class Bridge:
 
 def _is_rpc_error(body: bytes) -> bool:
     try:
-        message = json.loads(body)
+        message = nesting.loads(body)
     except ValueError:
         return False
     return isinstance(message, dict) and isinstance(message.get("error"), dict)
