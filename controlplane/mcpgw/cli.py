@@ -72,6 +72,8 @@ def _seconds(text: str) -> int:
 
 
 def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
+    from mcpgw.sessions.keys import DEFAULT_MAX_ENDED
+
     parser.add_argument(
         "--session-keys",
         type=Path,
@@ -86,6 +88,14 @@ def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
         default=ttl,
         metavar="SECONDS",
         help="how long an MCP session id stays valid after it was issued (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--session-max-ended",
+        type=_positive,
+        default=DEFAULT_MAX_ENDED,
+        metavar="N",
+        help="ended (DELETEd) sessions each Envoy refuses until they expire; beyond it the oldest "
+        "are forgotten (default: %(default)s)",
     )
 
 
@@ -575,6 +585,7 @@ async def _serve(args: argparse.Namespace) -> int:
             listen_port=listen_port,
             session_keys_file=args.session_keys,
             session_ttl_s=args.session_ttl,
+            session_max_ended=args.session_max_ended,
             limits=_limits(args),
         )
     )
@@ -639,6 +650,7 @@ async def _up(args: argparse.Namespace) -> int:
         broker_redis=_broker_redis(args),
         session_keys_file=args.session_keys,
         session_ttl_s=args.session_ttl,
+        session_max_ended=args.session_max_ended,
         limits=_limits(args),
         broker_settings=_broker_settings(args),
     )

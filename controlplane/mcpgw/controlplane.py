@@ -33,7 +33,7 @@ from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import resolve as resolve_secrets
 from mcpgw.registry.store import RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
-from mcpgw.sessions.keys import DEFAULT_TTL_S, SessionSettings
+from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import open_key_store
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
@@ -69,6 +69,8 @@ class ControlPlaneOptions:
     session_keys_file: Path | None = None
     # How long a session id stays valid after the filter issued it.
     session_ttl_s: int = DEFAULT_TTL_S
+    # Ended sessions each Envoy remembers (`sessions.max_ended`); the oldest go when it is full.
+    session_max_ended: int = DEFAULT_MAX_ENDED
     # A registry rejected for something outside it (a credential file or variable it names,
     # unreadable) is tried again this often until it applies: fixing the credential is enough,
     # and a key rotation made meanwhile still reaches Envoy.
@@ -116,7 +118,9 @@ class ControlPlane:
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
-        self.sessions = SessionKeys(key_store, self.options.session_ttl_s)
+        self.sessions = SessionKeys(
+            key_store, self.options.session_ttl_s, max_ended=self.options.session_max_ended
+        )
         log.info(
             "plugin_selected",
             name=plugin.name,

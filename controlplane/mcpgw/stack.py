@@ -22,7 +22,7 @@ from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits, envoy_connection_cap
 from mcpgw.log import get_logger
-from mcpgw.sessions.keys import DEFAULT_TTL_S
+from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
@@ -63,6 +63,7 @@ class StackOptions:
     # Where session keys are kept (None: beside the registry); $MCPGW_SESSION_KEY pins one.
     session_keys_file: Path | None = None
     session_ttl_s: int = DEFAULT_TTL_S
+    session_max_ended: int = DEFAULT_MAX_ENDED
     # The listener's timeouts and per-connection limits, backend clusters' breakers.
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The broker's settings (stream limits…); None: its defaults with `broker_keepalive`.
@@ -160,6 +161,7 @@ class Stack:
                     listen_port=opts.listen_port,
                     session_keys_file=opts.session_keys_file,
                     session_ttl_s=opts.session_ttl_s,
+                    session_max_ended=opts.session_max_ended,
                     limits=opts.limits,
                 )
             )

@@ -20,12 +20,14 @@ import pytest
 from mcpgw.broker import BrokerSettings
 from mcpgw.limits import ENVOY_FD_RESERVE, ListenerLimits
 from mcpgw.stack import free_port
-from tests.integration.conftest import Gateway, copy_registry, running_gateway
-from tests.integration.mcphttp import ACCEPT, open_session, rpc
+from tests.integration.conftest import Gateway, copy_registry, envoy_log_line, running_gateway
+from tests.integration.mcphttp import ACCEPT, initialize_request, open_session, rpc
 from tests.waiting import eventually
 
 LIMITS = ListenerLimits(request_headers_timeout_s=1.0, idle_timeout_s=2.0)
 STREAMS_PER_CLIENT = 3
+# One ended-session record per slot (1,024 slots): a few hundred DELETEs fill some slots.
+MAX_ENDED = 1024
 ACCEPT_SSE = {"accept": "text/event-stream"}
 
 
@@ -39,6 +41,7 @@ async def limited(tmp_path: Path) -> AsyncIterator[Gateway]:
         backend_port,
         limits=LIMITS,
         broker_settings=BrokerSettings(max_streams_per_client=STREAMS_PER_CLIENT, max_streams=50),
+        session_max_ended=MAX_ENDED,
     ) as gateway:
         yield gateway
 
@@ -172,3 +175,37 @@ async def test_envoys_connection_cap_fits_its_file_descriptor_limit(limited: Gat
     soft = int(line.split()[3])
     assert soft == resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert 2 * cap + ENVOY_FD_RESERVE <= soft, (cap, soft)
+
+
+async def test_a_full_ended_session_table_keeps_deletes_working(limited: Gateway) -> None:
+    """Hundreds of initialize + DELETE pairs against a 1-record-per-slot table: every DELETE
+    is 204 (the oldest records make room), the session just ended stays ended, and Envoy
+    counts what it had to forget."""
+
+    async def end_one(http: httpx.AsyncClient) -> tuple[str, int]:
+        opened = await http.post(limited.url, json=initialize_request(), headers=ACCEPT)
+        assert opened.status_code == 200, opened.text
+        token = opened.headers["mcp-session-id"]
+        ended = await http.delete(limited.url, headers={"mcp-session-id": token})
+        return token, ended.status_code
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        statuses: list[int] = []
+        for _ in range(20):
+            batch = await asyncio.gather(*(end_one(http) for _ in range(15)))
+            statuses += [status for _, status in batch]
+        assert set(statuses) == {204}, sorted(set(statuses))
+        # The last session ended is refused from now on (its record is the newest in its slot).
+        token, status = await end_one(http)
+        assert status == 204
+        again = await http.post(
+            limited.url,
+            json=rpc("ping"),
+            headers=ACCEPT | {"mcp-session-id": token, "mcp-protocol-version": "2025-11-25"},
+        )
+        assert again.status_code == 404, again.text
+        assert (await http.delete(limited.url, headers={"mcp-session-id": token})).status_code == 404
+    assert limited.stack.envoy is not None
+    evicted = limited.stack.envoy.stats("wasmcustom.mcpgw_ended_sessions_evicted")
+    assert sum(evicted.values()) > 0, evicted
+    await envoy_log_line(limited, "the ended-session table is full")

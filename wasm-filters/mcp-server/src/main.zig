@@ -474,9 +474,16 @@ fn isRevoked(nonce: [session.nonce_len]u8, now: u64) bool {
     return session.isRevoked(got.value.slice(), nonce, now);
 }
 
+/// `wasmcustom.mcpgw_ended_sessions_evicted`: ended-session records dropped
+/// from a full slot (`session.withRevoked`), which verify again until they
+/// expire. A rising count means clients end sessions faster than the table
+/// (`sessions.max_ended`) holds them.
+var evicted_counter: ?u32 = null;
+var evicted_total: u64 = 0;
+
 /// Records a session as ended in its shared-data slot (compare-and-swap,
 /// retried a few times when another worker writes the slot meanwhile).
-fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u64) bool {
+fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u64, per_slot: u32) bool {
     const key = session.revocationKey(nonce);
     var tries: u32 = 0;
     while (tries < 16) : (tries += 1) {
@@ -487,18 +494,34 @@ fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u6
             continue;
         };
         defer got.value.free();
-        const next = session.withRevoked(arena, got.value.slice(), nonce, expires_ms, now) catch |err| {
-            if (err == error.SlotFull) pw.log(.err, "mcp-server: too many ended sessions within one session TTL; DELETE refused");
-            return false;
-        };
-        switch (pw.setSharedData(&key, next, got.cas)) {
-            .ok => return true,
+        const next = session.withRevoked(arena, got.value.slice(), nonce, expires_ms, now, per_slot) catch return false;
+        switch (pw.setSharedData(&key, next.value, got.cas)) {
+            .ok => {
+                if (next.evicted != 0) noteEvicted(next.evicted);
+                return true;
+            },
             .cas_mismatch => continue,
             else => return false,
         }
     }
     return false;
 }
+
+fn noteEvicted(n: usize) void {
+    if (evicted_counter == null) evicted_counter = pw.defineMetric(.counter, "mcpgw_ended_sessions_evicted");
+    if (evicted_counter) |c| pw.incrementMetric(c, @intCast(n));
+    // The first time, then every 1,000th: a flood of DELETEs must not flood the log too.
+    const before = evicted_total;
+    evicted_total += n;
+    if (before == 0 or before / 1000 != evicted_total / 1000) {
+        pw.logf(.warn, "mcp-server: the ended-session table is full: {d} oldest records dropped so far (sessions.max_ended)", .{evicted_total});
+    }
+}
+
+/// The answer when an ended session could not be recorded (shared data
+/// refused the write, or other workers kept winning the race): nothing was
+/// ended, and the client may try again.
+const not_ended_reply: mcp.Reply = .{ .status = 503, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not end the session now: try again\"}}" };
 
 const SessionError = std.mem.Allocator.Error || session.IssueError || error{NoRandom};
 
@@ -526,9 +549,9 @@ fn endSession(s: *Stream, loaded: *const Loaded, headers: []const u8) pw.Action 
     const v = (checkSession(arena, loaded, token) catch return oomAction(s)) orelse
         return replyOrOom(s, mcp.sessionNotFound(arena, "null"));
     // Recorded until the token would expire anyway.
-    if (!revoke(arena, v.nonce, v.issued_ms +| cfg.sessions.?.ttl_ms)) {
+    if (!revoke(arena, v.nonce, v.issued_ms +| cfg.sessions.?.ttl_ms, cfg.sessions.?.ended_per_slot)) {
         pw.log(.err, "mcp-server: could not record an ended session in shared data");
-        reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not end the session\"}}" });
+        reply(s, not_ended_reply);
         return .pause;
     }
     reply(s, .{ .status = 204, .body = "" });
@@ -666,9 +689,9 @@ fn proxyReply(s: *Stream, r: proxy.Reply) void {
         pw.logf(.warn, "mcp-server: {s} request {s}: {s}", .{ cfg.base_path, requestIdOrDash(s), r.detail });
     }
     if (s.ends) |e| if (r.status == 204) {
-        if (!revoke(s.arena.allocator(), e.nonce, e.expires_ms)) {
+        if (!revoke(s.arena.allocator(), e.nonce, e.expires_ms, s.loaded.?.compact.cfg.sessions.?.ended_per_slot)) {
             pw.log(.err, "mcp-server: could not record an ended session in shared data");
-            return reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not end the session\"}}" });
+            return reply(s, not_ended_reply);
         }
     };
     s.state = .done;
