@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -351,3 +352,22 @@ async def test_streams_over_the_per_client_or_total_limit_are_refused_with_429()
 
         for n in range(3):
             await eventually(lambda n=n: opened(n), 5, f"stream {n} after the one before it ended")
+
+
+async def test_deep_json_to_the_broker_and_the_bridge_is_400_not_500() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    async with running() as broker, httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{broker.url}/v1/sse/{CHANNEL}", content=deep)
+        assert response.status_code == 400, response.text
+        bridged = await http.post(
+            f"{broker.url}/v1/bridge",
+            content=deep,
+            headers={"content-type": "application/json", "x-mcpgw-upstream-url": "http://127.0.0.1:1/sse"},
+        )
+        assert bridged.status_code == 400 and bridged.json()["error"]["code"] == -32700, bridged.text
+
+
+async def test_the_stream_limit_never_exceeds_the_file_descriptors() -> None:
+    async with running(max_streams=0) as broker:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert 0 < broker.settings.max_streams <= soft

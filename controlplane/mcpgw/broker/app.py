@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -29,6 +30,7 @@ from mcpgw import nesting
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT as DEFAULT_PORT
 from mcpgw.broker.bridge import BRIDGE_PATH, Bridge, BridgeSettings
 from mcpgw.broker.bus import Bus, BusUnavailable, MemoryBus, Stream, StreamClosed
+from mcpgw.limits import ENVOY_FD_RESERVE, raise_fd_limit
 from mcpgw.log import get_logger
 
 log = get_logger(__name__)
@@ -263,6 +265,15 @@ class Broker:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
+        # Each stream holds a descriptor here: more streams than descriptors would fail
+        # accepts (and Redis reconnects) instead of refusing the stream over the limit.
+        fds = raise_fd_limit()
+        budget = max(1, fds - ENVOY_FD_RESERVE)
+        if not self.settings.max_streams or self.settings.max_streams > budget:
+            log.warning(
+                "broker_streams_capped", max_streams=self.settings.max_streams, fd_limit=fds, cap=budget
+            )
+            self.settings = dataclasses.replace(self.settings, max_streams=budget)
         await self.bus.start()
         # handler_cancellation: a client that disconnects cancels its stream handler at once,
         # so its subscription is released now, not at the next keep-alive write.
