@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from mcpgw.limits import DEFAULT_MAX_CONNECTIONS
 from mcpgw.registry.validate import MAX_RESPONSE_BYTES, is_ip
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
@@ -27,13 +28,16 @@ class BootstrapOptions:
     # Every stat Envoy has for each MCP server's backend cluster (~110 per cluster), instead of
     # the core set below; at 1,000 servers the full set costs ~30 MiB of Envoy memory.
     full_cluster_stats: bool = False
+    # Envoy's cap on client connections (and on streams to the session broker); it must stay
+    # below what Envoy's file-descriptor limit allows (`mcpgw.limits.envoy_connection_cap`).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 # The per-cluster stats of MCP backend clusters (`cluster.mcpgw/…`) left out unless
 # `full_cluster_stats`: load-balancer, circuit-breaker and detailed connection and xDS-update
-# counters. Kept: requests (total, completed, active, timeouts, response codes, pending
-# overflow), connections (total, active, connect failures and timeouts), membership, and EDS
-# updates (attempt, success, rejected).
+# counters. Kept: requests (total, completed, active, timeouts, response codes, pending and
+# active overflow: the circuit breakers refusing calls), connections (total, active, connect
+# failures and timeouts), membership, and EDS updates (attempt, success, rejected).
 DROPPED_CLUSTER_STATS = (
     r"^cluster\.mcpgw/[^.]*\.(?:version_text|version|warming_state|assignment_.*|bind_errors"
     r"|circuit_breakers\..*|default\..*|init_fetch_timeout|lb_.*|max_host_weight"
@@ -44,7 +48,7 @@ DROPPED_CLUSTER_STATS = (
     r"|upstream_cx_(?:close_notify|connect_attempts_exceeded|connect_with_0_rtt|destroy.*"
     r"|http[123]_total|idle_timeout|max_duration_reached|max_requests|none_healthy|overflow"
     r"|pool_overflow|preconnect_skipped|protocol_error|rx_bytes_.*|tx_bytes_.*|connect_ms|length_ms)"
-    r"|upstream_rq_(?:0rtt|active_overflow|cancelled|maintenance_mode|max_duration_reached"
+    r"|upstream_rq_(?:0rtt|cancelled|maintenance_mode|max_duration_reached"
     r"|pending_active|pending_failure_eject|pending_total|per_try_.*|retry.*|rx_reset.*|tx_reset"
     r"|per_cx))$"
 )
@@ -78,6 +82,7 @@ def render(options: BootstrapOptions) -> str:
         broker_port=broker_port,
         stats_config="" if options.full_cluster_stats else _stats_config(),
         async_response_buffer_limit=MAX_RESPONSE_BYTES,
+        max_connections=options.max_connections,
     )
 
 

@@ -13,14 +13,16 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mcpgw import __version__, log
 from mcpgw.bootstrap import BootstrapOptions, parse_address, render
+from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
 from mcpgw.registry.filesource import load_directory
 from mcpgw.registry.validate import Invalid
 
 if TYPE_CHECKING:
+    from mcpgw.broker import BrokerSettings
     from mcpgw.registry.secrets import CredentialPolicy
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
@@ -71,6 +73,8 @@ def _seconds(text: str) -> int:
 
 
 def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
+    from mcpgw.sessions.keys import DEFAULT_MAX_ENDED
+
     parser.add_argument(
         "--session-keys",
         type=Path,
@@ -86,6 +90,89 @@ def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
         metavar="SECONDS",
         help="how long an MCP session id stays valid after it was issued (default: %(default)s)",
     )
+    parser.add_argument(
+        "--session-max-ended",
+        type=_positive,
+        default=DEFAULT_MAX_ENDED,
+        metavar="N",
+        help="ended (DELETEd) sessions each Envoy refuses until they expire; beyond it the oldest "
+        "are forgotten (default: %(default)s)",
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """The listener's timeouts and limits (`mcpgw.limits.ListenerLimits`, docs/security.md)."""
+    defaults = ListenerLimits()
+    for flag, name, kind, what in (
+        (
+            "--request-headers-timeout",
+            "request_headers_timeout_s",
+            _seconds,
+            "for a client's request headers",
+        ),
+        ("--request-timeout", "request_timeout_s", _seconds, "for a whole request, tool calls included"),
+        ("--stream-idle-timeout", "stream_idle_timeout_s", _seconds, "a stream may stay silent"),
+        ("--idle-timeout", "idle_timeout_s", _seconds, "a client connection may stay idle"),
+        (
+            "--max-streams-per-connection",
+            "max_concurrent_streams",
+            _positive,
+            "HTTP/2 streams per connection",
+        ),
+        ("--backend-max-requests", "backend_max_requests", _positive, "calls in flight per backend cluster"),
+    ):
+        unit = "SECONDS" if kind is _seconds else "N"
+        parser.add_argument(
+            flag,
+            dest=f"limit_{name}",
+            type=kind,
+            default=getattr(defaults, name),
+            metavar=unit,
+            help=f"{what} (default: %(default)s)",
+        )
+
+
+def _stream_limit_options(parser: argparse.ArgumentParser) -> None:
+    """The session broker's limits on open HTTP+SSE streams (0: none)."""
+    from mcpgw.broker import BrokerSettings
+
+    defaults = BrokerSettings()
+    parser.add_argument(
+        "--max-sse-streams",
+        type=int,
+        default=defaults.max_streams,
+        metavar="N",
+        help="open HTTP+SSE streams this broker holds; more get 429 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-sse-streams-per-client",
+        type=int,
+        default=defaults.max_streams_per_client,
+        metavar="N",
+        help="open HTTP+SSE streams per client address; more get 429 (default: %(default)s)",
+    )
+
+
+def _broker_settings(args: argparse.Namespace, **fields: Any) -> BrokerSettings:
+    from mcpgw.broker import BrokerSettings
+
+    return BrokerSettings(
+        max_streams=args.max_sse_streams, max_streams_per_client=args.max_sse_streams_per_client, **fields
+    )
+
+
+def _limits(args: argparse.Namespace) -> ListenerLimits:
+    fields = {
+        name.removeprefix("limit_"): value for name, value in vars(args).items() if name.startswith("limit_")
+    }
+    return ListenerLimits(**fields)
 
 
 CREDENTIAL_DIRS_ENV, CREDENTIAL_ENV_ENV = "MCPGW_CREDENTIAL_DIRS", "MCPGW_CREDENTIAL_ENV"
@@ -212,6 +299,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _session_options(up, defaults.session_ttl_s)
     _credential_options(up)
+    _limit_options(up)
+    _stream_limit_options(up)
 
     serve = commands.add_parser(
         "serve", help="run one control-plane replica: xDS, admin API and plugin server (Envoys join it)"
@@ -246,6 +335,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
+    _limit_options(serve)
+    _stream_limit_options(serve)
     serve.add_argument(
         "--plugins",
         type=_address,
@@ -321,6 +412,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"this Envoy's session broker (default: 127.0.0.1:{defaults.broker_port})",
     )
+    boot.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="Envoy's cap on client connections; Envoy's file-descriptor limit must be at least "
+        f"2N+{ENVOY_FD_RESERVE} (default: {DEFAULT_MAX_CONNECTIONS}, lowered to fit this machine's "
+        "hard RLIMIT_NOFILE)",
+    )
 
     broker = commands.add_parser(
         "broker", help="run a session broker: holds HTTP+SSE streams for the Envoy beside it"
@@ -347,6 +447,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="keep-alive comment interval on idle streams (default: %(default)s)",
     )
+    _stream_limit_options(broker)
 
     check = commands.add_parser("validate", help="validate a registry directory and exit (3 when invalid)")
     check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
@@ -384,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     delta=args.delta,
                     broker=args.broker,
                     full_cluster_stats=args.full_cluster_stats,
+                    max_connections=args.max_connections or envoy_connection_cap(),
                 )
             ),
             end="",
@@ -488,10 +590,12 @@ def _broker_redis(args: argparse.Namespace) -> str | None:
 
 
 async def _run_broker(args: argparse.Namespace) -> int:
-    from mcpgw.broker import Broker, BrokerSettings
+    from mcpgw.broker import Broker
 
     host, port = args.listen
-    broker = Broker(host, port, redis_url=args.redis, settings=BrokerSettings(keepalive=args.keepalive))
+    broker = Broker(
+        host, port, redis_url=args.redis, settings=_broker_settings(args, keepalive=args.keepalive)
+    )
     try:
         await broker.start()
     except OSError as error:
@@ -539,6 +643,8 @@ async def _serve(args: argparse.Namespace) -> int:
             session_keys_file=args.session_keys,
             session_ttl_s=args.session_ttl,
             credentials=_credential_policy(args),
+            session_max_ended=args.session_max_ended,
+            limits=_limits(args),
         )
     )
     broker: Broker | None = None
@@ -546,7 +652,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         await control_plane.start()
         if args.broker_enabled:
-            broker = Broker(*args.broker, redis_url=_broker_redis(args))
+            broker = Broker(*args.broker, redis_url=_broker_redis(args), settings=_broker_settings(args))
             await broker.start()
         print(
             f"control plane serving {control_plane.store.description}: "
@@ -603,6 +709,9 @@ async def _up(args: argparse.Namespace) -> int:
         session_keys_file=args.session_keys,
         session_ttl_s=args.session_ttl,
         credentials=_credential_policy(args),
+        session_max_ended=args.session_max_ended,
+        limits=_limits(args),
+        broker_settings=_broker_settings(args),
     )
     stack = Stack(options)
     try:

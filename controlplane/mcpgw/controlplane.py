@@ -26,13 +26,14 @@ from mcpgw.admin.app import create_app as create_admin_app
 from mcpgw.admin.auth import Authorizer, check_bind, is_loopback, load_token
 from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
+from mcpgw.limits import ListenerLimits
 from mcpgw.log import get_logger
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy, resolve_off_loop
 from mcpgw.registry.store import RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
-from mcpgw.sessions.keys import DEFAULT_TTL_S, SessionSettings
+from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import FileKeyStore, open_key_store
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
@@ -68,6 +69,8 @@ class ControlPlaneOptions:
     session_keys_file: Path | None = None
     # How long a session id stays valid after the filter issued it.
     session_ttl_s: int = DEFAULT_TTL_S
+    # Ended sessions each Envoy remembers (`sessions.max_ended`); the oldest go when it is full.
+    session_max_ended: int = DEFAULT_MAX_ENDED
     # A registry rejected for something outside it (a credential file or variable it names,
     # unreadable) is tried again this often until it applies: fixing the credential is enough,
     # and a key rotation made meanwhile still reaches Envoy.
@@ -75,6 +78,8 @@ class ControlPlaneOptions:
     # Which `{file:}` / `{env:}` credentials the registry may name (`mcpgw.registry.secrets`):
     # none here (any regular file, any variable but mcpgw's own); the CLI's default is an allow-list.
     credentials: CredentialPolicy = NO_ALLOW_LIST
+    # The listener's timeouts and per-connection limits, and backend clusters' breakers.
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
 
 
 @dataclass
@@ -120,7 +125,9 @@ class ControlPlane:
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
-        self.sessions = SessionKeys(key_store, self.options.session_ttl_s)
+        self.sessions = SessionKeys(
+            key_store, self.options.session_ttl_s, max_ended=self.options.session_max_ended
+        )
         # mcpgw's own secrets are never a backend's credential, whatever the allow-list.
         owned = [self.options.admin_token_file]
         if isinstance(key_store, FileKeyStore):
@@ -148,6 +155,7 @@ class ControlPlane:
             listen_host=self.options.listen_host,
             listen_port=self.options.listen_port,
             sessions=sessions,
+            limits=self.options.limits,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck

@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from mcpgw.limits import raise_fd_limit
 from mcpgw.log import get_logger
 
 log = get_logger(__name__)
@@ -68,6 +69,8 @@ class EnvoyProcess:
     async def start(self) -> None:
         config = self.workdir / "bootstrap.yaml"
         config.write_text(self.bootstrap)
+        # Envoy inherits the limit: as many connections as the bootstrap's cap need descriptors.
+        fds = raise_fd_limit()
         with self.log_path.open("ab") as log_file:
             self.process = await asyncio.create_subprocess_exec(
                 envoy_binary(),
@@ -93,6 +96,7 @@ class EnvoyProcess:
             pid=self.process.pid,
             admin=f"127.0.0.1:{self.admin_port}",
             log=str(self.log_path),
+            fd_limit=fds,
         )
 
     def admin(self, path: str, timeout: float = 2.0) -> str:

@@ -20,9 +20,10 @@ from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
+from mcpgw.limits import ListenerLimits, envoy_connection_cap
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
-from mcpgw.sessions.keys import DEFAULT_TTL_S
+from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
@@ -65,6 +66,11 @@ class StackOptions:
     session_ttl_s: int = DEFAULT_TTL_S
     # Which credential files and variables the registry may name (`mcpgw up`: an allow-list).
     credentials: CredentialPolicy = NO_ALLOW_LIST
+    session_max_ended: int = DEFAULT_MAX_ENDED
+    # The listener's timeouts and per-connection limits, backend clusters' breakers.
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # The broker's settings (stream limits…); None: its defaults with `broker_keepalive`.
+    broker_settings: BrokerSettings | None = None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -159,6 +165,8 @@ class Stack:
                     session_keys_file=opts.session_keys_file,
                     session_ttl_s=opts.session_ttl_s,
                     credentials=opts.credentials,
+                    session_max_ended=opts.session_max_ended,
+                    limits=opts.limits,
                 )
             )
             await self.control_plane.start()
@@ -166,7 +174,7 @@ class Stack:
                 opts.host,
                 opts.broker_port,
                 redis_url=opts.broker_redis,
-                settings=BrokerSettings(keepalive=opts.broker_keepalive),
+                settings=opts.broker_settings or BrokerSettings(keepalive=opts.broker_keepalive),
             )
             await self.broker.start()
             self.envoy = EnvoyProcess(
@@ -178,6 +186,9 @@ class Stack:
                         delta=opts.xds_delta,
                         broker=(opts.host, self.broker.port),
                         full_cluster_stats=opts.envoy_full_cluster_stats,
+                        # Envoy inherits this process's file-descriptor limit (raised to the
+                        # hard limit by EnvoyProcess): a cap above it would fail accepts.
+                        max_connections=envoy_connection_cap(),
                     )
                 ),
                 admin_port=opts.envoy_admin_port,

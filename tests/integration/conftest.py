@@ -16,6 +16,7 @@ import pytest
 
 from mcpgw.demo.petstore import RECORDED, RecordedRequest
 from mcpgw.stack import DEFAULT_REGISTRY, Stack, free_port, on_free_ports
+from tests.waiting import eventually
 
 
 def envoy_client_headers(timeout_ms: int) -> dict[str, str]:
@@ -47,6 +48,18 @@ class Gateway:
     def backend_requests(self) -> list[RecordedRequest]:
         assert self.stack.demo is not None
         return self.stack.demo.runner.app[RECORDED]
+
+
+async def envoy_log_line(gateway: Gateway, text: str, timeout: float = 5.0) -> str:
+    """The first line of the gateway's Envoy log that contains `text` (e.g. a request id)."""
+    envoy = gateway.stack.envoy
+    assert envoy is not None
+
+    def line() -> str | None:
+        return next((li for li in envoy.log_path.read_text().splitlines() if text in li), None)
+
+    found: str = await eventually(line, timeout, f"an Envoy log line with {text!r}")
+    return found
 
 
 @contextlib.asynccontextmanager

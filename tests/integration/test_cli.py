@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from mcpgw.envoyproc import envoy_binary
+from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, envoy_connection_cap
 from mcpgw.stack import free_ports
 from tests.integration.conftest import copy_registry, free_port
 from tests.integration.mcphttp import call
@@ -66,6 +68,28 @@ def test_bootstrap_is_a_config_envoy_accepts(tmp_path: Path) -> None:
     assert full.returncode == 0 and "stats_config" not in yaml.safe_load(full.stdout), full.stderr
     path.write_text(full.stdout)
     assert_envoy_accepts(path)
+
+
+def test_bootstrap_caps_connections_within_the_fd_limit(tmp_path: Path) -> None:
+    """The connection cap (and the broker's breaker) follow --max-connections; without it the
+    default is lowered to what this machine's hard RLIMIT_NOFILE can serve."""
+    result = run("bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000", "--max-connections", "1234")
+    assert result.returncode == 0, result.stderr
+    bootstrap = yaml.safe_load(result.stdout)
+    (monitor,) = bootstrap["overload_manager"]["resource_monitors"]
+    assert monitor["typed_config"]["max_active_downstream_connections"] == 1234
+    broker = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "mcpgw-broker")
+    assert broker["circuit_breakers"]["thresholds"][0]["max_requests"] == 1234
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(result.stdout)
+    assert_envoy_accepts(path)
+    default = yaml.safe_load(run("bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000").stdout)
+    cap = default["overload_manager"]["resource_monitors"][0]["typed_config"][
+        "max_active_downstream_connections"
+    ]
+    assert cap == envoy_connection_cap(DEFAULT_MAX_CONNECTIONS)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard == resource.RLIM_INFINITY or 2 * cap + ENVOY_FD_RESERVE <= hard
 
 
 def test_bootstrap_usage_errors_exit_2() -> None:

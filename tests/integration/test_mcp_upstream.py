@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import Tool
 
 from mcpgw.stack import free_port
-from tests.integration.conftest import Gateway, running_gateway
+from tests.integration.conftest import Gateway, envoy_log_line, running_gateway
 from tests.integration.mcphttp import initialize_request
 
 Scope = MutableMapping[str, Any]
@@ -351,11 +352,15 @@ async def test_unreachable_upstream_is_a_clear_json_rpc_error(tmp_path: Path) ->
                 "params": {"protocolVersion": "2025-11-25"},
             }
             response = await http.post(url, json=body, headers=ACCEPT)
-    assert response.status_code == 502
-    error = response.json()["error"]
-    assert response.json()["id"] == 3 and error["code"] == -32603
-    assert error["message"].startswith(f"upstream MCP server {gone.endpoint} ")
-    assert "is unreachable: upstream connect error" in error["message"]
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert response.json()["id"] == 3 and error["code"] == -32603
+        # A stable reason and the request id; the host and Envoy's reason are in Envoy's log only.
+        pattern = r"upstream MCP server is unavailable \(request id ([0-9a-f-]{36})\)"
+        match = re.fullmatch(pattern, error["message"])
+        assert match, error["message"]
+        line = await envoy_log_line(gateway, match.group(1))
+        assert f"upstream MCP server {gone.endpoint} is unreachable: upstream connect error" in line, line
 
 
 async def assert_sessions_stick(url: str, rounds: int) -> None:

@@ -273,7 +273,8 @@ async def test_an_unreachable_sse_upstream_is_a_clear_json_rpc_error(tmp_path: P
     assert response.status_code == 502, response.text
     error = response.json()["error"]
     assert error["code"] == -32603
-    assert error["message"].startswith(f"upstream MCP server http://{gone.endpoint}/sse is unreachable: ")
+    # The bridge's reason (the URL, the connection error) is in its log, not in the answer.
+    assert error["message"] == "upstream MCP server is unavailable", error
 
 
 async def test_a_slow_sse_upstream_gets_the_bridges_504_before_envoy_gives_up(tmp_path: Path) -> None:
@@ -302,6 +303,6 @@ async def test_a_slow_sse_upstream_gets_the_bridges_504_before_envoy_gives_up(tm
         "id": 5,
         "error": {
             "code": -32603,
-            "message": f"upstream MCP server http://{slow.endpoint}/sse did not answer within 1.25s",
+            "message": "upstream MCP server did not answer within 1.25s",
         },
     }

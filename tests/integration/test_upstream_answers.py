@@ -8,6 +8,7 @@ nothing listens on.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,14 +21,17 @@ from aiohttp import web
 
 from mcpgw.demo.petstore import RECORDED, RecordedRequest, record_requests
 from mcpgw.httpserve import ServedApp, serve
+from mcpgw.limits import ListenerLimits
 from mcpgw.stack import free_port
-from tests.integration.conftest import Gateway, envoy_client_headers, running_gateway
+from tests.integration.conftest import Gateway, envoy_client_headers, envoy_log_line, running_gateway
 from tests.integration.mcphttp import call
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LIMIT = 2048
 TIMEOUT_MS = 400
+# Request slots of each backend cluster (`--backend-max-requests`), small to reach the limit.
+BACKEND_SLOTS = 2
 CHUNK = b"y" * 500
 
 
@@ -117,7 +121,8 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
     documents = registry_documents(backend, dead_port=free_port())
     (registry / "answers.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
     try:
-        async with running_gateway(workdir, registry) as gateway:
+        limits = ListenerLimits(backend_max_requests=BACKEND_SLOTS)
+        async with running_gateway(workdir, registry, limits=limits) as gateway:
             yield Setup(gateway, backend)
     finally:
         await backend.close()
@@ -135,24 +140,65 @@ def only_text(result: dict[str, Any]) -> str:
     return content["text"]
 
 
-async def test_unreachable_backend_is_a_tool_error_naming_the_cause(setup: Setup) -> None:
+REQUEST_ID = re.compile(r" \(request id ([0-9a-f-]{36})\)$")
+
+
+def internals_of(setup: Setup) -> list[str]:
+    """What a client must never read: cluster names, backend addresses, Envoy's reset reasons."""
+    backend = f"127.0.0.1:{setup.backend.port}"
+    return [
+        "mcpgw/",
+        "cluster",
+        backend,
+        "127.0.0.1",
+        "reset reason",
+        "upstream connect error",
+        "down.internal",
+    ]
+
+
+async def test_unreachable_backend_is_a_stable_tool_error_and_the_cause_is_logged(setup: Setup) -> None:
     result = await call_tool(setup.url("down"), "unreachable")
     assert result["isError"] is True
     reason = only_text(result)
-    assert reason.startswith("upstream request failed: HTTP 503: upstream connect error"), reason
-    assert "connection failure" in reason, reason
+    match = REQUEST_ID.search(reason)
+    assert reason.startswith("backend unavailable (request id ") and match, reason
+    assert not [word for word in internals_of(setup) if word in reason], reason
+    # The operator finds the cause under the id the client quotes.
+    logged = await envoy_log_line(setup.gateway, match.group(1))
+    assert "/mcp/default/down" in logged and "mcpgw/default/down" in logged
+    assert "upstream connect error" in logged and "connection failure" in logged, logged
 
 
 async def test_tool_timeout_cuts_a_slow_backend(setup: Setup) -> None:
     started = time.monotonic()
     result = await call_tool(setup.url("rest"), "slow")
     elapsed = time.monotonic() - started
-    assert result == {
-        "content": [{"type": "text", "text": "upstream request failed: HTTP 504: upstream request timeout"}],
-        "isError": True,
-    }
+    assert result["isError"] is True
+    reason = only_text(result)
+    assert reason.startswith("backend did not answer in time (request id ") and REQUEST_ID.search(reason), (
+        reason
+    )
     # The backend sleeps 3 s; the tool allows 0.4 s (wide margin for a loaded machine).
     assert elapsed < 2.5, elapsed
+
+
+async def test_a_backend_over_its_request_slots_is_busy_and_other_backends_are_not(setup: Setup) -> None:
+    # 6 slow calls at once against a backend with 2 slots (BACKEND_SLOTS): 2 calling and at
+    # most 2 waiting for a connection; the others are refused at once.
+    started = time.monotonic()
+    results = await asyncio.gather(*(call_tool(setup.url("rest"), "slow") for _ in range(6)))
+    reasons = [only_text(r) for r in results]
+    # Envoy refuses the call as it starts ("busy or unavailable") or answers 503 overloaded.
+    busy = [r for r in reasons if r.startswith("backend busy") and "try again later (request id " in r]
+    assert len(busy) >= 6 - 2 * BACKEND_SLOTS, reasons
+    assert all(r["isError"] for r in results) and time.monotonic() - started < 3.0
+    # Another server's backend has its own slots: it still answers meanwhile.
+    assert only_text(await call_tool(setup.url("down"), "unreachable")).startswith("backend unavailable")
+    # The operator sees the refusals in the cluster's overflow counters.
+    stats = setup.gateway.stack.envoy.stats("cluster.mcpgw/default/rest.upstream_rq_")  # type: ignore[union-attr]
+    overflows = {name: n for name, n in stats.items() if name.endswith("_overflow")}
+    assert sum(overflows.values()) >= 1, stats
 
 
 async def test_streamed_answer_is_assembled_from_its_chunks(setup: Setup) -> None:

@@ -221,8 +221,11 @@ async def test_without_a_token_writes_are_disabled_and_closed_reads_need_one(tmp
         assert (await closed.call("GET", "/v1/servers", auth=False))[0] == 401
         assert (await closed.call("GET", "/v1/servers/default/svc", auth=False))[0] == 401
         assert (await closed.call("GET", "/v1/servers"))[0] == 200
-        # Status and health stay open: they carry no documents and no credentials.
-        assert (await closed.call("GET", "/status", auth=False))[0] == 200
+        # /status names files and peer addresses: off loopback it needs the token too.
+        assert (await closed.call("GET", "/status", auth=False))[0] == 401
+        assert (await closed.call("GET", "/status"))[0] == 200
+        assert (await disabled.call("GET", "/status", auth=False))[0] == 200
+        # Health says nothing and stays open.
         assert (await closed.call("GET", "/healthz", auth=False))[0] == 200
     finally:
         for api in (disabled, closed):
@@ -284,6 +287,38 @@ async def test_malformed_bodies_are_400_and_yaml_is_accepted(api: Api) -> None:
         "POST", "/v1/servers", yaml.safe_dump(server_doc("y")), headers=yaml_headers
     )
     assert status == 201, body
+
+
+@pytest.mark.parametrize("levels", [65, 500, 5_000, 100_000])
+async def test_deep_bodies_are_400_on_every_parsing_endpoint(api: Api, levels: int) -> None:
+    """Deep nesting is refused with the limit named, as JSON and as YAML, never a 500."""
+    deep_json = '{"name": "deep", "tools": ' + "[" * levels + "]" * levels + "}"
+    deep_yaml = "name: deep\ntools: " + "[" * levels + "]" * levels + "\n"
+    targets = [
+        ("POST", "/v1/servers"),
+        ("PUT", "/v1/servers/default/svc"),
+        ("PUT", "/v1/servers/default/svc/tools/get"),
+    ]
+    for method, path in targets:
+        for body, content_type in ((deep_json, "application/json"), (deep_yaml, "application/yaml")):
+            status, answer, _ = await api.call(method, path, body, headers={"Content-Type": content_type})
+            assert status == 400, (method, path, content_type, status, answer)
+            assert "levels" in answer["error"] or "nesting depth" in answer["error"], answer
+    assert api.store.entry("default/svc").document == server_doc()
+
+
+async def test_a_recursive_yaml_alias_is_400(api: Api) -> None:
+    status, body, _ = await api.call(
+        "POST", "/v1/servers", "name: loop\ntools: &a [*a]\n", headers={"Content-Type": "application/yaml"}
+    )
+    assert status == 400 and "refers to itself" in body["error"], body
+
+
+async def test_an_oversized_body_is_413_json(api: Api) -> None:
+    status, body, _ = await api.call(
+        "POST", "/v1/servers", b"[" + b" " * (16 << 20) + b"]", headers={"Content-Type": "application/json"}
+    )
+    assert status == 413 and "larger than" in body["error"], body
 
 
 async def test_single_tool_crud_rewrites_its_server_document(api: Api) -> None:

@@ -18,7 +18,7 @@ from aiohttp import StreamReader, web
 from aiohttp.base_protocol import BaseProtocol
 
 from mcpgw.broker import Broker, BrokerSettings
-from mcpgw.broker.bridge import Bridge, BridgeSettings, EventTooLarge, sse_events
+from mcpgw.broker.bridge import UPSTREAM_UNAVAILABLE, Bridge, BridgeSettings, EventTooLarge, sse_events
 from mcpgw.stack import free_port
 from tests.integration.mcphttp import initialize_request
 from tests.integration.test_mcp_upstream import serving
@@ -81,6 +81,11 @@ class BridgeClient:
         return response.json()
 
 
+def upstream_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the bridge logged about failed upstreams: the details clients are not told."""
+    return [r.fields["error"] for r in caplog.records if r.getMessage() == "bridge_upstream_failed"]  # type: ignore[attr-defined]
+
+
 def closed_reasons(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.fields["reason"] for r in caplog.records if r.getMessage() == "bridge_session_closed"]  # type: ignore[attr-defined]
 
@@ -130,7 +135,8 @@ async def test_a_session_opens_answers_requests_and_takes_notifications(
         assert [r.fields["upstream"] for r in opened] == [sse_url(upstream)]  # type: ignore[attr-defined]
 
 
-async def test_requests_the_bridge_refuses(upstream: SseUpstream) -> None:
+async def test_requests_the_bridge_refuses(upstream: SseUpstream, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="mcpgw.broker")
     async with running() as broker, httpx.AsyncClient(timeout=10) as http:
         bridge = BridgeClient(http, broker, sse_url(upstream))
         # No session and not initialize: 400, nothing sent upstream.
@@ -170,13 +176,15 @@ async def test_requests_the_bridge_refuses(upstream: SseUpstream) -> None:
         assert other.status_code == 404
         assert (await bridge.post(rpc("ping", 6))).status_code == 200
 
-        # An SSE URL where the upstream serves no stream: 502 naming it, no session left behind.
+        # An SSE URL where the upstream serves no stream: 502, no session left behind. The
+        # client reads a stable reason; the log names the URL and what it answered.
         bridge.session = None
         response = await bridge.post(
             initialize_request(), {"x-mcpgw-upstream-url": f"http://{upstream.endpoint}/nope"}
         )
         assert response.status_code == 502 and response.json()["error"]["code"] == -32603
-        assert "answered the SSE GET with HTTP 404" in response.json()["error"]["message"]
+        assert response.json()["error"]["message"] == UPSTREAM_UNAVAILABLE
+        assert "answered the SSE GET with HTTP 404" in upstream_failures(caplog)[-1]
         assert len(bridge_of(broker).sessions) == 1
 
 
@@ -305,7 +313,9 @@ async def test_a_lost_upstream_stream_ends_the_session(caplog: pytest.LogCapture
             assert response.status_code == 502 and time.monotonic() - started < 5
             # Killed mid-stream: the chunked stream is cut ("lost"); a server that closes it
             # cleanly ends it ("ended"). Either ends the session.
-            assert response.json()["id"] == 5 and "upstream stream " in response.json()["error"]["message"]
+            assert response.json()["id"] == 5
+            assert response.json()["error"]["message"] == UPSTREAM_UNAVAILABLE
+            assert "upstream stream " in upstream_failures(caplog)[-1]
             assert not bridge_of(broker).sessions
             assert (await bridge.post(rpc("ping", 6))).status_code == 404
     finally:
@@ -348,7 +358,7 @@ async def test_sse_event_parsing() -> None:
     assert json.loads((await events_of(b"data: {}\n\n"))[0][1]) == {}
 
 
-async def test_an_endpoint_on_another_origin_gets_no_message() -> None:
+async def test_an_endpoint_on_another_origin_gets_no_message(caplog: pytest.LogCaptureFixture) -> None:
     """Credentials are forwarded to the endpoint: one on another origin is refused (502)."""
     posted: list[str] = []
 
@@ -377,7 +387,8 @@ async def test_an_endpoint_on_another_origin_gets_no_message() -> None:
                 initialize_request()
             )
             assert response.status_code == 502
-            assert "named an endpoint on another origin" in response.json()["error"]["message"]
+            assert response.json()["error"]["message"] == UPSTREAM_UNAVAILABLE
+            assert "named an endpoint on another origin" in upstream_failures(caplog)[-1]
             assert not bridge_of(broker).sessions
     finally:
         await runner.cleanup()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -323,3 +324,51 @@ async def test_stream_inbox_order_limit_and_failure() -> None:
         await stream.get(0.1)
     bus.unsubscribe(stream)
     assert await bus.publish(CHANNEL, b"3") == 0
+
+
+async def test_streams_over_the_per_client_or_total_limit_are_refused_with_429() -> None:
+    async with (
+        running(max_streams_per_client=2, max_streams=3) as broker,
+        httpx.AsyncClient(timeout=5) as http,
+        contextlib.AsyncExitStack() as open_streams,
+    ):
+        url = f"{broker.url}/mcp/default/petstore/sse"
+
+        def client(name: str, n: int) -> dict[str, str]:
+            return sse_headers(channel=f"{name}{n:031d}") | {"x-mcpgw-client": name}
+
+        for n in range(2):
+            await open_streams.enter_async_context(sse(http, url, **client("a", n)))
+        refused = await http.get(url, headers=client("a", 2))
+        assert refused.status_code == 429 and "from this client (limit 2)" in refused.json()["error"]
+        await open_streams.enter_async_context(sse(http, url, **client("b", 0)))
+        refused = await http.get(url, headers=client("c", 0))
+        assert refused.status_code == 429 and "on this gateway (limit 3)" in refused.json()["error"]
+    # A stream's slot is released when it ends: one at a time, a client opens any number.
+    async with running(max_streams_per_client=1) as broker, httpx.AsyncClient(timeout=5) as http:
+
+        async def opened(n: int) -> bool:
+            async with http.stream("GET", f"{broker.url}/sse", headers=client("a", n)) as response:
+                return response.status_code == 200
+
+        for n in range(3):
+            await eventually(lambda n=n: opened(n), 5, f"stream {n} after the one before it ended")
+
+
+async def test_deep_json_to_the_broker_and_the_bridge_is_400_not_500() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    async with running() as broker, httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{broker.url}/v1/sse/{CHANNEL}", content=deep)
+        assert response.status_code == 400, response.text
+        bridged = await http.post(
+            f"{broker.url}/v1/bridge",
+            content=deep,
+            headers={"content-type": "application/json", "x-mcpgw-upstream-url": "http://127.0.0.1:1/sse"},
+        )
+        assert bridged.status_code == 400 and bridged.json()["error"]["code"] == -32700, bridged.text
+
+
+async def test_the_stream_limit_never_exceeds_the_file_descriptors() -> None:
+    async with running(max_streams=0) as broker:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        assert 0 < broker.settings.max_streams <= soft

@@ -28,6 +28,7 @@ from mcpgw.httpserve import ServedApp, serve
 from mcpgw.registry.filesource import FileStore
 from mcpgw.registry.redisstore import RedisStore
 from mcpgw.sessions.keys import (
+    DEFAULT_MAX_ENDED,
     KEY_ID,
     KeysInvalid,
     SessionKey,
@@ -187,6 +188,7 @@ def test_every_server_gets_the_sessions_and_broker_blocks_of_the_contract() -> N
                 {"id": keys[1].id, "secret": encode_secret(keys[1].secret), "accept_until_ms": 2 + HOUR_MS},
             ],
             "ttl_ms": 60_000,
+            "max_ended": DEFAULT_MAX_ENDED,
         }
         assert config["broker"] == {"cluster": "mcpgw-broker", "timeout_ms": 5000}
         assert config["base_path"].startswith("/mcp/default/")

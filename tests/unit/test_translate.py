@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from envoy.extensions.wasm.v3 import wasm_pb2 as wasm_v3_pb2
 from google.protobuf import json_format, wrappers_pb2
 
+from mcpgw.limits import ListenerLimits
 from mcpgw.registry.model import RegistrySnapshot, Secret
 from mcpgw.registry.secrets import UNAVAILABLE
 from mcpgw.registry.secrets import resolve as resolve_secrets
@@ -103,6 +105,7 @@ def test_client_sent_broker_headers_are_stripped_before_any_filter() -> None:
     assert [m["remove"] for m in mutation["typedConfig"]["mutations"]] == [
         "x-mcpgw-sse-channel",
         "x-mcpgw-sse-endpoint",
+        "x-mcpgw-client",
     ]
 
 
@@ -122,6 +125,31 @@ def test_envoy_buffers_a_body_past_every_servers_request_limit() -> None:
     (mapper,) = manager["localReplyConfig"]["mappers"]
     assert "request_payload_too_large" in mapper["filter"]["extensionFilter"]["typedConfig"]["expression"]
     assert json.loads(mapper["body"]["inlineString"])["error"]["code"] == -32600
+
+
+def test_the_listener_bounds_slow_and_idle_clients_and_backends_have_their_own_breakers() -> None:
+    limits = ListenerLimits(
+        request_headers_timeout_s=3, idle_timeout_s=7, max_concurrent_streams=9, backend_max_requests=11
+    )
+    settings = dataclasses.replace(SETTINGS, limits=limits)
+    resources = translate(snapshot_of(minimal()), settings)
+    listener = json_format.MessageToDict(resources[types.LISTENER][LISTENER_NAME])
+    manager = listener["filterChains"][0]["filters"][0]["typedConfig"]
+    assert manager["requestHeadersTimeout"] == "3s"
+    assert manager["requestTimeout"] == "300s" and manager["streamIdleTimeout"] == "300s"
+    assert manager["commonHttpProtocolOptions"] == {"idleTimeout": "7s"}
+    assert manager["http2ProtocolOptions"] == {"maxConcurrentStreams": 9}
+    cluster = json_format.MessageToDict(resources[types.CLUSTER]["mcpgw/default/svc"])
+    assert cluster["circuitBreakers"] == {
+        "thresholds": [{"maxConnections": 11, "maxPendingRequests": 11, "maxRequests": 11}]
+    }
+    # The route to the broker names the client's connection, for the per-client stream limit.
+    routes = json_format.MessageToDict(resources[types.ROUTE][ROUTE_CONFIG_NAME])
+    sse = routes["virtualHosts"][0]["routes"][0]
+    assert sse["requestHeadersToAdd"][0]["header"] == {
+        "key": "x-mcpgw-client",
+        "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
+    }
 
 
 def test_dns_backends_use_strict_dns_and_https_gets_tls_with_sni() -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from mcpgw import nesting
 from mcpgw.admin.auth import Authorizer
 from mcpgw.log import get_logger
 from mcpgw.registry.reader import Invalid, Problem
@@ -134,11 +135,18 @@ async def _body(request: web.Request) -> Any:
             documents = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
         except yaml.YAMLError as error:
             raise BadRequest(f"malformed YAML: {' '.join(str(error).split())}") from error
+        except RecursionError:
+            raise BadRequest(f"YAML nests deeper than {nesting.MAX_DEPTH} levels") from None
         if len(documents) != 1:
             raise BadRequest(f"expected exactly one YAML document, got {len(documents)}")
-        return documents[0]
+        try:
+            return nesting.check_depth(documents[0])
+        except nesting.TooDeep as error:
+            raise BadRequest(f"YAML {error}") from None
     try:
-        return json.loads(text)
+        return nesting.loads(text)
+    except nesting.TooDeep as error:
+        raise BadRequest(f"JSON {error}") from None
     except json.JSONDecodeError as error:
         raise BadRequest(f"malformed JSON: {error}") from error
 
@@ -456,7 +464,10 @@ class AdminApi:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         write = request.method not in ("GET", "HEAD", "OPTIONS")
-        if request.path.startswith("/v1/") and not self.authorizer.allowed(request, write):
+        # `/status` names files, peer addresses and every node's errors: guarded like the
+        # registry reads (open on loopback only). `/healthz` says nothing and stays open.
+        guarded = request.path.startswith("/v1/") or request.path == "/status"
+        if guarded and not self.authorizer.allowed(request, write):
             log.warning("admin_unauthorized", method=request.method, path=request.path, remote=request.remote)
             if write and not self.authorizer.writes_enabled:
                 return _error(403, "writes are disabled: no admin token is configured (MCPGW_ADMIN_TOKEN)")
@@ -481,6 +492,8 @@ class AdminApi:
             return await handler(request)
         except BadRequest as error:
             return _error(400, str(error))
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body larger than {_MAX_BODY} bytes")
         except StoreUnavailable as error:
             # Nothing was written; the gateway keeps serving what it has.
             log.error("admin_store_unavailable", path=request.path, error=str(error))

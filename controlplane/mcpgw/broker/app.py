@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import time
@@ -25,16 +26,20 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from mcpgw import jsonlimit
+from mcpgw import nesting
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT as DEFAULT_PORT
 from mcpgw.broker.bridge import BRIDGE_PATH, Bridge, BridgeSettings
 from mcpgw.broker.bus import Bus, BusUnavailable, MemoryBus, Stream, StreamClosed
+from mcpgw.limits import ENVOY_FD_RESERVE, raise_fd_limit
 from mcpgw.log import get_logger
 
 log = get_logger(__name__)
 
 CHANNEL_HEADER = "x-mcpgw-sse-channel"
 ENDPOINT_HEADER = "x-mcpgw-sse-endpoint"
+# The address of the client's connection to Envoy, set by Envoy's `/sse` route (never the
+# client's): the key of the per-client stream limit.
+CLIENT_HEADER = "x-mcpgw-client"
 # The filter sends 32 hex characters (a 128-bit nonce); anything of this shape is accepted, so
 # a channel is always a safe Redis channel suffix and URL path segment.
 CHANNEL_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -49,12 +54,47 @@ class BrokerSettings:
     # A write the client does not drain within this long ends the stream (it stopped reading).
     write_timeout: float = 10.0
     max_message_bytes: int = 8 * 1024 * 1024
+    # Open streams, in all and per client address (each holds a file descriptor here and two in
+    # Envoy for its whole life); the stream over either limit is refused with 429. 0: no limit.
+    max_streams: int = 10_000
+    max_streams_per_client: int = 100
     bridge: BridgeSettings = field(default_factory=BridgeSettings.from_env)
 
 
 BUS = web.AppKey("bus", Bus)
 SETTINGS = web.AppKey("settings", BrokerSettings)
 BRIDGE = web.AppKey("bridge", Bridge)
+
+
+@dataclass
+class StreamCounts:
+    """Open streams, in all and per client; streams refused for a limit (for the operator)."""
+
+    total: int = 0
+    per_client: dict[str, int] = field(default_factory=dict)
+    refused: int = 0
+
+    def admit(self, client: str, settings: BrokerSettings) -> str | None:
+        """Counts a new stream of `client` in, or says which limit refuses it."""
+        if settings.max_streams and self.total >= settings.max_streams:
+            return f"too many SSE streams are open on this gateway (limit {settings.max_streams})"
+        held = self.per_client.get(client, 0)
+        if settings.max_streams_per_client and held >= settings.max_streams_per_client:
+            return f"too many SSE streams are open from this client (limit {settings.max_streams_per_client})"
+        self.total += 1
+        self.per_client[client] = held + 1
+        return None
+
+    def release(self, client: str) -> None:
+        self.total -= 1
+        left = self.per_client[client] - 1
+        if left:
+            self.per_client[client] = left
+        else:
+            del self.per_client[client]
+
+
+COUNTS = web.AppKey("counts", StreamCounts)
 
 
 def _json_error(status: int, message: str) -> web.Response:
@@ -75,7 +115,29 @@ async def open_stream(request: web.Request) -> web.StreamResponse:
         return _json_error(400, f"missing or malformed {CHANNEL_HEADER} header (the gateway filter sets it)")
     if not endpoint or not endpoint.isprintable():
         return _json_error(400, f"missing or malformed {ENDPOINT_HEADER} header (the gateway filter sets it)")
-    bus, settings = request.app[BUS], request.app[SETTINGS]
+    bus, settings, counts = request.app[BUS], request.app[SETTINGS], request.app[COUNTS]
+    client = request.headers.get(CLIENT_HEADER) or request.remote or "unknown"
+    refused = counts.admit(client, settings)
+    if refused is not None:
+        counts.refused += 1
+        log.warning(
+            "sse_stream_refused",
+            channel=channel,
+            client=client,
+            error=refused,
+            open=counts.total,
+            refused_total=counts.refused,
+        )
+        return _json_error(429, refused + "; close a stream and retry")
+    try:
+        return await _serve_stream(request, channel, endpoint, bus, settings)
+    finally:
+        counts.release(client)
+
+
+async def _serve_stream(
+    request: web.Request, channel: str, endpoint: str, bus: Bus, settings: BrokerSettings
+) -> web.StreamResponse:
     stream = Stream(channel, settings.queue_limit)
     try:
         await bus.subscribe(stream)
@@ -127,7 +189,7 @@ async def publish(request: web.Request) -> web.Response:
         return _json_error(400, "malformed channel")
     body = await request.read()
     try:
-        message = jsonlimit.loads(body)
+        message = nesting.loads(body)
     except ValueError:
         message = None
     if not isinstance(message, dict | list):
@@ -148,6 +210,7 @@ def create_app(bus: Bus, settings: BrokerSettings | None = None) -> web.Applicat
     app = web.Application(client_max_size=settings.max_message_bytes)
     app[BUS] = bus
     app[SETTINGS] = settings
+    app[COUNTS] = StreamCounts()
     bridge = app[BRIDGE] = Bridge(settings.bridge)
 
     async def start_bridge(_: web.Application) -> None:
@@ -202,6 +265,15 @@ class Broker:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
+        # Each stream holds a descriptor here: more streams than descriptors would fail
+        # accepts (and Redis reconnects) instead of refusing the stream over the limit.
+        fds = raise_fd_limit()
+        budget = max(1, fds - ENVOY_FD_RESERVE)
+        if not self.settings.max_streams or self.settings.max_streams > budget:
+            log.warning(
+                "broker_streams_capped", max_streams=self.settings.max_streams, fd_limit=fds, cap=budget
+            )
+            self.settings = dataclasses.replace(self.settings, max_streams=budget)
         await self.bus.start()
         # handler_cancellation: a client that disconnects cancels its stream handler at once,
         # so its subscription is released now, not at the next keep-alive write.

@@ -49,7 +49,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from mcpgw import jsonlimit
+from mcpgw import nesting
 from mcpgw.log import get_logger
 
 log = get_logger(__name__)
@@ -109,6 +109,14 @@ class BridgeSettings:
             )
         except ValueError as error:
             raise ValueError(f"MCPGW_BRIDGE_IDLE_SECONDS / MCPGW_BRIDGE_MAX_SESSIONS: {error}") from None
+
+
+# What a client reads when an upstream failed; the details (URL, reason) are logged.
+UPSTREAM_UNAVAILABLE = "upstream MCP server is unavailable"
+
+
+def _upstream(request: web.Request) -> str:
+    return request.headers.get(UPSTREAM_URL_HEADER, "")
 
 
 class BridgeError(Exception):
@@ -335,7 +343,7 @@ class Bridge:
             url = upstream_url(request.headers.get(UPSTREAM_URL_HEADER, ""))
             body = await request.read()
             try:
-                message = jsonlimit.loads(body)
+                message = nesting.loads(body)
             except ValueError:
                 raise BridgeError(400, "Parse error: the body is not JSON", PARSE_ERROR) from None
             if not isinstance(message, dict):
@@ -364,14 +372,18 @@ class Bridge:
         except BridgeError as error:
             if error.body is not None:
                 return web.Response(status=error.status, body=error.body, content_type="application/json")
-            return web.json_response(_rpc_error(request_id, error.code, error.message), status=error.status)
+            message = error.message
+            if error.status == 502:
+                # The upstream's URL, its words and aiohttp's reason are for the operator only.
+                log.warning("bridge_upstream_failed", upstream=_upstream(request), error=message)
+                message = UPSTREAM_UNAVAILABLE
+            return web.json_response(_rpc_error(request_id, error.code, message), status=error.status)
         except aiohttp.ClientError as error:
-            where = request.headers.get(UPSTREAM_URL_HEADER, "")
-            message = f"upstream MCP server {where} failed: {error or type(error).__name__}"
-            return web.json_response(_rpc_error(request_id, INTERNAL_ERROR, message), status=502)
+            log.warning("bridge_upstream_failed", upstream=_upstream(request), error=repr(error))
+            return web.json_response(_rpc_error(request_id, INTERNAL_ERROR, UPSTREAM_UNAVAILABLE), status=502)
         except TimeoutError:
-            where = request.headers.get(UPSTREAM_URL_HEADER, "")
-            message = f"upstream MCP server {where} did not answer within {self._timeout(request):g}s"
+            message = f"upstream MCP server did not answer within {self._timeout(request):g}s"
+            log.warning("bridge_upstream_timeout", upstream=_upstream(request), error=message)
             return web.json_response(_rpc_error(request_id, INTERNAL_ERROR, message), status=504)
 
     async def handle_delete(self, request: web.Request) -> web.Response:
@@ -473,7 +485,7 @@ class Bridge:
 
     def _deliver(self, session: BridgeSession, data: str) -> None:
         try:
-            message = jsonlimit.loads(data)
+            message = nesting.loads(data)
         except ValueError:
             message = None
         if (
@@ -542,7 +554,7 @@ class Bridge:
 
 def _is_rpc_error(body: bytes) -> bool:
     try:
-        message = jsonlimit.loads(body)
+        message = nesting.loads(body)
     except ValueError:
         return False
     return isinstance(message, dict) and isinstance(message.get("error"), dict)

@@ -109,7 +109,8 @@ class RedisBus(Bus):
 
     async def subscribe(self, stream: Stream) -> None:
         if not self._up or self._commands is None:
-            raise BusUnavailable(f"session bus (Redis {self.description}) is unavailable")
+            # Told to HTTP+SSE clients: no Redis address (the log has it, `sse_bus_*`).
+            raise BusUnavailable("session bus (Redis) is unavailable")
         streams = self._channels.setdefault(stream.channel, set())
         streams.add(stream)
         if len(streams) == 1:
@@ -128,9 +129,9 @@ class RedisBus(Bus):
             # Also when the client went away meanwhile (cancelled): leave nothing subscribed.
             self.unsubscribe(stream)
             if isinstance(error, TimeoutError):
+                log.warning("sse_bus_slow", bus=self.description, timeout=self.timeout)
                 raise BusUnavailable(
-                    f"session bus (Redis {self.description}) did not confirm a subscription "
-                    f"within {self.timeout}s"
+                    f"session bus (Redis) did not confirm a subscription within {self.timeout}s"
                 ) from None
             raise
 
@@ -201,10 +202,13 @@ class RedisBus(Bus):
             if lost:
                 streams = self.stream_count
                 log.error("sse_bus_lost", bus=self.description, error=_describe(error), streams=streams)
+            # The reason ends every stream, told to its client: the bus's own words (`_Broken`)
+            # pass, a connection error's (which may name Redis's address) is only logged.
             self._down(
                 "session broker stopping"
                 if cancelled
-                else f"session bus (Redis) connection lost: {_describe(error)}"
+                else "session bus (Redis) connection lost"
+                + (f": {_describe(error)}" if isinstance(error, _Broken) else "")
             )
             if not lost:
                 raise  # cancelled, or could not connect: `_run` reports it and retries

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from mcpgw import nesting
 
 
 class UnreadableInput(Exception):
@@ -20,16 +21,23 @@ def load_input(path: Path) -> Any:
         raise UnreadableInput(f"{path}: {error}") from error
     try:
         # JSON first: it is what OpenAPI 3.1 and Nacos exports usually are, and it is exact.
-        return json.loads(text)
+        return nesting.loads(text)
+    except nesting.TooDeep as error:
+        raise UnreadableInput(f"{path}: {error}") from None
     except ValueError:
         pass
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
         raise UnreadableInput(f"{path}: neither JSON nor YAML: {error}") from error
+    except RecursionError:
+        raise UnreadableInput(f"{path}: nesting deeper than {nesting.MAX_DEPTH} levels") from None
     if len(documents) != 1:
         raise UnreadableInput(f"{path}: expected one JSON/YAML document, found {len(documents)}")
-    return documents[0]
+    try:
+        return nesting.check_depth(documents[0])
+    except nesting.TooDeep as error:
+        raise UnreadableInput(f"{path}: {error}") from None
 
 
 class _Dumper(yaml.SafeDumper):

@@ -21,6 +21,7 @@ import json
 import re
 from typing import Any
 
+from mcpgw import nesting
 from mcpgw.importers.common import (
     ImportFailed,
     ImportOptions,
@@ -140,7 +141,7 @@ def _template(templates: Any) -> dict[str, Any] | None:
     if isinstance(template, str):
         # The console stores the template as the JSON text the operator typed.
         try:
-            template = json.loads(template)
+            template = nesting.loads(template)
         except ValueError:
             return None
     return template if isinstance(template, dict) and "requestTemplate" in template else None

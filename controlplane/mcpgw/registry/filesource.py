@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from mcpgw import nesting
 from mcpgw.log import get_logger
 from mcpgw.registry.model import McpServer, RegistrySnapshot
 from mcpgw.registry.reader import Invalid, Problem
@@ -50,10 +51,15 @@ def _short(error: Exception) -> str:
 def _parse_file(path: Path) -> tuple[list[Entry], list[Problem]]:
     try:
         documents = [
-            d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader) if d is not None
+            nesting.check_depth(d)
+            for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader)
+            if d is not None
         ]
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, nesting.TooDeep) as error:
         return [], [Problem(str(path), "", f"cannot read YAML: {_short(error)}")]
+    except RecursionError:
+        too_deep = f"cannot read YAML: nesting deeper than {nesting.MAX_DEPTH} levels"
+        return [], [Problem(str(path), "", too_deep)]
     entries: list[Entry] = []
     problems: list[Problem] = []
     for index, document in enumerate(documents):

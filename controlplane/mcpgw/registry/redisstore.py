@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
+from mcpgw import nesting
 from mcpgw.log import get_logger
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.reader import Invalid, Problem
@@ -69,7 +70,7 @@ class RedisStore(RegistryStore):
     def _parse(self, key: str, text: str) -> tuple[Entry | None, list[Problem]]:
         label = f"{self.description}: {key}"
         try:
-            document = json.loads(text)
+            document = nesting.loads(text)
             return Entry(parse_server(document, label), document), []
         except ValueError as error:
             return None, [Problem(label, "", f"stored document is not JSON: {error}")]

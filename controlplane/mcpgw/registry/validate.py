@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, cast
 
+from mcpgw.limits import MAX_BACKEND_TIMEOUT_MS
 from mcpgw.registry.model import (
     Backend,
     Endpoint,
@@ -361,8 +362,11 @@ def _backend(r: Reader, value: Any, required: bool, what: str = _REST_BACKEND) -
         r.fail("backend.scheme", f"must be 'http' or 'https', got {scheme!r}")
     host_header = r.string(data, "host", "backend", pattern=_HOSTNAME, hint="a DNS name")
     timeout = data.get("timeoutMs", 10_000)
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 300_000:
-        r.fail("backend.timeoutMs", f"must be an integer from 1 to 300000, got {timeout!r}")
+    # Bounded so that a slow backend holds one of its request slots, and a client's request
+    # (the listener's request timeout), for a bounded time.
+    valid = isinstance(timeout, int) and not isinstance(timeout, bool)
+    if not valid or not 1 <= timeout <= MAX_BACKEND_TIMEOUT_MS:
+        r.fail("backend.timeoutMs", f"must be an integer from 1 to {MAX_BACKEND_TIMEOUT_MS}, got {timeout!r}")
         timeout = 10_000
     endpoints = _endpoints(r, data.get("endpoints"))
     if not endpoints or scheme not in ("http", "https"):

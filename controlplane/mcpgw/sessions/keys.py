@@ -24,6 +24,9 @@ SECRET_BYTES = 32
 KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 DOCUMENT_VERSION = 1
 DEFAULT_TTL_S = 86400
+# Ended (DELETEd) sessions each Envoy remembers until they expire (1,024 slots of 256 records,
+# ~6 MiB); when full, the oldest are forgotten and verify again (docs/security.md).
+DEFAULT_MAX_ENDED = 1024 * 256
 DEFAULT_GRACE_S = 3600
 # A rotation's grace is capped so a typo cannot keep a retired key alive for years.
 MAX_GRACE_S = 366 * 86400
@@ -186,9 +189,12 @@ class SessionSettings:
     ttl_ms: int = DEFAULT_TTL_S * 1000
     broker_cluster: str = BROKER_CLUSTER
     broker_timeout_ms: int = BROKER_TIMEOUT_MS
+    max_ended: int = DEFAULT_MAX_ENDED
 
     def __post_init__(self) -> None:
         if not self.keys:
             raise KeysInvalid("sessions need at least one key")
         if self.ttl_ms <= 0:
             raise KeysInvalid("session TTL must be positive")
+        if self.max_ended <= 0:
+            raise KeysInvalid("the ended-session table size must be positive")

@@ -21,6 +21,7 @@ from typing import Any
 
 from mcpgw.log import get_logger
 from mcpgw.sessions.keys import (
+    DEFAULT_MAX_ENDED,
     DEFAULT_TTL_S,
     KeysInvalid,
     SessionKey,
@@ -54,11 +55,13 @@ class SessionKeys:
         ttl_s: int = DEFAULT_TTL_S,
         poll_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
+        max_ended: int = DEFAULT_MAX_ENDED,
     ) -> None:
         if ttl_s <= 0:
             raise KeysInvalid("session TTL must be a positive number of seconds")
         self.store = store
         self.ttl_s = ttl_s
+        self.max_ended = max_ended
         self.poll_interval = poll_interval
         self._clock = clock
         # The keys in use: the stored ones minus any past their accept_until.
@@ -73,7 +76,7 @@ class SessionKeys:
 
     @property
     def settings(self) -> SessionSettings:
-        return SessionSettings(self.keys, self.ttl_s * 1000)
+        return SessionSettings(self.keys, self.ttl_s * 1000, max_ended=self.max_ended)
 
     def describe(self) -> dict[str, Any]:
         """For the admin API and /status: ids and times, never a secret."""

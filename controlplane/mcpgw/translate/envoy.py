@@ -20,7 +20,7 @@ import itertools
 import json
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Importing these modules registers their message types, so `ParseDict` can resolve "@type" URLs.
@@ -42,6 +42,7 @@ from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
+from mcpgw.limits import ListenerLimits
 from mcpgw.registry.model import Endpoint, McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
@@ -65,8 +66,10 @@ HTTP_CONNECTION_MANAGER_TYPE = (
 EARLY_HEADER_MUTATION_TYPE = (
     "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
 )
-# Request headers only the filter may set: they tell the session broker which stream to open.
-BROKER_HEADERS = ("x-mcpgw-sse-channel", "x-mcpgw-sse-endpoint")
+# Request headers only the filter (the first two) and Envoy's `/sse` route (the client's address,
+# for the broker's per-client stream limit) may set: they tell the session broker which stream
+# to open and for whom.
+BROKER_HEADERS = ("x-mcpgw-sse-channel", "x-mcpgw-sse-endpoint", "x-mcpgw-client")
 _ADS = {"ads": {}, "resource_api_version": "V3"}
 
 Resources = dict[str, dict[str, Message]]
@@ -89,6 +92,8 @@ class GatewaySettings:
     listen_port: int = 10000
     # Session keys and TTL for every server's filter (None: no sessions, no HTTP+SSE).
     sessions: SessionSettings | None = None
+    # Timeouts and per-connection limits of the listener, breaker sizes of backend clusters.
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -299,7 +304,7 @@ class Translator:
     def _build(
         self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
     ) -> _ServerResources:
-        built = _backend_clusters(server)
+        built = _backend_clusters(server, self.settings.limits.backend_max_requests)
         configuration = _config_text(filter_config(server, snapshot, secrets), self._suffix)
         return _ServerResources(
             tuple(c for c, _ in built),
@@ -352,7 +357,7 @@ def _plugin_cluster(settings: GatewaySettings) -> Message:
     )
 
 
-def _backend_clusters(server: McpServer) -> list[tuple[Message, Message | None]]:
+def _backend_clusters(server: McpServer, max_requests: int) -> list[tuple[Message, Message | None]]:
     """A REST server's backend cluster; a `type: mcp` server's one cluster per upstream host.
 
     MCP sessions live on the upstream host that created them, so the filter picks the host
@@ -364,20 +369,37 @@ def _backend_clusters(server: McpServer) -> list[tuple[Message, Message | None]]
         return []
     if server.mcp is not None:
         return [
-            _backend_cluster(server, host_cluster_name(server, index), (endpoint,), single_host=True)
+            _backend_cluster(
+                server, host_cluster_name(server, index), (endpoint,), max_requests, single_host=True
+            )
             for index, endpoint in enumerate(endpoints)
         ]
-    return [_backend_cluster(server, cluster_name(server), endpoints)] if endpoints else []
+    return [_backend_cluster(server, cluster_name(server), endpoints, max_requests)] if endpoints else []
 
 
 def _backend_cluster(
-    server: McpServer, name: str, endpoints: tuple[Endpoint, ...], single_host: bool = False
+    server: McpServer,
+    name: str,
+    endpoints: tuple[Endpoint, ...],
+    max_requests: int,
+    single_host: bool = False,
 ) -> tuple[Message, Message | None]:
     """IP endpoints are delivered by EDS; DNS names need Envoy to resolve them (STRICT_DNS, or
     LOGICAL_DNS for one pinned host: it keeps using one address of the name)."""
     backend = server.backend
     addresses = [(e.host, e.port) for e in endpoints]
     data: dict[str, Any] = {"name": name, "connect_timeout": "2s", "lb_policy": "ROUND_ROBIN"}
+    # Each backend has its own slots: a slow one (calls of up to MAX_BACKEND_TIMEOUT_MS) fills
+    # only its own, and calls over the limit fail at once instead of queueing.
+    data["circuit_breakers"] = {
+        "thresholds": [
+            {
+                "max_connections": max_requests,
+                "max_pending_requests": max_requests,
+                "max_requests": max_requests,
+            }
+        ]
+    }
     assignment = None
     if all(is_ip(host) for host, _ in addresses):
         data |= {"type": "EDS", "eds_cluster_config": {"eds_config": _ADS}}
@@ -548,10 +570,18 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
         }
     )
+    limits = settings.limits
     manager = {
         "@type": HTTP_CONNECTION_MANAGER_TYPE,
         "stat_prefix": "mcpgw",
         "codec_type": "AUTO",
+        # Without these a client holds a connection forever by sending nothing, or a header a
+        # byte at a time (mcpgw.limits.ListenerLimits says what each bounds).
+        "request_headers_timeout": _duration(limits.request_headers_timeout_s),
+        "request_timeout": _duration(limits.request_timeout_s),
+        "stream_idle_timeout": _duration(limits.stream_idle_timeout_s),
+        "common_http_protocol_options": {"idle_timeout": _duration(limits.idle_timeout_s)},
+        "http2_protocol_options": {"max_concurrent_streams": limits.max_concurrent_streams},
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
@@ -631,6 +661,10 @@ def request_buffer_limit(snapshot: RegistrySnapshot) -> int:
     return max(largest, _ENVOY_BUFFER_LIMIT) + _CHUNK_ROOM
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
+
+
 def _json_reply(status: int, message: str) -> dict[str, Any]:
     return {"status": status, "body": {"inline_string": json.dumps({"error": message})}}
 
@@ -648,6 +682,16 @@ def _routes(snapshot: RegistrySnapshot) -> Message:
                 "match": {"path": f"{server.path}/sse"},
                 # timeout 0s: no route timeout, or Envoy would cut every stream after 15 s.
                 "route": {"cluster": BROKER_CLUSTER, "timeout": "0s"},
+                # The connection's own peer, not X-Forwarded-For (which the client writes).
+                "request_headers_to_add": [
+                    {
+                        "header": {
+                            "key": "x-mcpgw-client",
+                            "value": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
+                        },
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
             }
         )
         routes.append(

@@ -105,6 +105,7 @@ def sessions_config(sessions: SessionSettings | None) -> dict[str, Any]:
                 for key in sessions.keys
             ],
             "ttl_ms": sessions.ttl_ms,
+            "max_ended": sessions.max_ended,
         },
         "broker": {"cluster": sessions.broker_cluster, "timeout_ms": sessions.broker_timeout_ms},
     }

@@ -583,8 +583,10 @@ const Compiler = struct {
         }
         const ttl = try self.unsigned(obj.get("ttl_ms"), session.default_ttl_ms, "sessions.ttl_ms", .{});
         if (ttl == 0) return self.fail("sessions.ttl_ms: must be positive", .{});
+        const max_ended = try self.unsigned(obj.get("max_ended"), session.default_max_ended, "sessions.max_ended", .{});
+        if (max_ended == 0) return self.fail("sessions.max_ended: must be positive", .{});
         const s = try self.out().create(session.Sessions);
-        s.* = .{ .keys = keys, .ttl_ms = ttl, .base_path = base_path };
+        s.* = .{ .keys = keys, .ttl_ms = ttl, .base_path = base_path, .ended_per_slot = session.endedPerSlot(max_ended) };
         return s;
     }
 
@@ -1139,10 +1141,11 @@ test "sessions and broker are compiled, keys prepared for base_path" {
         \\{"server": {"name": "s", "version": "1"}, "base_path": "/m",
         \\ "sessions": {"keys": [{"id": "k1a2b3c4", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"},
         \\                       {"id": "old_1", "secret": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI", "accept_until_ms": 1750000000000}],
-        \\              "ttl_ms": 60000},
+        \\              "ttl_ms": 60000, "max_ended": 3000},
         \\ "broker": {"cluster": "mcpgw-broker"}}
     ;
     const c = try parseFreed(a, text);
+    try testing.expectEqual(@as(u32, 3), c.sessions.?.ended_per_slot);
     const s = c.sessions.?;
     try testing.expectEqual(@as(usize, 2), s.keys.len);
     try testing.expectEqualStrings("k1a2b3c4", s.keys[0].id);
@@ -1165,6 +1168,7 @@ test "sessions and broker are compiled, keys prepared for base_path" {
         \\ "sessions": {"keys": [{"id": "k", "secret": "AQEBAQEBAQEBAQEBAQEBAQ", "accept_until_ms": null}]}}
     );
     try testing.expectEqual(session.default_ttl_ms, d.sessions.?.ttl_ms);
+    try testing.expectEqual(@as(u32, session.revocation_slot_max), d.sessions.?.ended_per_slot);
     try testing.expectEqual(@as(usize, 16), d.sessions.?.keys[0].secret.len);
     try testing.expect(d.broker == null);
     const none = try parseFreed(a, "{\"server\": {\"name\": \"s\", \"version\": \"1\"}, \"base_path\": \"/m\", \"sessions\": null}");
@@ -1196,6 +1200,8 @@ test "invalid sessions and broker are rejected naming the field" {
     try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ ", \"accept_until_ms\": \"1\"}]}"), "sessions.keys[0].accept_until_ms");
     try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ "}], \"ttl_ms\": 1.5}"), "sessions.ttl_ms: must be a non-negative integer");
     try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ "}], \"ttl_ms\": 0}"), "sessions.ttl_ms: must be positive");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ "}], \"max_ended\": 0}"), "sessions.max_ended: must be positive");
+    try expectInvalid(sessionsConfig("{\"keys\": [{\"id\": \"a\", \"secret\": " ++ good ++ "}], \"max_ended\": -5}"), "sessions.max_ended: must be a non-negative integer");
     // The secret is never part of a message.
     {
         var arena_state = std.heap.ArenaAllocator.init(testing.allocator);

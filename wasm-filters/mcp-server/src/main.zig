@@ -68,6 +68,9 @@ const Stream = struct {
     channel: [2 * session.nonce_len]u8 = undefined,
     /// A proxied DELETE's session, recorded as ended when the answer is 204.
     ends: ?struct { nonce: [session.nonce_len]u8, expires_ms: u64 } = null,
+    /// Envoy's `x-request-id` (empty when absent or odd): failure answers
+    /// quote it, and the log line with the details carries it too.
+    request_id: []const u8 = "",
 };
 
 var next_generation: u64 = 0;
@@ -234,6 +237,8 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     const pairs = pw.getHeaderPairs(.http_request_headers) orelse return replyOrOom(s, mcp.notFound(arena));
     defer pairs.free();
     const headers = pairs.slice();
+    s.request_id = requestId(arena, headers) catch return oomAction(s);
+    s.proxy.request_id = s.request_id;
     const path = pw.findHeader(headers, ":path") orelse return replyOrOom(s, mcp.notFound(arena));
     const target = targetOf(cfg, stripQuery(path)) orelse return replyOrOom(s, mcp.notFound(arena));
     // DNS rebinding: a browser page of another site must not reach us.
@@ -372,9 +377,9 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
             const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
             const up = c.tool.upstream;
             const token = pw.httpCall(up.cluster, headers, c.body, up.timeout_ms) catch {
-                const why = jsonw.allocPrint(arena, "upstream cluster {s} is unavailable (proxy_http_call status {d})", .{
+                const why = failure(s, cfg, notDispatched("backend"), "cluster {s}: proxy_http_call status {d}", .{
                     up.cluster, @intFromEnum(pw.last_http_call_status),
-                }) catch return oomReply(s);
+                });
                 return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
             };
             calls.put(gpa, token, id) catch return oomReply(s);
@@ -399,13 +404,7 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     if (num_headers == 0) {
         // The host signals a failed call (reset, no healthy host, ...) by an
         // empty header map; its status message names the cause.
-        var why: []const u8 = "upstream request failed";
-        if (pw.getStatus()) |st| {
-            defer st.message.free();
-            if (st.message.len != 0) {
-                why = jsonw.allocPrint(arena, "upstream request failed: {s}", .{st.message.slice()}) catch why;
-            }
-        }
+        const why = failure(s, cfg, "backend unavailable", "cluster {s}: call failed: {s}", .{ s.call.tool.upstream.cluster, callFailure(arena) });
         return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
     }
     if (body_size > cfg.max_response_bytes) {
@@ -424,10 +423,14 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     // Envoy answers itself when it cannot get an answer (connect failure, no healthy host,
     // timeout, overflow); its router marks every answer that did come from the upstream with
     // `x-envoy-upstream-service-time`. Envoy's own answer is not the backend's: no error
-    // template renders it, the result names it.
+    // template renders it, the result says what happened in stable words (Envoy's own names
+    // the cluster, the address and the reset reason: those go to the log).
     if ((status < 200 or status >= 300) and tpl.findHeader(headers, "x-envoy-upstream-service-time") == null) {
         const said = std.mem.trim(u8, if (body) |b| b.slice() else "", " \t\r\n");
-        const why = jsonw.allocPrint(arena, "upstream request failed: HTTP {d}: {s}", .{ status, said }) catch return oomReply(s);
+        const public = if (tpl.findHeader(headers, "x-envoy-overloaded") != null)
+            "backend busy: too many calls in flight, try again later"
+        else if (status == 504) "backend did not answer in time" else "backend unavailable";
+        const why = failure(s, cfg, public, "cluster {s}: Envoy answered HTTP {d}: {s}", .{ s.call.tool.upstream.cluster, status, said });
         return answer(id, s, cfg, mcp.toolFailure(arena, &s.call, why) catch return oomReply(s));
     }
     const result = mcp.toolResult(arena, &s.call, .{
@@ -484,9 +487,16 @@ fn isRevoked(nonce: [session.nonce_len]u8, now: u64) bool {
     return session.isRevoked(got.value.slice(), nonce, now);
 }
 
+/// `wasmcustom.mcpgw_ended_sessions_evicted`: ended-session records dropped
+/// from a full slot (`session.withRevoked`), which verify again until they
+/// expire. A rising count means clients end sessions faster than the table
+/// (`sessions.max_ended`) holds them.
+var evicted_counter: ?u32 = null;
+var evicted_total: u64 = 0;
+
 /// Records a session as ended in its shared-data slot (compare-and-swap,
 /// retried a few times when another worker writes the slot meanwhile).
-fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u64) bool {
+fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u64, per_slot: u32) bool {
     const key = session.revocationKey(nonce);
     var tries: u32 = 0;
     while (tries < 16) : (tries += 1) {
@@ -497,18 +507,34 @@ fn revoke(arena: std.mem.Allocator, nonce: [session.nonce_len]u8, expires_ms: u6
             continue;
         };
         defer got.value.free();
-        const next = session.withRevoked(arena, got.value.slice(), nonce, expires_ms, now) catch |err| {
-            if (err == error.SlotFull) pw.log(.err, "mcp-server: too many ended sessions within one session TTL; DELETE refused");
-            return false;
-        };
-        switch (pw.setSharedData(&key, next, got.cas)) {
-            .ok => return true,
+        const next = session.withRevoked(arena, got.value.slice(), nonce, expires_ms, now, per_slot) catch return false;
+        switch (pw.setSharedData(&key, next.value, got.cas)) {
+            .ok => {
+                if (next.evicted != 0) noteEvicted(next.evicted);
+                return true;
+            },
             .cas_mismatch => continue,
             else => return false,
         }
     }
     return false;
 }
+
+fn noteEvicted(n: usize) void {
+    if (evicted_counter == null) evicted_counter = pw.defineMetric(.counter, "mcpgw_ended_sessions_evicted");
+    if (evicted_counter) |c| pw.incrementMetric(c, @intCast(n));
+    // The first time, then every 1,000th: a flood of DELETEs must not flood the log too.
+    const before = evicted_total;
+    evicted_total += n;
+    if (before == 0 or before / 1000 != evicted_total / 1000) {
+        pw.logf(.warn, "mcp-server: the ended-session table is full: {d} oldest records dropped so far (sessions.max_ended)", .{evicted_total});
+    }
+}
+
+/// The answer when an ended session could not be recorded (shared data
+/// refused the write, or other workers kept winning the race): nothing was
+/// ended, and the client may try again.
+const not_ended_reply: mcp.Reply = .{ .status = 503, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not end the session now: try again\"}}" };
 
 const SessionError = std.mem.Allocator.Error || session.IssueError || error{NoRandom};
 
@@ -536,9 +562,9 @@ fn endSession(s: *Stream, loaded: *const Loaded, headers: []const u8) pw.Action 
     const v = (checkSession(arena, loaded, token) catch return oomAction(s)) orelse
         return replyOrOom(s, mcp.sessionNotFound(arena, "null"));
     // Recorded until the token would expire anyway.
-    if (!revoke(arena, v.nonce, v.issued_ms +| cfg.sessions.?.ttl_ms)) {
+    if (!revoke(arena, v.nonce, v.issued_ms +| cfg.sessions.?.ttl_ms, cfg.sessions.?.ended_per_slot)) {
         pw.log(.err, "mcp-server: could not record an ended session in shared data");
-        reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not end the session\"}}" });
+        reply(s, not_ended_reply);
         return .pause;
     }
     reply(s, .{ .status = 204, .body = "" });
@@ -587,9 +613,9 @@ fn publish(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) voi
     const pairs = mcp.publishHeaders(arena, broker, &s.channel, body.len) catch return oomReply(s);
     const headers = pw.serializeHeaders(arena, pairs) catch return oomReply(s);
     const token = pw.httpCall(broker.cluster, headers, body, broker.timeout_ms) catch {
-        const why = jsonw.allocPrint(arena, "cluster {s} is unavailable (proxy_http_call status {d})", .{
+        const why = failure(s, cfg, mcp.broker_unavailable, "cluster {s}: proxy_http_call status {d}", .{
             broker.cluster, @intFromEnum(pw.last_http_call_status),
-        }) catch return oomReply(s);
+        });
         return reply(s, mcp.brokerUnavailable(arena, why) catch return oomReply(s));
     };
     calls.put(gpa, token, id) catch return oomReply(s);
@@ -601,12 +627,9 @@ fn publish(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) voi
 /// the session) → 404, anything else → 503.
 fn published(s: *Stream, num_headers: usize) void {
     const arena = s.arena.allocator();
+    const cfg = &s.loaded.?.compact.cfg;
     if (num_headers == 0) {
-        var why: []const u8 = "request failed";
-        if (pw.getStatus()) |st| {
-            defer st.message.free();
-            if (st.message.len != 0) why = arena.dupe(u8, st.message.slice()) catch why;
-        }
+        const why = failure(s, cfg, mcp.broker_unavailable, "publish failed: {s}", .{callFailure(arena)});
         return reply(s, mcp.brokerUnavailable(arena, why) catch return oomReply(s));
     }
     const status_value = pw.getHeaderValue(.http_call_response_headers, ":status");
@@ -614,7 +637,7 @@ fn published(s: *Stream, num_headers: usize) void {
     const status = std.fmt.parseUnsigned(u32, if (status_value) |v| v.slice() else "", 10) catch 0;
     if (status >= 200 and status < 300) return reply(s, .{ .status = 202, .body = "" });
     if (status == 404) return reply(s, mcp.sessionNotConnected(arena) catch return oomReply(s));
-    const why = jsonw.allocPrint(arena, "broker answered HTTP {d}", .{status}) catch return oomReply(s);
+    const why = failure(s, cfg, mcp.broker_unavailable, "publish: broker answered HTTP {d}", .{status});
     reply(s, mcp.brokerUnavailable(arena, why) catch return oomReply(s));
 }
 
@@ -631,10 +654,10 @@ fn proxyStep(id: u32, s: *Stream, up: *const proxy.Upstream, step: proxy.Step) v
         .call => |c| {
             const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
             const token = pw.httpCall(c.cluster, headers, c.body, c.timeout_ms) catch {
-                const why = jsonw.allocPrint(arena, "is unavailable: cluster {s} (proxy_http_call status {d})", .{
+                const why = jsonw.allocPrint(arena, "cluster {s}: proxy_http_call status {d}", .{
                     c.cluster, @intFromEnum(pw.last_http_call_status),
                 }) catch return oomReply(s);
-                return proxyReply(s, proxy.failed(arena, up, &s.proxy, why) catch return oomReply(s));
+                return proxyReply(s, proxy.failed(arena, up, &s.proxy, notDispatched("is"), why) catch return oomReply(s));
             };
             calls.put(gpa, token, id) catch return oomReply(s);
             s.token = token;
@@ -646,16 +669,13 @@ fn proxyStep(id: u32, s: *Stream, up: *const proxy.Upstream, step: proxy.Step) v
 fn proxyResponse(id: u32, s: *Stream, cfg: *const config.Config, up: *const proxy.Upstream, num_headers: usize, body_size: usize) void {
     const arena = s.arena.allocator();
     if (num_headers == 0) {
-        var why: []const u8 = "is unreachable";
-        if (pw.getStatus()) |st| {
-            defer st.message.free();
-            if (st.message.len != 0) why = jsonw.allocPrint(arena, "is unreachable: {s}", .{st.message.slice()}) catch why;
-        }
-        return proxyReply(s, proxy.failed(arena, up, &s.proxy, why) catch return oomReply(s));
+        const why = jsonw.allocPrint(arena, "is unreachable: {s}", .{callFailure(arena)}) catch return oomReply(s);
+        return proxyReply(s, proxy.failed(arena, up, &s.proxy, "is unavailable", why) catch return oomReply(s));
     }
     if (body_size > cfg.max_response_bytes) {
         const why = jsonw.allocPrint(arena, "answered {d} bytes, over the limit of {d} bytes", .{ body_size, cfg.max_response_bytes }) catch return oomReply(s);
-        return proxyReply(s, proxy.failed(arena, up, &s.proxy, why) catch return oomReply(s));
+        const public = jsonw.allocPrint(arena, "answered more than the limit of {d} bytes", .{cfg.max_response_bytes}) catch return oomReply(s);
+        return proxyReply(s, proxy.failed(arena, up, &s.proxy, public, why) catch return oomReply(s));
     }
     const pairs = pw.getHeaderPairs(.http_call_response_headers);
     defer if (pairs) |p| p.free();
@@ -677,10 +697,14 @@ fn proxyResponse(id: u32, s: *Stream, cfg: *const config.Config, up: *const prox
 }
 
 fn proxyReply(s: *Stream, r: proxy.Reply) void {
+    if (r.detail.len != 0) {
+        const cfg = &s.loaded.?.compact.cfg;
+        pw.logf(.warn, "mcp-server: {s} request {s}: {s}", .{ cfg.base_path, requestIdOrDash(s), r.detail });
+    }
     if (s.ends) |e| if (r.status == 204) {
-        if (!revoke(s.arena.allocator(), e.nonce, e.expires_ms)) {
+        if (!revoke(s.arena.allocator(), e.nonce, e.expires_ms, s.loaded.?.compact.cfg.sessions.?.ended_per_slot)) {
             pw.log(.err, "mcp-server: could not record an ended session in shared data");
-            return reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not end the session\"}}" });
+            return reply(s, not_ended_reply);
         }
     };
     s.state = .done;
@@ -700,6 +724,49 @@ fn proxyReply(s: *Stream, r: proxy.Reply) void {
 }
 
 // ------------------------------------------------------------------ helpers
+
+/// What the client is told when a backend or broker call failed: `public`,
+/// stable words without cluster names, addresses or Envoy's reset reasons,
+/// plus the request id to quote. The details go to Envoy's log (warn) under
+/// the same id, for the operator.
+fn failure(s: *Stream, cfg: *const config.Config, public: []const u8, comptime fmt: []const u8, args: anytype) []const u8 {
+    const arena = s.arena.allocator();
+    const detail = jsonw.allocPrint(arena, fmt, args) catch "(out of memory)";
+    pw.logf(.warn, "mcp-server: {s} request {s}: {s}", .{ cfg.base_path, requestIdOrDash(s), detail });
+    if (s.request_id.len == 0) return public;
+    return jsonw.allocPrint(arena, "{s} (request id {s})", .{ public, s.request_id }) catch public;
+}
+
+fn requestIdOrDash(s: *const Stream) []const u8 {
+    return if (s.request_id.len == 0) "-" else s.request_id;
+}
+
+/// What a client reads when Envoy refused to start a call. It does so when
+/// the call ended before it began (internal_failure): the backend's request
+/// slots are full (`upstream_rq_pending_overflow`) or it has no healthy host.
+fn notDispatched(comptime subject: []const u8) []const u8 {
+    return switch (pw.last_http_call_status) {
+        .internal_failure => subject ++ " busy or unavailable: try again later",
+        else => if (comptime std.mem.eql(u8, subject, "is")) "is unavailable" else subject ++ " unavailable",
+    };
+}
+
+/// Why the host failed an http_call (its status message), for the log.
+fn callFailure(arena: std.mem.Allocator) []const u8 {
+    const st = pw.getStatus() orelse return "no reason given";
+    defer st.message.free();
+    if (st.message.len == 0) return "no reason given";
+    return arena.dupe(u8, st.message.slice()) catch "no reason given";
+}
+
+/// Envoy's `x-request-id`, copied, when it is short and printable ASCII
+/// (it is quoted to the client and logged); else empty.
+fn requestId(arena: std.mem.Allocator, headers: []const u8) std.mem.Allocator.Error![]const u8 {
+    const v = pw.findHeader(headers, "x-request-id") orelse return "";
+    if (v.len == 0 or v.len > 64) return "";
+    for (v) |c| if (c <= ' ' or c >= 0x7f or c == '"' or c == '\\') return "";
+    return arena.dupe(u8, v);
+}
 
 /// The client's value at each credential source, copied into the stream
 /// arena (the host's header buffer is freed right away).

@@ -162,8 +162,11 @@ pub fn sessionNotConnected(arena: Allocator) Allocator.Error!Reply {
 }
 
 /// The broker could not take an HTTP+SSE answer.
-pub fn brokerUnavailable(arena: Allocator, why: []const u8) Allocator.Error!Reply {
-    const message = try std.mem.concat(arena, u8, &.{ "session broker unavailable: ", why });
+/// The words of `brokerUnavailable`, which callers extend with a request id.
+pub const broker_unavailable = "session broker unavailable";
+
+/// 503 -32603 with `message` (`broker_unavailable`, and a request id).
+pub fn brokerUnavailable(arena: Allocator, message: []const u8) Allocator.Error!Reply {
     return .{ .status = 503, .body = try errorBody(arena, "null", internal_error, message) };
 }
 
@@ -2348,10 +2351,10 @@ test "HTTP+SSE: local answers and the broker request" {
     try testing.expectEqualStrings(
         \\{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Session not connected"}}
     , (try sessionNotConnected(a)).body);
-    const b = try brokerUnavailable(a, "HTTP 503");
+    const b = try brokerUnavailable(a, broker_unavailable ++ " (request id r1)");
     try testing.expectEqual(@as(u32, 503), b.status);
     try testing.expectEqualStrings(
-        \\{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"session broker unavailable: HTTP 503"}}
+        \\{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"session broker unavailable (request id r1)"}}
     , b.body);
     try testing.expectEqualStrings(
         \\{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"Bad Request: sessionId query parameter is required"}}

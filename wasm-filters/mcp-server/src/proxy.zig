@@ -286,6 +286,9 @@ pub const Reply = struct {
     body: []const u8,
     /// `mcp-session-id` on the answer (initialize).
     session: ?[]const u8 = null,
+    /// For the operator's log, not the client: what a failure answer leaves
+    /// out (the upstream host, Envoy's reason, the upstream's error text).
+    detail: []const u8 = "",
 };
 
 /// An upstream request to make with proxy_http_call.
@@ -320,6 +323,9 @@ pub const Exchange = struct {
     /// Set when the server has `sessions`: session ids are signed tokens and
     /// required on every request but initialize (as for REST servers).
     signing: ?Signing = null,
+    /// Envoy's `x-request-id` of the client request: failure answers quote
+    /// it, so a client's report finds the operator's log line.
+    request_id: []const u8 = "",
 };
 
 /// Per VM: the round robin counter for new sessions, and the upstream
@@ -476,9 +482,10 @@ fn request(arena: Allocator, up: *const Upstream, ex: *const Exchange, method: [
 
 /// The client's answer when the upstream could not be reached or answered
 /// too much (reset, no healthy host, timeout, unknown cluster, size): HTTP
-/// 502 with -32603 "upstream MCP server <authority> <what>".
-pub fn failed(arena: Allocator, up: *const Upstream, ex: *const Exchange, what: []const u8) Allocator.Error!Reply {
-    return upstreamFailure(arena, up, ex, "{s}", .{what});
+/// 502 with -32603 "upstream MCP server <public>"; `detail` (the cluster,
+/// Envoy's reason) is for the operator's log only (`Reply.detail`).
+pub fn failed(arena: Allocator, up: *const Upstream, ex: *const Exchange, public: []const u8, detail: []const u8) Allocator.Error!Reply {
+    return upstreamFailure(arena, up, ex, public, "{s}", .{detail});
 }
 
 /// What follows the upstream's answer: the client's answer, or (for a
@@ -508,7 +515,7 @@ fn legacyAnswer(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp
 
     const text = responseMessage(arena, resp, up.max_json_depth) catch |err| switch (err) {
         error.OutOfMemory => return error.OutOfMemory,
-        error.NoResponse => return upstreamFailure(arena, up, ex, "answered without a JSON-RPC response", .{}),
+        error.NoResponse => return protocolFailure(arena, up, ex, "answered without a JSON-RPC response", .{}),
         error.TooDeep => return tooDeep(arena, up, ex),
     };
     var reply: Reply = .{ .status = 200, .body = text.bytes };
@@ -516,11 +523,11 @@ fn legacyAnswer(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp
         reply.body = try rewriteResult(arena, up, text.msg, ex.kind, false, "");
     }
     if (ex.kind == .initialize) if (findHeader(resp.headers, "mcp-session-id")) |sid| {
-        if (!isSessionId(sid) or sid.len == 0) return upstreamFailure(arena, up, ex, "sent an invalid Mcp-Session-Id", .{});
+        if (!isSessionId(sid) or sid.len == 0) return protocolFailure(arena, up, ex, "sent an invalid Mcp-Session-Id", .{});
         reply.session = try encodeClientSession(arena, signingOf(ex), .{ .host = ex.host, .id = sid }, negotiated(text.msg));
         // Signed sessions carry the upstream's id: one too long to fit fails the handshake
         // here rather than leaving the client without a session.
-        if (reply.session == null and ex.signing != null) return upstreamFailure(arena, up, ex, "sent an Mcp-Session-Id too long to carry", .{});
+        if (reply.session == null and ex.signing != null) return protocolFailure(arena, up, ex, "sent an Mcp-Session-Id too long to carry", .{});
     } else if (ex.signing != null) {
         // A stateless upstream: the client still gets the gateway's session.
         reply.session = try encodeClientSession(arena, signingOf(ex), .{ .host = ex.host, .id = "" }, negotiated(text.msg));
@@ -552,9 +559,13 @@ fn passError(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp: R
 
 fn upstreamError(arena: Allocator, up: *const Upstream, ex: *const Exchange, resp: Response) Allocator.Error!Reply {
     const snippet = std.mem.trim(u8, resp.body[0..@min(resp.body.len, 200)], " \t\r\n");
-    if (envoyFailure(resp.status, snippet)) return upstreamFailure(arena, up, ex, "is unreachable: {s}", .{snippet});
-    if (snippet.len == 0) return upstreamFailure(arena, up, ex, "answered HTTP {d}", .{resp.status});
-    return upstreamFailure(arena, up, ex, "answered HTTP {d}: {s}", .{ resp.status, snippet });
+    if (envoyFailure(resp.status, snippet)) {
+        const public = if (resp.status == 504) "did not answer in time" else "is unavailable";
+        return upstreamFailure(arena, up, ex, public, "is unreachable: {s}", .{snippet});
+    }
+    // The upstream's own words may carry its internals (a stack trace): logged, not passed on.
+    const public = try jsonw.allocPrint(arena, "answered HTTP {d}", .{resp.status});
+    return upstreamFailure(arena, up, ex, public, "answered HTTP {d}: {s}", .{ resp.status, snippet });
 }
 
 /// Envoy's own answer when it could not get one from the host (connection
@@ -567,14 +578,28 @@ fn envoyFailure(status: u32, text: []const u8) bool {
     return false;
 }
 
-fn upstreamFailure(arena: Allocator, up: *const Upstream, ex: *const Exchange, comptime fmt: []const u8, args: anytype) Allocator.Error!Reply {
+/// A failure answer: the client reads "upstream MCP server <public>" and
+/// the request id; the host and `fmt` (Envoy's reason, the upstream's text)
+/// go to the operator's log only (`Reply.detail`).
+fn upstreamFailure(arena: Allocator, up: *const Upstream, ex: *const Exchange, public: []const u8, comptime fmt: []const u8, args: anytype) Allocator.Error!Reply {
     const what = try jsonw.allocPrint(arena, fmt, args);
-    const message = try jsonw.allocPrint(arena, "upstream MCP server {s} {s}", .{ up.hosts[ex.host].authority, what });
-    return .{ .status = 502, .body = try mcp.errorBody(arena, ex.id, internal_error, message) };
+    const detail = try jsonw.allocPrint(arena, "upstream MCP server {s} {s}", .{ up.hosts[ex.host].authority, what });
+    const message = if (ex.request_id.len == 0)
+        try jsonw.allocPrint(arena, "upstream MCP server {s}", .{public})
+    else
+        try jsonw.allocPrint(arena, "upstream MCP server {s} (request id {s})", .{ public, ex.request_id });
+    return .{ .status = 502, .body = try mcp.errorBody(arena, ex.id, internal_error, message), .detail = detail };
+}
+
+/// `upstreamFailure` for what the upstream did wrong at the protocol level:
+/// the client may read it (no address, no Envoy detail in it).
+fn protocolFailure(arena: Allocator, up: *const Upstream, ex: *const Exchange, comptime fmt: []const u8, args: anytype) Allocator.Error!Reply {
+    const what = try jsonw.allocPrint(arena, fmt, args);
+    return upstreamFailure(arena, up, ex, what, "{s}", .{what});
 }
 
 fn tooDeep(arena: Allocator, up: *const Upstream, ex: *const Exchange) Allocator.Error!Reply {
-    return upstreamFailure(arena, up, ex, "answered JSON nested deeper than the limit of {d} levels", .{up.max_json_depth});
+    return protocolFailure(arena, up, ex, "answered JSON nested deeper than the limit of {d} levels", .{up.max_json_depth});
 }
 
 pub const Message = struct {
@@ -853,15 +878,15 @@ fn modernNext(arena: Allocator, vm: *Vm, up: *const Upstream, ex: *Exchange, md:
             if (!ok) return .{ .reply = try upstreamError(arena, up, ex, resp) };
             const m = responseMessage(arena, resp, up.max_json_depth) catch |err| switch (err) {
                 error.OutOfMemory => return error.OutOfMemory,
-                error.NoResponse => return .{ .reply = try upstreamFailure(arena, up, ex, "answered initialize without a JSON-RPC response", .{}) },
+                error.NoResponse => return .{ .reply = try protocolFailure(arena, up, ex, "answered initialize without a JSON-RPC response", .{}) },
                 error.TooDeep => return .{ .reply = try tooDeep(arena, up, ex) },
             };
             const result = m.msg.object.get("result") orelse
-                return .{ .reply = try upstreamFailure(arena, up, ex, "refused to open a session: {s}", .{m.bytes}) };
+                return .{ .reply = try protocolFailure(arena, up, ex, "refused to open a session: {s}", .{m.bytes}) };
             const version = if (result == .object) result.object.get("protocolVersion") else null;
-            if (version == null or version.? != .string) return .{ .reply = try upstreamFailure(arena, up, ex, "answered initialize without a protocolVersion", .{}) };
+            if (version == null or version.? != .string) return .{ .reply = try protocolFailure(arena, up, ex, "answered initialize without a protocolVersion", .{}) };
             const sid = findHeader(resp.headers, "mcp-session-id") orelse "";
-            if (!isSessionId(sid)) return .{ .reply = try upstreamFailure(arena, up, ex, "sent an invalid Mcp-Session-Id", .{}) };
+            if (!isSessionId(sid)) return .{ .reply = try protocolFailure(arena, up, ex, "sent an invalid Mcp-Session-Id", .{}) };
             var text = Out.init(arena);
             try text.value(result);
             md.version = try arena.dupe(u8, version.?.string);
@@ -886,7 +911,7 @@ fn modernNext(arena: Allocator, vm: *Vm, up: *const Upstream, ex: *Exchange, md:
             if (!ok) return .{ .reply = try passError(arena, up, ex, resp) };
             const m = responseMessage(arena, resp, up.max_json_depth) catch |err| switch (err) {
                 error.OutOfMemory => return error.OutOfMemory,
-                error.NoResponse => return .{ .reply = try upstreamFailure(arena, up, ex, "answered without a JSON-RPC response", .{}) },
+                error.NoResponse => return .{ .reply = try protocolFailure(arena, up, ex, "answered without a JSON-RPC response", .{}) },
                 error.TooDeep => return .{ .reply = try tooDeep(arena, up, ex) },
             };
             if (m.msg.object.get("result") == null) return .{ .reply = .{ .status = 200, .body = m.bytes } };
@@ -1276,21 +1301,32 @@ test "upstream failures, 404 sessions and notifications" {
     const gone = try f.answer(&ex, .{ .status = 404, .headers = &.{}, .body = "" });
     try testing.expectEqual(@as(u32, 404), gone.status);
     try testing.expect(std.mem.indexOf(u8, gone.body, "Session not found") != null);
-    // Envoy's own answer for a dead host, and a host-reported failure.
+    // Envoy's own answer for a dead host, and a host-reported failure: the
+    // client learns a stable reason and the request id, never the host or
+    // Envoy's words; the operator's log gets those (`detail`).
+    ex.request_id = "rid-1";
     const dead = try f.answer(&ex, .{ .status = 503, .headers = &.{}, .body = "upstream connect error or disconnect/reset before headers" });
     try testing.expectEqual(@as(u32, 502), dead.status);
     try testing.expectEqualStrings(
-        \\{"jsonrpc":"2.0","id":4,"error":{"code":-32603,"message":"upstream MCP server up.example is unreachable: upstream connect error or disconnect/reset before headers"}}
+        \\{"jsonrpc":"2.0","id":4,"error":{"code":-32603,"message":"upstream MCP server is unavailable (request id rid-1)"}}
     , dead.body);
-    // The upstream's own 5xx.
+    try testing.expectEqualStrings("upstream MCP server up.example is unreachable: upstream connect error or disconnect/reset before headers", dead.detail);
+    const late = try f.answer(&ex, .{ .status = 504, .headers = &.{}, .body = "upstream request timeout" });
+    try testing.expect(std.mem.indexOf(u8, late.body, "\"upstream MCP server did not answer in time (request id rid-1)\"") != null);
+    ex.request_id = "";
+    // The upstream's own 5xx: its text may carry internals, so only the status.
     const broken = try f.answer(&ex, .{ .status = 500, .headers = &.{}, .body = "Internal Server Error" });
     try testing.expectEqualStrings(
-        \\{"jsonrpc":"2.0","id":4,"error":{"code":-32603,"message":"upstream MCP server up.example answered HTTP 500: Internal Server Error"}}
+        \\{"jsonrpc":"2.0","id":4,"error":{"code":-32603,"message":"upstream MCP server answered HTTP 500"}}
     , broken.body);
-    const unreachable_ = try failed(a, f.up(), &ex, "is unreachable: timeout");
+    try testing.expectEqualStrings("upstream MCP server up.example answered HTTP 500: Internal Server Error", broken.detail);
+    const unreachable_ = try failed(a, f.up(), &ex, "is unavailable", "is unreachable: reset");
     try testing.expectEqualStrings(
-        \\{"jsonrpc":"2.0","id":4,"error":{"code":-32603,"message":"upstream MCP server up.example is unreachable: timeout"}}
+        \\{"jsonrpc":"2.0","id":4,"error":{"code":-32603,"message":"upstream MCP server is unavailable"}}
     , unreachable_.body);
+    for ([_][]const u8{ dead.body, late.body, broken.body, unreachable_.body }) |body| {
+        try testing.expect(std.mem.indexOf(u8, body, "up.example") == null);
+    }
     // A JSON-RPC error at a 4xx passes with its status.
     const bad = try f.answer(&ex, .{ .status = 400, .headers = &.{}, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"no\"}}" });
     try testing.expectEqual(@as(u32, 400), bad.status);
@@ -1533,10 +1569,12 @@ test "bridged hosts: every call goes to the broker and names the SSE URL" {
     try testing.expectEqualStrings(timeout_body, t.body);
     // The bridge forgot the session (another replica's, expired, stream lost): 404 as usual.
     try testing.expectEqual(@as(u32, 404), (try f.answer(&ex2, .{ .status = 404, .headers = &.{}, .body = "" })).status);
-    // Envoy's own answer when the broker is down is still "unreachable".
+    // Envoy's own answer when the broker is down is still "unavailable"; the
+    // host is named in the log only.
     const down = try f.answer(&ex2, .{ .status = 503, .headers = &.{}, .body = "upstream connect error or disconnect/reset before headers" });
     try testing.expectEqual(@as(u32, 502), down.status);
-    try testing.expect(std.mem.indexOf(u8, down.body, "10.0.0.6:8080 is unreachable") != null);
+    try testing.expect(std.mem.indexOf(u8, down.body, "upstream MCP server is unavailable") != null);
+    try testing.expect(std.mem.indexOf(u8, down.detail, "10.0.0.6:8080 is unreachable") != null);
 
     // Hosts without sse_url send no such header; an unusable sse_url is refused.
     const plain = try Fixture.init(weather);

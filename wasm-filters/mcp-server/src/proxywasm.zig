@@ -95,6 +95,7 @@ const host = struct {
     extern "env" fn proxy_done() Status;
     extern "env" fn proxy_define_metric(t: MetricType, name: [*]const u8, name_size: usize, ret_id: *u32) Status;
     extern "env" fn proxy_record_metric(id: u32, value: u64) Status;
+    extern "env" fn proxy_increment_metric(id: u32, offset: i64) Status;
     extern "env" fn proxy_get_current_time_nanoseconds(ret_time: *u64) Status;
     extern "env" fn proxy_get_shared_data(key: [*]const u8, key_size: usize, ret_data: *?[*]u8, ret_size: *usize, ret_cas: *u32) Status;
     extern "env" fn proxy_set_shared_data(key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize, cas: u32) Status;
@@ -192,6 +193,11 @@ pub fn defineMetric(t: MetricType, name: []const u8) ?u32 {
 
 pub fn recordMetric(id: u32, value: u64) void {
     _ = host.proxy_record_metric(id, value);
+}
+
+/// Adds `offset` to a counter.
+pub fn incrementMetric(id: u32, offset: i64) void {
+    _ = host.proxy_increment_metric(id, offset);
 }
 
 /// Wall-clock time in unix milliseconds (the host's system time).

@@ -62,6 +62,9 @@ pub const Sessions = struct {
     /// `keys[0]` signs new sessions; every key verifies.
     keys: []const Key,
     ttl_ms: u64 = default_ttl_ms,
+    /// Live ended-session records a revocation slot keeps (from
+    /// `sessions.max_ended`); the oldest go first when it is full.
+    ended_per_slot: u32 = revocation_slot_max,
     /// The path `Key.prepared` was computed for (the server's `base_path`).
     base_path: []const u8,
 
@@ -404,15 +407,28 @@ pub const Sha256 = struct {
 // that no worker accepts its token again. The ABI cannot delete keys, so the
 // records live in a fixed set of slots chosen by the nonce, and every write
 // drops the records whose token has expired anyway. A slot holds at most
-// `revocation_slot_max` live records (~6 MB for all slots): without that
-// bound a client looping initialize + DELETE would grow Envoy's memory, and
-// every session check copies its slot, for a whole TTL.
+// `Sessions.ended_per_slot` live records (by default `revocation_slot_max`,
+// ~6 MB for all slots): without that bound a client looping initialize +
+// DELETE would grow Envoy's memory, and every session check copies its
+// slot, for a whole TTL. A full slot drops its oldest records (they expire
+// first) to take the new one: DELETE keeps working, and what is given up is
+// the revocation of the oldest ended sessions on this Envoy, which then
+// verify again until their TTL ends (as they do on other replicas anyway).
 //
 // slot value: records of 24 bytes, nonce (16) ‖ expiry unix ms (u64 LE).
 
 pub const revocation_slots = 1024;
 pub const revocation_record_len = nonce_len + 8;
 pub const revocation_slot_max = 256;
+/// `sessions.max_ended` by default: every slot at `revocation_slot_max`.
+pub const default_max_ended: u64 = revocation_slots * revocation_slot_max;
+
+/// Records per slot for a `sessions.max_ended` (at least 1; at most
+/// `revocation_slot_max`, the bound on the memory the table can take).
+pub fn endedPerSlot(max_ended: u64) u32 {
+    const per_slot = std.math.divCeil(u64, max_ended, revocation_slots) catch unreachable;
+    return @intCast(std.math.clamp(per_slot, 1, revocation_slot_max));
+}
 const revocation_prefix = "mcpgw/revoked/";
 pub const RevocationKey = [revocation_prefix.len + 3]u8;
 
@@ -438,10 +454,18 @@ pub fn isRevoked(slot_value: []const u8, nonce: [nonce_len]u8, now_ms: u64) bool
     return false;
 }
 
+pub const Revoked = struct {
+    /// The new slot value.
+    value: []const u8,
+    /// Live records dropped to make room (the oldest: earliest expiry).
+    evicted: usize,
+};
+
 /// The slot value with `nonce` recorded until `expires_ms`, without the
-/// records that expired by `now_ms` (and any earlier record of `nonce`);
-/// error.SlotFull when the slot already holds `revocation_slot_max` live records.
-pub fn withRevoked(arena: Allocator, slot_value: []const u8, nonce: [nonce_len]u8, expires_ms: u64, now_ms: u64) (Allocator.Error || error{SlotFull})![]const u8 {
+/// records that expired by `now_ms` (and any earlier record of `nonce`),
+/// and, when it already holds `slot_max` live records, without the oldest
+/// of them (earliest expiry) to make room.
+pub fn withRevoked(arena: Allocator, slot_value: []const u8, nonce: [nonce_len]u8, expires_ms: u64, now_ms: u64, slot_max: u32) Allocator.Error!Revoked {
     var out: std.ArrayList(u8) = try .initCapacity(arena, slot_value.len + revocation_record_len);
     var i: usize = 0;
     while (i + revocation_record_len <= slot_value.len) : (i += revocation_record_len) {
@@ -450,12 +474,25 @@ pub fn withRevoked(arena: Allocator, slot_value: []const u8, nonce: [nonce_len]u
         if (std.mem.eql(u8, rec[0..nonce_len], &nonce)) continue;
         out.appendSliceAssumeCapacity(rec);
     }
-    if (out.items.len >= revocation_slot_max * revocation_record_len) return error.SlotFull;
+    var evicted: usize = 0;
+    while (out.items.len / revocation_record_len >= @max(slot_max, 1)) : (evicted += 1) {
+        var oldest: usize = 0;
+        var oldest_expiry: u64 = std.math.maxInt(u64);
+        var j: usize = 0;
+        while (j < out.items.len) : (j += revocation_record_len) {
+            const expiry = std.mem.readInt(u64, out.items[j + nonce_len ..][0..8], .little);
+            if (expiry < oldest_expiry) {
+                oldest = j;
+                oldest_expiry = expiry;
+            }
+        }
+        out.replaceRangeAssumeCapacity(oldest, revocation_record_len, &.{});
+    }
     out.appendSliceAssumeCapacity(&nonce);
     var exp: [8]u8 = undefined;
     std.mem.writeInt(u64, &exp, expires_ms, .little);
     out.appendSliceAssumeCapacity(&exp);
-    return out.items;
+    return .{ .value = out.items, .evicted = evicted };
 }
 
 // ---------------------------------------------------------------- tests
@@ -738,20 +775,20 @@ test "revocation slots record ended sessions until they expire" {
     try testing.expectEqualStrings("mcpgw/revoked/3ff", &revocationKey(n2));
 
     try testing.expect(!isRevoked("", nonce_1, t0));
-    const v1 = try withRevoked(a, "", nonce_1, t0 + 100, t0);
+    const v1 = (try withRevoked(a, "", nonce_1, t0 + 100, t0, revocation_slot_max)).value;
     try testing.expectEqual(@as(usize, revocation_record_len), v1.len);
     try testing.expect(isRevoked(v1, nonce_1, t0 + 99));
     try testing.expect(!isRevoked(v1, nonce_1, t0 + 100));
     try testing.expect(!isRevoked(v1, n2, t0));
 
-    const v2 = try withRevoked(a, v1, n2, t0 + 500, t0);
+    const v2 = (try withRevoked(a, v1, n2, t0 + 500, t0, revocation_slot_max)).value;
     try testing.expect(isRevoked(v2, nonce_1, t0) and isRevoked(v2, n2, t0));
     // Recording again replaces, never duplicates.
-    const v3 = try withRevoked(a, v2, n2, t0 + 600, t0);
+    const v3 = (try withRevoked(a, v2, n2, t0 + 600, t0, revocation_slot_max)).value;
     try testing.expectEqual(@as(usize, 2 * revocation_record_len), v3.len);
     try testing.expect(isRevoked(v3, n2, t0 + 550));
     // Writes drop expired records.
-    const v4 = try withRevoked(a, v3, [_]u8{7} ** 16, t0 + 1000, t0 + 200);
+    const v4 = (try withRevoked(a, v3, [_]u8{7} ** 16, t0 + 1000, t0 + 200, revocation_slot_max)).value;
     try testing.expectEqual(@as(usize, 2 * revocation_record_len), v4.len);
     try testing.expect(!isRevoked(v4, nonce_1, t0));
     try testing.expect(isRevoked(v4, n2, t0 + 200));
@@ -792,20 +829,43 @@ test "Sha256 and its HMAC match std's for every length around the block edges" {
     try testing.expectEqualStrings("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", &std.fmt.bytesToHex(abc, .lower));
 }
 
-test "a revocation slot holds a bounded number of live records" {
+test "a full revocation slot drops its oldest records for the new one" {
     var arena_state = std.heap.ArenaAllocator.init(testing.allocator);
     defer arena_state.deinit();
     const a = arena_state.allocator();
     var slot: []const u8 = "";
     var nonce = [_]u8{0} ** nonce_len;
+    // Ended one after another: later records expire later.
     for (0..revocation_slot_max) |i| {
         std.mem.writeInt(u32, nonce[12..16], @intCast(i), .little);
-        slot = try withRevoked(a, slot, nonce, 2_000, 1_000);
+        const r = try withRevoked(a, slot, nonce, 2_000 + i, 1_000, revocation_slot_max);
+        try testing.expectEqual(@as(usize, 0), r.evicted);
+        slot = r.value;
     }
+    var first = [_]u8{0} ** nonce_len;
+    std.mem.writeInt(u32, first[12..16], 0, .little);
     std.mem.writeInt(u32, nonce[12..16], 99_999, .little);
-    try testing.expectError(error.SlotFull, withRevoked(a, slot, nonce, 2_000, 1_000));
-    // Once those records expire, the slot takes new ones again.
-    const again = try withRevoked(a, slot, nonce, 4_000, 2_000);
-    try testing.expectEqual(@as(usize, revocation_record_len), again.len);
-    try testing.expect(isRevoked(again, nonce, 3_000));
+    const full = try withRevoked(a, slot, nonce, 9_000, 1_000, revocation_slot_max);
+    // Still bounded; the new record is in, the oldest (first ended) is out.
+    try testing.expectEqual(@as(usize, 1), full.evicted);
+    try testing.expectEqual(@as(usize, revocation_slot_max * revocation_record_len), full.value.len);
+    try testing.expect(isRevoked(full.value, nonce, 1_500));
+    try testing.expect(!isRevoked(full.value, first, 1_500));
+    // A smaller configured size (after a configuration change) trims to it.
+    const small = try withRevoked(a, full.value, first, 9_500, 1_000, 2);
+    try testing.expectEqual(@as(usize, revocation_slot_max - 1), small.evicted);
+    try testing.expectEqual(@as(usize, 2 * revocation_record_len), small.value.len);
+    try testing.expect(isRevoked(small.value, first, 1_500) and isRevoked(small.value, nonce, 1_500));
+    // Once records expire, they leave without evicting anyone.
+    const later = try withRevoked(a, small.value, [_]u8{9} ** nonce_len, 20_000, 9_600, 2);
+    try testing.expectEqual(@as(usize, 0), later.evicted);
+    try testing.expectEqual(@as(usize, revocation_record_len), later.value.len);
+}
+
+test "max_ended spreads over the slots, at least one and at most the bound per slot" {
+    try testing.expectEqual(@as(u32, revocation_slot_max), endedPerSlot(default_max_ended));
+    try testing.expectEqual(@as(u32, revocation_slot_max), endedPerSlot(1 << 40));
+    try testing.expectEqual(@as(u32, 1), endedPerSlot(1));
+    try testing.expectEqual(@as(u32, 1), endedPerSlot(revocation_slots));
+    try testing.expectEqual(@as(u32, 2), endedPerSlot(revocation_slots + 1));
 }

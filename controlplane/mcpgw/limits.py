@@ -1,0 +1,74 @@
+"""The gateway's resource limits and their defaults, in one place.
+
+Every limit here protects a shared resource from one client: a connection or stream held open
+with nothing sent (slowloris), a backend's request slots held by slow calls, Envoy's file
+descriptors. Each one fails soft: Envoy closes the connection or answers with a status code,
+and counts it in a stat (named beside each field) for the operator. `docs/security.md` lists
+them; `mcpgw serve`/`up` flags set them.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+# The longest backend call a registry may configure (`backend.timeoutMs`): a slow backend holds
+# one of its cluster's request slots for at most this long per call.
+MAX_BACKEND_TIMEOUT_MS = 120_000
+# File descriptors Envoy keeps for itself beyond client connections: its listeners, the admin
+# and xDS connections, log files, and connections to backends and the session broker.
+ENVOY_FD_RESERVE = 1_024
+# Envoy's cap on client connections when nothing else bounds it (`mcpgw bootstrap`).
+DEFAULT_MAX_CONNECTIONS = 50_000
+
+
+@dataclass(frozen=True)
+class ListenerLimits:
+    """Timeouts and per-connection limits of the MCP listener (its HttpConnectionManager)."""
+
+    # Time for a client to send a request's complete headers; a connection that trickles them
+    # (slowloris) is closed with 408 (stat `http.mcpgw.downstream_rq_header_timeout`).
+    request_headers_timeout_s: float = 10.0
+    # Time for a whole request to be received and answered locally, tool calls included (they
+    # take at most MAX_BACKEND_TIMEOUT_MS each); 408 after (`http.mcpgw.downstream_rq_timeout`).
+    # HTTP+SSE streams are not bounded by it: their request ends with its headers.
+    request_timeout_s: float = 300.0
+    # A stream on which nothing moves either way for this long is reset
+    # (`http.mcpgw.downstream_rq_idle_timeout`); the session broker's keepalive comments keep
+    # HTTP+SSE streams alive.
+    stream_idle_timeout_s: float = 300.0
+    # A connection with no request in flight is closed after this long
+    # (`http.mcpgw.downstream_cx_idle_timeout`).
+    idle_timeout_s: float = 60.0
+    # HTTP/2 streams one client connection may have open at once.
+    max_concurrent_streams: int = 100
+    # Per backend cluster (one per REST server, one per `type: mcp` upstream host): requests in
+    # flight and waiting for a connection. Over it, calls to that backend fail at once with
+    # "backend busy" (`cluster.<name>.upstream_rq_pending_overflow`); other servers' backends
+    # have their own.
+    backend_max_requests: int = 1_024
+
+
+def envoy_connection_cap(wanted: int = DEFAULT_MAX_CONNECTIONS) -> int:
+    """`wanted`, lowered so that Envoy cannot run out of file descriptors before reaching it.
+
+    Envoy started by this process inherits its RLIMIT_NOFILE, raised to the hard limit
+    (`raise_fd_limit`). Each client connection costs one descriptor, and an HTTP+SSE stream a
+    second one towards the session broker; a cap above what the descriptors allow turns
+    overload into failed accepts and failed upstream connections instead of a clean refusal.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, (hard - ENVOY_FD_RESERVE) // 2))
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (children inherit it); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+    return hard
