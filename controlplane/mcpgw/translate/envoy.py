@@ -222,6 +222,9 @@ class Translator:
                 self._update(server, snapshot, secrets, old.get(server.key))
             for key in old.keys() - self._servers.keys():
                 self._forget(old[key][2])
+                # Every per-server table must forget a deleted server: a key left in
+                # `_dynamic` would be looked up in the next snapshot, where it is missing.
+                self._dynamic.discard(key)
         self._order = servers
         keys = tuple(self._servers) if not same_set and self._shared is not None else None
         if self._shared is None or (keys is not None and self._shared[0] != keys):
