@@ -30,11 +30,12 @@ from mcpgw.log import get_logger
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import resolve as resolve_secrets
-from mcpgw.registry.store import RegistryStore
+from mcpgw.registry.store import ApplyFailed, RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.sessions.keys import DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import open_key_store
+from mcpgw.supervise import Supervisor
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
 from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
@@ -79,6 +80,10 @@ class _Counters:
     applied: int = 0
     rejected: int = 0
     last_applied_at: float | None = None
+    # Translations or cache updates that raised (a control-plane bug): each is logged with its
+    # traceback and kept here, while Envoy keeps the last good configuration.
+    failed: int = 0
+    last_failure: dict[str, Any] | None = None
 
 
 class ControlPlane:
@@ -98,6 +103,8 @@ class ControlPlane:
         self._keys_task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
         self._status: ServedApp | None = None
+        # Every background loop runs supervised: a failure is logged, shown and restarted.
+        self.supervisor = Supervisor()
         self.xds_port = options.xds_port
         self.status_port = options.status_port
 
@@ -145,8 +152,9 @@ class ControlPlane:
         self.xds_port = await self.ads.start(self.options.xds_host, self.options.xds_port)
         # The watch registers the store's change handler; it must run before the admin API
         # accepts a write, or that write would be persisted but never applied.
-        self._watch_task = asyncio.create_task(self.store.watch(self.apply), name="registry-watch")
-        self._keys_task = asyncio.create_task(self.sessions.watch(self._keys_changed), name="keys-watch")
+        sessions_keys = self.sessions
+        self._watch_task = self.supervisor.start("registry-watch", lambda: self.store.watch(self.apply))
+        self._keys_task = self.supervisor.start("keys-watch", lambda: sessions_keys.watch(self._keys_changed))
         await asyncio.sleep(0)
         await self._start_admin(token)
         log.info(
@@ -157,17 +165,30 @@ class ControlPlane:
         )
 
     def _precheck(self, snapshot: RegistrySnapshot, changed: str) -> None:
-        """Refuse a write whose registry could not be served: unreadable credentials, or a
-        generated resource Envoy would reject. Only the changed server is translated."""
-        assert self.settings is not None
+        """Refuse a write whose registry could not be served: unreadable credentials, a
+        generated resource Envoy would reject, or a translation that fails.
+
+        The candidate goes through the very translator `apply` uses, so what passes here is
+        what `apply` publishes once the write is persisted (it then finds every server already
+        translated). The changed server is checked alone first, on a throwaway translator: a
+        refused document must not cost the next edit a full re-translation.
+        """
+        assert self.settings is not None and self.translator is not None
         secrets = resolve_secrets(snapshot)
         server = snapshot.server(changed)
-        if server is None:
-            return
         try:
-            Translator(self.settings).check_server(server, snapshot, secrets)
+            if server is not None:
+                Translator(self.settings).check_server(server, snapshot, secrets)
+            self.translator.translate(snapshot, secrets)
         except ResourceInvalid as error:
-            raise Invalid([Problem(server.source, "", str(error))]) from None
+            source = server.source if server is not None else self.store.description
+            raise Invalid([Problem(source, "", str(error))]) from None
+        except Exception as error:
+            log.error("registry_precheck_failed", exc_info=True, server=changed, error=repr(error))
+            raise ApplyFailed(
+                f"the control plane could not translate the registry with this change "
+                f"({type(error).__name__}); nothing was written, the gateway serves what it had"
+            ) from None
 
     async def _keys_changed(self, sessions: SessionSettings) -> None:
         """New session keys (a rotation anywhere, an expiry): every server's config is resent."""
@@ -178,7 +199,62 @@ class ControlPlane:
             await self.apply(self.store.snapshot)
 
     async def apply(self, snapshot: RegistrySnapshot) -> None:
-        """Translate and publish `snapshot`; a snapshot whose credentials cannot be read is rejected."""
+        """Translate and publish `snapshot`; a snapshot whose credentials cannot be read is rejected.
+
+        Never raises: it is the handler of every registry change, and an exception here used to
+        end the registry watch for good. A failure is logged with its traceback, shown in
+        `/status` (a registry problem and `registry.last_failure`), Envoy keeps the last good
+        configuration, and the next change is translated afresh.
+        """
+        try:
+            await self._apply(snapshot)
+        except Exception as error:
+            self._failed(snapshot, "apply", error)
+
+    def _failed(self, snapshot: RegistrySnapshot, stage: str, error: Exception) -> None:
+        reason = self._record_failure(snapshot, stage, error)
+        self._counters.rejected += 1
+        self.rejections = [
+            Problem(
+                self.store.description,
+                "",
+                f"revision {snapshot.revision} could not be applied ({stage}: {reason}); "
+                "Envoy keeps the last good configuration",
+            )
+        ]
+
+    def _record_failure(self, snapshot: RegistrySnapshot, stage: str, error: Exception) -> str:
+        reason = f"{type(error).__name__}: {error}"
+        log.error(
+            "registry_apply_failed", exc_info=True, revision=snapshot.revision, stage=stage, error=reason
+        )
+        self._counters.failed += 1
+        self._counters.last_failure = {
+            "revision": snapshot.revision,
+            "stage": stage,
+            "error": reason,
+            "at": time.time(),
+        }
+        return reason
+
+    def _translate(self, snapshot: RegistrySnapshot, secrets: Any) -> Any:
+        """The translator's result; after a failure of its incremental path, a fresh translation.
+
+        The translator starts clean after any exception, so the second attempt shares none of
+        the state the first one failed on: a memo bug costs one full translation, not the change.
+        """
+        assert self.translator is not None
+        try:
+            return self.translator.translate(snapshot, secrets)
+        except ResourceInvalid:
+            raise
+        except Exception as error:
+            self._record_failure(snapshot, "incremental translation", error)
+            resources = self.translator.translate(snapshot, secrets)
+            log.warning("registry_translated_afresh", revision=snapshot.revision)
+            return resources
+
+    async def _apply(self, snapshot: RegistrySnapshot) -> None:
         assert self.translator is not None
         started = time.perf_counter()
         try:
@@ -194,7 +270,7 @@ class ControlPlane:
         self._cancel_retry()
         self.rejections = []
         try:
-            resources = self.translator.translate(snapshot, secrets)
+            resources = self._translate(snapshot, secrets)
         except ResourceInvalid as error:
             key = str(error).partition(":")[0]
             server = snapshot.server(key)
@@ -222,7 +298,7 @@ class ControlPlane:
         once serving: at startup a rejection stops the start instead."""
         if self._watch_task is None or (self._retry_task is not None and not self._retry_task.done()):
             return
-        self._retry_task = asyncio.create_task(self._retry_rejected(), name="registry-retry")
+        self._retry_task = self.supervisor.start("registry-retry", self._retry_rejected, until_done=True)
 
     async def _retry_rejected(self) -> None:
         # Runs until an apply finds the credentials readable (`_cancel_retry` unsets it).
@@ -267,10 +343,13 @@ class ControlPlane:
                 "applied": self._counters.applied,
                 "rejected": self._counters.rejected,
                 "last_applied_at": self._counters.last_applied_at,
+                "failed": self._counters.failed,
+                "last_failure": self._counters.last_failure,
             },
             "sessions": self.sessions.describe() if self.sessions is not None else None,
             "xds": {"versions": self.cache.snapshot.versions()},
             "nodes": present_nodes(self.ads.status()),
+            "tasks": self.supervisor.status(),
         }
 
     async def _start_admin(self, token: str | None) -> None:
