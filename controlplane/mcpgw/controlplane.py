@@ -27,6 +27,7 @@ from mcpgw.admin.auth import Authorizer, check_bind, is_loopback, load_token
 from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
+from mcpgw.refusals import Refusals
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import resolve as resolve_secrets
@@ -36,10 +37,11 @@ from mcpgw.sessions.keys import DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import open_key_store
 from mcpgw.supervise import Supervisor
-from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
+from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
 from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
+from mcpgw.xds.stream import Nack
 from pluginserver.catalog import latest
 
 log = get_logger(__name__)
@@ -91,7 +93,11 @@ class ControlPlane:
         self.options = options
         self.store: RegistryStore = open_store(options.registry_dir)
         self.cache = SnapshotCache()
-        self.ads = AdsServer(self.cache)
+        # Per-server resources Envoy refused: isolated so they cannot block other servers.
+        self.refusals = Refusals()
+        self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked)
+        # The newest translation published, before isolation: re-published when a NACK arrives.
+        self._published: tuple[RegistrySnapshot, Resources] | None = None
         self.settings: GatewaySettings | None = None
         self.translator: Translator | None = None
         self._counters = _Counters()
@@ -278,8 +284,8 @@ class ControlPlane:
             self._counters.rejected += 1
             log.error("registry_rejected", reason=str(error))
             return
-        delta = self.translator.delta
-        changed = self.cache.set_resources(resources, (delta.base, delta.changed) if delta else None)
+        self._published = (snapshot, resources)
+        changed = self._publish(self.translator.delta)
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.applied_revision = snapshot.revision
         self._counters.applied += 1
@@ -291,6 +297,23 @@ class ControlPlane:
             changed_types=changed,
             translate_ms=round(elapsed_ms, 2),
         )
+
+    def _publish(self, delta: Delta | None) -> list[str]:
+        """Hand the newest translation to the cache, with every server Envoy refused isolated."""
+        assert self._published is not None and self.settings is not None
+        snapshot, resources = self._published
+        isolated = self.refusals.isolate(snapshot, resources, self.settings)
+        # Isolation changes resources behind the translator's back: its hint no longer holds.
+        hint = (delta.base, delta.changed) if delta is not None and isolated is resources else None
+        return self.cache.set_resources(isolated, hint)
+
+    def _nacked(self, node: str, nack: Nack) -> None:
+        if self.refusals.nacked(node, nack, self.cache.snapshot) and self._published is not None:
+            changed = self._publish(None)
+            log.info("refused_config_isolated", node=node, changed_types=changed)
+
+    def _acked(self, node: str, type_url: str, resources: Any) -> None:
+        self.refusals.accepted(type_url, resources, self.cache.snapshot)
 
     def _schedule_retry(self) -> None:
         """Apply the newest registry again later: what kept it out lies outside the registry
@@ -350,6 +373,8 @@ class ControlPlane:
             "xds": {"versions": self.cache.snapshot.versions()},
             "nodes": present_nodes(self.ads.status()),
             "tasks": self.supervisor.status(),
+            # Per server: a resource Envoy refused, its error, and what is served instead.
+            "refused": self.refusals.status(),
         }
 
     async def _start_admin(self, token: str | None) -> None:
