@@ -8,12 +8,17 @@ and Envoy NACKs the whole listener, so no other server can be added or removed a
 (verified with Envoy 1.40: `Error adding/updating listener(s) mcpgw-http: Unable to create
 Wasm plugin mcpgw/<namespace>/<name>`).
 
-So a refused per-server resource is isolated, for as long as the registry still asks for that
-same content:
-- a server Envoy accepted a configuration of before keeps that one: its last accepted ECDS
-  resource is delivered again, which also replaces the refused one Envoy kept;
-- a server with no accepted configuration is left out of the listener's matcher (its path
-  answers the route's "not ready" 503), so the listener never refers to its ECDS name.
+Clusters are per server too, but do not poison anything: Envoy applies every valid cluster of
+a CDS response and NACKs the response naming the invalid ones, again with every later CDS
+response while the invalid one is in it.
+
+So a refused per-server resource (a server's ECDS config or one of its clusters) is isolated,
+for as long as the registry still asks for that same content:
+- if Envoy accepted an earlier version of it, that version is delivered again (for ECDS this
+  also replaces the refused one Envoy kept): the server keeps serving what it served;
+- if not, the resource is left out; a server without an accepted ECDS config is also left out
+  of the listener's matcher (its path answers the route's "not ready" 503), so the listener
+  never refers to its ECDS name.
 An edit of the server (new content) gets its chance again. `/status` lists every refusal with
 the server, the resource, the node and Envoy's error.
 
@@ -40,10 +45,15 @@ from mcpgw.xds.stream import Nack, iso, short_name
 log = get_logger(__name__)
 
 _PREFIX = "mcpgw/"
-# An ECDS name as it appears in Envoy's error text ("Unable to create Wasm plugin mcpgw/a/b").
-_ECDS_NAME = re.compile(r"mcpgw/[a-z0-9](?:[a-z0-9-]*[a-z0-9])?/[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+# A per-server resource name as it appears in Envoy's error text: an ECDS config
+# ("Unable to create Wasm plugin mcpgw/a/b") or a cluster (`mcpgw/a/b`, `mcpgw/a/b|h0`).
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_RESOURCE_NAME = re.compile(rf"mcpgw/{_LABEL}/{_LABEL}(?:\|h[0-9]+)?")
+# Types whose resources belong to one server, and can be isolated one by one.
+PER_SERVER = (types.EXTENSION_CONFIG, types.CLUSTER)
 _SERVING_LAST = "the last configuration Envoy accepted"
 _HELD_OUT = "nothing: left out of the listener until its document changes"
+_LEFT_OUT = "nothing: this resource is left out until its document changes"
 
 
 @dataclass
@@ -69,44 +79,48 @@ class Refusal:
         }
 
 
+Key = tuple[str, str]  # (type URL, resource name)
+
+
 class Refusals:
     def __init__(self) -> None:
-        # ECDS name -> the refusal of the version the registry currently asks for.
-        self.refused: dict[str, Refusal] = {}
-        # ECDS name -> the newest version some Envoy accepted (ACKed).
-        self._accepted: dict[str, Message] = {}
+        # (type, name) -> the refusal of the version the registry currently asks for.
+        self.refused: dict[Key, Refusal] = {}
+        # type -> name -> the newest version some Envoy accepted (ACKed).
+        self._accepted: dict[str, dict[str, Message]] = {url: {} for url in PER_SERVER}
 
     def accepted(self, type_url: str, resources: Mapping[str, str], current: Snapshot) -> None:
         """An Envoy ACKed a response carrying `resources` (name -> hash)."""
-        if type_url != types.EXTENSION_CONFIG:
+        accepted = self._accepted.get(type_url)
+        if accepted is None:
             return
         held = current.get(type_url).resources
         for name, res_hash in resources.items():
             resource = held.get(name)
             if resource is not None and resource.hash == res_hash:
-                self._accepted[name] = resource.message
+                accepted[name] = resource.message
 
     def nacked(self, node: str, nack: Nack, current: Snapshot) -> bool:
         """An Envoy NACKed a response; True when a server's resource is newly found refused."""
-        if nack.type_url == types.EXTENSION_CONFIG:
+        type_url = nack.type_url
+        if type_url in PER_SERVER:
             culprits = _named(nack.error, nack.resources)
             if not culprits and len(nack.resources) == 1:
                 culprits = dict(nack.resources)  # one resource in the response: it was that one
-        elif nack.type_url == types.LISTENER:
+        elif type_url == types.LISTENER:
             # The listener carried a refused ECDS configuration: Envoy names its plugin.
-            extensions = current.get(types.EXTENSION_CONFIG).resources
-            culprits = {
-                name: extensions[name].hash for name in _ECDS_NAME.findall(nack.error) if name in extensions
-            }
+            type_url = types.EXTENSION_CONFIG
+            extensions = current.get(type_url).resources
+            culprits = {n: extensions[n].hash for n in _RESOURCE_NAME.findall(nack.error) if n in extensions}
         else:
             return False
         found = False
         for name, res_hash in culprits.items():
-            known = self.refused.get(name)
+            known = self.refused.get((type_url, name))
             if known is not None and known.hash == res_hash:
                 continue
-            self.refused[name] = Refusal(
-                server=name.removeprefix(_PREFIX),
+            refusal = Refusal(
+                server=_server_of(name),
                 resource=name,
                 hash=res_hash,
                 node=node,
@@ -114,13 +128,14 @@ class Refusals:
                 error=nack.error.strip(),
                 at=time.time(),
             )
+            self.refused[(type_url, name)] = refusal
             log.error(
                 "server_config_refused",
-                server=name.removeprefix(_PREFIX),
+                server=refusal.server,
                 resource=name,
                 node=node,
-                type=short_name(nack.type_url),
-                error=nack.error.strip(),
+                type=refusal.type,
+                error=refusal.error,
             )
             found = True
         return found
@@ -133,43 +148,52 @@ class Refusals:
         Returns `resources` itself when nothing is refused, so the translator's change hint
         stays valid for the cache.
         """
-        extensions = resources[types.EXTENSION_CONFIG]
-        if len(self._accepted) > len(extensions):
-            self._accepted = {n: m for n, m in self._accepted.items() if n in extensions}
+        for type_url, accepted in self._accepted.items():
+            current = resources.get(type_url, {})
+            if len(accepted) > len(current):  # servers were deleted: forget theirs
+                self._accepted[type_url] = {n: m for n, m in accepted.items() if n in current}
         if not self.refused:
             return resources
-        replaced: dict[str, Message] = {}
-        held: list[str] = []
-        for name, refusal in list(self.refused.items()):
-            message = extensions.get(name)
+        replaced: dict[str, dict[str, Message]] = {}
+        dropped: dict[str, set[str]] = {}
+        for key, refusal in list(self.refused.items()):
+            type_url, name = key
+            message = resources.get(type_url, {}).get(name)
             if message is None or content_hash(message) != refusal.hash:
                 # Deleted, or edited since: the new content gets its chance.
-                del self.refused[name]
+                del self.refused[key]
                 log.info("server_config_refusal_cleared", server=refusal.server, resource=name)
                 continue
-            good = self._accepted.get(name)
+            good = self._accepted[type_url].get(name)
             if good is not None and content_hash(good) != refusal.hash:
-                replaced[name] = good
+                replaced.setdefault(type_url, {})[name] = good
                 refusal.serving = _SERVING_LAST
             else:
-                held.append(refusal.server)
-                refusal.serving = _HELD_OUT
-        if not replaced and not held:
+                dropped.setdefault(type_url, set()).add(name)
+                refusal.serving = _HELD_OUT if type_url == types.EXTENSION_CONFIG else _LEFT_OUT
+        if not replaced and not dropped:
             return resources
         isolated = dict(resources)
-        isolated[types.EXTENSION_CONFIG] = {
-            n: m for n, m in {**extensions, **replaced}.items() if n.removeprefix(_PREFIX) not in held
-        }
+        for type_url in replaced.keys() | dropped.keys():
+            gone = dropped.get(type_url, set())
+            merged = {**resources[type_url], **replaced.get(type_url, {})}
+            isolated[type_url] = {n: m for n, m in merged.items() if n not in gone}
+        held = {_server_of(name) for name in dropped.get(types.EXTENSION_CONFIG, ())}
         if held:
             listener = listener_without(snapshot, settings, held)
             isolated[types.LISTENER] = {listener.name: listener}  # type: ignore[attr-defined]
         return isolated
 
     def status(self) -> list[dict[str, Any]]:
-        return [self.refused[name].to_dict() for name in sorted(self.refused)]
+        return [self.refused[key].to_dict() for key in sorted(self.refused, key=lambda k: (k[1], k[0]))]
+
+
+def _server_of(name: str) -> str:
+    """`mcpgw/ns/name` or `mcpgw/ns/name|h0` -> `ns/name`."""
+    return name.removeprefix(_PREFIX).partition("|")[0]
 
 
 def _named(error: str, resources: Mapping[str, str]) -> dict[str, str]:
     """The resources of a response that Envoy's error text names."""
-    named = set(_ECDS_NAME.findall(error))
+    named = set(_RESOURCE_NAME.findall(error))
     return {name: res_hash for name, res_hash in resources.items() if name in named}

@@ -124,3 +124,40 @@ async def test_a_server_edited_into_a_refused_config_keeps_its_last_accepted_one
     await eventually(lambda: _listed(url(gateway, "good"), "added after the refused edit"), 15, "shop/good")
     assert await _listed(url(gateway, "edited"), "accepted")
     assert not listener_nacked(gateway)
+
+
+@pytest.fixture
+def refusing_cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A server whose tool description carries `UNBALANCED-CLUSTER` gets a cluster Envoy refuses
+    (CLUSTER_PROVIDED balancing is only valid for ORIGINAL_DST clusters)."""
+    real = mcpgw.translate.envoy._backend_cluster
+
+    def backend_cluster(server: Any, *args: Any, **kwargs: Any) -> Any:
+        cluster, assignment = real(server, *args, **kwargs)
+        if any("UNBALANCED-CLUSTER" in (t.description or "") for t in server.tools):
+            cluster.lb_policy = cluster.CLUSTER_PROVIDED
+        return cluster, assignment
+
+    monkeypatch.setattr(mcpgw.translate.envoy, "_backend_cluster", backend_cluster)
+    yield
+
+
+async def test_a_refused_cluster_is_left_out_and_named(gateway: Gateway, refusing_cluster: None) -> None:
+    write(gateway, "nocluster", "UNBALANCED-CLUSTER")
+    refusal = await eventually(lambda: refusal_of(gateway, "shop/nocluster"), 15, "/status names the refusal")
+    assert (refusal["resource"], refusal["type"]) == ("mcpgw/shop/nocluster", "cds")
+    assert "cluster provided LB specified" in refusal["error"]
+    assert refusal["serving"].startswith("nothing")
+
+    write(gateway, "good", "added after the refused cluster")
+    await eventually(
+        lambda: _listed(url(gateway, "good"), "added after the refused cluster"), 15, "shop/good"
+    )
+
+    def clusters_in_sync() -> bool:
+        [node] = control_plane_of(gateway).status()["nodes"]
+        cds = node["types"]["cds"]
+        return bool(cds["version_acked"] == cds["version_sent"])
+
+    # Without the refused cluster, Envoy ACKs the cluster set again.
+    await eventually(clusters_in_sync, 15, "the cluster set ACKed")
