@@ -284,8 +284,12 @@ class ControlPlane:
             self._counters.rejected += 1
             log.error("registry_rejected", reason=str(error))
             return
-        self._published = (snapshot, resources)
-        changed = self._publish(self.translator.delta)
+        previous, self._published = self._published, (snapshot, resources)
+        try:
+            changed = self._publish(self.translator.delta)
+        except BaseException:
+            self._published = previous  # what a NACK re-publishes must be what the cache took
+            raise
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.applied_revision = snapshot.revision
         self._counters.applied += 1

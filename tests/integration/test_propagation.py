@@ -21,6 +21,7 @@ import yaml
 
 from mcpgw.controlplane import ControlPlane
 from mcpgw.translate.envoy import Translator
+from mcpgw.xds.cache import SnapshotCache
 from tests import waiting
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
 from tests.integration.mcphttp import post, rpc
@@ -193,6 +194,28 @@ async def test_a_failing_translation_keeps_envoy_on_the_last_good_config_and_the
         )
         assert response.status_code == 200, response.text
     await eventually(lambda: _listed(base_url(gateway, "other"), "and through the API"), 10, "the API edit")
+
+    # A failing cache update: the same, and the next change goes through.
+    real_set_resources = SnapshotCache.set_resources
+
+    def broken_cache(self: SnapshotCache, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected cache failure")
+
+    monkeypatch.setattr(SnapshotCache, "set_resources", broken_cache)
+    other.write_text(yaml.safe_dump(server_doc("other", port, "not cached")))
+    await eventually(
+        lambda: (
+            "injected cache failure"
+            in (control_plane.status()["registry"]["last_failure"] or {}).get("error", "")
+        ),
+        10,
+        "the cache failure in /status",
+    )
+    assert await _listed(base_url(gateway, "other"), "and through the API")
+    monkeypatch.setattr(SnapshotCache, "set_resources", real_set_resources)
+    other.write_text(yaml.safe_dump(server_doc("other", port, "cached again")))
+    await eventually(lambda: _listed(base_url(gateway, "other"), "cached again"), 10, "the change after it")
+    assert control_plane.status()["tasks"]["registry-watch"]["running"]
 
 
 async def _listed(url: str, description: str) -> bool:
