@@ -13,11 +13,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcpgw import __version__, log
 from mcpgw.bootstrap import BootstrapOptions, parse_address, render
 from mcpgw.registry.filesource import load_directory
 from mcpgw.registry.validate import Invalid
+
+if TYPE_CHECKING:
+    from mcpgw.registry.secrets import CredentialPolicy
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
 
@@ -82,6 +86,60 @@ def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
         metavar="SECONDS",
         help="how long an MCP session id stays valid after it was issued (default: %(default)s)",
     )
+
+
+CREDENTIAL_DIRS_ENV, CREDENTIAL_ENV_ENV = "MCPGW_CREDENTIAL_DIRS", "MCPGW_CREDENTIAL_ENV"
+
+
+def _credential_options(parser: argparse.ArgumentParser) -> None:
+    from mcpgw.registry.secrets import DEFAULT_CREDENTIAL_DIRS, DEFAULT_CREDENTIAL_ENV, MAX_CREDENTIAL_BYTES
+
+    dirs = os.pathsep.join(str(d) for d in DEFAULT_CREDENTIAL_DIRS)
+    env = ",".join(DEFAULT_CREDENTIAL_ENV)
+    group = parser.add_argument_group(
+        "backend credentials",
+        "which {file: PATH} and {env: NAME} credentials registry documents may name: regular files "
+        f"of at most {MAX_CREDENTIAL_BYTES // 1024} KiB, never mcpgw's own secrets (session keys, admin "
+        "token, MCPGW_* variables other than MCPGW_CRED_*); anything else is refused as "
+        "'credential unavailable', with the reason in the log",
+    )
+    group.add_argument(
+        "--credential-dir",
+        dest="credential_dirs",
+        type=Path,
+        action="append",
+        metavar="DIR",
+        help=f"a directory credential files may be in; repeatable (default: ${CREDENTIAL_DIRS_ENV} "
+        f"separated by {os.pathsep!r}, else {dirs})",
+    )
+    group.add_argument(
+        "--credential-env",
+        dest="credential_env",
+        action="append",
+        metavar="PATTERN",
+        help=f"a shell pattern credential variables must match; repeatable (default: ${CREDENTIAL_ENV_ENV} "
+        f"separated by ',', else {env})",
+    )
+    group.add_argument(
+        "--any-credential",
+        action="store_true",
+        help="no allow-list: any regular file, any variable (mcpgw's own secrets stay refused)",
+    )
+
+
+def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
+    """The allow-list of `--credential-dir` / `--credential-env`, else their variables, else the defaults."""
+    from mcpgw.registry.secrets import CredentialPolicy
+
+    if args.any_credential:
+        return CredentialPolicy()
+    dirs: list[Path] | None = args.credential_dirs
+    if dirs is None and os.environ.get(CREDENTIAL_DIRS_ENV, "").strip():
+        dirs = [Path(d) for d in os.environ[CREDENTIAL_DIRS_ENV].split(os.pathsep) if d.strip()]
+    env: list[str] | None = args.credential_env
+    if env is None and os.environ.get(CREDENTIAL_ENV_ENV, "").strip():
+        env = [p.strip() for p in os.environ[CREDENTIAL_ENV_ENV].split(",") if p.strip()]
+    return CredentialPolicy.allow_list(dirs, env)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -153,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
         help="session bus redis://… (default: the registry's Redis with -f redis://…, else in-process)",
     )
     _session_options(up, defaults.session_ttl_s)
+    _credential_options(up)
 
     serve = commands.add_parser(
         "serve", help="run one control-plane replica: xDS, admin API and plugin server (Envoys join it)"
@@ -186,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN)",
     )
     _session_options(serve, defaults.session_ttl_s)
+    _credential_options(serve)
     serve.add_argument(
         "--plugins",
         type=_address,
@@ -478,6 +538,7 @@ async def _serve(args: argparse.Namespace) -> int:
             listen_port=listen_port,
             session_keys_file=args.session_keys,
             session_ttl_s=args.session_ttl,
+            credentials=_credential_policy(args),
         )
     )
     broker: Broker | None = None
@@ -541,6 +602,7 @@ async def _up(args: argparse.Namespace) -> int:
         broker_redis=_broker_redis(args),
         session_keys_file=args.session_keys,
         session_ttl_s=args.session_ttl,
+        credentials=_credential_policy(args),
     )
     stack = Stack(options)
     try:

@@ -30,12 +30,12 @@ from mcpgw.log import get_logger
 from mcpgw.refusals import Refusals
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
-from mcpgw.registry.secrets import resolve as resolve_secrets
+from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy, resolve_off_loop
 from mcpgw.registry.store import ApplyFailed, RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.sessions.keys import DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
-from mcpgw.sessions.store import open_key_store
+from mcpgw.sessions.store import FileKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
 from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
 from mcpgw.translate.pgv import ResourceInvalid
@@ -75,6 +75,9 @@ class ControlPlaneOptions:
     # unreadable) is tried again this often until it applies: fixing the credential is enough,
     # and a key rotation made meanwhile still reaches Envoy.
     rejected_retry_s: float = 5.0
+    # Which `{file:}` / `{env:}` credentials the registry may name (`mcpgw.registry.secrets`):
+    # none here (any regular file, any variable but mcpgw's own); the CLI's default is an allow-list.
+    credentials: CredentialPolicy = NO_ALLOW_LIST
 
 
 @dataclass
@@ -111,6 +114,10 @@ class ControlPlane:
         self._status: ServedApp | None = None
         # Every background loop runs supervised: a failure is logged, shown and restarted.
         self.supervisor = Supervisor()
+        self.credentials = options.credentials
+        # Credentials are read off the event loop: an apply waits for them, and a newer one
+        # must not be overtaken by an older one that read more slowly.
+        self._apply_lock = asyncio.Lock()
         self.xds_port = options.xds_port
         self.status_port = options.status_port
 
@@ -127,6 +134,14 @@ class ControlPlane:
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
         self.sessions = SessionKeys(key_store, self.options.session_ttl_s)
+        # mcpgw's own secrets are never a backend's credential, whatever the allow-list.
+        owned = [self.options.admin_token_file]
+        if isinstance(key_store, FileKeyStore):
+            owned.append(key_store.path)
+        self.credentials = dataclasses.replace(
+            self.credentials, owned=(*self.credentials.owned, *(p for p in owned if p is not None))
+        )
+        log.info("credential_policy", **self.credentials.describe())
         log.info(
             "plugin_selected",
             name=plugin.name,
@@ -170,7 +185,7 @@ class ControlPlane:
             admin_writes="enabled" if token else "disabled (no token)",
         )
 
-    def _precheck(self, snapshot: RegistrySnapshot, changed: str) -> None:
+    async def _precheck(self, snapshot: RegistrySnapshot, changed: str) -> None:
         """Refuse a write whose registry could not be served: unreadable credentials, a
         generated resource Envoy would reject, or a translation that fails.
 
@@ -180,7 +195,7 @@ class ControlPlane:
         refused document must not cost the next edit a full re-translation.
         """
         assert self.settings is not None and self.translator is not None
-        secrets = resolve_secrets(snapshot)
+        secrets = await resolve_off_loop(snapshot, self.credentials)
         server = snapshot.server(changed)
         try:
             if server is not None:
@@ -212,10 +227,11 @@ class ControlPlane:
         `/status` (a registry problem and `registry.last_failure`), Envoy keeps the last good
         configuration, and the next change is translated afresh.
         """
-        try:
-            await self._apply(snapshot)
-        except Exception as error:
-            self._failed(snapshot, "apply", error)
+        async with self._apply_lock:
+            try:
+                await self._apply(snapshot)
+            except Exception as error:
+                self._failed(snapshot, "apply", error)
 
     def _failed(self, snapshot: RegistrySnapshot, stage: str, error: Exception) -> None:
         reason = self._record_failure(snapshot, stage, error)
@@ -264,7 +280,7 @@ class ControlPlane:
         assert self.translator is not None
         started = time.perf_counter()
         try:
-            secrets = resolve_secrets(snapshot)
+            secrets = await resolve_off_loop(snapshot, self.credentials)
         except Invalid as error:
             self.rejections = error.problems
             self._counters.rejected += 1

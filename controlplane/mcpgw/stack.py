@@ -21,6 +21,7 @@ from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.log import get_logger
+from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
 from mcpgw.sessions.keys import DEFAULT_TTL_S
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
@@ -62,6 +63,8 @@ class StackOptions:
     # Where session keys are kept (None: beside the registry); $MCPGW_SESSION_KEY pins one.
     session_keys_file: Path | None = None
     session_ttl_s: int = DEFAULT_TTL_S
+    # Which credential files and variables the registry may name (`mcpgw up`: an allow-list).
+    credentials: CredentialPolicy = NO_ALLOW_LIST
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -155,6 +158,7 @@ class Stack:
                     listen_port=opts.listen_port,
                     session_keys_file=opts.session_keys_file,
                     session_ttl_s=opts.session_ttl_s,
+                    credentials=opts.credentials,
                 )
             )
             await self.control_plane.start()

@@ -97,7 +97,8 @@ async def test_crud_through_the_api_reaches_envoy(gateway: Gateway) -> None:
         response = await admin.post(
             "/v1/servers", json={**document, "securitySchemes": [secret]}, headers=AUTH
         )
-        assert response.status_code == 422 and "MCPGW_UNSET_VAR" in response.text
+        assert response.status_code == 422 and "MCPGW_UNSET_VAR" not in response.text
+        assert response.json()["problems"][0]["path"] == "securitySchemes[0].defaultCredential"
         assert not (gateway.registry / "shop").exists()
 
         # Create: served by Envoy, persisted as shop/orders.yaml in the registry directory.

@@ -395,7 +395,7 @@ def registry_document(backend: ServedApp, secret_file: Path) -> dict[str, Any]:
                 "id": "bearer",
                 "type": "http",
                 "scheme": "bearer",
-                "defaultCredential": {"env": "MCPGW_TEST_TOKEN"},
+                "defaultCredential": {"env": "MCPGW_CRED_TEST_TOKEN"},
             },
             {"id": "basic", "type": "http", "scheme": "basic", "defaultCredential": INLINE_BASIC},
             {
@@ -460,14 +460,14 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
     registry.mkdir()
     documents = [registry_document(backend, secret_file), *extra_servers(other)]
     (registry / "rest.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
-    previous = os.environ.get("MCPGW_TEST_TOKEN")
-    os.environ["MCPGW_TEST_TOKEN"] = ENV_TOKEN
+    previous = os.environ.get("MCPGW_CRED_TEST_TOKEN")
+    os.environ["MCPGW_CRED_TEST_TOKEN"] = ENV_TOKEN
     try:
         async with running_gateway(workdir, registry) as gateway:
             yield Setup(gateway, backend, other)
     finally:
         if previous is None:
-            os.environ.pop("MCPGW_TEST_TOKEN", None)
+            os.environ.pop("MCPGW_CRED_TEST_TOKEN", None)
         await backend.close()
         await other.close()
 

@@ -18,7 +18,7 @@ from mcpgw.admin.status import address_of, present_nodes
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.registry.filesource import FileStore
 from mcpgw.registry.model import RegistrySnapshot
-from mcpgw.registry.secrets import resolve as resolve_secrets
+from mcpgw.registry.secrets import UNAVAILABLE, resolve_off_loop
 
 TOKEN = "s3cret-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -245,8 +245,8 @@ async def test_validation_errors_are_422_with_field_paths(api: Api) -> None:
 async def test_a_store_precheck_refusal_is_422_and_nothing_is_written(api: Api) -> None:
     # The control plane installs a precheck (credentials readable, Envoy config valid); any
     # Invalid it raises must reach the client as a 422 with its problems.
-    def precheck(snapshot: RegistrySnapshot, changed: str) -> None:
-        resolve_secrets(snapshot)
+    async def precheck(snapshot: RegistrySnapshot, changed: str) -> None:
+        await resolve_off_loop(snapshot)
 
     api.store.precheck = precheck
     document = server_doc(
@@ -262,7 +262,9 @@ async def test_a_store_precheck_refusal_is_422_and_nothing_is_written(api: Api) 
     )
     status, body, _ = await api.call("POST", "/v1/servers", document)
     assert status == 422, body
-    assert "MCPGW_TEST_UNSET_VAR" in body["problems"][0]["reason"]
+    # The field, never why: whether a file or variable exists is the control plane's business.
+    assert body["problems"][0]["reason"] == UNAVAILABLE
+    assert body["problems"][0]["path"] == "securitySchemes[0].defaultCredential"
     assert not (api.registry / "default" / "creds.yaml").exists()
 
 

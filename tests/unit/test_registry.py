@@ -375,7 +375,7 @@ async def test_precheck_refuses_a_write_before_it_is_persisted(tmp_path: Path) -
     await store.load()
     calls: list[str] = []
 
-    def precheck(snapshot: RegistrySnapshot, changed: str) -> None:
+    async def precheck(snapshot: RegistrySnapshot, changed: str) -> None:
         calls.append(changed)
         if snapshot.server(changed) is not None and snapshot.server(changed).description == "unservable":  # type: ignore[union-attr]
             raise Invalid([Problem("x", "", "credential file missing")])

@@ -12,6 +12,7 @@ from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from google.protobuf import json_format, wrappers_pb2
 
 from mcpgw.registry.model import RegistrySnapshot, Secret
+from mcpgw.registry.secrets import UNAVAILABLE
 from mcpgw.registry.secrets import resolve as resolve_secrets
 from mcpgw.registry.validate import Invalid, check_includes, parse_server
 from mcpgw.translate.envoy import (
@@ -290,7 +291,7 @@ def test_unreadable_secret_names_file_and_field_but_not_the_value(tmp_path: Any)
         resolve_secrets(RegistrySnapshot(servers=(server,)))
     (problem,) = error.value.problems
     assert (problem.file, problem.path) == ("reg.yaml", "securitySchemes[0].defaultCredential")
-    assert "MCPGW_TEST_UNSET is not set" in problem.reason
+    assert problem.reason == UNAVAILABLE
     secret_file = tmp_path / "token"
     secret_file.write_text("s3cret\n")
     document["securitySchemes"][0]["defaultCredential"] = {"file": str(secret_file)}

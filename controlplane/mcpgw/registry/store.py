@@ -76,7 +76,7 @@ class RegistryStore(ABC):
         # Set by the control plane: checks that a candidate registry can really be served
         # (credentials readable, generated Envoy config valid, the translation itself succeeds)
         # before a write is persisted; raises `Invalid` or `ApplyFailed`.
-        self.precheck: Callable[[RegistrySnapshot, str], None] | None = None
+        self.precheck: Callable[[RegistrySnapshot, str], Awaitable[None]] | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ class RegistryStore(ABC):
                 raise Conflict(server.key, current.etag if current else None)
             server = dataclasses.replace(server, source=self._source_for(server.key, current))
             entries = {**self._entries, server.key: Entry(server, document)}
-            snapshot = self._validated(entries, server.key)
+            snapshot = await self._validated(entries, server.key)
             await self._persist_put(entries[server.key], current)
             self._publish(*self._after_persist(entries, snapshot))
         log.info(
@@ -124,19 +124,19 @@ class RegistryStore(ABC):
             if if_match is not None and current.etag != if_match:
                 raise Conflict(key, current.etag)
             entries = {k: v for k, v in self._entries.items() if k != key}
-            snapshot = self._validated(entries, key)
+            snapshot = await self._validated(entries, key)
             await self._persist_delete(key, current)
             self._publish(*self._after_persist(entries, snapshot))
         log.info("registry_write", op="delete", server=key)
         await self._emit()
 
-    def _validated(self, entries: dict[str, Entry], changed: str) -> RegistrySnapshot:
+    async def _validated(self, entries: dict[str, Entry], changed: str) -> RegistrySnapshot:
         problems = check_includes([entry.server for entry in entries.values()])
         if problems:
             raise Invalid(problems)
         snapshot = RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
         if self.precheck is not None:
-            self.precheck(snapshot, changed)
+            await self.precheck(snapshot, changed)
         return snapshot
 
     def _after_persist(
