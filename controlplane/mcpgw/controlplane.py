@@ -28,18 +28,21 @@ from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits
 from mcpgw.log import get_logger
+from mcpgw.refusals import Refusals
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy, resolve_off_loop
-from mcpgw.registry.store import RegistryStore
+from mcpgw.registry.store import ApplyFailed, RegistryStore
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import FileKeyStore, open_key_store
-from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
+from mcpgw.supervise import Supervisor
+from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
 from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
+from mcpgw.xds.stream import Nack
 from pluginserver.catalog import latest
 
 log = get_logger(__name__)
@@ -87,6 +90,10 @@ class _Counters:
     applied: int = 0
     rejected: int = 0
     last_applied_at: float | None = None
+    # Translations or cache updates that raised (a control-plane bug): each is logged with its
+    # traceback and kept here, while Envoy keeps the last good configuration.
+    failed: int = 0
+    last_failure: dict[str, Any] | None = None
 
 
 class ControlPlane:
@@ -94,7 +101,11 @@ class ControlPlane:
         self.options = options
         self.store: RegistryStore = open_store(options.registry_dir)
         self.cache = SnapshotCache()
-        self.ads = AdsServer(self.cache)
+        # Per-server resources Envoy refused: isolated so they cannot block other servers.
+        self.refusals = Refusals()
+        self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked)
+        # The newest translation published, before isolation: re-published when a NACK arrives.
+        self._published: tuple[RegistrySnapshot, Resources] | None = None
         self.settings: GatewaySettings | None = None
         self.translator: Translator | None = None
         self._counters = _Counters()
@@ -106,6 +117,8 @@ class ControlPlane:
         self._keys_task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
         self._status: ServedApp | None = None
+        # Every background loop runs supervised: a failure is logged, shown and restarted.
+        self.supervisor = Supervisor()
         self.credentials = options.credentials
         # Credentials are read off the event loop: an apply waits for them, and a newer one
         # must not be overtaken by an older one that read more slowly.
@@ -168,8 +181,9 @@ class ControlPlane:
         self.xds_port = await self.ads.start(self.options.xds_host, self.options.xds_port)
         # The watch registers the store's change handler; it must run before the admin API
         # accepts a write, or that write would be persisted but never applied.
-        self._watch_task = asyncio.create_task(self.store.watch(self.apply), name="registry-watch")
-        self._keys_task = asyncio.create_task(self.sessions.watch(self._keys_changed), name="keys-watch")
+        sessions_keys = self.sessions
+        self._watch_task = self.supervisor.start("registry-watch", lambda: self.store.watch(self.apply))
+        self._keys_task = self.supervisor.start("keys-watch", lambda: sessions_keys.watch(self._keys_changed))
         await asyncio.sleep(0)
         await self._start_admin(token)
         log.info(
@@ -180,17 +194,30 @@ class ControlPlane:
         )
 
     async def _precheck(self, snapshot: RegistrySnapshot, changed: str) -> None:
-        """Refuse a write whose registry could not be served: unreadable credentials, or a
-        generated resource Envoy would reject. Only the changed server is translated."""
-        assert self.settings is not None
+        """Refuse a write whose registry could not be served: unreadable credentials, a
+        generated resource Envoy would reject, or a translation that fails.
+
+        The candidate goes through the very translator `apply` uses, so what passes here is
+        what `apply` publishes once the write is persisted (it then finds every server already
+        translated). The changed server is checked alone first, on a throwaway translator: a
+        refused document must not cost the next edit a full re-translation.
+        """
+        assert self.settings is not None and self.translator is not None
         secrets = await resolve_off_loop(snapshot, self.credentials)
         server = snapshot.server(changed)
-        if server is None:
-            return
         try:
-            Translator(self.settings).check_server(server, snapshot, secrets)
+            if server is not None:
+                Translator(self.settings).check_server(server, snapshot, secrets)
+            self.translator.translate(snapshot, secrets)
         except ResourceInvalid as error:
-            raise Invalid([Problem(server.source, "", str(error))]) from None
+            source = server.source if server is not None else self.store.description
+            raise Invalid([Problem(source, "", str(error))]) from None
+        except Exception as error:
+            log.error("registry_precheck_failed", exc_info=True, server=changed, error=repr(error))
+            raise ApplyFailed(
+                f"the control plane could not translate the registry with this change "
+                f"({type(error).__name__}); nothing was written, the gateway serves what it had"
+            ) from None
 
     async def _keys_changed(self, sessions: SessionSettings) -> None:
         """New session keys (a rotation anywhere, an expiry): every server's config is resent."""
@@ -201,9 +228,61 @@ class ControlPlane:
             await self.apply(self.store.snapshot)
 
     async def apply(self, snapshot: RegistrySnapshot) -> None:
-        """Translate and publish `snapshot`; a snapshot whose credentials cannot be read is rejected."""
+        """Translate and publish `snapshot`; a snapshot whose credentials cannot be read is rejected.
+
+        Never raises: it is the handler of every registry change, and an exception here used to
+        end the registry watch for good. A failure is logged with its traceback, shown in
+        `/status` (a registry problem and `registry.last_failure`), Envoy keeps the last good
+        configuration, and the next change is translated afresh.
+        """
         async with self._apply_lock:
-            await self._apply(snapshot)
+            try:
+                await self._apply(snapshot)
+            except Exception as error:
+                self._failed(snapshot, "apply", error)
+
+    def _failed(self, snapshot: RegistrySnapshot, stage: str, error: Exception) -> None:
+        reason = self._record_failure(snapshot, stage, error)
+        self._counters.rejected += 1
+        self.rejections = [
+            Problem(
+                self.store.description,
+                "",
+                f"revision {snapshot.revision} could not be applied ({stage}: {reason}); "
+                "Envoy keeps the last good configuration",
+            )
+        ]
+
+    def _record_failure(self, snapshot: RegistrySnapshot, stage: str, error: Exception) -> str:
+        reason = f"{type(error).__name__}: {error}"
+        log.error(
+            "registry_apply_failed", exc_info=True, revision=snapshot.revision, stage=stage, error=reason
+        )
+        self._counters.failed += 1
+        self._counters.last_failure = {
+            "revision": snapshot.revision,
+            "stage": stage,
+            "error": reason,
+            "at": time.time(),
+        }
+        return reason
+
+    def _translate(self, snapshot: RegistrySnapshot, secrets: Any) -> Any:
+        """The translator's result; after a failure of its incremental path, a fresh translation.
+
+        The translator starts clean after any exception, so the second attempt shares none of
+        the state the first one failed on: a memo bug costs one full translation, not the change.
+        """
+        assert self.translator is not None
+        try:
+            return self.translator.translate(snapshot, secrets)
+        except ResourceInvalid:
+            raise
+        except Exception as error:
+            self._record_failure(snapshot, "incremental translation", error)
+            resources = self.translator.translate(snapshot, secrets)
+            log.warning("registry_translated_afresh", revision=snapshot.revision)
+            return resources
 
     async def _apply(self, snapshot: RegistrySnapshot) -> None:
         assert self.translator is not None
@@ -221,7 +300,7 @@ class ControlPlane:
         self._cancel_retry()
         self.rejections = []
         try:
-            resources = self.translator.translate(snapshot, secrets)
+            resources = self._translate(snapshot, secrets)
         except ResourceInvalid as error:
             key = str(error).partition(":")[0]
             server = snapshot.server(key)
@@ -229,8 +308,12 @@ class ControlPlane:
             self._counters.rejected += 1
             log.error("registry_rejected", reason=str(error))
             return
-        delta = self.translator.delta
-        changed = self.cache.set_resources(resources, (delta.base, delta.changed) if delta else None)
+        previous, self._published = self._published, (snapshot, resources)
+        try:
+            changed = self._publish(self.translator.delta)
+        except BaseException:
+            self._published = previous  # what a NACK re-publishes must be what the cache took
+            raise
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.applied_revision = snapshot.revision
         self._counters.applied += 1
@@ -243,13 +326,30 @@ class ControlPlane:
             translate_ms=round(elapsed_ms, 2),
         )
 
+    def _publish(self, delta: Delta | None) -> list[str]:
+        """Hand the newest translation to the cache, with every server Envoy refused isolated."""
+        assert self._published is not None and self.settings is not None
+        snapshot, resources = self._published
+        isolated = self.refusals.isolate(snapshot, resources, self.settings)
+        # Isolation changes resources behind the translator's back: its hint no longer holds.
+        hint = (delta.base, delta.changed) if delta is not None and isolated is resources else None
+        return self.cache.set_resources(isolated, hint)
+
+    def _nacked(self, node: str, nack: Nack) -> None:
+        if self.refusals.nacked(node, nack, self.cache.snapshot) and self._published is not None:
+            changed = self._publish(None)
+            log.info("refused_config_isolated", node=node, changed_types=changed)
+
+    def _acked(self, node: str, type_url: str, resources: Any) -> None:
+        self.refusals.accepted(type_url, resources, self.cache.snapshot)
+
     def _schedule_retry(self) -> None:
         """Apply the newest registry again later: what kept it out lies outside the registry
         (a credential file or variable), so no registry change may come to trigger it. Only
         once serving: at startup a rejection stops the start instead."""
         if self._watch_task is None or (self._retry_task is not None and not self._retry_task.done()):
             return
-        self._retry_task = asyncio.create_task(self._retry_rejected(), name="registry-retry")
+        self._retry_task = self.supervisor.start("registry-retry", self._retry_rejected, until_done=True)
 
     async def _retry_rejected(self) -> None:
         # Runs until an apply finds the credentials readable (`_cancel_retry` unsets it).
@@ -294,10 +394,15 @@ class ControlPlane:
                 "applied": self._counters.applied,
                 "rejected": self._counters.rejected,
                 "last_applied_at": self._counters.last_applied_at,
+                "failed": self._counters.failed,
+                "last_failure": self._counters.last_failure,
             },
             "sessions": self.sessions.describe() if self.sessions is not None else None,
             "xds": {"versions": self.cache.snapshot.versions()},
             "nodes": present_nodes(self.ads.status()),
+            "tasks": self.supervisor.status(),
+            # Per server: a resource Envoy refused, its error, and what is served instead.
+            "refused": self.refusals.status(),
         }
 
     async def _start_admin(self, token: str | None) -> None:

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -393,3 +394,23 @@ async def test_an_endpoint_on_another_origin_gets_no_message(caplog: pytest.LogC
     finally:
         await runner.cleanup()
     assert posted == []
+
+
+async def test_a_reader_failing_unexpectedly_still_closes_its_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upstream event nested deeper than Python's JSON parser can follow raises
+    RecursionError, not ValueError: the reader used to die with it, leaving the session open."""
+    bridge = Bridge(BridgeSettings())
+    closed: list[str] = []
+
+    async def close(session: Any, reason: str) -> None:
+        closed.append(reason)
+
+    monkeypatch.setattr(bridge, "_close", close)
+    reader = StreamReader(_Protocol(asyncio.get_running_loop()), 2**16, loop=asyncio.get_running_loop())
+    reader.feed_data(b"event: message\ndata: " + b"[" * 100_000 + b"\n\n")
+    reader.feed_eof()
+    session = SimpleNamespace(id="s1", response=SimpleNamespace(content=reader), pending={})
+    await asyncio.wait_for(bridge._read(session), 10)  # type: ignore[arg-type]
+    assert closed == ["upstream stream unreadable: RecursionError"]

@@ -133,3 +133,20 @@ async def test_admin_api_answers_503_when_redis_is_down(redis_server: RedisServe
     finally:
         await served.close()
         await store.close()
+
+
+async def test_a_malformed_event_on_the_channel_does_not_stop_following(redis_server: RedisServer) -> None:
+    """Anyone with access to Redis can publish on the events channel: garbage there is skipped,
+    and the next real write still reaches the other replica."""
+    one, two = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    try:
+        await one.load()
+        await two.load()
+        async with following(two) as seen_two:
+            for garbage in ("not json", "[1, 2]", '{"key": 7}', "{}"):
+                await one._redis.publish(one._channel, garbage)
+            await one.put(minimal(description="after the garbage"))
+            await until(seen_two, described("after the garbage"))
+    finally:
+        await one.close()
+        await two.close()

@@ -31,7 +31,7 @@ from mcpgw import nesting
 from mcpgw.admin.auth import Authorizer
 from mcpgw.log import get_logger
 from mcpgw.registry.reader import Invalid, Problem
-from mcpgw.registry.store import Conflict, Entry, NotFound, RegistryStore, StoreUnavailable
+from mcpgw.registry.store import ApplyFailed, Conflict, Entry, NotFound, RegistryStore, StoreUnavailable
 from mcpgw.sessions.keys import DEFAULT_GRACE_S, MAX_GRACE_S
 from mcpgw.sessions.manager import RotationConflict, RotationRefused, SessionKeys
 from mcpgw.sessions.store import KeyStoreUnavailable
@@ -500,6 +500,9 @@ class AdminApi:
             return _error(503, str(error))
         except Invalid as error:
             return _error(422, "invalid document", problems=_problems(error.problems))
+        except ApplyFailed as error:
+            # Nothing was written: the translation that would serve it failed (logged in full).
+            return _error(500, str(error))
         except (PreconditionFailed, Conflict) as error:
             current = error.current
             headers = {"ETag": _quote(current)} if current else {}

@@ -481,6 +481,11 @@ class Bridge:
             reason = f"upstream stream lost: {error or type(error).__name__}"
         except (EventTooLarge, ValueError) as error:
             reason = f"upstream stream unreadable: {error}"
+        except Exception as error:
+            # Anything else (a RecursionError parsing a deeply nested event, a bug) must still
+            # close the session: a reader that just died would leave its requests hanging.
+            log.error("bridge_reader_failed", exc_info=True, session=session.id, error=repr(error))
+            reason = f"upstream stream unreadable: {type(error).__name__}"
         await self._close(session, reason)
 
     def _deliver(self, session: BridgeSession, data: str) -> None:

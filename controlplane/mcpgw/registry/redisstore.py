@@ -186,8 +186,11 @@ class RedisStore(RegistryStore):
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is not None and message.get("type") == "message":
-                    key = json.loads(message["data"]).get("key", "")
-                    if await self._locked(functools.partial(self._apply_remote, key)):
+                    key = _event_key(message.get("data"))
+                    if key is None:
+                        # Anyone with access to Redis can publish here: skip what is not ours.
+                        log.warning("registry_event_ignored", store=self.description, channel=self._channel)
+                    elif await self._locked(functools.partial(self._apply_remote, key)):
                         await self._emit()
                 if asyncio.get_running_loop().time() >= resync_at:
                     resync_at = asyncio.get_running_loop().time() + self.resync_interval
@@ -200,3 +203,13 @@ class RedisStore(RegistryStore):
     async def _locked(self, action: Any) -> bool:
         async with self._write_lock:
             return bool(await action())
+
+
+def _event_key(data: Any) -> str | None:
+    """The server key of a registry event (`{"key": "namespace/name"}`), None if malformed."""
+    try:
+        event = json.loads(data)
+    except (TypeError, ValueError):
+        return None
+    key = event.get("key") if isinstance(event, dict) else None
+    return key if isinstance(key, str) and key else None

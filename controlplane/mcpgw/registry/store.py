@@ -44,6 +44,11 @@ class StoreUnavailable(RuntimeError):
     """The backing store cannot be reached; nothing was written."""
 
 
+class ApplyFailed(RuntimeError):
+    """The candidate registry could not be translated for Envoy (a control-plane bug, logged
+    with its traceback); nothing was written and the gateway keeps serving what it has."""
+
+
 @dataclass(frozen=True)
 class Entry:
     server: McpServer
@@ -69,7 +74,8 @@ class RegistryStore(ABC):
         self._handler: SnapshotHandler | None = None
         self._write_lock = asyncio.Lock()
         # Set by the control plane: checks that a candidate registry can really be served
-        # (credentials readable, generated Envoy config valid) before a write is persisted.
+        # (credentials readable, generated Envoy config valid, the translation itself succeeds)
+        # before a write is persisted; raises `Invalid` or `ApplyFailed`.
         self.precheck: Callable[[RegistrySnapshot, str], Awaitable[None]] | None = None
 
     # -- reading -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import dataclasses
 import itertools
 import json
 import operator
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,6 +228,9 @@ class Translator:
                 self._update(server, snapshot, secrets, old.get(server.key))
             for key in old.keys() - self._servers.keys():
                 self._forget(old[key][2])
+                # Every per-server table must forget a deleted server: a key left in
+                # `_dynamic` would be looked up in the next snapshot, where it is missing.
+                self._dynamic.discard(key)
         self._order = servers
         keys = tuple(self._servers) if not same_set and self._shared is not None else None
         if self._shared is None or (keys is not None and self._shared[0] != keys):
@@ -560,6 +563,19 @@ def composite_filter(actions: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
             },
         },
     }
+
+
+def listener_without(snapshot: RegistrySnapshot, settings: GatewaySettings, keys: Collection[str]) -> Message:
+    """The listener with the servers `keys` left out of its matcher.
+
+    Every new listener version makes Envoy instantiate the last configuration it received for
+    each ECDS name the listener refers to, even one it refused: a refused server's name in the
+    listener makes Envoy refuse the whole listener, and with it every other server's change.
+    """
+    kept = RegistrySnapshot(servers=tuple(s for s in snapshot.servers if s.key not in keys))
+    listener = _listener(kept, settings)
+    _check(listener, "listener")
+    return listener
 
 
 def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:

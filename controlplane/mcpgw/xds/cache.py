@@ -77,6 +77,11 @@ def _seal(type_url: str, name: str, message: Message) -> Resource:
     return Resource(name=name, message=message, hash=hashlib.sha256(data).hexdigest(), packed=packed)
 
 
+def content_hash(message: Message) -> str:
+    """The hash a snapshot gives `message` (`Resource.hash`, the delta xDS resource version)."""
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+
+
 def _member(name: str, res_hash: str) -> int:
     # Length-prefix the name so ("ab", h) and ("a", "b"+h) cannot collide.
     return int.from_bytes(hashlib.sha256(f"{len(name)}:{name}:{res_hash};".encode()).digest()[:16], "big")

@@ -186,11 +186,12 @@ class DeltaStream(StreamBase[DeltaDiscoveryRequest, DeltaDiscoveryResponse, Delt
                 if ts.held.get(name) == version:
                     del ts.held[name]  # Envoy kept its previous version (or nothing)
             client_version = ts.version_acked or ""
-            self._record_nack(ts, sent.version, client_version, req.response_nonce, req.error_detail.message)
+            error = req.error_detail.message
+            self._record_nack(ts, sent.version, client_version, req.response_nonce, error, sent.added)
         else:
             for name in sent.added:
                 ts.rejected.pop(name, None)
-            self._record_ack(ts, sent.version, req.response_nonce)
+            self._record_ack(ts, sent.version, req.response_nonce, sent.added)
 
     @staticmethod
     def _settle(ts: DeltaTypeState, nonce: str) -> _Sent | None:

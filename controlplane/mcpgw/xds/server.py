@@ -29,7 +29,7 @@ from mcpgw.log import get_logger
 from mcpgw.xds.cache import SnapshotCache, Watch
 from mcpgw.xds.delta import DeltaStream
 from mcpgw.xds.sotw import SotwStream
-from mcpgw.xds.stream import Nack, StreamBase, iso, short_name
+from mcpgw.xds.stream import AckHook, Nack, NackHook, StreamBase, iso, short_name
 
 log = get_logger(__name__)
 
@@ -88,8 +88,14 @@ class _Connection:
 class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """Aggregated Discovery Service (State of the World and Delta) serving a SnapshotCache."""
 
-    def __init__(self, cache: SnapshotCache) -> None:
+    def __init__(
+        self, cache: SnapshotCache, on_nack: NackHook | None = None, on_ack: AckHook | None = None
+    ) -> None:
         self._cache = cache
+        # Observers of every node's ACKs and NACKs (go-control-plane's callbacks): the server
+        # only reports them; what to do about a refused resource is the caller's business.
+        self._observe_nack = on_nack
+        self._observe_ack = on_ack
         self._server: grpc.aio.Server | None = None
         self._port: int | None = None
         self._stopping = False
@@ -217,7 +223,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("stream_without_node_id", stream=conn.stream_id, peer=conn.peer)
         # Watch before reading the snapshot: any later change is then signalled to this stream.
         conn.watch = self._cache.watch(node_id, callback=conn.signal_snapshot)
-        stream = factory(node_id, self._cache.snapshot_for(node_id), cluster, self._remember_nack)
+        snapshot = self._cache.snapshot_for(node_id)
+        stream = factory(node_id, snapshot, cluster, self._remember_nack, self._acked)
         log.info(
             "stream_opened",
             stream=conn.stream_id,
@@ -233,6 +240,18 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._nacks.move_to_end(node_id)
         while len(self._nacks) > _NACK_MEMORY:
             self._nacks.popitem(last=False)
+        if self._observe_nack is not None:
+            try:
+                self._observe_nack(node_id, nack)
+            except Exception as error:  # an observer's bug must not end the stream
+                log.error("nack_observer_failed", exc_info=True, node=node_id, error=repr(error))
+
+    def _acked(self, node_id: str, type_url: str, resources: Any) -> None:
+        if self._observe_ack is not None:
+            try:
+                self._observe_ack(node_id, type_url, resources)
+            except Exception as error:  # an observer's bug must not end the stream
+                log.error("ack_observer_failed", exc_info=True, node=node_id, error=repr(error))
 
     @staticmethod
     async def _read(requests: AsyncIterator[Message], mailbox: asyncio.Queue[_Item]) -> None:

@@ -119,11 +119,12 @@ class SotwStream(StreamBase[DiscoveryRequest, DiscoveryResponse, TypeState]):
     def _record_ack_of(self, ts: TypeState, req: DiscoveryRequest) -> None:
         if ts.acked_nonce != req.response_nonce:
             ts.retry = frozenset()
-        self._record_ack(ts, req.version_info, req.response_nonce)
+        self._record_ack(ts, req.version_info, req.response_nonce, _last_response(ts))
 
     def _record_nack_of(self, ts: TypeState, req: DiscoveryRequest) -> None:
         version = ts.version_sent or ""
-        if self._record_nack(ts, version, req.version_info, req.response_nonce, req.error_detail.message):
+        error = req.error_detail.message
+        if self._record_nack(ts, version, req.version_info, req.response_nonce, error, _last_response(ts)):
             ts.retry = ts.last_sent_names if not ts.full_state else frozenset()
 
     # -- responses ------------------------------------------------------------------------
@@ -170,3 +171,9 @@ class SotwStream(StreamBase[DiscoveryRequest, DiscoveryResponse, TypeState]):
         for res in changed:
             for name in rule[1](res.message):
                 child.sent.pop(name, None)
+
+
+def _last_response(ts: TypeState) -> dict[str, str]:
+    """Name -> hash of each resource in the latest response (the one an ACK or NACK answers:
+    requests echoing an older nonce are ignored as stale)."""
+    return {name: ts.sent[name] for name in ts.last_sent_names if name in ts.sent}

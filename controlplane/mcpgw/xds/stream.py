@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
@@ -46,6 +46,9 @@ class Nack:
     nonce: str
     error: str
     at: float
+    # name -> content hash of every resource in the rejected response: which of them Envoy
+    # refused is for observers to work out (its error usually names the one).
+    resources: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,8 @@ class Nack:
 
 
 NackHook = Callable[[str, Nack], None]
+# (node id, type URL, name -> content hash of each resource in the response Envoy accepted)
+AckHook = Callable[[str, str, Mapping[str, str]], None]
 
 
 @dataclass(slots=True)
@@ -122,6 +127,7 @@ class StreamBase(Generic[Req, Resp, State]):
         snapshot: Snapshot,
         node_cluster: str = "",
         on_nack: NackHook | None = None,
+        on_ack: AckHook | None = None,
     ) -> None:
         self.node_id = node_id
         self.node_cluster = node_cluster
@@ -132,6 +138,7 @@ class StreamBase(Generic[Req, Resp, State]):
         self.types: dict[str, State] = {}
         self._nonce = 0
         self._on_nack = on_nack
+        self._on_ack = on_ack
 
     def on_request(self, req: Req) -> list[Resp]:
         """Handle one request; returns the responses to send, usually 0 or 1."""
@@ -161,13 +168,25 @@ class StreamBase(Generic[Req, Resp, State]):
 
     # -- ACK / NACK -----------------------------------------------------------------------
 
-    def _record_ack(self, ts: State, version: str, nonce: str) -> None:
+    def _record_ack(
+        self, ts: State, version: str, nonce: str, resources: Mapping[str, str] | None = None
+    ) -> None:
         if ts.acked_nonce == nonce:
             return  # a later request re-sent with the same nonce only updates names
         ts.version_acked, ts.acked_nonce, ts.acked_at = version, nonce, time.time()
         log.debug("ack", node=self.node_id, type=short_name(ts.type_url), version=version)
+        if self._on_ack is not None and resources:
+            self._on_ack(self.node_id, ts.type_url, resources)
 
-    def _record_nack(self, ts: State, version: str, client_version: str, nonce: str, error: str) -> bool:
+    def _record_nack(
+        self,
+        ts: State,
+        version: str,
+        client_version: str,
+        nonce: str,
+        error: str,
+        resources: Mapping[str, str] | None = None,
+    ) -> bool:
         """Record a rejection of the response `nonce`; False if it was already recorded."""
         if ts.last_nack is not None and ts.last_nack.nonce == nonce:
             return False  # the same rejection repeated alongside a subscription change
@@ -178,6 +197,7 @@ class StreamBase(Generic[Req, Resp, State]):
             nonce=nonce,
             error=error,
             at=time.time(),
+            resources=dict(resources or {}),
         )
         ts.last_nack = nack
         log.warning(
