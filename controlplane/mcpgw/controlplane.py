@@ -36,6 +36,7 @@ from mcpgw.sessions.keys import DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import open_key_store
 from mcpgw.translate.envoy import GatewaySettings, PluginRef, Translator
+from mcpgw.translate.filtercheck import LIBRARY, FilterCheck, beside
 from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
@@ -133,6 +134,7 @@ class ControlPlane:
             listen_host=self.options.listen_host,
             listen_port=self.options.listen_port,
             sessions=sessions,
+            filter_check=_filter_check(plugin.path),
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck
@@ -167,7 +169,7 @@ class ControlPlane:
         try:
             Translator(self.settings).check_server(server, snapshot, secrets)
         except ResourceInvalid as error:
-            raise Invalid([Problem(server.source, "", str(error))]) from None
+            raise Invalid([Problem(server.source, getattr(error, "path", ""), str(error))]) from None
 
     async def _keys_changed(self, sessions: SessionSettings) -> None:
         """New session keys (a rotation anywhere, an expiry): every server's config is resent."""
@@ -280,3 +282,18 @@ class ControlPlane:
         app = create_admin_app(self.store, self.status, authorizer, self.sessions)
         self._status = await serve(app, host, self.options.status_port)
         self.status_port = self._status.port
+
+
+def _filter_check(plugin: Path) -> FilterCheck | None:
+    """The selected plugin's own configuration parser, so every configuration sent is one it accepts."""
+    check = beside(plugin)
+    if check is None:
+        # Validation still applies the same rules; only the filter's backstop is missing.
+        log.warning(
+            "filter_check_unavailable",
+            plugin=str(plugin),
+            reason=f"no {LIBRARY} beside the plugin (run `make filters`)",
+        )
+    else:
+        log.info("filter_check_loaded", library=str(check.library))
+    return check

@@ -123,7 +123,7 @@ def test_minimal_document_gets_defaults() -> None:
         (
             lambda d: d["tools"][0]["requestTemplate"].update(headers=[{"key": "x", "value": "a\r\nb"}]),
             "tools[0].requestTemplate.headers[0].value",
-            "CR, LF or NUL",
+            "contains a control character",
         ),
         (
             lambda d: d["tools"][0]["requestTemplate"].update(url="/{{.config.missing}}/{{.args.id}}"),

@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from mcpgw.registry import yamldocs
+
 
 class UnreadableInput(Exception):
     """The input file is missing or is neither JSON nor YAML."""
@@ -24,7 +26,7 @@ def load_input(path: Path) -> Any:
     except ValueError:
         pass
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = yamldocs.load_all(text)
     except yaml.YAMLError as error:
         raise UnreadableInput(f"{path}: neither JSON nor YAML: {error}") from error
     if len(documents) != 1:

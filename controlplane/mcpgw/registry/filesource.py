@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from mcpgw.log import get_logger
+from mcpgw.registry import yamldocs
 from mcpgw.registry.model import McpServer, RegistrySnapshot
 from mcpgw.registry.reader import Invalid, Problem
 from mcpgw.registry.store import Entry, RegistryStore
@@ -26,7 +27,6 @@ from mcpgw.registry.validate import check_includes, parse_server
 
 log = get_logger(__name__)
 YAML_SUFFIXES = (".yaml", ".yml")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 # mtime, size and inode: an atomic rename changes the inode even within one timestamp tick.
 Signature = tuple[int, int, int]
@@ -49,9 +49,7 @@ def _short(error: Exception) -> str:
 
 def _parse_file(path: Path) -> tuple[list[Entry], list[Problem]]:
     try:
-        documents = [
-            d for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader) if d is not None
-        ]
+        documents = yamldocs.load_all(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         return [], [Problem(str(path), "", f"cannot read YAML: {_short(error)}")]
     entries: list[Entry] = []

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from mcpgw.registry.model import RegistrySnapshot, Secret
-from mcpgw.registry.reader import Invalid, Problem
+from mcpgw.registry.reader import Invalid, Problem, credential_problem
 
 
 def resolve(snapshot: RegistrySnapshot) -> dict[Secret, str]:
@@ -23,6 +23,12 @@ def resolve(snapshot: RegistrySnapshot) -> dict[Secret, str]:
             values[secret] = _read(secret)
         except LookupError as error:
             problems.append(Problem(file, field, str(error)))
+            continue
+        # Inline values were checked when the document was read; these are the file's or
+        # variable's content, which only now is known.
+        problem = credential_problem(values[secret])
+        if problem is not None:
+            problems.append(Problem(file, field, problem))
     if problems:
         raise Invalid(problems)
     return values

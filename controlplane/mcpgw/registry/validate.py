@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, cast
 
+from mcpgw.registry.headers import header_name_problem
 from mcpgw.registry.model import (
     Backend,
     Endpoint,
@@ -231,6 +232,9 @@ def _security_schemes(r: Reader, value: Any) -> list[SecurityScheme]:
             location = r.string(data, "in", path, required=True, choices=("header", "query"))
             header_name = r.string(data, "name", path, required=True)
             if location == "header" and header_name is not None:
+                problem = header_name_problem(header_name)
+                if problem is not None:
+                    r.fail(join(path, "name"), f"{header_name!r} cannot carry a credential: {problem}")
                 header_name = header_name.lower()
         credential = r.secret(data, "defaultCredential", path)
         if scheme_id is not None and any(s.id == scheme_id for s in schemes):
