@@ -61,32 +61,38 @@ def _check(root: yaml.Node) -> None:
     """Depth, cycles and the expanded node count, without recursion (the graph may be deep)."""
     expanded: dict[int, int] = {}
     on_path: set[int] = set()
-    # (node, children visited?) — post-order, so a node's size is known after its children's.
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    # (node, its children once visited, else None): post-order, so a node's size is known
+    # after its children's.
+    stack: list[tuple[yaml.Node, list[yaml.Node] | None]] = [(root, None)]
     while stack:
-        node, done = stack.pop()
+        node, children = stack.pop()
         key = id(node)
-        children = _children(node)
-        if done:
+        if children is not None:
             on_path.discard(key)
-            expanded[key] = 1 + sum(expanded[id(c)] for c in children)
+            size = 1
+            for child in children:
+                size += expanded[id(child)]
+            expanded[key] = size
             # len(expanded) counts the distinct nodes seen so far, at least those under `node`.
-            if expanded[key] - len(expanded) > MAX_ALIAS_NODES:
+            if size - len(expanded) > MAX_ALIAS_NODES:
                 raise LimitExceeded(f"aliases expand the document beyond {MAX_ALIAS_NODES} nodes{_at(node)}")
             continue
-        if key in on_path:
-            raise LimitExceeded(f"an alias refers to a node that contains it{_at(node)}")
         if key in expanded:
             continue  # reached again through an alias: counted by its parent
         if len(on_path) >= MAX_DEPTH:
             raise LimitExceeded(f"nested deeper than {MAX_DEPTH} levels{_at(node)}")
+        children = _children(node)
+        if not children:
+            expanded[key] = 1
+            continue
         on_path.add(key)
-        stack.append((node, True))
+        stack.append((node, children))
         for child in children:
-            if id(child) in on_path:
+            child_key = id(child)
+            if child_key in on_path:
                 raise LimitExceeded(f"an alias refers to a node that contains it{_at(child)}")
-            if id(child) not in expanded:
-                stack.append((child, False))
+            if child_key not in expanded:
+                stack.append((child, None))
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
