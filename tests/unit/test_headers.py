@@ -174,7 +174,9 @@ def test_header_values_the_filter_refuses_are_the_ones_validation_refuses(filter
 # --- the filter's parser as the backstop ---------------------------------------------------------
 
 
-SETTINGS = GatewaySettings(PluginRef("http://127.0.0.1:18002/plugins/mcp-server/0.1.0/plugin.wasm", "ab" * 32))
+SETTINGS = GatewaySettings(
+    PluginRef("http://127.0.0.1:18002/plugins/mcp-server/0.1.0/plugin.wasm", "ab" * 32)
+)
 
 
 def test_a_configuration_the_filter_refuses_is_refused_with_its_reason(

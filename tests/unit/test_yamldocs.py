@@ -12,7 +12,8 @@ import yaml
 from mcpgw.registry import yamldocs
 from mcpgw.registry.filesource import load_directory
 from mcpgw.registry.validate import Invalid
-from tests.unit.test_admin import Api, api  # noqa: F401 (the fixture)
+from tests.unit.test_admin import Api
+from tests.unit.test_admin import api as api  # the fixture
 from tests.unit.test_registry import minimal
 
 # "Billion laughs": 9 ** 9 (387 million) strings in 30 lines of text.
