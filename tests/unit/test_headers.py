@@ -26,7 +26,13 @@ from mcpgw.translate.filterconfig import filter_config
 from tests.registrydocs import OWNED_NAMES, PLAIN_NAMES, server_documents
 from tests.unit.test_registry import minimal, problems_of
 
-OWNED = [n for n in OWNED_NAMES if n != "cookie"] + ["PROXY-CONNECTION", "x-envoy-upstream-rq-timeout-ms"]
+OWNED = [
+    *(n for n in OWNED_NAMES if n != "cookie"),
+    "PROXY-CONNECTION",
+    "x-envoy-upstream-rq-timeout-ms",
+    "X-Mcpgw-Sse-Channel",
+    "x-mcpgw-upstream-url",
+]
 
 
 def with_header_arg(name: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 The gateway owns the framing and routing of every request it makes to a backend. A header name
 from the registry (a header template, a `position: header` argument, an `apiKey` scheme) that is
-a pseudo-header, hop-by-hop, `Host`, `Content-Length`, `Expect` or `x-envoy-*` would let a client
+a pseudo-header, hop-by-hop, `Host`, `Content-Length`, `Expect`, `x-envoy-*` or `x-mcpgw-*` would let a client
 argument smuggle a second request onto a pooled backend connection (`Transfer-Encoding`) or add
 an authority (`Host`). A value with a control character other than tab is refused by Envoy (or
 splits the header line), so a credential or template literal holding one could never be sent.
@@ -37,7 +37,12 @@ _OWNED = frozenset(
         "http2-settings",
     )
 )
-_OWNED_PREFIXES = {"proxy-": "proxy-* headers are hop-by-hop", "x-envoy-": "x-envoy-* headers control Envoy"}
+_OWNED_PREFIXES = {
+    "proxy-": "proxy-* headers are hop-by-hop",
+    "x-envoy-": "x-envoy-* headers control Envoy",
+    # The session broker trusts these because only the filter sets them.
+    "x-mcpgw-": "x-mcpgw-* headers are the gateway's own",
+}
 # Control characters but tab (RFC 9110 field-value).
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 

@@ -443,6 +443,8 @@ pub fn headerNameProblem(name: []const u8) ?[]const u8 {
         return "set by the gateway or hop-by-hop (it frames or routes the upstream request)";
     if (std.ascii.startsWithIgnoreCase(name, "proxy-")) return "proxy-* headers are hop-by-hop";
     if (std.ascii.startsWithIgnoreCase(name, "x-envoy-")) return "x-envoy-* headers control Envoy";
+    // The session broker trusts these because only the filter sets them.
+    if (std.ascii.startsWithIgnoreCase(name, "x-mcpgw-")) return "x-mcpgw-* headers are the gateway's own";
     return null;
 }
 
@@ -1090,7 +1092,7 @@ test "invalid configurations are rejected with a reason" {
 test "headers the gateway owns are never templated, credentials or passthrough targets" {
     // Framing and routing headers: a registry-chosen one lets an argument
     // smuggle a request to the backend (transfer-encoding) or add an authority.
-    for ([_][]const u8{ "Transfer-Encoding", "content-length", "Host", ":authority", "Connection", "keep-alive", "TE", "trailer", "upgrade", "expect", "Proxy-Authorization", "proxy-connection", "x-envoy-original-path", "X-Envoy-Upstream-Rq-Timeout-Ms" }) |name| {
+    for ([_][]const u8{ "Transfer-Encoding", "content-length", "Host", ":authority", "Connection", "keep-alive", "TE", "trailer", "upgrade", "expect", "Proxy-Authorization", "proxy-connection", "x-envoy-original-path", "X-Envoy-Upstream-Rq-Timeout-Ms", "x-mcpgw-sse-channel" }) |name| {
         var buf: [512]u8 = undefined;
         const header = try std.fmt.bufPrint(&buf,
             \\{{"name": "a", "request": {{"path": [], "headers": [{{"name": "{s}", "value": []}}]}}}}
