@@ -114,6 +114,10 @@ async def test_an_ordinary_call_carries_one_host_and_the_header_arguments(setup:
     assert request.all("x-tag") == ["t-x"]
     assert request.all("x-api-key") == ["k-1"]
     assert request.all("transfer-encoding") == []
+    # Surrounding whitespace is allowed (HTTP/1 drops it as optional whitespace).
+    answer = await call_note(setup, **{"X-Note": " \tpadded\t "})
+    assert "result" in answer and not answer["result"].get("isError"), answer
+    assert setup.backend.requests[-1].all("x-note")[0].strip(" \t") == "padded"
 
 
 @pytest.mark.parametrize(
