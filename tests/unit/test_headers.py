@@ -218,3 +218,21 @@ def test_every_document_validation_accepts_the_filter_accepts(
     snapshot = RegistrySnapshot(servers=(server,))
     configuration = json.dumps(filter_config(server, snapshot, resolve(snapshot)))
     filter_check.check(configuration)
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        # Sent as `:authority`: a header value.
+        (lambda d: d["backend"].update(host="api.example.com\n"), "backend.host"),
+        (lambda d: d["backend"].update(endpoints=["api.example.com\n:80"]), "backend.endpoints[0]"),
+        (lambda d: d["tools"][0].update(name="get\n"), "tools[0].name"),
+        (lambda d: d.update(name="svc\n"), "name"),
+        (lambda d: d.update(allowedOrigins=["https://app.example.com\n"]), "allowedOrigins[0]"),
+    ],
+)
+def test_a_trailing_newline_never_passes_a_pattern(change: Any, path: str) -> None:
+    # `^...$` patterns also match before a final newline: every pattern must match the whole value.
+    document = minimal()
+    change(document)
+    assert path in [p for p, _ in problems_of(document)]

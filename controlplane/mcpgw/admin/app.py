@@ -372,7 +372,7 @@ class AdminApi:
 
     async def put_namespace(self, request: web.Request) -> web.Response:
         namespace = request.match_info["ns"]
-        if not _DNS_LABEL.match(namespace):
+        if not _DNS_LABEL.fullmatch(namespace):
             raise Invalid(
                 [
                     Problem(

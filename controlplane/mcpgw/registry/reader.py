@@ -119,7 +119,8 @@ class Reader:
         if choices and value not in choices:
             self.fail(field_path, f"must be one of {', '.join(choices)}, got {value!r}")
             return default
-        if pattern is not None and not pattern.match(value):
+        # The whole value: `$` alone would also accept a trailing newline.
+        if pattern is not None and not pattern.fullmatch(value):
             self.fail(field_path, f"{value!r} is not valid{': ' + hint if hint else ''}")
             return default
         return value

@@ -187,14 +187,14 @@ def _origin(item: Any) -> str | None:
     """`item` as the browser sends it in `Origin` (lower-case, default port dropped), or None."""
     if not isinstance(item, str):
         return None
-    match = _ORIGIN.match(item)
+    match = _ORIGIN.fullmatch(item)
     if match is None:
         return None
     scheme, host, port = match.group(1).lower(), match.group(2).lower(), match.group(3)
     if host.startswith("["):
         if not is_ip(host[1:-1]):
             return None
-    elif not is_ip(host) and not _HOSTNAME.match(host):
+    elif not is_ip(host) and not _HOSTNAME.fullmatch(host):
         return None
     if port is not None:
         number = int(port[1:])
@@ -261,7 +261,7 @@ def _includes(r: Reader, value: Any) -> list[Include]:
         server = r.string(data, "server", path, required=True, pattern=_SERVER_KEY, hint="'namespace/name'")
         tools = data.get("tools")
         if tools is not None and (
-            not isinstance(tools, list) or not all(isinstance(t, str) and TOOL_NAME.match(t) for t in tools)
+            not isinstance(tools, list) or not all(isinstance(t, str) and TOOL_NAME.fullmatch(t) for t in tools)
         ):
             r.fail(join(path, "tools"), "must be a list of tool names")
             tools = None
@@ -393,7 +393,7 @@ def _endpoint(item: Any) -> Endpoint | None:
     host = host.strip("[]")
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         return None
-    if not is_ip(host) and not _HOSTNAME.match(host):
+    if not is_ip(host) and not _HOSTNAME.fullmatch(host):
         return None
     return Endpoint(host, int(port_text))
 

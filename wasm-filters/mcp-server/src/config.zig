@@ -670,6 +670,8 @@ const Compiler = struct {
 
     fn upstream(self: *Compiler, u: RawUpstream, comptime where: []const u8, where_args: anytype) Error!*const Upstream {
         if (u.cluster.len == 0) return self.fail(where ++ ".cluster: must not be empty", where_args);
+        // Sent as `:authority` on every call: a header value like any other.
+        if (hasControl(u.authority orelse u.cluster)) return self.fail(where ++ ".authority: contains a control character", where_args);
         const up = try self.out().create(Upstream);
         up.* = .{
             .cluster = try self.str(u.cluster),
@@ -1122,6 +1124,9 @@ test "headers the gateway owns are never templated, credentials or passthrough t
         try expectInvalidTool(static, "tools[0].request.auth.static[0].value: contains a control character");
     }
     try testing.expect(!hasControl("a\tb \xc3\xa9"));
+    try expectInvalidTool(
+        \\{"name": "a", "upstream": {"cluster": "c", "authority": "a.example\n"}, "request": {"path": []}}
+    , "tools[0].upstream.authority: contains a control character");
 }
 
 test "the compact form fills its block exactly, whatever the first guess" {
