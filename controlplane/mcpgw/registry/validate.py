@@ -260,9 +260,10 @@ def _includes(r: Reader, value: Any) -> list[Include]:
         r.only(data, path, {"server", "tools"})
         server = r.string(data, "server", path, required=True, pattern=_SERVER_KEY, hint="'namespace/name'")
         tools = data.get("tools")
-        if tools is not None and (
-            not isinstance(tools, list) or not all(isinstance(t, str) and TOOL_NAME.fullmatch(t) for t in tools)
-        ):
+        names_ok = isinstance(tools, list) and all(
+            isinstance(t, str) and TOOL_NAME.fullmatch(t) for t in tools
+        )
+        if tools is not None and not names_ok:
             r.fail(join(path, "tools"), "must be a list of tool names")
             tools = None
         if server is not None:
