@@ -4,7 +4,10 @@
 A filter is a directory holding ``src/main.zig`` and ``VERSION``. Building it
 writes ``plugin-server/plugins/<dir>/<version>/plugin.wasm`` and, next to it,
 ``plugin.wasm.sha256`` (hex digest and a newline), the layout the plugin
-server serves and the control plane points Envoy at.
+server serves and the control plane points Envoy at. A filter with
+``src/check.zig`` also gets, in the same directory, its configuration parser
+as a native library (``libconfigcheck.so``) that the control plane loads to
+check every configuration it generates with the filter's own rules.
 
     python wasm-filters/build.py               build every filter
     python wasm-filters/build.py --test        run the Zig unit tests natively
@@ -34,6 +37,10 @@ PLUGINS = REPO / "plugin-server" / "plugins"
 # fetched once (cached by sha256) and compiled once per VM, so 90 KB more costs nothing
 # per request. Both modes drop Zig's safety checks; the unit tests run in Debug.
 OPTIMIZE = "ReleaseFast"
+# The native configuration check runs inside the control plane: keep Zig's safety checks, so
+# a bug in the parser stops with a message instead of corrupting the control plane's memory.
+CHECK_OPTIMIZE = "ReleaseSafe"
+CHECK_LIBRARY = "libconfigcheck.dylib" if sys.platform == "darwin" else "libconfigcheck.so"
 
 
 def zig(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -101,6 +108,33 @@ def build(d: Path) -> bool:
     for extra in out_dir.glob("plugin.wasm.tmp.*"):
         extra.unlink()
     print(f"{wasm.relative_to(REPO)}  {len(data)} bytes  sha256 {digest}")
+    return build_check(d, out_dir)
+
+
+def build_check(d: Path, out_dir: Path) -> bool:
+    """The filter's configuration parser for this machine (`src/check.zig`), when it has one."""
+    if not (d / "src" / "check.zig").is_file():
+        return True
+    lib = out_dir / CHECK_LIBRARY
+    tmp = out_dir / f"tmp-{CHECK_LIBRARY}"
+    r = zig(
+        "build-lib",
+        "-dynamic",
+        "src/check.zig",
+        "-O",
+        CHECK_OPTIMIZE,
+        "-fPIC",
+        f"-femit-bin={tmp}",
+        cwd=d,
+    )
+    if r.returncode != 0:
+        sys.stderr.write(f"{d.name}: native configuration check failed to build\n{r.stderr}")
+        tmp.unlink(missing_ok=True)
+        return False
+    tmp.replace(lib)
+    for extra in out_dir.glob(f"tmp-{CHECK_LIBRARY}*"):
+        extra.unlink()
+    print(f"{lib.relative_to(REPO)}  {lib.stat().st_size} bytes")
     return True
 
 

@@ -39,6 +39,7 @@ from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import FileKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
 from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
+from mcpgw.translate.filtercheck import LIBRARY, FilterCheck, beside
 from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
@@ -169,6 +170,7 @@ class ControlPlane:
             listen_port=self.options.listen_port,
             sessions=sessions,
             limits=self.options.limits,
+            filter_check=_filter_check(plugin.path),
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck
@@ -211,7 +213,7 @@ class ControlPlane:
             self.translator.translate(snapshot, secrets)
         except ResourceInvalid as error:
             source = server.source if server is not None else self.store.description
-            raise Invalid([Problem(source, "", str(error))]) from None
+            raise Invalid([Problem(source, getattr(error, "path", ""), str(error))]) from None
         except Exception as error:
             log.error("registry_precheck_failed", exc_info=True, server=changed, error=repr(error))
             raise ApplyFailed(
@@ -412,3 +414,18 @@ class ControlPlane:
         app = create_admin_app(self.store, self.status, authorizer, self.sessions)
         self._status = await serve(app, host, self.options.status_port)
         self.status_port = self._status.port
+
+
+def _filter_check(plugin: Path) -> FilterCheck | None:
+    """The selected plugin's own configuration parser, so every configuration sent is one it accepts."""
+    check = beside(plugin)
+    if check is None:
+        # Validation still applies the same rules; only the filter's backstop is missing.
+        log.warning(
+            "filter_check_unavailable",
+            plugin=str(plugin),
+            reason=f"no {LIBRARY} beside the plugin (run `make filters`)",
+        )
+    else:
+        log.info("filter_check_loaded", library=str(check.library))
+    return check

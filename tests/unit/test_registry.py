@@ -135,7 +135,7 @@ def test_json_depth_limit_reaches_the_filter_configuration() -> None:
         (
             lambda d: d["tools"][0]["requestTemplate"].update(headers=[{"key": "x", "value": "a\r\nb"}]),
             "tools[0].requestTemplate.headers[0].value",
-            "CR, LF or NUL",
+            "contains a control character",
         ),
         (
             lambda d: d["tools"][0]["requestTemplate"].update(url="/{{.config.missing}}/{{.args.id}}"),

@@ -147,6 +147,8 @@ def test_the_stored_document_round_trips_and_bad_ones_name_the_field() -> None:
     assert problem(lambda d: d.update(version=7)).startswith("version")
     assert problem(lambda d: d.update(keys=[])).startswith("keys")
     assert problem(lambda d: d["keys"][1].update(id="bad id")).startswith("keys[1].id")
+    # The filter refuses it (session.validKeyId), and with it every server's configuration.
+    assert problem(lambda d: d["keys"][1].update(id="k1\n")).startswith("keys[1].id")
     assert problem(lambda d: d["keys"][1].update(id=d["keys"][0]["id"])).startswith("keys[1].id")
     assert problem(lambda d: d["keys"][0].update(secret="abc")).startswith("keys[0].secret")
     assert problem(lambda d: d["keys"][0].update(accept_until_ms=5)).startswith("keys[0].accept_until_ms")

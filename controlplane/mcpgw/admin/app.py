@@ -30,6 +30,7 @@ from aiohttp import web
 from mcpgw import nesting
 from mcpgw.admin.auth import Authorizer
 from mcpgw.log import get_logger
+from mcpgw.registry import yamldocs
 from mcpgw.registry.reader import Invalid, Problem
 from mcpgw.registry.store import ApplyFailed, Conflict, Entry, NotFound, RegistryStore, StoreUnavailable
 from mcpgw.sessions.keys import DEFAULT_GRACE_S, MAX_GRACE_S
@@ -41,7 +42,6 @@ StatusProvider = Callable[[], dict[str, Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _MAX_BODY = 16 << 20
 # A tool edit without If-Match is read-modify-write under the server's etag; another writer
@@ -132,7 +132,7 @@ async def _body(request: web.Request) -> Any:
         raise BadRequest("body is not UTF-8") from error
     if "yaml" in request.content_type:
         try:
-            documents = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+            documents = yamldocs.load_all(text)
         except yaml.YAMLError as error:
             raise BadRequest(f"malformed YAML: {' '.join(str(error).split())}") from error
         except RecursionError:
@@ -380,7 +380,7 @@ class AdminApi:
 
     async def put_namespace(self, request: web.Request) -> web.Response:
         namespace = request.match_info["ns"]
-        if not _DNS_LABEL.match(namespace):
+        if not _DNS_LABEL.fullmatch(namespace):
             raise Invalid(
                 [
                     Problem(

@@ -20,9 +20,9 @@ import yaml
 
 from mcpgw.admin.auth import AdminConfigError, load_token
 from mcpgw.admin.client import AdminClient, AdminError, default_admin_url, split_key
+from mcpgw.registry import yamldocs
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _key(text: str) -> str:
@@ -151,7 +151,7 @@ def _documents(paths: list[Path]) -> list[tuple[str, Any]]:
                 raise ValueError(f"cannot read {path}: {error}") from error
         for label, text in sources:
             try:
-                documents = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+                documents = yamldocs.load_all(text)
             except yaml.YAMLError as error:
                 raise ValueError(f"{label}: cannot read YAML: {' '.join(str(error).split())}") from error
             for index, document in enumerate(documents):

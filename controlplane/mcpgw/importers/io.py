@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from mcpgw import nesting
+from mcpgw.registry import yamldocs
 
 
 class UnreadableInput(Exception):
@@ -27,7 +28,7 @@ def load_input(path: Path) -> Any:
     except ValueError:
         pass
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = yamldocs.load_all(text)
     except yaml.YAMLError as error:
         raise UnreadableInput(f"{path}: neither JSON nor YAML: {error}") from error
     except RecursionError:

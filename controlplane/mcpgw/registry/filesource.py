@@ -20,6 +20,7 @@ import yaml
 
 from mcpgw import nesting
 from mcpgw.log import get_logger
+from mcpgw.registry import yamldocs
 from mcpgw.registry.model import McpServer, RegistrySnapshot
 from mcpgw.registry.reader import Invalid, Problem
 from mcpgw.registry.store import Entry, RegistryStore
@@ -27,7 +28,6 @@ from mcpgw.registry.validate import check_includes, parse_server
 
 log = get_logger(__name__)
 YAML_SUFFIXES = (".yaml", ".yml")
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 # mtime, size and inode: an atomic rename changes the inode even within one timestamp tick.
 Signature = tuple[int, int, int]
@@ -50,11 +50,7 @@ def _short(error: Exception) -> str:
 
 def _parse_file(path: Path) -> tuple[list[Entry], list[Problem]]:
     try:
-        documents = [
-            nesting.check_depth(d)
-            for d in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader)
-            if d is not None
-        ]
+        documents = yamldocs.load_all(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, nesting.TooDeep) as error:
         return [], [Problem(str(path), "", f"cannot read YAML: {_short(error)}")]
     except RecursionError:

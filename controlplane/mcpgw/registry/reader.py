@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcpgw.registry import templates
+from mcpgw.registry.headers import value_problem
 from mcpgw.registry.model import Secret
 
 
@@ -45,6 +46,17 @@ def kind(value: Any) -> str:
         return "null"
     names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
     return names.get(type(value), f"a {type(value).__name__}")
+
+
+def credential_problem(value: str) -> str | None:
+    """Why a credential's value (inline, from a file or the environment) can never be sent.
+
+    Every credential may end up in a header (the scheme decides, and a scheme is shared), so
+    its value must be a header value: a file with a second line, a pasted CR/LF, is refused
+    here rather than by the filter, or by Envoy on every call.
+    """
+    problem = value_problem(value)
+    return f"the credential {problem}" if problem is not None else None
 
 
 class Reader:
@@ -107,7 +119,8 @@ class Reader:
         if choices and value not in choices:
             self.fail(field_path, f"must be one of {', '.join(choices)}, got {value!r}")
             return default
-        if pattern is not None and not pattern.match(value):
+        # The whole value: `$` alone would also accept a trailing newline.
+        if pattern is not None and not pattern.fullmatch(value):
             self.fail(field_path, f"{value!r} is not valid{': ' + hint if hint else ''}")
             return default
         return value
@@ -130,6 +143,10 @@ class Reader:
             # Never echo the value: it is a credential.
             if not value:
                 self.fail(field_path, "must not be empty")
+                return None
+            problem = credential_problem(value)
+            if problem is not None:
+                self.fail(field_path, problem)
                 return None
             return Secret("inline", value, where)
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("env", "file"):

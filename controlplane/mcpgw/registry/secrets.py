@@ -38,7 +38,7 @@ from pathlib import Path
 
 from mcpgw.log import get_logger
 from mcpgw.registry.model import RegistrySnapshot, Secret
-from mcpgw.registry.reader import Invalid, Problem
+from mcpgw.registry.reader import Invalid, Problem, credential_problem
 
 log = get_logger(__name__)
 
@@ -189,9 +189,15 @@ def _read_each(
         if abandoned is not None and abandoned.is_set():
             return
         try:
-            results[key] = _read(secret, policy)
+            value = _read(secret, policy)
         except Unavailable as error:
             results[key] = error
+            continue
+        # Inline values were checked when the document was read; a file's or variable's content
+        # only now. Its reason goes to the log like any other: telling the client that a file
+        # has a second line would say that it exists.
+        problem = credential_problem(value)
+        results[key] = Unavailable(problem) if problem is not None else value
 
 
 def _outcome(secrets: list[Secret], results: dict[tuple[str, str], str | Unavailable]) -> dict[Secret, str]:

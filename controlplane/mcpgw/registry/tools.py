@@ -6,6 +6,7 @@ import re
 from typing import Any, cast
 
 from mcpgw.registry import bodyenc, templates
+from mcpgw.registry.headers import header_name_problem, value_problem
 from mcpgw.registry.model import (
     ArgPosition,
     ArgType,
@@ -22,11 +23,11 @@ from mcpgw.registry.reader import Reader, join, kind
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 ARG_TYPES: tuple[ArgType, ...] = ("string", "number", "integer", "boolean", "array", "object")
 ARG_POSITIONS: tuple[ArgPosition, ...] = ("query", "path", "header", "cookie", "body")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-_GATEWAY_HEADERS = ("host", ":authority", "content-length", "transfer-encoding", "cookie")
+# Built from the `position: cookie` arguments: a template would compete with them.
+_COOKIE = "cookie"
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "number": (int, float),
@@ -178,6 +179,11 @@ def _arg(r: Reader, value: Any, path: str) -> ToolArg | None:
     items = data.get("items")
     if isinstance(items, dict) and items.get("type", "string") not in ARG_TYPES:
         r.fail(join(join(path, "items"), "type"), f"must be one of {', '.join(ARG_TYPES)}")
+    if position == "header" and name is not None:
+        # The argument's name is the header's name.
+        problem = header_name_problem(name)
+        if problem is not None:
+            r.fail(join(path, "name"), f"{name!r} cannot be a header argument: {problem}")
     has_default = "default" in data
     if has_default and not _json_type_ok(data["default"], arg_type):
         r.fail(join(path, "default"), f"must be of type {arg_type}, got {kind(data['default'])}")
@@ -307,25 +313,46 @@ def _headers(
     headers: list[tuple[str, tuple[templates.Node, ...]]] = []
     for item_path, data in r.mappings(value, path, "{key, value}"):
         r.only(data, item_path, {"key", "value"})
-        key = r.string(
-            data, "key", item_path, required=True, pattern=_HEADER_NAME, hint="an HTTP header name"
-        )
+        key = r.string(data, "key", item_path, required=True)
         raw = data.get("value")
         if isinstance(raw, int | float) and not isinstance(raw, bool):
             raw = str(raw)
         if not isinstance(raw, str):
             r.fail(join(item_path, "value"), f"must be a string, got {kind(raw)}")
             continue
-        if any(c in raw for c in "\r\n\0"):
-            r.fail(join(item_path, "value"), "must not contain CR, LF or NUL")
-            continue
-        if key is not None and key.lower() in _GATEWAY_HEADERS:
-            r.fail(join(item_path, "key"), f"{key!r} is set by the gateway and cannot be templated")
+        if key is not None:
+            problem = header_name_problem(key)
+            if problem is None and key.lower() == _COOKIE:
+                problem = "set by the gateway from the position: cookie arguments"
+            if problem is not None:
+                r.fail(join(item_path, "key"), f"{key!r} cannot be templated: {problem}")
+                continue
+        problem = value_problem(raw)
+        if problem is not None:
+            r.fail(join(item_path, "value"), problem)
             continue
         nodes = r.template(raw, join(item_path, "value"), templates.REQUEST, context.config)
+        if nodes is not None:
+            # `{{.config.x}}` becomes a literal: it must be a header value too.
+            for name in sorted(_config_refs(nodes)):
+                problem = value_problem(context.config[name])
+                if problem is not None:
+                    r.fail(join(item_path, "value"), f"'.config.{name}' {problem}")
+                    nodes = None
         if key is not None and nodes is not None:
             headers.append((key.lower(), nodes))
     return tuple(headers)
+
+
+def _config_refs(nodes: tuple[templates.Node, ...]) -> set[str]:
+    """Names of the server config values a request template reads."""
+    names: set[str] = set()
+    for expr, depth in templates.walk_exprs(nodes):
+        if isinstance(expr, templates.Field):
+            reference = templates.classify(expr, templates.REQUEST, in_range=depth > 0)
+            if reference.source == "config":
+                names.add(reference.path[0])
+    return names
 
 
 def referenced_args(nodes: tuple[templates.Node, ...]) -> set[str]:

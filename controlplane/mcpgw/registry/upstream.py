@@ -88,7 +88,7 @@ def _allow_tools(r: Reader, value: Any) -> tuple[str, ...] | None:
     names: list[str] = []
     for index, item in enumerate(value):
         path = join("allowTools", index)
-        if not isinstance(item, str) or not TOOL_NAME.match(item):
+        if not isinstance(item, str) or not TOOL_NAME.fullmatch(item):
             r.fail(path, f"{item!r} is not a tool name (letters, digits, '_', '-', '.', at most 128)")
         elif item in names:
             r.fail(path, f"duplicate tool name {item!r}")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from mcpgw.limits import MAX_BACKEND_TIMEOUT_MS
+from mcpgw.registry.headers import header_name_problem
 from mcpgw.registry.model import (
     Backend,
     Endpoint,
@@ -198,14 +199,14 @@ def _origin(item: Any) -> str | None:
     """`item` as the browser sends it in `Origin` (lower-case, default port dropped), or None."""
     if not isinstance(item, str):
         return None
-    match = _ORIGIN.match(item)
+    match = _ORIGIN.fullmatch(item)
     if match is None:
         return None
     scheme, host, port = match.group(1).lower(), match.group(2).lower(), match.group(3)
     if host.startswith("["):
         if not is_ip(host[1:-1]):
             return None
-    elif not is_ip(host) and not _HOSTNAME.match(host):
+    elif not is_ip(host) and not _HOSTNAME.fullmatch(host):
         return None
     if port is not None:
         number = int(port[1:])
@@ -243,6 +244,9 @@ def _security_schemes(r: Reader, value: Any) -> list[SecurityScheme]:
             location = r.string(data, "in", path, required=True, choices=("header", "query"))
             header_name = r.string(data, "name", path, required=True)
             if location == "header" and header_name is not None:
+                problem = header_name_problem(header_name)
+                if problem is not None:
+                    r.fail(join(path, "name"), f"{header_name!r} cannot carry a credential: {problem}")
                 header_name = header_name.lower()
         credential = r.secret(data, "defaultCredential", path)
         if scheme_id is not None and any(s.id == scheme_id for s in schemes):
@@ -268,9 +272,10 @@ def _includes(r: Reader, value: Any) -> list[Include]:
         r.only(data, path, {"server", "tools"})
         server = r.string(data, "server", path, required=True, pattern=_SERVER_KEY, hint="'namespace/name'")
         tools = data.get("tools")
-        if tools is not None and (
-            not isinstance(tools, list) or not all(isinstance(t, str) and TOOL_NAME.match(t) for t in tools)
-        ):
+        names_ok = isinstance(tools, list) and all(
+            isinstance(t, str) and TOOL_NAME.fullmatch(t) for t in tools
+        )
+        if tools is not None and not names_ok:
             r.fail(join(path, "tools"), "must be a list of tool names")
             tools = None
         if server is not None:
@@ -404,7 +409,7 @@ def _endpoint(item: Any) -> Endpoint | None:
     host = host.strip("[]")
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         return None
-    if not is_ip(host) and not _HOSTNAME.match(host):
+    if not is_ip(host) and not _HOSTNAME.fullmatch(host):
         return None
     return Endpoint(host, int(port_text))
 

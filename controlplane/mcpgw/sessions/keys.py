@@ -164,7 +164,7 @@ def from_document(text: str) -> tuple[SessionKey, ...]:
         if not isinstance(entry, dict):
             raise KeysInvalid(f"{where}: must be an object")
         key_id = entry.get("id")
-        if not isinstance(key_id, str) or not KEY_ID.match(key_id):
+        if not isinstance(key_id, str) or not KEY_ID.fullmatch(key_id):
             raise KeysInvalid(f"{where}.id: must match [A-Za-z0-9_-]{{1,32}}")
         if any(key.id == key_id for key in keys):
             raise KeysInvalid(f"{where}.id: {key_id!r} is listed twice")

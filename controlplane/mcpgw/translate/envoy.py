@@ -47,6 +47,7 @@ from mcpgw.registry.model import Endpoint, McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
 from mcpgw.translate import pgv
+from mcpgw.translate.filtercheck import FilterCheck, FilterRefused
 from mcpgw.translate.filterconfig import cluster_name, filter_config, host_cluster_name, sessions_config
 from mcpgw.xds import types
 
@@ -94,6 +95,8 @@ class GatewaySettings:
     sessions: SessionSettings | None = None
     # Timeouts and per-connection limits of the listener, breaker sizes of backend clusters.
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # The filter's own configuration parser (None: not built, configurations go unchecked).
+    filter_check: FilterCheck | None = dataclasses.field(default=None, compare=False)
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -308,7 +311,10 @@ class Translator:
         self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
     ) -> _ServerResources:
         built = _backend_clusters(server, self.settings.limits.backend_max_requests)
-        configuration = _config_text(filter_config(server, snapshot, secrets), self._suffix)
+        compiled = filter_config(server, snapshot, secrets)
+        configuration = _config_text(compiled, self._suffix)
+        if self.settings.filter_check is not None:
+            _check_filter(self.settings.filter_check, server, compiled, configuration)
         return _ServerResources(
             tuple(c for c, _ in built),
             tuple(a for _, a in built if a is not None),
@@ -322,6 +328,31 @@ def _check(resource: Message, owner: str) -> None:
     except pgv.ResourceInvalid as error:
         raise pgv.ResourceInvalid(
             f"{owner}: Envoy would reject the generated configuration: {error}"
+        ) from None
+
+
+class FilterInvalid(pgv.ResourceInvalid):
+    """The filter would refuse a server's configuration; `path` is the configuration's field."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _check_filter(check: FilterCheck, server: McpServer, compiled: dict[str, Any], text: str) -> None:
+    try:
+        check.check(text)
+    except FilterRefused as error:
+        # Name the tool: indexes of the generated configuration mean nothing to the operator.
+        where = ""
+        if error.path.startswith("tools["):
+            index = int(error.path[6 : error.path.index("]")])
+            tools = compiled.get("tools", [])
+            if index < len(tools):
+                where = f" (tool {tools[index]['name']!r})"
+        raise FilterInvalid(
+            f"{server.key}: the mcp-server filter would refuse the generated configuration{where}: {error}",
+            f"filter:{error.path}" if error.path else "filter",
         ) from None
 
 

@@ -426,9 +426,38 @@ pub fn splitOrigin(o: []const u8) ?OriginParts {
     return .{ .scheme = scheme, .host = host, .port = tail[1..] };
 }
 
-/// CR, LF and NUL end or split a header line; such values are never sent.
+/// Whether `s` holds a control character other than tab (RFC 9110
+/// field-value: CTLs but HTAB are never valid). CR, LF and NUL would end or
+/// split a header line; the others (`\x0b`, `\x7f`, ...) make Envoy's codec
+/// refuse the request, which the client would see as a failed upstream.
+/// The control plane checks credentials and templates with the same rule.
 pub fn hasControl(s: []const u8) bool {
-    return std.mem.indexOfAny(u8, s, "\r\n\x00") != null;
+    for (s) |ch| if ((ch < 0x20 and ch != '\t') or ch == 0x7f) return true;
+    return false;
+}
+
+/// Why the gateway never sends a header named `name` (lower-case or not)
+/// that the registry controls (templates, header arguments, credential
+/// headers), or null when it may. The gateway owns the framing and routing
+/// of every upstream request: a registry-chosen `transfer-encoding` or
+/// `content-length` lets an argument smuggle a second request to the
+/// backend over a pooled connection, `host` a second authority. The
+/// control plane refuses the same names (`registry/headers.py`).
+pub fn headerNameProblem(name: []const u8) ?[]const u8 {
+    if (name.len == 0) return "must not be empty";
+    if (name[0] == ':') return "pseudo-headers are set by the gateway";
+    if (!isToken(name)) return "not an HTTP header name (RFC 9110 token characters only)";
+    const owned = [_][]const u8{
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive",
+        "te",   "trailer",        "upgrade",           "expect",     "http2-settings",
+    };
+    for (owned) |o| if (std.ascii.eqlIgnoreCase(name, o))
+        return "set by the gateway or hop-by-hop (it frames or routes the upstream request)";
+    if (std.ascii.startsWithIgnoreCase(name, "proxy-")) return "proxy-* headers are hop-by-hop";
+    if (std.ascii.startsWithIgnoreCase(name, "x-envoy-")) return "x-envoy-* headers control Envoy";
+    // The session broker trusts these because only the filter sets them.
+    if (std.ascii.startsWithIgnoreCase(name, "x-mcpgw-")) return "x-mcpgw-* headers are the gateway's own";
+    return null;
 }
 
 /// Reads the parse tree (scratch) and writes the compiled form through
@@ -659,6 +688,8 @@ const Compiler = struct {
 
     fn upstream(self: *Compiler, u: RawUpstream, comptime where: []const u8, where_args: anytype) Error!*const Upstream {
         if (u.cluster.len == 0) return self.fail(where ++ ".cluster: must not be empty", where_args);
+        // Sent as `:authority` on every call: a header value like any other.
+        if (hasControl(u.authority orelse u.cluster)) return self.fail(where ++ ".authority: contains a control character", where_args);
         const up = try self.out().create(Upstream);
         up.* = .{
             .cluster = try self.str(u.cluster),
@@ -668,9 +699,21 @@ const Compiler = struct {
         return up;
     }
 
+    /// A header name the filter sends upstream: `headerNameProblem` decides.
     fn headerName(self: *Compiler, name: []const u8, comptime where: []const u8, where_args: anytype) Error![]const u8 {
+        if (headerNameProblem(name)) |problem|
+            return self.fail(where ++ ": must be a regular header name: \"{s}\": {s}", where_args ++ .{ name, problem });
+        return self.lowerName(name);
+    }
+
+    /// A header name the filter only reads from the client's request.
+    fn readHeaderName(self: *Compiler, name: []const u8, comptime where: []const u8, where_args: anytype) Error![]const u8 {
         if (name.len == 0 or name[0] == ':' or !isToken(name))
             return self.fail(where ++ ": must be a regular header name", where_args);
+        return self.lowerName(name);
+    }
+
+    fn lowerName(self: *Compiler, name: []const u8) Error![]const u8 {
         // HTTP/2 and Envoy's header maps want lowercase names.
         return self.str(try std.ascii.allocLowerString(self.scratch(), name));
     }
@@ -745,7 +788,7 @@ const Compiler = struct {
                 if (pt.from.name.len == 0) return self.fail("tools[{d}].request.auth.passthrough.from.name: must not be empty", .{i});
                 if (pt.to.name.len == 0) return self.fail("tools[{d}].request.auth.passthrough.to.name: must not be empty", .{i});
                 if (hasControl(pt.to.prefix)) return self.fail("tools[{d}].request.auth.passthrough.to.prefix: contains a control character", .{i});
-                const from_name = if (pt.from.in == .header) try self.headerName(pt.from.name, "tools[{d}].request.auth.passthrough.from.name", .{i}) else try self.str(pt.from.name);
+                const from_name = if (pt.from.in == .header) try self.readHeaderName(pt.from.name, "tools[{d}].request.auth.passthrough.from.name", .{i}) else try self.str(pt.from.name);
                 passthrough = .{
                     .source = try self.source(.{ .in = pt.from.in, .name = from_name }),
                     .from_name = try self.str(pt.from.name),
@@ -833,6 +876,7 @@ const Compiler = struct {
 
 /// RFC 9110 token characters: valid header and cookie names.
 pub fn isToken(s: []const u8) bool {
+    if (s.len == 0) return false;
     for (s) |ch| switch (ch) {
         'A'...'Z', 'a'...'z', '0'...'9', '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~' => {},
         else => return false,
@@ -1064,6 +1108,44 @@ test "invalid configurations are rejected with a reason" {
     try expectInvalidTool(
         \\{"name": "a", "request": {"path": [], "auth": {"passthrough": {"from": {"in": "header", "name": ""}, "to": {"in": "header", "name": "x"}}}}}
     , "passthrough.from.name: must not be empty");
+}
+
+test "headers the gateway owns are never templated, credentials or passthrough targets" {
+    // Framing and routing headers: a registry-chosen one lets an argument
+    // smuggle a request to the backend (transfer-encoding) or add an authority.
+    for ([_][]const u8{ "Transfer-Encoding", "content-length", "Host", ":authority", "Connection", "keep-alive", "TE", "trailer", "upgrade", "expect", "Proxy-Authorization", "proxy-connection", "x-envoy-original-path", "X-Envoy-Upstream-Rq-Timeout-Ms", "x-mcpgw-sse-channel" }) |name| {
+        var buf: [512]u8 = undefined;
+        const header = try std.fmt.bufPrint(&buf,
+            \\{{"name": "a", "request": {{"path": [], "headers": [{{"name": "{s}", "value": []}}]}}}}
+        , .{name});
+        try expectInvalidTool(header, "tools[0].request.headers[0].name: must be a regular header name");
+        var buf2: [512]u8 = undefined;
+        const static = try std.fmt.bufPrint(&buf2,
+            \\{{"name": "a", "request": {{"path": [], "auth": {{"static": [{{"in": "header", "name": "{s}", "value": "v"}}]}}}}}}
+        , .{name});
+        try expectInvalidTool(static, "tools[0].request.auth.static[0].name: must be a regular header name");
+        var buf3: [512]u8 = undefined;
+        const to = try std.fmt.bufPrint(&buf3,
+            \\{{"name": "a", "request": {{"path": [], "auth": {{"passthrough": {{"from": {{"in": "header", "name": "authorization"}}, "to": {{"in": "header", "name": "{s}"}}}}}}}}}}
+        , .{name});
+        try expectInvalidTool(to, "tools[0].request.auth.passthrough.to.name: must be a regular header name");
+    }
+    try testing.expect(headerNameProblem("x-api-key") == null);
+    try testing.expect(headerNameProblem("authorization") == null);
+    try testing.expect(headerNameProblem("x-envoy") == null);
+    try testing.expect(headerNameProblem("proxy") == null);
+    // Control characters but tab: refused in credentials; tab and obs-text pass.
+    for ([_][]const u8{ "a\\u000bb", "a\\u007fb", "a\\u001bb", "a\\nb" }) |value| {
+        var buf: [512]u8 = undefined;
+        const static = try std.fmt.bufPrint(&buf,
+            \\{{"name": "a", "request": {{"path": [], "auth": {{"static": [{{"in": "header", "name": "x", "value": "{s}"}}]}}}}}}
+        , .{value});
+        try expectInvalidTool(static, "tools[0].request.auth.static[0].value: contains a control character");
+    }
+    try testing.expect(!hasControl("a\tb \xc3\xa9"));
+    try expectInvalidTool(
+        \\{"name": "a", "upstream": {"cluster": "c", "authority": "a.example\n"}, "request": {"path": []}}
+    , "tools[0].upstream.authority: contains a control character");
 }
 
 test "the compact form fills its block exactly, whatever the first guess" {

@@ -915,10 +915,32 @@ pub fn buildCall(arena: Allocator, tool: *const config.Tool, id: []const u8, arg
         headers.appendAssumeCapacity(.{ .name = pt.?.to_name, .value = v });
     }
     for (headers.items) |h| if (config.hasControl(h.value)) {
-        return errorReply(arena, 200, id, invalid_params, "header {s}: value contains a control character", .{h.name});
+        if (headerArg(tool, h.name, args)) |arg|
+            return errorReply(arena, 200, id, invalid_params, "argument {s}: contains a control character, which header {s} cannot carry (only tab is allowed)", .{ arg, h.name });
+        return errorReply(arena, 200, id, invalid_params, "header {s}: value contains a control character (only tab is allowed)", .{h.name});
     };
 
     return .{ .call = .{ .id = id, .tool = tool, .args = args, .headers = headers.items, .body = body.bytes() } };
+}
+
+/// The argument whose string value put a control character into header
+/// `name`'s template, for an error that names what the client sent; null
+/// when none of its top-level string arguments did (a credential, a nested
+/// value).
+fn headerArg(tool: *const config.Tool, name: []const u8, args: *const ObjectMap) ?[]const u8 {
+    for (tool.headers) |h| if (std.mem.eql(u8, h.name, name)) {
+        for (h.value.nodes) |node| switch (node) {
+            .out => |o| switch (o.expr) {
+                .args => |segs| if (segs.len != 0) {
+                    const v = args.get(segs[0].key) orelse continue;
+                    if (v == .string and config.hasControl(v.string)) return segs[0].key;
+                },
+                else => {},
+            },
+            else => {},
+        };
+    };
+    return null;
 }
 
 // ------------------------------------------------------- upstream answers
@@ -1610,12 +1632,15 @@ test "cookies, empty headers and a per-tool upstream" {
     try testing.expectEqual(@as(u32, 3000), p.tool.upstream.timeout_ms);
 }
 
-test "header values with CR, LF or NUL are never sent" {
+test "header values with a control character other than tab are never sent" {
     const f = try Fixture.init(v2tools);
     defer f.deinit();
-    for ([_][]const u8{ "a\\r\\nx-injected: 1", "a\\nb", "a\\rb", "a\\u0000b" }) |note| {
+    // CR, LF and NUL split or end the header line; VT and DEL make Envoy's
+    // codec refuse the request, which the client would read as an upstream
+    // failure. Each is the client's mistake: -32602 naming the argument.
+    for ([_][]const u8{ "a\\r\\nx-injected: 1", "a\\nb", "a\\rb", "a\\u0000b", "a\\u000bb", "a\\u007fb", "\\u001b[0m" }) |note| {
         const args = try jsonw.allocPrint(f.arena(), "{{\"note\":\"{s}\"}}", .{note});
-        try expectInvalidArgs(f, "cookies", args, "header x-note: value contains a control character");
+        try expectInvalidArgs(f, "cookies", args, "argument note: contains a control character, which header x-note cannot carry (only tab is allowed)");
     }
     // Other control characters (tab) pass; cookies are encoded, so never fail.
     const c = try f.call(try toolReq(f, "cookies", "{\"note\":\"a\\tb\",\"s\":\"x\\r\\ny\"}"));
@@ -1663,7 +1688,7 @@ test "passthrough credentials: present, absent, wrong prefix" {
     }
     // Decoded from the query, a CR/LF would split the backend header.
     f.client = .{ .credentials = &.{ "Bearer a\r\nb", null } };
-    try expectInvalidArgs(f, "bearer", "{}", "header x-api-key: value contains a control character");
+    try expectInvalidArgs(f, "bearer", "{}", "header x-api-key: value contains a control character (only tab is allowed)");
 }
 
 test "query parameters of the MCP request are decoded" {
@@ -1941,7 +1966,7 @@ test "2026-07-28: tools/call results carry resultType" {
     );
     // A header value with a control character: -32602, HTTP 400.
     g.client = modernClient("tools/call", "cookies");
-    try g.expectError(try modernReq(g.arena(), "tools/call", "\"name\":\"cookies\",\"arguments\":{\"note\":\"a\\nb\"}"), 400, invalid_params, "header x-note: value contains a control character");
+    try g.expectError(try modernReq(g.arena(), "tools/call", "\"name\":\"cookies\",\"arguments\":{\"note\":\"a\\nb\"}"), 400, invalid_params, "argument note: contains a control character");
 
     // Mcp-Name in its base64 form (non-ASCII names).
     f.client = modernClient("tools/call", "=?base64?YWRkUGV0?=");

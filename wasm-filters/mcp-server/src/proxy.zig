@@ -149,8 +149,9 @@ pub fn compile(store: *Store, raw: RawUpstream, base_path: []const u8, max_json_
     if (raw.auth) |auth| {
         const list = try store.out.alloc(config.StaticCredential, auth.static.len);
         for (auth.static, list, 0..) |sc, *d, i| {
-            if (sc.name.len == 0 or (sc.in == .header and !isHeaderName(sc.name)))
-                return fail(why, store, "mcp_upstream.auth.static[{d}].name: must be a regular header or parameter name", .{i});
+            if (sc.name.len == 0) return fail(why, store, "mcp_upstream.auth.static[{d}].name: must not be empty", .{i});
+            if (sc.in == .header) if (config.headerNameProblem(sc.name)) |problem|
+                return fail(why, store, "mcp_upstream.auth.static[{d}].name: must be a regular header name: \"{s}\": {s}", .{ i, sc.name, problem });
             if (config.hasControl(sc.value)) return fail(why, store, "mcp_upstream.auth.static[{d}].value: contains a control character", .{i});
             d.* = .{ .in = sc.in, .name = try lowerIfHeader(store, sc.in, sc.name), .value = try store.str(sc.value) };
         }
@@ -160,6 +161,9 @@ pub fn compile(store: *Store, raw: RawUpstream, base_path: []const u8, max_json_
                 if (end.name.len == 0 or (end.in == .header and !isHeaderName(end.name)))
                     return fail(why, store, "mcp_upstream.auth.passthrough.{s}.name: must be a regular header or parameter name", .{which});
             }
+            // The client's header is only read; the upstream's is sent.
+            if (pt.to.in == .header) if (config.headerNameProblem(pt.to.name)) |problem|
+                return fail(why, store, "mcp_upstream.auth.passthrough.to.name: must be a regular header name: \"{s}\": {s}", .{ pt.to.name, problem });
             if (config.hasControl(pt.to.prefix)) return fail(why, store, "mcp_upstream.auth.passthrough.to.prefix: contains a control character", .{});
             const from_name = try lowerIfHeader(store, pt.from.in, pt.from.name);
             const source: u32 = for (sources.items, 0..) |s, k| {

@@ -12,4 +12,5 @@ test {
     _ = @import("proxywasm.zig");
     _ = @import("config_mem.zig");
     _ = @import("session.zig");
+    _ = @import("check.zig");
 }
