@@ -421,6 +421,27 @@ CASES = [
         OK,
     ),
     Case(
+        # Header values have no grammar the gateway can know: ',' and ';' go out as they are
+        # (documented); cookies come only from `position: cookie` arguments, percent-encoded.
+        "header-values-are-inserted-as-they-are",
+        {
+            "args": [arg("v"), arg("X-Raw", position="header"), arg("sid", position="cookie")],
+            "requestTemplate": {
+                "url": "/h",
+                "headers": [{"key": "X-List", "value": "a, {{.args.v}}"}],
+                **GET,
+            },
+        },
+        {"v": "b, c; q=1", "X-Raw": "x; y=1, z", "sid": "1; admin=true"},
+        (
+            "GET",
+            "/h",
+            {"x-list": "a, b, c; q=1", "x-raw": "x; y=1, z", "cookie": "sid=1%3B%20admin%3Dtrue"},
+            b"",
+        ),
+        OK,
+    ),
+    Case(
         "args-to-json-body",
         {
             "args": [
