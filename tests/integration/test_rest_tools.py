@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import xml.etree.ElementTree as ElementTree
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +84,17 @@ def text(value: str, is_error: bool = False) -> dict[str, Any]:
 
 
 OK = text('{"ok":true}')
+SOAP_TEMPLATE = (
+    '<?xml version="1.0" encoding="utf-8"?>\n<!-- search -->'
+    '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+    "<Search lang='{{.args.lang}}' tenant=\"{{.config.tenant}}\"><q>{{.args.q}}</q><n>{{.args.n}}</n>"
+    "<note><![CDATA[{{.args.note}}]]></note><role>user</role></Search></soap:Body></soap:Envelope>"
+)
+SOAP_HEAD = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n<!-- search -->'
+    b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+)
+SOAP_TAIL = b"</soap:Body></soap:Envelope>"
 GET = {"method": "GET"}
 
 
@@ -249,6 +262,94 @@ CASES = [
         OK,
     ),
     Case(
+        "xml-body-values-cannot-add-elements",
+        {
+            "args": [arg("q"), arg("lang"), arg("note"), arg("n", type="integer")],
+            "requestTemplate": {
+                "url": "/soap",
+                "method": "POST",
+                "headers": [{"key": "Content-Type", "value": "text/xml; charset=utf-8"}],
+                "body": SOAP_TEMPLATE,
+            },
+        },
+        {
+            "q": "</q><role>admin</role><q>",
+            "lang": "en' role='admin",
+            "note": "]]><role>admin</role>",
+            "n": 1,
+        },
+        (
+            "POST",
+            "/soap",
+            {"content-type": "text/xml; charset=utf-8"},
+            SOAP_HEAD + b"<Search lang='en&#39; role=&#39;admin' tenant=\"acme\">"
+            b"<q>&lt;/q&gt;&lt;role&gt;admin&lt;/role&gt;&lt;q&gt;</q>"
+            b"<n>1</n><note><![CDATA[]]]><![CDATA[]]]><![CDATA[]]><![CDATA[><role]]><![CDATA[>admin</role]]><![CDATA[>]]>"
+            b"</note><role>user</role></Search>" + SOAP_TAIL,
+        ),
+        OK,
+    ),
+    Case(
+        # A Higress SOAP definition with ordinary values sends what Higress sends.
+        "xml-body-benign-values-unchanged",
+        {
+            "args": [arg("q"), arg("lang"), arg("note"), arg("n", type="integer")],
+            "requestTemplate": {
+                "url": "/soap",
+                "method": "POST",
+                "headers": [{"key": "Content-Type", "value": "application/soap+xml"}],
+                "body": SOAP_TEMPLATE,
+            },
+        },
+        {"q": "blue cat", "lang": "en-GB", "note": "if a < b & c", "n": 7},
+        (
+            "POST",
+            "/soap",
+            {"content-type": "application/soap+xml"},
+            SOAP_HEAD + b"<Search lang='en-GB' tenant=\"acme\"><q>blue cat</q><n>7</n>"
+            b"<note><![CDATA[if a < b & c]]></note>"
+            b"<role>user</role></Search>" + SOAP_TAIL,
+        ),
+        OK,
+    ),
+    Case(
+        "xml-raw-body-opts-out",
+        {
+            "args": [arg("filter")],
+            "requestTemplate": {
+                "url": "/xml",
+                "method": "POST",
+                "rawBody": True,
+                "headers": [{"key": "Content-Type", "value": "application/xml"}],
+                "body": "<search>{{.args.filter}}<limit>10</limit></search>",
+            },
+        },
+        {"filter": "<and><tag>dog</tag></and>"},
+        (
+            "POST",
+            "/xml",
+            {"content-type": "application/xml"},
+            b"<search><and><tag>dog</tag></and><limit>10</limit></search>",
+        ),
+        OK,
+    ),
+    Case(
+        # text/plain has no structure to escape: values are inserted as they are.
+        "text-body-is-raw",
+        {
+            "args": [arg("v")],
+            "requestTemplate": {
+                "url": "/text-in",
+                "method": "POST",
+                "headers": [{"key": "Content-Type", "value": "text/plain"}],
+                "body": "note: {{.args.v}}\n",
+            },
+        },
+        {"v": '<a href="x">&amp;</a> {"k": 1}'},
+        ("POST", "/text-in", {"content-type": "text/plain"}, b'note: <a href="x">&amp;</a> {"k": 1}\n'),
+        OK,
+    ),
+    Case(
         "query-template-values-cannot-add-parameters",
         {"args": [arg("q")], "requestTemplate": {"url": "/s?q={{.args.q}}&role=user", **GET}},
         {"q": "x&role=admin#"},
@@ -317,6 +418,27 @@ CASES = [
         },
         {"X-Trace": "t1", "sid": "s 1", "lang": "en"},
         ("GET", "/h", {"x-static": "s-acme", "x-trace": "t1", "cookie": "sid=s%201; lang=en"}, b""),
+        OK,
+    ),
+    Case(
+        # Header values have no grammar the gateway can know: ',' and ';' go out as they are
+        # (documented); cookies come only from `position: cookie` arguments, percent-encoded.
+        "header-values-are-inserted-as-they-are",
+        {
+            "args": [arg("v"), arg("X-Raw", position="header"), arg("sid", position="cookie")],
+            "requestTemplate": {
+                "url": "/h",
+                "headers": [{"key": "X-List", "value": "a, {{.args.v}}"}],
+                **GET,
+            },
+        },
+        {"v": "b, c; q=1", "X-Raw": "x; y=1, z", "sid": "1; admin=true"},
+        (
+            "GET",
+            "/h",
+            {"x-list": "a, b, c; q=1", "x-raw": "x; y=1, z", "cookie": "sid=1%3B%20admin%3Dtrue"},
+            b"",
+        ),
         OK,
     ),
     Case(
@@ -670,6 +792,52 @@ async def test_rest_tool(setup: Setup, case: Case) -> None:
         expected_headers["content-length"] = str(len(body))
     assert seen.headers == expected_headers
     assert seen.body == body
+
+
+# Values aimed at every way out of element text, a quoted attribute and a CDATA section, and at
+# what XML 1.0 cannot hold at all.
+HOSTILE_XML = [
+    "</q><role>admin</role><q>",
+    "' role='admin",
+    '" role="admin',
+    "]]><role>admin</role><![CDATA[",
+    "]]]]>>]",
+    ">",
+    "&lt;&#60;&#x3C;&amp;",
+    "<!-- x --><?pi x?><!DOCTYPE x>",
+    "a\tb\nc\r\nd\re",
+    "\x00\x01\x1f\ufffe\uffff \x7f é 😀",
+    "",
+]
+
+
+def _xml_text(value: str) -> str:
+    """What a parser reads back: XML 1.0 has no way to write these characters, the gateway sends
+    U+FFFD."""
+    return re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "\ufffd", value)
+
+
+async def test_xml_body_values_read_back_as_sent(setup: Setup) -> None:
+    """Each hostile value, through Envoy, parses back as itself in element text, a quoted attribute
+    and a CDATA section, and the document keeps exactly its elements."""
+    url = f"{setup.gateway.stack.mcp_base_url}/mcp/default/rest"
+    for value in HOSTILE_XML:
+        arguments = {"q": value, "lang": value, "note": value, "n": 1}
+        answer = await call(
+            url, "tools/call", {"name": "xml-body-values-cannot-add-elements", "arguments": arguments}
+        )
+        assert answer.get("result") == OK, (value, answer)
+        body = setup.seen[-1].body
+        search = ElementTree.fromstring(body).find("./*/Search")
+        assert search is not None, body
+        assert [child.tag for child in search] == ["q", "n", "note", "role"], body
+        assert search.attrib == {"lang": _xml_text(value), "tenant": "acme"}, body
+        assert [search.findtext(tag) for tag in ("q", "n", "note", "role")] == [
+            _xml_text(value),
+            "1",
+            _xml_text(value),
+            "user",
+        ], body
 
 
 async def test_number_spellings_reach_the_backend_canonical(setup: Setup) -> None:

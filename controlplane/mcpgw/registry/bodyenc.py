@@ -16,8 +16,23 @@ is decided once and handed to the filter as the output's `enc` (CONFIG.md):
 
 A form body (`application/x-www-form-urlencoded`) gets `query` (percent-encoding) for every
 output, so `&` and `=` in a value cannot add a field; `urlquery` output is already encoded.
-Other content types are inserted raw, as before. `requestTemplate.rawBody: true` keeps raw
-insertion for a tool whose values are meant to be JSON text (the document opts out explicitly).
+
+An XML body (`application/xml`, `text/xml`, `*/*+xml`, so SOAP too) is followed through its
+markup the same way (`_XmlScanner`):
+
+- in element text or a quoted attribute value: `xml` (`& < > " '` and tab, newline, carriage
+  return as references), except values the operator wrote in element text, which stay `raw`;
+- inside a CDATA section: `xml_cdata` (the section is ended and reopened around `]` and `>`),
+  except right after a `]` of the template, where an empty value would let that `]` and the
+  text after it end the section: refused;
+- anywhere else (a tag or attribute name, an unquoted attribute value, a comment, a reference,
+  a declaration or processing instruction, text outside the root element): refused;
+- as for JSON, a body that is one output and nothing else stays `raw`, and a body with no
+  output at all is not checked (the operator's markup is sent as written).
+
+Other content types (`text/plain`, …) have no structure to escape and are inserted raw.
+`requestTemplate.rawBody: true` keeps raw insertion for a tool whose values are meant to be JSON
+or XML text (the document opts out explicitly).
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from collections.abc import Mapping
 from mcpgw.registry import templates
 
 RAW, JSON, JSON_STRING, QUERY = "raw", "json", "json_string", "query"
+XML, XML_CDATA = "xml", "xml_cdata"
 FORM = "application/x-www-form-urlencoded"
 
 # Scanner modes: what the JSON text expects next.
@@ -56,6 +72,11 @@ def is_json(media_type: str) -> bool:
     return essence == "application/json" or (essence.startswith("application/") and essence.endswith("+json"))
 
 
+def is_xml(media_type: str) -> bool:
+    essence = media_type.split(";", 1)[0].strip().lower()
+    return essence in ("application/xml", "text/xml") or ("/" in essence and essence.endswith("+xml"))
+
+
 def encodings(nodes: tuple[templates.Node, ...], media_type: str, raw_body: bool) -> dict[int, str]:
     """`id(output node) → enc` for every output of a body template; raises `TemplateError`.
 
@@ -66,6 +87,8 @@ def encodings(nodes: tuple[templates.Node, ...], media_type: str, raw_body: bool
     essence = media_type.split(";", 1)[0].strip().lower()
     if essence == FORM:
         return {id(node): RAW if _already_escaped(node.expr) else QUERY for node in _outputs(nodes)}
+    if is_xml(media_type):
+        return _xml_encodings(nodes)
     if not is_json(media_type):
         return {}
     meaningful = [n for n in nodes if not (isinstance(n, templates.Text) and not n.value.strip())]
@@ -231,6 +254,239 @@ def _operator_written(expr: templates.Expr, in_range: bool) -> bool:
 def _end_literal(state: _State) -> _State:
     """A number or literal ends where a template action starts."""
     return (_AFTER_VALUE, state[1]) if state[0] == _LITERAL else state
+
+
+# --- XML ------------------------------------------------------------------------------------
+
+# Scanner modes: where in the markup the text is. The description names it in messages.
+_X_TEXT = "element text"
+_X_REF = "a reference in element text"
+_X_TAG_OPEN = "the start of a tag"
+_X_TAG_NAME = "a tag name"
+_X_IN_TAG = "an attribute name or the end of a tag"
+_X_ATTR_NAME = "an attribute name"
+_X_AFTER_NAME = "'=' after an attribute name"
+_X_BEFORE_VALUE = "a quoted attribute value"
+_X_VALUE = {'"': 'an attribute value in "…"', "'": "an attribute value in '…'"}
+_X_VALUE_REF = {'"': 'a reference in "…"', "'": "a reference in '…'"}
+_X_EMPTY_END = "'>' after '/' in a tag"
+_X_END_TAG = "a closing tag"
+_X_DECL = "a declaration (<!…)"
+_X_COMMENT = "a comment"
+_X_CDATA = "a CDATA section"
+_X_PI = "a processing instruction"
+_X_DOCTYPE = "a DOCTYPE declaration"
+_X_SUBSET = "a DOCTYPE internal subset"
+# Where an output is, in refusals, when the mode's own name would mislead.
+_X_OUTPUT_WHERE = {
+    _X_TAG_OPEN: "in a tag name",
+    _X_IN_TAG: "where an attribute name is expected",
+    _X_AFTER_NAME: "between an attribute name and '='",
+    _X_BEFORE_VALUE: "in an unquoted attribute value (XML quotes them)",
+    _X_EMPTY_END: "after '/' in a tag",
+}
+
+# (mode, partial, depth): partial holds what was read of a terminator (`-->`, `]]>`, `?>`) or of
+# the keyword after `<!`; depth counts open elements.
+_XState = tuple[str, str, int]
+_X_NOT_NAME = set("<>/=\"'&") | set(" \t\r\n")
+
+
+def _xml_encodings(nodes: tuple[templates.Node, ...]) -> dict[int, str]:
+    meaningful = [n for n in nodes if not (isinstance(n, templates.Text) and not n.value.strip())]
+    if not _outputs(nodes) or (len(meaningful) == 1 and isinstance(meaningful[0], templates.Output)):
+        return {}
+    found: dict[int, str] = {}
+    mode, _, depth = _XmlScanner(found).block(nodes, (_X_TEXT, "", 0))
+    if mode != _X_TEXT or depth:
+        where = f"inside {mode}" if mode != _X_TEXT else f"with {depth} element(s) still open"
+        raise templates.TemplateError(
+            f"XML body: the document is incomplete, it ends {where}"
+            " (write well-formed XML around the {{ }} values, or set rawBody: true)"
+        )
+    return found
+
+
+class _XmlScanner:
+    """Follows XML markup through a template's text, recording each output's context.
+
+    It decides contexts only: it does not check that closing tags match opening ones.
+    """
+
+    def __init__(self, found: dict[int, str]) -> None:
+        self.found = found
+        self.before = ""
+        self.range_depth = 0
+
+    def block(self, nodes: tuple[templates.Node, ...], state: _XState) -> _XState:
+        for node in nodes:
+            if isinstance(node, templates.Text):
+                state = self.text(node.value, state)
+                self.before = (self.before + node.value)[-24:]
+            elif isinstance(node, templates.Output):
+                state = self.output(node, state)
+                self.before = (self.before + "{{…}}")[-24:]
+            elif isinstance(node, templates.If):
+                then = self.block(node.then, state)
+                otherwise = self.block(node.otherwise, state)
+                if then != otherwise:
+                    raise templates.TemplateError(
+                        "XML body: the branches of an 'if' leave the document in different places"
+                        f" (one in {_x_where(then)}, the other in {_x_where(otherwise)});"
+                        " keep each branch's markup complete, or set rawBody: true"
+                    )
+                state = then
+            else:
+                self.range_depth += 1
+                body = self.block(node.body, state)
+                self.range_depth -= 1
+                otherwise = self.block(node.otherwise, state)
+                if body != state or otherwise != state:
+                    end = body if body != state else otherwise
+                    raise templates.TemplateError(
+                        "XML body: the body of a 'range' must leave the document where it started"
+                        f" (it starts in {_x_where(state)}, ends in {_x_where(end)}); or set rawBody: true"
+                    )
+        return state
+
+    def output(self, node: templates.Output, state: _XState) -> _XState:
+        mode, partial, depth = state
+        trusted = _operator_written(node.expr, self.range_depth > 0)
+        if mode == _X_TEXT and (depth or trusted):
+            self.found[id(node)] = RAW if trusted else XML
+            return state
+        if mode in _X_VALUE.values():
+            self.found[id(node)] = XML
+            return state
+        if mode == _X_CDATA and not partial:
+            # The encoding reopens the section around the value's own ']' and '>', so the
+            # value ends any run of ']'. Right after a ']' of the text, an empty value would
+            # let that ']' and the text after the value form ']]>': refused below.
+            self.found[id(node)] = XML_CDATA
+            return state
+        where = "outside the root element" if mode == _X_TEXT else _X_OUTPUT_WHERE.get(mode, f"in {mode}")
+        if mode == _X_CDATA:
+            where = "right after ']' in a CDATA section (with the text after it, it could end the section)"
+        raise templates.TemplateError(
+            f"XML body: a {{{{ }}}} value after {self.before!r} sits {where}, where no escaping"
+            " makes it safe; put it in element text or a quoted attribute value, or set rawBody: true"
+        )
+
+    def text(self, text: str, state: _XState) -> _XState:
+        mode, partial, depth = state
+        for position, char in enumerate(text):
+            space = char in " \t\r\n"
+            if mode == _X_TEXT:
+                if char == "<":
+                    mode = _X_TAG_OPEN
+                elif char == "&":
+                    mode = _X_REF
+            elif mode == _X_REF:
+                if char == ";":
+                    mode = _X_TEXT
+            elif mode in _X_VALUE.values():
+                quote = '"' if mode == _X_VALUE['"'] else "'"
+                if char == quote:
+                    mode = _X_IN_TAG
+                elif char == "&":
+                    mode = _X_VALUE_REF[quote]
+            elif mode in _X_VALUE_REF.values():
+                if char == ";":
+                    mode = _X_VALUE['"'] if mode == _X_VALUE_REF['"'] else _X_VALUE["'"]
+            elif mode == _X_TAG_OPEN:
+                if char == "/":
+                    mode = _X_END_TAG
+                elif char == "!":
+                    mode, partial = _X_DECL, ""
+                elif char == "?":
+                    mode, partial = _X_PI, ""
+                elif char in _X_NOT_NAME:
+                    self.fail(text, position, mode)
+                else:
+                    mode = _X_TAG_NAME
+            elif mode in (_X_TAG_NAME, _X_IN_TAG, _X_ATTR_NAME):
+                if char == ">":
+                    mode, depth = _X_TEXT, depth + 1
+                elif char == "/" and mode != _X_ATTR_NAME:
+                    mode = _X_EMPTY_END
+                elif space:
+                    mode = _X_AFTER_NAME if mode == _X_ATTR_NAME else _X_IN_TAG
+                elif char == "=" and mode == _X_ATTR_NAME:
+                    mode = _X_BEFORE_VALUE
+                elif char in _X_NOT_NAME:
+                    self.fail(text, position, mode)
+                elif mode == _X_IN_TAG:
+                    mode = _X_ATTR_NAME
+            elif mode == _X_AFTER_NAME:
+                if char == "=":
+                    mode = _X_BEFORE_VALUE
+                elif not space:
+                    self.fail(text, position, mode)
+            elif mode == _X_BEFORE_VALUE:
+                if char in _X_VALUE:
+                    mode = _X_VALUE[char]
+                elif not space:
+                    self.fail(text, position, mode)
+            elif mode == _X_EMPTY_END:
+                if char != ">":
+                    self.fail(text, position, mode)
+                mode = _X_TEXT
+            elif mode == _X_END_TAG:
+                if char == ">":
+                    if not depth:
+                        self.fail(text, position, "an element to close")
+                    mode, depth = _X_TEXT, depth - 1
+                elif char in "<&\"'=":
+                    self.fail(text, position, mode)
+            elif mode == _X_DECL:
+                partial += char
+                if partial == "--":
+                    mode, partial = _X_COMMENT, ""
+                elif partial == "[CDATA[":
+                    mode, partial = _X_CDATA, ""
+                elif partial == "DOCTYPE":
+                    mode, partial = _X_DOCTYPE, ""
+                elif not any(k.startswith(partial) for k in ("--", "[CDATA[", "DOCTYPE")):
+                    self.fail(text, position, "'--', '[CDATA[' or 'DOCTYPE' after '<!'")
+            elif mode == _X_COMMENT:
+                # partial: the dashes read; '-->' ends the comment.
+                if char == "-":
+                    partial = partial[-1:] + "-"
+                elif char == ">" and partial == "--":
+                    mode, partial = _X_TEXT, ""
+                else:
+                    partial = ""
+            elif mode == _X_CDATA:
+                if char == "]":
+                    partial = partial[-1:] + "]"
+                elif char == ">" and partial == "]]":
+                    mode, partial = _X_TEXT, ""
+                else:
+                    partial = ""
+            elif mode == _X_PI:
+                if char == ">" and partial == "?":
+                    mode = _X_TEXT
+                partial = "?" if char == "?" else ""
+            elif mode == _X_DOCTYPE:
+                if char == "[":
+                    mode = _X_SUBSET
+                elif char == ">":
+                    mode = _X_TEXT
+            elif mode == _X_SUBSET and char == "]":
+                mode = _X_DOCTYPE
+        return mode, partial, depth
+
+    def fail(self, text: str, position: int, expected: str) -> None:
+        context = (self.before + text[:position])[-24:]
+        raise templates.TemplateError(
+            f"XML body: {text[position]!r} after {context!r} is not well-formed XML (expected {expected});"
+            " write well-formed XML around the {{ }} values, or set rawBody: true"
+        )
+
+
+def _x_where(state: _XState) -> str:
+    mode, _, depth = state
+    return f"{mode} at depth {depth}" if mode == _X_TEXT else mode
 
 
 def output_encodings(

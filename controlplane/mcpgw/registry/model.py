@@ -106,7 +106,7 @@ class RequestTemplate:
     body: tuple[Node, ...] | None = None
     body_mode: BodyMode = "none"
     # `rawBody: true`: the body template's values are inserted as they are, not escaped for
-    # their JSON or form context (see registry/bodyenc.py).
+    # their JSON, XML or form context (see registry/bodyenc.py).
     raw_body: bool = False
     security: UpstreamSecurity | None = None
 

@@ -14,8 +14,10 @@ const Store = @import("store.zig").Store;
 
 /// How an output is encoded into the text around it. `json_string`: the
 /// characters of a JSON string between its quotes (the control plane picks
-/// it for outputs inside a quoted string of a JSON body template).
-pub const Enc = enum { raw, json, json_string, path, query };
+/// it for outputs inside a quoted string of a JSON body template). `xml`:
+/// character data of an XML element or attribute value; `xml_cdata`: the
+/// inside of a CDATA section (both picked for XML body templates).
+pub const Enc = enum { raw, json, json_string, path, query, xml, xml_cdata };
 
 /// One step of a path. Digit keys and `#` are decided at compile time.
 pub const Seg = struct {
@@ -160,7 +162,7 @@ const Compiler = struct {
             if (o.get("enc")) |ev| {
                 const name = if (ev == .string) ev.string else "";
                 enc = std.meta.stringToEnum(Enc, name) orelse
-                    return c.fail(trail, "enc: must be one of raw, json, json_string, path, query", .{});
+                    return c.fail(trail, "enc: must be one of raw, json, json_string, path, query, xml, xml_cdata", .{});
             }
             return .{ .out = .{ .expr = try c.expr(e, &t), .enc = enc } };
         }
@@ -512,7 +514,78 @@ pub fn writeValue(out: *Out, v: ?Value, enc: Enc) Allocator.Error!void {
             .string => |s| try out.strBody(s),
             else => try encodeRaw(out, val, Out.strBody),
         },
+        .xml => switch (val) {
+            .string => |s| try xmlEscape(out, s, false),
+            else => try encodeRaw(out, val, xmlText),
+        },
+        .xml_cdata => switch (val) {
+            .string => |s| try xmlEscape(out, s, true),
+            else => try encodeRaw(out, val, xmlCdata),
+        },
     }
+}
+
+fn xmlText(out: *Out, s: []const u8) Allocator.Error!void {
+    try xmlEscape(out, s, false);
+}
+
+fn xmlCdata(out: *Out, s: []const u8) Allocator.Error!void {
+    try xmlEscape(out, s, true);
+}
+
+/// Go's `xml.EscapeText`, valid both in element text and in a quoted
+/// attribute value: the five markup characters and tab, newline, carriage
+/// return (which attribute values would normalise to spaces) become
+/// references; what XML 1.0 forbids anywhere (other control characters,
+/// U+FFFE, U+FFFF, invalid UTF-8) becomes U+FFFD, as there is no reference
+/// for it. In a CDATA section references are not read, so `cdata` keeps
+/// every character but ends and reopens the section after each `]` and
+/// before each `>`: no `]]>` can form, inside the value or with the
+/// template's own text before it (the control plane refuses a value right
+/// after a `]` of the template, where an empty value would let that `]`
+/// meet the text after). A carriage return goes between two sections as
+/// `&#xD;`, which parsers do not turn into a newline.
+fn xmlEscape(out: *Out, s: []const u8, cdata: bool) Allocator.Error!void {
+    try out.list.ensureUnusedCapacity(out.gpa, s.len);
+    var start: usize = 0;
+    var i: usize = 0;
+    while (i < s.len) {
+        const c = s[i];
+        var n: usize = 1;
+        const replacement: []const u8 = if (c >= 0x80) blk: {
+            const len = std.unicode.utf8ByteSequenceLength(c) catch break :blk "\u{FFFD}";
+            if (len > s.len - i) break :blk "\u{FFFD}";
+            const cp = std.unicode.utf8Decode(s[i .. i + len]) catch break :blk "\u{FFFD}";
+            n = len;
+            break :blk if (cp == 0xFFFE or cp == 0xFFFF) "\u{FFFD}" else "";
+        } else if (cdata) switch (c) {
+            ']' => "]]]><![CDATA[",
+            '>' => "]]><![CDATA[>",
+            // A parser turns a carriage return of a CDATA section into a newline.
+            '\r' => "]]>&#xD;<![CDATA[",
+            '\t', '\n' => "",
+            0x00...0x08, 0x0b, 0x0c, 0x0e...0x1f => "\u{FFFD}",
+            else => "",
+        } else switch (c) {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '"' => "&#34;",
+            '\'' => "&#39;",
+            '\t' => "&#x9;",
+            '\n' => "&#xA;",
+            '\r' => "&#xD;",
+            0x00...0x08, 0x0b, 0x0c, 0x0e...0x1f => "\u{FFFD}",
+            else => "",
+        };
+        if (replacement.len != 0) {
+            try out.add(s[start..i]);
+            try out.add(replacement);
+            start = i + n;
+        }
+        i += n;
+    }
+    try out.add(s[start..]);
 }
 
 /// Renders the raw text of a non-string value, then encodes it in place.
@@ -973,6 +1046,57 @@ test "json_string: the inside of a JSON string, whatever the value" {
     try t.expect("42|{\\\"k\\\":\\\"v\\\\\\\"w\\\"}|\u{e9}\\u0001|",
         \\[{"out": {"args": ["n"]}, "enc": "json_string"}, {"lit": "|"}, {"out": {"args": ["o"]}, "enc": "json_string"}, {"lit": "|"},
         \\ {"out": {"args": ["u"]}, "enc": "json_string"}, {"lit": "|"}, {"out": {"args": ["missing"]}, "enc": "json_string"}]
+    , args);
+}
+
+test "xml: element text and attribute values cannot add markup" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
+        \\{"q": "</q><role>admin</role><q>", "a": "x\" role='admin' y=\"", "e": "&amp; &#60;", "n": 42,
+        \\ "o": {"k": "<v>"}, "w": "a\tb\nc\rd", "c": "\u0001\u0000\ufffe\uffff\u007f\u00e9\ud83d\ude00"}
+    ;
+    try t.expect("<r><q>&lt;/q&gt;&lt;role&gt;admin&lt;/role&gt;&lt;q&gt;</q></r>",
+        \\[{"lit": "<r><q>"}, {"out": {"args": ["q"]}, "enc": "xml"}, {"lit": "</q></r>"}]
+    , args);
+    try t.expect("<r a=\"x&#34; role=&#39;admin&#39; y=&#34;\" b='x&#34; role=&#39;admin&#39; y=&#34;'/>",
+        \\[{"lit": "<r a=\""}, {"out": {"args": ["a"]}, "enc": "xml"}, {"lit": "\" b='"}, {"out": {"args": ["a"]}, "enc": "xml"}, {"lit": "'/>"}]
+    , args);
+    // References a client writes are text, never read as references.
+    try t.expect("&amp;amp; &amp;#60;|42|{&#34;k&#34;:&#34;&lt;v&gt;&#34;}|a&#x9;b&#xA;c&#xD;d|",
+        \\[{"out": {"args": ["e"]}, "enc": "xml"}, {"lit": "|"}, {"out": {"args": ["n"]}, "enc": "xml"}, {"lit": "|"},
+        \\ {"out": {"args": ["o"]}, "enc": "xml"}, {"lit": "|"}, {"out": {"args": ["w"]}, "enc": "xml"}, {"lit": "|"},
+        \\ {"out": {"args": ["missing"]}, "enc": "xml"}]
+    , args);
+    // What XML 1.0 forbids has no reference: U+FFFD instead.
+    try t.expect("\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\x7f\u{e9}\u{1F600}",
+        \\[{"out": {"args": ["c"]}, "enc": "xml"}]
+    , args);
+    var out = Out.init(t.a());
+    try writeValue(&out, .{ .string = "a\xffb\xc3" }, .xml);
+    try testing.expectEqualStrings("a\u{FFFD}b\u{FFFD}", out.bytes());
+}
+
+test "xml_cdata: no ']]>' forms, inside the value or with the text around it" {
+    var t = T.init();
+    defer t.deinit();
+    const args =
+        \\{"v": "x]]><role>admin</role><![CDATA[", "gt": ">tail", "br": "head]]", "w": "<&\"'\t\n\r\u0001"}
+    ;
+    try t.expect("<q><![CDATA[x]]]><![CDATA[]]]><![CDATA[]]><![CDATA[><role]]><![CDATA[>admin</role]]><![CDATA[><![CDATA[]]></q>",
+        \\[{"lit": "<q><![CDATA["}, {"out": {"args": ["v"]}, "enc": "xml_cdata"}, {"lit": "]]></q>"}]
+    , args);
+    // The template's own ']]' before a value that starts with '>', and a
+    // value that ends with ']]' before the template's '>'.
+    try t.expect("<![CDATA[a]]]]><![CDATA[>tail]]>",
+        \\[{"lit": "<![CDATA[a]]"}, {"out": {"args": ["gt"]}, "enc": "xml_cdata"}, {"lit": "]]>"}]
+    , args);
+    try t.expect("<![CDATA[head]]]><![CDATA[]]]><![CDATA[>]]>",
+        \\[{"lit": "<![CDATA["}, {"out": {"args": ["br"]}, "enc": "xml_cdata"}, {"lit": ">]]>"}]
+    , args);
+    // Markup characters stay as they are: a CDATA section reads no references.
+    try t.expect("<&\"'\t\n]]>&#xD;<![CDATA[\u{FFFD}",
+        \\[{"out": {"args": ["w"]}, "enc": "xml_cdata"}]
     , args);
 }
 
