@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane clean help redis inspector
+.PHONY: up test install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
 	@echo "make test    install, build the filters and run every check and test"
 	@echo "make filters build the Zig filters into plugin-server/plugins/"
 	@echo "make bench   run the benchmarks (bench/)"
+	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
 	@echo "make clean   remove the venv, built filters and caches"
 
 # Re-install only when the dependency list changes.
@@ -65,6 +66,7 @@ integration: filters redis
 test: filters lint redis inspector
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra
+	@$(MAKE) --no-print-directory bench-smoke
 
 bench: bench-dataplane bench-controlplane
 
@@ -85,6 +87,11 @@ bench-controlplane: filters
 	$(PY) bench/translation.py
 	$(PY) bench/propagation.py
 	$(PY) bench/fanout.py
+
+# Every benchmark with tiny sizes (seconds each), results to a temp dir, never bench/results/:
+# proves on every `make test` that each still runs and yields its figures. ~1.5 minutes.
+bench-smoke: filters
+	$(PY) bench/smoke.py
 
 clean:
 	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Data-plane benchmark: the same tool call through every way of serving it, side by side.
 
-    .venv/bin/python bench/dataplane.py [--duration 5] [--repeats 5] [--skip-scale]
+    .venv/bin/python bench/dataplane.py [--duration 5] [--repeats 5] [--skip-scale] [--out DIR]
 
 Starts one nginx backend, a plain proxy Envoy, an Envoy with Envoy's native
 `mcp_json_rest_bridge`, an Envoy with the minimal Proxy-Wasm filter `wasm_floor.zig`, the
@@ -14,7 +14,7 @@ python server) and the other wrk, nginx and this process. Every Envoy runs the s
 with the same flags (`--concurrency 1`, log level warning); each Envoy's CPU time per request
 is measured over the measured runs. Then
 measures memory with 1, 100 and 1,000 servers configured (`dataplane_scale.py`). Writes
-`bench/results/dataplane.json` and `dataplane.md`.
+`dataplane.json` and `dataplane.md` into `bench/results/` (or `--out`).
 """
 
 from __future__ import annotations
@@ -516,9 +516,16 @@ async def measure_once(scenario: Scenario, spec: LoadSpec, work: Path) -> dict[s
     """Warm-up, then the measured wrk run, with the CPU time of the process under test over the
     measured run only."""
     run_spec = spec if scenario.connections is None else replace(spec, connections=scenario.connections)
-    await wrk(
-        scenario.url, scenario.method, scenario.body, run_spec, work, warmup=True, headers=scenario.headers
-    )
+    if spec.warmup_s > 0:  # 0: no warm-up run (the smoke; wrk cannot run for less than 1 s)
+        await wrk(
+            scenario.url,
+            scenario.method,
+            scenario.body,
+            run_spec,
+            work,
+            warmup=True,
+            headers=scenario.headers,
+        )
     pid = scenario.cpu_pid
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     result = await wrk(scenario.url, scenario.method, scenario.body, run_spec, work, headers=scenario.headers)
@@ -540,10 +547,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with load_side(placement):
             measured = await measure(args, spec, work, placement)
         load_after = Path("/proc/loadavg").read_text().split()[:3]
-        scale = None if args.skip_scale else await dataplane_scale.run(work / "scale", (1, 100, 1000))
+        scale = None
+        if not args.skip_scale:
+            sizes = tuple(int(n) for n in args.scale_sizes.split(","))
+            scale = await dataplane_scale.run(work / "scale", sizes, args.scale_duration)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    hotpath = dataplane_hotpath.run()
+    hotpath = dataplane_hotpath.run(args.hotpath_iterations)
     return {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "setup": {
@@ -589,7 +599,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians are reported")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--skip-scale", action="store_true", help="skip the 1/100/1000-server memory runs")
+    parser.add_argument("--skip-scale", action="store_true", help="skip the memory and scale runs")
+    parser.add_argument("--scale-sizes", default="1,100,1000", help="servers per scale run, comma-separated")
+    parser.add_argument(
+        "--scale-duration", type=float, default=3.0, help="seconds of tools/call load on each scale size"
+    )
+    parser.add_argument(
+        "--hotpath-iterations", type=int, default=100_000, help="iterations per timing in the V8 hot path"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args()
     ensure_tool("wrk", "wrk")

@@ -196,7 +196,7 @@ def parse_probe(log_text: str) -> dict[str, int]:
     """The last running-averages line the probe logged: {"n": requests, op: ns, ...}."""
     found = PROBE_LINE.findall(log_text)
     if not found:
-        raise RuntimeError("the probe logged no averages (fewer than 20,000 requests?)")
+        raise RuntimeError("the probe logged no averages (fewer requests than --probe-log-every?)")
     n, pairs = found[-1]
     out = {"n": int(n)}
     out.update({k: int(v) for k, v in (p.split("=") for p in pairs.split())})
@@ -210,9 +210,10 @@ async def run_probe(
     spec: LoadSpec,
     placement: Placement,
     duration_s: float,
+    log_every: int,
 ) -> dict[str, Any]:
     """One static Envoy with the probe inline under wrk; ns per host call, the clock read's own
-    cost (`timer`) subtracted."""
+    cost (`timer`) subtracted. The probe logs its running averages every `log_every` requests."""
     wasm = build_bench_wasm("wasm_probe", work)
     typed = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -224,6 +225,10 @@ async def run_probe(
                 "code": {"local": {"filename": str(wasm)}},
             },
             "allow_on_headers_stop_iteration": True,
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": str(log_every),
+            },
         },
     }
     listen, admin = free_port(), free_port()
@@ -244,7 +249,7 @@ async def run_probe(
             work,
             headers=session,
         )
-        # The line is logged when the 20,000th request ends; give the log a moment to land.
+        # The line is logged when the log_every-th request ends; give the log a moment to land.
         deadline = time.monotonic() + 5
         while True:
             try:
@@ -451,7 +456,9 @@ async def measure(args: argparse.Namespace, work: Path, placement: Placement) ->
                         f"{result['rps']:>8.0f} req/s  cpu {result['cpu_us_per_req']:.1f} µs/req",
                         flush=True,
                     )
-        probe = await run_probe(work, backend_port, sessions[0], spec, placement, args.probe_duration)
+        probe = await run_probe(
+            work, backend_port, sessions[0], spec, placement, args.probe_duration, args.probe_log_every
+        )
         return {
             "ladder": summarize(rungs, runs),
             "runs": {
@@ -570,6 +577,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "instances": args.instances,
             "connections": args.connections,
             "probe_duration_s": args.probe_duration,
+            "probe_log_every": args.probe_log_every,
             "cpu_placement": placement.describe(),
             "plugin": str(args.plugin),
             "cpu_per_request": "utime + stime of the rung's Envoy (/proc/<pid>/stat, every thread) "
@@ -597,6 +605,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--probe-duration", type=float, default=5.0, help="seconds of load on the probe")
     parser.add_argument(
+        "--probe-log-every",
+        type=int,
+        default=20_000,
+        help="requests between the probe's running averages (the figures are the last line's)",
+    )
+    parser.add_argument(
         "--plugin",
         type=Path,
         # The module bench/dataplane.py's versions() reports, and the one `make filters` builds.
@@ -605,6 +619,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args()
+    if args.probe_log_every < 1:
+        parser.error("--probe-log-every must be at least 1")
     if not args.plugin.is_file():
         raise SystemExit(f"{args.plugin} is missing: build it with `make filters`")
     ensure_tool("wrk", "wrk")

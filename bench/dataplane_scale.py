@@ -71,7 +71,7 @@ def write_registry(registry: Path, servers: int, backend_port: int, edit: str = 
         )
 
 
-async def one_size(work: Path, servers: int, backend_port: int) -> dict[str, Any]:
+async def one_size(work: Path, servers: int, backend_port: int, load_s: float) -> dict[str, Any]:
     registry = work / f"registry-{servers}"
     registry.mkdir(parents=True)
     write_registry(registry, servers, backend_port)
@@ -173,7 +173,7 @@ async def one_size(work: Path, servers: int, backend_port: int) -> dict[str, Any
                 one_times.append(done[f"scale/s{target:04d}"][1] - published[-1] * 1000)
         cache.set_resources = original  # type: ignore[method-assign]
 
-        load = await wrk(last, "POST", CALL_BODY, LoadSpec(1, 16, 3.0, 1.0), work, headers=session)
+        load = await wrk(last, "POST", CALL_BODY, LoadSpec(1, 16, load_s, 0.0), work, headers=session)
         return {
             "servers": servers,
             "tools": servers * TOOLS,
@@ -195,7 +195,8 @@ async def one_size(work: Path, servers: int, backend_port: int) -> dict[str, Any
         await stack.stop()
 
 
-async def run(work: Path, sizes: tuple[int, ...]) -> dict[str, Any]:
+async def run(work: Path, sizes: tuple[int, ...], load_s: float = 3.0) -> dict[str, Any]:
+    """Every size in turn on one nginx backend; `load_s`: seconds of tools/call load on each."""
     work.mkdir(parents=True, exist_ok=True)
     backend_port = free_port()
     nginx = Nginx(work / "nginx", backend_port)
@@ -203,7 +204,7 @@ async def run(work: Path, sizes: tuple[int, ...]) -> dict[str, Any]:
     try:
         results = []
         for n in sizes:
-            result = await one_size(work, n, backend_port)
+            result = await one_size(work, n, backend_port, load_s)
             print(
                 f"scale {n:>5} servers: RSS {result['before_edit']['envoy_rss_kib'] / 1024:.1f} MiB, "
                 f"full update applied {result['full_update']['published_to_all_applied_ms']} ms",

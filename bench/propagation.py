@@ -6,9 +6,9 @@ API, and poll `tools/list` of that server through Envoy until the description sh
 baseline, measured in the same run, is one `tools/list` round trip through Envoy: the floor any
 propagation measurement includes.
 
-    .venv/bin/python bench/propagation.py [--servers 10,100,1000] [--edits 100]
+    .venv/bin/python bench/propagation.py [--servers 10,100,1000] [--edits 100] [--out DIR]
 
-Writes bench/results/propagation.json and bench/results/propagation.md.
+Writes propagation.json and propagation.md into bench/results/ (or --out).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO))
 
 from mcpgw import log  # noqa: E402
 from mcpgw.stack import Stack, on_free_ports  # noqa: E402
+from tests.integration.mcphttp import ACCEPT, open_session, rpc  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "bench-admin-token"
-ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 TOOLS = 10
 
 
@@ -64,9 +64,13 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def first_description(http: httpx.AsyncClient, url: str) -> str:
-    response = await http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=ACCEPT)
-    return str(response.json()["result"]["tools"][0]["description"])
+async def first_description(http: httpx.AsyncClient, url: str, session: dict[str, str]) -> str:
+    """The first tool's description in `tools/list`; any other answer stops the run with it."""
+    response = await http.post(url, json=rpc("tools/list"), headers=ACCEPT | session)
+    answer = response.json() if response.status_code == 200 else {}
+    if "result" not in answer:
+        raise RuntimeError(f"tools/list at {url}: HTTP {response.status_code}: {response.text[:300]}")
+    return str(answer["result"]["tools"][0]["description"])
 
 
 async def measure(servers: int, edits: int, workdir: Path) -> dict[str, Any]:
@@ -89,11 +93,19 @@ async def measure(servers: int, edits: int, workdir: Path) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as http:
             floor: list[float] = []
             delays: list[float] = []
+            # The gateway answers tools/list only inside a session (its signed Mcp-Session-Id), so
+            # each server's session is opened once, before its first timed request: the handshake
+            # is no part of what is measured. The session outlives the edits: its signing keys are the
+            # gateway's, not part of the edited server's configuration.
+            sessions: dict[str, dict[str, str]] = {}
             for edit in range(edits):
                 index = (edit * 7) % servers
                 url = f"{stack.mcp_base_url}/mcp/bench/server{index}"
+                if url not in sessions:
+                    sessions[url] = await open_session(http, url)
+                session = sessions[url]
                 t0 = time.perf_counter()
-                await first_description(http, url)
+                await first_description(http, url, session)
                 floor.append((time.perf_counter() - t0) * 1000)
                 tool = document(index)["tools"][0] | {"description": f"Edit {edit} of server {index}."}
                 # The clock starts before the write is sent: the API call is part of propagation.
@@ -105,7 +117,7 @@ async def measure(servers: int, edits: int, workdir: Path) -> dict[str, Any]:
                 )
                 write.raise_for_status()
                 deadline = time.perf_counter() + 10
-                while await first_description(http, url) != tool["description"]:
+                while await first_description(http, url, session) != tool["description"]:
                     if time.perf_counter() > deadline:
                         raise TimeoutError(f"edit {edit} not visible after 10 s")
                     await asyncio.sleep(0.001)
@@ -146,21 +158,25 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"propagation: {servers:,} servers, {args.edits} edits …", file=sys.stderr, flush=True)
             rows.append(await measure(servers, args.edits, Path(workdir)))
             print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-    RESULTS.mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     machine = {
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
     }
-    (RESULTS / "propagation.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
-    table = markdown(rows)
-    largest = max(rows, key=lambda r: r["servers"])
-    verdict = (
-        f"\n\nTarget: p99 under 250 ms at 1,000 servers: {largest['p99_ms']} ms "
-        f"at {largest['servers']:,} servers, "
-        f"{'met' if largest['p99_ms'] < 250 else 'MISSED'}."
+    (args.out / "propagation.json").write_text(
+        json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n"
     )
-    (RESULTS / "propagation.md").write_text(f"## Propagation\n\n{table}{verdict}\n")
+    table = markdown(rows)
+    # The target is stated at 1,000 servers only; smaller runs (the smoke) say nothing about it.
+    target = next((r for r in rows if r["servers"] == 1000), None)
+    verdict = ""
+    if target is not None:
+        verdict = (
+            f"\n\nTarget: p99 under 250 ms at 1,000 servers: {target['p99_ms']} ms, "
+            f"{'met' if target['p99_ms'] < 250 else 'MISSED'}."
+        )
+    (args.out / "propagation.md").write_text(f"## Propagation\n\n{table}{verdict}\n")
     print(table + verdict)
     return 0
 
@@ -171,6 +187,9 @@ def main() -> int:
     )
     parser.add_argument("--servers", default="10,100,1000", help="registry sizes, comma-separated")
     parser.add_argument("--edits", type=int, default=100, help="edits per size (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="results directory (default: bench/results)"
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

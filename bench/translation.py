@@ -8,9 +8,9 @@ peak memory is that size's alone:
   snapshot; the baseline in the same run is a fresh (non-incremental) translation of the same
   edited registry.
 
-    .venv/bin/python bench/translation.py [--sizes 100,1000,10000,100000] [--edits 20]
+    .venv/bin/python bench/translation.py [--sizes 100,1000,10000,100000] [--edits 20] [--out DIR]
 
-Writes bench/results/translation.json and bench/results/translation.md.
+Writes translation.json and translation.md into bench/results/ (or --out).
 """
 
 from __future__ import annotations
@@ -139,6 +139,9 @@ def main() -> int:
     parser.add_argument(
         "--edits", type=int, default=20, help="one-tool edits per size (default: %(default)s)"
     )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help="results directory (default: bench/results)"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -156,13 +159,15 @@ def main() -> int:
         ).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-    RESULTS.mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     machine = {
         "python": platform.python_version(),
         "cpu_count": __import__("os").cpu_count(),
         "machine": platform.machine(),
     }
-    (RESULTS / "translation.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    (args.out / "translation.json").write_text(
+        json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n"
+    )
     table = markdown(rows)
     target = next((r for r in rows if r["tools"] == 100_000), None)
     verdict = ""
@@ -172,7 +177,7 @@ def main() -> int:
             f"\n\nTarget: one-tool rebuild under 20 ms at 100,000 tools: p99 {target['rebuild_ms_p99']} ms, "
             f"{'met' if met else 'MISSED'}."
         )
-    (RESULTS / "translation.md").write_text(f"## Translation\n\n{table}{verdict}\n")
+    (args.out / "translation.md").write_text(f"## Translation\n\n{table}{verdict}\n")
     print(table + verdict)
     return 0
 

@@ -2,8 +2,8 @@
 //! costs inside Envoy's V8, timed from inside the VM with proxy_get_current_time_nanoseconds.
 //! bench/dataplane_profile.py builds it (never committed), runs it in one static Envoy under
 //! wrk with the bench's session headers (so the header map matches mcpgw's requests) and reads
-//! the running averages it logs every `log_every` requests at critical level (shown by
-//! `-l warning`). Each figure includes one clock read; the `timer` slot (two reads back to
+//! the running averages it logs every `log_every` requests (the plugin configuration, a decimal
+//! count; 20,000 without one) at critical level (shown by `-l warning`). Each figure includes one clock read; the `timer` slot (two reads back to
 //! back, nothing between) is that overhead, which the profile subtracts.
 //! Proxy-Wasm ABI 0.2.1; callbacks the host may skip are left out, like a lean filter.
 
@@ -20,9 +20,12 @@ extern "env" fn proxy_log(level: u32, message: [*]const u8, size: usize) u32;
 
 const request_headers = 0; // MapType.HttpRequestHeaders
 const request_body = 0; // BufferType.HttpRequestBody
+const plugin_configuration = 7; // BufferType.PluginConfiguration
 const pause = 1; // Action.Pause: wait for the body; after the local reply, the stream is over
 const critical = 5; // LogLevel.Critical: passes Envoy's `-l warning`
-const log_every = 20_000;
+// Set from the plugin configuration: the profile's full run averages over many requests, its
+// smoke (seconds of load) over few, so a slow machine still logs a line before the load ends.
+var log_every: u64 = 20_000;
 
 // The header names the mcpgw filter looks up one by one for a request.
 const names = [_][]const u8{ ":path", "origin", ":method", "accept", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name" };
@@ -57,9 +60,18 @@ export fn proxy_on_context_create(_: u32, _: u32) void {}
 export fn proxy_on_vm_start(_: u32, _: usize) bool {
     return true;
 }
-export fn proxy_on_configure(_: u32, _: usize) bool {
+export fn proxy_on_configure(_: u32, size: usize) bool {
     _ = proxy_set_shared_data(slot, slot.len, "", 0, 0);
-    return true;
+    if (size == 0) return true;
+    used = 0;
+    var data: ?[*]u8 = null;
+    var got: usize = 0;
+    if (proxy_get_buffer_bytes(plugin_configuration, 0, size, &data, &got) != 0) return false;
+    const text = (data orelse return false)[0..got];
+    // A bad count refuses the configuration, so Envoy fails to load the probe instead of
+    // logging nothing.
+    log_every = std.fmt.parseInt(u64, text, 10) catch return false;
+    return log_every > 0;
 }
 
 fn now() u64 {
