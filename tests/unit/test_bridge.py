@@ -399,17 +399,21 @@ async def test_an_endpoint_on_another_origin_gets_no_message(caplog: pytest.LogC
 async def test_a_reader_failing_unexpectedly_still_closes_its_session(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An upstream event nested deeper than Python's JSON parser can follow raises
-    RecursionError, not ValueError: the reader used to die with it, leaving the session open."""
+    """Anything unexpected while delivering an event (a RecursionError from a deeply nested one
+    used to be this) ends the session instead of killing the reader and leaving it open."""
     bridge = Bridge(BridgeSettings())
     closed: list[str] = []
 
     async def close(session: Any, reason: str) -> None:
         closed.append(reason)
 
+    def deliver(session: Any, data: str) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
     monkeypatch.setattr(bridge, "_close", close)
+    monkeypatch.setattr(bridge, "_deliver", deliver)
     reader = StreamReader(_Protocol(asyncio.get_running_loop()), 2**16, loop=asyncio.get_running_loop())
-    reader.feed_data(b"event: message\ndata: " + b"[" * 100_000 + b"\n\n")
+    reader.feed_data(b'event: message\ndata: {"jsonrpc": "2.0", "id": 1, "result": {}}\n\n')
     reader.feed_eof()
     session = SimpleNamespace(id="s1", response=SimpleNamespace(content=reader), pending={})
     await asyncio.wait_for(bridge._read(session), 10)  # type: ignore[arg-type]

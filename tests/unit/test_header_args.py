@@ -16,9 +16,9 @@ def test_a_header_argument_cannot_set_what_the_gateway_sets(name: str) -> None:
     document["tools"][0]["args"].append({"name": name, "position": "header"})
     with pytest.raises(Invalid) as error:
         parse_server(document)
-    assert [(p.path, p.reason) for p in error.value.problems] == [
-        ("tools[0].args[1].name", f"{name!r} is set by the gateway and cannot be a header argument")
-    ]
+    ((path, reason),) = [(p.path, p.reason) for p in error.value.problems]
+    assert path == "tools[0].args[1].name"
+    assert reason.startswith(f"{name!r}") and "cannot be a header argument" in reason
     # Elsewhere the name is an ordinary argument name.
     document["tools"][0]["args"][1]["position"] = "query"
     parse_server(document)

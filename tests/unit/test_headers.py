@@ -9,6 +9,7 @@ one the filter accepts.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from mcpgw.registry import tools as registry_tools
 from mcpgw.registry.headers import header_name_problem, value_problem
 from mcpgw.registry.model import RegistrySnapshot
-from mcpgw.registry.secrets import resolve
+from mcpgw.registry.secrets import UNAVAILABLE, resolve
 from mcpgw.registry.validate import Invalid, parse_server
 from mcpgw.translate.envoy import FilterInvalid, GatewaySettings, PluginRef, Translator
 from mcpgw.translate.filtercheck import FilterCheck, FilterRefused
@@ -112,13 +113,14 @@ def test_tab_and_non_ascii_pass() -> None:
 
 
 def test_file_and_env_credentials_are_header_values_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     secret = tmp_path / "token"
     secret.write_text("line-one\nline-two\n")
-    monkeypatch.setenv("MCPGW_TEST_CRED", "a\x7fb")
+    monkeypatch.setenv("MCPGW_CRED_TEST", "a\x7fb")
     servers = []
-    for name, credential in (("f", {"file": str(secret)}), ("e", {"env": "MCPGW_TEST_CRED"})):
+    for name, credential in (("f", {"file": str(secret)}), ("e", {"env": "MCPGW_CRED_TEST"})):
         document = with_scheme(credential=credential)
         document["name"] = name
         servers.append(parse_server(document, f"{name}.yaml"))
@@ -128,7 +130,11 @@ def test_file_and_env_credentials_are_header_values_too(
         ("f.yaml", "securitySchemes[0].defaultCredential"),
         ("e.yaml", "securitySchemes[0].defaultCredential"),
     ]
-    assert all("control character" in p.reason for p in error.value.problems)
+    # Clients read one generic reason (whether a file exists is not theirs to learn); the log
+    # says why.
+    assert all(p.reason == UNAVAILABLE for p in error.value.problems)
+    reasons = [r.fields["reason"] for r in caplog.records if r.getMessage() == "credential_unavailable"]
+    assert len(reasons) == 2 and all("control character" in reason for reason in reasons), reasons
     # One trailing newline is the file's, not the secret's.
     secret.write_text("only-line\n")
     assert list(resolve(RegistrySnapshot(servers=(servers[0],))).values()) == ["only-line"]

@@ -262,8 +262,10 @@ async def test_each_reference_is_read_once_per_resolution(
 def test_the_value_never_reaches_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     secret_file = tmp_path / "token"
-    secret_file.write_text("v3ry-s3cret\nsecond line")
+    secret_file.write_text("v3ry-s3cret\n")
     resolve(snapshot_with({"file": str(secret_file)}))
+    secret_file.write_text("v3ry-s3cret\nsecond line")
+    refusal({"file": str(secret_file)})
     (tmp_path / "big").write_text("v3ry-s3cret" * 10_000)
     refusal({"file": str(tmp_path / "big")})
     assert "v3ry-s3cret" not in caplog.text

@@ -166,9 +166,9 @@ def _arg(r: Reader, value: Any, path: str) -> ToolArg | None:
     name = r.string(data, "name", path, required=True, pattern=_ARG_NAME, hint=hint)
     arg_type = r.string(data, "type", path, default="string", choices=ARG_TYPES) or "string"
     position = r.string(data, "position", path, choices=ARG_POSITIONS)
-    if position == "header" and name is not None and name.lower() in _GATEWAY_HEADERS:
-        # The same rule as for header templates: a client's value would replace what the gateway
-        # sets (the cookies of `position: cookie` arguments, encoded; the framing; the host).
+    if position == "header" and name is not None and name.lower() == _COOKIE:
+        # As for header templates: the gateway builds `cookie` from the `position: cookie`
+        # arguments (encoded); a raw header argument could add cookies of its own.
         r.fail(join(path, "name"), f"{name!r} is set by the gateway and cannot be a header argument")
     required = r.boolean(data, "required", path)
     enum = data.get("enum")

@@ -1005,7 +1005,7 @@ test "compile errors name the position" {
     try t.expectInvalid("[{\"lit\": \"a\", \"out\": {\"args\": []}}]", .request, "tools[0].x[0]: needs exactly one of lit, out, if, range");
     try t.expectInvalid("[{}]", .request, "tools[0].x[0]: needs exactly one of lit, out, if, range");
     try t.expectInvalid("[{\"lit\": 1}]", .request, "tools[0].x[0]: lit: must be a string");
-    try t.expectInvalid("[{\"out\": {\"args\": [\"a\"]}, \"enc\": \"base64\"}]", .request, "tools[0].x[0]: enc: must be one of raw, json, json_string, path, query");
+    try t.expectInvalid("[{\"out\": {\"args\": [\"a\"]}, \"enc\": \"base64\"}]", .request, "tools[0].x[0]: enc: must be one of raw, json, json_string, path, query, xml, xml_cdata");
     try t.expectInvalid("[{\"out\": {\"args\": [\"a\"], \"const\": 1}}]", .request, "tools[0].x[0].out: needs exactly one of args, resp, item, status, header, const, fn");
     try t.expectInvalid("[{\"out\": {\"fn\": \"sprintf\", \"args\": []}}]", .request, "tools[0].x[0].out: fn: unknown function \"sprintf\"");
     try t.expectInvalid("[{\"out\": {\"fn\": \"eq\", \"args\": [{\"const\": 1}]}}]", .request, "tools[0].x[0].out: fn eq: takes 2 argument(s), got 1");
