@@ -688,10 +688,14 @@ _TOO_LARGE_MAPPER: dict[str, Any] = {
         "inline_string": '{"jsonrpc":"2.0","id":null,"error":'
         '{"code":-32600,"message":"Invalid Request: body too large"}}'
     },
-    "body_format_override": {
-        "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
-        "content_type": "application/json",
-    },
+    # A header, not `body_format_override`: with a format override on the connection manager,
+    # Envoy 1.40 no longer closed idle keep-alive connections after a direct response.
+    "headers_to_add": [
+        {
+            "header": {"key": "content-type", "value": "application/json"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ],
 }
 
 
