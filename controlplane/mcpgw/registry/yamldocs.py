@@ -21,14 +21,16 @@ from typing import Any
 
 import yaml
 
+from mcpgw import nesting
+
 __all__ = ["MAX_ALIAS_NODES", "MAX_DEPTH", "MAX_TEXT_CHARS", "LimitExceeded", "load_all"]
 
 # 64 MiB of text: far above any registry file (a 100,000-tool registry is ~40 MB in YAML),
 # far below what exhausts memory.
 MAX_TEXT_CHARS = 64 << 20
 # Registry documents nest about 8 levels (tools[].args[].items.properties...); JSON schemas in
-# `outputSchema` or `properties` a few more.
-MAX_DEPTH = 64
+# `outputSchema` or `properties` a few more. The control plane's one nesting limit.
+MAX_DEPTH = nesting.MAX_DEPTH
 # What aliases may add to a document; anchors are for sharing a few blocks, not for bulk.
 MAX_ALIAS_NODES = 100_000
 
