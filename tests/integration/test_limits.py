@@ -104,14 +104,24 @@ async def test_idle_connections_are_closed(limited: Gateway) -> None:
     port = limited.stack.options.listen_port
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        # A request Envoy answers itself (no MCP server at /): the connection stays open after it.
-        writer.write(b"GET /nothing HTTP/1.1\r\nHost: gw\r\n\r\n")
+        # An MCP request the filter answers (initialize): the connection stays open after it.
+        body = (
+            b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
+            b'"capabilities":{},"clientInfo":{"name":"idle","version":"1"}}}'
+        )
+        writer.write(
+            b"POST /mcp/default/petstore HTTP/1.1\r\nHost: gw\r\ncontent-type: application/json\r\n"
+            b"accept: application/json, text/event-stream\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        assert head.startswith(b"HTTP/1.1 404") and b"connection: close" not in head.lower(), head
-        # Keep-alive, no request in flight: closed after the 2 s idle timeout, not kept forever.
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" not in head.lower(), head
+        # Keep-alive, no request in flight: closed after the 2 s idle timeout plus Envoy's drain
+        # (drain_timeout, 5 s by default), not kept forever.
         started = time.monotonic()
-        await _closed_by_peer(reader, 8.0)
+        await _closed_by_peer(reader, 15.0)
         assert time.monotonic() - started >= 1.0
     finally:
         writer.close()

@@ -39,6 +39,10 @@ def refusing_filter(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return "{refused by the filter: not JSON" + text if refused else text
 
     monkeypatch.setattr(mcpgw.translate.envoy, "_config_text", config_text)
+    # The control plane's own run of the filter's parser would refuse this text before Envoy
+    # sees it; turned off here so the text reaches Envoy, as a config only Envoy refuses does
+    # (a filter build other than the one the check was built from, a host-side limit).
+    monkeypatch.setattr(mcpgw.translate.envoy, "_check_filter", lambda *args: None)
     yield
 
 
