@@ -688,8 +688,7 @@ _TOO_LARGE_MAPPER: dict[str, Any] = {
         "inline_string": '{"jsonrpc":"2.0","id":null,"error":'
         '{"code":-32600,"message":"Invalid Request: body too large"}}'
     },
-    # A header, not `body_format_override`: with a format override on the connection manager,
-    # Envoy 1.40 no longer closed idle keep-alive connections after a direct response.
+    # Envoy's own 413 is text/plain; the body above is JSON-RPC.
     "headers_to_add": [
         {
             "header": {"key": "content-type", "value": "application/json"},
