@@ -18,7 +18,6 @@ from pathlib import Path
 
 import yaml
 
-from mcpgw import nesting
 from mcpgw.log import get_logger
 from mcpgw.registry import yamldocs
 from mcpgw.registry.model import McpServer, RegistrySnapshot
@@ -51,11 +50,8 @@ def _short(error: Exception) -> str:
 def _parse_file(path: Path) -> tuple[list[Entry], list[Problem]]:
     try:
         documents = yamldocs.load_all(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, nesting.TooDeep) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         return [], [Problem(str(path), "", f"cannot read YAML: {_short(error)}")]
-    except RecursionError:
-        too_deep = f"cannot read YAML: nesting deeper than {nesting.MAX_DEPTH} levels"
-        return [], [Problem(str(path), "", too_deep)]
     entries: list[Entry] = []
     problems: list[Problem] = []
     for index, document in enumerate(documents):

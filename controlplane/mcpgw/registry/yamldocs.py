@@ -54,6 +54,9 @@ def load_all(text: str) -> list[Any]:
             document = loader.construct_document(node)
             if document is not None:
                 documents.append(document)
+    except RecursionError:
+        # The composer recurses once per level, before `_check` sees the node graph.
+        raise LimitExceeded(f"nested deeper than {MAX_DEPTH} levels") from None
     finally:
         loader.dispose()
     return documents
