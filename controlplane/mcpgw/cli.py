@@ -62,7 +62,8 @@ def _registry(text: str) -> Path | str:
     return text if is_store_url(text) else Path(text)
 
 
-def _seconds(text: str) -> int:
+def _whole_seconds(text: str) -> int:
+    """Seconds as a positive integer (session TTLs are whole seconds in the filter's tokens)."""
     try:
         value = int(text)
     except ValueError:
@@ -85,7 +86,7 @@ def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
     )
     parser.add_argument(
         "--session-ttl",
-        type=_seconds,
+        type=_whole_seconds,
         default=ttl,
         metavar="SECONDS",
         help="how long an MCP session id stays valid after it was issued (default: %(default)s)",

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from mcpgw.envoyproc import envoy_binary
@@ -177,3 +178,17 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_timeouts_take_fractions_and_session_ttls_whole_seconds() -> None:
+    """Two parsers of seconds: fractional for timeouts and keep-alives (floats in their
+    settings), whole for session TTLs (integers in the filter's tokens)."""
+    from mcpgw.cli import _parser
+
+    args = _parser().parse_args(["up", "--request-headers-timeout", "0.5", "--session-ttl", "60"])
+    assert args.limit_request_headers_timeout_s == 0.5 and args.session_ttl == 60
+    assert _parser().parse_args(["broker", "--keepalive", "0.5"]).keepalive == 0.5
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["up", "--session-ttl", "0.5"])
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["up", "--idle-timeout", "0"])
