@@ -280,6 +280,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             if (cfg.sessions != null) if (pw.findHeader(headers, "mcp-session-id")) |token| if (token.len != 0) {
                 verified = checkSession(arena, loaded, token) catch return oomAction(s);
                 s.client.session = if (verified != null) .valid else .invalid;
+                if (verified) |v| s.client.session_version = v.version;
             };
             // 2026-07-28 routing headers, validated against the body later.
             s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
