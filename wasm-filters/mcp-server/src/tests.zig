@@ -9,6 +9,7 @@ test {
     _ = @import("config.zig");
     _ = @import("mcp.zig");
     _ = @import("argerror.zig");
+    _ = @import("cors.zig");
     _ = @import("proxy.zig");
     _ = @import("proxywasm.zig");
     _ = @import("config_mem.zig");
