@@ -25,10 +25,13 @@ FAILURES = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
-async def test_sdk_client_hands_the_argument_message_to_the_model(gateway: Gateway, mode: str) -> None:
-    """The `mcp` SDK over 2025-11-25 (legacy mode) and the stateless 2026-07-28."""
+@pytest.mark.parametrize(("mode", "revision"), [("legacy", "2025-11-25"), ("auto", "2026-07-28")])
+async def test_sdk_client_hands_the_argument_message_to_the_model(
+    gateway: Gateway, mode: str, revision: str
+) -> None:
+    """The `mcp` SDK over 2025-11-25 (legacy mode) and the stateless 2026-07-28 (its default mode)."""
     async with Client(gateway.url, mode=mode) as client:
+        assert client.session.protocol_version == revision
         for arguments, message in FAILURES:
             result = await client.call_tool("getPet", arguments)
             assert result.is_error, result
