@@ -160,6 +160,9 @@ class Stack:
                     admin_token_file=opts.admin_token_file,
                     plugin_server_host=opts.host,
                     plugin_server_port=self.plugins.port,
+                    # Envoy is this process's child: it reads the module from disk (no remote
+                    # fetch, so none of the warnings and critical lines that come with one).
+                    plugin_delivery="file",
                     listen_host=opts.host,
                     listen_port=opts.listen_port,
                     session_keys_file=opts.session_keys_file,
