@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mcpgw import __version__, cliopts, log
 from mcpgw.bootstrap import BootstrapOptions, parse_address, render
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
-from mcpgw.registry.filesource import load_directory
+from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
 
 if TYPE_CHECKING:
@@ -143,8 +143,10 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
 def _stream_limit_options(parser: argparse.ArgumentParser) -> None:
     """The session broker's limits on open HTTP+SSE streams (0: none)."""
     from mcpgw.broker import BrokerSettings
+    from mcpgw.broker.bridge import BridgeSettings
 
-    defaults = BrokerSettings()
+    # Not from the environment: a bad $MCPGW_BRIDGE_* is reported after parsing, in one line.
+    defaults = BrokerSettings(bridge=BridgeSettings())
     parser.add_argument(
         "--max-sse-streams",
         type=int,
@@ -511,7 +513,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _stream_limit_options(broker)
 
-    check = commands.add_parser("validate", help="validate a registry directory and exit (3 when invalid)")
+    check = commands.add_parser(
+        "validate", help="validate a registry directory, or one YAML file, and exit (3 when invalid)"
+    )
     check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
 
     demo = commands.add_parser("demo-backend", help="run only the demo pet-store REST backend")
@@ -589,9 +593,10 @@ def _print_problems(error: Invalid) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
-def _validate(directory: Path) -> int:
+def _validate(path: Path) -> int:
+    """A registry directory, or one YAML file of server documents (as `apply -f FILE` sends it)."""
     try:
-        snapshot = load_directory(directory)
+        snapshot = load_file(path) if path.is_file() else load_directory(path)
     except Invalid as error:
         _print_problems(error)
         return EXIT_INVALID
@@ -755,6 +760,16 @@ async def _serve(args: argparse.Namespace) -> int:
     return code
 
 
+def _up_admin(args: argparse.Namespace) -> tuple[str, int]:
+    """`up --admin HOST:PORT`, with what the deprecated `--admin-host` / `--status-port` replace."""
+    host, port = args.admin
+    if args.admin_host_old is not None:
+        host = args.admin_host_old
+    if args.status_port_old is not None:
+        port = args.status_port_old
+    return host, port
+
+
 async def _up(args: argparse.Namespace) -> int:
     from mcpgw.admin.auth import AdminConfigError, check_bind, load_token
     from mcpgw.envoyproc import EnvoyNotFound
@@ -762,11 +777,7 @@ async def _up(args: argparse.Namespace) -> int:
     from mcpgw.stack import Stack, StackOptions
     from pluginserver.catalog import PluginError
 
-    admin_host, admin_port = args.admin
-    if args.admin_host_old is not None:
-        admin_host = args.admin_host_old
-    if args.status_port_old is not None:
-        admin_port = args.status_port_old
+    admin_host, admin_port = _up_admin(args)
     # Refuse an unsafe admin configuration before starting anything (the control plane checks
     # again; this only makes the failure immediate and quiet).
     try:

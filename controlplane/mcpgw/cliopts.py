@@ -155,8 +155,9 @@ def _session_key(value: str) -> str | None:
         decode_secret(value)
     except KeysInvalid as error:
         reason = str(error).removeprefix("secret: ")
+        reason = f"is {reason}" if reason.startswith("not ") else reason
         return (
-            f"is {reason}; expected {SECRET_BYTES} random bytes in base64url "
+            f"{reason}; expected {SECRET_BYTES} random bytes in base64url "
             "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
     return None
