@@ -7,7 +7,7 @@ arrive together, all but the first find the module's fetch "in progress" and log
 to load" and "Plugin configured to fail closed failed to load" (critical) before fetching it
 themselves. An Envoy on the control plane's machine now reads the module from disk
 (`vm_config.code.local`), which logs nothing; an Envoy elsewhere still fetches it, with those
-lines (the one documented exception: docs/operations.md, "Plugin delivery").
+lines (the one documented exception: docs/cli.md, "Plugin delivery").
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class PluginRef:
     # `url`. Envoy's remote fetch warns "unstable … may cause a crash" at every configuration,
     # and servers whose configurations arrive while the first fetch of the module is in
     # progress log "Plugin … failed to load" (critical) before fetching it themselves
-    # (docs/operations.md, "Plugin delivery").
+    # (docs/cli.md, "Plugin delivery").
     path: Path | None = None
 
 
