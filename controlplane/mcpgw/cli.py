@@ -261,6 +261,7 @@ def _parser() -> argparse.ArgumentParser:
         "--status-port",
         dest="status_port_old",
         type=int,
+        metavar="N",
         action=cliopts.Deprecated,
         use="--admin HOST:PORT",
         help="deprecated: use --admin HOST:PORT",
@@ -288,6 +289,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--admin-host",
         dest="admin_host_old",
+        metavar="HOST",
         action=cliopts.Deprecated,
         use="--admin HOST:PORT",
         help="deprecated: use --admin HOST:PORT",

@@ -162,6 +162,7 @@ class ControlPlane:
             version=plugin.version,
             sha256=plugin.sha256,
             bytes=plugin.size,
+            delivery="file" if self._plugin_from_file() else "http",
         )
         await self.store.load()
         if self.store.snapshot is None:
