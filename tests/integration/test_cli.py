@@ -215,26 +215,36 @@ def subcommands(parser: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[s
     return found
 
 
-def required_args(path: tuple[str, ...]) -> list[str]:
-    """Enough arguments for `path` to parse."""
-    positional = {
-        "import": ["openapi", "-f", "x"],
-        "apply": ["-f", "x"],
-        "bootstrap": ["--node-id", "n", "--xds", "h:1"],
-    }
-    extra = {("get", "server"): ["a/b"], ("get", "tools"): ["a/b"], ("delete", "server"): ["a/b"]}
-    extra |= {("delete", "tool"): ["a/b", "t"], ("delete", "namespace"): ["ns"]}
-    return positional.get(path[0], []) + extra.get(path, [])
+# Subcommands with the arguments they need to parse.
+EXAMPLES: dict[tuple[str, ...], list[str]] = {
+    ("up",): [],
+    ("serve",): [],
+    ("validate",): [],
+    ("broker",): [],
+    ("demo-backend",): [],
+    ("bootstrap",): ["--node-id", "n", "--xds", "h:1"],
+    ("import",): ["openapi", "-f", "x"],
+    ("apply",): ["-f", "x"],
+    ("get", "servers"): [],
+    ("get", "tools"): ["a/b"],
+    ("delete", "tool"): ["a/b", "t"],
+    ("session-keys", "rotate"): [],
+}
 
 
 def test_global_options_go_before_or_after_every_subcommand() -> None:
     from mcpgw.cli import _parser
 
     parser = _parser()
-    leaves = [path for path, sub in subcommands(parser) if not subcommands(sub)]
-    assert ("up",) in leaves and ("get", "servers") in leaves and ("session-keys", "rotate") in leaves
-    for path in leaves:
-        rest = required_args(path)
+    leaves = {path: sub for path, sub in subcommands(parser) if not subcommands(sub)}
+    # Every subcommand, nested ones and those added later included, has its own copy.
+    for path, sub in leaves.items():
+        copies = [
+            a for a in sub._actions if "--log-level" in a.option_strings or "--version" in a.option_strings
+        ]
+        assert len(copies) == 2, path
+    assert set(EXAMPLES) <= leaves.keys()
+    for path, rest in EXAMPLES.items():
         before = parser.parse_args(["--log-level", "debug", *path, *rest])
         after = parser.parse_args([*path, *rest, "--log-level", "warning"])
         neither = parser.parse_args([*path, *rest])
