@@ -1,0 +1,115 @@
+"""Envoy's admin endpoint stays on loopback; the stats listener passes on only metrics and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import Gateway
+
+MCPGW = [sys.executable, "-m", "mcpgw.cli"]
+BOOT = ["bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*MCPGW, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:9901", "10.1.2.3:9901", "[::]:9901", "localhost:9901"])
+def test_bootstrap_refuses_an_admin_off_loopback(address: str) -> None:
+    result = run(*BOOT, "--envoy-admin", address)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Envoy admin address"), result.stderr
+    assert "loopback" in lines[0]
+
+
+def test_bootstrap_refuses_a_stats_listener_it_cannot_bind() -> None:
+    for args, reason in (
+        (("--stats", "stats.example:9902"), "not an IP address"),
+        (("--stats", "127.0.0.1:9901"), "would take the Envoy admin port"),
+        (("--stats", "0.0.0.0:9901"), "would take the Envoy admin port"),
+    ):
+        result = run(*BOOT, *args)
+        assert result.returncode == 2 and reason in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def request(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """One request with `path` sent exactly as written (http.client does not normalise it)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        connection.close()
+
+
+def admin_requests(gateway: Gateway) -> int:
+    """Requests the stats listener passed on to the admin endpoint so far."""
+    assert gateway.stack.envoy is not None
+    return gateway.stack.envoy.stats("cluster.mcpgw-envoy-admin.upstream_rq_total").get(
+        "cluster.mcpgw-envoy-admin.upstream_rq_total", 0
+    )
+
+
+REFUSED = [
+    ("GET", "/config_dump"),
+    ("GET", "/config_dump?include_eds"),
+    ("GET", "/clusters"),
+    ("POST", "/quitquitquit"),
+    ("GET", "/quitquitquit"),
+    ("POST", "/runtime_modify?upstream.use_http2=false"),
+    ("GET", "/stats"),
+    ("GET", "/stats?format=json"),
+    ("GET", "/stats/prometheus?filter=.*"),
+    ("GET", "/stats/prometheus/"),
+    ("GET", "/stats/prometheus/../config_dump"),
+    ("GET", "/stats/prometheus/..%2Fconfig_dump"),
+    ("GET", "/stats%2Fprometheus"),
+    ("GET", "//stats/prometheus"),
+    ("GET", "/stats/./prometheus"),
+    ("GET", "/STATS/PROMETHEUS"),
+    ("GET", "/READY"),
+    ("GET", "/ready?x"),
+    ("GET", "/ready/"),
+    ("GET", "/%72eady"),
+    ("POST", "/ready"),
+    ("PUT", "/stats/prometheus"),
+    ("DELETE", "/ready"),
+    ("GET", "http://127.0.0.1/config_dump"),
+    ("GET", "/"),
+    ("GET", "/help"),
+    ("POST", "/logging?level=trace"),
+    ("POST", "/healthcheck/fail"),
+    ("POST", "/drain_listeners"),
+    ("GET", "/certs"),
+    ("GET", "/server_info"),
+]
+
+
+async def test_stats_listener_passes_only_metrics_and_readiness(gateway: Gateway) -> None:
+    port = gateway.stack.options.envoy_stats_port
+    status, body = await asyncio.to_thread(request, port, "GET", "/stats/prometheus")
+    assert status == 200 and "# TYPE envoy_server_live gauge" in body
+    status, body = await asyncio.to_thread(request, port, "GET", "/ready")
+    assert (status, body.strip()) == (200, "LIVE")
+    assert (await asyncio.to_thread(request, port, "HEAD", "/ready"))[0] == 200
+    assert (await asyncio.to_thread(request, port, "HEAD", "/stats/prometheus"))[0] == 200
+    before = admin_requests(gateway)
+    assert before == 4
+    for method, path in REFUSED:
+        status, body = await asyncio.to_thread(request, port, method, path)
+        assert (status, body) == (404, "not found\n"), (method, path, status, body[:200])
+    # A fragment is not part of a request target: Envoy's codec refuses it before any route.
+    assert (await asyncio.to_thread(request, port, "GET", "/ready#x"))[0] == 400
+    # Not one of them reached the admin endpoint, and Envoy is still serving.
+    assert admin_requests(gateway) == before
+    status, _ = await asyncio.to_thread(request, port, "GET", "/ready")
+    assert status == 200
