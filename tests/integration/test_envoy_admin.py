@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from mcp import Client
 
-from tests.integration.conftest import Gateway
+from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
+from tests.waiting import eventually
 
 MCPGW = [sys.executable, "-m", "mcpgw.cli"]
 BOOT = ["bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000"]
@@ -113,3 +119,90 @@ async def test_stats_listener_passes_only_metrics_and_readiness(gateway: Gateway
     assert admin_requests(gateway) == before
     status, _ = await asyncio.to_thread(request, port, "GET", "/ready")
     assert status == 200
+
+
+MOVED = "moved-secret-1"
+ROTATED = "moved-secret-3"
+STAYS = "stays-secret-2"
+
+
+def shop(backend_port: int, keyed_token: str) -> list[dict[str, Any]]:
+    """`keyed`: one bearer token for every tool (Envoy injects it); `mixed`: a query API key
+    (the filter must place it, so it stays in the filter configuration)."""
+    pets = {"url": "/v1/pets", "method": "GET"}
+    keyed = {
+        "kind": "McpServer",
+        "namespace": "shop",
+        "name": "keyed",
+        "backend": {"endpoints": [f"127.0.0.1:{backend_port}"]},
+        "securitySchemes": [
+            {"id": "t", "type": "http", "scheme": "bearer", "defaultCredential": keyed_token}
+        ],
+        "tools": [
+            {
+                "name": name,
+                "description": "How many pets the store has.",
+                "requestTemplate": {**pets, "security": {"id": "t"}},
+                "responseTemplate": {"body": "{{len .}} pets"},
+            }
+            for name in ("countPets", "countAgain")
+        ],
+    }
+    mixed = {
+        **keyed,
+        "name": "mixed",
+        "securitySchemes": [
+            {"id": "k", "type": "apiKey", "in": "query", "name": "key", "defaultCredential": STAYS}
+        ],
+        "tools": [{**tool, "requestTemplate": {**pets, "security": {"id": "k"}}} for tool in keyed["tools"]],
+    }
+    return [keyed, mixed]
+
+
+def write_shop(registry: Path, backend_port: int, keyed_token: str) -> None:
+    (registry / "shop.yaml").write_text(yaml.safe_dump_all(shop(backend_port, keyed_token), sort_keys=False))
+
+
+async def count_pets(url: str) -> str:
+    async with Client(url, mode="legacy") as client:
+        return str((await client.call_tool("countPets", {})).content[0].text)  # type: ignore[union-attr]
+
+
+async def test_constant_credentials_leave_the_filter_configuration(tmp_path: Path) -> None:
+    backend_port = free_port()
+    registry = copy_registry(tmp_path / "registry", backend_port)
+    write_shop(registry, backend_port, MOVED)
+    async with running_gateway(tmp_path, registry, backend_port) as gateway:
+        envoy = gateway.stack.envoy
+        assert envoy is not None
+        keyed = f"{gateway.stack.mcp_base_url}/mcp/shop/keyed"
+        mixed = f"{gateway.stack.mcp_base_url}/mcp/shop/mixed"
+        assert (
+            await eventually(lambda: count_pets(keyed), 15, "keyed is served", ignore=(Exception,))
+            == "3 pets"
+        )
+        assert gateway.backend_requests[-1].headers["authorization"] == f"Bearer {MOVED}"
+        assert await count_pets(mixed) == "3 pets"
+        assert gateway.backend_requests[-1].query == f"key={STAYS}"
+
+        dump = await asyncio.to_thread(envoy.admin, "/config_dump?include_eds", 10)
+        # Envoy has the credential as an SDS secret and prints it redacted; nowhere in clear.
+        assert MOVED not in dump
+        secrets = json.loads(
+            await asyncio.to_thread(envoy.admin, "/config_dump?resource=dynamic_active_secrets")
+        )
+        (entry,) = [s for s in secrets["configs"] if s["name"] == "mcpgw/shop/keyed/credential"]
+        assert entry["secret"]["generic_secret"]["secret"] == {"inline_string": "[redacted]"}
+        # What must stay (docs/security.md): a query credential is placed by the filter per call.
+        assert STAYS in dump
+
+        # A new value reaches Envoy as an SDS update; the old and new values stay out of the dump.
+        write_shop(registry, backend_port, ROTATED)
+
+        async def rotated() -> bool:
+            await count_pets(keyed)
+            return gateway.backend_requests[-1].headers["authorization"] == f"Bearer {ROTATED}"
+
+        await eventually(rotated, 15, "the rotated credential is sent", ignore=(Exception,))
+        dump = await asyncio.to_thread(envoy.admin, "/config_dump?include_eds", 10)
+        assert MOVED not in dump and ROTATED not in dump
