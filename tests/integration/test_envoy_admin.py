@@ -159,8 +159,10 @@ def shop(backend_port: int, keyed_token: str) -> list[dict[str, Any]]:
     return [keyed, mixed]
 
 
-def write_shop(registry: Path, backend_port: int, keyed_token: str) -> None:
-    (registry / "shop.yaml").write_text(yaml.safe_dump_all(shop(backend_port, keyed_token), sort_keys=False))
+def write_shop(registry: Path, backend_port: int, keyed_token: str, keyed_host: str = "127.0.0.1") -> None:
+    keyed, mixed = shop(backend_port, keyed_token)
+    keyed["backend"] = {"endpoints": [f"{keyed_host}:{backend_port}"]}
+    (registry / "shop.yaml").write_text(yaml.safe_dump_all([keyed, mixed], sort_keys=False))
 
 
 async def count_pets(url: str) -> str:
@@ -168,11 +170,12 @@ async def count_pets(url: str) -> str:
         return str((await client.call_tool("countPets", {})).content[0].text)  # type: ignore[union-attr]
 
 
-async def test_constant_credentials_leave_the_filter_configuration(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_constant_credentials_leave_the_filter_configuration(tmp_path: Path, delta: bool) -> None:
     backend_port = free_port()
     registry = copy_registry(tmp_path / "registry", backend_port)
     write_shop(registry, backend_port, MOVED)
-    async with running_gateway(tmp_path, registry, backend_port) as gateway:
+    async with running_gateway(tmp_path, registry, backend_port, xds_delta=delta) as gateway:
         envoy = gateway.stack.envoy
         assert envoy is not None
         keyed = f"{gateway.stack.mcp_base_url}/mcp/shop/keyed"
@@ -195,6 +198,13 @@ async def test_constant_credentials_leave_the_filter_configuration(tmp_path: Pat
         assert entry["secret"]["generic_secret"]["secret"] == {"inline_string": "[redacted]"}
         # What must stay (docs/security.md): a query credential is placed by the filter per call.
         assert STAYS in dump
+        # Envoy, not the filter, added it (its counter, read through the stats listener).
+        port = gateway.stack.options.envoy_stats_port
+        status, metrics = await asyncio.to_thread(request, port, "GET", "/stats/prometheus")
+        assert status == 200 and MOVED not in metrics
+        injected = 'envoy_cluster_credential_injector_injected{envoy_cluster_name="mcpgw/shop/keyed"} '
+        (line,) = [li for li in metrics.splitlines() if li.startswith(injected)]
+        assert int(line.removeprefix(injected)) >= 1
 
         # A new value reaches Envoy as an SDS update; the old and new values stay out of the dump.
         write_shop(registry, backend_port, ROTATED)
@@ -206,3 +216,21 @@ async def test_constant_credentials_leave_the_filter_configuration(tmp_path: Pat
         await eventually(rotated, 15, "the rotated credential is sent", ignore=(Exception,))
         dump = await asyncio.to_thread(envoy.admin, "/config_dump?include_eds", 10)
         assert MOVED not in dump and ROTATED not in dump
+
+        # A changed cluster (EDS → DNS) naming the same, unchanged secret warms at once (Envoy
+        # shares the secret's subscription; nothing needs to be resent), and injects it.
+        write_shop(registry, backend_port, ROTATED, keyed_host="localhost")
+
+        def dns_cluster_active() -> bool:
+            clusters = json.loads(envoy.admin("/config_dump?resource=dynamic_active_clusters"))
+            (keyed,) = [c for c in clusters["configs"] if c["cluster"]["name"] == "mcpgw/shop/keyed"]
+            warming = envoy.stats("cluster_manager.warming_clusters").get("cluster_manager.warming_clusters")
+            return keyed["cluster"]["type"] == "STRICT_DNS" and warming == 0
+
+        await eventually(
+            dns_cluster_active, 5, "the changed cluster is active (under the 15 s SDS fetch timeout)"
+        )
+        before = len(gateway.backend_requests)
+        assert await count_pets(keyed) == "3 pets"
+        assert len(gateway.backend_requests) == before + 1
+        assert gateway.backend_requests[-1].headers["authorization"] == f"Bearer {ROTATED}"
