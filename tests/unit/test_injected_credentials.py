@@ -17,6 +17,7 @@ from tests.unit.test_translate import SETTINGS, snapshot_of
 
 BEARER = {"id": "t", "type": "http", "scheme": "bearer", "defaultCredential": "tok-1"}
 QUERY_KEY = {"id": "q", "type": "apiKey", "in": "query", "name": "key", "defaultCredential": "qk-1"}
+CODEC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
 BASIC = {"id": "b", "type": "http", "scheme": "basic", "defaultCredential": "user:pass"}
 
 
@@ -110,3 +111,37 @@ def test_a_new_value_changes_only_the_secret() -> None:
         != after[t][n].SerializeToString(deterministic=True)
     }
     assert changed == {(types.SECRET, "mcpgw/default/svc/credential")}
+
+
+def test_the_injector_joins_protocol_options_a_cluster_already_has() -> None:
+    from envoy.config.cluster.v3 import cluster_pb2
+
+    from mcpgw.translate.envoy import _with_credential_injector
+
+    key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    cluster = json_format.ParseDict(
+        {
+            "name": "c",
+            "typed_extension_protocol_options": {
+                key: {
+                    "@type": f"type.googleapis.com/{key}",
+                    "explicit_http_config": {"http2_protocol_options": {}},
+                    "http_filters": [
+                        {
+                            "name": "envoy.filters.http.upstream_codec",
+                            "typed_config": {"@type": CODEC_TYPE},
+                        }
+                    ],
+                }
+            },
+        },
+        cluster_pb2.Cluster(),
+    )
+    options = json_format.MessageToDict(_with_credential_injector(cluster, "s", "x-api-key"))[
+        "typedExtensionProtocolOptions"
+    ][key]
+    assert options["explicitHttpConfig"] == {"http2ProtocolOptions": {}}
+    assert [f["name"] for f in options["httpFilters"]] == [
+        "envoy.filters.http.credential_injector",
+        "envoy.filters.http.upstream_codec",
+    ]

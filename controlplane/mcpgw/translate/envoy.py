@@ -40,7 +40,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2  # noqa: F401
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
@@ -532,18 +532,26 @@ def _with_credential_injector(cluster: Message, secret: str, header: str) -> Mes
             "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
         },
     }
-    options = {
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            # What a cluster without protocol options speaks: HTTP/1.1.
-            "explicit_http_config": {"http_protocol_options": {}},
-            "http_filters": [injector, codec],
-        }
-    }
     with_filters = cluster_pb2.Cluster()
     with_filters.CopyFrom(cluster)
-    _parse(with_filters, {"typed_extension_protocol_options": options})
+    # Added to the cluster's protocol options if it has some (the protocol stays as chosen).
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    packed = with_filters.typed_extension_protocol_options  # type: ignore[attr-defined]
+    if _HTTP_OPTIONS in packed:
+        packed[_HTTP_OPTIONS].Unpack(options)
+    if options.WhichOneof("upstream_protocol_options") is None:
+        # What a cluster without protocol options speaks: HTTP/1.1.
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    # After any upstream filters it has; the codec filter is always the last.
+    added = _parse(http_protocol_options_pb2.HttpProtocolOptions(), {"http_filters": [injector, codec]})
+    kept = [f for f in options.http_filters if f.name != codec["name"]]  # type: ignore[attr-defined]
+    del options.http_filters[:]  # type: ignore[attr-defined]
+    options.http_filters.extend([*kept, *added.http_filters])  # type: ignore[attr-defined]
+    packed[_HTTP_OPTIONS].Pack(options, deterministic=True)
     return with_filters
+
+
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def _json(data: dict[str, Any]) -> str:
