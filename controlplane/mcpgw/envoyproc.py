@@ -14,8 +14,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import yaml
-
 from mcpgw.limits import raise_fd_limit
 from mcpgw.log import get_logger
 
@@ -119,10 +117,7 @@ class EnvoyProcess:
 
         A listener stays warming until its routes and filter configs (and their remote Wasm
         code) have arrived, so this also waits for the first complete configuration.
-        `listeners` counts those from xDS: the bootstrap's static ones (the stats listener)
-        are active from the start and are added here.
         """
-        listeners += self.static_listeners()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.returncode is not None:
@@ -139,11 +134,6 @@ class EnvoyProcess:
                 pass
             await asyncio.sleep(0.1)
         raise TimeoutError(f"envoy not ready after {timeout:.0f}s:\n{self.log_tail()}")
-
-    def static_listeners(self) -> int:
-        """How many listeners the bootstrap itself defines."""
-        static = (yaml.safe_load(self.bootstrap) or {}).get("static_resources") or {}
-        return len(static.get("listeners") or ())
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -208,7 +208,8 @@ class Stack:
                 workdir=opts.envoy_workdir,
             )
             await self.envoy.start()
-            await self.envoy.wait_ready(ready_timeout, listeners=1)
+            # The bootstrap's stats listener, and the MCP listener from the control plane.
+            await self.envoy.wait_ready(ready_timeout, listeners=2)
         except BaseException:
             await self.stop()
             raise
