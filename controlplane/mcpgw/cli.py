@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcpgw import __version__, cliopts, log
-from mcpgw.bootstrap import BootstrapOptions, parse_address, render
+from mcpgw.bootstrap import DEFAULT_STATS_PORT, BootstrapInvalid, BootstrapOptions, parse_address, render
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
 from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
@@ -271,6 +271,12 @@ def _parser() -> argparse.ArgumentParser:
         "--envoy-admin-port", type=int, default=defaults.envoy_admin_port, help="default: %(default)s"
     )
     up.add_argument(
+        "--envoy-stats-port",
+        type=int,
+        default=defaults.envoy_stats_port,
+        help="Envoy stats listener (GET /stats/prometheus and /ready only) (default: %(default)s)",
+    )
+    up.add_argument(
         "--demo-backend-port",
         type=int,
         default=defaults.demo_backend_port,
@@ -420,7 +426,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_address,
         default=("127.0.0.1", 9901),
         metavar="HOST:PORT",
-        help="Envoy's admin address (default: 127.0.0.1:9901)",
+        help="Envoy admin address, a loopback IP only (default: 127.0.0.1:9901)",
     )
     boot.add_argument(
         "--admin",
@@ -445,6 +451,14 @@ def _parser() -> argparse.ArgumentParser:
         const=True,
         use="--xds-delta",
         help="deprecated: use --xds-delta",
+    )
+    boot.add_argument(
+        "--stats",
+        type=_address,
+        default=("127.0.0.1", DEFAULT_STATS_PORT),
+        metavar="HOST:PORT",
+        help="stats listener: only GET /stats/prometheus and /ready of the admin; 0.0.0.0:PORT for "
+        f"a Prometheus elsewhere (default: 127.0.0.1:{DEFAULT_STATS_PORT})",
     )
     boot.add_argument(
         "--full-cluster-stats",
@@ -556,8 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.configure(level)
     if args.command == "bootstrap":
         admin_host, admin_port = args.envoy_admin
-        print(
-            render(
+        try:
+            text = render(
                 BootstrapOptions(
                     node_id=args.node_id,
                     node_cluster=args.node_cluster,
@@ -568,10 +582,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     broker=args.broker,
                     full_cluster_stats=args.full_cluster_stats,
                     max_connections=args.max_connections or envoy_connection_cap(),
+                    stats=args.stats,
                 )
-            ),
-            end="",
-        )
+            )
+        except BootstrapInvalid as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        print(text, end="")
         return 0
     if args.command == "broker":
         return asyncio.run(_run_broker(args))
@@ -794,6 +811,7 @@ async def _up(args: argparse.Namespace) -> int:
         status_port=admin_port,
         plugin_port=args.plugin_port,
         envoy_admin_port=args.envoy_admin_port,
+        envoy_stats_port=args.envoy_stats_port,
         demo_backend_port=args.demo_backend_port or None,
         envoy_log_level=args.envoy_log_level,
         xds_delta=args.xds_delta,
@@ -826,7 +844,9 @@ async def _up(args: argparse.Namespace) -> int:
     admin = f"http://{stack.control_plane.options.status_host}:{stack.control_plane.status_port}"
     print(
         f"admin API: {admin}/v1/servers   status: {admin}/status   "
-        f"envoy admin: http://{options.host}:{options.envoy_admin_port}   Ctrl-C stops everything\n",
+        f"envoy admin: http://{options.host}:{options.envoy_admin_port}   "
+        f"metrics: http://{options.host}:{options.envoy_stats_port}/stats/prometheus   "
+        "Ctrl-C stops everything\n",
         flush=True,
     )
     try:

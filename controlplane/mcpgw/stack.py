@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcpgw.bootstrap import DEFAULT_BROKER_PORT, BootstrapOptions, render
+from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
@@ -51,6 +51,8 @@ class StackOptions:
     admin_token_file: Path | None = None
     plugin_port: int = 18002
     envoy_admin_port: int = 9901
+    # Envoy's stats listener: the admin's /stats/prometheus and /ready, nothing else.
+    envoy_stats_port: int = DEFAULT_STATS_PORT
     # None: do not run the demo backend (the registry points at real services).
     demo_backend_port: int | None = DEMO_BACKEND_PORT
     node_id: str = "mcpgw-local"
@@ -121,7 +123,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         return chosen
 
 
-_UP_DEFAULTS = frozenset({9901, 10000, 18000, 18001, 18002, 18003, 18080})
+_UP_DEFAULTS = frozenset({9901, DEFAULT_STATS_PORT, 10000, 18000, 18001, 18002, 18003, 18080})
 
 
 def _ports_below_ephemeral() -> tuple[int, int]:
@@ -134,7 +136,15 @@ def _ports_below_ephemeral() -> tuple[int, int]:
 
 def on_free_ports(registry_dir: Path | str, **options: Any) -> StackOptions:
     """`StackOptions` with every listening port free, no demo backend unless asked, and `options`."""
-    names = ("listen_port", "xds_port", "status_port", "plugin_port", "envoy_admin_port", "broker_port")
+    names = (
+        "listen_port",
+        "xds_port",
+        "status_port",
+        "plugin_port",
+        "envoy_admin_port",
+        "envoy_stats_port",
+        "broker_port",
+    )
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     defaults: dict[str, Any] = {"demo_backend_port": None, **ports}
     return StackOptions(registry_dir=registry_dir, **(defaults | options))
@@ -214,6 +224,7 @@ class Stack:
                         node_id=opts.node_id,
                         xds=((opts.host, self.control_plane.xds_port),),
                         admin_port=opts.envoy_admin_port,
+                        stats=(opts.host, opts.envoy_stats_port),
                         delta=opts.xds_delta,
                         broker=(opts.host, self.broker.port),
                         full_cluster_stats=opts.envoy_full_cluster_stats,
@@ -228,7 +239,8 @@ class Stack:
                 workdir=opts.envoy_workdir,
             )
             await self.envoy.start()
-            await self.envoy.wait_ready(ready_timeout, listeners=1)
+            # The bootstrap's stats listener, and the MCP listener from the control plane.
+            await self.envoy.wait_ready(ready_timeout, listeners=2)
         except BaseException:
             await self.stop()
             raise

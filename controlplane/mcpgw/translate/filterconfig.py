@@ -57,10 +57,21 @@ def upstream(server: McpServer) -> dict[str, Any]:
 
 
 def filter_config(
-    server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
+    server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str], injected: bool = False
 ) -> dict[str, Any]:
-    """The configuration of `server`'s filter; `secrets` holds the resolved value of every credential."""
+    """The configuration of `server`'s filter; `secrets` holds the resolved value of every credential.
+
+    `injected`: credentials that Envoy injects on the backend cluster (`injected_credential`) are
+    left out (`auth: null`), so the filter configuration, which `/config_dump` prints whole, no
+    longer holds them.
+    """
     served = snapshot.served_tools(server)
+    # Owners whose backend cluster injects their credential: their tools carry no `auth` here.
+    moved = (
+        {o.key for o in {o.key: o for o, _ in served}.values() if injected_credential(o, secrets)}
+        if injected
+        else set()
+    )
     info: dict[str, Any] = {"name": server.key, "version": server.version}
     if server.title:
         info["title"] = server.title
@@ -75,12 +86,17 @@ def filter_config(
             "max_json_depth": server.limits.max_json_depth,
         },
         "tools_list": {"tools": [tool_descriptor(tool) for _, tool in served]},
-        "tools": [_tool(owner, tool, secrets, own=owner is home) for owner, tool in served],
+        "tools": [
+            _tool(owner, tool, secrets, own=owner is home, injected=owner.key in moved)
+            for owner, tool in served
+        ],
     }
     if home.backend.endpoints and server.mcp is None:
         config["upstream"] = upstream(home)
     if server.mcp is not None:
         config["mcp_upstream"] = mcp_upstream(server, secrets)
+        if injected and injected_credential(server, secrets):
+            config["mcp_upstream"]["auth"] = None
     if server.instructions:
         config["instructions"] = server.instructions
     if server.allowed_origins:
@@ -159,7 +175,9 @@ def _arg(arg: ToolArg) -> dict[str, Any]:
     return entry
 
 
-def _tool(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str], own: bool) -> dict[str, Any]:
+def _tool(
+    owner: McpServer, tool: Tool, secrets: Mapping[Secret, str], own: bool, injected: bool = False
+) -> dict[str, Any]:
     response = tool.response
     compiled: dict[str, Any] = {
         "name": tool.name,
@@ -173,6 +191,8 @@ def _tool(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str], own: bool
             "structured": tool.output_schema is not None,
         },
     }
+    if injected:
+        compiled["request"]["auth"] = None
     if not own:
         compiled["upstream"] = upstream(owner)
     return compiled
@@ -273,6 +293,34 @@ def _auth(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str]) -> dict[s
     secret = (upstream_security.credential if upstream_security else None) or target.default_credential
     assert secret is not None, "validation guarantees a credential without passthrough"
     return {"static": [_static_credential(target, secrets[secret])], "passthrough": None}
+
+
+def injected_credential(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, str] | None:
+    """The header credential that every request to `server`'s backend cluster(s) carries, or None.
+
+    Only such a credential can leave the filter configuration: Envoy adds it on the cluster
+    itself (a `credential_injector` upstream filter reading an SDS secret, which `/config_dump`
+    redacts). That is a `type: mcp` server's static header credential (not over HTTP+SSE: those
+    calls go through the broker's cluster, shared by all servers), or the static header
+    credential of a REST server when every one of its tools carries the same one. Credentials
+    in the query, passthrough, and tools whose credentials differ (or some have none) stay in
+    the filter configuration: the filter chooses them per call.
+    """
+    if server.mcp is not None:
+        if server.mcp.transport == "sse":
+            return None
+        auths = [_mcp_auth(server, secrets)]
+    elif server.backend.endpoints and server.tools:
+        auths = [_auth(server, tool, secrets) for tool in server.tools]
+    else:
+        return None
+    first = auths[0]
+    if first is None or first["passthrough"] is not None or len(first["static"]) != 1:
+        return None
+    credential = first["static"][0]
+    if credential["in"] != "header" or any(auth != first for auth in auths[1:]):
+        return None
+    return {"name": credential["name"], "value": credential["value"]}
 
 
 def _static_credential(scheme: SecurityScheme, value: str) -> dict[str, str]:
