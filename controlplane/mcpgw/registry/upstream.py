@@ -54,6 +54,14 @@ def parse_mcp_upstream(r: Reader, data: dict[str, Any], schemes: list[SecuritySc
             "not for transport: sse: the session broker connects to the endpoints by their own "
             "names; put the DNS name in backend.endpoints",
         )
+    if transport == "sse" and isinstance(backend, dict) and "tls" in backend:
+        # The broker's bridge is told the upstream's URL, not the registry: it verifies every
+        # upstream against the system CAs and the endpoint's name, and sends no client certificate.
+        r.fail(
+            "backend.tls",
+            "not for transport: sse: the session broker connects to the upstream itself and "
+            "verifies it against the system CAs and the endpoint's own name",
+        )
     allow = _allow_tools(r, data.get("allowTools"))
     overrides = _overrides(r, data.get("tools"), allow)
     security = upstream_security(r, data.get("upstreamSecurity"), "upstreamSecurity", context)

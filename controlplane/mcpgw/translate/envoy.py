@@ -43,7 +43,8 @@ from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
 from mcpgw.limits import ListenerLimits
-from mcpgw.registry.model import Endpoint, McpServer, RegistrySnapshot, Secret
+from mcpgw.registry.model import BackendTls, Endpoint, McpServer, RegistrySnapshot, Secret
+from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
 from mcpgw.translate import pgv
@@ -97,6 +98,8 @@ class GatewaySettings:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The filter's own configuration parser (None: not built, configurations go unchecked).
     filter_check: FilterCheck | None = dataclasses.field(default=None, compare=False)
+    # The system CAs on the Envoy nodes: https backends without `tls.ca` are verified against them.
+    backend_ca_file: str = SYSTEM_CA_FILE
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -310,7 +313,9 @@ class Translator:
     def _build(
         self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
     ) -> _ServerResources:
-        built = _backend_clusters(server, self.settings.limits.backend_max_requests)
+        built = _backend_clusters(
+            server, self.settings.limits.backend_max_requests, secrets, self.settings.backend_ca_file
+        )
         compiled = filter_config(server, snapshot, secrets)
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
@@ -391,7 +396,9 @@ def _plugin_cluster(settings: GatewaySettings) -> Message:
     )
 
 
-def _backend_clusters(server: McpServer, max_requests: int) -> list[tuple[Message, Message | None]]:
+def _backend_clusters(
+    server: McpServer, max_requests: int, secrets: Mapping[Secret, str], ca_file: str = SYSTEM_CA_FILE
+) -> list[tuple[Message, Message | None]]:
     """A REST server's backend cluster; a `type: mcp` server's one cluster per upstream host.
 
     MCP sessions live on the upstream host that created them, so the filter picks the host
@@ -404,11 +411,18 @@ def _backend_clusters(server: McpServer, max_requests: int) -> list[tuple[Messag
     if server.mcp is not None:
         return [
             _backend_cluster(
-                server, host_cluster_name(server, index), (endpoint,), max_requests, single_host=True
+                server,
+                host_cluster_name(server, index),
+                (endpoint,),
+                max_requests,
+                single_host=True,
+                tls=(secrets, ca_file),
             )
             for index, endpoint in enumerate(endpoints)
         ]
-    return [_backend_cluster(server, cluster_name(server), endpoints, max_requests)] if endpoints else []
+    if not endpoints:
+        return []
+    return [_backend_cluster(server, cluster_name(server), endpoints, max_requests, tls=(secrets, ca_file))]
 
 
 def _backend_cluster(
@@ -417,6 +431,7 @@ def _backend_cluster(
     endpoints: tuple[Endpoint, ...],
     max_requests: int,
     single_host: bool = False,
+    tls: tuple[Mapping[Secret, str], str] = ({}, SYSTEM_CA_FILE),
 ) -> tuple[Message, Message | None]:
     """IP endpoints are delivered by EDS; DNS names need Envoy to resolve them (STRICT_DNS, or
     LOGICAL_DNS for one pinned host: it keeps using one address of the name)."""
@@ -448,15 +463,49 @@ def _backend_cluster(
             "load_assignment": {"cluster_name": name, "endpoints": _lb_endpoints(addresses)},
         }
     if backend.scheme == "https":
-        sni = backend.host_header or endpoints[0].host
         data["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": sni,
-            },
+            "typed_config": _upstream_tls(server, endpoints[0], *tls),
         }
     return _parse(cluster_pb2.Cluster(), data), assignment
+
+
+def _upstream_tls(
+    server: McpServer, endpoint: Endpoint, secrets: Mapping[Secret, str], ca_file: str
+) -> dict[str, Any]:
+    """The `UpstreamTlsContext` of an https backend (the rules: `mcpgw.registry.tls`).
+
+    Verified unless `insecureSkipVerify`: the chain against `tls.ca` or the system CAs, the
+    name (`verify_name`) against the certificate's subject alternative names. The client key
+    is inline: Envoy marks `private_key` sensitive, so `/config_dump` shows `[redacted]`.
+    """
+    tls = server.backend.tls or BackendTls()
+    name = verify_name(server.backend, endpoint)
+    common: dict[str, Any] = {}
+    if not tls.insecure_skip_verify:
+        trusted = {"inline_string": secrets[tls.ca]} if tls.ca is not None else {"filename": ca_file}
+        common["validation_context"] = {
+            "trusted_ca": trusted,
+            "match_typed_subject_alt_names": [
+                {"san_type": "IP_ADDRESS" if is_ip(name) else "DNS", "matcher": {"exact": name}}
+            ],
+        }
+    if tls.client_certificate is not None and tls.client_key is not None:
+        chain, key = secrets[tls.client_certificate], secrets[tls.client_key]
+        problem = pair_problem(chain, key)
+        if problem is not None:
+            raise pgv.ResourceInvalid(f"{server.key}: {tls.client_key.where}: {problem}")
+        common["tls_certificates"] = [
+            {"certificate_chain": {"inline_string": chain}, "private_key": {"inline_string": key}}
+        ]
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    }
+    # SNI carries host names only (RFC 6066 3): an address is verified, not sent.
+    if not is_ip(name):
+        context["sni"] = name
+    return context
 
 
 def _json(data: dict[str, Any]) -> str:
