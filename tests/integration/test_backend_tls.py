@@ -5,8 +5,9 @@ sends a bearer token. A certificate for another name, or one no trusted CA issue
 settings: the system CAs), fails the call during the handshake: the backend never receives a
 request, so never the token. The right per-server CA succeeds; a backend that requires a client
 certificate gets the configured one; `insecureSkipVerify` works and is warned about. The same
-rules hold for an upstream MCP server over https (Streamable HTTP, the `mcp` SDK's server under
-uvicorn), and Envoy's `/config_dump` shows the client key redacted.
+rules hold for upstream MCP servers over https (the `mcp` SDK's server under uvicorn), over
+Streamable HTTP through Envoy and over HTTP+SSE through the session broker's bridge; Envoy's
+`/config_dump` shows the client key redacted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from mcpgw import pki
 from tests.integration.conftest import Gateway, running_gateway
 from tests.integration.mcphttp import call, initialize_request, post
 from tests.integration.test_mcp_upstream import Upstream, client, only_text
+from tests.integration.test_mcp_upstream_sse import SseUpstream
 from tests.integration.wirebackend import WireBackend
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -107,10 +109,13 @@ def rest_server(name: str, backend: WireBackend, tls: dict[str, Any] | None) -> 
     }
 
 
-def mcp_server(name: str, upstream: Upstream, server_name: str, ca_file: Path) -> dict[str, Any]:
+def mcp_server(
+    name: str, upstream: Upstream, server_name: str, ca_file: Path, transport: str = "streamable-http"
+) -> dict[str, Any]:
     return {
         "kind": "McpServer",
         "type": "mcp",
+        "transport": transport,
         "namespace": "tls",
         "name": name,
         "backend": {
@@ -130,6 +135,7 @@ class Setup:
     certs: Pki
     backends: dict[str, WireBackend]
     upstream: Upstream
+    sse_upstream: SseUpstream
     registry: Path
 
     def url(self, name: str) -> str:
@@ -138,7 +144,7 @@ class Setup:
 
 @contextlib.asynccontextmanager
 async def https_upstream(upstream: Upstream, folder: Path, issued: pki.Issued) -> AsyncIterator[None]:
-    cert, key = issued.write(folder, "mcp-upstream")
+    cert, key = issued.write(folder, f"mcp-upstream-{upstream.label}")
     config = uvicorn.Config(
         upstream.app(),
         host="127.0.0.1",
@@ -190,7 +196,7 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
         "clientCertificate": certs.client.cert_pem.decode(),
         "clientKey": {"file": str(certs.client_key_file)},
     }
-    upstream = Upstream("secure")
+    upstream, sse = Upstream("secure"), SseUpstream("secure-sse")
     documents = [
         rest_server("wrong-name", backends["wrong-name"], own_ca),
         # No tls block: the defaults, the system CAs, which never issued this certificate.
@@ -201,13 +207,20 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
         rest_server("skip-verify", backends["untrusted"], {"insecureSkipVerify": True}),
         mcp_server("mcp-right", upstream, MCP_NAME, certs.ca_file),
         mcp_server("mcp-wrong-name", upstream, "elsewhere.internal", certs.ca_file),
+        # Through the session broker's bridge (Python), with the same settings.
+        mcp_server("sse-right", sse, MCP_NAME, certs.ca_file, transport="sse"),
+        mcp_server("sse-wrong-name", sse, "elsewhere.internal", certs.ca_file, transport="sse"),
     ]
     registry = folder / "registry"
     registry.mkdir()
     (registry / "servers.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
     try:
-        async with https_upstream(upstream, folder, certs.mcp), running_gateway(folder, registry) as gateway:
-            running = Setup(gateway, certs, backends, upstream, registry)
+        async with (
+            https_upstream(upstream, folder, certs.mcp),
+            https_upstream(sse, folder, certs.mcp),
+            running_gateway(folder, registry) as gateway,
+        ):
+            running = Setup(gateway, certs, backends, upstream, sse, registry)
             for document in documents:
                 await wait_served(running.url(document["name"]))
             yield running
@@ -314,6 +327,20 @@ async def test_an_https_mcp_upstream_follows_the_same_rules(setup: Setup) -> Non
     assert error["code"] == -32603, response.text
     assert error["message"].startswith("upstream MCP server is unavailable"), response.text
     assert len(setup.upstream.seen) == seen, "a request reached the upstream despite the wrong name"
+
+
+async def test_an_https_sse_upstream_through_the_bridge_follows_the_same_rules(setup: Setup) -> None:
+    sse = setup.sse_upstream
+    async with client(setup.url("sse-right")) as session:
+        result = await session.call_tool("whoami", {})
+    assert only_text(result) == "secure-sse"
+    assert {r.headers.get("authorization") for r in sse.requests} == {f"Bearer {TOKEN}"}
+    seen = len(sse.requests)
+    response = await post(setup.url("sse-wrong-name"), initialize_request(), session=False)
+    error = response.json()["error"]
+    assert error["code"] == -32603, response.text
+    assert error["message"].startswith("upstream MCP server is unavailable"), response.text
+    assert len(sse.requests) == seen, "a request reached the SSE upstream despite the wrong name"
 
 
 async def test_config_dump_redacts_the_client_key(setup: Setup) -> None:

@@ -14,13 +14,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from mcpgw import cli, pki
+from mcpgw.broker.bridge import BridgeError, upstream_target
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.reader import Invalid
 from mcpgw.registry.secrets import UNAVAILABLE, resolve
-from mcpgw.registry.tls import SKIP_VERIFY_WARNING, ssl_context, verify_name
+from mcpgw.registry.tls import SKIP_VERIFY_WARNING, ClientTls, verify_name
 from mcpgw.registry.validate import parse_server
 from mcpgw.translate import pgv
 from mcpgw.translate.envoy import Translator, translate
+from mcpgw.translate.filterconfig import sse_url
 from mcpgw.xds import types
 from tests.unit.test_registry import minimal, problems_of
 from tests.unit.test_translate import SETTINGS
@@ -124,25 +126,54 @@ def test_endpoints_with_different_names_need_one_name_to_verify() -> None:
     parse_server(https({"serverName": "api.internal"}, endpoints=["a.internal:443", "b.internal:443"]))
 
 
-def test_an_sse_upstream_takes_no_tls_settings() -> None:
-    document = {
+def sse_document(tls: dict[str, Any]) -> dict[str, Any]:
+    return {
         "kind": "McpServer",
         "name": "up",
         "type": "mcp",
         "transport": "sse",
-        "backend": {
-            "scheme": "https",
-            "endpoints": ["mcp.internal:443"],
-            "tls": {"insecureSkipVerify": True},
-        },
+        "backend": {"scheme": "https", "endpoints": ["10.0.0.9:8443"], "tls": tls},
     }
+
+
+def test_an_sse_upstream_takes_no_client_certificate() -> None:
+    document = sse_document({"clientCertificate": LEAF.cert_pem.decode(), "clientKey": LEAF.key_pem.decode()})
+    reason = (
+        "not for transport: sse: the session broker connects to the upstream itself and holds no "
+        "client certificate (use transport: streamable-http for mTLS)"
+    )
     assert problems_of(document) == [
-        (
-            "backend.tls",
-            "not for transport: sse: the session broker connects to the upstream itself and "
-            "verifies it against the system CAs and the endpoint's own name",
-        )
+        ("backend.tls.clientCertificate", reason),
+        ("backend.tls.clientKey", reason),
     ]
+
+
+def test_an_sse_upstream_url_carries_its_tls_settings_to_the_bridge() -> None:
+    server = parse_server(sse_document({"ca": CA.cert_pem.decode(), "serverName": "mcp.internal"}))
+    snapshot = RegistrySnapshot(servers=(server,))
+    url = sse_url(server, server.backend.endpoints[0], resolve(snapshot))
+    assert url.startswith("https://10.0.0.9:8443/sse#mcpgw-tls=")
+    target, tls = upstream_target(url)
+    assert str(target) == "https://10.0.0.9:8443/sse"
+    assert tls == ClientTls(ca=CA.cert_pem.decode(), server_name="mcp.internal")
+    assert tls.ssl_context().verify_mode == ssl.CERT_REQUIRED
+    # The defaults need no fragment; a plain URL has no TLS settings.
+    plain = parse_server(sse_document({}))
+    assert sse_url(plain, plain.backend.endpoints[0], {}) == "https://10.0.0.9:8443/sse"
+    assert upstream_target("https://10.0.0.9:8443/sse")[1] is None
+    skip = parse_server(sse_document({"insecureSkipVerify": True}))
+    _, skipped = upstream_target(sse_url(skip, skip.backend.endpoints[0], {}))
+    assert skipped is not None and skipped.ssl_context().verify_mode == ssl.CERT_NONE
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://h:1/sse#other", "https://h:1/sse#mcpgw-tls=!!", "http://h:1/sse#mcpgw-tls=eyJza2lwIjp0cnVlfQ"],
+)
+def test_the_bridge_refuses_malformed_tls_settings(url: str) -> None:
+    with pytest.raises(BridgeError) as error:
+        upstream_target(url)
+    assert error.value.status == 400
 
 
 def test_validate_command_prints_the_warning_and_succeeds(
@@ -269,20 +300,12 @@ def test_every_upstream_mcp_host_verifies_its_own_name() -> None:
 # --- the same rules for a Python client ----------------------------------------------------
 
 
-def test_ssl_context_follows_the_same_rules() -> None:
-    server = parse_server(
-        https(
-            {
-                "ca": CA.cert_pem.decode(),
-                "clientCertificate": LEAF.cert_pem.decode(),
-                "clientKey": LEAF.key_pem.decode(),
-            }
-        )
-    )
-    snapshot = RegistrySnapshot(servers=(server,))
-    context = ssl_context(server.backend, resolve(snapshot))
+def test_client_tls_follows_the_same_rules() -> None:
+    server = parse_server(https({"ca": CA.cert_pem.decode()}, host="api.example.com"))
+    tls = ClientTls.of(server.backend, resolve(RegistrySnapshot(servers=(server,))))
+    context = tls.ssl_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "backend CA"),),)]
-    assert verify_name(server.backend, server.backend.endpoints[0]) == "api.internal"
-    skip = parse_server(https({"insecureSkipVerify": True}))
-    assert ssl_context(skip.backend, {}).verify_mode == ssl.CERT_NONE
+    assert tls.server_name == verify_name(server.backend, server.backend.endpoints[0]) == "api.example.com"
+    default = ClientTls.of(parse_server(https()).backend, {}).ssl_context()
+    assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname

@@ -1,12 +1,13 @@
 """TLS toward `scheme: https` backends: the `backend.tls` block and the rules every client follows.
 
-One rule set, whoever connects (Envoy's backend clusters, built in `translate/envoy.py`, or a
-Python client through `ssl_context`):
+One rule set, whoever connects (Envoy's backend clusters, built in `translate/envoy.py`, or the
+session broker's bridge to HTTP+SSE upstreams, through `ClientTls`):
 
 - verified by default: the certificate chains to the system CAs (or to `tls.ca` instead), and
   carries `verify_name` (the `tls.serverName`, else `backend.host`, else the endpoint's own
   name or address) as a subject alternative name; SNI sends that name;
-- `tls.clientCertificate` + `tls.clientKey` answer a backend that asks for a client certificate;
+- `tls.clientCertificate` + `tls.clientKey` answer a backend that asks for a client certificate
+  (Envoy only: the bridge never receives a key, so `transport: sse` refuses them);
 - `tls.insecureSkipVerify: true` turns verification off, and validation warns about it.
 
 PEM values (inline, `{file:}` or `{env:}`, read through the credential policy like any other
@@ -15,10 +16,13 @@ credential) are parsed here: a value Envoy would refuse is refused with its fiel
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import ssl
-import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -47,6 +51,8 @@ def default_system_ca_file() -> str:
 TLS_FIELDS = {"ca", "serverName", "clientCertificate", "clientKey", "insecureSkipVerify"}
 # Envoy's BoringSSL serves these key types; others fail the cluster at Envoy, not here.
 _EC_CURVES = (ec.SECP256R1, ec.SECP384R1)
+# Starts the fragment of an HTTP+SSE upstream's URL that carries its TLS settings to the bridge.
+BRIDGE_FRAGMENT = "mcpgw-tls="
 SKIP_VERIFY_WARNING = (
     "TLS verification is off: any certificate is accepted, so whoever can intercept the "
     "connection receives the backend's credentials; set ca instead"
@@ -104,30 +110,66 @@ def verify_name(backend: Backend, endpoint: Endpoint) -> str:
     return backend.host_header or endpoint.host
 
 
-def ssl_context(
-    backend: Backend, secrets: Mapping[Secret, str], system_ca_file: str | None = None
-) -> ssl.SSLContext:
-    """A client `SSLContext` for `backend` that follows the same rules as its Envoy cluster.
+@dataclass(frozen=True)
+class ClientTls:
+    """What a Python client needs to follow a backend's TLS settings: `ssl_context()`, and
+    `server_name` to pass as `server_hostname` (None: the URL's host)."""
 
-    Connect with `server_hostname=verify_name(backend, endpoint)`. `system_ca_file` None: the
-    Python defaults (`SSL_CERT_FILE`, OpenSSL's paths), which are the system CAs.
-    """
-    tls = backend.tls or BackendTls()
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif tls.ca is not None:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=secrets[tls.ca])
-    elif system_ca_file is not None:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=system_ca_file)
-    if tls.client_certificate is not None and tls.client_key is not None:
-        # `load_cert_chain` reads files only; the values may be inline or from a variable.
-        with tempfile.TemporaryDirectory() as folder:
-            chain, key = os.path.join(folder, "chain.pem"), os.path.join(folder, "key.pem")
-            with open(os.open(key, os.O_WRONLY | os.O_CREAT, 0o600), "w") as out:
-                out.write(secrets[tls.client_key])
-            with open(chain, "w") as out:
-                out.write(secrets[tls.client_certificate])
-            context.load_cert_chain(chain, key)
-    return context
+    ca: str | None = None
+    server_name: str | None = None
+    skip_verify: bool = False
+
+    @classmethod
+    def of(cls, backend: Backend, secrets: Mapping[Secret, str]) -> ClientTls:
+        tls = backend.tls or BackendTls()
+        return cls(
+            ca=secrets[tls.ca] if tls.ca is not None else None,
+            server_name=tls.server_name or backend.host_header,
+            skip_verify=tls.insecure_skip_verify,
+        )
+
+    def ssl_context(self, system_ca_file: str | None = None) -> ssl.SSLContext:
+        """Verification as Envoy's cluster does it: the chain (to `ca`, else the system CAs, else
+        Python's defaults) and the name; nothing with `skip_verify`."""
+        if self.skip_verify:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        if self.ca is not None:
+            return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=self.ca)
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=system_ca_file)
+
+    def fragment(self) -> str:
+        """These settings as a URL fragment (`mcpgw-tls=…`; "" for the defaults).
+
+        The session broker's bridge learns an HTTP+SSE upstream's URL from the filter, never
+        the registry; a fragment travels with the URL and HTTP never sends it to the server.
+        It holds public data only: a client key never goes this way.
+        """
+        data = {
+            k: v for k, v in (("ca", self.ca), ("sni", self.server_name), ("skip", self.skip_verify)) if v
+        }
+        if not data:
+            return ""
+        encoded = base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+        return BRIDGE_FRAGMENT + encoded.rstrip("=")
+
+    @classmethod
+    def from_fragment(cls, fragment: str) -> ClientTls | None:
+        """The settings `fragment()` wrote; None for no fragment; ValueError when malformed."""
+        if not fragment:
+            return None
+        if not fragment.startswith(BRIDGE_FRAGMENT):
+            raise ValueError(f"the fragment is not {BRIDGE_FRAGMENT}…")
+        text = fragment[len(BRIDGE_FRAGMENT) :]
+        try:
+            data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        except (ValueError, binascii.Error) as error:
+            raise ValueError(f"malformed TLS settings: {error}") from None
+        if not isinstance(data, dict) or not data.keys() <= {"ca", "sni", "skip"}:
+            raise ValueError("malformed TLS settings")
+        ca, sni, skip = data.get("ca"), data.get("sni"), data.get("skip", False)
+        if not isinstance(ca, str | None) or not isinstance(sni, str | None) or not isinstance(skip, bool):
+            raise ValueError("malformed TLS settings")
+        return cls(ca=ca, server_name=sni, skip_verify=skip)
