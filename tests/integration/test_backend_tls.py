@@ -229,6 +229,16 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
             await backend.close()
 
 
+def envoy_stat(setup: Setup, name: str) -> int:
+    envoy = setup.gateway.stack.envoy
+    assert envoy is not None
+    url = f"http://127.0.0.1:{envoy.admin_port}/stats?filter=^{name}$"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    (line,) = text.splitlines()
+    return int(line.rsplit(": ", 1)[1])
+
+
 async def ping(setup: Setup, server: str) -> dict[str, Any]:
     return await call(setup.url(server), "tools/call", {"name": "ping", "arguments": {}})
 
@@ -246,6 +256,8 @@ async def test_a_certificate_for_another_name_fails_before_any_request(setup: Se
     answer = await ping(setup, "wrong-name")
     assert_refused_before_any_request(answer, backend, 0)
     assert backend.requests == []
+    # Envoy says why, for the operator: the certificate did not carry the expected name.
+    assert envoy_stat(setup, "cluster.mcpgw/tls/wrong-name.ssl.fail_verify_san") >= 1
 
 
 async def test_an_untrusted_certificate_fails_with_the_default_settings(setup: Setup) -> None:
@@ -254,6 +266,8 @@ async def test_an_untrusted_certificate_fails_with_the_default_settings(setup: S
     answer = await ping(setup, "untrusted")
     assert_refused_before_any_request(answer, backend, before)
     assert not any(r.all("authorization") for r in backend.requests[before:])
+    # The chain did not verify (no trusted CA issued it).
+    assert envoy_stat(setup, "cluster.mcpgw/tls/untrusted.ssl.fail_verify_error") >= 1
 
 
 async def test_the_right_ca_succeeds_with_sni_and_the_token(setup: Setup) -> None:
