@@ -18,7 +18,7 @@ from mcpgw.broker.bridge import BridgeError, upstream_target
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.reader import Invalid
 from mcpgw.registry.secrets import UNAVAILABLE, resolve
-from mcpgw.registry.tls import SKIP_VERIFY_WARNING, ClientTls, verify_name
+from mcpgw.registry.tls import SKIP_VERIFY_WARNING, ClientTls, default_system_ca_file, verify_name
 from mcpgw.registry.validate import parse_server
 from mcpgw.translate import pgv
 from mcpgw.translate.envoy import Translator, translate
@@ -309,3 +309,14 @@ def test_client_tls_follows_the_same_rules() -> None:
     assert tls.server_name == verify_name(server.backend, server.backend.endpoints[0]) == "api.example.com"
     default = ClientTls.of(parse_server(https()).backend, {}).ssl_context()
     assert default.verify_mode == ssl.CERT_REQUIRED and default.check_hostname
+
+
+def test_serve_and_up_take_the_system_ca_bundle_of_the_envoy_nodes() -> None:
+    from mcpgw.cli import _parser
+
+    for command in ("serve", "up"):
+        assert _parser().parse_args([command]).backend_tls_ca == default_system_ca_file()
+        chosen = _parser().parse_args([command, "--backend-tls-ca", "/etc/pki/tls/certs/ca-bundle.crt"])
+        assert chosen.backend_tls_ca == "/etc/pki/tls/certs/ca-bundle.crt"
+    # This machine is Debian: the default is its bundle.
+    assert default_system_ca_file() == "/etc/ssl/certs/ca-certificates.crt"
