@@ -1,8 +1,8 @@
 """TLS toward backends through a real Envoy, with certificates made by the test (`mcpgw.pki`).
 
 HTTPS backends on 127.0.0.1 record every handshake and request (`wirebackend.py`); each server
-sends a bearer token. A certificate for another name, or one no trusted CA issued (the default
-settings: the system CAs), fails the call during the handshake: the backend never receives a
+sends a bearer token. A certificate for another name, a self-signed one, or one from a CA nobody
+trusts (the default settings: the system CAs) fails the call during the handshake: the backend never receives a
 request, so never the token. The right per-server CA succeeds; a backend that requires a client
 certificate gets the configured one; `insecureSkipVerify` works and is warned about. The same
 rules hold for upstream MCP servers over https (the `mcp` SDK's server under uvicorn), over
@@ -52,6 +52,7 @@ class Pki:
     right: pki.Issued  # for NAME, by `ca`
     wrong_name: pki.Issued  # for another name, by `ca`
     untrusted: pki.Issued  # for NAME, by a self-signed CA nobody trusts
+    self_signed: pki.Issued  # that CA's own certificate (self-signed, CN = NAME)
     client_ca: pki.Issued
     client: pki.Issued
     client_key_file: Path
@@ -70,6 +71,7 @@ def make_pki(folder: Path) -> Pki:
         right=pki.issue(ca, NAME, dns=[NAME]),
         wrong_name=pki.issue(ca, "other.internal", dns=["other.internal"]),
         untrusted=pki.issue(stranger, NAME, dns=[NAME]),
+        self_signed=stranger,
         client_ca=client_ca,
         client=client,
         client_key_file=key_file,
@@ -185,6 +187,7 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
     backends = {
         "wrong-name": WireBackend(tls=server_context(folder, certs.wrong_name, "wrong-name")),
         "untrusted": WireBackend(tls=server_context(folder, certs.untrusted, "untrusted")),
+        "self-signed": WireBackend(tls=server_context(folder, certs.self_signed, "self-signed")),
         "right": WireBackend(tls=server_context(folder, certs.right, "right")),
         "mtls": WireBackend(tls=server_context(folder, certs.right, "mtls", client_ca=certs.client_ca)),
     }
@@ -201,6 +204,7 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
         rest_server("wrong-name", backends["wrong-name"], own_ca),
         # No tls block: the defaults, the system CAs, which never issued this certificate.
         rest_server("untrusted", backends["untrusted"], None),
+        rest_server("self-signed", backends["self-signed"], None),
         rest_server("right", backends["right"], own_ca),
         rest_server("mtls", backends["mtls"], mtls),
         rest_server("mtls-without-cert", backends["mtls"], own_ca),
@@ -270,6 +274,13 @@ async def test_an_untrusted_certificate_fails_with_the_default_settings(setup: S
     assert envoy_stat(setup, "cluster.mcpgw/tls/untrusted.ssl.fail_verify_error") >= 1
 
 
+async def test_a_self_signed_certificate_fails_with_the_default_settings(setup: Setup) -> None:
+    backend = setup.backends["self-signed"]
+    answer = await ping(setup, "self-signed")
+    assert_refused_before_any_request(answer, backend, 0)
+    assert envoy_stat(setup, "cluster.mcpgw/tls/self-signed.ssl.fail_verify_error") >= 1
+
+
 async def test_the_right_ca_succeeds_with_sni_and_the_token(setup: Setup) -> None:
     backend = setup.backends["right"]
     answer = await ping(setup, "right")
@@ -316,7 +327,7 @@ async def test_skip_verify_works_and_is_warned_about(setup: Setup) -> None:
     assert status == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert warnings == [
-        f"warning: {setup.registry / 'servers.yaml'}#5: backend.tls.insecureSkipVerify: TLS verification "
+        f"warning: {setup.registry / 'servers.yaml'}#6: backend.tls.insecureSkipVerify: TLS verification "
         "is off: any certificate is accepted, so whoever can intercept the connection receives the "
         "backend's credentials; set ca instead"
     ]
@@ -325,7 +336,7 @@ async def test_skip_verify_works_and_is_warned_about(setup: Setup) -> None:
     async with httpx.AsyncClient(timeout=5) as http:
         listed = (await http.get(f"http://127.0.0.1:{admin.status_port}/v1/servers")).json()["servers"]
     by_key = {s["key"]: s["warnings"] for s in listed}
-    assert by_key["tls/skip-verify"] == [warnings[0].split("#5: ", 1)[1]]
+    assert by_key["tls/skip-verify"] == [warnings[0].split("#6: ", 1)[1]]
     assert by_key["tls/right"] == []
 
 

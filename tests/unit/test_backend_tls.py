@@ -255,6 +255,8 @@ def test_an_address_is_verified_as_an_ip_san_and_not_sent_as_sni() -> None:
     san_type = context.common_tls_context.validation_context.match_typed_subject_alt_names[0]
     assert (san_type.san_type, san_type.matcher.exact) == (san_type.IP_ADDRESS, "10.0.0.7")
     assert context.sni == ""
+    v6 = upstream_tls(minimal(backend={"scheme": "https", "endpoints": ["[0:0:0:0:0:0:0:1]:8443"]}))
+    assert _san(v6) == [(san_type.IP_ADDRESS, "::1")]
 
 
 def test_own_ca_client_certificate_and_skip_verify() -> None:

@@ -16,6 +16,7 @@ definitions into RDS, where one edit resends the whole route table.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import itertools
 import json
 import operator
@@ -486,8 +487,11 @@ def _upstream_tls(
         trusted = {"inline_string": secrets[tls.ca]} if tls.ca is not None else {"filename": ca_file}
         common["validation_context"] = {
             "trusted_ca": trusted,
+            # Envoy compares an IP SAN in its canonical text (`::1`, not `0:0:0:0:0:0:0:1`).
             "match_typed_subject_alt_names": [
-                {"san_type": "IP_ADDRESS" if is_ip(name) else "DNS", "matcher": {"exact": name}}
+                {"san_type": "IP_ADDRESS", "matcher": {"exact": str(ipaddress.ip_address(name))}}
+                if is_ip(name)
+                else {"san_type": "DNS", "matcher": {"exact": name}}
             ],
         }
     if tls.client_certificate is not None and tls.client_key is not None:
