@@ -1,13 +1,13 @@
 """TLS toward backends through a real Envoy, with certificates made by the test (`mcpgw.pki`).
 
-HTTPS backends on 127.0.0.1 record every handshake and request (`wirebackend.py`); each server
-sends a bearer token. A certificate for another name, a self-signed one, or one from a CA nobody
-trusts (the default settings: the system CAs) fails the call during the handshake: the backend
-never receives a request, so never the token. The right per-server CA succeeds; a backend that
-requires a client certificate gets the configured one; `insecureSkipVerify` works and is warned about. The same
-rules hold for upstream MCP servers over https (the `mcp` SDK's server under uvicorn), over
-Streamable HTTP through Envoy and over HTTP+SSE through the session broker's bridge; Envoy's
-`/config_dump` shows the client key redacted.
+HTTPS backends on 127.0.0.1 record every handshake and request (`wirebackend.py`); each
+server sends a bearer token. A certificate for another name, a self-signed one, or one from a CA
+nobody trusts (the default settings: the system CAs) fails the call during the handshake: the
+backend never receives a request, so never the token. The right per-server CA succeeds; a
+backend that requires a client certificate gets the configured one; `insecureSkipVerify` works
+and is warned about. The same rules hold for upstream MCP servers over https (the `mcp` SDK's
+server under uvicorn), over Streamable HTTP through Envoy and over HTTP+SSE through the session
+broker's bridge; Envoy's `/config_dump` shows the client key redacted.
 """
 
 from __future__ import annotations
