@@ -217,6 +217,18 @@ def _credential_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _backend_tls_options(parser: argparse.ArgumentParser) -> None:
+    from mcpgw.registry.tls import default_system_ca_file
+
+    parser.add_argument(
+        "--backend-tls-ca",
+        metavar="FILE",
+        default=default_system_ca_file(),
+        help="PEM bundle of the system CAs on the Envoy nodes: https backends without their own "
+        "backend.tls.ca are verified against it (default: %(default)s)",
+    )
+
+
 def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
     """The allow-list of `--credential-dir` / `--credential-env`, else their variables, else the defaults."""
     from mcpgw.registry.secrets import CredentialPolicy
@@ -321,6 +333,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _session_options(up, defaults.session_ttl_s)
     _credential_options(up)
+    _backend_tls_options(up)
     _limit_options(up)
     _stream_limit_options(up)
 
@@ -357,6 +370,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
+    _backend_tls_options(serve)
     _limit_options(serve)
     _stream_limit_options(serve)
     serve.add_argument(
@@ -621,6 +635,9 @@ def _validate(path: Path) -> int:
         return EXIT_INVALID
     for server in snapshot.servers:
         print(f"ok: {server.key} ({len(server.tools)} tools) from {server.source}")
+        # Valid, so the exit status stays 0; what deserves a look goes to stderr beside errors.
+        for warning in server.warnings:
+            print(f"warning: {server.source}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -746,6 +763,7 @@ async def _serve(args: argparse.Namespace) -> int:
             credentials=_credential_policy(args),
             session_max_ended=args.session_max_ended,
             limits=_limits(args),
+            backend_ca_file=args.backend_tls_ca,
         )
     )
     broker: Broker | None = None
@@ -825,6 +843,7 @@ async def _up(args: argparse.Namespace) -> int:
         session_max_ended=args.session_max_ended,
         limits=_limits(args),
         broker_settings=_broker_settings(args),
+        backend_ca_file=args.backend_tls_ca,
     )
     stack = Stack(options)
     try:

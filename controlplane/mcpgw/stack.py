@@ -25,6 +25,7 @@ from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits, envoy_connection_cap
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
+from mcpgw.registry.tls import default_system_ca_file
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
 from mcpgw.sessions.store import default_keys_file
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
@@ -78,6 +79,8 @@ class StackOptions:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The broker's settings (stream limits…); None: its defaults with `broker_keepalive`.
     broker_settings: BrokerSettings | None = None
+    # The system CA bundle Envoy verifies https backends against (without their own `tls.ca`).
+    backend_ca_file: str = field(default_factory=default_system_ca_file)
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -208,6 +211,7 @@ class Stack:
                     credentials=opts.credentials,
                     session_max_ended=opts.session_max_ended,
                     limits=opts.limits,
+                    backend_ca_file=opts.backend_ca_file,
                 )
             )
             await self.control_plane.start()

@@ -16,6 +16,7 @@ definitions into RDS, where one edit resends the whole route table.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import itertools
 import json
 import operator
@@ -47,7 +48,8 @@ from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
 from mcpgw.limits import ListenerLimits
-from mcpgw.registry.model import Endpoint, McpServer, RegistrySnapshot, Secret
+from mcpgw.registry.model import BackendTls, Endpoint, McpServer, RegistrySnapshot, Secret
+from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
 from mcpgw.translate import pgv
@@ -121,6 +123,8 @@ class GatewaySettings:
     # Backend credentials constant per cluster go into SDS secrets that a credential_injector
     # on the cluster adds, instead of into the filter configuration (`injected_credential`).
     inject_credentials: bool = True
+    # The system CAs on the Envoy nodes: https backends without `tls.ca` are verified against them.
+    backend_ca_file: str = SYSTEM_CA_FILE
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -346,7 +350,9 @@ class Translator:
     ) -> _ServerResources:
         inject = self.settings.inject_credentials
         credential = injected_credential(server, secrets) if inject else None
-        built = _backend_clusters(server, self.settings.limits.backend_max_requests)
+        built = _backend_clusters(
+            server, self.settings.limits.backend_max_requests, secrets, self.settings.backend_ca_file
+        )
         compiled = filter_config(server, snapshot, secrets, injected=inject)
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
@@ -434,7 +440,9 @@ def _plugin_cluster(settings: GatewaySettings) -> Message:
     )
 
 
-def _backend_clusters(server: McpServer, max_requests: int) -> list[tuple[Message, Message | None]]:
+def _backend_clusters(
+    server: McpServer, max_requests: int, secrets: Mapping[Secret, str], ca_file: str = SYSTEM_CA_FILE
+) -> list[tuple[Message, Message | None]]:
     """A REST server's backend cluster; a `type: mcp` server's one cluster per upstream host.
 
     MCP sessions live on the upstream host that created them, so the filter picks the host
@@ -447,11 +455,18 @@ def _backend_clusters(server: McpServer, max_requests: int) -> list[tuple[Messag
     if server.mcp is not None:
         return [
             _backend_cluster(
-                server, host_cluster_name(server, index), (endpoint,), max_requests, single_host=True
+                server,
+                host_cluster_name(server, index),
+                (endpoint,),
+                max_requests,
+                single_host=True,
+                tls=(secrets, ca_file),
             )
             for index, endpoint in enumerate(endpoints)
         ]
-    return [_backend_cluster(server, cluster_name(server), endpoints, max_requests)] if endpoints else []
+    if not endpoints:
+        return []
+    return [_backend_cluster(server, cluster_name(server), endpoints, max_requests, tls=(secrets, ca_file))]
 
 
 def _backend_cluster(
@@ -460,6 +475,7 @@ def _backend_cluster(
     endpoints: tuple[Endpoint, ...],
     max_requests: int,
     single_host: bool = False,
+    tls: tuple[Mapping[Secret, str], str] = ({}, SYSTEM_CA_FILE),
 ) -> tuple[Message, Message | None]:
     """IP endpoints are delivered by EDS; DNS names need Envoy to resolve them (STRICT_DNS, or
     LOGICAL_DNS for one pinned host: it keeps using one address of the name)."""
@@ -491,13 +507,9 @@ def _backend_cluster(
             "load_assignment": {"cluster_name": name, "endpoints": _lb_endpoints(addresses)},
         }
     if backend.scheme == "https":
-        sni = backend.host_header or endpoints[0].host
         data["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": sni,
-            },
+            "typed_config": _upstream_tls(server, endpoints[0], *tls),
         }
     return _parse(cluster_pb2.Cluster(), data), assignment
 
@@ -560,6 +572,47 @@ def _with_credential_injector(cluster: Message, secret: str, header: str) -> Mes
 
 
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _upstream_tls(
+    server: McpServer, endpoint: Endpoint, secrets: Mapping[Secret, str], ca_file: str
+) -> dict[str, Any]:
+    """The `UpstreamTlsContext` of an https backend (the rules: `mcpgw.registry.tls`).
+
+    Verified unless `insecureSkipVerify`: the chain against `tls.ca` or the system CAs, the
+    name (`verify_name`) against the certificate's subject alternative names. The client key
+    is inline: Envoy marks `private_key` sensitive, so `/config_dump` shows `[redacted]`.
+    """
+    tls = server.backend.tls or BackendTls()
+    name = verify_name(server.backend, endpoint)
+    common: dict[str, Any] = {}
+    if not tls.insecure_skip_verify:
+        trusted = {"inline_string": secrets[tls.ca]} if tls.ca is not None else {"filename": ca_file}
+        common["validation_context"] = {
+            "trusted_ca": trusted,
+            # Envoy compares an IP SAN in its canonical text (`::1`, not `0:0:0:0:0:0:0:1`).
+            "match_typed_subject_alt_names": [
+                {"san_type": "IP_ADDRESS", "matcher": {"exact": str(ipaddress.ip_address(name))}}
+                if is_ip(name)
+                else {"san_type": "DNS", "matcher": {"exact": name}}
+            ],
+        }
+    if tls.client_certificate is not None and tls.client_key is not None:
+        chain, key = secrets[tls.client_certificate], secrets[tls.client_key]
+        problem = pair_problem(chain, key)
+        if problem is not None:
+            raise pgv.ResourceInvalid(f"{server.key}: {tls.client_key.where}: {problem}")
+        common["tls_certificates"] = [
+            {"certificate_chain": {"inline_string": chain}, "private_key": {"inline_string": key}}
+        ]
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    }
+    # SNI carries host names only (RFC 6066 3): an address is verified, not sent.
+    if not is_ip(name):
+        context["sni"] = name
+    return context
 
 
 def _json(data: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from mcpgw.registry.model import (
     Tool,
     ToolArg,
 )
+from mcpgw.registry.tls import ClientTls
 from mcpgw.registry.tools import referenced_args
 from mcpgw.sessions.keys import BROKER_CLUSTER, SessionSettings, encode_secret
 
@@ -346,7 +347,7 @@ def mcp_upstream(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, 
             {
                 "cluster": BROKER_CLUSTER,
                 "authority": upstream_authority(server, endpoint),
-                "sse_url": sse_url(server, endpoint),
+                "sse_url": sse_url(server, endpoint, secrets),
             }
             for endpoint in server.backend.endpoints
         ]
@@ -376,11 +377,16 @@ def mcp_upstream(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, 
     return section
 
 
-def sse_url(server: McpServer, endpoint: Endpoint) -> str:
-    """An HTTP+SSE upstream host's stream URL: `backend.scheme`, the endpoint, the server's `path`."""
+def sse_url(server: McpServer, endpoint: Endpoint, secrets: Mapping[Secret, str] | None = None) -> str:
+    """An HTTP+SSE upstream host's stream URL: `backend.scheme`, the endpoint, the server's `path`;
+    `backend.tls` settings in its fragment, for the bridge (`ClientTls.fragment`)."""
     assert server.mcp is not None
     host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
-    return f"{server.backend.scheme}://{host}:{endpoint.port}{server.mcp.path}"
+    url = f"{server.backend.scheme}://{host}:{endpoint.port}{server.mcp.path}"
+    if server.backend.tls is None:
+        return url
+    fragment = ClientTls.of(server.backend, secrets or {}).fragment()
+    return f"{url}#{fragment}" if fragment else url
 
 
 def _mcp_auth(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, Any] | None:
