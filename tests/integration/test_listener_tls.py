@@ -26,8 +26,10 @@ from mcp.client.streamable_http import streamable_http_client
 
 from mcpgw import pki
 from mcpgw.listenertls import ListenerTls
+from mcpgw.tlsreload import TlsFiles
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
 from tests.integration.mcphttp import ACCEPT, initialize_request
+from tests.integration.test_admin import mcpgw
 from tests.waiting import eventually
 
 
@@ -87,7 +89,12 @@ async def tls_gateway(tmp_path: Path, certs: Certs) -> AsyncIterator[Gateway]:
     backend_port = free_port()
     registry = copy_registry(tmp_path / "registry", backend_port)
     tls = ListenerTls(str(certs.cert), str(certs.key))
-    async with running_gateway(tmp_path, registry, backend_port, listener_tls=tls) as running:
+    # The admin API over TLS too, with its own certificate from the same CA.
+    admin_cert, admin_key = server_cert(certs.ca, "admin").write(tmp_path / "admin-tls", "tls")
+    admin = TlsFiles(admin_cert, admin_key)
+    async with running_gateway(
+        tmp_path, registry, backend_port, listener_tls=tls, admin_tls=admin
+    ) as running:
         yield running
 
 
@@ -187,6 +194,24 @@ async def test_certificate_rotation_without_restart(tls_gateway: Gateway, certs:
     assert (
         envoy.stats("listener_manager.total_listeners_active")["listener_manager.total_listeners_active"] == 1
     )
+
+
+async def test_admin_api_over_tls_with_the_cli(tls_gateway: Gateway, certs: Certs) -> None:
+    control_plane = tls_gateway.stack.control_plane
+    assert control_plane is not None
+    url = control_plane.admin_url
+    assert url == f"https://127.0.0.1:{control_plane.status_port}"
+    code, out, err = await mcpgw("get", "servers", "--admin", url, "--admin-tls-ca", str(certs.ca_file))
+    assert (code, err) == (0, "") and "default/petstore" in out
+    code, out, err = await mcpgw("get", "servers", "--admin", url)
+    assert code == 1 and "CERTIFICATE_VERIFY_FAILED" in err and "Traceback" not in err
+    async with httpx.AsyncClient(verify=trusting(certs.ca_file), timeout=10) as http:
+        status = (await http.get(url + "/status")).json()
+    # The node asked for the listener's secret over ADS and accepted it.
+    (node,) = status["nodes"]
+    assert node["node_id"] == "test-node"
+    assert node["types"]["sds"]["version_acked"] == node["types"]["sds"]["version_sent"]
+    assert node["types"]["sds"]["subscribed"] == 1 and node["types"]["sds"]["last_nack"] is None
 
 
 async def test_client_certificates_when_a_ca_is_set(tmp_path: Path, certs: Certs) -> None:
