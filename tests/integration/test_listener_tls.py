@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcpgw import pki
+from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.listenertls import ListenerTls
+from mcpgw.stack import free_ports
 from mcpgw.tlsreload import TlsFiles
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
 from tests.integration.mcphttp import ACCEPT, initialize_request
@@ -222,7 +226,8 @@ async def test_client_certificates_when_a_ca_is_set(tmp_path: Path, certs: Certs
     trusted = pki.issue(certs.ca, "mcp-client", server=False, client=True).write(client_dir, "good")
     stranger = pki.issue(pki.make_ca("stranger CA"), "intruder", server=False, client=True)
     untrusted = stranger.write(client_dir, "bad")
-    async with running_gateway(tmp_path, registry, backend_port, listener_tls=tls) as gateway:
+    # Over Delta xDS: the secrets arrive by name there too.
+    async with running_gateway(tmp_path, registry, backend_port, listener_tls=tls, xds_delta=True) as gateway:
         for context in (trusting(certs.ca_file), trusting(certs.ca_file, untrusted)):
             # TLS 1.3: the refusal may come after the client's side of the handshake finished.
             with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
@@ -239,3 +244,75 @@ async def test_client_certificates_when_a_ca_is_set(tmp_path: Path, certs: Certs
         async with Client(streamable_http_client(gateway.url, http_client=http), mode="legacy") as client:
             result = await client.call_tool("getPet", {"id": 2, "fields": "name,tag"})
             assert result.structured_content == {"name": "Tom", "tag": "cat"}
+
+
+async def test_an_operator_runs_serve_and_bootstrap_and_gets_https(tmp_path: Path, certs: Certs) -> None:
+    """The two commands of a deployment, as subprocesses: `serve` with the TLS flags, `bootstrap`
+    unchanged, and an Envoy started from its output serves HTTPS from the files on its node."""
+    backend_port = free_port()
+    registry = copy_registry(tmp_path / "registry", backend_port)
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mcpgw.cli", "demo-backend", "--port", str(backend_port), start_new_session=True
+    )
+    listen, xds, admin, plugins, broker, envoy_admin = free_ports(6)
+    admin_cert, admin_key = server_cert(certs.ca, "admin").write(tmp_path / "admin-tls", "tls")
+    # The control plane's output goes to a file: a pipe nobody reads could fill and stall it.
+    with (tmp_path / "serve.log").open("wb") as serve_log:
+        control_plane = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "mcpgw.cli", "serve", "-f", str(registry)),
+            *(
+                "--listen",
+                f"127.0.0.1:{listen}",
+                "--xds",
+                f"127.0.0.1:{xds}",
+                "--admin",
+                f"127.0.0.1:{admin}",
+            ),
+            *("--plugins", f"127.0.0.1:{plugins}", "--broker", f"127.0.0.1:{broker}"),
+            *("--listener-tls-cert", str(certs.cert), "--listener-tls-key", str(certs.key)),
+            *("--admin-tls-cert", str(admin_cert), "--admin-tls-key", str(admin_key)),
+            stdout=serve_log,
+            stderr=serve_log,
+            start_new_session=True,
+        )
+    envoy: EnvoyProcess | None = None
+    try:
+        boot = await mcpgw(
+            *("bootstrap", "--node-id", "edge-1", "--xds", f"127.0.0.1:{xds}"),
+            *("--admin", f"127.0.0.1:{envoy_admin}", "--broker", f"127.0.0.1:{broker}"),
+        )
+        assert boot[0] == 0, boot[2]
+        url = f"https://127.0.0.1:{admin}/healthz"
+
+        async def control_plane_up() -> bool:
+            async with httpx.AsyncClient(verify=trusting(certs.ca_file), timeout=2) as http:
+                return (await http.get(url)).status_code == 200
+
+        await eventually(
+            control_plane_up,
+            60,
+            "the control plane's admin API answers over https",
+            ignore=(httpx.HTTPError,),
+        )
+        (tmp_path / "envoy").mkdir()
+        envoy = EnvoyProcess(boot[1], admin_port=envoy_admin, workdir=tmp_path / "envoy")
+        await envoy.start()
+        await envoy.wait_ready(60, listeners=1)
+        mcp = f"https://127.0.0.1:{listen}/mcp/default/petstore"
+        response = await initialize(mcp, trusting(certs.ca_file))
+        assert (
+            response.status_code == 200
+            and response.json()["result"]["serverInfo"]["name"] == "default/petstore"
+        )
+        log = (tmp_path / "serve.log").read_text()
+        assert f"admin https://127.0.0.1:{admin}" in log and f"MCP listener https://127.0.0.1:{listen}" in log
+    finally:
+        if envoy is not None:
+            await envoy.stop()
+        for process in (control_plane, demo):
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
