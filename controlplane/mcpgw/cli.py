@@ -627,6 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     token_file = getattr(args, "admin_token_file", None) or getattr(args, "token_file", None)
     unused = ["MCPGW_ADMIN_TOKEN"] if token_file else []
+    if getattr(args, "admin_tls_ca", None):
+        unused.append("MCPGW_ADMIN_TLS_CA")
     problems = cliopts.environment_problems(args.command, unused=unused)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

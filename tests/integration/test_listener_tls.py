@@ -191,13 +191,16 @@ async def test_certificate_rotation_without_restart(tls_gateway: Gateway, certs:
     assert (await initialize(tls_gateway.url, trusting(certs.ca_file))).status_code == 200
     # No restart and no new listener: the same process, no listener added, modified or drained.
     listeners_after = envoy.stats("listener_manager.")
-    for stat in ("listener_added", "listener_modified", "listener_removed", "total_filter_chains_draining"):
+    for stat in (
+        "listener_added",
+        "listener_modified",
+        "listener_removed",
+        "total_filter_chains_draining",
+        "total_listeners_active",
+    ):
         assert listeners_after.get(f"listener_manager.{stat}") == listeners_before.get(
             f"listener_manager.{stat}"
         )
-    assert (
-        envoy.stats("listener_manager.total_listeners_active")["listener_manager.total_listeners_active"] == 1
-    )
 
 
 async def test_admin_api_over_tls_with_the_cli(tls_gateway: Gateway, certs: Certs) -> None:

@@ -228,6 +228,19 @@ def test_up_refuses_a_non_loopback_admin_api_without_tls(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MCPGW_ADMIN_TOKEN", TOKEN)
-    assert cli.main(["up", "--admin-host", "0.0.0.0"]) == cli.EXIT_FAILURE
+    assert cli.main(["up", "--admin", "0.0.0.0:18001"]) == cli.EXIT_FAILURE
     err = capsys.readouterr().err
     assert "without TLS" in err and "--admin-tls-cert" in err
+
+
+def test_a_bad_admin_tls_ca_variable_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCPGW_ADMIN_TLS_CA", str(tmp_path / "missing.crt"))
+    assert cli.main(["get", "servers"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: $MCPGW_ADMIN_TLS_CA=") and "is not a file" in err and err.count("\n") == 1
+    # The flag overrides the variable, which then does not matter.
+    keys = make_pki(tmp_path)
+    code = cli.main(["get", "servers", "--admin", "https://127.0.0.1:1", "--admin-tls-ca", str(keys.ca_file)])
+    assert code == cli.EXIT_FAILURE and "cannot reach the admin API" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def test_plain_http_has_no_transport_socket_and_no_secrets() -> None:
     resources = translate(snapshot_of(minimal()), SETTINGS)
     listener = json_format.MessageToDict(resources[types.LISTENER][LISTENER_NAME])
     assert "transportSocket" not in listener["filterChains"][0]
-    assert types.SECRET not in resources
+    assert resources[types.SECRET] == {}
 
 
 def test_https_listener_reads_its_certificate_through_sds_over_ads() -> None:
@@ -95,7 +95,22 @@ def test_incremental_translation_and_the_cache_carry_the_secrets() -> None:
     edited["tools"][0]["description"] = "changed"
     snapshot = snapshot_of(edited, minimal(name="two"))
     assert serialized(translator.translate(snapshot)) == serialized(translate(snapshot, settings))
-    # The Translator's change hint does not list secrets: the cache scans them.
     cache = SnapshotCache()
     assert types.SECRET in cache.set_resources(translator.last or {}, None)
     assert set(cache.snapshot.get(types.SECRET).resources) == {CERT_SECRET}
+
+
+def test_listener_secrets_live_beside_injected_credentials() -> None:
+    """Both kinds of SDS secret share the type; a server's credential coming and going never
+    touches the listener's."""
+    from mcpgw.registry.secrets import resolve
+    from tests.unit.test_injected_credentials import rest
+
+    settings = dataclasses.replace(SETTINGS, listener_tls=TLS)
+    translator = Translator(settings)
+    with_credential = snapshot_of(rest("svc"), minimal(name="two"))
+    names = set(translator.translate(with_credential, resolve(with_credential))[types.SECRET])
+    assert names == {CERT_SECRET, "mcpgw/default/svc/credential"}
+    without = snapshot_of(minimal(name="two"))
+    assert set(translator.translate(without, resolve(without))[types.SECRET]) == {CERT_SECRET}
+    assert serialized(translator.last or {}) == serialized(translate(without, settings))
