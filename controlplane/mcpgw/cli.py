@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from mcpgw import __version__, cliopts, log
 from mcpgw.bootstrap import DEFAULT_STATS_PORT, BootstrapInvalid, BootstrapOptions, parse_address, render
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
+from mcpgw.listenertls import ListenerTls
 from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
+from mcpgw.tlsreload import TlsFiles
 
 if TYPE_CHECKING:
     from mcpgw.broker import BrokerSettings
@@ -176,6 +178,67 @@ def _limits(args: argparse.Namespace) -> ListenerLimits:
         name.removeprefix("limit_"): value for name, value in vars(args).items() if name.startswith("limit_")
     }
     return ListenerLimits(**fields)
+
+
+def _tls_options(parser: argparse.ArgumentParser, local: bool) -> None:
+    """TLS on the MCP listener (files on the Envoy node) and on the admin API (files here)."""
+    where = "on this machine" if local else "absolute path on every Envoy node"
+    group = parser.add_argument_group(
+        "TLS on the MCP listener and the admin API",
+        "PEM files, re-read when they are replaced (by a rename, as Kubernetes and cert-manager do) "
+        "without a restart; docs/security.md",
+    )
+    group.add_argument(
+        "--listener-tls-cert", metavar="FILE", help=f"MCP listener certificate chain ({where}); HTTPS with h2"
+    )
+    group.add_argument("--listener-tls-key", metavar="FILE", help=f"its private key ({where})")
+    group.add_argument(
+        "--listener-tls-ca",
+        metavar="FILE",
+        help=f"CA of client certificates ({where}): every MCP client must present one it signed",
+    )
+    group.add_argument("--admin-tls-cert", type=Path, metavar="FILE", help="admin API certificate chain")
+    group.add_argument("--admin-tls-key", type=Path, metavar="FILE", help="its private key")
+    group.add_argument(
+        "--admin-tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA of client certificates: every admin API client must present one it signed",
+    )
+
+
+class _TlsUsage(ValueError):
+    """Inconsistent TLS flags: a usage error (exit 2)."""
+
+
+def _listener_tls(args: argparse.Namespace, local: bool) -> ListenerTls | None:
+    cert, key, ca = args.listener_tls_cert, args.listener_tls_key, args.listener_tls_ca
+    if cert is None and key is None:
+        if ca is not None:
+            raise _TlsUsage("--listener-tls-ca needs --listener-tls-cert and --listener-tls-key")
+        return None
+    if cert is None or key is None:
+        raise _TlsUsage("--listener-tls-cert and --listener-tls-key go together")
+    if local:
+        # `mcpgw up`: Envoy runs here, in another working directory.
+        cert, key = str(Path(cert).resolve()), str(Path(key).resolve())
+        ca = None if ca is None else str(Path(ca).resolve())
+    tls = ListenerTls(cert, key, ca)
+    problems = tls.problems()
+    if problems:
+        raise _TlsUsage(problems[0])
+    return tls
+
+
+def _admin_tls(args: argparse.Namespace) -> TlsFiles | None:
+    cert, key, ca = args.admin_tls_cert, args.admin_tls_key, args.admin_tls_ca
+    if cert is None and key is None:
+        if ca is not None:
+            raise _TlsUsage("--admin-tls-ca needs --admin-tls-cert and --admin-tls-key")
+        return None
+    if cert is None or key is None:
+        raise _TlsUsage("--admin-tls-cert and --admin-tls-key go together")
+    return TlsFiles(cert, key, ca)
 
 
 CREDENTIAL_DIRS_ENV, CREDENTIAL_ENV_ENV = "MCPGW_CREDENTIAL_DIRS", "MCPGW_CREDENTIAL_ENV"
@@ -336,6 +399,7 @@ def _parser() -> argparse.ArgumentParser:
     _backend_tls_options(up)
     _limit_options(up)
     _stream_limit_options(up)
+    _tls_options(up, local=True)
 
     serve = commands.add_parser(
         "serve", help="run one control-plane replica: xDS, admin API and plugin server (Envoys join it)"
@@ -373,6 +437,7 @@ def _parser() -> argparse.ArgumentParser:
     _backend_tls_options(serve)
     _limit_options(serve)
     _stream_limit_options(serve)
+    _tls_options(serve, local=False)
     serve.add_argument(
         "--plugins",
         type=_address,
@@ -576,6 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     token_file = getattr(args, "admin_token_file", None) or getattr(args, "token_file", None)
     unused = ["MCPGW_ADMIN_TOKEN"] if token_file else []
+    if getattr(args, "admin_tls_ca", None):
+        unused.append("MCPGW_ADMIN_TLS_CA")
     problems = cliopts.environment_problems(args.command, unused=unused)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -738,6 +805,11 @@ async def _serve(args: argparse.Namespace) -> int:
 
     (xds_host, xds_port), (admin_host, admin_port) = args.xds, args.admin
     (plugin_host, plugin_port), (listen_host, listen_port) = args.plugins, args.listen
+    try:
+        listener_tls, admin_tls = _listener_tls(args, local=False), _admin_tls(args)
+    except _TlsUsage as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     # Replicas of one deployment should point at one plugin server, so their configurations
     # (and xDS versions) are identical and an Envoy can fail over without refetching code.
     plugins: ServedApp | None = None
@@ -764,6 +836,8 @@ async def _serve(args: argparse.Namespace) -> int:
             session_max_ended=args.session_max_ended,
             limits=_limits(args),
             backend_ca_file=args.backend_tls_ca,
+            listener_tls=listener_tls,
+            admin_tls=admin_tls,
         )
     )
     broker: Broker | None = None
@@ -776,7 +850,8 @@ async def _serve(args: argparse.Namespace) -> int:
         print(
             f"control plane serving {control_plane.store.description}: "
             f"xDS {xds_host}:{control_plane.xds_port}, "
-            f"admin http://{admin_host}:{control_plane.status_port}, "
+            f"admin {control_plane.admin_url}, "
+            f"MCP listener {'https' if listener_tls else 'http'}://{listen_host}:{listen_port}, "
             f"plugins http://{plugin_host}:{plugin_port}"
             + (f", session broker {broker.url} (bus {broker.bus.description})" if broker else ""),
             flush=True,
@@ -812,15 +887,33 @@ async def _up(args: argparse.Namespace) -> int:
     from mcpgw.envoyproc import EnvoyNotFound
     from mcpgw.sessions.keys import KeysInvalid
     from mcpgw.stack import Stack, StackOptions
+    from mcpgw.tlsreload import TlsFilesError, server_context
     from pluginserver.catalog import PluginError
 
     admin_host, admin_port = _up_admin(args)
+    try:
+        listener_tls, admin_tls = _listener_tls(args, local=True), _admin_tls(args)
+    except _TlsUsage as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     # Refuse an unsafe admin configuration before starting anything (the control plane checks
     # again; this only makes the failure immediate and quiet).
     try:
-        check_bind(admin_host, load_token(args.admin_token_file))
+        check_bind(admin_host, load_token(args.admin_token_file), tls=admin_tls is not None)
+        if listener_tls is not None:
+            # Envoy runs here: files it could not load are refused now, not after it started.
+            server_context(
+                TlsFiles(
+                    Path(listener_tls.cert),
+                    Path(listener_tls.key),
+                    None if listener_tls.ca is None else Path(listener_tls.ca),
+                )
+            )
     except AdminConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except TlsFilesError as error:
+        print(f"error: MCP listener TLS: {error}", file=sys.stderr)
         return EXIT_FAILURE
     options = StackOptions(
         registry_dir=args.registry,
@@ -844,6 +937,8 @@ async def _up(args: argparse.Namespace) -> int:
         limits=_limits(args),
         broker_settings=_broker_settings(args),
         backend_ca_file=args.backend_tls_ca,
+        listener_tls=listener_tls,
+        admin_tls=admin_tls,
     )
     stack = Stack(options)
     try:
@@ -860,7 +955,7 @@ async def _up(args: argparse.Namespace) -> int:
         print(f"  {stack.mcp_base_url}{server.path}    ({len(server.tools)} tools)")
     assert stack.broker is not None
     print(f"HTTP+SSE (2024-11-05): add /sse to an endpoint; session bus: {stack.broker.bus.description}")
-    admin = f"http://{stack.control_plane.options.status_host}:{stack.control_plane.status_port}"
+    admin = stack.control_plane.admin_url
     print(
         f"admin API: {admin}/v1/servers   status: {admin}/status   "
         f"envoy admin: http://{options.host}:{options.envoy_admin_port}   "

@@ -163,6 +163,15 @@ def _session_key(value: str) -> str | None:
     return None
 
 
+def _ca_file(value: str) -> str | None:
+    expected = "expected the PEM file of the CA that signed the admin API's certificate"
+    if not value.strip():
+        return f"is set but empty; {expected}"
+    if not os.path.isfile(value.strip()):
+        return f"={_shown(value)} is not a file; {expected}"
+    return None
+
+
 _SERVING = frozenset({"up", "serve"})
 _ADMIN_CLIENTS = frozenset({"apply", "get", "delete", "session-keys"})
 _BROKERS = _SERVING | {"broker"}
@@ -173,6 +182,7 @@ _BROKERS = _SERVING | {"broker"}
 CHECKS: dict[str, tuple[frozenset[str], Callable[[str], str | None]]] = {
     "MCPGW_ADMIN_TOKEN": (_SERVING | _ADMIN_CLIENTS, _admin_token),
     "MCPGW_ADMIN_URL": (_ADMIN_CLIENTS, _admin_url),
+    "MCPGW_ADMIN_TLS_CA": (_ADMIN_CLIENTS, _ca_file),
     "MCPGW_REDIS_PASSWORD": (_BROKERS, _redis_password),
     "MCPGW_BRIDGE_IDLE_SECONDS": (_BROKERS, _positive_number),
     "MCPGW_BRIDGE_MAX_SESSIONS": (_BROKERS, _positive_integer),

@@ -23,11 +23,13 @@ from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits, envoy_connection_cap
+from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
 from mcpgw.registry.tls import default_system_ca_file
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
 from mcpgw.sessions.store import default_keys_file
+from mcpgw.tlsreload import TlsFiles
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
@@ -81,6 +83,10 @@ class StackOptions:
     broker_settings: BrokerSettings | None = None
     # The system CA bundle Envoy verifies https backends against (without their own `tls.ca`).
     backend_ca_file: str = field(default_factory=default_system_ca_file)
+    # TLS on the MCP listener (None: plain HTTP, the demo's default on loopback) and on the
+    # admin API; both reload their certificates when the files change.
+    listener_tls: ListenerTls | None = None
+    admin_tls: TlsFiles | None = None
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -166,7 +172,8 @@ class Stack:
 
     @property
     def mcp_base_url(self) -> str:
-        return f"http://{self.options.host}:{self.options.listen_port}"
+        scheme = "https" if self.options.listener_tls is not None else "http"
+        return f"{scheme}://{self.options.host}:{self.options.listen_port}"
 
     async def start(self, ready_timeout: float = 60.0) -> None:
         """Start every part; on any failure, stop what was started and re-raise."""
@@ -212,6 +219,8 @@ class Stack:
                     session_max_ended=opts.session_max_ended,
                     limits=opts.limits,
                     backend_ca_file=opts.backend_ca_file,
+                    listener_tls=opts.listener_tls,
+                    admin_tls=opts.admin_tls,
                 )
             )
             await self.control_plane.start()
