@@ -7,11 +7,13 @@ tests use the same class with free ports, so what `make up` runs is what the tes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,9 +256,28 @@ class Stack:
             await self.envoy.start()
             # The bootstrap's stats listener, and the MCP listener from the control plane.
             await self.envoy.wait_ready(ready_timeout, listeners=2)
+            # Envoy may serve before it has sent its last ACKs (it ACKs RDS and ECDS after
+            # applying them, sometimes ~0.5 s after the listener went active): ready means the
+            # control plane has seen this node accept everything it sent.
+            await self._wait_acked(ready_timeout)
         except BaseException:
             await self.stop()
             raise
+
+    async def _wait_acked(self, timeout: float) -> None:
+        assert self.control_plane is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            nodes = self.control_plane.status()["nodes"]
+            # A NACK is an answer too (the refusals table isolates the server and republishes).
+            if nodes and all(
+                t["version_acked"] == t["version_sent"] or t["last_nack"] is not None
+                for node in nodes
+                for t in node["types"].values()
+            ):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"envoy did not ACK its configuration within {timeout:.0f}s")
 
     async def stop(self) -> None:
         if self.envoy is not None:
