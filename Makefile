@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector
+.PHONY: up test test-wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -13,6 +13,7 @@ help:
 	@echo "make filters build the Zig filters into plugin-server/plugins/"
 	@echo "make bench   run the benchmarks (bench/)"
 	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
+	@echo "make test-wheel  build the wheel, install it in a clean venv, run it from outside the repo"
 	@echo "make clean   remove the venv, built filters and caches"
 
 # Re-install only when the dependency list changes.
@@ -52,8 +53,8 @@ up: filters
 	$(VENV)/bin/mcpgw up
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check controlplane plugin-server tests bench wasm-filters/build.py
-	$(VENV)/bin/ruff format --check controlplane plugin-server tests bench wasm-filters/build.py
+	$(VENV)/bin/ruff check controlplane plugin-server tests bench wasm-filters/build.py setup.py
+	$(VENV)/bin/ruff format --check controlplane plugin-server tests bench wasm-filters/build.py setup.py
 	$(PY) wasm-filters/build.py --check-fmt
 
 unit: $(STAMP)
@@ -65,8 +66,16 @@ integration: filters redis
 
 test: filters lint redis inspector
 	$(PY) wasm-filters/build.py --test
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests -q -ra --ignore=tests/wheel
 	@$(MAKE) --no-print-directory bench-smoke
+	@$(MAKE) --no-print-directory test-wheel
+
+# The wheel as a user gets it: built from the tracked sources (the build compiles the filter),
+# installed with its dependencies into a clean venv outside the repo (pip's cache is reused),
+# then mcpgw --version, bootstrap (+ envoy --mode validate), validate, up (tools/list through
+# its Envoy, clean stop) and serve, run from outside the repo. ~3 minutes, most of it the build.
+test-wheel: $(STAMP)
+	$(PY) -m pytest tests/wheel -q -ra -s
 
 bench: bench-dataplane bench-controlplane
 
@@ -94,6 +103,6 @@ bench-smoke: filters
 	$(PY) bench/smoke.py
 
 clean:
-	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache
+	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find wasm-filters -name .zig-cache -type d -prune -exec rm -rf {} +

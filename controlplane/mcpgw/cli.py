@@ -11,11 +11,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcpgw import __version__, log
+from mcpgw import log
 from mcpgw.bootstrap import BootstrapOptions, parse_address, render
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
 from mcpgw.registry.filesource import load_directory
@@ -26,6 +26,20 @@ if TYPE_CHECKING:
     from mcpgw.registry.secrets import CredentialPolicy
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: mcpgw's version and the plugin's, looked up only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from mcpgw.versions import version_text
+        from pluginserver.server import DEFAULT_ROOT
+
+        print(version_text(DEFAULT_ROOT))
+        parser.exit()
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -231,11 +245,13 @@ def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mcpgw.stack import DEFAULT_REGISTRY, StackOptions
+    from mcpgw.stack import StackOptions
 
     defaults = StackOptions()
     parser = argparse.ArgumentParser(prog="mcpgw", description="A private MCP gateway on Envoy.")
-    parser.add_argument("--version", action="version", version=f"mcpgw {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print mcpgw's version and its plugin's, then exit"
+    )
     parser.add_argument(
         "--log-level",
         default=os.environ.get("MCPGW_LOG_LEVEL", "info"),
@@ -251,8 +267,8 @@ def _parser() -> argparse.ArgumentParser:
         "-f",
         "--registry",
         type=_registry,
-        default=DEFAULT_REGISTRY,
-        help="registry directory or redis:// URL (default: %(default)s)",
+        default=None,
+        help="registry directory or redis:// URL (default: a fresh copy of the bundled demo registry)",
     )
     up.add_argument(
         "--listen-port",
@@ -310,9 +326,9 @@ def _parser() -> argparse.ArgumentParser:
         "-f",
         "--registry",
         type=_registry,
-        default=DEFAULT_REGISTRY,
+        required=True,
         help="registry directory, or redis://HOST:PORT/DB shared by replicas "
-        "(password: $MCPGW_REDIS_PASSWORD; default: %(default)s)",
+        "(password: $MCPGW_REDIS_PASSWORD)",
     )
     serve.add_argument(
         "--xds",
@@ -451,7 +467,7 @@ def _parser() -> argparse.ArgumentParser:
     _stream_limit_options(broker)
 
     check = commands.add_parser("validate", help="validate a registry directory and exit (3 when invalid)")
-    check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
+    check.add_argument("-f", "--registry", type=Path, required=True, help="the registry directory")
 
     demo = commands.add_parser("demo-backend", help="run only the demo pet-store REST backend")
     demo.add_argument("--port", type=int, default=defaults.demo_backend_port, help="default: %(default)s")
@@ -506,7 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "serve":
         return asyncio.run(_serve(args))
-    return asyncio.run(_up(args))
+    with _demo_unless_given(args):
+        return asyncio.run(_up(args))
 
 
 def _print_problems(error: Invalid) -> None:
@@ -742,6 +759,30 @@ async def _up(args: argparse.Namespace) -> int:
             await stack.stop()
     print("mcpgw stopped", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _demo_unless_given(args: argparse.Namespace) -> Iterator[None]:
+    """`up` without -f: a fresh copy of the bundled demo registry, removed when `up` ends.
+
+    A copy, so nothing (admin writes, the session keys kept beside the registry) is ever written
+    into the installed package or the checkout.
+    """
+    if args.registry is not None:
+        yield
+        return
+    import shutil
+    import tempfile
+
+    from mcpgw.stack import DEFAULT_REGISTRY
+
+    with tempfile.TemporaryDirectory(prefix="mcpgw-demo-") as work:
+        args.registry = Path(work) / "registry"
+        shutil.copytree(DEFAULT_REGISTRY, args.registry)
+        print(
+            f"serving the bundled demo registry (a copy in {args.registry}; -f DIR serves yours)", flush=True
+        )
+        yield
 
 
 if __name__ == "__main__":

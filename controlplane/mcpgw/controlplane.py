@@ -41,13 +41,14 @@ from mcpgw.supervise import Supervisor
 from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
 from mcpgw.translate.filtercheck import LIBRARY, FilterCheck, beside
 from mcpgw.translate.pgv import ResourceInvalid
+from mcpgw.versions import FILTER_NAME, check_schema
+from mcpgw.versions import describe as describe_versions
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.stream import Nack
-from pluginserver.catalog import latest
+from pluginserver.catalog import Plugin, latest
 
 log = get_logger(__name__)
-FILTER_NAME = "mcp-server"
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ class ControlPlane:
         self._keys_task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
         self._status: ServedApp | None = None
+        # The plugin served and its configuration check, once `start` selected them.
+        self.plugin: Plugin | None = None
+        self.filter_check: FilterCheck | None = None
         # Every background loop runs supervised: a failure is logged, shown and restarted.
         self.supervisor = Supervisor()
         self.credentials = options.credentials
@@ -137,6 +141,11 @@ class ControlPlane:
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
         check_bind(self.options.status_host, token)
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
+        # The plugin's own parser; it also says which configuration schema the plugin reads,
+        # refused here when it is not the one this control plane writes.
+        filter_check = _filter_check(plugin.path)
+        check_schema(plugin, filter_check)
+        self.plugin, self.filter_check = plugin, filter_check
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
         self.sessions = SessionKeys(
@@ -170,7 +179,7 @@ class ControlPlane:
             listen_port=self.options.listen_port,
             sessions=sessions,
             limits=self.options.limits,
-            filter_check=_filter_check(plugin.path),
+            filter_check=filter_check,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck
@@ -382,6 +391,8 @@ class ControlPlane:
     def status(self) -> dict[str, Any]:
         snapshot = self.store.snapshot
         return {
+            # mcpgw, the plugin and the configuration schema (contract) both read.
+            "version": describe_versions(self.plugin, self.filter_check),
             "registry": {
                 "store": self.store.description,
                 "revision": self.applied_revision,

@@ -16,6 +16,7 @@ from typing import Any
 
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT, BootstrapOptions, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
+from mcpgw.bundled import demo_registry
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
@@ -28,8 +29,8 @@ from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
 log = get_logger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_REGISTRY = REPO_ROOT / "examples" / "registry"
+# The demo registry shipped with mcpgw (`mcpgw.bundled`): read-only, `mcpgw up` serves a copy.
+DEFAULT_REGISTRY = demo_registry()
 
 
 @dataclass(frozen=True)
