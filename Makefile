@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector
+.PHONY: up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -13,6 +13,7 @@ help:
 	@echo "make filters build the Zig filters into plugin-server/plugins/"
 	@echo "make bench   run the benchmarks (bench/)"
 	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
+	@echo "make wheel   build the wheel into dist/ (the filter is compiled into it)"
 	@echo "make test-wheel  build the wheel, install it in a clean venv, run it from outside the repo"
 	@echo "make clean   remove the venv, built filters and caches"
 
@@ -49,8 +50,14 @@ inspector: $(STAMP)
 filters: $(STAMP)
 	$(PY) wasm-filters/build.py
 
+# The checkout's demo registry in place, so edits to examples/registry show while it runs
+# (an installed `mcpgw up` without -f serves a temporary copy of the bundled one instead).
 up: filters
-	$(VENV)/bin/mcpgw up
+	$(VENV)/bin/mcpgw up -f examples/registry
+
+# The wheel into dist/ (its build compiles the filter into the package; docs/install.md).
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps --wheel-dir dist .
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check controlplane plugin-server tests bench wasm-filters/build.py setup.py
@@ -103,6 +110,6 @@ bench-smoke: filters
 	$(PY) bench/smoke.py
 
 clean:
-	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache build
+	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find wasm-filters -name .zig-cache -type d -prune -exec rm -rf {} +
