@@ -193,6 +193,22 @@ def _limits(args: argparse.Namespace) -> ListenerLimits:
 CREDENTIAL_DIRS_ENV, CREDENTIAL_ENV_ENV = "MCPGW_CREDENTIAL_DIRS", "MCPGW_CREDENTIAL_ENV"
 
 
+def _plugin_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="plugin folder to serve (<name>/<version>/plugin.wasm; default: the plugins mcpgw ships with)",
+    )
+
+
+def _plugin_dir(args: argparse.Namespace) -> Path:
+    from pluginserver.server import DEFAULT_ROOT
+
+    return args.plugin_dir or DEFAULT_ROOT
+
+
 def _credential_options(parser: argparse.ArgumentParser) -> None:
     from mcpgw.registry.secrets import DEFAULT_CREDENTIAL_DIRS, DEFAULT_CREDENTIAL_ENV, MAX_CREDENTIAL_BYTES
 
@@ -279,6 +295,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--xds-port", type=int, default=defaults.xds_port, help="default: %(default)s")
     up.add_argument("--status-port", type=int, default=defaults.status_port, help="default: %(default)s")
     up.add_argument("--plugin-port", type=int, default=defaults.plugin_port, help="default: %(default)s")
+    _plugin_dir_option(up)
     up.add_argument(
         "--envoy-admin-port", type=int, default=defaults.envoy_admin_port, help="default: %(default)s"
     )
@@ -361,6 +378,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"plugin server address, as Envoys reach it (default: 127.0.0.1:{defaults.plugin_port})",
     )
+    _plugin_dir_option(serve)
     serve.add_argument(
         "--no-plugin-server",
         dest="plugin_server",
@@ -635,20 +653,21 @@ async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.sessions.keys import KeysInvalid
     from mcpgw.sessions.store import KeyStoreUnavailable
     from pluginserver.catalog import PluginError
-    from pluginserver.server import DEFAULT_ROOT, create_app
+    from pluginserver.server import create_app
 
+    plugin_dir = _plugin_dir(args)
     (xds_host, xds_port), (admin_host, admin_port) = args.xds, args.admin
     (plugin_host, plugin_port), (listen_host, listen_port) = args.plugins, args.listen
     # Replicas of one deployment should point at one plugin server, so their configurations
     # (and xDS versions) are identical and an Envoy can fail over without refetching code.
     plugins: ServedApp | None = None
     if args.plugin_server:
-        plugins = await serve(create_app(DEFAULT_ROOT), plugin_host, plugin_port)
+        plugins = await serve(create_app(plugin_dir), plugin_host, plugin_port)
         plugin_port = plugins.port
     control_plane = ControlPlane(
         ControlPlaneOptions(
             registry_dir=args.registry,
-            plugins_dir=DEFAULT_ROOT,
+            plugins_dir=plugin_dir,
             xds_host=xds_host,
             xds_port=xds_port,
             status_host=admin_host,
@@ -716,6 +735,7 @@ async def _up(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         status_port=args.status_port,
         plugin_port=args.plugin_port,
+        plugins_dir=_plugin_dir(args),
         envoy_admin_port=args.envoy_admin_port,
         demo_backend_port=args.demo_backend_port or None,
         envoy_log_level=args.envoy_log_level,
