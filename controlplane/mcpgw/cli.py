@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcpgw import log
+from mcpgw import cliopts, log
 from mcpgw.bootstrap import BootstrapOptions, parse_address, render
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
-from mcpgw.registry.filesource import load_directory
+from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
 
 if TYPE_CHECKING:
@@ -28,18 +28,12 @@ if TYPE_CHECKING:
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
 
 
-class _VersionAction(argparse.Action):
-    """`--version`: mcpgw's version and the plugin's, looked up only when asked for."""
+def _version_text() -> str:
+    """`--version`: mcpgw's version and its plugin's (read from the plugin folder only when asked)."""
+    from mcpgw.versions import version_text
+    from pluginserver.server import DEFAULT_ROOT
 
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
-        from mcpgw.versions import version_text
-        from pluginserver.server import DEFAULT_ROOT
-
-        print(version_text(DEFAULT_ROOT))
-        parser.exit()
+    return version_text(DEFAULT_ROOT)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -157,8 +151,10 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
 def _stream_limit_options(parser: argparse.ArgumentParser) -> None:
     """The session broker's limits on open HTTP+SSE streams (0: none)."""
     from mcpgw.broker import BrokerSettings
+    from mcpgw.broker.bridge import BridgeSettings
 
-    defaults = BrokerSettings()
+    # Not from the environment: a bad $MCPGW_BRIDGE_* is reported after parsing, in one line.
+    defaults = BrokerSettings(bridge=BridgeSettings())
     parser.add_argument(
         "--max-sse-streams",
         type=int,
@@ -265,15 +261,7 @@ def _parser() -> argparse.ArgumentParser:
 
     defaults = StackOptions()
     parser = argparse.ArgumentParser(prog="mcpgw", description="A private MCP gateway on Envoy.")
-    parser.add_argument(
-        "--version", action=_VersionAction, help="print mcpgw's version and its plugin's, then exit"
-    )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("MCPGW_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="default: $MCPGW_LOG_LEVEL or info",
-    )
+    cliopts.add_global_options(parser, _version_text)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
@@ -293,7 +281,15 @@ def _parser() -> argparse.ArgumentParser:
         help="MCP listener port (default: %(default)s)",
     )
     up.add_argument("--xds-port", type=int, default=defaults.xds_port, help="default: %(default)s")
-    up.add_argument("--status-port", type=int, default=defaults.status_port, help="default: %(default)s")
+    up.add_argument(
+        "--status-port",
+        dest="status_port_old",
+        type=int,
+        metavar="N",
+        action=cliopts.Deprecated,
+        use="--admin HOST:PORT",
+        help="deprecated: use --admin HOST:PORT",
+    )
     up.add_argument("--plugin-port", type=int, default=defaults.plugin_port, help="default: %(default)s")
     _plugin_dir_option(up)
     up.add_argument(
@@ -308,9 +304,20 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--xds-delta", action="store_true", help="run Envoy with Delta (incremental) xDS")
     up.add_argument("--envoy-log-level", default=defaults.envoy_log_level, help="default: %(default)s")
     up.add_argument(
+        "--admin",
+        type=_address,
+        default=(defaults.host, defaults.status_port),
+        metavar="HOST:PORT",
+        help=f"admin API address (default: {defaults.host}:{defaults.status_port}); "
+        "non-loopback needs a token",
+    )
+    up.add_argument(
         "--admin-host",
-        default=None,
-        help="admin API address (default: 127.0.0.1); a non-loopback address needs a token",
+        dest="admin_host_old",
+        metavar="HOST",
+        action=cliopts.Deprecated,
+        use="--admin HOST:PORT",
+        help="deprecated: use --admin HOST:PORT",
     )
     up.add_argument(
         "--admin-token-file",
@@ -386,6 +393,13 @@ def _parser() -> argparse.ArgumentParser:
         help="do not serve plugins here: Envoys fetch them from --plugins, run by someone else",
     )
     serve.add_argument(
+        "--plugin-delivery",
+        choices=["auto", "file", "http"],
+        default="auto",
+        help="how Envoys get the plugin module: file (read from this machine's plugin directory: Envoys "
+        "on this machine), http (fetched from --plugins), auto (file when --plugins is loopback; default)",
+    )
+    serve.add_argument(
         "--listen",
         type=_address,
         default=("127.0.0.1", defaults.listen_port),
@@ -428,13 +442,36 @@ def _parser() -> argparse.ArgumentParser:
         help="control-plane ADS address; repeat for several replicas",
     )
     boot.add_argument(
-        "--admin",
+        "--envoy-admin",
         type=_address,
         default=("127.0.0.1", 9901),
         metavar="HOST:PORT",
-        help="Envoy admin address (default: 127.0.0.1:9901)",
+        help="Envoy's admin address (default: 127.0.0.1:9901)",
     )
-    boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS: api_type DELTA_GRPC")
+    boot.add_argument(
+        "--admin",
+        dest="envoy_admin",
+        type=_address,
+        action=cliopts.Deprecated,
+        use="--envoy-admin HOST:PORT (--admin is the mcpgw admin API everywhere)",
+        metavar="HOST:PORT",
+        help="deprecated: use --envoy-admin",
+    )
+    boot.add_argument(
+        "--xds-delta",
+        dest="delta",
+        action="store_true",
+        help="use Delta (incremental) xDS: api_type DELTA_GRPC",
+    )
+    boot.add_argument(
+        "--delta",
+        dest="delta",
+        action=cliopts.Deprecated,
+        nargs=0,
+        const=True,
+        use="--xds-delta",
+        help="deprecated: use --xds-delta",
+    )
     boot.add_argument(
         "--full-cluster-stats",
         action="store_true",
@@ -461,19 +498,39 @@ def _parser() -> argparse.ArgumentParser:
         "broker", help="run a session broker: holds HTTP+SSE streams for the Envoy beside it"
     )
     broker.add_argument(
-        "--listen",
+        "--broker",
+        dest="listen",
         type=_address,
         default=("127.0.0.1", defaults.broker_port),
         metavar="HOST:PORT",
         help=f"address Envoy's mcpgw-broker cluster points at (default: 127.0.0.1:{defaults.broker_port})",
     )
     broker.add_argument(
-        "--redis",
+        "--listen",
+        dest="listen",
+        type=_address,
+        action=cliopts.Deprecated,
+        use="--broker HOST:PORT (--listen is the MCP listener everywhere)",
+        metavar="HOST:PORT",
+        help="deprecated: use --broker",
+    )
+    broker.add_argument(
+        "--broker-redis",
+        dest="redis",
         metavar="URL",
         type=_redis_url,
         default=None,
         help="session bus redis://… shared by every replica's broker (password: $MCPGW_REDIS_PASSWORD); "
         "default: in-process, for a single replica",
+    )
+    broker.add_argument(
+        "--redis",
+        dest="redis",
+        metavar="URL",
+        type=_redis_url,
+        action=cliopts.Deprecated,
+        use="--broker-redis URL",
+        help="deprecated: use --broker-redis",
     )
     broker.add_argument(
         "--keepalive",
@@ -484,8 +541,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _stream_limit_options(broker)
 
-    check = commands.add_parser("validate", help="validate a registry directory and exit (3 when invalid)")
-    check.add_argument("-f", "--registry", type=Path, required=True, help="the registry directory")
+    check = commands.add_parser(
+        "validate", help="validate a registry directory, or one YAML file, and exit (3 when invalid)"
+    )
+    check.add_argument(
+        "-f", "--registry", type=Path, required=True, help="the registry directory, or one YAML file"
+    )
 
     demo = commands.add_parser("demo-backend", help="run only the demo pet-store REST backend")
     demo.add_argument("--port", type=int, default=defaults.demo_backend_port, help="default: %(default)s")
@@ -501,14 +562,28 @@ def _parser() -> argparse.ArgumentParser:
     from mcpgw.admin.commands import add_commands
 
     add_commands(commands)
+    cliopts.accept_global_options_everywhere(parser, _version_text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    log.configure(args.log_level)
+    # Environment values are checked before anything starts: one line each, exit 2.
+    try:
+        level = args.log_level or cliopts.log_level()
+    except cliopts.EnvironmentProblem as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    token_file = getattr(args, "admin_token_file", None) or getattr(args, "token_file", None)
+    unused = ["MCPGW_ADMIN_TOKEN"] if token_file else []
+    problems = cliopts.environment_problems(args.command, unused=unused)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    log.configure(level)
     if args.command == "bootstrap":
-        admin_host, admin_port = args.admin
+        admin_host, admin_port = args.envoy_admin
         print(
             render(
                 BootstrapOptions(
@@ -549,9 +624,10 @@ def _print_problems(error: Invalid) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
-def _validate(directory: Path) -> int:
+def _validate(path: Path) -> int:
+    """A registry directory, or one YAML file of server documents (as `apply -f FILE` sends it)."""
     try:
-        snapshot = load_directory(directory)
+        snapshot = load_file(path) if path.is_file() else load_directory(path)
     except Invalid as error:
         _print_problems(error)
         return EXIT_INVALID
@@ -675,6 +751,7 @@ async def _serve(args: argparse.Namespace) -> int:
             admin_token_file=args.admin_token_file,
             plugin_server_host=plugin_host,
             plugin_server_port=plugin_port,
+            plugin_delivery=args.plugin_delivery,
             listen_host=listen_host,
             listen_port=listen_port,
             session_keys_file=args.session_keys,
@@ -715,6 +792,16 @@ async def _serve(args: argparse.Namespace) -> int:
     return code
 
 
+def _up_admin(args: argparse.Namespace) -> tuple[str, int]:
+    """`up --admin HOST:PORT`, with what the deprecated `--admin-host` / `--status-port` replace."""
+    host, port = args.admin
+    if args.admin_host_old is not None:
+        host = args.admin_host_old
+    if args.status_port_old is not None:
+        port = args.status_port_old
+    return host, port
+
+
 async def _up(args: argparse.Namespace) -> int:
     from mcpgw.admin.auth import AdminConfigError, check_bind, load_token
     from mcpgw.envoyproc import EnvoyNotFound
@@ -722,10 +809,11 @@ async def _up(args: argparse.Namespace) -> int:
     from mcpgw.stack import Stack, StackOptions
     from pluginserver.catalog import PluginError
 
+    admin_host, admin_port = _up_admin(args)
     # Refuse an unsafe admin configuration before starting anything (the control plane checks
     # again; this only makes the failure immediate and quiet).
     try:
-        check_bind(args.admin_host or "127.0.0.1", load_token(args.admin_token_file))
+        check_bind(admin_host, load_token(args.admin_token_file))
     except AdminConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
@@ -733,14 +821,14 @@ async def _up(args: argparse.Namespace) -> int:
         registry_dir=args.registry,
         listen_port=args.listen_port,
         xds_port=args.xds_port,
-        status_port=args.status_port,
+        status_port=admin_port,
         plugin_port=args.plugin_port,
         plugins_dir=_plugin_dir(args),
         envoy_admin_port=args.envoy_admin_port,
         demo_backend_port=args.demo_backend_port or None,
         envoy_log_level=args.envoy_log_level,
         xds_delta=args.xds_delta,
-        admin_host=args.admin_host,
+        admin_host=admin_host,
         admin_token_file=args.admin_token_file,
         broker_port=args.broker_port,
         broker_redis=_broker_redis(args),
@@ -786,19 +874,18 @@ def _demo_unless_given(args: argparse.Namespace) -> Iterator[None]:
     """`up` without -f: a fresh copy of the bundled demo registry, removed when `up` ends.
 
     A copy, so nothing (admin writes, the session keys kept beside the registry) is ever written
-    into the installed package or the checkout.
+    into the installed package or the checkout; its servers call the demo backend where
+    `--demo-backend-port` puts it.
     """
     if args.registry is not None:
         yield
         return
-    import shutil
     import tempfile
 
-    from mcpgw.stack import DEFAULT_REGISTRY
+    from mcpgw.stack import DEMO_BACKEND_PORT, demo_registry
 
     with tempfile.TemporaryDirectory(prefix="mcpgw-demo-") as work:
-        args.registry = Path(work) / "registry"
-        shutil.copytree(DEFAULT_REGISTRY, args.registry)
+        args.registry = demo_registry(Path(work) / "registry", args.demo_backend_port or DEMO_BACKEND_PORT)
         print(
             f"serving the bundled demo registry (a copy in {args.registry}; -f DIR serves yours)", flush=True
         )

@@ -246,7 +246,7 @@ def test_up_serves_the_bundled_demo_through_envoy_and_stops_cleanly(installed: I
     log = installed.work / "up.log"
     process = installed.start(
         "--log-level", "warning", "up",
-        "--listen-port", str(listen), "--xds-port", str(xds), "--status-port", str(status),
+        "--listen-port", str(listen), "--xds-port", str(xds), "--admin", f"127.0.0.1:{status}",
         "--plugin-port", str(plugins), "--envoy-admin-port", str(admin),
         "--demo-backend-port", str(backend), "--broker-port", str(broker),
         log=log,

@@ -21,6 +21,7 @@ import json
 import operator
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Importing these modules registers their message types, so `ParseDict` can resolve "@type" URLs.
@@ -82,6 +83,13 @@ class PluginRef:
 
     url: str
     sha256: str
+    # The module's file, when every Envoy served can read it at this path (Envoy on the control
+    # plane's machine): Envoy then reads it when the configuration arrives instead of fetching
+    # `url`. Envoy's remote fetch warns "unstable … may cause a crash" at every configuration,
+    # and servers whose configurations arrive while the first fetch of the module is in
+    # progress log "Plugin … failed to load" (critical) before fetching it themselves
+    # (docs/cli.md, "Plugin delivery").
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -497,13 +505,15 @@ def _with_suffix(extension: Any, stale: str, suffix: str) -> Message:
 
 
 def _extension_config(server: McpServer, configuration: str, plugin: PluginRef) -> Message:
-    code = {
+    code: dict[str, Any] = {
         "remote": {
             "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
             "sha256": plugin.sha256,
             "retry_policy": {"num_retries": 5},
         }
     }
+    if plugin.path is not None:
+        code = {"local": {"filename": str(plugin.path)}}
     return _parse(
         extension_pb2.TypedExtensionConfig(),
         {
