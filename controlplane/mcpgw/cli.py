@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcpgw import cliopts, log
-from mcpgw.bootstrap import BootstrapOptions, parse_address, render
+from mcpgw.bootstrap import DEFAULT_STATS_PORT, BootstrapInvalid, BootstrapOptions, parse_address, render
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
 from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
@@ -241,6 +241,18 @@ def _credential_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _backend_tls_options(parser: argparse.ArgumentParser) -> None:
+    from mcpgw.registry.tls import default_system_ca_file
+
+    parser.add_argument(
+        "--backend-tls-ca",
+        metavar="FILE",
+        default=default_system_ca_file(),
+        help="PEM bundle of the system CAs on the Envoy nodes: https backends without their own "
+        "backend.tls.ca are verified against it (default: %(default)s)",
+    )
+
+
 def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
     """The allow-list of `--credential-dir` / `--credential-env`, else their variables, else the defaults."""
     from mcpgw.registry.secrets import CredentialPolicy
@@ -296,6 +308,12 @@ def _parser() -> argparse.ArgumentParser:
         "--envoy-admin-port", type=int, default=defaults.envoy_admin_port, help="default: %(default)s"
     )
     up.add_argument(
+        "--envoy-stats-port",
+        type=int,
+        default=defaults.envoy_stats_port,
+        help="Envoy stats listener (GET /stats/prometheus and /ready only) (default: %(default)s)",
+    )
+    up.add_argument(
         "--demo-backend-port",
         type=int,
         default=defaults.demo_backend_port,
@@ -340,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _session_options(up, defaults.session_ttl_s)
     _credential_options(up)
+    _backend_tls_options(up)
     _limit_options(up)
     _stream_limit_options(up)
 
@@ -376,6 +395,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
+    _backend_tls_options(serve)
     _limit_options(serve)
     _stream_limit_options(serve)
     serve.add_argument(
@@ -446,7 +466,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_address,
         default=("127.0.0.1", 9901),
         metavar="HOST:PORT",
-        help="Envoy's admin address (default: 127.0.0.1:9901)",
+        help="Envoy admin address, a loopback IP only (default: 127.0.0.1:9901)",
     )
     boot.add_argument(
         "--admin",
@@ -471,6 +491,14 @@ def _parser() -> argparse.ArgumentParser:
         const=True,
         use="--xds-delta",
         help="deprecated: use --xds-delta",
+    )
+    boot.add_argument(
+        "--stats",
+        type=_address,
+        default=("127.0.0.1", DEFAULT_STATS_PORT),
+        metavar="HOST:PORT",
+        help="stats listener: only GET /stats/prometheus and /ready of the admin; 0.0.0.0:PORT for "
+        f"a Prometheus elsewhere (default: 127.0.0.1:{DEFAULT_STATS_PORT})",
     )
     boot.add_argument(
         "--full-cluster-stats",
@@ -584,8 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.configure(level)
     if args.command == "bootstrap":
         admin_host, admin_port = args.envoy_admin
-        print(
-            render(
+        try:
+            text = render(
                 BootstrapOptions(
                     node_id=args.node_id,
                     node_cluster=args.node_cluster,
@@ -596,10 +624,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     broker=args.broker,
                     full_cluster_stats=args.full_cluster_stats,
                     max_connections=args.max_connections or envoy_connection_cap(),
+                    stats=args.stats,
                 )
-            ),
-            end="",
-        )
+            )
+        except BootstrapInvalid as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        print(text, end="")
         return 0
     if args.command == "broker":
         return asyncio.run(_run_broker(args))
@@ -633,6 +664,9 @@ def _validate(path: Path) -> int:
         return EXIT_INVALID
     for server in snapshot.servers:
         print(f"ok: {server.key} ({len(server.tools)} tools) from {server.source}")
+        # Valid, so the exit status stays 0; what deserves a look goes to stderr beside errors.
+        for warning in server.warnings:
+            print(f"warning: {server.source}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -759,6 +793,7 @@ async def _serve(args: argparse.Namespace) -> int:
             credentials=_credential_policy(args),
             session_max_ended=args.session_max_ended,
             limits=_limits(args),
+            backend_ca_file=args.backend_tls_ca,
         )
     )
     broker: Broker | None = None
@@ -825,6 +860,7 @@ async def _up(args: argparse.Namespace) -> int:
         plugin_port=args.plugin_port,
         plugins_dir=_plugin_dir(args),
         envoy_admin_port=args.envoy_admin_port,
+        envoy_stats_port=args.envoy_stats_port,
         demo_backend_port=args.demo_backend_port or None,
         envoy_log_level=args.envoy_log_level,
         xds_delta=args.xds_delta,
@@ -838,6 +874,7 @@ async def _up(args: argparse.Namespace) -> int:
         session_max_ended=args.session_max_ended,
         limits=_limits(args),
         broker_settings=_broker_settings(args),
+        backend_ca_file=args.backend_tls_ca,
     )
     stack = Stack(options)
     try:
@@ -857,7 +894,9 @@ async def _up(args: argparse.Namespace) -> int:
     admin = f"http://{stack.control_plane.options.status_host}:{stack.control_plane.status_port}"
     print(
         f"admin API: {admin}/v1/servers   status: {admin}/status   "
-        f"envoy admin: http://{options.host}:{options.envoy_admin_port}   Ctrl-C stops everything\n",
+        f"envoy admin: http://{options.host}:{options.envoy_admin_port}   "
+        f"metrics: http://{options.host}:{options.envoy_stats_port}/stats/prometheus   "
+        "Ctrl-C stops everything\n",
         flush=True,
     )
     try:

@@ -33,6 +33,7 @@ from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy, resolve_off_loop
 from mcpgw.registry.store import ApplyFailed, RegistryStore
+from mcpgw.registry.tls import SYSTEM_CA_FILE
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
@@ -91,6 +92,8 @@ class ControlPlaneOptions:
     credentials: CredentialPolicy = NO_ALLOW_LIST
     # The listener's timeouts and per-connection limits, and backend clusters' breakers.
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # The system CA bundle on the Envoy nodes, for https backends without their own `tls.ca`.
+    backend_ca_file: str = SYSTEM_CA_FILE
 
 
 @dataclass
@@ -191,6 +194,7 @@ class ControlPlane:
             sessions=sessions,
             limits=self.options.limits,
             filter_check=filter_check,
+            backend_ca_file=self.options.backend_ca_file,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck

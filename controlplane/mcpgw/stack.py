@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mcpgw import bundled
-from mcpgw.bootstrap import DEFAULT_BROKER_PORT, BootstrapOptions, render
+from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
@@ -26,6 +26,7 @@ from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits, envoy_connection_cap
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
+from mcpgw.registry.tls import default_system_ca_file
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
 from mcpgw.sessions.store import default_keys_file
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
@@ -53,6 +54,8 @@ class StackOptions:
     admin_token_file: Path | None = None
     plugin_port: int = 18002
     envoy_admin_port: int = 9901
+    # Envoy's stats listener: the admin's /stats/prometheus and /ready, nothing else.
+    envoy_stats_port: int = DEFAULT_STATS_PORT
     # None: do not run the demo backend (the registry points at real services).
     demo_backend_port: int | None = DEMO_BACKEND_PORT
     node_id: str = "mcpgw-local"
@@ -78,6 +81,8 @@ class StackOptions:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The broker's settings (stream limits…); None: its defaults with `broker_keepalive`.
     broker_settings: BrokerSettings | None = None
+    # The system CA bundle Envoy verifies https backends against (without their own `tls.ca`).
+    backend_ca_file: str = field(default_factory=default_system_ca_file)
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -123,7 +128,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         return chosen
 
 
-_UP_DEFAULTS = frozenset({9901, 10000, 18000, 18001, 18002, 18003, 18080})
+_UP_DEFAULTS = frozenset({9901, DEFAULT_STATS_PORT, 10000, 18000, 18001, 18002, 18003, 18080})
 
 
 def _ports_below_ephemeral() -> tuple[int, int]:
@@ -136,7 +141,15 @@ def _ports_below_ephemeral() -> tuple[int, int]:
 
 def on_free_ports(registry_dir: Path | str, **options: Any) -> StackOptions:
     """`StackOptions` with every listening port free, no demo backend unless asked, and `options`."""
-    names = ("listen_port", "xds_port", "status_port", "plugin_port", "envoy_admin_port", "broker_port")
+    names = (
+        "listen_port",
+        "xds_port",
+        "status_port",
+        "plugin_port",
+        "envoy_admin_port",
+        "envoy_stats_port",
+        "broker_port",
+    )
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     defaults: dict[str, Any] = {"demo_backend_port": None, **ports}
     return StackOptions(registry_dir=registry_dir, **(defaults | options))
@@ -200,6 +213,7 @@ class Stack:
                     credentials=opts.credentials,
                     session_max_ended=opts.session_max_ended,
                     limits=opts.limits,
+                    backend_ca_file=opts.backend_ca_file,
                 )
             )
             await self.control_plane.start()
@@ -216,6 +230,7 @@ class Stack:
                         node_id=opts.node_id,
                         xds=((opts.host, self.control_plane.xds_port),),
                         admin_port=opts.envoy_admin_port,
+                        stats=(opts.host, opts.envoy_stats_port),
                         delta=opts.xds_delta,
                         broker=(opts.host, self.broker.port),
                         full_cluster_stats=opts.envoy_full_cluster_stats,
@@ -230,7 +245,8 @@ class Stack:
                 workdir=opts.envoy_workdir,
             )
             await self.envoy.start()
-            await self.envoy.wait_ready(ready_timeout, listeners=1)
+            # The bootstrap's stats listener, and the MCP listener from the control plane.
+            await self.envoy.wait_ready(ready_timeout, listeners=2)
         except BaseException:
             await self.stop()
             raise

@@ -126,6 +126,7 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -
 
 def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     backend_port, listen_port, admin_port, status_port, xds_port, plugin_port, broker_port = free_ports(7)
+    stats_port = free_port()
     log = tmp_path / "mcpgw-up.log"
     registry = copy_registry(tmp_path / "registry", backend_port)
     process = subprocess.Popen(
@@ -150,6 +151,8 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             str(backend_port),
             "--broker-port",
             str(broker_port),
+            "--envoy-stats-port",
+            str(stats_port),
         ],
         stdout=subprocess.PIPE,
         stderr=log.open("w"),
@@ -170,6 +173,8 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         # The server runs in another process: a private event loop for one session is fine here.
         answer = asyncio.run(call(url, "tools/call", {"name": "describePet", "arguments": {"id": 2}}))
         assert answer["result"]["content"][0]["text"] == "Tom is a cat (id 2)."
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/ready", timeout=5) as ready:
+            assert ready.read().decode().strip() == "LIVE"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
         assert (

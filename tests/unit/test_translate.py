@@ -468,6 +468,7 @@ def test_translator_reports_what_changed_and_the_cache_hint_matches_a_full_scan(
         types.CLUSTER: frozenset({"mcpgw/default/s1"}),
         types.ENDPOINT: frozenset({"mcpgw/default/s1"}),
         types.EXTENSION_CONFIG: frozenset({"mcpgw/default/s1"}),
+        types.SECRET: frozenset(),
     }
     assert (
         hinted.set_resources(second, (translator.delta.base, translator.delta.changed))
