@@ -242,12 +242,12 @@ def _json(url: str) -> dict:
 
 
 def test_up_serves_the_bundled_demo_through_envoy_and_stops_cleanly(installed: Installed) -> None:
-    listen, xds, status, plugins, admin, backend, broker = free_ports(7)
+    listen, xds, status, plugins, admin, stats, backend, broker = free_ports(8)
     log = installed.work / "up.log"
     process = installed.start(
         "--log-level", "warning", "up",
         "--listen-port", str(listen), "--xds-port", str(xds), "--admin", f"127.0.0.1:{status}",
-        "--plugin-port", str(plugins), "--envoy-admin-port", str(admin),
+        "--plugin-port", str(plugins), "--envoy-admin-port", str(admin), "--envoy-stats-port", str(stats),
         "--demo-backend-port", str(backend), "--broker-port", str(broker),
         log=log,
     )  # fmt: skip
