@@ -90,7 +90,8 @@ test: filters lint redis inspector chromium
 # The wheel as a user gets it: built from the tracked sources (the build compiles the filter),
 # installed with its dependencies into a clean venv outside the repo (pip's cache is reused),
 # then mcpgw --version, bootstrap (+ envoy --mode validate), validate, up (tools/list through
-# its Envoy, clean stop) and serve, run from outside the repo. ~3 minutes, most of it the build.
+# its Envoy, clean stop) and serve, run from outside the repo. ~2 minutes (up to 5 on a busy
+# machine), most of it Zig compiling the filter inside the wheel build.
 test-wheel: $(STAMP)
 	$(PY) -m pytest tests/wheel -q -ra -s
 
