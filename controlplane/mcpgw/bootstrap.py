@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from pathlib import Path
 from string import Template
 
+from mcpgw.bundled import bootstrap_template
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS
 from mcpgw.registry.validate import MAX_RESPONSE_BYTES, is_ip
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
+# envoy/bootstrap.yaml of the checkout, or the copy inside an installed wheel.
+TEMPLATE = bootstrap_template()
 DEFAULT_BROKER_PORT = 18003
 # The stats listener (`--stats`): loopback by default like everything else `mcpgw bootstrap`
 # opens; a Prometheus on another machine needs it on a reachable address, which is safe because

@@ -11,11 +11,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcpgw import __version__, cliopts, log
+from mcpgw import cliopts, log
 from mcpgw.bootstrap import DEFAULT_STATS_PORT, BootstrapInvalid, BootstrapOptions, parse_address, render
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
 from mcpgw.listenertls import ListenerTls
@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from mcpgw.registry.secrets import CredentialPolicy
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
+
+
+def _version_text() -> str:
+    """`--version`: mcpgw's version and its plugin's (read from the plugin folder only when asked)."""
+    from mcpgw.versions import version_text
+    from pluginserver.server import DEFAULT_ROOT
+
+    return version_text(DEFAULT_ROOT)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -244,6 +252,22 @@ def _admin_tls(args: argparse.Namespace) -> TlsFiles | None:
 CREDENTIAL_DIRS_ENV, CREDENTIAL_ENV_ENV = "MCPGW_CREDENTIAL_DIRS", "MCPGW_CREDENTIAL_ENV"
 
 
+def _plugin_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="plugin folder to serve (<name>/<version>/plugin.wasm; default: the plugins mcpgw ships with)",
+    )
+
+
+def _plugin_dir(args: argparse.Namespace) -> Path:
+    from pluginserver.server import DEFAULT_ROOT
+
+    return args.plugin_dir or DEFAULT_ROOT
+
+
 def _credential_options(parser: argparse.ArgumentParser) -> None:
     from mcpgw.registry.secrets import DEFAULT_CREDENTIAL_DIRS, DEFAULT_CREDENTIAL_ENV, MAX_CREDENTIAL_BYTES
 
@@ -308,11 +332,11 @@ def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mcpgw.stack import DEFAULT_REGISTRY, StackOptions
+    from mcpgw.stack import StackOptions
 
     defaults = StackOptions()
     parser = argparse.ArgumentParser(prog="mcpgw", description="A private MCP gateway on Envoy.")
-    cliopts.add_global_options(parser, f"mcpgw {__version__}")
+    cliopts.add_global_options(parser, _version_text)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
@@ -322,8 +346,8 @@ def _parser() -> argparse.ArgumentParser:
         "-f",
         "--registry",
         type=_registry,
-        default=DEFAULT_REGISTRY,
-        help="registry directory or redis:// URL (default: %(default)s)",
+        default=None,
+        help="registry directory or redis:// URL (default: a fresh copy of the bundled demo registry)",
     )
     up.add_argument(
         "--listen-port",
@@ -342,6 +366,7 @@ def _parser() -> argparse.ArgumentParser:
         help="deprecated: use --admin HOST:PORT",
     )
     up.add_argument("--plugin-port", type=int, default=defaults.plugin_port, help="default: %(default)s")
+    _plugin_dir_option(up)
     up.add_argument(
         "--envoy-admin-port", type=int, default=defaults.envoy_admin_port, help="default: %(default)s"
     )
@@ -408,9 +433,9 @@ def _parser() -> argparse.ArgumentParser:
         "-f",
         "--registry",
         type=_registry,
-        default=DEFAULT_REGISTRY,
+        required=True,
         help="registry directory, or redis://HOST:PORT/DB shared by replicas "
-        "(password: $MCPGW_REDIS_PASSWORD; default: %(default)s)",
+        "(password: $MCPGW_REDIS_PASSWORD)",
     )
     serve.add_argument(
         "--xds",
@@ -445,6 +470,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"plugin server address, as Envoys reach it (default: 127.0.0.1:{defaults.plugin_port})",
     )
+    _plugin_dir_option(serve)
     serve.add_argument(
         "--no-plugin-server",
         dest="plugin_server",
@@ -611,7 +637,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "validate", help="validate a registry directory, or one YAML file, and exit (3 when invalid)"
     )
-    check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
+    check.add_argument(
+        "-f", "--registry", type=Path, required=True, help="the registry directory, or one YAML file"
+    )
 
     demo = commands.add_parser("demo-backend", help="run only the demo pet-store REST backend")
     demo.add_argument("--port", type=int, default=defaults.demo_backend_port, help="default: %(default)s")
@@ -627,7 +655,7 @@ def _parser() -> argparse.ArgumentParser:
     from mcpgw.admin.commands import add_commands
 
     add_commands(commands)
-    cliopts.accept_global_options_everywhere(parser, f"mcpgw {__version__}")
+    cliopts.accept_global_options_everywhere(parser, _version_text)
     return parser
 
 
@@ -685,7 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "serve":
         return asyncio.run(_serve(args))
-    return asyncio.run(_up(args))
+    with _demo_unless_given(args):
+        return asyncio.run(_up(args))
 
 
 def _print_problems(error: Invalid) -> None:
@@ -801,8 +830,9 @@ async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.sessions.keys import KeysInvalid
     from mcpgw.sessions.store import KeyStoreUnavailable
     from pluginserver.catalog import PluginError
-    from pluginserver.server import DEFAULT_ROOT, create_app
+    from pluginserver.server import create_app
 
+    plugin_dir = _plugin_dir(args)
     (xds_host, xds_port), (admin_host, admin_port) = args.xds, args.admin
     (plugin_host, plugin_port), (listen_host, listen_port) = args.plugins, args.listen
     try:
@@ -814,12 +844,12 @@ async def _serve(args: argparse.Namespace) -> int:
     # (and xDS versions) are identical and an Envoy can fail over without refetching code.
     plugins: ServedApp | None = None
     if args.plugin_server:
-        plugins = await serve(create_app(DEFAULT_ROOT), plugin_host, plugin_port)
+        plugins = await serve(create_app(plugin_dir), plugin_host, plugin_port)
         plugin_port = plugins.port
     control_plane = ControlPlane(
         ControlPlaneOptions(
             registry_dir=args.registry,
-            plugins_dir=DEFAULT_ROOT,
+            plugins_dir=plugin_dir,
             xds_host=xds_host,
             xds_port=xds_port,
             status_host=admin_host,
@@ -921,6 +951,7 @@ async def _up(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         status_port=admin_port,
         plugin_port=args.plugin_port,
+        plugins_dir=_plugin_dir(args),
         envoy_admin_port=args.envoy_admin_port,
         envoy_stats_port=args.envoy_stats_port,
         demo_backend_port=args.demo_backend_port or None,
@@ -970,6 +1001,29 @@ async def _up(args: argparse.Namespace) -> int:
             await stack.stop()
     print("mcpgw stopped", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _demo_unless_given(args: argparse.Namespace) -> Iterator[None]:
+    """`up` without -f: a fresh copy of the bundled demo registry, removed when `up` ends.
+
+    A copy, so nothing (admin writes, the session keys kept beside the registry) is ever written
+    into the installed package or the checkout; its servers call the demo backend where
+    `--demo-backend-port` puts it.
+    """
+    if args.registry is not None:
+        yield
+        return
+    import tempfile
+
+    from mcpgw.stack import DEMO_BACKEND_PORT, demo_registry
+
+    with tempfile.TemporaryDirectory(prefix="mcpgw-demo-") as work:
+        args.registry = demo_registry(Path(work) / "registry", args.demo_backend_port or DEMO_BACKEND_PORT)
+        print(
+            f"serving the bundled demo registry (a copy in {args.registry}; -f DIR serves yours)", flush=True
+        )
+        yield
 
 
 if __name__ == "__main__":

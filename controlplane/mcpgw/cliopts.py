@@ -48,9 +48,32 @@ class Deprecated(argparse.Action):
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 
-def add_global_options(parser: argparse.ArgumentParser, version: str, *, copy: bool = False) -> None:
+class _LazyVersion(argparse.Action):
+    """`--version` whose text is made only when asked for (it reads the plugin folder)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, text: Callable[[], str], **kwargs: Any):
+        self.text = text
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(self.text())
+        parser.exit()
+
+
+def add_global_options(
+    parser: argparse.ArgumentParser, version: str | Callable[[], str], *, copy: bool = False
+) -> None:
     """`--log-level` and `--version`; `copy` for a subcommand's (set only when given there)."""
-    parser.add_argument("--version", action="version", version=version)
+    if callable(version):
+        parser.add_argument(
+            "--version",
+            action=_LazyVersion,
+            dest=argparse.SUPPRESS,
+            text=version,
+            help="print versions and exit",
+        )
+    else:
+        parser.add_argument("--version", action="version", version=version)
     parser.add_argument(
         "--log-level",
         type=str.lower,
@@ -60,7 +83,9 @@ def add_global_options(parser: argparse.ArgumentParser, version: str, *, copy: b
     )
 
 
-def accept_global_options_everywhere(parser: argparse.ArgumentParser, version: str) -> None:
+def accept_global_options_everywhere(
+    parser: argparse.ArgumentParser, version: str | Callable[[], str]
+) -> None:
     """Give every subcommand (recursively) a copy of the global options."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

@@ -44,13 +44,14 @@ from mcpgw.tlsreload import ReloadingServerContext, TlsFiles, TlsFilesError
 from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
 from mcpgw.translate.filtercheck import LIBRARY, FilterCheck, beside
 from mcpgw.translate.pgv import ResourceInvalid
+from mcpgw.versions import FILTER_NAME, check_schema
+from mcpgw.versions import describe as describe_versions
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.stream import Nack
-from pluginserver.catalog import latest
+from pluginserver.catalog import Plugin, latest
 
 log = get_logger(__name__)
-FILTER_NAME = "mcp-server"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class ControlPlane:
         self._status: ServedApp | None = None
         # The admin API's TLS context (its certificate reloads when the files change).
         self.admin_tls: ReloadingServerContext | None = None
+        # The plugin served and its configuration check, once `start` selected them.
+        self.plugin: Plugin | None = None
+        self.filter_check: FilterCheck | None = None
         # Every background loop runs supervised: a failure is logged, shown and restarted.
         self.supervisor = Supervisor()
         self.credentials = options.credentials
@@ -165,6 +169,11 @@ class ControlPlane:
                 "terminates TLS; set --listener-tls-cert and --listener-tls-key",
             )
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
+        # The plugin's own parser; it also says which configuration schema the plugin reads,
+        # refused here when it is not the one this control plane writes.
+        filter_check = _filter_check(plugin.path)
+        check_schema(plugin, filter_check)
+        self.plugin, self.filter_check = plugin, filter_check
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
         self.sessions = SessionKeys(
@@ -204,7 +213,7 @@ class ControlPlane:
             sessions=sessions,
             limits=self.options.limits,
             listener_tls=self.options.listener_tls,
-            filter_check=_filter_check(plugin.path),
+            filter_check=filter_check,
             backend_ca_file=self.options.backend_ca_file,
         )
         self.translator = Translator(self.settings)
@@ -424,6 +433,8 @@ class ControlPlane:
     def status(self) -> dict[str, Any]:
         snapshot = self.store.snapshot
         return {
+            # mcpgw, the plugin and the configuration schema (contract) both read.
+            "version": describe_versions(self.plugin, self.filter_check),
             "registry": {
                 "store": self.store.description,
                 "revision": self.applied_revision,

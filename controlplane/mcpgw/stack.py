@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcpgw import bundled
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
@@ -36,8 +37,9 @@ from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
 log = get_logger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_REGISTRY = REPO_ROOT / "examples" / "registry"
+# The demo registry shipped with mcpgw (`mcpgw.bundled`): read-only; `mcpgw up` without -f
+# serves a copy of it.
+DEFAULT_REGISTRY = bundled.demo_registry()
 # Where the demo registry's servers call the demo backend (`StackOptions.demo_backend_port`'s default).
 DEMO_BACKEND_PORT = 18080
 
