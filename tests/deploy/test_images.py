@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mcpgw import __version__
@@ -99,7 +100,7 @@ def test_images_run_the_gateway_and_stop_on_sigterm(images: float, registry_fact
                 try:
                     answer = await call(f"http://127.0.0.1:{listen}/mcp/default/petstore", "tools/list")
                     return {tool["name"] for tool in answer["result"]["tools"]}
-                except (AssertionError, OSError, KeyError):
+                except (AssertionError, OSError, KeyError, httpx.HTTPError):
                     if time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(0.5)
