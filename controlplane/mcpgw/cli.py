@@ -24,6 +24,7 @@ from mcpgw.registry.validate import Invalid
 if TYPE_CHECKING:
     from mcpgw.broker import BrokerSettings
     from mcpgw.registry.secrets import CredentialPolicy
+    from mcpgw.xds.tls import XdsTls
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
 
@@ -33,6 +34,29 @@ def _address(text: str) -> tuple[str, int]:
         return parse_address(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _xds_tls_options(parser: argparse.ArgumentParser, server: bool) -> None:
+    """`--xds-tls-cert/-key/-ca`: the control plane's (serve) or an Envoy's (bootstrap) side of xDS mTLS."""
+    whose = "the control plane's" if server else "this Envoy's client"
+    peer = "Envoys' client certificates" if server else "the control plane's certificate"
+    parser.add_argument(
+        "--xds-tls-cert", type=Path, metavar="FILE", help=f"{whose} certificate for xDS (PEM)"
+    )
+    parser.add_argument("--xds-tls-key", type=Path, metavar="FILE", help=f"{whose} private key for xDS (PEM)")
+    parser.add_argument("--xds-tls-ca", type=Path, metavar="FILE", help=f"CA that signs {peer} (PEM)")
+
+
+def _xds_tls(args: argparse.Namespace) -> XdsTls | None:
+    """The xDS TLS files, all three or none; raises XdsConfigError otherwise."""
+    from mcpgw.xds.tls import XdsConfigError, XdsTls
+
+    files = (args.xds_tls_cert, args.xds_tls_key, args.xds_tls_ca)
+    if not any(files):
+        return None
+    if not all(files):
+        raise XdsConfigError("--xds-tls-cert, --xds-tls-key and --xds-tls-ca go together (mutual TLS)")
+    return XdsTls(*(path.absolute() for path in files))
 
 
 def _seconds(text: str) -> float:
@@ -319,8 +343,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_address,
         default=("127.0.0.1", defaults.xds_port),
         metavar="HOST:PORT",
-        help=f"ADS gRPC address (default: 127.0.0.1:{defaults.xds_port})",
+        help=f"ADS gRPC address (default: 127.0.0.1:{defaults.xds_port}); non-loopback needs --xds-tls-*",
     )
+    _xds_tls_options(serve, server=True)
     serve.add_argument(
         "--admin",
         type=_address,
@@ -617,10 +642,21 @@ async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.httpserve import ServedApp, serve
     from mcpgw.sessions.keys import KeysInvalid
     from mcpgw.sessions.store import KeyStoreUnavailable
+    from mcpgw.xds.tls import XdsConfigError
+    from mcpgw.xds.tls import check_bind as check_xds_bind
     from pluginserver.catalog import PluginError
     from pluginserver.server import DEFAULT_ROOT, create_app
 
     (xds_host, xds_port), (admin_host, admin_port) = args.xds, args.admin
+    # Refused before anything starts: xDS carries every credential of the registry.
+    try:
+        xds_tls = _xds_tls(args)
+        check_xds_bind(xds_host, xds_tls)
+        if xds_tls is not None:
+            xds_tls.check()
+    except XdsConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     (plugin_host, plugin_port), (listen_host, listen_port) = args.plugins, args.listen
     # Replicas of one deployment should point at one plugin server, so their configurations
     # (and xDS versions) are identical and an Envoy can fail over without refetching code.
@@ -634,6 +670,7 @@ async def _serve(args: argparse.Namespace) -> int:
             plugins_dir=DEFAULT_ROOT,
             xds_host=xds_host,
             xds_port=xds_port,
+            xds_tls=xds_tls,
             status_host=admin_host,
             status_port=admin_port,
             admin_token_file=args.admin_token_file,

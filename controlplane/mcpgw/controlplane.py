@@ -44,6 +44,8 @@ from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.stream import Nack
+from mcpgw.xds.tls import XdsTls
+from mcpgw.xds.tls import check_bind as check_xds_bind
 from pluginserver.catalog import latest
 
 log = get_logger(__name__)
@@ -57,6 +59,9 @@ class ControlPlaneOptions:
     plugins_dir: Path
     xds_host: str = "127.0.0.1"
     xds_port: int = 18000
+    # Mutual TLS for xDS (required beyond loopback): every Envoy then shows a certificate from
+    # this CA naming its node (`mcpgw.xds.tls`).
+    xds_tls: XdsTls | None = None
     # The admin API (registry CRUD, /status, /healthz) listens here.
     status_host: str = "127.0.0.1"
     status_port: int = 18001
@@ -104,7 +109,7 @@ class ControlPlane:
         self.cache = SnapshotCache()
         # Per-server resources Envoy refused: isolated so they cannot block other servers.
         self.refusals = Refusals()
-        self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked)
+        self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked, tls=options.xds_tls)
         # The newest translation published, before isolation: re-published when a NACK arrives.
         self._published: tuple[RegistrySnapshot, Resources] | None = None
         self.settings: GatewaySettings | None = None
@@ -136,6 +141,9 @@ class ControlPlane:
         # Checked first: a refused admin configuration must not leave anything half started.
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
         check_bind(self.options.status_host, token)
+        check_xds_bind(self.options.xds_host, self.options.xds_tls)
+        if self.options.xds_tls is not None:
+            self.options.xds_tls.check()
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
