@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcpgw import __version__, log
-from mcpgw.bootstrap import BootstrapOptions, parse_address, render
+from mcpgw.bootstrap import BootstrapOptions, XdsClientTls, parse_address, render, write_sds
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
 from mcpgw.registry.filesource import load_directory
 from mcpgw.registry.validate import Invalid
+from mcpgw.xds.tls import XdsConfigError, XdsTls
 
 if TYPE_CHECKING:
     from mcpgw.broker import BrokerSettings
     from mcpgw.registry.secrets import CredentialPolicy
-    from mcpgw.xds.tls import XdsTls
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
 
@@ -49,14 +49,31 @@ def _xds_tls_options(parser: argparse.ArgumentParser, server: bool) -> None:
 
 def _xds_tls(args: argparse.Namespace) -> XdsTls | None:
     """The xDS TLS files, all three or none; raises XdsConfigError otherwise."""
-    from mcpgw.xds.tls import XdsConfigError, XdsTls
-
     files = (args.xds_tls_cert, args.xds_tls_key, args.xds_tls_ca)
     if not any(files):
         return None
     if not all(files):
         raise XdsConfigError("--xds-tls-cert, --xds-tls-key and --xds-tls-ca go together (mutual TLS)")
     return XdsTls(*(path.absolute() for path in files))
+
+
+def _bootstrap_tls(args: argparse.Namespace) -> XdsClientTls | None:
+    """An Envoy's xDS client TLS from the flags; the SDS files it names are written here."""
+    tls = _xds_tls(args)
+    if tls is None:
+        if args.xds_tls_server_name or args.sds_dir:
+            raise XdsConfigError("--xds-tls-server-name and --sds-dir need --xds-tls-cert/-key/-ca")
+        return None
+    tls.check()
+    client = XdsClientTls(
+        tls.cert,
+        tls.key,
+        tls.ca,
+        (args.sds_dir or tls.cert.parent).absolute(),
+        tuple(args.xds_tls_server_name),
+    )
+    write_sds(client)
+    return client
 
 
 def _seconds(text: str) -> float:
@@ -426,6 +443,21 @@ def _parser() -> argparse.ArgumentParser:
         help="Envoy admin address (default: 127.0.0.1:9901)",
     )
     boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS: api_type DELTA_GRPC")
+    _xds_tls_options(boot, server=False)
+    boot.add_argument(
+        "--xds-tls-server-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name (DNS or IP) the control plane's certificate must carry; repeatable (default: --xds)",
+    )
+    boot.add_argument(
+        "--sds-dir",
+        type=Path,
+        metavar="DIR",
+        help="where to write the file-based SDS resources naming the certificate files, so Envoy "
+        "reloads them on rotation (default: the directory of --xds-tls-cert)",
+    )
     boot.add_argument(
         "--full-cluster-stats",
         action="store_true",
@@ -500,9 +532,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.configure(args.log_level)
     if args.command == "bootstrap":
         admin_host, admin_port = args.admin
+        try:
+            xds_tls = _bootstrap_tls(args)
+        except (XdsConfigError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
         print(
             render(
                 BootstrapOptions(
+                    xds_tls=xds_tls,
                     node_id=args.node_id,
                     node_cluster=args.node_cluster,
                     xds=tuple(args.xds),
@@ -642,7 +680,6 @@ async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.httpserve import ServedApp, serve
     from mcpgw.sessions.keys import KeysInvalid
     from mcpgw.sessions.store import KeyStoreUnavailable
-    from mcpgw.xds.tls import XdsConfigError
     from mcpgw.xds.tls import check_bind as check_xds_bind
     from pluginserver.catalog import PluginError
     from pluginserver.server import DEFAULT_ROOT, create_app

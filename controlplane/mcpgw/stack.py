@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcpgw.bootstrap import DEFAULT_BROKER_PORT, BootstrapOptions, render
+from mcpgw.bootstrap import DEFAULT_BROKER_PORT, BootstrapOptions, XdsClientTls, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
@@ -24,6 +24,7 @@ from mcpgw.limits import ListenerLimits, envoy_connection_cap
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
+from mcpgw.xds.tls import XdsTls
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
@@ -71,6 +72,12 @@ class StackOptions:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The broker's settings (stream limits…); None: its defaults with `broker_keepalive`.
     broker_settings: BrokerSettings | None = None
+    # Envoy's gateway group (its bootstrap's node.cluster): which servers it is given.
+    node_cluster: str = "mcpgw"
+    # xDS mutual TLS, the control plane's and Envoy's side (tests; `mcpgw up` stays plain on
+    # loopback). The SDS files `envoy_xds_tls` names must have been written (bootstrap.write_sds).
+    xds_tls: XdsTls | None = None
+    envoy_xds_tls: XdsClientTls | None = None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -154,6 +161,7 @@ class Stack:
                     plugins_dir=opts.plugins_dir,
                     xds_host=opts.host,
                     xds_port=opts.xds_port,
+                    xds_tls=opts.xds_tls,
                     status_host=opts.admin_host or opts.host,
                     status_port=opts.status_port,
                     admin_token=opts.admin_token,
@@ -181,7 +189,9 @@ class Stack:
                 render(
                     BootstrapOptions(
                         node_id=opts.node_id,
+                        node_cluster=opts.node_cluster,
                         xds=((opts.host, self.control_plane.xds_port),),
+                        xds_tls=opts.envoy_xds_tls,
                         admin_port=opts.envoy_admin_port,
                         delta=opts.xds_delta,
                         broker=(opts.host, self.broker.port),

@@ -16,13 +16,17 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import grpc
-from cryptography import x509
 
 from mcpgw.admin.auth import is_loopback
 from mcpgw.log import get_logger
+
+if TYPE_CHECKING:
+    import grpc
+
+# grpc and cryptography are imported where used: the CLI imports this module for its checks,
+# and `mcpgw bootstrap` or `validate` should not pay for them.
 
 log = get_logger(__name__)
 
@@ -41,6 +45,8 @@ def node_identity(cluster: str, node_id: str) -> str:
 
 def certificate_identities(cert_pem: bytes) -> list[str]:
     """The `spiffe://` URI SANs of a PEM certificate (SPIFFE allows one; we report all)."""
+    from cryptography import x509
+
     cert = x509.load_pem_x509_certificate(cert_pem)
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -108,6 +114,8 @@ class ReloadingCredentials:
         return tuple(stamps)
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
+        import grpc
+
         return grpc.ssl_server_certificate_configuration(
             [(self.tls.key.read_bytes(), self.tls.cert.read_bytes())],
             root_certificates=self.tls.ca.read_bytes(),
@@ -132,6 +140,8 @@ class ReloadingCredentials:
         return config
 
     def server_credentials(self) -> grpc.ServerCredentials:
+        import grpc
+
         return grpc.dynamic_ssl_server_credentials(
             self._initial, self.fetch, require_client_authentication=True
         )
