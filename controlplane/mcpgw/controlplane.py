@@ -40,6 +40,7 @@ from mcpgw.sessions.store import FileKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
 from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
 from mcpgw.translate.filtercheck import LIBRARY, FilterCheck, beside
+from mcpgw.translate.groups import GroupViews
 from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
@@ -109,6 +110,7 @@ class ControlPlane:
         self.cache = SnapshotCache()
         # Per-server resources Envoy refused: isolated so they cannot block other servers.
         self.refusals = Refusals()
+        self._groups = GroupViews()
         self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked, tls=options.xds_tls)
         # The newest translation published, before isolation: re-published when a NACK arrives.
         self._published: tuple[RegistrySnapshot, Resources] | None = None
@@ -343,7 +345,9 @@ class ControlPlane:
         isolated = self.refusals.isolate(snapshot, resources, self.settings)
         # Isolation changes resources behind the translator's back: its hint no longer holds.
         hint = (delta.base, delta.changed) if delta is not None and isolated is resources else None
-        return self.cache.set_resources(isolated, hint)
+        # Each gateway group gets only its servers' resources (None: one view for every node).
+        views = self._groups.views(snapshot, isolated, self.settings)
+        return self.cache.set_resources(isolated, hint, views)
 
     def _nacked(self, node: str, nack: Nack) -> None:
         if self.refusals.nacked(node, nack, self.cache.snapshot) and self._published is not None:

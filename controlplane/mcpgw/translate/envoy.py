@@ -609,6 +609,14 @@ def listener_without(snapshot: RegistrySnapshot, settings: GatewaySettings, keys
     return listener
 
 
+def routes_without(snapshot: RegistrySnapshot, keys: Collection[str]) -> Message:
+    """The route table without the servers `keys` (a gateway group that does not serve them)."""
+    kept = RegistrySnapshot(servers=tuple(s for s in snapshot.servers if s.key not in keys))
+    routes = _routes(kept)
+    _check(routes, "routes")
+    return routes
+
+
 def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
     http_filters = [_composite_filter(snapshot)] if snapshot.servers else []
     http_filters.append(

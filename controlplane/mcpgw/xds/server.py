@@ -254,7 +254,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def _on_snapshot(self, conn: _Connection) -> list[Message]:
         if conn.stream is None:
             return []
-        return conn.stream.on_snapshot(self._cache.snapshot_for(conn.stream.node_id))
+        stream = conn.stream
+        return stream.on_snapshot(self._cache.snapshot_for(stream.node_id, stream.node_cluster))
 
     def _open(self, conn: _Connection, req: Any, factory: type[_Stream]) -> _Stream:
         node_id, cluster = req.node.id, req.node.cluster
@@ -262,7 +263,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("stream_without_node_id", stream=conn.stream_id, peer=conn.peer)
         # Watch before reading the snapshot: any later change is then signalled to this stream.
         conn.watch = self._cache.watch(node_id, callback=conn.signal_snapshot)
-        snapshot = self._cache.snapshot_for(node_id)
+        # The node's gateway group (node.cluster) decides what it receives (translate/groups.py).
+        snapshot = self._cache.snapshot_for(node_id, cluster)
         stream = factory(node_id, snapshot, cluster, self._remember_nack, self._acked)
         log.info(
             "stream_opened",
