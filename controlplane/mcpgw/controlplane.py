@@ -38,10 +38,18 @@ from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSetting
 from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import FileKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
-from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
+from mcpgw.translate.envoy import (
+    Delta,
+    GatewaySettings,
+    PluginRef,
+    Resources,
+    Translator,
+    extension_config_name,
+)
 from mcpgw.translate.filtercheck import LIBRARY, FilterCheck, beside
 from mcpgw.translate.groups import GroupViews
 from mcpgw.translate.pgv import ResourceInvalid
+from mcpgw.xds import types
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.stream import Nack
@@ -346,7 +354,13 @@ class ControlPlane:
         # Isolation changes resources behind the translator's back: its hint no longer holds.
         hint = (delta.base, delta.changed) if delta is not None and isolated is resources else None
         # Each gateway group gets only its servers' resources (None: one view for every node).
-        views = self._groups.views(snapshot, isolated, self.settings)
+        held: set[str] = set()
+        if isolated is not resources:  # servers whose filter config is held out of the listener
+            extensions = isolated.get(types.EXTENSION_CONFIG, {})
+            held = {s.key for s in snapshot.servers if extension_config_name(s) not in extensions}
+        assert self.translator is not None
+        groups = self.translator.gateway_groups()
+        views = self._groups.views(snapshot, isolated, self.settings, held, groups)
         return self.cache.set_resources(isolated, hint, views)
 
     def _nacked(self, node: str, nack: Nack) -> None:
