@@ -524,6 +524,9 @@ def _parser() -> argparse.ArgumentParser:
     from mcpgw.admin.commands import add_commands
 
     add_commands(commands)
+    from mcpgw import certs
+
+    certs.add_commands(commands)
     return parser
 
 
@@ -563,6 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run_demo(args.port))
     if args.command == "import":
         return _import(args)
+    if args.command == "certs":
+        from mcpgw import certs
+
+        return certs.run(args)
     if args.command in ("apply", "get", "delete", "session-keys"):
         from mcpgw.admin.commands import run
 
