@@ -360,8 +360,11 @@ class ControlPlane:
             held = {s.key for s in snapshot.servers if extension_config_name(s) not in extensions}
         assert self.translator is not None
         groups = self.translator.gateway_groups()
-        views = self._groups.views(snapshot, isolated, self.settings, held, groups)
-        return self.cache.set_resources(isolated, hint, views)
+        same = delta if delta is not None and isolated is resources else None
+        views = self._groups.views(snapshot, isolated, self.settings, held, groups, same)
+        changed = self._groups.changed
+        views_hint = (self._groups.base, changed) if changed is not None else None
+        return self.cache.set_resources(isolated, hint, views, views_hint)
 
     def _nacked(self, node: str, nack: Nack) -> None:
         if self.refusals.nacked(node, nack, self.cache.snapshot) and self._published is not None:

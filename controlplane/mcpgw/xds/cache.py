@@ -289,6 +289,7 @@ class SnapshotCache:
         self._snapshot = Snapshot()
         self._views: Views | None = None
         self._last_resources: Mapping[str, Mapping[str, Message]] | None = None
+        self._last_views: object = None
         self._watches: set[Watch] = set()
         self._lock = threading.Lock()  # set_snapshot may come from a registry-watcher thread
 
@@ -329,6 +330,7 @@ class SnapshotCache:
         changed_since: tuple[Mapping[str, Mapping[str, Message]], Mapping[str, Collection[str]]]
         | None = None,
         views: Mapping[str | None, Mapping[str, Mapping[str, Message]]] | None = None,
+        views_changed_since: tuple[object, Mapping[str | None, Mapping[str, Collection[str]]]] | None = None,
     ) -> list[str]:
         """Build a snapshot from plain messages, reusing the current one's serialisations.
 
@@ -336,6 +338,8 @@ class SnapshotCache:
         It is used only when `base` is exactly what this cache was last given, so a hint can
         never be applied to the wrong starting point. `views` are the groups' subsets of
         `resources`; their messages are the same objects, so nothing is serialised twice.
+        `views_changed_since` is `(base views, names per type per group)`, used likewise only
+        when the base is exactly the views this cache was last given.
         """
         hint = None
         if changed_since is not None and changed_since[0] is self._last_resources:
@@ -344,11 +348,15 @@ class SnapshotCache:
         built: dict[str | None, Snapshot] | None = None
         if views is not None:
             old = self._views or {}
+            hints: Mapping[str | None, Mapping[str, Collection[str]]] = {}
+            if views_changed_since is not None and views_changed_since[0] is self._last_views:
+                hints = views_changed_since[1]
             built = {
-                group: Snapshot.build(view, previous=old.get(group), pool=snapshot)
+                group: Snapshot.build(view, previous=old.get(group), changed=hints.get(group), pool=snapshot)
                 for group, view in views.items()
             }
         changed = self.set_snapshot(snapshot, built)
+        self._last_views = views
         self._last_resources = resources
         return changed
 
