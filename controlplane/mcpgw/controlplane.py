@@ -429,7 +429,14 @@ class ControlPlane:
                 "last_failure": self._counters.last_failure,
             },
             "sessions": self.sessions.describe() if self.sessions is not None else None,
-            "xds": {"versions": self.cache.snapshot.versions()},
+            "xds": {
+                "versions": self.cache.snapshot.versions(),
+                # Per gateway group (node.cluster) when servers name groups; "*": any other group.
+                "groups": {
+                    group or "*": view.versions() for group, view in (self.cache.views or {}).items()
+                },
+                "tls": self.options.xds_tls is not None,
+            },
             "nodes": present_nodes(self.ads.status()),
             "tasks": self.supervisor.status(),
             # Per server: a resource Envoy refused, its error, and what is served instead.

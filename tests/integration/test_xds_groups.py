@@ -122,6 +122,8 @@ async def test_intruder_in_group_a_never_receives_group_b(
 ) -> None:
     control_plane, certs, registry = grouped
     target = f"127.0.0.1:{control_plane.xds_port}"
+    xds = control_plane.status()["xds"]
+    assert set(xds["groups"]) == {"a", "b", "*"} and xds["tls"] is True
     kind = DeltaAdsClient if protocol == "delta" else AdsClient
     async with kind(target, "envoy-a", "a", credentials=certs.node("a", "envoy-a")) as intruder:
         received = await _everything(intruder)

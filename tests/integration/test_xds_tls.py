@@ -88,3 +88,44 @@ async def test_envoy_gets_configuration_over_mtls_and_follows_rotation(tmp_path:
         await eventually(rotated_tool_listed, 60, "an edit reaching Envoy over the rotated certificates")
         [node] = [n for n in control_plane.status()["nodes"] if n["node_id"] == NODE]
         assert node["connected"]
+
+
+async def test_envoy_refuses_a_control_plane_certificate_for_another_name(tmp_path: Path) -> None:
+    """The right CA is not enough: the control plane's certificate must name the host Envoy dials."""
+    from mcpgw.bootstrap import BootstrapOptions, render
+    from mcpgw.envoyproc import EnvoyProcess
+    from mcpgw.xds.cache import SnapshotCache
+    from mcpgw.xds.server import AdsServer
+
+    ca = make_ca()
+    wrong = issue(ca, "elsewhere", dns=["elsewhere.example"])  # no 127.0.0.1
+    server_tls = XdsTls(*_install(tmp_path / "cp", wrong, "server", ca))
+    cert, key, ca_file = _envoy_files(tmp_path / "envoy-certs", ca)
+    client_tls = XdsClientTls(cert, key, ca_file, tmp_path / "sds")
+    write_sds(client_tls)
+    ads = AdsServer(SnapshotCache(), tls=server_tls)
+    port = await ads.start(port=0)
+    admin_port = free_port()
+    envoy = EnvoyProcess(
+        render(
+            BootstrapOptions(
+                node_id=NODE,
+                node_cluster=GROUP,
+                xds=(("127.0.0.1", port),),
+                admin_port=admin_port,
+                xds_tls=client_tls,
+            )
+        ),
+        admin_port=admin_port,
+        workdir=tmp_path,
+    )
+    try:
+        await envoy.start()
+        san = "cluster.mcpgw-xds.ssl.fail_verify_san"
+        await eventually(
+            lambda: envoy.stats(san).get(san, 0) >= 1, 30, "Envoy refusing the name", ignore=(OSError,)
+        )
+        assert ads.status() == []  # no stream ever opened
+    finally:
+        await envoy.stop()
+        await ads.stop(0.5)
