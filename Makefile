@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector
+.PHONY: up test install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector chromium
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -32,6 +32,16 @@ redis:
 	     (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)); \
 	  fi; }
 	@command -v redis-server >/dev/null || { echo "error: redis-server is missing; install it (Debian/Ubuntu: apt-get install redis-server)"; exit 1; }
+
+# The CORS test drives a real browser: Debian's Chromium (Playwright from PyPI drives it; its own
+# browser download is never used). Installed with apt-get when we can (root), else a clear error.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)); \
+	  fi; }
+	@command -v chromium >/dev/null || { echo "error: chromium is missing; install it (Debian/Ubuntu: apt-get install chromium)"; exit 1; }
 
 # The MCP Inspector CLI for the integration tests: Node 22 and @modelcontextprotocol/inspector,
 # pinned in tests/inspector.py, installed from npm into .cache/inspector/ (once; a stamp records
@@ -60,10 +70,10 @@ unit: $(STAMP)
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests/unit -q
 
-integration: filters redis
+integration: filters redis chromium
 	$(PY) -m pytest tests/integration -q
 
-test: filters lint redis inspector
+test: filters lint redis inspector chromium
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra
 	@$(MAKE) --no-print-directory bench-smoke

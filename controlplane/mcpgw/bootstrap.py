@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from dataclasses import dataclass
@@ -15,6 +16,15 @@ from mcpgw.registry.validate import MAX_RESPONSE_BYTES, is_ip
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
 DEFAULT_BROKER_PORT = 18003
+# The stats listener (`--stats`): loopback by default like everything else `mcpgw bootstrap`
+# opens; a Prometheus on another machine needs it on a reachable address, which is safe because
+# it answers only GET/HEAD /stats/prometheus and /ready (docs/security.md).
+DEFAULT_STATS_PORT = 9902
+ADMIN_CLUSTER = "mcpgw-envoy-admin"
+STATS_LISTENER = "mcpgw-stats"
+# The only admin paths the stats listener passes on, matched against the whole `:path`
+# (query string included, case-sensitive, no normalisation): anything else is a 404 there.
+STATS_PATHS = ("/stats/prometheus", "/ready")
 
 
 XDS_CLIENT_SECRET = "mcpgw-xds-client"
@@ -64,6 +74,43 @@ class BootstrapOptions:
     # Mutual TLS to the control plane; None: plain gRPC (loopback only: `mcpgw serve` refuses
     # plain xDS elsewhere).
     xds_tls: XdsClientTls | None = None
+    # The stats listener: Envoy's Prometheus metrics and readiness, and nothing else of the
+    # admin endpoint. None: no stats listener (`mcpgw bootstrap` always has one).
+    stats: tuple[str, int] | None = None
+
+
+class BootstrapInvalid(ValueError):
+    """Options that would expose Envoy's admin endpoint or cannot be bound; one line for the CLI."""
+
+
+def check(options: BootstrapOptions) -> None:
+    """Refuse an admin endpoint off loopback and a stats listener Envoy could not bind."""
+    if not _is_loopback_ip(options.admin_host):
+        raise BootstrapInvalid(
+            f"Envoy admin address {options.admin_host!r} is not a loopback IP address (127.0.0.1, ::1): "
+            "the admin endpoint serves /config_dump and /quitquitquit; scrape metrics from the stats "
+            "listener (--stats HOST:PORT) instead"
+        )
+    if options.stats is not None:
+        host, port = options.stats
+        if not _is_ip(host):
+            raise BootstrapInvalid(f"stats listener address {host!r} is not an IP address")
+        same_host = host == options.admin_host or ipaddress.ip_address(host).is_unspecified
+        if port == options.admin_port and same_host:
+            raise BootstrapInvalid(f"stats listener {host}:{port} would take the Envoy admin port {port}")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback_ip(host: str) -> bool:
+    # An IP, not `localhost`: Envoy binds its admin to an address, never to a name.
+    return _is_ip(host) and ipaddress.ip_address(host).is_loopback
 
 
 # The per-cluster stats of MCP backend clusters (`cluster.mcpgw/…`) left out unless
@@ -96,6 +143,8 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def render(options: BootstrapOptions) -> str:
+    """The bootstrap YAML; raises `BootstrapInvalid` for an admin endpoint off loopback."""
+    check(options)
     endpoints = "\n".join(
         f"          - priority: {priority}\n"
         f"            lb_endpoints:\n"
@@ -117,6 +166,58 @@ def render(options: BootstrapOptions) -> str:
         async_response_buffer_limit=MAX_RESPONSE_BYTES,
         max_connections=options.max_connections,
         xds_transport_socket=_xds_transport_socket(options) if options.xds_tls else "",
+        stats_listener="" if options.stats is None else _stats_listener(*options.stats),
+    )
+
+
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_STATS_ROUTE = """\
+                        - match:
+                            path: {path}
+                            headers:
+                              - {{name: ':path', string_match: {{exact: {path}}}}}
+                              - {{name: ':method', string_match: {{safe_regex: {{regex: 'GET|HEAD'}}}}}}
+                          route: {{cluster: {cluster}, timeout: 10s}}
+"""
+_STATS_LISTENER = """\
+  listeners:
+    - name: {name}
+      address: {{socket_address: {{address: '{host}', port_value: {port}}}}}
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": {hcm}
+                stat_prefix: mcpgw_stats
+                normalize_path: false
+                merge_slashes: false
+                path_with_escaped_slashes_action: KEEP_UNCHANGED
+                route_config:
+                  name: {name}
+                  virtual_hosts:
+                    - name: stats
+                      domains: ['*']
+                      routes:
+{routes}\
+                        - match: {{prefix: '/'}}
+                          direct_response: {{status: 404, body: {{inline_string: "not found\\n"}}}}
+                http_filters:
+                  - name: envoy.filters.http.router
+                    typed_config: {{'@type': {router}}}
+"""
+
+
+def _stats_listener(host: str, port: int) -> str:
+    """A static listener that proxies exactly GET/HEAD `STATS_PATHS` to the admin endpoint.
+
+    Each route matches the whole `:path` header exactly (so no query string, trailing slash,
+    `..`, `%2F` or other case reaches the admin) and the method; path normalisation is off so
+    the path matched is the path forwarded. Everything else gets a 404 from Envoy itself.
+    """
+    routes = "".join(_STATS_ROUTE.format(path=path, cluster=ADMIN_CLUSTER) for path in STATS_PATHS)
+    return _STATS_LISTENER.format(
+        name=STATS_LISTENER, host=host, port=port, hcm=_HCM, router=_ROUTER, routes=routes
     )
 
 

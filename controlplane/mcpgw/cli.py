@@ -15,10 +15,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcpgw import __version__, log
-from mcpgw.bootstrap import BootstrapOptions, XdsClientTls, parse_address, render, write_sds
+from mcpgw import __version__, cliopts, log
+from mcpgw.bootstrap import (
+    DEFAULT_STATS_PORT,
+    BootstrapInvalid,
+    BootstrapOptions,
+    XdsClientTls,
+    parse_address,
+    render,
+    write_sds,
+)
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
-from mcpgw.registry.filesource import load_directory
+from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
 from mcpgw.xds.tls import XdsConfigError, XdsTls
 
@@ -184,8 +192,10 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
 def _stream_limit_options(parser: argparse.ArgumentParser) -> None:
     """The session broker's limits on open HTTP+SSE streams (0: none)."""
     from mcpgw.broker import BrokerSettings
+    from mcpgw.broker.bridge import BridgeSettings
 
-    defaults = BrokerSettings()
+    # Not from the environment: a bad $MCPGW_BRIDGE_* is reported after parsing, in one line.
+    defaults = BrokerSettings(bridge=BridgeSettings())
     parser.add_argument(
         "--max-sse-streams",
         type=int,
@@ -256,6 +266,18 @@ def _credential_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _backend_tls_options(parser: argparse.ArgumentParser) -> None:
+    from mcpgw.registry.tls import default_system_ca_file
+
+    parser.add_argument(
+        "--backend-tls-ca",
+        metavar="FILE",
+        default=default_system_ca_file(),
+        help="PEM bundle of the system CAs on the Envoy nodes: https backends without their own "
+        "backend.tls.ca are verified against it (default: %(default)s)",
+    )
+
+
 def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
     """The allow-list of `--credential-dir` / `--credential-env`, else their variables, else the defaults."""
     from mcpgw.registry.secrets import CredentialPolicy
@@ -276,13 +298,7 @@ def _parser() -> argparse.ArgumentParser:
 
     defaults = StackOptions()
     parser = argparse.ArgumentParser(prog="mcpgw", description="A private MCP gateway on Envoy.")
-    parser.add_argument("--version", action="version", version=f"mcpgw {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("MCPGW_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="default: $MCPGW_LOG_LEVEL or info",
-    )
+    cliopts.add_global_options(parser, f"mcpgw {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
@@ -302,10 +318,24 @@ def _parser() -> argparse.ArgumentParser:
         help="MCP listener port (default: %(default)s)",
     )
     up.add_argument("--xds-port", type=int, default=defaults.xds_port, help="default: %(default)s")
-    up.add_argument("--status-port", type=int, default=defaults.status_port, help="default: %(default)s")
+    up.add_argument(
+        "--status-port",
+        dest="status_port_old",
+        type=int,
+        metavar="N",
+        action=cliopts.Deprecated,
+        use="--admin HOST:PORT",
+        help="deprecated: use --admin HOST:PORT",
+    )
     up.add_argument("--plugin-port", type=int, default=defaults.plugin_port, help="default: %(default)s")
     up.add_argument(
         "--envoy-admin-port", type=int, default=defaults.envoy_admin_port, help="default: %(default)s"
+    )
+    up.add_argument(
+        "--envoy-stats-port",
+        type=int,
+        default=defaults.envoy_stats_port,
+        help="Envoy stats listener (GET /stats/prometheus and /ready only) (default: %(default)s)",
     )
     up.add_argument(
         "--demo-backend-port",
@@ -316,9 +346,20 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--xds-delta", action="store_true", help="run Envoy with Delta (incremental) xDS")
     up.add_argument("--envoy-log-level", default=defaults.envoy_log_level, help="default: %(default)s")
     up.add_argument(
+        "--admin",
+        type=_address,
+        default=(defaults.host, defaults.status_port),
+        metavar="HOST:PORT",
+        help=f"admin API address (default: {defaults.host}:{defaults.status_port}); "
+        "non-loopback needs a token",
+    )
+    up.add_argument(
         "--admin-host",
-        default=None,
-        help="admin API address (default: 127.0.0.1); a non-loopback address needs a token",
+        dest="admin_host_old",
+        metavar="HOST",
+        action=cliopts.Deprecated,
+        use="--admin HOST:PORT",
+        help="deprecated: use --admin HOST:PORT",
     )
     up.add_argument(
         "--admin-token-file",
@@ -341,6 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _session_options(up, defaults.session_ttl_s)
     _credential_options(up)
+    _backend_tls_options(up)
     _limit_options(up)
     _stream_limit_options(up)
 
@@ -378,6 +420,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
+    _backend_tls_options(serve)
     _limit_options(serve)
     _stream_limit_options(serve)
     serve.add_argument(
@@ -392,6 +435,13 @@ def _parser() -> argparse.ArgumentParser:
         dest="plugin_server",
         action="store_false",
         help="do not serve plugins here: Envoys fetch them from --plugins, run by someone else",
+    )
+    serve.add_argument(
+        "--plugin-delivery",
+        choices=["auto", "file", "http"],
+        default="auto",
+        help="how Envoys get the plugin module: file (read from this machine's plugin directory: Envoys "
+        "on this machine), http (fetched from --plugins), auto (file when --plugins is loopback; default)",
     )
     serve.add_argument(
         "--listen",
@@ -436,13 +486,44 @@ def _parser() -> argparse.ArgumentParser:
         help="control-plane ADS address; repeat for several replicas",
     )
     boot.add_argument(
-        "--admin",
+        "--envoy-admin",
         type=_address,
         default=("127.0.0.1", 9901),
         metavar="HOST:PORT",
-        help="Envoy admin address (default: 127.0.0.1:9901)",
+        help="Envoy admin address, a loopback IP only (default: 127.0.0.1:9901)",
     )
-    boot.add_argument("--delta", action="store_true", help="use Delta (incremental) xDS: api_type DELTA_GRPC")
+    boot.add_argument(
+        "--admin",
+        dest="envoy_admin",
+        type=_address,
+        action=cliopts.Deprecated,
+        use="--envoy-admin HOST:PORT (--admin is the mcpgw admin API everywhere)",
+        metavar="HOST:PORT",
+        help="deprecated: use --envoy-admin",
+    )
+    boot.add_argument(
+        "--xds-delta",
+        dest="delta",
+        action="store_true",
+        help="use Delta (incremental) xDS: api_type DELTA_GRPC",
+    )
+    boot.add_argument(
+        "--delta",
+        dest="delta",
+        action=cliopts.Deprecated,
+        nargs=0,
+        const=True,
+        use="--xds-delta",
+        help="deprecated: use --xds-delta",
+    )
+    boot.add_argument(
+        "--stats",
+        type=_address,
+        default=("127.0.0.1", DEFAULT_STATS_PORT),
+        metavar="HOST:PORT",
+        help="stats listener: only GET /stats/prometheus and /ready of the admin; 0.0.0.0:PORT for "
+        f"a Prometheus elsewhere (default: 127.0.0.1:{DEFAULT_STATS_PORT})",
+    )
     _xds_tls_options(boot, server=False)
     boot.add_argument(
         "--xds-tls-server-name",
@@ -484,19 +565,39 @@ def _parser() -> argparse.ArgumentParser:
         "broker", help="run a session broker: holds HTTP+SSE streams for the Envoy beside it"
     )
     broker.add_argument(
-        "--listen",
+        "--broker",
+        dest="listen",
         type=_address,
         default=("127.0.0.1", defaults.broker_port),
         metavar="HOST:PORT",
         help=f"address Envoy's mcpgw-broker cluster points at (default: 127.0.0.1:{defaults.broker_port})",
     )
     broker.add_argument(
-        "--redis",
+        "--listen",
+        dest="listen",
+        type=_address,
+        action=cliopts.Deprecated,
+        use="--broker HOST:PORT (--listen is the MCP listener everywhere)",
+        metavar="HOST:PORT",
+        help="deprecated: use --broker",
+    )
+    broker.add_argument(
+        "--broker-redis",
+        dest="redis",
         metavar="URL",
         type=_redis_url,
         default=None,
         help="session bus redis://… shared by every replica's broker (password: $MCPGW_REDIS_PASSWORD); "
         "default: in-process, for a single replica",
+    )
+    broker.add_argument(
+        "--redis",
+        dest="redis",
+        metavar="URL",
+        type=_redis_url,
+        action=cliopts.Deprecated,
+        use="--broker-redis URL",
+        help="deprecated: use --broker-redis",
     )
     broker.add_argument(
         "--keepalive",
@@ -507,7 +608,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _stream_limit_options(broker)
 
-    check = commands.add_parser("validate", help="validate a registry directory and exit (3 when invalid)")
+    check = commands.add_parser(
+        "validate", help="validate a registry directory, or one YAML file, and exit (3 when invalid)"
+    )
     check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
 
     demo = commands.add_parser("demo-backend", help="run only the demo pet-store REST backend")
@@ -527,21 +630,35 @@ def _parser() -> argparse.ArgumentParser:
     from mcpgw import certs
 
     certs.add_commands(commands)
+    cliopts.accept_global_options_everywhere(parser, f"mcpgw {__version__}")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    log.configure(args.log_level)
+    # Environment values are checked before anything starts: one line each, exit 2.
+    try:
+        level = args.log_level or cliopts.log_level()
+    except cliopts.EnvironmentProblem as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    token_file = getattr(args, "admin_token_file", None) or getattr(args, "token_file", None)
+    unused = ["MCPGW_ADMIN_TOKEN"] if token_file else []
+    problems = cliopts.environment_problems(args.command, unused=unused)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    log.configure(level)
     if args.command == "bootstrap":
-        admin_host, admin_port = args.admin
+        admin_host, admin_port = args.envoy_admin
         try:
             xds_tls = _bootstrap_tls(args)
         except (XdsConfigError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
-        print(
-            render(
+        try:
+            text = render(
                 BootstrapOptions(
                     xds_tls=xds_tls,
                     node_id=args.node_id,
@@ -553,10 +670,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     broker=args.broker,
                     full_cluster_stats=args.full_cluster_stats,
                     max_connections=args.max_connections or envoy_connection_cap(),
+                    stats=args.stats,
                 )
-            ),
-            end="",
-        )
+            )
+        except BootstrapInvalid as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        print(text, end="")
         return 0
     if args.command == "broker":
         return asyncio.run(_run_broker(args))
@@ -584,14 +704,18 @@ def _print_problems(error: Invalid) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
-def _validate(directory: Path) -> int:
+def _validate(path: Path) -> int:
+    """A registry directory, or one YAML file of server documents (as `apply -f FILE` sends it)."""
     try:
-        snapshot = load_directory(directory)
+        snapshot = load_file(path) if path.is_file() else load_directory(path)
     except Invalid as error:
         _print_problems(error)
         return EXIT_INVALID
     for server in snapshot.servers:
         print(f"ok: {server.key} ({len(server.tools)} tools) from {server.source}")
+        # Valid, so the exit status stays 0; what deserves a look goes to stderr beside errors.
+        for warning in server.warnings:
+            print(f"warning: {server.source}: {warning}", file=sys.stderr)
     return 0
 
 
@@ -720,6 +844,7 @@ async def _serve(args: argparse.Namespace) -> int:
             admin_token_file=args.admin_token_file,
             plugin_server_host=plugin_host,
             plugin_server_port=plugin_port,
+            plugin_delivery=args.plugin_delivery,
             listen_host=listen_host,
             listen_port=listen_port,
             session_keys_file=args.session_keys,
@@ -727,6 +852,7 @@ async def _serve(args: argparse.Namespace) -> int:
             credentials=_credential_policy(args),
             session_max_ended=args.session_max_ended,
             limits=_limits(args),
+            backend_ca_file=args.backend_tls_ca,
         )
     )
     broker: Broker | None = None
@@ -760,6 +886,16 @@ async def _serve(args: argparse.Namespace) -> int:
     return code
 
 
+def _up_admin(args: argparse.Namespace) -> tuple[str, int]:
+    """`up --admin HOST:PORT`, with what the deprecated `--admin-host` / `--status-port` replace."""
+    host, port = args.admin
+    if args.admin_host_old is not None:
+        host = args.admin_host_old
+    if args.status_port_old is not None:
+        port = args.status_port_old
+    return host, port
+
+
 async def _up(args: argparse.Namespace) -> int:
     from mcpgw.admin.auth import AdminConfigError, check_bind, load_token
     from mcpgw.envoyproc import EnvoyNotFound
@@ -767,10 +903,11 @@ async def _up(args: argparse.Namespace) -> int:
     from mcpgw.stack import Stack, StackOptions
     from pluginserver.catalog import PluginError
 
+    admin_host, admin_port = _up_admin(args)
     # Refuse an unsafe admin configuration before starting anything (the control plane checks
     # again; this only makes the failure immediate and quiet).
     try:
-        check_bind(args.admin_host or "127.0.0.1", load_token(args.admin_token_file))
+        check_bind(admin_host, load_token(args.admin_token_file))
     except AdminConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
@@ -778,13 +915,14 @@ async def _up(args: argparse.Namespace) -> int:
         registry_dir=args.registry,
         listen_port=args.listen_port,
         xds_port=args.xds_port,
-        status_port=args.status_port,
+        status_port=admin_port,
         plugin_port=args.plugin_port,
         envoy_admin_port=args.envoy_admin_port,
+        envoy_stats_port=args.envoy_stats_port,
         demo_backend_port=args.demo_backend_port or None,
         envoy_log_level=args.envoy_log_level,
         xds_delta=args.xds_delta,
-        admin_host=args.admin_host,
+        admin_host=admin_host,
         admin_token_file=args.admin_token_file,
         broker_port=args.broker_port,
         broker_redis=_broker_redis(args),
@@ -794,6 +932,7 @@ async def _up(args: argparse.Namespace) -> int:
         session_max_ended=args.session_max_ended,
         limits=_limits(args),
         broker_settings=_broker_settings(args),
+        backend_ca_file=args.backend_tls_ca,
     )
     stack = Stack(options)
     try:
@@ -813,7 +952,9 @@ async def _up(args: argparse.Namespace) -> int:
     admin = f"http://{stack.control_plane.options.status_host}:{stack.control_plane.status_port}"
     print(
         f"admin API: {admin}/v1/servers   status: {admin}/status   "
-        f"envoy admin: http://{options.host}:{options.envoy_admin_port}   Ctrl-C stops everything\n",
+        f"envoy admin: http://{options.host}:{options.envoy_admin_port}   "
+        f"metrics: http://{options.host}:{options.envoy_stats_port}/stats/prometheus   "
+        "Ctrl-C stops everything\n",
         flush=True,
     )
     try:

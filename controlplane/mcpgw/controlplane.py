@@ -33,6 +33,7 @@ from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy, resolve_off_loop
 from mcpgw.registry.store import ApplyFailed, RegistryStore
+from mcpgw.registry.tls import SYSTEM_CA_FILE
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
@@ -80,6 +81,12 @@ class ControlPlaneOptions:
     # Where Envoy fetches plugins from: the plugin server's address as Envoy sees it.
     plugin_server_host: str = "127.0.0.1"
     plugin_server_port: int = 18002
+    # How Envoys get the plugin module: "file" (read from `plugins_dir` at this path: Envoy on
+    # this machine), "http" (fetched from the plugin server: Envoys elsewhere), or "auto" (file
+    # when the plugin server's address is loopback, so every Envoy that reaches it is here).
+    # Envoy's remote fetch logs a warning at every update and critical lines at a start with
+    # several servers (`PluginRef.path`); reading the file logs nothing.
+    plugin_delivery: str = "auto"
     listen_host: str = "127.0.0.1"
     listen_port: int = 10000
     # Session keys: $MCPGW_SESSION_KEY pins one; else this file; else beside the registry (in its
@@ -98,6 +105,8 @@ class ControlPlaneOptions:
     credentials: CredentialPolicy = NO_ALLOW_LIST
     # The listener's timeouts and per-connection limits, and backend clusters' breakers.
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # The system CA bundle on the Envoy nodes, for https backends without their own `tls.ca`.
+    backend_ca_file: str = SYSTEM_CA_FILE
 
 
 @dataclass
@@ -174,6 +183,7 @@ class ControlPlane:
             version=plugin.version,
             sha256=plugin.sha256,
             bytes=plugin.size,
+            delivery="file" if self._plugin_from_file() else "http",
         )
         await self.store.load()
         if self.store.snapshot is None:
@@ -181,7 +191,11 @@ class ControlPlane:
         sessions = await self.sessions.load()
         base = f"http://{self.options.plugin_server_host}:{self.options.plugin_server_port}"
         self.settings = GatewaySettings(
-            plugin=PluginRef(url=base + plugin.url_path, sha256=plugin.sha256),
+            plugin=PluginRef(
+                url=base + plugin.url_path,
+                sha256=plugin.sha256,
+                path=plugin.path.resolve() if self._plugin_from_file() else None,
+            ),
             plugin_server_host=self.options.plugin_server_host,
             plugin_server_port=self.options.plugin_server_port,
             listen_host=self.options.listen_host,
@@ -189,6 +203,7 @@ class ControlPlane:
             sessions=sessions,
             limits=self.options.limits,
             filter_check=_filter_check(plugin.path),
+            backend_ca_file=self.options.backend_ca_file,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck
@@ -212,6 +227,12 @@ class ControlPlane:
             admin=f"http://{self.options.status_host}:{self.status_port}",
             admin_writes="enabled" if token else "disabled (no token)",
         )
+
+    def _plugin_from_file(self) -> bool:
+        delivery = self.options.plugin_delivery
+        if delivery == "auto":
+            return is_loopback(self.options.plugin_server_host)
+        return delivery == "file"
 
     async def _precheck(self, snapshot: RegistrySnapshot, changed: str) -> None:
         """Refuse a write whose registry could not be served: unreadable credentials, a
@@ -432,9 +453,7 @@ class ControlPlane:
             "xds": {
                 "versions": self.cache.snapshot.versions(),
                 # Per gateway group (node.cluster) when servers name groups; "*": any other group.
-                "groups": {
-                    group or "*": view.versions() for group, view in (self.cache.views or {}).items()
-                },
+                "groups": {group or "*": view.versions() for group, view in (self.cache.views or {}).items()},
                 "tls": self.options.xds_tls is not None,
             },
             "nodes": present_nodes(self.ads.status()),

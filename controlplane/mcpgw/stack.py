@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import socket
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcpgw.bootstrap import DEFAULT_BROKER_PORT, BootstrapOptions, XdsClientTls, render
+from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, XdsClientTls, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
@@ -23,7 +25,9 @@ from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits, envoy_connection_cap
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
+from mcpgw.registry.tls import default_system_ca_file
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
+from mcpgw.sessions.store import default_keys_file
 from mcpgw.xds.tls import XdsTls
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
@@ -31,6 +35,8 @@ from pluginserver.server import create_app as create_plugin_app
 log = get_logger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_REGISTRY = REPO_ROOT / "examples" / "registry"
+# Where the demo registry's servers call the demo backend (`StackOptions.demo_backend_port`'s default).
+DEMO_BACKEND_PORT = 18080
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,10 @@ class StackOptions:
     admin_token_file: Path | None = None
     plugin_port: int = 18002
     envoy_admin_port: int = 9901
+    # Envoy's stats listener: the admin's /stats/prometheus and /ready, nothing else.
+    envoy_stats_port: int = DEFAULT_STATS_PORT
     # None: do not run the demo backend (the registry points at real services).
-    demo_backend_port: int | None = 18080
+    demo_backend_port: int | None = DEMO_BACKEND_PORT
     node_id: str = "mcpgw-local"
     envoy_concurrency: int = 2
     envoy_log_level: str = "warning"
@@ -78,6 +86,17 @@ class StackOptions:
     # loopback). The SDS files `envoy_xds_tls` names must have been written (bootstrap.write_sds).
     xds_tls: XdsTls | None = None
     envoy_xds_tls: XdsClientTls | None = None
+    # The system CA bundle Envoy verifies https backends against (without their own `tls.ca`).
+    backend_ca_file: str = field(default_factory=default_system_ca_file)
+
+
+def demo_registry(target: Path, backend_port: int) -> Path:
+    """A copy of the demo registry at `target` whose servers call the demo backend on `backend_port`."""
+    shutil.copytree(DEFAULT_REGISTRY, target)
+    for path in target.glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace(f"127.0.0.1:{DEMO_BACKEND_PORT}", f"127.0.0.1:{backend_port}"))
+    return target
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -114,7 +133,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
         return chosen
 
 
-_UP_DEFAULTS = frozenset({9901, 10000, 18000, 18001, 18002, 18003, 18080})
+_UP_DEFAULTS = frozenset({9901, DEFAULT_STATS_PORT, 10000, 18000, 18001, 18002, 18003, 18080})
 
 
 def _ports_below_ephemeral() -> tuple[int, int]:
@@ -127,7 +146,15 @@ def _ports_below_ephemeral() -> tuple[int, int]:
 
 def on_free_ports(registry_dir: Path | str, **options: Any) -> StackOptions:
     """`StackOptions` with every listening port free, no demo backend unless asked, and `options`."""
-    names = ("listen_port", "xds_port", "status_port", "plugin_port", "envoy_admin_port", "broker_port")
+    names = (
+        "listen_port",
+        "xds_port",
+        "status_port",
+        "plugin_port",
+        "envoy_admin_port",
+        "envoy_stats_port",
+        "broker_port",
+    )
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     defaults: dict[str, Any] = {"demo_backend_port": None, **ports}
     return StackOptions(registry_dir=registry_dir, **(defaults | options))
@@ -141,6 +168,8 @@ class Stack:
     control_plane: ControlPlane | None = None
     broker: Broker | None = None
     envoy: EnvoyProcess | None = None
+    # A copy of the demo registry pointed at a demo backend on another port; removed at stop.
+    rewired: Path | None = None
 
     @property
     def mcp_base_url(self) -> str:
@@ -149,7 +178,19 @@ class Stack:
     async def start(self, ready_timeout: float = 60.0) -> None:
         """Start every part; on any failure, stop what was started and re-raise."""
         opts = self.options
+        registry_dir, keys_file = opts.registry_dir, opts.session_keys_file
         try:
+            if self._demo_elsewhere():
+                assert opts.demo_backend_port is not None
+                # The demo registry's servers call 127.0.0.1:18080: serve a copy that calls the
+                # demo backend where it runs. Admin writes go to the copy (a demo's are kept
+                # until `up` stops); session keys stay where the demo registry's are.
+                self.rewired = Path(tempfile.mkdtemp(prefix="mcpgw-demo-")) / DEFAULT_REGISTRY.name
+                registry_dir = demo_registry(self.rewired, opts.demo_backend_port)
+                keys_file = keys_file or default_keys_file(DEFAULT_REGISTRY)
+                log.info(
+                    "demo_registry_rewired", registry=str(registry_dir), backend_port=opts.demo_backend_port
+                )
             if opts.demo_backend_port is not None:
                 self.demo = await serve(create_demo_app(), opts.host, opts.demo_backend_port)
                 log.info("demo_backend_ready", url=self.demo.url)
@@ -157,7 +198,7 @@ class Stack:
             log.info("plugin_server_ready", url=self.plugins.url, root=str(opts.plugins_dir))
             self.control_plane = ControlPlane(
                 ControlPlaneOptions(
-                    registry_dir=opts.registry_dir,
+                    registry_dir=registry_dir,
                     plugins_dir=opts.plugins_dir,
                     xds_host=opts.host,
                     xds_port=opts.xds_port,
@@ -168,13 +209,17 @@ class Stack:
                     admin_token_file=opts.admin_token_file,
                     plugin_server_host=opts.host,
                     plugin_server_port=self.plugins.port,
+                    # Envoy is this process's child: it reads the module from disk (no remote
+                    # fetch, so none of the warnings and critical lines that come with one).
+                    plugin_delivery="file",
                     listen_host=opts.host,
                     listen_port=opts.listen_port,
-                    session_keys_file=opts.session_keys_file,
+                    session_keys_file=keys_file,
                     session_ttl_s=opts.session_ttl_s,
                     credentials=opts.credentials,
                     session_max_ended=opts.session_max_ended,
                     limits=opts.limits,
+                    backend_ca_file=opts.backend_ca_file,
                 )
             )
             await self.control_plane.start()
@@ -193,6 +238,7 @@ class Stack:
                         xds=((opts.host, self.control_plane.xds_port),),
                         xds_tls=opts.envoy_xds_tls,
                         admin_port=opts.envoy_admin_port,
+                        stats=(opts.host, opts.envoy_stats_port),
                         delta=opts.xds_delta,
                         broker=(opts.host, self.broker.port),
                         full_cluster_stats=opts.envoy_full_cluster_stats,
@@ -207,7 +253,8 @@ class Stack:
                 workdir=opts.envoy_workdir,
             )
             await self.envoy.start()
-            await self.envoy.wait_ready(ready_timeout, listeners=1)
+            # The bootstrap's stats listener, and the MCP listener from the control plane.
+            await self.envoy.wait_ready(ready_timeout, listeners=2)
         except BaseException:
             await self.stop()
             raise
@@ -222,3 +269,14 @@ class Stack:
         for served in (self.plugins, self.demo):
             if served is not None:
                 await served.close()
+        if self.rewired is not None:
+            shutil.rmtree(self.rewired.parent, ignore_errors=True)
+
+    def _demo_elsewhere(self) -> bool:
+        """True when serving the demo registry with the demo backend on another port."""
+        opts = self.options
+        return (
+            opts.demo_backend_port not in (None, DEMO_BACKEND_PORT)
+            and isinstance(opts.registry_dir, Path)
+            and opts.registry_dir.resolve() == DEFAULT_REGISTRY.resolve()
+        )

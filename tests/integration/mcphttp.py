@@ -54,9 +54,12 @@ async def post(
     *,
     raw: bytes | None = None,
     session: bool = True,
+    version: str = LATEST,
     **headers: str | None,
 ) -> httpx.Response:
     """POST `body` (or the bytes `raw`) as one message; keyword headers use `_` for `-`.
+
+    The session is opened with protocol `version` (the latest by default).
 
     A header given as None is left out, e.g. `mcp_protocol_version=None` sends the session's
     request without the version header.
@@ -64,7 +67,7 @@ async def post(
     async with httpx.AsyncClient(timeout=10) as http:
         sent = dict(ACCEPT)
         if session:
-            sent |= await open_session(http, url)
+            sent |= await open_session(http, url, version)
         for name, value in headers.items():
             name = name.replace("_", "-")
             if value is None:

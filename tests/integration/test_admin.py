@@ -210,7 +210,7 @@ async def test_cli_apply_get_delete(gateway: Gateway, tmp_path: Path) -> None:
     env.pop("MCPGW_ADMIN_TOKEN", None)
     token_file = tmp_path / "admin-token"
     token_file.write_text(TOKEN + "\n")
-    auth = ["--token-file", str(token_file)]
+    auth = ["--admin-token-file", str(token_file)]
     url = f"{gateway.stack.mcp_base_url}/mcp/shop/orders"
 
     manifests = tmp_path / "manifests"
@@ -287,7 +287,7 @@ async def _lacks(url: str, tool: str) -> bool:
 
 async def test_up_refuses_a_non_loopback_admin_address_without_a_token() -> None:
     env = {k: v for k, v in os.environ.items() if k != "MCPGW_ADMIN_TOKEN"}
-    code, _, err = await mcpgw("up", "--admin-host", "0.0.0.0", "--status-port", str(free_port()), env=env)
+    code, _, err = await mcpgw("up", "--admin", f"0.0.0.0:{free_port()}", env=env)
     assert code == 1
     assert "refusing to serve the admin API on non-loopback address '0.0.0.0' without a token" in err
     code, _, err = await mcpgw("up", "--admin-token-file", "/nonexistent/token", env=env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -124,6 +126,7 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -
 
 def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     backend_port, listen_port, admin_port, status_port, xds_port, plugin_port, broker_port = free_ports(7)
+    stats_port = free_port()
     log = tmp_path / "mcpgw-up.log"
     registry = copy_registry(tmp_path / "registry", backend_port)
     process = subprocess.Popen(
@@ -138,8 +141,8 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             str(listen_port),
             "--xds-port",
             str(xds_port),
-            "--status-port",
-            str(status_port),
+            "--admin",
+            f"127.0.0.1:{status_port}",
             "--plugin-port",
             str(plugin_port),
             "--envoy-admin-port",
@@ -148,6 +151,8 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             str(backend_port),
             "--broker-port",
             str(broker_port),
+            "--envoy-stats-port",
+            str(stats_port),
         ],
         stdout=subprocess.PIPE,
         stderr=log.open("w"),
@@ -168,6 +173,8 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         # The server runs in another process: a private event loop for one session is fine here.
         answer = asyncio.run(call(url, "tools/call", {"name": "describePet", "arguments": {"id": 2}}))
         assert answer["result"]["content"][0]["text"] == "Tom is a cat (id 2)."
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/ready", timeout=5) as ready:
+            assert ready.read().decode().strip() == "LIVE"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=20) == 0
         assert (
@@ -192,3 +199,264 @@ def test_timeouts_take_fractions_and_session_ttls_whole_seconds() -> None:
         _parser().parse_args(["up", "--session-ttl", "0.5"])
     with pytest.raises(SystemExit):
         _parser().parse_args(["up", "--idle-timeout", "0"])
+
+
+def run_with(env: dict[str, str | bytes], *args: str) -> subprocess.CompletedProcess[str]:
+    """`mcpgw` with these environment variables set (bytes: values that are not UTF-8)."""
+    full: dict[str | bytes, str | bytes] = {**os.environ, **env}
+    return subprocess.run([*MCPGW, *args], capture_output=True, text=True, timeout=60, check=False, env=full)
+
+
+def subcommands(parser: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every (sub)command path and its parser, nested ones included (`get servers`)."""
+    import argparse
+
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append(((*prefix, name), sub))
+                found += subcommands(sub, (*prefix, name))
+    return found
+
+
+# Subcommands with the arguments they need to parse.
+EXAMPLES: dict[tuple[str, ...], list[str]] = {
+    ("up",): [],
+    ("serve",): [],
+    ("validate",): [],
+    ("broker",): [],
+    ("demo-backend",): [],
+    ("bootstrap",): ["--node-id", "n", "--xds", "h:1"],
+    ("import",): ["openapi", "-f", "x"],
+    ("apply",): ["-f", "x"],
+    ("get", "servers"): [],
+    ("get", "tools"): ["a/b"],
+    ("delete", "tool"): ["a/b", "t"],
+    ("session-keys", "rotate"): [],
+}
+
+
+def test_global_options_go_before_or_after_every_subcommand() -> None:
+    from mcpgw.cli import _parser
+
+    parser = _parser()
+    leaves = {path: sub for path, sub in subcommands(parser) if not subcommands(sub)}
+    # Every subcommand, nested ones and those added later included, has its own copy.
+    for path, sub in leaves.items():
+        copies = [
+            a for a in sub._actions if "--log-level" in a.option_strings or "--version" in a.option_strings
+        ]
+        assert len(copies) == 2, path
+    assert set(EXAMPLES) <= leaves.keys()
+    for path, rest in EXAMPLES.items():
+        before = parser.parse_args(["--log-level", "debug", *path, *rest])
+        after = parser.parse_args([*path, *rest, "--log-level", "warning"])
+        neither = parser.parse_args([*path, *rest])
+        assert (before.log_level, after.log_level, neither.log_level) == ("debug", "warning", None), path
+    # The one given after the subcommand wins, as the last flag given does.
+    both = parser.parse_args(["--log-level", "debug", "validate", "--log-level", "error"])
+    assert both.log_level == "error"
+    # Through the real command: the level applies (debug lines appear) and --version works after too.
+    registry = str(Path(__file__).resolve().parents[2] / "examples" / "registry")
+    for args in (
+        ["--log-level", "error", "validate", "-f", registry],
+        ["validate", "-f", registry, "--log-level", "error"],
+    ):
+        assert run(*args).returncode == 0
+    assert run("up", "--version").stdout.startswith("mcpgw ")
+    refused = run("validate", "--log-level", "loud")
+    assert refused.returncode == 2 and "invalid choice: 'loud'" in refused.stderr
+
+
+def test_deprecated_flag_spellings_still_work_and_say_what_replaces_them() -> None:
+    from mcpgw.cli import _parser, _up_admin
+
+    old = run(
+        "bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000", "--admin", "127.0.0.1:9911", "--delta"
+    )
+    new = run(
+        "bootstrap",
+        "--node-id",
+        "e",
+        "--xds",
+        "127.0.0.1:18000",
+        "--envoy-admin",
+        "127.0.0.1:9911",
+        "--xds-delta",
+    )
+    assert old.returncode == new.returncode == 0 and old.stdout == new.stdout
+    assert new.stderr == ""
+    bootstrap = yaml.safe_load(new.stdout)
+    assert bootstrap["admin"]["address"]["socket_address"]["port_value"] == 9911
+    assert bootstrap["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+    assert old.stderr.splitlines() == [
+        "warning: --admin is deprecated and will be removed in the next release; use --envoy-admin "
+        "HOST:PORT (--admin is the mcpgw admin API everywhere)",
+        "warning: --delta is deprecated and will be removed in the next release; use --xds-delta",
+    ]
+    parser = _parser()
+    assert _up_admin(parser.parse_args(["up"])) == ("127.0.0.1", 18001)
+    assert _up_admin(parser.parse_args(["up", "--admin", "127.0.0.2:9000"])) == ("127.0.0.2", 9000)
+    assert _up_admin(parser.parse_args(["up", "--admin-host", "127.0.0.3", "--status-port", "9001"])) == (
+        "127.0.0.3",
+        9001,
+    )
+    broker = parser.parse_args(["broker", "--listen", "127.0.0.1:9002", "--redis", "redis://127.0.0.1:1/0"])
+    assert (broker.listen, broker.redis) == (("127.0.0.1", 9002), "redis://127.0.0.1:1/0")
+    broker = parser.parse_args(["broker", "--broker", "127.0.0.1:9003", "--broker-redis", "redis://h:1/0"])
+    assert (broker.listen, broker.redis) == (("127.0.0.1", 9003), "redis://h:1/0")
+    for spelling in ("--token-file", "--admin-token-file"):
+        assert parser.parse_args(["get", "servers", spelling, "/t"]).token_file == Path("/t")
+    # An admin client takes the admin API as `serve --admin` gives it (HOST:PORT) or as a URL.
+    assert parser.parse_args(["get", "servers", "--admin", "127.0.0.1:9004"]).admin == "http://127.0.0.1:9004"
+    assert parser.parse_args(["get", "servers", "--admin", "https://gw:9005"]).admin == "https://gw:9005"
+
+
+def test_docs_list_every_flag_of_every_subcommand() -> None:
+    """docs/cli.md's table names each flag with every subcommand that has it."""
+    from mcpgw.cli import _parser
+
+    rows: dict[str, str] = {}
+    for line in (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text().splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)]
+        if len(cells) > 3 and cells[1].startswith("`-"):
+            for flag in cells[1].replace("`", "").split(","):
+                name = flag.strip().split(" ")[0]
+                rows[name] = f"{rows.get(name, '')}, {cells[2]}"
+    admin = "apply, get, delete, session-keys"
+    missing = []
+    for path, sub in subcommands(_parser()):
+        if subcommands(sub):
+            continue
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag in ("-h", "--help"):
+                    continue
+                named = set(re.findall(r"[a-z][a-z-]*", rows.get(flag, "").replace("admin clients", admin)))
+                if not {"all", path[0]} & named:
+                    missing.append(f"{' '.join(path)} {flag}")
+    assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "command", "says"),
+    [
+        (
+            "MCPGW_LOG_LEVEL",
+            "loud",
+            ["validate", "-f", "."],
+            "='loud' is not a log level; expected one of debug",
+        ),
+        ("MCPGW_ADMIN_TOKEN", "", ["serve"], "is set but empty; expected a bearer token"),
+        ("MCPGW_ADMIN_TOKEN", "  ", ["up"], "is set but empty; expected a bearer token"),
+        ("MCPGW_ADMIN_TOKEN", b"t\xffk", ["get", "servers"], "has characters other than visible ASCII"),
+        ("MCPGW_ADMIN_TOKEN", "two words", ["serve"], "has characters other than visible ASCII"),
+        (
+            "MCPGW_ADMIN_URL",
+            "ftp://gw",
+            ["get", "servers"],
+            "='ftp://gw' is not an admin API URL; expected http://",
+        ),
+        ("MCPGW_REDIS_PASSWORD", "", ["broker"], "is set but empty; expected the Redis password"),
+        ("MCPGW_REDIS_PASSWORD", b"p\xff", ["serve"], "is not valid UTF-8"),
+        ("MCPGW_BRIDGE_IDLE_SECONDS", "soon", ["broker"], "='soon' is not a positive number of seconds"),
+        ("MCPGW_BRIDGE_MAX_SESSIONS", "-1", ["up"], "='-1' is not a positive whole number"),
+        ("MCPGW_SESSION_KEY", "c2hvcnQ", ["serve"], "must decode to 32 bytes, got 5; expected 32 random"),
+        ("MCPGW_SESSION_KEY", "!!", ["up"], "is not base64url; expected 32 random bytes in base64url"),
+    ],
+)
+def test_a_bad_environment_value_is_one_line_and_exit_2(
+    variable: str, value: str | bytes, command: list[str], says: str
+) -> None:
+    result = run_with({variable: value}, *command)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: ${variable}") and says in line, line
+    secret = variable in ("MCPGW_ADMIN_TOKEN", "MCPGW_REDIS_PASSWORD", "MCPGW_SESSION_KEY")
+    if secret and isinstance(value, str) and len(value.strip()) > 2:
+        assert value not in line  # a would-be secret is never echoed
+
+
+def test_a_flag_overriding_a_variable_makes_its_value_irrelevant(tmp_path: Path) -> None:
+    registry = str(Path(__file__).resolve().parents[2] / "examples" / "registry")
+    assert (
+        run_with({"MCPGW_LOG_LEVEL": "loud"}, "--log-level", "info", "validate", "-f", registry).returncode
+        == 0
+    )
+    assert run_with({"MCPGW_LOG_LEVEL": "DEBUG"}, "validate", "-f", registry).returncode == 0
+    # An unreadable token file is the flag's problem, reported as such (not the variable's).
+    result = run_with(
+        {"MCPGW_ADMIN_TOKEN": ""}, "get", "servers", "--admin-token-file", str(tmp_path / "none")
+    )
+    assert result.returncode == 2 and "cannot read admin token file" in result.stderr
+
+
+def test_validate_takes_a_directory_or_one_file(tmp_path: Path) -> None:
+    registry = copy_registry(tmp_path / "registry", 18080)
+    one = registry / "petstore.yaml"
+    result = run("validate", "-f", str(one))
+    assert result.returncode == 0 and result.stdout == f"ok: default/petstore (4 tools) from {one}\n"
+    one.write_text(one.read_text().replace("type: integer", "type: int", 1))
+    result = run("validate", "-f", str(one))
+    assert result.returncode == 3 and f"{one}: tools[0].args[1].type: must be one of" in result.stderr
+    missing = run("validate", "-f", str(tmp_path / "nothing"))
+    assert missing.returncode == 3 and "registry directory does not exist" in missing.stderr
+    # `serve` needs a directory, and says so of a file.
+    from mcpgw.registry.filesource import load_directory
+    from mcpgw.registry.validate import Invalid
+
+    with pytest.raises(Invalid) as refused:
+        load_directory(one)
+    assert refused.value.problems[0].reason == "not a directory (a registry is a directory of YAML files)"
+
+
+def test_up_demo_backend_port_rewires_the_demo_registry(tmp_path: Path) -> None:
+    """`mcpgw up` without -f serves the demo; --demo-backend-port moves its backend, and the
+    demo's servers follow it: a tool call through Envoy reaches the demo backend there."""
+    backend_port, listen_port, admin_port, status_port, xds_port, plugin_port, broker_port = free_ports(7)
+    log = tmp_path / "mcpgw-up.log"
+    process = subprocess.Popen(
+        [
+            *MCPGW,
+            "up",
+            "--log-level",
+            "warning",
+            "--listen-port",
+            str(listen_port),
+            "--xds-port",
+            str(xds_port),
+            "--admin",
+            f"127.0.0.1:{status_port}",
+            "--plugin-port",
+            str(plugin_port),
+            "--envoy-admin-port",
+            str(admin_port),
+            "--demo-backend-port",
+            str(backend_port),
+            "--broker-port",
+            str(broker_port),
+            "--session-keys",
+            str(tmp_path / "keys.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        url = f"http://127.0.0.1:{listen_port}/mcp/default/petstore"
+        try:
+            wait_for_line(process, url, timeout=60)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\nmcpgw up said:\n{log.read_text()[-3000:]}") from None
+        answer = asyncio.run(call(url, "tools/call", {"name": "describePet", "arguments": {"id": 2}}))
+        assert answer["result"]["content"][0]["text"] == "Tom is a cat (id 2).", answer
+        status = json.load(urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status", timeout=5))
+        assert status["registry"]["servers"][0]["key"] == "default/petstore"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

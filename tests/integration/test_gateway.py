@@ -102,10 +102,15 @@ async def test_json_rpc_errors_and_http_rules(gateway: Gateway) -> None:
             "params": {"name": "getPet", "arguments": {"id": "two"}},
         },
     )
-    assert response.json()["error"]["code"] == -32602 and "id" in response.json()["error"]["message"]
+    # Argument failures are tool execution errors from 2025-11-25 on (test_tool_errors has both forms).
+    assert response.json()["result"] == {
+        "content": [{"type": "text", "text": "argument id: expected integer"}],
+        "isError": True,
+    }
     response = await post(
         gateway.url,
         {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "getPet", "arguments": {}}},
+        version="2025-06-18",
     )
     assert response.json()["error"] == {"code": -32602, "message": "missing required argument: id"}
     response = await post(gateway.url, {"jsonrpc": "2.0", "method": "notifications/initialized"})

@@ -7,9 +7,9 @@ that records every request as it arrives on the wire (`wirebackend.py`).
   nothing changes in what Envoy serves.
 - Were validation to miss one, the filter's own parser (built natively, run in the control
   plane's precheck) still refuses it with its reason.
-- A header argument with a control character other than tab is answered -32602 naming the
-  argument; no request reaches the backend, none is smuggled behind another, and every request
-  carries exactly one `Host`.
+- A header argument with a control character other than tab is refused naming the argument
+  (a tool execution error in 2025-11-25, SEP-1303); no request reaches the backend, none is
+  smuggled behind another, and every request carries exactly one `Host`.
 """
 
 from __future__ import annotations
@@ -131,18 +131,23 @@ async def test_an_ordinary_call_carries_one_host_and_the_header_arguments(setup:
         "0\r\n\r\nDELETE /admin/users/42 HTTP/1.1\r\nHost: backend\r\n\r\n",
     ],
 )
-async def test_a_header_argument_with_a_control_character_is_invalid_params(setup: Setup, value: str) -> None:
+async def test_a_header_argument_with_a_control_character_is_an_argument_error(
+    setup: Setup, value: str
+) -> None:
     before = len(setup.backend.requests)
     answer = await call_note(setup, **{"X-Note": value})
-    assert answer["error"]["code"] == -32602, answer
-    assert answer["error"]["message"] == (
-        "argument X-Note: contains a control character, which header x-note cannot carry "
-        "(only tab is allowed)"
-    )
+    assert answer["result"]["isError"] is True, answer
+    assert answer["result"]["content"] == [
+        {
+            "type": "text",
+            "text": "argument X-Note: contains a control character, which header x-note cannot carry "
+            "(only tab is allowed)",
+        }
+    ]
     # Templated headers name the argument too.
     answer = await call_note(setup, tag=value)
-    assert answer["error"]["code"] == -32602, answer
-    assert answer["error"]["message"].startswith("argument tag: contains a control character")
+    assert answer["result"]["isError"] is True, answer
+    assert answer["result"]["content"][0]["text"].startswith("argument tag: contains a control character")
     # Nothing reached the backend; the pooled connections still carry ordinary calls only.
     assert len(setup.backend.requests) == before
     for _ in range(3):

@@ -156,11 +156,15 @@ async def test_inspector_reports_errors_over_streamable_http(
     assert run.returncode == 5, run
     assert run.error() == {"code": "tool_not_found", "message": "Tool 'nope' not found on server."}
 
-    # A JSON-RPC error from the gateway (-32602): the CLI exits 1 and passes the message on.
+    # A missing argument: in 2025-11-25 a tool execution error (SEP-1303), so the CLI shows the
+    # gateway's message as the tool's result (exit 5), as a model would read it.
     run = await cli("--tool-name", "getPet")
-    assert run.returncode == 1, run
-    assert run.error() == {"code": "error", "message": "missing required argument: id"}
-    assert run.stdout == ""
+    assert run.returncode == 5, run
+    assert json.loads(run.stdout)["result"] == {
+        "content": [{"type": "text", "text": "missing required argument: id"}],
+        "isError": True,
+    }
+    assert run.error()["code"] == "tool_is_error"
 
     # A tool result with isError (the backend's 404): exit 5, the result still on stdout.
     run = await cli("--tool-name", "describePet", "--tool-arg", "id=99")

@@ -84,6 +84,13 @@ def text(value: str, is_error: bool = False) -> dict[str, Any]:
 
 
 OK = text('{"ok":true}')
+
+
+def invalid_arguments(message: str) -> dict[str, Any]:
+    """An argument failure as 2025-11-25 answers it (SEP-1303): a tool execution error the model reads."""
+    return text(message, is_error=True)
+
+
 SOAP_TEMPLATE = (
     '<?xml version="1.0" encoding="utf-8"?>\n<!-- search -->'
     '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
@@ -118,10 +125,9 @@ CASES = [
             f"dot-segment-refused-{label}",
             {"args": [arg("id", position="path")], "requestTemplate": {"url": url, **GET}},
             {"id": value},
-            error={
-                "code": -32602,
-                "message": 'invalid params: argument id: "." and ".." are not allowed as a path segment',
-            },
+            result=invalid_arguments(
+                'invalid params: argument id: "." and ".." are not allowed as a path segment'
+            ),
         )
         for label, url, value in [
             ("dotdot", "/api/users/{{.args.id}}/profile", ".."),
@@ -140,10 +146,9 @@ CASES = [
             "requestTemplate": {"url": "/users/{{.args.id}}/delete", **GET},
         },
         {"id": ""},
-        error={
-            "code": -32602,
-            "message": "invalid params: argument id: an empty value is not allowed as a path segment",
-        },
+        result=invalid_arguments(
+            "invalid params: argument id: an empty value is not allowed as a path segment"
+        ),
     ),
     Case(
         "dots-inside-a-segment-and-in-the-query-pass",
@@ -197,7 +202,7 @@ CASES = [
         "integer-with-a-fraction-refused",
         {"args": [arg("n", type="integer", position="query")], "requestTemplate": {"url": "/n", **GET}},
         {"n": 1.5},
-        error={"code": -32602, "message": "argument n: expected integer"},
+        result=invalid_arguments("argument n: expected integer"),
     ),
     Case(
         "json-body-values-cannot-add-keys",
@@ -584,7 +589,7 @@ CASES = [
         "enum-violation",
         {"args": [arg("mode", enum=["fast", "slow"])], "requestTemplate": {"url": "/e", **GET}},
         {"mode": "medium"},
-        error={"code": -32602, "message": 'argument mode: must be one of ["fast","slow"]'},
+        result=invalid_arguments('argument mode: must be one of ["fast","slow"]'),
     ),
     Case(
         "array-items-type-violation",
@@ -593,29 +598,28 @@ CASES = [
             "requestTemplate": {"url": "/e", **GET},
         },
         {"ids": [1, "x"]},
-        error={"code": -32602, "message": "argument ids[1]: expected integer"},
+        result=invalid_arguments("argument ids[1]: expected integer"),
     ),
     Case(
         "type-violation",
         {"args": [arg("n", type="integer")], "requestTemplate": {"url": "/e", **GET}},
         {"n": "3"},
-        error={"code": -32602, "message": "argument n: expected integer"},
+        result=invalid_arguments("argument n: expected integer"),
     ),
     Case(
         "missing-required",
         {"args": [arg("id", required=True)], "requestTemplate": {"url": "/e", **GET}},
         {},
-        error={"code": -32602, "message": "missing required argument: id"},
+        result=invalid_arguments("missing required argument: id"),
     ),
     Case(
         "crlf-in-header-value-is-refused",
         {"args": [arg("X-Note", position="header")], "requestTemplate": {"url": "/e", **GET}},
         {"X-Note": "a\r\nX-Evil: 1"},
-        error={
-            "code": -32602,
-            "message": "argument X-Note: contains a control character, which header x-note cannot carry "
-            "(only tab is allowed)",
-        },
+        result=invalid_arguments(
+            "argument X-Note: contains a control character, which header x-note cannot carry "
+            "(only tab is allowed)"
+        ),
     ),
     Case(
         "registry-bearer-from-env",
@@ -868,7 +872,7 @@ async def test_number_spellings_reach_the_backend_canonical(setup: Setup) -> Non
             f'"arguments":{{"id":{spelling}}}}}}}'
         )
         answer = (await post(url, raw=raw.encode())).json()
-        assert answer.get("error") == {"code": -32602, "message": message}, answer
+        assert answer.get("result") == invalid_arguments(message), answer
         assert len(setup.seen) == before
     # A `number` keeps an exponent the plain form could not hold in 64 digits, never expanding it.
     raw = (

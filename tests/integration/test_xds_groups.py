@@ -19,7 +19,7 @@ from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.pki import Issued, issue, make_ca
 from mcpgw.stack import free_port, free_ports
 from mcpgw.xds.tls import XdsTls, node_identity
-from mcpgw.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE
+from mcpgw.xds.types import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE, SECRET
 from pluginserver.server import DEFAULT_ROOT
 from tests.integration.conftest import copy_registry, running_gateway
 from tests.integration.mcphttp import call, post, rpc
@@ -94,7 +94,12 @@ async def grouped(tmp_path: Path) -> AsyncIterator[tuple[ControlPlane, Certs, Pa
 
 
 GUESSES = [f"mcpgw/shop/{n}" for n in ("alpha", "beta", "common", "nosuch")]
-EVERY_NAME = {ENDPOINT: GUESSES, EXTENSION_CONFIG: GUESSES, ROUTE: ["mcpgw-routes"]}
+EVERY_NAME = {
+    ENDPOINT: GUESSES,
+    EXTENSION_CONFIG: GUESSES,
+    ROUTE: ["mcpgw-routes"],
+    SECRET: [f"{name}/credential" for name in GUESSES],
+}
 
 
 async def _everything(client: AdsClient | DeltaAdsClient) -> bytes:
@@ -105,12 +110,13 @@ async def _everything(client: AdsClient | DeltaAdsClient) -> bytes:
     client's own guesses are checked, then left out of what it received.
     """
     received = b""
-    for type_url in (CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE):
+    for type_url in (CLUSTER, SECRET, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE):
         await client.subscribe(type_url, ["*", *EVERY_NAME.get(type_url, ())])
         for resp in await client.ack_until_quiet(quiet=0.5):
             if isinstance(client, DeltaAdsClient) and resp.removed_resources:
                 removed = set(resp.removed_resources)
-                assert "mcpgw/shop/beta" not in removed or "mcpgw/shop/nosuch" in removed, removed
+                beta = [n for n in removed if "/beta" in n]
+                assert all(n.replace("/beta", "/nosuch") in removed for n in beta), removed
                 resp.ClearField("removed_resources")
             received += resp.SerializeToString()
     return received

@@ -32,6 +32,7 @@ from envoy.config.core.v3 import base_pb2, extension_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.discovery.v3.discovery_pb2 import (
     DeltaDiscoveryRequest,
@@ -51,6 +52,7 @@ MESSAGE_CLASSES: dict[str, type[Message]] = {
         extension_pb2.TypedExtensionConfig,
         listener_pb2.Listener,
         route_pb2.RouteConfiguration,
+        secret_pb2.Secret,
     )
 }
 

@@ -108,7 +108,7 @@ async def test_all_types_change_pushed_in_push_order(ads: Harness, protocol: str
         await bootstrap(client)
         ads.set(world(2, servers={"weather": "2", "pets": "2"}))
         pushed = await client.recv_many(5)
-        assert [r.type_url for r in pushed] == list(PUSH_ORDER)
+        assert [r.type_url for r in pushed] == [t for t in PUSH_ORDER if t in world()]
         assert [r.type_url for r in pushed] == [CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE]
         assert len({r.nonce for r in pushed}) == 5
         await client.expect_silence(QUIET)
@@ -238,7 +238,7 @@ async def test_reconnect_gets_a_full_answer_even_at_current_version(ads: Harness
     ads.set(world())
     async with ads.client() as client:
         await bootstrap(client)
-        versions = {t: client.tracking[t].version for t in PUSH_ORDER}
+        versions = {t: client.tracking[t].version for t, _ in ENVOY_SUBSCRIPTIONS}
     await until(lambda: ads.server.status() == [])
     async with ads.client() as again:
         # Envoy keeps its versions across streams but drops nonces.

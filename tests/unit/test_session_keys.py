@@ -218,6 +218,7 @@ def test_a_rotation_changes_every_extension_config_and_a_tool_edit_still_changes
         types.CLUSTER: frozenset(),
         types.ENDPOINT: frozenset(),
         types.EXTENSION_CONFIG: frozenset(names),
+        types.SECRET: frozenset(),
     }
     before, after = serialized(first), serialized(second)
     changed = {(t, n) for t in after for n in after[t] if before[t].get(n) != after[t][n]}

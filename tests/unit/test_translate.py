@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,6 +179,17 @@ def test_extension_config_carries_remote_code_and_filter_config() -> None:
     value = wrappers_pb2.StringValue()
     wasm.config.configuration.Unpack(value)
     assert json.loads(value.value)["base_path"] == "/mcp/default/svc"
+
+
+def test_a_plugin_file_is_named_instead_of_fetched() -> None:
+    """An Envoy beside the control plane reads the module (no remote fetch: none of its log lines)."""
+    module = Path("/opt/mcpgw/plugins/mcp-server/0.1.0/plugin.wasm")
+    settings = dataclasses.replace(SETTINGS, plugin=dataclasses.replace(SETTINGS.plugin, path=module))
+    extension = translate(snapshot_of(minimal()), settings)[types.EXTENSION_CONFIG]["mcpgw/default/svc"]
+    wasm = wasm_pb2.Wasm()
+    extension.typed_config.Unpack(wasm)
+    code = wasm.config.vm_config.code
+    assert (code.WhichOneof("specifier"), code.local.filename) == ("local", str(module))
 
 
 def config_of(*documents: dict[str, Any], secrets: dict[Secret, str] | None = None) -> dict[str, Any]:
@@ -456,6 +468,7 @@ def test_translator_reports_what_changed_and_the_cache_hint_matches_a_full_scan(
         types.CLUSTER: frozenset({"mcpgw/default/s1"}),
         types.ENDPOINT: frozenset({"mcpgw/default/s1"}),
         types.EXTENSION_CONFIG: frozenset({"mcpgw/default/s1"}),
+        types.SECRET: frozenset(),
     }
     assert (
         hinted.set_resources(second, (translator.delta.base, translator.delta.changed))

@@ -157,6 +157,8 @@ def _summary(entry: Entry) -> dict[str, Any]:
         "description": server.description,
         "tools": [tool.name for tool in server.tools],
         "source": server.source,
+        # Accepted but worth a look (`field.path: reason`), e.g. TLS verification turned off.
+        "warnings": list(server.warnings),
     }
 
 

@@ -33,17 +33,37 @@ def _key(text: str) -> str:
     return text
 
 
+def _admin_url(text: str) -> str:
+    """A URL, or HOST:PORT as `mcpgw serve --admin` takes it (then plain http)."""
+    return text if "://" in text else f"http://{text}"
+
+
 def add_commands(commands: Any) -> None:
     """Add apply/get/delete to the `mcpgw` sub-command parser."""
+    from mcpgw.cliopts import Deprecated
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--admin",
+        type=_admin_url,
         default=default_admin_url(),
-        metavar="URL",
+        metavar="URL|HOST:PORT",
         help="admin API base URL (default: $MCPGW_ADMIN_URL or http://127.0.0.1:18001)",
     )
     common.add_argument(
-        "--token-file", type=Path, default=None, help="bearer token file (default: $MCPGW_ADMIN_TOKEN)"
+        "--admin-token-file",
+        dest="token_file",
+        type=Path,
+        default=None,
+        help="bearer token file (default: $MCPGW_ADMIN_TOKEN)",
+    )
+    common.add_argument(
+        "--token-file",
+        dest="token_file",
+        type=Path,
+        action=Deprecated,
+        use="--admin-token-file FILE",
+        help="deprecated: use --admin-token-file",
     )
 
     apply = commands.add_parser(

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from mcpgw import nesting
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT as DEFAULT_PORT
-from mcpgw.broker.bridge import BRIDGE_PATH, Bridge, BridgeSettings
+from mcpgw.broker.bridge import BRIDGE_PATH, MAX_UPSTREAM_URL_BYTES, Bridge, BridgeSettings
 from mcpgw.broker.bus import Bus, BusUnavailable, MemoryBus, Stream, StreamClosed
 from mcpgw.limits import ENVOY_FD_RESERVE, raise_fd_limit
 from mcpgw.log import get_logger
@@ -279,7 +279,15 @@ class Broker:
         # so its subscription is released now, not at the next keep-alive write.
         app = create_app(self.bus, self.settings)
         self.bridge = app[BRIDGE]
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2)
+        # max_field_size: an HTTP+SSE upstream's URL carries its CA bundle to the bridge
+        # (`x-mcpgw-upstream-url`, `ClientTls.fragment`), larger than aiohttp's 8 KiB default.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=2,
+            max_field_size=MAX_UPSTREAM_URL_BYTES,
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)

@@ -6,7 +6,7 @@ path `/v1/bridge`) with the upstream's SSE URL in `x-mcpgw-upstream-url`. The fi
 a long-lived GET stream; the broker can. So the bridge answers like a Streamable HTTP upstream
 that returns JSON only, and speaks HTTP+SSE to the upstream:
 
-    POST /v1/bridge   x-mcpgw-upstream-url: http(s)://host:port/sse   (else 400)
+    POST /v1/bridge   x-mcpgw-upstream-url: http(s)://host:port/sse[#mcpgw-tls=…]   (else 400)
       no mcp-session-id, an `initialize` request:
           GET <url> (accept: text/event-stream) → wait for the `endpoint` event → POST the
           message there → wait for the response with its id on the stream
@@ -25,6 +25,11 @@ filter puts in the query) is added to the upstream's SSE and message URLs; the r
 headers are forwarded (credentials) except hop-by-hop ones, `host`, `content-length`,
 `mcp-session-id`, `x-mcpgw-*` and `x-envoy-*`.
 
+An https upstream is verified like an Envoy backend cluster (`mcpgw.registry.tls`): against the
+system CAs and the URL's host by default; its `backend.tls` settings (own CA, `serverName`,
+`insecureSkipVerify`) arrive in the URL's fragment, which the control plane writes and HTTP never
+sends. Client certificates are Envoy's only: `transport: sse` refuses them.
+
 Bridge sessions live in this broker only: a session opened through another replica's broker
 is unknown here (404), and the client starts a new one. Server-to-client requests and
 notifications on the upstream stream are dropped (debug log): the filter answers clients with
@@ -40,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -51,11 +57,16 @@ from yarl import URL
 
 from mcpgw import nesting
 from mcpgw.log import get_logger
+from mcpgw.registry.tls import ClientTls
 
 log = get_logger(__name__)
 
 BRIDGE_PATH = "/v1/bridge"
 UPSTREAM_URL_HEADER = "x-mcpgw-upstream-url"
+# The URL with its TLS settings (a CA bundle of up to 64 KiB, base64-encoded) in the fragment.
+MAX_UPSTREAM_URL_BYTES = 128 << 10
+# Distinct TLS settings whose SSL contexts are kept (one per upstream CA, in practice).
+_MAX_CONTEXTS = 256
 SESSION_HEADER = "mcp-session-id"
 # Envoy tells the upstream how long it will wait (the filter's timeout_ms for the call).
 ENVOY_TIMEOUT_HEADER = "x-envoy-expected-rq-timeout-ms"
@@ -149,6 +160,8 @@ def _new_future() -> asyncio.Future[Any]:
 class BridgeSession:
     id: str
     url: str
+    # The upstream's `backend.tls` settings (None: verified against the system CAs, by its host).
+    tls: ClientTls | None = None
     response: aiohttp.ClientResponse | None = None
     endpoint: URL | None = None
     endpoint_ready: asyncio.Future[str] = field(default_factory=_new_future)
@@ -193,6 +206,18 @@ def upstream_url(text: str) -> URL:
     if url is None or url.scheme not in ("http", "https") or not url.host or not text.isprintable():
         raise BridgeError(400, f"Bad Request: {UPSTREAM_URL_HEADER} must be an http:// or https:// URL")
     return url
+
+
+def upstream_target(text: str) -> tuple[URL, ClientTls | None]:
+    """The upstream's URL (without fragment) and the TLS settings its fragment carries."""
+    url = upstream_url(text)
+    try:
+        tls = ClientTls.from_fragment(url.raw_fragment)
+    except ValueError as error:
+        raise BridgeError(400, f"Bad Request: {UPSTREAM_URL_HEADER}: {error}") from None
+    if tls is not None and url.scheme != "https":
+        raise BridgeError(400, f"Bad Request: {UPSTREAM_URL_HEADER}: TLS settings for an http:// URL")
+    return url.with_fragment(None), tls
 
 
 def forwarded_headers(headers: Any) -> dict[str, str]:
@@ -263,6 +288,7 @@ class Bridge:
         self.sessions: dict[str, BridgeSession] = {}
         self._http: aiohttp.ClientSession | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._contexts: dict[ClientTls, ssl.SSLContext] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -335,12 +361,26 @@ class Bridge:
             seconds=round(time.monotonic() - session.opened, 1),
         )
 
+    def _tls(self, session: BridgeSession) -> dict[str, Any]:
+        """aiohttp's TLS arguments for `session`'s upstream: its own settings, else the defaults."""
+        if session.tls is None:
+            return {}
+        context = self._contexts.get(session.tls)
+        if context is None:
+            if len(self._contexts) >= _MAX_CONTEXTS:
+                self._contexts.clear()
+            context = self._contexts[session.tls] = session.tls.ssl_context()
+        arguments: dict[str, Any] = {"ssl": context}
+        if session.tls.server_name:
+            arguments["server_hostname"] = session.tls.server_name
+        return arguments
+
     # --- HTTP handlers -------------------------------------------------------------------
 
     async def handle_post(self, request: web.Request) -> web.StreamResponse:
         request_id: Any = None
         try:
-            url = upstream_url(request.headers.get(UPSTREAM_URL_HEADER, ""))
+            url, tls = upstream_target(request.headers.get(UPSTREAM_URL_HEADER, ""))
             body = await request.read()
             try:
                 message = nesting.loads(body)
@@ -360,9 +400,9 @@ class Bridge:
                         INVALID_REQUEST,
                     )
                 async with asyncio.timeout(timeout):
-                    return await self._initialize(request, url, body, request_id, timeout)
+                    return await self._initialize(request, url, tls, body, request_id, timeout)
             session = self.sessions.get(session_id)
-            if session is None or session.url != str(url):
+            if session is None or session.url != str(url) or session.tls != tls:
                 raise BridgeError(404, "Session not found", INVALID_REQUEST)
             async with asyncio.timeout(timeout):
                 answer = await self._send(session, request, body, request_id if is_request else None)
@@ -388,7 +428,7 @@ class Bridge:
 
     async def handle_delete(self, request: web.Request) -> web.Response:
         try:
-            url = upstream_url(request.headers.get(UPSTREAM_URL_HEADER, ""))
+            url, tls = upstream_target(request.headers.get(UPSTREAM_URL_HEADER, ""))
         except BridgeError as error:
             return web.json_response(_rpc_error(None, error.code, error.message), status=error.status)
         session_id = request.headers.get(SESSION_HEADER, "")
@@ -396,7 +436,7 @@ class Bridge:
             message = "Bad Request: Mcp-Session-Id header is required"
             return web.json_response(_rpc_error(None, INVALID_REQUEST, message), status=400)
         session = self.sessions.get(session_id)
-        if session is None or session.url != str(url):
+        if session is None or session.url != str(url) or session.tls != tls:
             return web.json_response(_rpc_error(None, INVALID_REQUEST, "Session not found"), status=404)
         await self._close(session, "ended by the client (DELETE)")
         return web.Response(status=204)
@@ -410,12 +450,18 @@ class Bridge:
     # --- sessions ------------------------------------------------------------------------
 
     async def _initialize(
-        self, request: web.Request, url: URL, body: bytes, request_id: Any, timeout: float
+        self,
+        request: web.Request,
+        url: URL,
+        tls: ClientTls | None,
+        body: bytes,
+        request_id: Any,
+        timeout: float,
     ) -> web.Response:
         if len(self.sessions) >= self.settings.max_sessions:
             log.warning("bridge_session_refused", upstream=str(url), sessions=len(self.sessions))
             raise BridgeError(503, f"the session broker holds {self.settings.max_sessions} bridge sessions")
-        session = BridgeSession(id=secrets.token_urlsafe(24), url=str(url))
+        session = BridgeSession(id=secrets.token_urlsafe(24), url=str(url), tls=tls)
         self.sessions[session.id] = session  # counted while it opens
         try:
             await self._connect(session, request, url)
@@ -441,7 +487,7 @@ class Bridge:
         headers["cache-control"] = "no-cache"
         try:
             response = await self._http.get(
-                _with_query(url, request.rel_url.raw_query_string), headers=headers
+                _with_query(url, request.rel_url.raw_query_string), headers=headers, **self._tls(session)
             )
         except aiohttp.ClientError as error:
             raise BridgeError(502, f"upstream MCP server {url} is unreachable: {error}") from error
@@ -529,7 +575,9 @@ class Bridge:
             headers = forwarded_headers(request.headers)
             headers["content-type"] = "application/json"
             try:
-                async with self._http.post(session.endpoint, data=body, headers=headers) as response:
+                async with self._http.post(
+                    session.endpoint, data=body, headers=headers, **self._tls(session)
+                ) as response:
                     answer = await _read_limited(response, self.settings.max_event_bytes)
                     status = response.status
             except aiohttp.ClientError as error:

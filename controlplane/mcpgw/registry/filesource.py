@@ -87,8 +87,28 @@ def _assemble(
 def load_directory(directory: Path) -> RegistrySnapshot:
     """Parse and validate every document; raises `Invalid` with all problems of all files."""
     if not directory.is_dir():
-        raise Invalid([Problem(str(directory), "", "registry directory does not exist")])
-    entries, problems = _assemble({path: _parse_file(path) for path in registry_files(directory)})
+        raise Invalid([Problem(str(directory), "", _not_a_directory(directory))])
+    return _snapshot(registry_files(directory))
+
+
+def load_file(path: Path) -> RegistrySnapshot:
+    """The documents of one YAML file, validated as a registry of that file alone (`mcpgw
+    validate -f FILE`: what `mcpgw apply -f FILE` would send); an `include` must name a server
+    in the same file."""
+    if not path.is_file():
+        reason = "is a directory" if path.is_dir() else "file does not exist"
+        raise Invalid([Problem(str(path), "", reason)])
+    return _snapshot([path])
+
+
+def _not_a_directory(path: Path) -> str:
+    if path.exists():
+        return "not a directory (a registry is a directory of YAML files)"
+    return "registry directory does not exist"
+
+
+def _snapshot(files: list[Path]) -> RegistrySnapshot:
+    entries, problems = _assemble({path: _parse_file(path) for path in files})
     if problems:
         raise Invalid(problems)
     return RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
@@ -142,7 +162,7 @@ class FileStore(RegistryStore):
 
     async def load(self) -> bool:
         if not self.directory.is_dir():
-            self.problems = [Problem(str(self.directory), "", "registry directory does not exist")]
+            self.problems = [Problem(str(self.directory), "", _not_a_directory(self.directory))]
             return False
         self._refresh()
         entries, problems = _assemble({path: (e, p) for path, (_, e, p) in self._parsed.items()})

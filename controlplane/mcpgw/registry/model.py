@@ -17,6 +17,7 @@ from mcpgw.registry.templates import Node
 ArgType = Literal["string", "number", "integer", "boolean", "array", "object"]
 ArgPosition = Literal["query", "path", "header", "cookie", "body"]
 BodyMode = Literal["none", "template", "json_args", "form_args", "url_args"]
+SecretFormat = Literal["header", "certificates", "private-key"]
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,35 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class BackendTls:
+    """`backend.tls`: how the gateway verifies (and authenticates to) a `scheme: https` backend.
+
+    Without it an https backend is still verified: against the system CAs, by its name.
+    """
+
+    # PEM certificates trusted instead of the system CAs (`ca`).
+    ca: Secret | None = None
+    # The name the certificate must carry and SNI sends; None: `backend.host`, else the endpoint's.
+    server_name: str | None = None
+    # A client certificate chain and its key (PEM), for backends that require mutual TLS.
+    client_certificate: Secret | None = None
+    client_key: Secret | None = None
+    # No verification at all: validation warns about it.
+    insecure_skip_verify: bool = False
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        return tuple(s for s in (self.ca, self.client_certificate, self.client_key) if s is not None)
+
+
+@dataclass(frozen=True)
 class Backend:
     scheme: Literal["http", "https"]
     endpoints: tuple[Endpoint, ...]
     host_header: str | None = None
     timeout_ms: int = 10_000
+    # Only for `scheme: https`; None verifies by default (system CAs, the backend's name).
+    tls: BackendTls | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,9 @@ class Secret:
     kind: Literal["inline", "env", "file"]
     ref: str = field(repr=False)
     where: str = ""
+    # What the value must be: a header value (a token, a key), PEM certificates, or a PEM
+    # private key (`backend.tls`); checked when it is read.
+    format: SecretFormat = "header"
 
 
 @dataclass(frozen=True)
@@ -202,6 +230,8 @@ class McpServer:
     source: str = ""
     # The raw document, canonicalised: its hash tells whether a server changed.
     fingerprint: str = ""
+    # What validation accepted but warns about (`field.path: reason`), e.g. insecureSkipVerify.
+    warnings: tuple[str, ...] = ()
 
     # Cached: the control plane asks for these for every server on every change.
     @functools.cached_property
@@ -227,6 +257,8 @@ class McpServer:
         ]
         if self.mcp is not None and self.mcp.security is not None and self.mcp.security.credential:
             found.append(self.mcp.security.credential)
+        if self.backend.tls is not None:
+            found += self.backend.tls.secrets
         return tuple(found)
 
 

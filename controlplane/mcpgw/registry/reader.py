@@ -13,7 +13,8 @@ from typing import Any
 
 from mcpgw.registry import templates
 from mcpgw.registry.headers import value_problem
-from mcpgw.registry.model import Secret
+from mcpgw.registry.model import Secret, SecretFormat
+from mcpgw.registry.tls import pem_problem
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,27 @@ def credential_problem(value: str) -> str | None:
     return f"the credential {problem}" if problem is not None else None
 
 
+def secret_problem(fmt: SecretFormat, value: str) -> str | None:
+    """Why a secret's value cannot be used as `fmt`: a header value, PEM certificates or a PEM key."""
+    if fmt == "header":
+        return credential_problem(value)
+    return pem_problem(fmt, value)
+
+
 class Reader:
     """Reads fields of nested mappings, collecting problems instead of stopping at the first."""
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[Problem] = []
+        # Accepted, but worth the operator's attention (e.g. TLS verification turned off).
+        self.warnings: list[Problem] = []
 
     def fail(self, path: str, reason: str) -> None:
         self.problems.append(Problem(self.file, path, reason))
+
+    def warn(self, path: str, reason: str) -> None:
+        self.warnings.append(Problem(self.file, path, reason))
 
     def mapping(self, value: Any, path: str) -> dict[str, Any] | None:
         if not isinstance(value, dict):
@@ -132,8 +145,13 @@ class Reader:
             return False
         return value
 
-    def secret(self, data: dict[str, Any], key: str, path: str) -> Secret | None:
-        """A credential: a string (inline, as Higress writes it), or `{env: NAME}` / `{file: PATH}`."""
+    def secret(
+        self, data: dict[str, Any], key: str, path: str, fmt: SecretFormat = "header"
+    ) -> Secret | None:
+        """A credential: a string (inline, as Higress writes it), or `{env: NAME}` / `{file: PATH}`.
+
+        `fmt` is what the value must be; a file's or variable's is checked when it is read.
+        """
         field_path = join(path, key)
         value = data.get(key)
         where = f"{self.file}: {field_path}" if self.file else field_path
@@ -144,18 +162,19 @@ class Reader:
             if not value:
                 self.fail(field_path, "must not be empty")
                 return None
-            problem = credential_problem(value)
+            problem = secret_problem(fmt, value)
             if problem is not None:
                 self.fail(field_path, problem)
                 return None
-            return Secret("inline", value, where)
+            return Secret("inline", value, where, fmt)
         if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("env", "file"):
             source, ref = next(iter(value.items()))
             if not isinstance(ref, str) or not ref:
                 self.fail(join(field_path, source), "must be a non-empty string")
                 return None
-            return Secret(source, ref, where)
-        self.fail(field_path, "must be a credential string, {env: NAME} or {file: PATH}")
+            return Secret(source, ref, where, fmt)
+        what = "a credential string" if fmt == "header" else "a PEM string"
+        self.fail(field_path, f"must be {what}, {{env: NAME}} or {{file: PATH}}")
         return None
 
     def template(

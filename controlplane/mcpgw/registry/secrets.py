@@ -38,7 +38,7 @@ from pathlib import Path
 
 from mcpgw.log import get_logger
 from mcpgw.registry.model import RegistrySnapshot, Secret
-from mcpgw.registry.reader import Invalid, Problem, credential_problem
+from mcpgw.registry.reader import Invalid, Problem, secret_problem
 
 log = get_logger(__name__)
 
@@ -63,6 +63,13 @@ _CREDENTIAL_ENV_PREFIX = "MCPGW_CRED_"
 _NEVER_UNDER = (Path("/proc"), Path("/sys"))
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 _readers = threading.BoundedSemaphore(MAX_READER_THREADS)
+# A reference is read once per format: the same file may be a PEM bundle in one place and
+# (wrongly) a header credential in another, and each use is checked for what it needs.
+_Key = tuple[str, str, str]
+
+
+def _key(secret: Secret) -> _Key:
+    return (secret.kind, secret.ref, secret.format)
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,7 @@ def resolve(snapshot: RegistrySnapshot, policy: CredentialPolicy | None = None) 
     """
     policy = policy or NO_ALLOW_LIST
     secrets = snapshot.secrets()
-    results: dict[tuple[str, str], str | Unavailable] = {}
+    results: dict[_Key, str | Unavailable] = {}
     _read_each(secrets, policy, results)
     return _outcome(secrets, results)
 
@@ -125,7 +132,7 @@ async def resolve_off_loop(
     """`resolve` with the files read in a thread, given `policy.timeout_s` in all; raises `Invalid`."""
     policy = policy or NO_ALLOW_LIST
     secrets = snapshot.secrets()
-    results: dict[tuple[str, str], str | Unavailable] = {}
+    results: dict[_Key, str | Unavailable] = {}
     # Inline values and variables need no I/O.
     _read_each((s for s in secrets if s.kind != "file"), policy, results)
     files = [s for s in secrets if s.kind == "file"]
@@ -134,16 +141,14 @@ async def resolve_off_loop(
     return _outcome(secrets, results)
 
 
-async def _read_in_thread(
-    files: list[Secret], policy: CredentialPolicy
-) -> dict[tuple[str, str], str | Unavailable]:
+async def _read_in_thread(files: list[Secret], policy: CredentialPolicy) -> dict[_Key, str | Unavailable]:
     if not _readers.acquire(blocking=False):
         busy = Unavailable(f"{MAX_READER_THREADS} earlier credential reads are still hung; not read")
-        return {(s.kind, s.ref): busy for s in files}
+        return {_key(s): busy for s in files}
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
     abandoned = threading.Event()
-    results: dict[tuple[str, str], str | Unavailable] = {}
+    results: dict[_Key, str | Unavailable] = {}
 
     def work() -> None:
         try:
@@ -167,7 +172,7 @@ async def _read_in_thread(
     late = Unavailable(f"not read within {policy.timeout_s:g} s")
     # Copied while the thread may still add to it; what it adds later is not looked at.
     done = dict(results)
-    return {(s.kind, s.ref): done.get((s.kind, s.ref), late) for s in files}
+    return {_key(s): done.get(_key(s), late) for s in files}
 
 
 def _finish(future: asyncio.Future[None]) -> None:
@@ -178,12 +183,12 @@ def _finish(future: asyncio.Future[None]) -> None:
 def _read_each(
     secrets: Iterable[Secret],
     policy: CredentialPolicy,
-    results: dict[tuple[str, str], str | Unavailable],
+    results: dict[_Key, str | Unavailable],
     abandoned: threading.Event | None = None,
 ) -> None:
     """Read each distinct reference once into `results` (a value or why it is unavailable)."""
     for secret in secrets:
-        key = (secret.kind, secret.ref)
+        key = _key(secret)
         if key in results:
             continue
         if abandoned is not None and abandoned.is_set():
@@ -196,16 +201,16 @@ def _read_each(
         # Inline values were checked when the document was read; a file's or variable's content
         # only now. Its reason goes to the log like any other: telling the client that a file
         # has a second line would say that it exists.
-        problem = credential_problem(value)
+        problem = secret_problem(secret.format, value)
         results[key] = Unavailable(problem) if problem is not None else value
 
 
-def _outcome(secrets: list[Secret], results: dict[tuple[str, str], str | Unavailable]) -> dict[Secret, str]:
+def _outcome(secrets: list[Secret], results: dict[_Key, str | Unavailable]) -> dict[Secret, str]:
     values: dict[Secret, str] = {}
     problems: list[Problem] = []
-    logged: set[tuple[str, str]] = set()
+    logged: set[_Key] = set()
     for secret in secrets:
-        key = (secret.kind, secret.ref)
+        key = _key(secret)
         result = results[key]
         if isinstance(result, str):
             values[secret] = result

@@ -52,8 +52,19 @@ def parse_mcp_upstream(r: Reader, data: dict[str, Any], schemes: list[SecuritySc
         r.fail(
             "backend.host",
             "not for transport: sse: the session broker connects to the endpoints by their own "
-            "names; put the DNS name in backend.endpoints",
+            "names; put the DNS name in backend.endpoints (or the certificate's in backend.tls.serverName)",
         )
+    tls = backend.get("tls") if isinstance(backend, dict) else None
+    if transport == "sse" and isinstance(tls, dict):
+        # The broker's bridge learns the upstream's URL (and its public TLS settings) from the
+        # filter; a private key would have to travel the same way, into every Envoy's config.
+        for key in ("clientCertificate", "clientKey"):
+            if key in tls:
+                r.fail(
+                    f"backend.tls.{key}",
+                    "not for transport: sse: the session broker connects to the upstream itself "
+                    "and holds no client certificate (use transport: streamable-http for mTLS)",
+                )
     allow = _allow_tools(r, data.get("allowTools"))
     overrides = _overrides(r, data.get("tools"), allow)
     security = upstream_security(r, data.get("upstreamSecurity"), "upstreamSecurity", context)

@@ -16,6 +16,7 @@ from mcpgw.limits import MAX_BACKEND_TIMEOUT_MS
 from mcpgw.registry.headers import header_name_problem
 from mcpgw.registry.model import (
     Backend,
+    BackendTls,
     Endpoint,
     Include,
     Limits,
@@ -25,6 +26,7 @@ from mcpgw.registry.model import (
     fingerprint,
 )
 from mcpgw.registry.reader import Invalid, Problem, Reader, join, kind
+from mcpgw.registry.tls import SKIP_VERIFY_WARNING, TLS_FIELDS, pair_problem
 from mcpgw.registry.tools import TOOL_NAME, ToolContext, parse_tools
 from mcpgw.registry.upstream import MCP_ONLY_FIELDS, NOT_FOR_MCP, parse_mcp_upstream
 
@@ -120,6 +122,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         tools, allowed = [], None
     else:
         backend = _backend(r, data.get("backend"), required=bool(data.get("tools")))
+        _one_tls_name(r, backend)
         tools = parse_tools(r, data.get("tools"), ToolContext(config, {s.id: s for s in schemes}))
         allowed = _allow_tools(r, data, tools)
     if r.problems or name is None or namespace is None:
@@ -143,6 +146,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         mcp=mcp,
         source=r.file,
         fingerprint=fingerprint(document),
+        warnings=tuple(f"{w.path}: {w.reason}" for w in r.warnings),
     )
 
 
@@ -404,7 +408,7 @@ def _backend(r: Reader, value: Any, required: bool, what: str = _REST_BACKEND) -
     data = r.mapping(value, "backend")
     if data is None:
         return None
-    r.only(data, "backend", {"scheme", "endpoints", "host", "timeoutMs"})
+    r.only(data, "backend", {"scheme", "endpoints", "host", "timeoutMs", "tls"})
     scheme = r.string(data, "scheme", "backend", default="http")
     if scheme not in ("http", "https"):
         r.fail("backend.scheme", f"must be 'http' or 'https', got {scheme!r}")
@@ -417,9 +421,64 @@ def _backend(r: Reader, value: Any, required: bool, what: str = _REST_BACKEND) -
         r.fail("backend.timeoutMs", f"must be an integer from 1 to {MAX_BACKEND_TIMEOUT_MS}, got {timeout!r}")
         timeout = 10_000
     endpoints = _endpoints(r, data.get("endpoints"))
+    tls = _backend_tls(r, data.get("tls"), scheme)
     if not endpoints or scheme not in ("http", "https"):
         return None
-    return Backend(scheme=cast(Any, scheme), endpoints=endpoints, host_header=host_header, timeout_ms=timeout)
+    return Backend(
+        scheme=cast(Any, scheme), endpoints=endpoints, host_header=host_header, timeout_ms=timeout, tls=tls
+    )
+
+
+def _one_tls_name(r: Reader, backend: Backend | None) -> None:
+    """A REST server's endpoints share one cluster, so one name is checked for all of them."""
+    if backend is None or backend.scheme != "https" or backend.host_header or len(backend.endpoints) < 2:
+        return
+    tls = backend.tls
+    if tls is not None and (tls.server_name or tls.insecure_skip_verify):
+        return
+    if len({e.host for e in backend.endpoints}) > 1:
+        r.fail(
+            "backend.endpoints",
+            "https endpoints with different names: set backend.host or backend.tls.serverName to "
+            "the name their certificates carry (one name is verified for all of them)",
+        )
+
+
+def _backend_tls(r: Reader, value: Any, scheme: str | None) -> BackendTls | None:
+    """`backend.tls` (see `mcpgw.registry.tls` for what each field does)."""
+    if value is None:
+        return None
+    data = r.mapping(value, "backend.tls")
+    if data is None:
+        return None
+    if scheme != "https":
+        r.fail("backend.tls", "only for scheme: https (a plain-http backend has no TLS to configure)")
+        return None
+    r.only(data, "backend.tls", TLS_FIELDS)
+    server_name = r.string(data, "serverName", "backend.tls")
+    if server_name is not None and not (_HOSTNAME.fullmatch(server_name) or is_ip(server_name)):
+        r.fail("backend.tls.serverName", f"{server_name!r} is not a DNS name or IP address")
+    skip = r.boolean(data, "insecureSkipVerify", "backend.tls")
+    ca = r.secret(data, "ca", "backend.tls", "certificates")
+    cert = r.secret(data, "clientCertificate", "backend.tls", "certificates")
+    key = r.secret(data, "clientKey", "backend.tls", "private-key")
+    if skip and "ca" in data:
+        r.fail("backend.tls.ca", "is never used with insecureSkipVerify: true (remove one of them)")
+    if ("clientCertificate" in data) != ("clientKey" in data):
+        given, missing = ("clientCertificate", "clientKey")
+        if "clientKey" in data:
+            given, missing = missing, given
+        r.fail(join("backend.tls", missing), f"is required with {given} (a client certificate and its key)")
+    elif cert is not None and key is not None and cert.kind == key.kind == "inline":
+        # Values from files and variables are paired when they are read (the translator).
+        problem = pair_problem(cert.ref, key.ref)
+        if problem is not None:
+            r.fail("backend.tls.clientKey", problem)
+    if skip:
+        r.warn("backend.tls.insecureSkipVerify", SKIP_VERIFY_WARNING)
+    return BackendTls(
+        ca=ca, server_name=server_name, client_certificate=cert, client_key=key, insecure_skip_verify=skip
+    )
 
 
 def _endpoints(r: Reader, value: Any) -> tuple[Endpoint, ...]:

@@ -16,11 +16,13 @@ definitions into RDS, where one edit resends the whole route table.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import itertools
 import json
 import operator
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Importing these modules registers their message types, so `ParseDict` can resolve "@type" URLs.
@@ -32,23 +34,33 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2  # noqa: F401
 from envoy.extensions.filters.http.composite.v3 import composite_pb2  # noqa: F401
+from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2  # noqa: F401
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2  # noqa: F401
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
-from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
 from mcpgw.limits import ListenerLimits
-from mcpgw.registry.model import Endpoint, McpServer, RegistrySnapshot, Secret
+from mcpgw.registry.model import BackendTls, Endpoint, McpServer, RegistrySnapshot, Secret
+from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
 from mcpgw.translate import pgv
 from mcpgw.translate.filtercheck import FilterCheck, FilterRefused
-from mcpgw.translate.filterconfig import cluster_name, filter_config, host_cluster_name, sessions_config
+from mcpgw.translate.filterconfig import (
+    cluster_name,
+    filter_config,
+    host_cluster_name,
+    injected_credential,
+    sessions_config,
+)
 from mcpgw.xds import types
 
 LISTENER_NAME = "mcpgw-http"
@@ -72,6 +84,10 @@ EARLY_HEADER_MUTATION_TYPE = (
 # to open and for whom.
 BROKER_HEADERS = ("x-mcpgw-sse-channel", "x-mcpgw-sse-endpoint", "x-mcpgw-client")
 _ADS = {"ads": {}, "resource_api_version": "V3"}
+CREDENTIAL_INJECTOR_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector"
+)
+GENERIC_CREDENTIAL_TYPE = "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic"
 
 Resources = dict[str, dict[str, Message]]
 
@@ -82,6 +98,13 @@ class PluginRef:
 
     url: str
     sha256: str
+    # The module's file, when every Envoy served can read it at this path (Envoy on the control
+    # plane's machine): Envoy then reads it when the configuration arrives instead of fetching
+    # `url`. Envoy's remote fetch warns "unstable … may cause a crash" at every configuration,
+    # and servers whose configurations arrive while the first fetch of the module is in
+    # progress log "Plugin … failed to load" (critical) before fetching it themselves
+    # (docs/cli.md, "Plugin delivery").
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +120,11 @@ class GatewaySettings:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The filter's own configuration parser (None: not built, configurations go unchecked).
     filter_check: FilterCheck | None = dataclasses.field(default=None, compare=False)
+    # Backend credentials constant per cluster go into SDS secrets that a credential_injector
+    # on the cluster adds, instead of into the filter configuration (`injected_credential`).
+    inject_credentials: bool = True
+    # The system CAs on the Envoy nodes: https backends without `tls.ca` are verified against them.
+    backend_ca_file: str = SYSTEM_CA_FILE
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -132,6 +160,8 @@ class _ServerResources:
     clusters: tuple[Message, ...]
     assignments: tuple[Message, ...]
     extension: Message
+    # The SDS secret holding the credential its clusters inject (none, or one per server).
+    secrets: tuple[Message, ...] = ()
 
 
 class Translator:
@@ -187,6 +217,7 @@ class Translator:
         self._clusters: dict[str, Message] = {PLUGIN_CLUSTER: _plugin_cluster(self.settings)}
         self._endpoints: dict[str, Message] = {}
         self._extensions: dict[str, Message] = {}
+        self._secrets: dict[str, Message] = {}
         self._changed: dict[str, set[str]] = {}
         self.last: Resources | None = None
         # What the last `translate` changed relative to the result before it (see `Delta`).
@@ -195,7 +226,12 @@ class Translator:
     def translate(self, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str] | None = None) -> Resources:
         """Raises `ResourceInvalid` when a generated resource breaks a rule Envoy enforces."""
         base = self.last
-        self._changed = {types.CLUSTER: set(), types.ENDPOINT: set(), types.EXTENSION_CONFIG: set()}
+        self._changed = {
+            types.CLUSTER: set(),
+            types.ENDPOINT: set(),
+            types.EXTENSION_CONFIG: set(),
+            types.SECRET: set(),
+        }
         try:
             result = self._translate(snapshot, secrets or {})
         except BaseException:
@@ -251,6 +287,7 @@ class Translator:
             types.EXTENSION_CONFIG: dict(self._extensions),
             types.LISTENER: {LISTENER_NAME: self._shared[1]},
             types.ROUTE: {ROUTE_CONFIG_NAME: self._shared[2]},
+            types.SECRET: dict(self._secrets),
         }
 
     def _update(
@@ -319,20 +356,32 @@ class Translator:
         entries = [(types.EXTENSION_CONFIG, self._extensions, built.extension.name, built.extension)]  # type: ignore[attr-defined]
         entries += [(types.CLUSTER, self._clusters, c.name, c) for c in built.clusters]  # type: ignore[attr-defined]
         entries += [(types.ENDPOINT, self._endpoints, a.cluster_name, a) for a in built.assignments]  # type: ignore[attr-defined]
+        entries += [(types.SECRET, self._secrets, s.name, s) for s in built.secrets]  # type: ignore[attr-defined]
         return entries
 
     def _build(
         self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
     ) -> _ServerResources:
-        built = _backend_clusters(server, self.settings.limits.backend_max_requests)
-        compiled = filter_config(server, snapshot, secrets)
+        inject = self.settings.inject_credentials
+        credential = injected_credential(server, secrets) if inject else None
+        built = _backend_clusters(
+            server, self.settings.limits.backend_max_requests, secrets, self.settings.backend_ca_file
+        )
+        compiled = filter_config(server, snapshot, secrets, injected=inject)
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
             _check_filter(self.settings.filter_check, server, compiled, configuration)
+        clusters = tuple(c for c, _ in built)
+        sds: tuple[Message, ...] = ()
+        if credential is not None:
+            name = credential_secret_name(server)
+            clusters = tuple(_with_credential_injector(c, name, credential["name"]) for c in clusters)
+            sds = (_generic_secret(name, credential["value"]),)
         return _ServerResources(
-            tuple(c for c, _ in built),
+            clusters,
             tuple(a for _, a in built if a is not None),
             _extension_config(server, configuration, self.settings.plugin),
+            sds,
         )
 
 
@@ -405,7 +454,9 @@ def _plugin_cluster(settings: GatewaySettings) -> Message:
     )
 
 
-def _backend_clusters(server: McpServer, max_requests: int) -> list[tuple[Message, Message | None]]:
+def _backend_clusters(
+    server: McpServer, max_requests: int, secrets: Mapping[Secret, str], ca_file: str = SYSTEM_CA_FILE
+) -> list[tuple[Message, Message | None]]:
     """A REST server's backend cluster; a `type: mcp` server's one cluster per upstream host.
 
     MCP sessions live on the upstream host that created them, so the filter picks the host
@@ -418,11 +469,18 @@ def _backend_clusters(server: McpServer, max_requests: int) -> list[tuple[Messag
     if server.mcp is not None:
         return [
             _backend_cluster(
-                server, host_cluster_name(server, index), (endpoint,), max_requests, single_host=True
+                server,
+                host_cluster_name(server, index),
+                (endpoint,),
+                max_requests,
+                single_host=True,
+                tls=(secrets, ca_file),
             )
             for index, endpoint in enumerate(endpoints)
         ]
-    return [_backend_cluster(server, cluster_name(server), endpoints, max_requests)] if endpoints else []
+    if not endpoints:
+        return []
+    return [_backend_cluster(server, cluster_name(server), endpoints, max_requests, tls=(secrets, ca_file))]
 
 
 def _backend_cluster(
@@ -431,6 +489,7 @@ def _backend_cluster(
     endpoints: tuple[Endpoint, ...],
     max_requests: int,
     single_host: bool = False,
+    tls: tuple[Mapping[Secret, str], str] = ({}, SYSTEM_CA_FILE),
 ) -> tuple[Message, Message | None]:
     """IP endpoints are delivered by EDS; DNS names need Envoy to resolve them (STRICT_DNS, or
     LOGICAL_DNS for one pinned host: it keeps using one address of the name)."""
@@ -462,15 +521,112 @@ def _backend_cluster(
             "load_assignment": {"cluster_name": name, "endpoints": _lb_endpoints(addresses)},
         }
     if backend.scheme == "https":
-        sni = backend.host_header or endpoints[0].host
         data["transport_socket"] = {
             "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": sni,
-            },
+            "typed_config": _upstream_tls(server, endpoints[0], *tls),
         }
     return _parse(cluster_pb2.Cluster(), data), assignment
+
+
+def credential_secret_name(server: McpServer) -> str:
+    """The SDS secret with the credential `server`'s backend clusters inject."""
+    return f"mcpgw/{server.key}/credential"
+
+
+def _generic_secret(name: str, value: str) -> Message:
+    # `generic_secret.secret` is marked sensitive: /config_dump prints it as "[redacted]".
+    return _parse(secret_pb2.Secret(), {"name": name, "generic_secret": {"secret": {"inline_string": value}}})
+
+
+def _with_credential_injector(cluster: Message, secret: str, header: str) -> Message:
+    """`cluster` with a credential_injector upstream filter that sets `header` from SDS `secret`.
+
+    Upstream filters run for every request routed to the cluster, the filter's `http_call`s
+    included (Envoy's async client → router → the cluster's upstream filter chain). `overwrite`
+    keeps the registry's credential the only one sent under that name.
+    """
+    injector = {
+        "name": "envoy.filters.http.credential_injector",
+        "typed_config": {
+            "@type": CREDENTIAL_INJECTOR_TYPE,
+            "overwrite": True,
+            "credential": {
+                "name": "envoy.http.injected_credentials.generic",
+                "typed_config": {
+                    "@type": GENERIC_CREDENTIAL_TYPE,
+                    "credential": {"name": secret, "sds_config": _ADS},
+                    "header": header,
+                },
+            },
+        },
+    }
+    codec = {
+        "name": "envoy.filters.http.upstream_codec",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+        },
+    }
+    with_filters = cluster_pb2.Cluster()
+    with_filters.CopyFrom(cluster)
+    # Added to the cluster's protocol options if it has some (the protocol stays as chosen).
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    packed = with_filters.typed_extension_protocol_options  # type: ignore[attr-defined]
+    if _HTTP_OPTIONS in packed:
+        packed[_HTTP_OPTIONS].Unpack(options)
+    if options.WhichOneof("upstream_protocol_options") is None:
+        # What a cluster without protocol options speaks: HTTP/1.1.
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    # After any upstream filters it has; the codec filter is always the last.
+    added = _parse(http_protocol_options_pb2.HttpProtocolOptions(), {"http_filters": [injector, codec]})
+    kept = [f for f in options.http_filters if f.name != codec["name"]]  # type: ignore[attr-defined]
+    del options.http_filters[:]  # type: ignore[attr-defined]
+    options.http_filters.extend([*kept, *added.http_filters])  # type: ignore[attr-defined]
+    packed[_HTTP_OPTIONS].Pack(options, deterministic=True)
+    return with_filters
+
+
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _upstream_tls(
+    server: McpServer, endpoint: Endpoint, secrets: Mapping[Secret, str], ca_file: str
+) -> dict[str, Any]:
+    """The `UpstreamTlsContext` of an https backend (the rules: `mcpgw.registry.tls`).
+
+    Verified unless `insecureSkipVerify`: the chain against `tls.ca` or the system CAs, the
+    name (`verify_name`) against the certificate's subject alternative names. The client key
+    is inline: Envoy marks `private_key` sensitive, so `/config_dump` shows `[redacted]`.
+    """
+    tls = server.backend.tls or BackendTls()
+    name = verify_name(server.backend, endpoint)
+    common: dict[str, Any] = {}
+    if not tls.insecure_skip_verify:
+        trusted = {"inline_string": secrets[tls.ca]} if tls.ca is not None else {"filename": ca_file}
+        common["validation_context"] = {
+            "trusted_ca": trusted,
+            # Envoy compares an IP SAN in its canonical text (`::1`, not `0:0:0:0:0:0:0:1`).
+            "match_typed_subject_alt_names": [
+                {"san_type": "IP_ADDRESS", "matcher": {"exact": str(ipaddress.ip_address(name))}}
+                if is_ip(name)
+                else {"san_type": "DNS", "matcher": {"exact": name}}
+            ],
+        }
+    if tls.client_certificate is not None and tls.client_key is not None:
+        chain, key = secrets[tls.client_certificate], secrets[tls.client_key]
+        problem = pair_problem(chain, key)
+        if problem is not None:
+            raise pgv.ResourceInvalid(f"{server.key}: {tls.client_key.where}: {problem}")
+        common["tls_certificates"] = [
+            {"certificate_chain": {"inline_string": chain}, "private_key": {"inline_string": key}}
+        ]
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    }
+    # SNI carries host names only (RFC 6066 3): an address is verified, not sent.
+    if not is_ip(name):
+        context["sni"] = name
+    return context
 
 
 def _json(data: dict[str, Any]) -> str:
@@ -511,13 +667,15 @@ def _with_suffix(extension: Any, stale: str, suffix: str) -> Message:
 
 
 def _extension_config(server: McpServer, configuration: str, plugin: PluginRef) -> Message:
-    code = {
+    code: dict[str, Any] = {
         "remote": {
             "http_uri": {"uri": plugin.url, "cluster": PLUGIN_CLUSTER, "timeout": "10s"},
             "sha256": plugin.sha256,
             "retry_policy": {"num_retries": 5},
         }
     }
+    if plugin.path is not None:
+        code = {"local": {"filename": str(plugin.path)}}
     return _parse(
         extension_pb2.TypedExtensionConfig(),
         {

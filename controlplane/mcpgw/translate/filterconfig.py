@@ -24,6 +24,7 @@ from mcpgw.registry.model import (
     Tool,
     ToolArg,
 )
+from mcpgw.registry.tls import ClientTls
 from mcpgw.registry.tools import referenced_args
 from mcpgw.sessions.keys import BROKER_CLUSTER, SessionSettings, encode_secret
 
@@ -57,10 +58,21 @@ def upstream(server: McpServer) -> dict[str, Any]:
 
 
 def filter_config(
-    server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
+    server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str], injected: bool = False
 ) -> dict[str, Any]:
-    """The configuration of `server`'s filter; `secrets` holds the resolved value of every credential."""
+    """The configuration of `server`'s filter; `secrets` holds the resolved value of every credential.
+
+    `injected`: credentials that Envoy injects on the backend cluster (`injected_credential`) are
+    left out (`auth: null`), so the filter configuration, which `/config_dump` prints whole, no
+    longer holds them.
+    """
     served = snapshot.served_tools(server)
+    # Owners whose backend cluster injects their credential: their tools carry no `auth` here.
+    moved = (
+        {o.key for o in {o.key: o for o, _ in served}.values() if injected_credential(o, secrets)}
+        if injected
+        else set()
+    )
     info: dict[str, Any] = {"name": server.key, "version": server.version}
     if server.title:
         info["title"] = server.title
@@ -75,12 +87,17 @@ def filter_config(
             "max_json_depth": server.limits.max_json_depth,
         },
         "tools_list": {"tools": [tool_descriptor(tool) for _, tool in served]},
-        "tools": [_tool(owner, tool, secrets, own=owner is home) for owner, tool in served],
+        "tools": [
+            _tool(owner, tool, secrets, own=owner is home, injected=owner.key in moved)
+            for owner, tool in served
+        ],
     }
     if home.backend.endpoints and server.mcp is None:
         config["upstream"] = upstream(home)
     if server.mcp is not None:
         config["mcp_upstream"] = mcp_upstream(server, secrets)
+        if injected and injected_credential(server, secrets):
+            config["mcp_upstream"]["auth"] = None
     if server.instructions:
         config["instructions"] = server.instructions
     if server.allowed_origins:
@@ -159,7 +176,9 @@ def _arg(arg: ToolArg) -> dict[str, Any]:
     return entry
 
 
-def _tool(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str], own: bool) -> dict[str, Any]:
+def _tool(
+    owner: McpServer, tool: Tool, secrets: Mapping[Secret, str], own: bool, injected: bool = False
+) -> dict[str, Any]:
     response = tool.response
     compiled: dict[str, Any] = {
         "name": tool.name,
@@ -173,6 +192,8 @@ def _tool(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str], own: bool
             "structured": tool.output_schema is not None,
         },
     }
+    if injected:
+        compiled["request"]["auth"] = None
     if not own:
         compiled["upstream"] = upstream(owner)
     return compiled
@@ -275,6 +296,34 @@ def _auth(owner: McpServer, tool: Tool, secrets: Mapping[Secret, str]) -> dict[s
     return {"static": [_static_credential(target, secrets[secret])], "passthrough": None}
 
 
+def injected_credential(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, str] | None:
+    """The header credential that every request to `server`'s backend cluster(s) carries, or None.
+
+    Only such a credential can leave the filter configuration: Envoy adds it on the cluster
+    itself (a `credential_injector` upstream filter reading an SDS secret, which `/config_dump`
+    redacts). That is a `type: mcp` server's static header credential (not over HTTP+SSE: those
+    calls go through the broker's cluster, shared by all servers), or the static header
+    credential of a REST server when every one of its tools carries the same one. Credentials
+    in the query, passthrough, and tools whose credentials differ (or some have none) stay in
+    the filter configuration: the filter chooses them per call.
+    """
+    if server.mcp is not None:
+        if server.mcp.transport == "sse":
+            return None
+        auths = [_mcp_auth(server, secrets)]
+    elif server.backend.endpoints and server.tools:
+        auths = [_auth(server, tool, secrets) for tool in server.tools]
+    else:
+        return None
+    first = auths[0]
+    if first is None or first["passthrough"] is not None or len(first["static"]) != 1:
+        return None
+    credential = first["static"][0]
+    if credential["in"] != "header" or any(auth != first for auth in auths[1:]):
+        return None
+    return {"name": credential["name"], "value": credential["value"]}
+
+
 def _static_credential(scheme: SecurityScheme, value: str) -> dict[str, str]:
     """A registry credential in its final form, e.g. `Basic dXNlcjpwYXNz` in `authorization`."""
     if scheme.scheme == "basic":
@@ -298,7 +347,7 @@ def mcp_upstream(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, 
             {
                 "cluster": BROKER_CLUSTER,
                 "authority": upstream_authority(server, endpoint),
-                "sse_url": sse_url(server, endpoint),
+                "sse_url": sse_url(server, endpoint, secrets),
             }
             for endpoint in server.backend.endpoints
         ]
@@ -328,11 +377,16 @@ def mcp_upstream(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, 
     return section
 
 
-def sse_url(server: McpServer, endpoint: Endpoint) -> str:
-    """An HTTP+SSE upstream host's stream URL: `backend.scheme`, the endpoint, the server's `path`."""
+def sse_url(server: McpServer, endpoint: Endpoint, secrets: Mapping[Secret, str] | None = None) -> str:
+    """An HTTP+SSE upstream host's stream URL: `backend.scheme`, the endpoint, the server's `path`;
+    `backend.tls` settings in its fragment, for the bridge (`ClientTls.fragment`)."""
     assert server.mcp is not None
     host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
-    return f"{server.backend.scheme}://{host}:{endpoint.port}{server.mcp.path}"
+    url = f"{server.backend.scheme}://{host}:{endpoint.port}{server.mcp.path}"
+    if server.backend.tls is None:
+        return url
+    fragment = ClientTls.of(server.backend, secrets or {}).fragment()
+    return f"{url}#{fragment}" if fragment else url
 
 
 def _mcp_auth(server: McpServer, secrets: Mapping[Secret, str]) -> dict[str, Any] | None:

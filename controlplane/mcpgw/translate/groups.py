@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
@@ -35,7 +35,8 @@ from mcpgw.translate.envoy import (
 from mcpgw.xds import types
 
 OTHER = None  # the view of groups no server names: servers without `gateways`
-_PER_SERVER = (types.CLUSTER, types.ENDPOINT, types.EXTENSION_CONFIG)
+# Every type whose resources belong to one server, named `mcpgw/<namespace>/<name>…`.
+_PER_SERVER = (types.CLUSTER, types.SECRET, types.ENDPOINT, types.EXTENSION_CONFIG)
 _gateways = operator.attrgetter("gateways")
 _key = operator.attrgetter("key")
 _request_limit = operator.attrgetter("limits.max_request_bytes")
@@ -50,26 +51,16 @@ def named_groups(snapshot: RegistrySnapshot) -> frozenset[str]:
 
 
 def _server_of(name: str) -> str | None:
-    """The registry key of a per-server resource (`mcpgw/ns/name`, `mcpgw/ns/name|h0`), else None."""
+    """The registry key of a per-server resource, else None (`mcpgw-plugins`, listener, routes).
+
+    Per-server names start with `mcpgw/<namespace>/<name>`: the filter configuration and the
+    backend cluster (`mcpgw/ns/name`), a `type: mcp` server's host clusters (`…|h0`), its
+    credential secret (`…/credential`). Whatever follows, the first two segments name the server.
+    """
     if not name.startswith("mcpgw/"):
         return None
-    return name[6:].partition("|")[0]
-
-
-def _server_names(table: dict[str, Message], key: str) -> Iterator[str]:
-    """The names of server `key`'s resources in `table`: `mcpgw/<key>`, then `mcpgw/<key>|h0`, …
-    (one backend cluster per server; a `type: mcp` server has one per upstream host)."""
-    name = extension_config_name_of(key)
-    if name in table:
-        yield name
-    index = 0
-    while (host := f"{name}|h{index}") in table:
-        yield host
-        index += 1
-
-
-def extension_config_name_of(key: str) -> str:
-    return f"mcpgw/{key}"
+    namespace, _, rest = name[6:].partition("/")
+    return f"{namespace}/{rest.partition('/')[0].partition('|')[0]}"
 
 
 @dataclass(frozen=True)
@@ -223,18 +214,11 @@ class GroupViews:
         if excluded:
             gone = set(excluded)
             kept = [s for s in snapshot.servers if s.key not in gone]
+            # Filtered by what each name says, not by names guessed per server: a per-server
+            # resource of a new kind cannot slip into another group's view.
             for type_url in _PER_SERVER:
                 table = resources.get(type_url, {})
-                if len(kept) < len(excluded):  # build from the few kept servers' names
-                    shared = {n: m for n, m in table.items() if "/" not in n}  # mcpgw-plugins…
-                    shared.update((n, table[n]) for s in kept for n in _server_names(table, s.key))
-                    view[type_url] = shared
-                else:  # copy (in C) and drop the few excluded servers' names
-                    copied = dict(table)
-                    for key in excluded:
-                        for name in list(_server_names(copied, key)):
-                            del copied[name]
-                    view[type_url] = copied
+                view[type_url] = {n: m for n, m in table.items() if _server_of(n) not in gone}
         else:
             kept = list(snapshot.servers)
         left_out = set(excluded) | set(held)

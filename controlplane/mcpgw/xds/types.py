@@ -11,10 +11,13 @@ ENDPOINT: Final = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssig
 EXTENSION_CONFIG: Final = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 LISTENER: Final = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE: Final = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+# SDS: the backend credentials that clusters' credential_injector filters add (generic secrets).
+SECRET: Final = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
-# Clusters, then endpoints, then the filter configs a listener references, then
-# listeners, then routes: each type only refers to types pushed before it.
-PUSH_ORDER: Final = (CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE)
+# Clusters, then their secrets and endpoints, then the filter configs a listener references,
+# then listeners, then routes. Envoy asks for a secret (and endpoints) only once a cluster names
+# it, and warms that cluster until they arrive, so a secret follows its cluster.
+PUSH_ORDER: Final = (CLUSTER, SECRET, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE)
 
 # In State-of-the-World, every response for these types must carry every resource;
 # for the others a response may carry only the resources that changed.
@@ -26,4 +29,5 @@ SHORT_NAMES: Final = {
     EXTENSION_CONFIG: "ecds",
     LISTENER: "lds",
     ROUTE: "rds",
+    SECRET: "sds",
 }

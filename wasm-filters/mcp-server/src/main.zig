@@ -11,6 +11,7 @@ const mcp = @import("mcp.zig");
 const session = @import("session.zig");
 const tpl = @import("template.zig");
 const proxy = @import("proxy.zig");
+const cors = @import("cors.zig");
 
 comptime {
     pw.exportAbi(@This());
@@ -71,6 +72,9 @@ const Stream = struct {
     /// Envoy's `x-request-id` (empty when absent or odd): failure answers
     /// quote it, and the log line with the details carries it too.
     request_id: []const u8 = "",
+    /// The request's `Origin` when the server accepts it (cors.zig): every
+    /// answer names it back, so the page may read the answer.
+    cors_origin: ?[]const u8 = null,
 };
 
 var next_generation: u64 = 0;
@@ -246,8 +250,17 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     if (pw.findHeader(headers, "origin")) |origin| {
         const ok = mcp.originAllowed(arena, cfg, origin) catch return oomAction(s);
         if (!ok) return replyOrOom(s, mcp.forbiddenOrigin(arena));
+        s.cors_origin = arena.dupe(u8, origin) catch return oomAction(s);
     }
     const method = pw.findHeader(headers, ":method") orelse return replyOrOom(s, mcp.methodNotAllowed(arena));
+    if (s.cors_origin) |origin| if (cors.isPreflight(method, pw.findHeader(headers, "access-control-request-method"))) {
+        s.state = .done;
+        const preflight = cors.preflightHeaders(arena, cfg.credential_sources, origin) catch return oomAction(s);
+        const serialized = pw.serializeHeaders(arena, preflight) catch return oomAction(s);
+        const st = pw.sendLocalResponse(204, details, "", serialized);
+        if (st != .ok) pw.logf(.warn, "mcp-server: send_local_response failed with status {d}", .{@intFromEnum(st)});
+        return .pause;
+    };
     var proxy_delete = false;
     // The session the request names, when it verified (checked once, here).
     var verified: ?session.Checked = null;
@@ -280,6 +293,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             if (cfg.sessions != null) if (pw.findHeader(headers, "mcp-session-id")) |token| if (token.len != 0) {
                 verified = checkSession(arena, loaded, token) catch return oomAction(s);
                 s.client.session = if (verified != null) .valid else .invalid;
+                if (verified) |v| s.client.session_version = v.version;
             };
             // 2026-07-28 routing headers, validated against the body later.
             s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
@@ -708,8 +722,14 @@ fn proxyReply(s: *Stream, r: proxy.Reply) void {
         }
     };
     s.state = .done;
-    var pairs: [2]tpl.Header = undefined;
+    var pairs: [5]tpl.Header = undefined;
     var n: usize = 0;
+    if (s.cors_origin) |origin| {
+        for (cors.responseHeaders(origin)) |h| {
+            pairs[n] = h;
+            n += 1;
+        }
+    }
     if (r.body.len != 0) {
         pairs[n] = .{ .name = "content-type", .value = "application/json" };
         n += 1;
@@ -791,6 +811,7 @@ fn stripQuery(path: []const u8) []const u8 {
 }
 
 fn reply(s: *Stream, r: mcp.Reply) void {
+    if (s.cors_origin != null) return replyWith(s, r, null);
     const headers = if (r.status == 202 or r.status == 204) no_headers else switch (r.allow) {
         .none => json_headers,
         .post => json_allow_headers,
@@ -799,13 +820,37 @@ fn reply(s: *Stream, r: mcp.Reply) void {
     send(s, r, headers);
 }
 
-/// `reply` for an initialize that opened a session.
-fn replyWith(s: *Stream, r: mcp.Reply, session_id: []const u8) void {
-    const pairs = [_]tpl.Header{
-        .{ .name = "content-type", .value = "application/json" },
-        .{ .name = "mcp-session-id", .value = session_id },
-    };
-    const headers = pw.serializeHeaders(s.arena.allocator(), &pairs) catch return oomReply(s);
+/// `reply` with headers made per request: for an initialize that opened a
+/// session, and for a page of an accepted origin (its CORS headers).
+fn replyWith(s: *Stream, r: mcp.Reply, session_id: ?[]const u8) void {
+    var pairs: [6]tpl.Header = undefined;
+    var n: usize = 0;
+    if (r.status != 202 and r.status != 204) {
+        pairs[n] = .{ .name = "content-type", .value = "application/json" };
+        n += 1;
+    }
+    switch (r.allow) {
+        .none => {},
+        .post => {
+            pairs[n] = .{ .name = "allow", .value = "POST" };
+            n += 1;
+        },
+        .get => {
+            pairs[n] = .{ .name = "allow", .value = "GET" };
+            n += 1;
+        },
+    }
+    if (session_id) |sid| {
+        pairs[n] = .{ .name = "mcp-session-id", .value = sid };
+        n += 1;
+    }
+    if (s.cors_origin) |origin| {
+        for (cors.responseHeaders(origin)) |h| {
+            pairs[n] = h;
+            n += 1;
+        }
+    }
+    const headers = pw.serializeHeaders(s.arena.allocator(), pairs[0..n]) catch return oomReply(s);
     send(s, r, headers);
 }
 
@@ -827,6 +872,8 @@ fn oomAction(s: *Stream) pw.Action {
 
 fn oomReply(s: *Stream) void {
     oom();
+    // Headers made per request need memory too; this answer needs none.
+    s.cors_origin = null;
     reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"out of memory\"}}" });
 }
 

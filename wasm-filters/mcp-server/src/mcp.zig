@@ -12,6 +12,7 @@ const config = @import("config.zig");
 const tpl = @import("template.zig");
 const value = @import("value.zig");
 const Out = @import("jsonw.zig").Out;
+const argerror = @import("argerror.zig");
 
 pub const Header = tpl.Header;
 
@@ -82,6 +83,10 @@ pub const Client = struct {
     /// filter found it while reading the headers (verifying needs the clock
     /// and the host's record of ended sessions).
     session: SessionState = .absent,
+    /// The protocol version the request's verified session was opened
+    /// with; null without one. Picks the form of argument errors
+    /// (`argerror.revisionOf`) when no `MCP-Protocol-Version` names it.
+    session_version: ?[]const u8 = null,
     /// `.sse`: a message POSTed to an HTTP+SSE session's endpoint. Its
     /// session was checked with the headers; it is always legacy (2024-11-05
     /// may be negotiated) and its answers go to the session's stream.
@@ -584,9 +589,10 @@ fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params
         else => return errorReply(arena, st, id, invalid_params, "invalid params: arguments must be an object", .{}),
     } else args.* = ObjectMap.init(arena);
 
-    if (try validate(arena, tool, args)) |message| {
-        return .{ .reply = .{ .status = st, .body = try errorBody(arena, id, invalid_params, message) } };
-    }
+    // From here on a failure is the arguments' (SEP-1303): its form
+    // depends on the revision.
+    const reject = argerror.Answer.init(id, client, is_modern);
+    if (try validate(arena, tool, args)) |message| return reject.failWith(arena, message);
     var cred: ?[]const u8 = null;
     if (tool.passthrough) |*pt| {
         cred = credential(pt, client) orelse {
@@ -594,12 +600,11 @@ fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params
             return .{ .reply = .{ .status = 200, .body = try resultBody(arena, id, text, true, null, is_modern) } };
         };
     }
-    var outcome = try buildCall(arena, tool, id, args, cred);
-    if (outcome == .call) outcome.call.max_json_depth = cfg.max_json_depth;
-    if (is_modern) switch (outcome) {
-        .reply => |*r| r.status = st,
-        .call => |*c| c.modern = true,
-    };
+    var outcome = try buildCall(arena, tool, reject, args, cred);
+    if (outcome == .call) {
+        outcome.call.max_json_depth = cfg.max_json_depth;
+        outcome.call.modern = is_modern;
+    }
     return outcome;
 }
 
@@ -662,8 +667,8 @@ fn formDecode(arena: Allocator, s: []const u8) Allocator.Error![]const u8 {
     return out[0..n];
 }
 
-/// Checks declared arguments and fills defaults. Returns the -32602 message
-/// on failure. An explicit `null` counts as absent: clients often send null
+/// Checks declared arguments and fills defaults. Returns the message of
+/// the argument failure (`argerror`) on failure. An explicit `null` counts as absent: clients often send null
 /// for optional parameters they do not use.
 pub fn validate(arena: Allocator, tool: *const config.Tool, args: *ObjectMap) Allocator.Error!?[]const u8 {
     for (tool.args) |*a| {
@@ -805,12 +810,14 @@ const QueryAppender = struct {
     }
 };
 
-/// Renders the upstream request, or the -32602 answer when a header value
+/// Renders the upstream request, or the argument failure (`argerror`: -32602
+/// or a tool execution error, by revision) when a header value
 /// came out with a character that would split or end the header, or an
 /// argument would add a `.`, `..` or empty segment to the path
 /// (`tpl.unsafeSegment`). `cred` is the client's credential from
 /// `credential`, required for passthrough tools.
-pub fn buildCall(arena: Allocator, tool: *const config.Tool, id: []const u8, args: *const ObjectMap, cred: ?[]const u8) Allocator.Error!Outcome {
+pub fn buildCall(arena: Allocator, tool: *const config.Tool, reject: argerror.Answer, args: *const ObjectMap, cred: ?[]const u8) Allocator.Error!Outcome {
+    const id = reject.id;
     var scope = tpl.Scope{ .arena = arena, .args = .{ .object = args.* } };
 
     var path = Out.init(arena);
@@ -824,9 +831,9 @@ pub fn buildCall(arena: Allocator, tool: *const config.Tool, id: []const u8, arg
             .empty => "an empty value is not allowed as a path segment",
         };
         if (tpl.argumentName(bad.expr)) |name| {
-            return errorReply(arena, 200, id, invalid_params, "invalid params: argument {s}: {s}", .{ name, what });
+            return reject.fail(arena, "invalid params: argument {s}: {s}", .{ name, what });
         }
-        return errorReply(arena, 200, id, invalid_params, "invalid params: a value in the request path: {s}", .{what});
+        return reject.fail(arena, "invalid params: a value in the request path: {s}", .{what});
     }
     var query = QueryAppender.init(&path);
     for (tool.query) |q| {
@@ -916,8 +923,8 @@ pub fn buildCall(arena: Allocator, tool: *const config.Tool, id: []const u8, arg
     }
     for (headers.items) |h| if (config.hasControl(h.value)) {
         if (headerArg(tool, h.name, args)) |arg|
-            return errorReply(arena, 200, id, invalid_params, "argument {s}: contains a control character, which header {s} cannot carry (only tab is allowed)", .{ arg, h.name });
-        return errorReply(arena, 200, id, invalid_params, "header {s}: value contains a control character (only tab is allowed)", .{h.name});
+            return reject.fail(arena, "argument {s}: contains a control character, which header {s} cannot carry (only tab is allowed)", .{ arg, h.name });
+        return reject.fail(arena, "header {s}: value contains a control character (only tab is allowed)", .{h.name});
     };
 
     return .{ .call = .{ .id = id, .tool = tool, .args = args, .headers = headers.items, .body = body.bytes() } };
@@ -1050,7 +1057,7 @@ fn resultEnd(is_error: bool, is_modern: bool) []const u8 {
     return if (is_error) ",\"isError\":true}}" else ",\"isError\":false}}";
 }
 
-fn resultBody(arena: Allocator, id: []const u8, text: []const u8, is_error: bool, structured: ?[]const u8, is_modern: bool) Allocator.Error![]const u8 {
+pub fn resultBody(arena: Allocator, id: []const u8, text: []const u8, is_error: bool, structured: ?[]const u8, is_modern: bool) Allocator.Error![]const u8 {
     var out = try Out.initCapacity(arena, 96 + id.len + text.len + if (structured) |s| s.len else 0);
     try out.add("{\"jsonrpc\":\"2.0\",\"id\":");
     try out.add(id);
@@ -1330,6 +1337,20 @@ test "tools/call parameter errors" {
         const req = try jsonw.allocPrint(f.arena(), "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"getPet\",\"arguments\":{{{s}}}}}}}", .{c[0]});
         try f.expectError(req, 200, invalid_params, c[1]);
     }
+
+    // 2025-11-25 (SEP-1303): argument failures become tool execution
+    // errors; an unknown tool and a malformed request stay -32602.
+    f.client.protocol_version = "2025-11-25";
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\"}}", 200,
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"missing required argument: id"}],"isError":true}}
+    );
+    try f.expectReply("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\",\"arguments\":{\"id\":5}}}", 200,
+        \\{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"argument id: expected string"}],"isError":true}}
+    );
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"nope\"}}", 200, invalid_params, "unknown tool: nope");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":[]}", 200, invalid_params, "invalid params: params must be an object");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":1}}", 200, invalid_params, "invalid params: name must be a string");
+    try f.expectError("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"getPet\",\"arguments\":[1]}}", 200, invalid_params, "invalid params: arguments must be an object");
 }
 
 test "integer versus number" {
@@ -1575,11 +1596,30 @@ fn toolReq(f: *Fixture, tool: []const u8, args: []const u8) ![]const u8 {
     return jsonw.allocPrint(f.arena(), "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"{s}\",\"arguments\":{s}}}}}", .{ tool, args });
 }
 
+/// An argument failure in both forms (`argerror`): -32602 for a client that
+/// names no revision (2025-03-26) or 2025-06-18, a tool execution error with
+/// the same message for 2025-11-25, by header or by session.
 fn expectInvalidArgs(f: *Fixture, tool: []const u8, args: []const u8, message: []const u8) !void {
-    const r = try f.reply(try toolReq(f, tool, args));
-    const want = try errorBody(f.arena(), "1", invalid_params, message);
-    try testing.expectEqualStrings(want, r.body);
-    try testing.expectEqual(@as(u32, 200), r.status);
+    const saved = f.client;
+    defer f.client = saved;
+    const req = try toolReq(f, tool, args);
+    const protocol = try errorBody(f.arena(), "1", invalid_params, message);
+    const result = try resultBody(f.arena(), "1", message, true, null, false);
+    const cases = [_]struct { header: ?[]const u8, session: ?[]const u8, want: []const u8 }{
+        .{ .header = saved.protocol_version, .session = saved.session_version, .want = if (saved.protocol_version == null and saved.session_version == null) protocol else "" },
+        .{ .header = "2025-06-18", .session = null, .want = protocol },
+        .{ .header = "2025-11-25", .session = null, .want = result },
+        .{ .header = null, .session = "2025-11-25", .want = result },
+        .{ .header = "2025-06-18", .session = "2025-11-25", .want = protocol },
+    };
+    for (cases) |c| {
+        if (c.want.len == 0) continue;
+        f.client.protocol_version = c.header;
+        f.client.session_version = c.session;
+        const r = try f.reply(req);
+        try testing.expectEqualStrings(c.want, r.body);
+        try testing.expectEqual(@as(u32, 200), r.status);
+    }
 }
 
 test "enum and items validation messages" {
@@ -1951,8 +1991,12 @@ test "2026-07-28: tools/call results carry resultType" {
     // Errors of the call itself answer HTTP 400 in this revision.
     f.client = modernClient("tools/call", "nope");
     try f.expectError(try modernReq(a, "tools/call", "\"name\":\"nope\""), 400, invalid_params, "unknown tool: nope");
+    // Argument failures are tool execution errors (SEP-1303), modern shape.
     f.client = modernClient("tools/call", "getPet");
-    try f.expectError(try modernReq(a, "tools/call", "\"name\":\"getPet\",\"arguments\":{}"), 400, invalid_params, "missing required argument: id");
+    try f.expectReply(try modernReq(a, "tools/call", "\"name\":\"getPet\",\"arguments\":{}"), 200,
+        \\{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"missing required argument: id"}],"isError":true,"resultType":"complete"}}
+    );
+    try f.expectError(try modernReq(a, "tools/call", "\"name\":\"getPet\",\"arguments\":[]"), 400, invalid_params, "invalid params: arguments must be an object");
     // No name in the body: nothing for Mcp-Name to match, the call reports it.
     f.client = modernClient("tools/call", null);
     try f.expectError(try modernReq(a, "tools/call", ""), 400, invalid_params, "invalid params: name must be a string");
@@ -1964,9 +2008,11 @@ test "2026-07-28: tools/call results carry resultType" {
     try g.expectReply(try modernReq(g.arena(), "tools/call", "\"name\":\"bearer\",\"arguments\":{}"), 200,
         \\{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"this tool needs the client's credential in Authorization"}],"isError":true,"resultType":"complete"}}
     );
-    // A header value with a control character: -32602, HTTP 400.
+    // A header value with a control character: an argument failure too.
     g.client = modernClient("tools/call", "cookies");
-    try g.expectError(try modernReq(g.arena(), "tools/call", "\"name\":\"cookies\",\"arguments\":{\"note\":\"a\\nb\"}"), 400, invalid_params, "argument note: contains a control character");
+    try g.expectReply(try modernReq(g.arena(), "tools/call", "\"name\":\"cookies\",\"arguments\":{\"note\":\"a\\nb\"}"), 200,
+        \\{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"argument note: contains a control character, which header x-note cannot carry (only tab is allowed)"}],"isError":true,"resultType":"complete"}}
+    );
 
     // Mcp-Name in its base64 form (non-ASCII names).
     f.client = modernClient("tools/call", "=?base64?YWRkUGV0?=");

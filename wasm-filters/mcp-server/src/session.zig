@@ -226,6 +226,8 @@ fn checkTimes(s: *const Sessions, issued_ms: u64, accept_until_ms: u64, now_ms: 
 pub const Checked = struct {
     issued_ms: u64,
     nonce: [nonce_len]u8,
+    /// The protocol version the session was minted with (request arena).
+    version: []const u8 = "",
 };
 
 /// Tokens that verified recently. A session sends the same token with every
@@ -242,6 +244,8 @@ pub const VerifiedCache = struct {
     /// Longer tokens (proxied servers' ids carry the upstream session id)
     /// are verified every time.
     pub const max_cached_token = 160;
+    /// Protocol versions are dates (10 bytes); a longer one is not cached.
+    const max_cached_version = 16;
 
     const Entry = struct {
         generation: u64 = 0,
@@ -250,6 +254,8 @@ pub const VerifiedCache = struct {
         issued_ms: u64 = 0,
         accept_until_ms: u64 = 0,
         nonce: [nonce_len]u8 = undefined,
+        version_len: u8 = 0,
+        version: [max_cached_version]u8 = undefined,
     };
 
     entries: [capacity]Entry = [_]Entry{.{}} ** capacity,
@@ -272,10 +278,12 @@ pub const VerifiedCache = struct {
             sameBytes(entry.token[0..token.len], token))
         {
             try checkTimes(s, entry.issued_ms, entry.accept_until_ms, now_ms);
-            return .{ .issued_ms = entry.issued_ms, .nonce = entry.nonce };
+            // Copied: the entry may be replaced while the request still runs.
+            const version = try arena.dupe(u8, entry.version[0..entry.version_len]);
+            return .{ .issued_ms = entry.issued_ms, .nonce = entry.nonce, .version = version };
         }
         const v = try verify(arena, s, base_path, now_ms, token);
-        if (cacheable) {
+        if (cacheable and v.version.len <= max_cached_version) {
             entry.* = .{
                 .generation = generation,
                 .token_len = @intCast(token.len),
@@ -283,10 +291,12 @@ pub const VerifiedCache = struct {
                 // `verify` found it: the id is one of `s`'s keys.
                 .accept_until_ms = s.findKey(v.key_id).?.accept_until_ms,
                 .nonce = v.nonce,
+                .version_len = @intCast(v.version.len),
             };
             @memcpy(entry.token[0..token.len], token);
+            @memcpy(entry.version[0..v.version.len], v.version);
         }
-        return .{ .issued_ms = v.issued_ms, .nonce = v.nonce };
+        return .{ .issued_ms = v.issued_ms, .nonce = v.nonce, .version = v.version };
     }
 
     /// Equal-length comparison that reads every byte: how long a miss takes
@@ -731,6 +741,7 @@ test "the verified cache answers like verify, and re-verifies under a new genera
         const c = try cache.check(1, a, &s, path, t0 + 1, token);
         try testing.expectEqual(t0, c.issued_ms);
         try testing.expectEqualSlices(u8, &nonce_1, &c.nonce);
+        try testing.expectEqualStrings("2025-06-18", c.version);
     }
     // Time checks run on hits: the key retires at t0 + 50 s, the token
     // expires at t0 + 60 s, and an issue time too far ahead is refused.

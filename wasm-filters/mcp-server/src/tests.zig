@@ -8,6 +8,8 @@ test {
     _ = @import("template.zig");
     _ = @import("config.zig");
     _ = @import("mcp.zig");
+    _ = @import("argerror.zig");
+    _ = @import("cors.zig");
     _ = @import("proxy.zig");
     _ = @import("proxywasm.zig");
     _ = @import("config_mem.zig");
