@@ -153,8 +153,15 @@ async def test_intruder_in_group_a_never_receives_group_b(
 
 
 def _beta_credential(control_plane: ControlPlane) -> str:
-    resource = control_plane.cache.snapshot.get(EXTENSION_CONFIG).resources["mcpgw/shop/beta"]
-    return resource.packed.value.decode(errors="replace")
+    """Beta's resources as the control plane holds them (its credential is in its SDS secret)."""
+    snapshot = control_plane.cache.snapshot
+    found = [
+        resource.packed.value.decode(errors="replace")
+        for type_url in (SECRET, EXTENSION_CONFIG)
+        for name, resource in snapshot.get(type_url).resources.items()
+        if name.startswith("mcpgw/shop/beta")
+    ]
+    return "".join(found)
 
 
 async def test_claiming_another_group_is_refused(grouped: tuple[ControlPlane, Certs, Path]) -> None:
