@@ -38,8 +38,19 @@ def _control_plane_files(directory: Path, ca: Issued) -> XdsTls:
 
 
 def _envoy_files(directory: Path, ca: Issued) -> tuple[Path, Path, Path]:
+    """Envoy's certificate, key and CA, swapped in all at once as a Kubernetes secret volume does:
+    the files are links into `..data`, itself a link to a versioned directory, replaced by rename."""
     leaf = issue(ca, NODE, uris=[node_identity(GROUP, NODE)], server=False, client=True)
-    return _install(directory, leaf, "envoy", ca)
+    directory.mkdir(parents=True, exist_ok=True)
+    version = directory / f"..v{len(list(directory.glob('..v*')))}"
+    leaf.write(version, "envoy")
+    (version / "ca.crt").write_bytes(ca.cert_pem)
+    (directory / "..data.tmp").symlink_to(version.name)
+    os.replace(directory / "..data.tmp", directory / "..data")
+    for name in ("envoy.crt", "envoy.key", "ca.crt"):
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+    return directory / "envoy.crt", directory / "envoy.key", directory / "ca.crt"
 
 
 async def test_envoy_gets_configuration_over_mtls_and_follows_rotation(tmp_path: Path) -> None:
@@ -69,9 +80,9 @@ async def test_envoy_gets_configuration_over_mtls_and_follows_rotation(tmp_path:
         new_ca = make_ca("rotated CA")
         _control_plane_files(tmp_path / "cp", new_ca)
         _envoy_files(tmp_path / "envoy-certs", new_ca)
-        # Envoy re-reads both secrets on the renames (file-based SDS, watched directory).
+        # Envoy re-reads its secrets on the rename (file-based SDS, watched directory).
         await eventually(
-            lambda: envoy.stats(reloads)[reloads] >= before + 2, 20, "Envoy reloading its xDS TLS files"
+            lambda: envoy.stats(reloads)[reloads] >= before + 2, 30, "Envoy reloading its xDS TLS files"
         )
         # End the stream: Envoy must reconnect with a new handshake on the rotated files.
         port = control_plane.xds_port
