@@ -864,7 +864,7 @@ async def _serve(args: argparse.Namespace) -> int:
             await broker.start()
         print(
             f"control plane serving {control_plane.store.description}: "
-            f"xDS {xds_host}:{control_plane.xds_port}, "
+            f"xDS {xds_host}:{control_plane.xds_port}{' (mutual TLS)' if xds_tls else ''}, "
             f"admin http://{admin_host}:{control_plane.status_port}, "
             f"plugins http://{plugin_host}:{plugin_port}"
             + (f", session broker {broker.url} (bus {broker.bus.description})" if broker else ""),
