@@ -13,6 +13,8 @@ check every configuration it generates with the filter's own rules.
     python wasm-filters/build.py --test        run the Zig unit tests natively
     python wasm-filters/build.py --check-fmt   zig fmt --check on the sources
     python wasm-filters/build.py mcp-server    only the named filter(s)
+    python wasm-filters/build.py --out DIR     build into DIR/<dir>/<version>/ instead
+                                               (the wheel build bundles the plugins so)
 
 The compiler is the ``ziglang`` wheel of the running interpreter, so the
 project's venv is the whole toolchain. Exit status is non-zero when any step
@@ -74,8 +76,13 @@ def version_of(d: Path) -> str:
     return v
 
 
-def build(d: Path) -> bool:
-    out_dir = PLUGINS / d.name / version_of(d)
+def shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside it (the usual case), else whole."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def build(d: Path, plugins: Path = PLUGINS) -> bool:
+    out_dir = plugins / d.name / version_of(d)
     out_dir.mkdir(parents=True, exist_ok=True)
     wasm = out_dir / "plugin.wasm"
     tmp = out_dir / "plugin.wasm.tmp"
@@ -107,7 +114,7 @@ def build(d: Path) -> bool:
     # zig leaves an object file next to the output on some targets.
     for extra in out_dir.glob("plugin.wasm.tmp.*"):
         extra.unlink()
-    print(f"{wasm.relative_to(REPO)}  {len(data)} bytes  sha256 {digest}")
+    print(f"{shown(wasm)}  {len(data)} bytes  sha256 {digest}")
     return build_check(d, out_dir)
 
 
@@ -134,7 +141,7 @@ def build_check(d: Path, out_dir: Path) -> bool:
     tmp.replace(lib)
     for extra in out_dir.glob(f"tmp-{CHECK_LIBRARY}*"):
         extra.unlink()
-    print(f"{lib.relative_to(REPO)}  {lib.stat().st_size} bytes")
+    print(f"{shown(lib)}  {lib.stat().st_size} bytes")
     return True
 
 
@@ -178,10 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--test", action="store_true", help="run the Zig unit tests natively")
     mode.add_argument("--check-fmt", action="store_true", help="zig fmt --check the sources")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=PLUGINS,
+        help="the plugin folder to build into (default: plugin-server/plugins)",
+    )
     p.add_argument("filters", nargs="*", help="filter directory names (default: all)")
     args = p.parse_args(argv)
 
-    step = test if args.test else check_fmt if args.check_fmt else build
+    out = args.out.resolve()
+    step = test if args.test else check_fmt if args.check_fmt else lambda d: build(d, out)
     targets = filters(args.filters)
     if not targets:
         sys.stderr.write("no filters found (a filter needs src/main.zig and VERSION)\n")

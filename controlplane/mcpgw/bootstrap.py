@@ -11,10 +11,12 @@ from string import Template
 
 import yaml
 
+from mcpgw.bundled import bootstrap_template
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS
 from mcpgw.registry.validate import MAX_RESPONSE_BYTES, is_ip
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
+# envoy/bootstrap.yaml of the checkout, or the copy inside an installed wheel.
+TEMPLATE = bootstrap_template()
 DEFAULT_BROKER_PORT = 18003
 # The stats listener (`--stats`): loopback by default like everything else `mcpgw bootstrap`
 # opens; a Prometheus on another machine needs it on a reachable address, which is safe because

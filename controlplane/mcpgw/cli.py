@@ -11,11 +11,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcpgw import __version__, cliopts, log
+from mcpgw import cliopts, log
 from mcpgw.bootstrap import (
     DEFAULT_STATS_PORT,
     BootstrapInvalid,
@@ -26,8 +26,10 @@ from mcpgw.bootstrap import (
     write_sds,
 )
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
+from mcpgw.listenertls import ListenerTls
 from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
+from mcpgw.tlsreload import TlsFiles
 from mcpgw.xds.tls import XdsConfigError, XdsTls
 
 if TYPE_CHECKING:
@@ -35,6 +37,14 @@ if TYPE_CHECKING:
     from mcpgw.registry.secrets import CredentialPolicy
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
+
+
+def _version_text() -> str:
+    """`--version`: mcpgw's version and its plugin's (read from the plugin folder only when asked)."""
+    from mcpgw.versions import version_text
+    from pluginserver.server import DEFAULT_ROOT
+
+    return version_text(DEFAULT_ROOT)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -227,7 +237,84 @@ def _limits(args: argparse.Namespace) -> ListenerLimits:
     return ListenerLimits(**fields)
 
 
+def _tls_options(parser: argparse.ArgumentParser, local: bool) -> None:
+    """TLS on the MCP listener (files on the Envoy node) and on the admin API (files here)."""
+    where = "on this machine" if local else "absolute path on every Envoy node"
+    group = parser.add_argument_group(
+        "TLS on the MCP listener and the admin API",
+        "PEM files, re-read when they are replaced (by a rename, as Kubernetes and cert-manager do) "
+        "without a restart; docs/security.md",
+    )
+    group.add_argument(
+        "--listener-tls-cert", metavar="FILE", help=f"MCP listener certificate chain ({where}); HTTPS with h2"
+    )
+    group.add_argument("--listener-tls-key", metavar="FILE", help=f"its private key ({where})")
+    group.add_argument(
+        "--listener-tls-ca",
+        metavar="FILE",
+        help=f"CA of client certificates ({where}): every MCP client must present one it signed",
+    )
+    group.add_argument("--admin-tls-cert", type=Path, metavar="FILE", help="admin API certificate chain")
+    group.add_argument("--admin-tls-key", type=Path, metavar="FILE", help="its private key")
+    group.add_argument(
+        "--admin-tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA of client certificates: every admin API client must present one it signed",
+    )
+
+
+class _TlsUsage(ValueError):
+    """Inconsistent TLS flags: a usage error (exit 2)."""
+
+
+def _listener_tls(args: argparse.Namespace, local: bool) -> ListenerTls | None:
+    cert, key, ca = args.listener_tls_cert, args.listener_tls_key, args.listener_tls_ca
+    if cert is None and key is None:
+        if ca is not None:
+            raise _TlsUsage("--listener-tls-ca needs --listener-tls-cert and --listener-tls-key")
+        return None
+    if cert is None or key is None:
+        raise _TlsUsage("--listener-tls-cert and --listener-tls-key go together")
+    if local:
+        # `mcpgw up`: Envoy runs here, in another working directory.
+        cert, key = str(Path(cert).resolve()), str(Path(key).resolve())
+        ca = None if ca is None else str(Path(ca).resolve())
+    tls = ListenerTls(cert, key, ca)
+    problems = tls.problems()
+    if problems:
+        raise _TlsUsage(problems[0])
+    return tls
+
+
+def _admin_tls(args: argparse.Namespace) -> TlsFiles | None:
+    cert, key, ca = args.admin_tls_cert, args.admin_tls_key, args.admin_tls_ca
+    if cert is None and key is None:
+        if ca is not None:
+            raise _TlsUsage("--admin-tls-ca needs --admin-tls-cert and --admin-tls-key")
+        return None
+    if cert is None or key is None:
+        raise _TlsUsage("--admin-tls-cert and --admin-tls-key go together")
+    return TlsFiles(cert, key, ca)
+
+
 CREDENTIAL_DIRS_ENV, CREDENTIAL_ENV_ENV = "MCPGW_CREDENTIAL_DIRS", "MCPGW_CREDENTIAL_ENV"
+
+
+def _plugin_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="plugin folder to serve (<name>/<version>/plugin.wasm; default: the plugins mcpgw ships with)",
+    )
+
+
+def _plugin_dir(args: argparse.Namespace) -> Path:
+    from pluginserver.server import DEFAULT_ROOT
+
+    return args.plugin_dir or DEFAULT_ROOT
 
 
 def _credential_options(parser: argparse.ArgumentParser) -> None:
@@ -294,11 +381,11 @@ def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from mcpgw.stack import DEFAULT_REGISTRY, StackOptions
+    from mcpgw.stack import StackOptions
 
     defaults = StackOptions()
     parser = argparse.ArgumentParser(prog="mcpgw", description="A private MCP gateway on Envoy.")
-    cliopts.add_global_options(parser, f"mcpgw {__version__}")
+    cliopts.add_global_options(parser, _version_text)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
@@ -308,8 +395,8 @@ def _parser() -> argparse.ArgumentParser:
         "-f",
         "--registry",
         type=_registry,
-        default=DEFAULT_REGISTRY,
-        help="registry directory or redis:// URL (default: %(default)s)",
+        default=None,
+        help="registry directory or redis:// URL (default: a fresh copy of the bundled demo registry)",
     )
     up.add_argument(
         "--listen-port",
@@ -328,6 +415,7 @@ def _parser() -> argparse.ArgumentParser:
         help="deprecated: use --admin HOST:PORT",
     )
     up.add_argument("--plugin-port", type=int, default=defaults.plugin_port, help="default: %(default)s")
+    _plugin_dir_option(up)
     up.add_argument(
         "--envoy-admin-port", type=int, default=defaults.envoy_admin_port, help="default: %(default)s"
     )
@@ -385,6 +473,7 @@ def _parser() -> argparse.ArgumentParser:
     _backend_tls_options(up)
     _limit_options(up)
     _stream_limit_options(up)
+    _tls_options(up, local=True)
 
     serve = commands.add_parser(
         "serve", help="run one control-plane replica: xDS, admin API and plugin server (Envoys join it)"
@@ -393,9 +482,9 @@ def _parser() -> argparse.ArgumentParser:
         "-f",
         "--registry",
         type=_registry,
-        default=DEFAULT_REGISTRY,
+        required=True,
         help="registry directory, or redis://HOST:PORT/DB shared by replicas "
-        "(password: $MCPGW_REDIS_PASSWORD; default: %(default)s)",
+        "(password: $MCPGW_REDIS_PASSWORD)",
     )
     serve.add_argument(
         "--xds",
@@ -423,6 +512,7 @@ def _parser() -> argparse.ArgumentParser:
     _backend_tls_options(serve)
     _limit_options(serve)
     _stream_limit_options(serve)
+    _tls_options(serve, local=False)
     serve.add_argument(
         "--plugins",
         type=_address,
@@ -430,6 +520,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"plugin server address, as Envoys reach it (default: 127.0.0.1:{defaults.plugin_port})",
     )
+    _plugin_dir_option(serve)
     serve.add_argument(
         "--no-plugin-server",
         dest="plugin_server",
@@ -611,7 +702,9 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "validate", help="validate a registry directory, or one YAML file, and exit (3 when invalid)"
     )
-    check.add_argument("-f", "--registry", type=Path, default=DEFAULT_REGISTRY, help="default: %(default)s")
+    check.add_argument(
+        "-f", "--registry", type=Path, required=True, help="the registry directory, or one YAML file"
+    )
 
     demo = commands.add_parser("demo-backend", help="run only the demo pet-store REST backend")
     demo.add_argument("--port", type=int, default=defaults.demo_backend_port, help="default: %(default)s")
@@ -630,7 +723,7 @@ def _parser() -> argparse.ArgumentParser:
     from mcpgw import certs
 
     certs.add_commands(commands)
-    cliopts.accept_global_options_everywhere(parser, f"mcpgw {__version__}")
+    cliopts.accept_global_options_everywhere(parser, _version_text)
     return parser
 
 
@@ -644,6 +737,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     token_file = getattr(args, "admin_token_file", None) or getattr(args, "token_file", None)
     unused = ["MCPGW_ADMIN_TOKEN"] if token_file else []
+    if getattr(args, "admin_tls_ca", None):
+        unused.append("MCPGW_ADMIN_TLS_CA")
     problems = cliopts.environment_problems(args.command, unused=unused)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -696,7 +791,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "serve":
         return asyncio.run(_serve(args))
-    return asyncio.run(_up(args))
+    with _demo_unless_given(args):
+        return asyncio.run(_up(args))
 
 
 def _print_problems(error: Invalid) -> None:
@@ -813,8 +909,9 @@ async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.sessions.store import KeyStoreUnavailable
     from mcpgw.xds.tls import check_bind as check_xds_bind
     from pluginserver.catalog import PluginError
-    from pluginserver.server import DEFAULT_ROOT, create_app
+    from pluginserver.server import create_app
 
+    plugin_dir = _plugin_dir(args)
     (xds_host, xds_port), (admin_host, admin_port) = args.xds, args.admin
     # Refused before anything starts: xDS carries every credential of the registry.
     try:
@@ -826,16 +923,21 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     (plugin_host, plugin_port), (listen_host, listen_port) = args.plugins, args.listen
+    try:
+        listener_tls, admin_tls = _listener_tls(args, local=False), _admin_tls(args)
+    except _TlsUsage as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     # Replicas of one deployment should point at one plugin server, so their configurations
     # (and xDS versions) are identical and an Envoy can fail over without refetching code.
     plugins: ServedApp | None = None
     if args.plugin_server:
-        plugins = await serve(create_app(DEFAULT_ROOT), plugin_host, plugin_port)
+        plugins = await serve(create_app(plugin_dir), plugin_host, plugin_port)
         plugin_port = plugins.port
     control_plane = ControlPlane(
         ControlPlaneOptions(
             registry_dir=args.registry,
-            plugins_dir=DEFAULT_ROOT,
+            plugins_dir=plugin_dir,
             xds_host=xds_host,
             xds_port=xds_port,
             xds_tls=xds_tls,
@@ -853,6 +955,8 @@ async def _serve(args: argparse.Namespace) -> int:
             session_max_ended=args.session_max_ended,
             limits=_limits(args),
             backend_ca_file=args.backend_tls_ca,
+            listener_tls=listener_tls,
+            admin_tls=admin_tls,
         )
     )
     broker: Broker | None = None
@@ -865,7 +969,8 @@ async def _serve(args: argparse.Namespace) -> int:
         print(
             f"control plane serving {control_plane.store.description}: "
             f"xDS {xds_host}:{control_plane.xds_port}{' (mutual TLS)' if xds_tls else ''}, "
-            f"admin http://{admin_host}:{control_plane.status_port}, "
+            f"admin {control_plane.admin_url}, "
+            f"MCP listener {'https' if listener_tls else 'http'}://{listen_host}:{listen_port}, "
             f"plugins http://{plugin_host}:{plugin_port}"
             + (f", session broker {broker.url} (bus {broker.bus.description})" if broker else ""),
             flush=True,
@@ -901,15 +1006,33 @@ async def _up(args: argparse.Namespace) -> int:
     from mcpgw.envoyproc import EnvoyNotFound
     from mcpgw.sessions.keys import KeysInvalid
     from mcpgw.stack import Stack, StackOptions
+    from mcpgw.tlsreload import TlsFilesError, server_context
     from pluginserver.catalog import PluginError
 
     admin_host, admin_port = _up_admin(args)
+    try:
+        listener_tls, admin_tls = _listener_tls(args, local=True), _admin_tls(args)
+    except _TlsUsage as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     # Refuse an unsafe admin configuration before starting anything (the control plane checks
     # again; this only makes the failure immediate and quiet).
     try:
-        check_bind(admin_host, load_token(args.admin_token_file))
+        check_bind(admin_host, load_token(args.admin_token_file), tls=admin_tls is not None)
+        if listener_tls is not None:
+            # Envoy runs here: files it could not load are refused now, not after it started.
+            server_context(
+                TlsFiles(
+                    Path(listener_tls.cert),
+                    Path(listener_tls.key),
+                    None if listener_tls.ca is None else Path(listener_tls.ca),
+                )
+            )
     except AdminConfigError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except TlsFilesError as error:
+        print(f"error: MCP listener TLS: {error}", file=sys.stderr)
         return EXIT_FAILURE
     options = StackOptions(
         registry_dir=args.registry,
@@ -917,6 +1040,7 @@ async def _up(args: argparse.Namespace) -> int:
         xds_port=args.xds_port,
         status_port=admin_port,
         plugin_port=args.plugin_port,
+        plugins_dir=_plugin_dir(args),
         envoy_admin_port=args.envoy_admin_port,
         envoy_stats_port=args.envoy_stats_port,
         demo_backend_port=args.demo_backend_port or None,
@@ -933,6 +1057,8 @@ async def _up(args: argparse.Namespace) -> int:
         limits=_limits(args),
         broker_settings=_broker_settings(args),
         backend_ca_file=args.backend_tls_ca,
+        listener_tls=listener_tls,
+        admin_tls=admin_tls,
     )
     stack = Stack(options)
     try:
@@ -949,7 +1075,7 @@ async def _up(args: argparse.Namespace) -> int:
         print(f"  {stack.mcp_base_url}{server.path}    ({len(server.tools)} tools)")
     assert stack.broker is not None
     print(f"HTTP+SSE (2024-11-05): add /sse to an endpoint; session bus: {stack.broker.bus.description}")
-    admin = f"http://{stack.control_plane.options.status_host}:{stack.control_plane.status_port}"
+    admin = stack.control_plane.admin_url
     print(
         f"admin API: {admin}/v1/servers   status: {admin}/status   "
         f"envoy admin: http://{options.host}:{options.envoy_admin_port}   "
@@ -964,6 +1090,29 @@ async def _up(args: argparse.Namespace) -> int:
             await stack.stop()
     print("mcpgw stopped", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _demo_unless_given(args: argparse.Namespace) -> Iterator[None]:
+    """`up` without -f: a fresh copy of the bundled demo registry, removed when `up` ends.
+
+    A copy, so nothing (admin writes, the session keys kept beside the registry) is ever written
+    into the installed package or the checkout; its servers call the demo backend where
+    `--demo-backend-port` puts it.
+    """
+    if args.registry is not None:
+        yield
+        return
+    import tempfile
+
+    from mcpgw.stack import DEMO_BACKEND_PORT, demo_registry
+
+    with tempfile.TemporaryDirectory(prefix="mcpgw-demo-") as work:
+        args.registry = demo_registry(Path(work) / "registry", args.demo_backend_port or DEMO_BACKEND_PORT)
+        print(
+            f"serving the bundled demo registry (a copy in {args.registry}; -f DIR serves yours)", flush=True
+        )
+        yield
 
 
 if __name__ == "__main__":

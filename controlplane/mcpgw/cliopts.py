@@ -48,9 +48,32 @@ class Deprecated(argparse.Action):
         setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
 
 
-def add_global_options(parser: argparse.ArgumentParser, version: str, *, copy: bool = False) -> None:
+class _LazyVersion(argparse.Action):
+    """`--version` whose text is made only when asked for (it reads the plugin folder)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, text: Callable[[], str], **kwargs: Any):
+        self.text = text
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(self.text())
+        parser.exit()
+
+
+def add_global_options(
+    parser: argparse.ArgumentParser, version: str | Callable[[], str], *, copy: bool = False
+) -> None:
     """`--log-level` and `--version`; `copy` for a subcommand's (set only when given there)."""
-    parser.add_argument("--version", action="version", version=version)
+    if callable(version):
+        parser.add_argument(
+            "--version",
+            action=_LazyVersion,
+            dest=argparse.SUPPRESS,
+            text=version,
+            help="print versions and exit",
+        )
+    else:
+        parser.add_argument("--version", action="version", version=version)
     parser.add_argument(
         "--log-level",
         type=str.lower,
@@ -60,7 +83,9 @@ def add_global_options(parser: argparse.ArgumentParser, version: str, *, copy: b
     )
 
 
-def accept_global_options_everywhere(parser: argparse.ArgumentParser, version: str) -> None:
+def accept_global_options_everywhere(
+    parser: argparse.ArgumentParser, version: str | Callable[[], str]
+) -> None:
     """Give every subcommand (recursively) a copy of the global options."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -163,6 +188,15 @@ def _session_key(value: str) -> str | None:
     return None
 
 
+def _ca_file(value: str) -> str | None:
+    expected = "expected the PEM file of the CA that signed the admin API's certificate"
+    if not value.strip():
+        return f"is set but empty; {expected}"
+    if not os.path.isfile(value.strip()):
+        return f"={_shown(value)} is not a file; {expected}"
+    return None
+
+
 _SERVING = frozenset({"up", "serve"})
 _ADMIN_CLIENTS = frozenset({"apply", "get", "delete", "session-keys"})
 _BROKERS = _SERVING | {"broker"}
@@ -173,6 +207,7 @@ _BROKERS = _SERVING | {"broker"}
 CHECKS: dict[str, tuple[frozenset[str], Callable[[str], str | None]]] = {
     "MCPGW_ADMIN_TOKEN": (_SERVING | _ADMIN_CLIENTS, _admin_token),
     "MCPGW_ADMIN_URL": (_ADMIN_CLIENTS, _admin_url),
+    "MCPGW_ADMIN_TLS_CA": (_ADMIN_CLIENTS, _ca_file),
     "MCPGW_REDIS_PASSWORD": (_BROKERS, _redis_password),
     "MCPGW_BRIDGE_IDLE_SECONDS": (_BROKERS, _positive_number),
     "MCPGW_BRIDGE_MAX_SESSIONS": (_BROKERS, _positive_integer),

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from mcpgw.admin.app import create_app as create_admin_app
-from mcpgw.admin.auth import Authorizer, check_bind, is_loopback, load_token
+from mcpgw.admin.auth import AdminConfigError, Authorizer, check_bind, is_loopback, load_token
 from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits
+from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
 from mcpgw.refusals import Refusals
 from mcpgw.registry import open_store
@@ -39,6 +40,7 @@ from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSetting
 from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import FileKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
+from mcpgw.tlsreload import ReloadingServerContext, TlsFiles, TlsFilesError
 from mcpgw.translate.envoy import (
     Delta,
     GatewaySettings,
@@ -50,16 +52,17 @@ from mcpgw.translate.envoy import (
 from mcpgw.translate.filtercheck import LIBRARY, FilterCheck, beside
 from mcpgw.translate.groups import GroupViews
 from mcpgw.translate.pgv import ResourceInvalid
+from mcpgw.versions import FILTER_NAME, check_schema
+from mcpgw.versions import describe as describe_versions
 from mcpgw.xds import types
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.stream import Nack
 from mcpgw.xds.tls import XdsTls
 from mcpgw.xds.tls import check_bind as check_xds_bind
-from pluginserver.catalog import latest
+from pluginserver.catalog import Plugin, latest
 
 log = get_logger(__name__)
-FILTER_NAME = "mcp-server"
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,11 @@ class ControlPlaneOptions:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The system CA bundle on the Envoy nodes, for https backends without their own `tls.ca`.
     backend_ca_file: str = SYSTEM_CA_FILE
+    # TLS on Envoy's MCP listener: PEM files on the Envoy nodes (None: plain HTTP).
+    listener_tls: ListenerTls | None = None
+    # TLS on the admin API, certificate reloaded when its files change (None: plain HTTP,
+    # which only a loopback address allows).
+    admin_tls: TlsFiles | None = None
 
 
 @dataclass
@@ -142,6 +150,11 @@ class ControlPlane:
         self._keys_task: asyncio.Task[None] | None = None
         self._retry_task: asyncio.Task[None] | None = None
         self._status: ServedApp | None = None
+        # The admin API's TLS context (its certificate reloads when the files change).
+        self.admin_tls: ReloadingServerContext | None = None
+        # The plugin served and its configuration check, once `start` selected them.
+        self.plugin: Plugin | None = None
+        self.filter_check: FilterCheck | None = None
         # Every background loop runs supervised: a failure is logged, shown and restarted.
         self.supervisor = Supervisor()
         self.credentials = options.credentials
@@ -159,11 +172,26 @@ class ControlPlane:
         """
         # Checked first: a refused admin configuration must not leave anything half started.
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
-        check_bind(self.options.status_host, token)
+        check_bind(self.options.status_host, token, tls=self.options.admin_tls is not None)
         check_xds_bind(self.options.xds_host, self.options.xds_tls)
         if self.options.xds_tls is not None:
             self.options.xds_tls.check()
+        admin_tls = self._admin_tls()
+        if self.options.listener_tls is None and not is_loopback(self.options.listen_host):
+            # Not refused: a load balancer in front of Envoy often terminates TLS. But the MCP
+            # clients' bearer tokens cross the network in clear up to it.
+            log.warning(
+                "listener_without_tls",
+                listen=f"{self.options.listen_host}:{self.options.listen_port}",
+                hint="clients' tokens cross the network in clear unless something in front of Envoy "
+                "terminates TLS; set --listener-tls-cert and --listener-tls-key",
+            )
         plugin = latest(FILTER_NAME, self.options.plugins_dir)
+        # The plugin's own parser; it also says which configuration schema the plugin reads,
+        # refused here when it is not the one this control plane writes.
+        filter_check = _filter_check(plugin.path)
+        check_schema(plugin, filter_check)
+        self.plugin, self.filter_check = plugin, filter_check
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
         self.sessions = SessionKeys(
@@ -202,7 +230,8 @@ class ControlPlane:
             listen_port=self.options.listen_port,
             sessions=sessions,
             limits=self.options.limits,
-            filter_check=_filter_check(plugin.path),
+            listener_tls=self.options.listener_tls,
+            filter_check=filter_check,
             backend_ca_file=self.options.backend_ca_file,
         )
         self.translator = Translator(self.settings)
@@ -220,11 +249,12 @@ class ControlPlane:
         self._watch_task = self.supervisor.start("registry-watch", lambda: self.store.watch(self.apply))
         self._keys_task = self.supervisor.start("keys-watch", lambda: sessions_keys.watch(self._keys_changed))
         await asyncio.sleep(0)
-        await self._start_admin(token)
+        await self._start_admin(token, admin_tls)
         log.info(
             "control_plane_ready",
             xds=f"{self.options.xds_host}:{self.xds_port}",
-            admin=f"http://{self.options.status_host}:{self.status_port}",
+            admin=self.admin_url,
+            listener_tls="on" if self.options.listener_tls else "off",
             admin_writes="enabled" if token else "disabled (no token)",
         )
 
@@ -432,6 +462,8 @@ class ControlPlane:
     def status(self) -> dict[str, Any]:
         snapshot = self.store.snapshot
         return {
+            # mcpgw, the plugin and the configuration schema (contract) both read.
+            "version": describe_versions(self.plugin, self.filter_check),
             "registry": {
                 "store": self.store.description,
                 "revision": self.applied_revision,
@@ -462,12 +494,27 @@ class ControlPlane:
             "refused": self.refusals.status(),
         }
 
-    async def _start_admin(self, token: str | None) -> None:
+    def _admin_tls(self) -> ReloadingServerContext | None:
+        files = self.options.admin_tls
+        if files is None:
+            return None
+        try:
+            return ReloadingServerContext(files)
+        except TlsFilesError as error:
+            raise AdminConfigError(f"admin API TLS: {error}") from None
+
+    @property
+    def admin_url(self) -> str:
+        scheme = "https" if self.options.admin_tls is not None else "http"
+        return f"{scheme}://{self.options.status_host}:{self.status_port}"
+
+    async def _start_admin(self, token: str | None, tls: ReloadingServerContext | None) -> None:
         host = self.options.status_host
         # Reads are open only on loopback; elsewhere every /v1 request needs the token.
         authorizer = Authorizer(token, open_reads=is_loopback(host))
         app = create_admin_app(self.store, self.status, authorizer, self.sessions)
-        self._status = await serve(app, host, self.options.status_port)
+        self.admin_tls = tls
+        self._status = await serve(app, host, self.options.status_port, tls.context if tls else None)
         self.status_port = self._status.port
 
 

@@ -7,15 +7,18 @@ tests use the same class with free ports, so what `make up` runs is what the tes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcpgw import bundled
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, XdsClientTls, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
@@ -23,18 +26,21 @@ from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits, envoy_connection_cap
+from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
 from mcpgw.registry.tls import default_system_ca_file
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
 from mcpgw.sessions.store import default_keys_file
+from mcpgw.tlsreload import TlsFiles
 from mcpgw.xds.tls import XdsTls
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
 log = get_logger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_REGISTRY = REPO_ROOT / "examples" / "registry"
+# The demo registry shipped with mcpgw (`mcpgw.bundled`): read-only; `mcpgw up` without -f
+# serves a copy of it.
+DEFAULT_REGISTRY = bundled.demo_registry()
 # Where the demo registry's servers call the demo backend (`StackOptions.demo_backend_port`'s default).
 DEMO_BACKEND_PORT = 18080
 
@@ -88,6 +94,10 @@ class StackOptions:
     envoy_xds_tls: XdsClientTls | None = None
     # The system CA bundle Envoy verifies https backends against (without their own `tls.ca`).
     backend_ca_file: str = field(default_factory=default_system_ca_file)
+    # TLS on the MCP listener (None: plain HTTP, the demo's default on loopback) and on the
+    # admin API; both reload their certificates when the files change.
+    listener_tls: ListenerTls | None = None
+    admin_tls: TlsFiles | None = None
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -173,7 +183,8 @@ class Stack:
 
     @property
     def mcp_base_url(self) -> str:
-        return f"http://{self.options.host}:{self.options.listen_port}"
+        scheme = "https" if self.options.listener_tls is not None else "http"
+        return f"{scheme}://{self.options.host}:{self.options.listen_port}"
 
     async def start(self, ready_timeout: float = 60.0) -> None:
         """Start every part; on any failure, stop what was started and re-raise."""
@@ -220,6 +231,8 @@ class Stack:
                     session_max_ended=opts.session_max_ended,
                     limits=opts.limits,
                     backend_ca_file=opts.backend_ca_file,
+                    listener_tls=opts.listener_tls,
+                    admin_tls=opts.admin_tls,
                 )
             )
             await self.control_plane.start()
@@ -255,9 +268,28 @@ class Stack:
             await self.envoy.start()
             # The bootstrap's stats listener, and the MCP listener from the control plane.
             await self.envoy.wait_ready(ready_timeout, listeners=2)
+            # Envoy may serve before it has sent its last ACKs (it ACKs RDS and ECDS after
+            # applying them, sometimes ~0.5 s after the listener went active): ready means the
+            # control plane has seen this node accept everything it sent.
+            await self._wait_acked(ready_timeout)
         except BaseException:
             await self.stop()
             raise
+
+    async def _wait_acked(self, timeout: float) -> None:
+        assert self.control_plane is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            nodes = self.control_plane.status()["nodes"]
+            # A NACK is an answer too (the refusals table isolates the server and republishes).
+            if nodes and all(
+                t["version_acked"] == t["version_sent"] or t["last_nack"] is not None
+                for node in nodes
+                for t in node["types"].values()
+            ):
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"envoy did not ACK its configuration within {timeout:.0f}s")
 
     async def stop(self) -> None:
         if self.envoy is not None:

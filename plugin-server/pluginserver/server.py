@@ -12,10 +12,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from mcpgw.bundled import plugins_dir
 from pluginserver.catalog import ARTIFACT, DIGEST, PluginError, load, scan
 
 ROOT = web.AppKey("root", Path)
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "plugins"
+# The plugins mcpgw ships with: plugin-server/plugins/ in a checkout, the wheel's own otherwise.
+DEFAULT_ROOT = plugins_dir()
 
 
 async def _index(request: web.Request) -> web.Response:

@@ -223,8 +223,8 @@ def subcommands(parser: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[s
 # Subcommands with the arguments they need to parse.
 EXAMPLES: dict[tuple[str, ...], list[str]] = {
     ("up",): [],
-    ("serve",): [],
-    ("validate",): [],
+    ("serve",): ["-f", "r"],
+    ("validate",): ["-f", "r"],
     ("broker",): [],
     ("demo-backend",): [],
     ("bootstrap",): ["--node-id", "n", "--xds", "h:1"],
@@ -255,7 +255,7 @@ def test_global_options_go_before_or_after_every_subcommand() -> None:
         neither = parser.parse_args([*path, *rest])
         assert (before.log_level, after.log_level, neither.log_level) == ("debug", "warning", None), path
     # The one given after the subcommand wins, as the last flag given does.
-    both = parser.parse_args(["--log-level", "debug", "validate", "--log-level", "error"])
+    both = parser.parse_args(["--log-level", "debug", "validate", "-f", "r", "--log-level", "error"])
     assert both.log_level == "error"
     # Through the real command: the level applies (debug lines appear) and --version works after too.
     registry = str(Path(__file__).resolve().parents[2] / "examples" / "registry")
@@ -348,10 +348,10 @@ def test_docs_list_every_flag_of_every_subcommand() -> None:
             ["validate", "-f", "."],
             "='loud' is not a log level; expected one of debug",
         ),
-        ("MCPGW_ADMIN_TOKEN", "", ["serve"], "is set but empty; expected a bearer token"),
+        ("MCPGW_ADMIN_TOKEN", "", ["serve", "-f", "."], "is set but empty; expected a bearer token"),
         ("MCPGW_ADMIN_TOKEN", "  ", ["up"], "is set but empty; expected a bearer token"),
         ("MCPGW_ADMIN_TOKEN", b"t\xffk", ["get", "servers"], "has characters other than visible ASCII"),
-        ("MCPGW_ADMIN_TOKEN", "two words", ["serve"], "has characters other than visible ASCII"),
+        ("MCPGW_ADMIN_TOKEN", "two words", ["serve", "-f", "."], "has characters other than visible ASCII"),
         (
             "MCPGW_ADMIN_URL",
             "ftp://gw",
@@ -359,10 +359,15 @@ def test_docs_list_every_flag_of_every_subcommand() -> None:
             "='ftp://gw' is not an admin API URL; expected http://",
         ),
         ("MCPGW_REDIS_PASSWORD", "", ["broker"], "is set but empty; expected the Redis password"),
-        ("MCPGW_REDIS_PASSWORD", b"p\xff", ["serve"], "is not valid UTF-8"),
+        ("MCPGW_REDIS_PASSWORD", b"p\xff", ["serve", "-f", "."], "is not valid UTF-8"),
         ("MCPGW_BRIDGE_IDLE_SECONDS", "soon", ["broker"], "='soon' is not a positive number of seconds"),
         ("MCPGW_BRIDGE_MAX_SESSIONS", "-1", ["up"], "='-1' is not a positive whole number"),
-        ("MCPGW_SESSION_KEY", "c2hvcnQ", ["serve"], "must decode to 32 bytes, got 5; expected 32 random"),
+        (
+            "MCPGW_SESSION_KEY",
+            "c2hvcnQ",
+            ["serve", "-f", "."],
+            "must decode to 32 bytes, got 5; expected 32 random",
+        ),
         ("MCPGW_SESSION_KEY", "!!", ["up"], "is not base64url; expected 32 random bytes in base64url"),
     ],
 )

@@ -59,7 +59,7 @@ def test_bootstrap_tls_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_serve_refuses_plain_xds_off_loopback(tmp_path: Path) -> None:
-    result = run("serve", "--xds", "0.0.0.0:18000")
+    result = run("serve", "-f", str(tmp_path), "--xds", "0.0.0.0:18000")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [

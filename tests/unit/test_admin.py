@@ -419,7 +419,7 @@ def test_loopback_rules_and_token_sources(tmp_path: Path) -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("admin.internal")
     check_bind("127.0.0.1", None)
-    check_bind("0.0.0.0", "t")
+    check_bind("0.0.0.0", "t", tls=True)
     with pytest.raises(AdminConfigError, match="non-loopback"):
         check_bind("0.0.0.0", None)
 

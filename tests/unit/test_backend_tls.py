@@ -316,9 +316,9 @@ def test_client_tls_follows_the_same_rules() -> None:
 def test_serve_and_up_take_the_system_ca_bundle_of_the_envoy_nodes() -> None:
     from mcpgw.cli import _parser
 
-    for command in ("serve", "up"):
-        assert _parser().parse_args([command]).backend_tls_ca == default_system_ca_file()
-        chosen = _parser().parse_args([command, "--backend-tls-ca", "/etc/pki/tls/certs/ca-bundle.crt"])
+    for command in (["serve", "-f", "registry"], ["up"]):
+        assert _parser().parse_args(command).backend_tls_ca == default_system_ca_file()
+        chosen = _parser().parse_args([*command, "--backend-tls-ca", "/etc/pki/tls/certs/ca-bundle.crt"])
         assert chosen.backend_tls_ca == "/etc/pki/tls/certs/ca-bundle.crt"
     # This machine is Debian: the default is its bundle.
     assert default_system_ca_file() == "/etc/ssl/certs/ca-certificates.crt"

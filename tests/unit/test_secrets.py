@@ -276,7 +276,7 @@ def test_the_cli_turns_the_allow_list_on_by_default(command: str, monkeypatch: p
     from mcpgw.cli import _credential_policy, _parser
 
     def policy(*argv: str) -> CredentialPolicy:
-        return _credential_policy(_parser().parse_args([command, *argv]))
+        return _credential_policy(_parser().parse_args([command, "-f", "registry", *argv]))
 
     monkeypatch.delenv("MCPGW_CREDENTIAL_DIRS", raising=False)
     monkeypatch.delenv("MCPGW_CREDENTIAL_ENV", raising=False)

@@ -582,9 +582,9 @@ def test_cli_refuses_a_non_positive_session_ttl() -> None:
     from mcpgw.cli import _parser
 
     with pytest.raises(SystemExit) as exit_info:
-        _parser().parse_args(["serve", "--session-ttl", "0"])
+        _parser().parse_args(["serve", "-f", "r", "--session-ttl", "0"])
     assert exit_info.value.code == 2
-    args = _parser().parse_args(["serve", "--session-ttl", "60", "--session-keys", "/tmp/k.json"])
+    args = _parser().parse_args(["serve", "-f", "r", "--session-ttl", "60", "--session-keys", "/tmp/k.json"])
     assert args.session_ttl == 60 and args.session_keys == Path("/tmp/k.json")
     assert _parser().parse_args(["up"]).session_ttl == 86400
     assert _parser().parse_args(["session-keys", "rotate", "--grace", "0"]).grace == 0

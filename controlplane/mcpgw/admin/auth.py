@@ -3,7 +3,7 @@
 The token is compared in constant time and never logged or echoed. Reads are open only when
 the API listens on loopback (the same trust boundary as Envoy's own admin port); on any other
 address every `/v1` request and `/status` need the token (`/healthz` stays open), and starting
-there without one is refused.
+there without one, or without TLS, is refused.
 """
 
 from __future__ import annotations
@@ -58,12 +58,21 @@ def load_token(
     return token or None
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback admin address without a token: that would be an open registry."""
-    if token is None and not is_loopback(host):
+def check_bind(host: str, token: str | None, tls: bool = False) -> None:
+    """Refuse a non-loopback admin address without a token (an open registry) or without TLS
+    (the token, the registry's documents and the session-key list would cross the network in
+    clear). A TLS-terminating proxy on the same host can still front an API bound to loopback."""
+    if is_loopback(host):
+        return
+    if token is None:
         raise AdminConfigError(
             f"refusing to serve the admin API on non-loopback address {host!r} without a token; "
             f"set ${TOKEN_ENV} or --admin-token-file, or bind 127.0.0.1"
+        )
+    if not tls:
+        raise AdminConfigError(
+            f"refusing to serve the admin API on non-loopback address {host!r} without TLS: the token "
+            "would cross the network in clear; set --admin-tls-cert and --admin-tls-key, or bind 127.0.0.1"
         )
 
 

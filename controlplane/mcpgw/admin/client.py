@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ADMIN_URL_ENV = "MCPGW_ADMIN_URL"
+# The CA that signed the admin API's certificate (default: the system's CAs).
+ADMIN_TLS_CA_ENV = "MCPGW_ADMIN_TLS_CA"
 DEFAULT_ADMIN_URL = "http://127.0.0.1:18001"
 
 
@@ -23,8 +26,15 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # a redirect would carry the bearer token to wherever it points
 
 
-# No proxies and no redirects: the token goes to the admin API and nowhere else.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+def _opener(context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+    # No proxies and no redirects: the token goes to the admin API and nowhere else.
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({}), _NoRedirect()]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers)
+
+
+_OPENER = _opener(None)
 
 
 def default_admin_url() -> str:
@@ -73,10 +83,26 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 class AdminClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls`: how to verify an https API (and which client certificate to show); default:
+        the system's CAs and the URL's host name."""
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.timeout = timeout
+        self._opener = _opener(tls) if tls is not None else _OPENER
+
+    def sends_token_in_clear(self) -> bool:
+        """True when the token would cross a network unencrypted (http:// to another machine)."""
+        from mcpgw.admin.auth import is_loopback
+
+        url = urllib.parse.urlsplit(self.base_url)
+        return bool(self._token) and url.scheme == "http" and not is_loopback(url.hostname or "")
 
     def __repr__(self) -> str:  # the token must not show up in tracebacks
         return f"AdminClient({self.base_url!r})"
@@ -94,7 +120,7 @@ class AdminClient:
         for key, value in (headers or {}).items():
             request.add_header(key, value)
         try:
-            with _OPENER.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return self._reply(response.status, response.read(), dict(response.headers))
         except urllib.error.HTTPError as error:
             reply = self._reply(error.code, error.read(), dict(error.headers))

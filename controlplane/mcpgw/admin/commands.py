@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ from typing import Any
 import yaml
 
 from mcpgw.admin.auth import AdminConfigError, load_token
-from mcpgw.admin.client import AdminClient, AdminError, default_admin_url, split_key
+from mcpgw.admin.client import ADMIN_TLS_CA_ENV, AdminClient, AdminError, default_admin_url, split_key
 from mcpgw.registry import yamldocs
+from mcpgw.tlsreload import TlsFilesError, client_context
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INVALID = 1, 2, 3
 
@@ -65,6 +68,22 @@ def add_commands(commands: Any) -> None:
         use="--admin-token-file FILE",
         help="deprecated: use --admin-token-file",
     )
+    common.add_argument(
+        "--admin-tls-ca",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"CA that signed the admin API's certificate, for https URLs (default: ${ADMIN_TLS_CA_ENV}, "
+        "else the system's CAs)",
+    )
+    common.add_argument(
+        "--admin-tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="client certificate, when the admin API requires one (serve --admin-tls-ca)",
+    )
+    common.add_argument("--admin-tls-key", type=Path, default=None, metavar="FILE", help="its private key")
 
     apply = commands.add_parser(
         "apply", parents=[common], help="create or update MCP servers from YAML files through the admin API"
@@ -126,7 +145,18 @@ def run(args: argparse.Namespace) -> int:
     except AdminConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    client = AdminClient(args.admin, token)
+    try:
+        tls = _client_tls(args)
+    except (ValueError, TlsFilesError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    client = AdminClient(args.admin, token, tls=tls)
+    if client.sends_token_in_clear():
+        print(
+            f"warning: the admin token goes to {args.admin} unencrypted; serve the admin API with "
+            "--admin-tls-cert/--admin-tls-key and use an https:// URL",
+            file=sys.stderr,
+        )
     try:
         if args.command == "apply":
             return _apply(client, args.file)
@@ -137,6 +167,19 @@ def run(args: argparse.Namespace) -> int:
         return _delete(client, args)
     except AdminError as error:
         return _report(error)
+
+
+def _client_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS client context the flags ask for (None: the default, system CAs)."""
+    ca = args.admin_tls_ca
+    if ca is None and os.environ.get(ADMIN_TLS_CA_ENV, "").strip():
+        ca = Path(os.environ[ADMIN_TLS_CA_ENV].strip())
+    cert, key = args.admin_tls_cert, args.admin_tls_key
+    if (cert is None) != (key is None):
+        raise ValueError("--admin-tls-cert and --admin-tls-key go together")
+    if ca is None and cert is None:
+        return None
+    return client_context(ca, cert, key)
 
 
 def _report(error: AdminError, where: str | None = None) -> int:

@@ -47,6 +47,7 @@ from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
+from mcpgw import listenertls
 from mcpgw.limits import ListenerLimits
 from mcpgw.registry.model import BackendTls, Endpoint, McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
@@ -118,6 +119,8 @@ class GatewaySettings:
     sessions: SessionSettings | None = None
     # Timeouts and per-connection limits of the listener, breaker sizes of backend clusters.
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # TLS on the MCP listener: certificate files on the Envoy node (None: plain HTTP).
+    listener_tls: listenertls.ListenerTls | None = None
     # The filter's own configuration parser (None: not built, configurations go unchecked).
     filter_check: FilterCheck | None = dataclasses.field(default=None, compare=False)
     # Backend credentials constant per cluster go into SDS secrets that a credential_injector
@@ -217,7 +220,9 @@ class Translator:
         self._clusters: dict[str, Message] = {PLUGIN_CLUSTER: _plugin_cluster(self.settings)}
         self._endpoints: dict[str, Message] = {}
         self._extensions: dict[str, Message] = {}
-        self._secrets: dict[str, Message] = {}
+        # Backend credentials (per server), and the listener's TLS files (fixed by the settings).
+        tls = self.settings.listener_tls
+        self._secrets: dict[str, Message] = listener_secrets(tls) if tls is not None else {}
         self._changed: dict[str, set[str]] = {}
         self.last: Resources | None = None
         # What the last `translate` changed relative to the result before it (see `Delta`).
@@ -828,21 +833,30 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
         "http_filters": http_filters,
         "local_reply_config": {"mappers": [_TOO_LARGE_MAPPER]},
     }
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
+    }
+    if settings.listener_tls is not None:
+        chain["transport_socket"] = listenertls.transport_socket(settings.listener_tls)
     return _parse(
         listener_pb2.Listener(),
         {
             "name": LISTENER_NAME,
             "address": _socket(settings.listen_host, settings.listen_port),
             "per_connection_buffer_limit_bytes": request_buffer_limit(snapshot),
-            "filter_chains": [
-                {
-                    "filters": [
-                        {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
-                    ]
-                }
-            ],
+            "filter_chains": [chain],
         },
     )
+
+
+def listener_secrets(tls: listenertls.ListenerTls) -> dict[str, Message]:
+    """The SDS secrets of the listener's TLS context: file paths only, checked like every resource."""
+    found = {}
+    for name, data in listenertls.secrets(tls).items():
+        secret = _parse(secret_pb2.Secret(), data)
+        _check(secret, f"listener TLS secret {name}")
+        found[name] = secret
+    return found
 
 
 # Envoy's own per-connection default; the room for the chunk that crosses a server's limit.

@@ -51,6 +51,14 @@ class FilterCheck:
         ]
         check.restype = ctypes.c_int
         self._check = check
+        # The configuration schema (contract version) this build of the filter reads; None for
+        # a library built before the filter declared one.
+        self.schema: int | None = None
+        if hasattr(self._lib, "mcpgw_config_schema"):
+            schema = self._lib.mcpgw_config_schema
+            schema.argtypes = []
+            schema.restype = ctypes.c_uint32
+            self.schema = int(schema())
 
     def check(self, configuration: str) -> None:
         """Raise `FilterRefused` with the filter's reason when it would refuse `configuration`."""

@@ -28,6 +28,11 @@ from mcpgw.registry.tls import ClientTls
 from mcpgw.registry.tools import referenced_args
 from mcpgw.sessions.keys import BROKER_CLUSTER, SessionSettings, encode_secret
 
+# The version of the configuration contract (wasm-filters/mcp-server/CONFIG.md) written here, as
+# `schema` in every configuration. The filter refuses any other (config.zig `schema_version`), and
+# the control plane refuses to start on a plugin that reads another (`FilterCheck.schema`).
+SCHEMA = 1
+
 
 def cluster_name(server: McpServer) -> str:
     return f"mcpgw/{server.key}"
@@ -79,6 +84,7 @@ def filter_config(
     # A server made only of included tools has no backend of its own.
     home = server if server.backend.endpoints else (served[0][0] if served else server)
     config: dict[str, Any] = {
+        "schema": SCHEMA,
         "server": info,
         "base_path": server.path,
         "limits": {

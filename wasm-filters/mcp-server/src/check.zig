@@ -13,6 +13,12 @@ pub const ok: c_int = 0;
 pub const refused: c_int = 1;
 pub const out_of_memory: c_int = 2;
 
+/// The configuration schema this build of the filter reads (`config.schema_version`):
+/// the control plane refuses to serve a plugin whose schema is not the one it writes.
+export fn mcpgw_config_schema() u32 {
+    return config.schema_version;
+}
+
 /// Parses and compiles the configuration `text[0..len]` as the filter does.
 /// Returns `ok`, `refused` (the filter's reason is written to `why`, at most
 /// `why_cap` bytes, its length to `why_len`) or `out_of_memory`. Thread-safe:
@@ -32,6 +38,17 @@ export fn mcpgw_check_config(text: [*]const u8, len: usize, why: [*]u8, why_cap:
         },
     };
     return ok;
+}
+
+test "the schema the library reports is the one the parser reads" {
+    try std.testing.expectEqual(config.schema_version, mcpgw_config_schema());
+    var why: [256]u8 = undefined;
+    var n: usize = 0;
+    const other =
+        \\{"schema": 999, "server": {"name": "s", "version": "1"}, "base_path": "/m"}
+    ;
+    try std.testing.expectEqual(refused, mcpgw_check_config(other.ptr, other.len, &why, why.len, &n));
+    try std.testing.expect(std.mem.startsWith(u8, why[0..n], "schema: "));
 }
 
 test "a configuration the filter refuses is refused with its reason" {

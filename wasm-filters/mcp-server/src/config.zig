@@ -225,7 +225,16 @@ pub const default_max_json_depth: u32 = 64;
 /// levels, so this keeps a wide margin.
 pub const max_json_depth_cap: u32 = 1000;
 
+/// The version of the configuration contract (CONFIG.md) this filter reads.
+/// The control plane writes it as `schema` in every configuration and checks
+/// it against the plugin it serves (`mcpgw_config_schema` in check.zig); a
+/// configuration of another schema is refused, never half understood. Raise
+/// it with any change an older filter or control plane would misread.
+pub const schema_version: u32 = 1;
+
 const RawConfig = struct {
+    /// Absent in hand-written configurations and tests: the current schema.
+    schema: u32 = schema_version,
     server: struct {
         name: []const u8,
         version: []const u8,
@@ -494,6 +503,8 @@ const Compiler = struct {
     }
 
     fn config(self: *Compiler, raw: RawConfig) Error!Config {
+        if (raw.schema != schema_version)
+            return self.fail("schema: this filter reads configuration schema {d}, not {d}", .{ schema_version, raw.schema });
         if (raw.server.name.len == 0) return self.fail("server.name: must not be empty", .{});
         if (raw.base_path.len == 0 or raw.base_path[0] != '/')
             return self.fail("base_path: must start with '/'", .{});
@@ -1301,6 +1312,9 @@ test "invalid sessions and broker are rejected naming the field" {
         \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "broker": {"cluster": ""},
         \\ "sessions": {"keys": [{"id": "a", "secret": "AQEBAQEBAQEBAQEBAQEBAQ"}]}}
     , "broker.cluster: must not be empty");
+    try expectInvalid(
+        \\{"schema": 2, "server": {"name": "s", "version": "1"}, "base_path": "/m"}
+    , "schema: this filter reads configuration schema 1, not 2");
     try expectInvalid(
         \\{"server": {"name": "s", "version": "1"}, "base_path": "/m", "limits": {"max_json_depth": 0}}
     , "limits.max_json_depth: must be 1 to 1000, not 0");
