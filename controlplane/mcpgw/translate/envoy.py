@@ -214,7 +214,7 @@ class Translator:
         # Servers that name gateway groups (`gateways`), kept per server like the rest, so that
         # "does any server name a group?" costs nothing per edit (mcpgw.translate.groups).
         self._grouped: dict[str, tuple[str, ...]] = {}
-        self._shared: tuple[tuple[str, ...], Message, Message] | None = None
+        self._shared: tuple[tuple[str, ...], int, Message, Message] | None = None
         # The resources of the last result, kept up to date entry by entry: copying a dict is
         # cheap, rebuilding one from 10,000 servers in Python is not.
         self._clusters: dict[str, Message] = {PLUGIN_CLUSTER: _plugin_cluster(self.settings)}
@@ -280,18 +280,27 @@ class Translator:
                 self._dynamic.discard(key)
                 self._grouped.pop(key, None)
         self._order = servers
+        # The listener and routes depend on the set of servers (their paths) and on the largest
+        # `maxRequestBytes` (the listener's buffer limit): rebuilt when either may have moved.
         keys = tuple(self._servers) if not same_set and self._shared is not None else None
-        if self._shared is None or (keys is not None and self._shared[0] != keys):
+        limit_moved = same_set and any(
+            s.limits.max_request_bytes != p.limits.max_request_bytes for s, p in touched
+        )
+        if (
+            self._shared is None
+            or (keys is not None and self._shared[0] != keys)
+            or (limit_moved and request_buffer_limit(snapshot) != self._shared[1])
+        ):
             listener, routes = _listener(snapshot, self.settings), _routes(snapshot)
             _check(listener, "listener")
             _check(routes, "routes")
-            self._shared = (tuple(self._servers), listener, routes)
+            self._shared = (tuple(self._servers), request_buffer_limit(snapshot), listener, routes)
         return {
             types.CLUSTER: dict(self._clusters),
             types.ENDPOINT: dict(self._endpoints),
             types.EXTENSION_CONFIG: dict(self._extensions),
-            types.LISTENER: {LISTENER_NAME: self._shared[1]},
-            types.ROUTE: {ROUTE_CONFIG_NAME: self._shared[2]},
+            types.LISTENER: {LISTENER_NAME: self._shared[2]},
+            types.ROUTE: {ROUTE_CONFIG_NAME: self._shared[3]},
             types.SECRET: dict(self._secrets),
         }
 
