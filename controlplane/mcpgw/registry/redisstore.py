@@ -144,6 +144,16 @@ class RedisStore(RegistryStore):
 
     # -- writing ------------------------------------------------------------------------------
 
+    async def _refresh(self, key: str) -> None:
+        # A write found `key` changed in Redis: another replica wrote it while this one's
+        # watcher was reconnecting (a Redis restart or failover), or an earlier write of ours
+        # landed although its answer was lost. Without this the replica would refuse every
+        # write of that server (Conflict → 412) until the watcher resynced.
+        try:
+            self._refreshed |= await self._apply_remote(key)
+        except RedisError as error:
+            raise StoreUnavailable(f"registry store {self.description} is unavailable: {error}") from error
+
     async def _persist_put(self, entry: Entry, previous: Entry | None) -> None:
         await self._compare_and_set(entry.server.key, json.dumps(entry.document, sort_keys=True), previous)
 
@@ -189,7 +199,9 @@ class RedisStore(RegistryStore):
             except (RedisError, OSError) as error:
                 log.warning("registry_watch_lost", store=self.description, error=str(error), retry_in=backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                # At most a second apart: until it follows the channel again, this replica's
+                # Envoys miss the other replicas' writes (a failed attempt is one TCP connect).
+                backoff = min(backoff * 2, 1.0)
                 continue
             backoff = 0.2
 
