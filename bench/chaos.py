@@ -651,6 +651,28 @@ def markdown(result: dict[str, Any]) -> str:
         "Notes per fault: "
         + "; ".join(f"{row['fault']}: {', '.join(row['notes'])}" for row in result["rows"] if row["notes"]),
         "",
+        "What each fault is expected to cost (the design, see docs/ha.md and the README's HA and sessions "
+        "sections):",
+        "",
+        "- controlplane: Envoys keep serving their configuration and reconnect to the other replica; "
+        "admin writes go to the other replica. HTTP+SSE streams held by the killed replica's session "
+        "broker (`serve` runs one in-process) end, and so do sessions whose POSTs the load balancer sends "
+        "to that replica's Envoy while its broker is down (each Envoy hands answers to its own broker); "
+        "run `mcpgw broker` beside each Envoy (`serve --no-broker`) to keep them.",
+        "- envoy: requests in flight on the killed Envoy fail (connection reset); new connections go to "
+        "the other Envoy (both listen on one port). Sessions are signed tokens: every Envoy accepts them.",
+        "- redis: admin writes are refused (503) while Redis is down; HTTP+SSE streams end with an error "
+        "event (the bus does not resubscribe behind a client's back) and new ones get 503 until the bus "
+        "is back; Streamable HTTP and stateless calls do not touch Redis.",
+        "- backend: REST tools answer `isError` results (HTTP 200, JSON-RPC result) while it is down.",
+        "- upstream: calls to the stopped MCP server wait up to the server's `timeoutMs` (3 s here), "
+        "then fail with 502.",
+        "- sentinel: admin writes are refused (503) from the primary's loss until the sentinels promote "
+        "the replica and the old node is back as its replica (a write must reach a replica before it "
+        "is acknowledged); HTTP+SSE streams end as for redis.",
+        "",
+        "Reproduce: `make chaos` (or `.venv/bin/python bench/chaos.py --seconds-per-fault 20`).",
+        "",
     ]  # fmt: skip
     return "\n".join(lines)
 
@@ -685,9 +707,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", help="keep the processes' logs in this directory")
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--render", type=Path, help="only re-render chaos.md from this chaos.json")
     args = parser.parse_args()
     if args.upstream:
         run_upstream(args.upstream)
+        return 0
+    if args.render:
+        (args.out / "chaos.md").write_text(markdown(json.loads(args.render.read_text())))
         return 0
     return asyncio.run(main_async(args))
 
