@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector chromium
+.PHONY: up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke chaos clean help redis inspector chromium
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -13,6 +13,7 @@ help:
 	@echo "make filters build the Zig filters into plugin-server/plugins/"
 	@echo "make bench   run the benchmarks (bench/)"
 	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
+	@echo "make chaos   faults under load: kill/stop each part of an HA gateway (bench/results/chaos.md)"
 	@echo "make wheel   build the wheel into dist/ (the filter is compiled into it)"
 	@echo "make test-wheel  build the wheel, install it in a clean venv, run it from outside the repo"
 	@echo "make clean   remove the venv, built filters and caches"
@@ -114,6 +115,13 @@ bench-controlplane: filters
 	$(PY) bench/translation.py
 	$(PY) bench/propagation.py
 	$(PY) bench/fanout.py
+
+# Faults under load (bench/chaos.py): two control-plane replicas on Redis under Sentinel, two
+# Envoys behind a TCP load balancer, a REST backend and an upstream MCP server; one fault at a
+# time under a steady mixed load. Results to bench/results/chaos.md. Not part of `bench`.
+# ~3 minutes (CHAOS_ARGS="--seconds-per-fault 10" for less).
+chaos: filters redis
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 # Every benchmark with tiny sizes (seconds each), results to a temp dir, never bench/results/:
 # proves on every `make test` that each still runs and yields its figures. ~1.5 minutes.

@@ -182,6 +182,27 @@ BENCHMARKS = (
         ),
         ("dataplane_profile.py", "native_module_floor.zig", "wasm_probe.zig"),
     ),
+    Benchmark(
+        "chaos",
+        # The whole deployment (5 Redis processes, 2 replicas, 3 Envoys) and one fault: ~45 s.
+        (
+            (
+                "chaos.py",
+                *("--faults", "controlplane", "--seconds-per-fault", "6", "--warmup", "2"),
+                *("--out", "{out}"),
+            ),
+        ),
+        "chaos.json",
+        (
+            ("rows.*.calls", positive),
+            ("rows.*.admin_acked", positive),
+            ("rows.*.admin_acked_then_lost", zero),
+            ("rows.*.recovery_s", number),
+            ("admin_writes.acknowledged", positive),
+            ("admin_writes.lost", zero),
+        ),
+        ("chaos.py",),
+    ),
 )
 
 

@@ -105,20 +105,20 @@ def _seconds(text: str) -> float:
 
 
 def _redis_url(text: str) -> str:
-    from mcpgw.registry import is_store_url
+    from mcpgw.redisurl import RedisUrlError, parse
 
-    if not is_store_url(text):
-        raise argparse.ArgumentTypeError(
-            f"expected redis://HOST:PORT[/DB] (or rediss://, unix://), got {text!r}"
-        )
+    try:
+        parse(text)
+    except RedisUrlError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
 def _registry(text: str) -> Path | str:
-    """A registry directory, or a `redis://…` URL for a registry shared by replicas."""
+    """A registry directory, or a `redis://…` / `redis+sentinel://…` URL shared by replicas."""
     from mcpgw.registry import is_store_url
 
-    return text if is_store_url(text) else Path(text)
+    return _redis_url(text) if is_store_url(text) else Path(text)
 
 
 def _whole_seconds(text: str) -> int:
@@ -483,8 +483,8 @@ def _parser() -> argparse.ArgumentParser:
         "--registry",
         type=_registry,
         required=True,
-        help="registry directory, or redis://HOST:PORT/DB shared by replicas "
-        "(password: $MCPGW_REDIS_PASSWORD)",
+        help="registry directory, or redis://HOST:PORT/DB (or redis+sentinel://HOST:PORT,…/SERVICE/DB) "
+        "shared by replicas (password: $MCPGW_REDIS_PASSWORD)",
     )
     serve.add_argument(
         "--xds",
