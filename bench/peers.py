@@ -26,7 +26,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,9 @@ from dataplane_proc import (
     process_tree,
     rss_kib,
     thread_cpus,
+    tree_cpu_seconds,
     tree_rss_kib,
+    wrk,
 )
 from peers_servers import (
     CONTEXTFORGE_VERSION,
@@ -201,8 +203,8 @@ async def measure(
             if round_no == 0:
                 idle_rss = {g.name: tree_rss_kib(g.pid) if g.server_pid else rss_kib(g.pid) for g in gateways}
             for scenario in scenarios:
-                result = await measure_once(scenario, spec, work)
                 gateway = next(g for g in gateways if g.name == scenario.name)
+                result = await measure_drained(scenario, spec, work, gateway.pid)
                 result["rss_kib"] = tree_rss_kib(gateway.pid) if gateway.server_pid else rss_kib(gateway.pid)
                 runs.setdefault((scenario.group, scenario.name), []).append(result)
                 print(
@@ -223,6 +225,7 @@ async def measure(
             row = median_of(rows)
             row.pop("envoy_rss_kib", None)
             row["rss_kib"] = max(r["rss_kib"] for r in rows)
+            row["drain_after_s_runs"] = [r["drain_after_s"] for r in rows]
             out_rows[f"{group}/{name}"] = row
         return {
             "scenarios": out_rows,
@@ -248,6 +251,41 @@ async def measure(
         if stack is not None:
             await stack.stop()
         nginx.stop()
+
+
+async def drained(pid: int, quiet_s: float = 0.5, limit_s: float = 30.0) -> float:
+    """Wait until the process tree of `pid` uses no CPU for `quiet_s` (at most `limit_s`); the
+    seconds waited. wrk stops with calls in flight and the gateway still works them off: a slow
+    peer (seconds per call at 16 connections) would otherwise charge abandoned calls to the next
+    measured run, its own (CPU per call) or the next row's (the same CPU)."""
+    started = time.monotonic()
+    before = tree_cpu_seconds(pid)
+    while time.monotonic() - started < limit_s:
+        await asyncio.sleep(quiet_s)
+        now = tree_cpu_seconds(pid)
+        if now - before < 0.01:  # one clock tick at most: idle
+            break
+        before = now
+    return time.monotonic() - started
+
+
+async def measure_drained(scenario: Scenario, spec: LoadSpec, work: Path, pid: int) -> dict[str, Any]:
+    """Warm-up, drain, the measured run (CPU counted over it only), drain again."""
+    run_spec = spec if scenario.connections is None else replace(spec, connections=scenario.connections)
+    if spec.warmup_s > 0:
+        await wrk(
+            scenario.url,
+            scenario.method,
+            scenario.body,
+            run_spec,
+            work,
+            warmup=True,
+            headers=scenario.headers,
+        )
+    await drained(pid)
+    result = await measure_once(scenario, replace(spec, warmup_s=0), work)
+    result["drain_after_s"] = round(await drained(pid), 2)
+    return result
 
 
 def install(args: argparse.Namespace) -> dict[str, Venv]:
@@ -341,6 +379,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "(the control plane and plugin server are off the request path); ContextForge = its "
             "whole process tree (master + workers, cutime/cstime of reaped workers included); "
             "FastMCP = its process",
+            "drain": "before each measured run (after its warm-up) and after it, the bench waits "
+            "until the gateway's processes use no CPU for 0.5 s (at most 30 s): calls wrk leaves in "
+            "flight are worked off before the next measurement, so they are charged to no run "
+            "(`drain_after_s` per run in the JSON); calls in flight at the end of a measured run "
+            "still count their CPU but not as calls, which overstates a peer's CPU/call at 16 "
+            "connections when it completes few calls per run: its `call@c1` row is the clean one",
             "processes": "mcpgw's Envoy is stopped and started again at the start of every round "
             "after the first (as in dataplane.py); the peers run for the whole run",
             "contextforge_server": "ContextForge's run-gunicorn.sh defaults: gunicorn with "
