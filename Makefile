@@ -123,7 +123,8 @@ bench-controlplane: filters
 	$(PY) bench/fanout.py
 
 # Every benchmark with tiny sizes (seconds each), results to a temp dir, never bench/results/:
-# proves on every `make test` that each still runs and yields its figures. ~1.5 minutes.
+# proves on every `make test` that each still runs and yields its figures. ~3 minutes (plus the
+# peers' installs into .cache/peers/ on a fresh clone: ~2.5 minutes with pip's cache warm).
 bench-smoke: filters
 	$(PY) bench/smoke.py
 
