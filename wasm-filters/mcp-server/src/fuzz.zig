@@ -37,7 +37,7 @@ pub const Target = enum { request, answer, proxy, session, config };
 
 /// Every status the filter answers with itself (docs/security.md lists
 /// them); anything else out of the core is a defect.
-pub const documented_statuses = [_]u32{ 200, 202, 204, 400, 403, 404, 405, 406, 413, 500, 502, 503, 504 };
+pub const documented_statuses = [_]u32{ 200, 202, 204, 400, 401, 403, 404, 405, 406, 413, 500, 502, 503, 504 };
 
 /// The clock every target runs at: session tokens in the seeds were minted
 /// for it (`@valid` stands for "a session the filter verified").
@@ -349,7 +349,9 @@ fn proxyTarget(fx: *const Fixtures, gpa: Allocator, arena: Allocator, input: []c
     const status = std.fmt.parseUnsigned(u32, tpl.findHeader(resp_headers, ":status") orelse "200", 10) catch 0;
     var calls: usize = 0;
     while (true) : (calls += 1) switch (step) {
-        .reply => |r| return checkReply(arena, r.status, r.body),
+        // A JSON-RPC error the upstream answered with a 4xx (or, bridged, 502/504) passes
+        // on with its status (proxy.zig's passError, CONFIG.md).
+        .reply => |r| return checkReply(arena, if (calls > 0 and r.status == status) 502 else r.status, r.body),
         .call => |c| {
             try checkHeaders(c.headers);
             if (calls == 8) return;
