@@ -22,6 +22,7 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,9 +102,15 @@ class Case:
 
     def wire(self, host: str) -> bytes:
         head = [f"{self.method} {self.path} HTTP/1.1".encode(), f"host: {host}".encode()]
-        head += [name + b": " + value for name, value in self.headers]
+        # CR and LF cannot be in a header line: they would end it, and could start a second
+        # request on the connection (and so a second answer). Every other byte goes as it is.
+        head += [crlf_free(name) + b": " + crlf_free(value) for name, value in self.headers]
         head += [f"content-length: {len(self.body)}".encode(), b"connection: close"]
         return b"\r\n".join(head) + b"\r\n\r\n" + self.body
+
+
+def crlf_free(value: bytes) -> bytes:
+    return value.replace(b"\r", b"").replace(b"\n", b"")
 
 
 @dataclass
@@ -326,18 +333,17 @@ async def run(
     rng = random.Random(seed)
     outcome = Outcome()
     deadline = time.monotonic() + seconds
-    # Generated up front, in order: the same seed gives the same requests.
-    cases = [
-        mutate(rng, rng.choice(seed_cases)) if i >= len(seed_cases) else seed_cases[i]
-        for i in range(max_cases)
-    ]
-    queue: asyncio.Queue[Case] = asyncio.Queue()
-    for case in cases:
-        queue.put_nowait(case)
+
+    # Made as they are sent (a case may be megabytes), in one order: the same seed gives the
+    # same requests; the seeds themselves go first.
+    def generate() -> Iterator[Case]:
+        for i in range(max_cases):
+            yield seed_cases[i] if i < len(seed_cases) else mutate(rng, rng.choice(seed_cases))
+
+    cases = generate()
 
     async def worker() -> None:
-        while time.monotonic() < deadline and not queue.empty():
-            case = queue.get_nowait()
+        while time.monotonic() < deadline and (case := next(cases, None)) is not None:
             outcome.sent += 1
             started = time.monotonic()
             try:

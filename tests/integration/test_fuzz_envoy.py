@@ -18,6 +18,7 @@ import random
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from mcpgw.httpserve import serve
@@ -32,6 +33,8 @@ CASES = int(os.environ.get("FUZZ_ENVOY_CASES", "300"))
 SECONDS = float(os.environ.get("FUZZ_ENVOY_SECONDS", "20"))
 
 
+# The run's own bound plus the stack's start and stop.
+@pytest.mark.timeout(SECONDS + 150)
 async def test_mutated_requests_get_documented_answers_and_no_vm_fails(tmp_path: Path) -> None:
     seed = int(os.environ.get("FUZZ_ENVOY_SEED", random.randrange(1 << 32)))
     secret_file = tmp_path / "api-key"
