@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos clean help redis inspector chromium
+.PHONY: images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools clean help redis inspector chromium
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-peers  mcpgw beside ContextForge and FastMCP, same tool, one run"
 	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
 	@echo "make chaos   faults under load: kill/stop each part of an HA gateway (bench/results/chaos.md)"
+	@echo "make fuzz    fuzz the filter: each native target, then through Envoy, FUZZ_SECONDS each (default 60)"
 	@echo "make wheel   build the wheel into dist/ (the filter is compiled into it)"
 	@echo "make test-wheel  build the wheel, install it in a clean venv, run it from outside the repo"
 	@echo "make images  build the control-plane and Envoy images with podman, offline, from the wheelhouse (deploy/README.md)"
@@ -62,6 +63,17 @@ inspector: $(STAMP)
 	@command -v npm >/dev/null || { echo "error: npm is missing; install it (Debian/Ubuntu: apt-get install npm)"; exit 1; }
 	$(PY) -m tests.inspector
 
+# The native fuzz targets link clang's libFuzzer (docs/testing.md). Debian's clang-14 and its
+# runtimes, installed with apt-get when we can (root), else a clear error.
+fuzz-tools:
+	@{ command -v clang-14 >/dev/null || command -v clang >/dev/null; } && \
+	  ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq clang-14 libclang-rt-14-dev >/dev/null)); \
+	  fi; }
+	@ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 || { echo "error: clang's libFuzzer is missing; install it (Debian/Ubuntu: apt-get install clang-14 libclang-rt-14-dev)"; exit 1; }
+
 filters: $(STAMP)
 	$(PY) wasm-filters/build.py
 
@@ -75,8 +87,8 @@ wheel: $(STAMP)
 	$(PY) -m pip wheel --no-deps --wheel-dir dist .
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check controlplane plugin-server tests bench wasm-filters/build.py setup.py
-	$(VENV)/bin/ruff format --check controlplane plugin-server tests bench wasm-filters/build.py setup.py
+	$(VENV)/bin/ruff check controlplane plugin-server tests bench wasm-filters/build.py wasm-filters/mcp-server/fuzz setup.py
+	$(VENV)/bin/ruff format --check controlplane plugin-server tests bench wasm-filters/build.py wasm-filters/mcp-server/fuzz setup.py
 	$(PY) wasm-filters/build.py --check-fmt
 
 unit: $(STAMP)
@@ -86,10 +98,11 @@ unit: $(STAMP)
 integration: filters redis chromium
 	$(PY) -m pytest tests/integration -q
 
-test: filters lint redis inspector chromium
+test: filters lint redis inspector chromium fuzz-tools
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra --ignore=tests/wheel
 	@$(MAKE) --no-print-directory bench-smoke
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-wheel
 
 # The wheel as a user gets it: built from the tracked sources (the build compiles the filter),
@@ -138,6 +151,19 @@ chaos: filters redis
 # peers' installs into .cache/peers/ on a fresh clone: ~2.5 minutes with pip's cache warm).
 bench-smoke: filters
 	$(PY) bench/smoke.py
+
+# Fuzzing (docs/testing.md): every native target of wasm-filters/mcp-server/src/fuzz.zig for
+# FUZZ_SECONDS on one core (libFuzzer, ReleaseSafe with Zig's safety checks and a leak check),
+# then mutated requests through a real Envoy for FUZZ_SECONDS. Corpora grow in build/fuzz/.
+FUZZ_SECONDS ?= 60
+fuzz: filters fuzz-tools redis
+	$(PY) wasm-filters/mcp-server/fuzz/run.py --seconds $(FUZZ_SECONDS)
+	FUZZ_ENVOY_SECONDS=$(FUZZ_SECONDS) FUZZ_ENVOY_CASES=1000000 $(PY) -m pytest tests/integration/test_fuzz_envoy.py -q -s
+
+# The native part of the fuzz smoke (make test; the through-Envoy part runs with tests/integration):
+# a Debug build (~10 s), 3 s per target from the committed seeds. ~35 s.
+fuzz-smoke: fuzz-tools $(STAMP)
+	$(PY) wasm-filters/mcp-server/fuzz/run.py --smoke
 
 clean:
 	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache build dist

@@ -15,4 +15,5 @@ test {
     _ = @import("config_mem.zig");
     _ = @import("session.zig");
     _ = @import("check.zig");
+    _ = @import("fuzz.zig");
 }
