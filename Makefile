@@ -100,7 +100,7 @@ integration: filters redis chromium
 
 test: filters lint redis inspector chromium fuzz-tools
 	$(PY) wasm-filters/build.py --test
-	$(PY) -m pytest tests -q -ra --ignore=tests/wheel
+	$(PY) -m pytest tests -q -ra --ignore=tests/wheel --ignore=tests/deploy
 	@$(MAKE) --no-print-directory bench-smoke
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-wheel
