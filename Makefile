@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector chromium
+.PHONY: kubectl deploy-tools test-deploy test-deploy-k8s up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector chromium
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
 	@echo "make wheel   build the wheel into dist/ (the filter is compiled into it)"
 	@echo "make test-wheel  build the wheel, install it in a clean venv, run it from outside the repo"
+	@echo "make test-deploy  the deployment checks: manifests validated and linted, podman kube play (docs/deploy.md)"
 	@echo "make clean   remove the venv, built filters and caches"
 
 # Re-install only when the dependency list changes.
@@ -83,7 +84,7 @@ integration: filters redis chromium
 
 test: filters lint redis inspector chromium
 	$(PY) wasm-filters/build.py --test
-	$(PY) -m pytest tests -q -ra --ignore=tests/wheel
+	$(PY) -m pytest tests -q -ra --ignore=tests/wheel --ignore=tests/deploy
 	@$(MAKE) --no-print-directory bench-smoke
 	@$(MAKE) --no-print-directory test-wheel
 
@@ -124,3 +125,31 @@ clean:
 	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache build dist
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find wasm-filters -name .zig-cache -type d -prune -exec rm -rf {} +
+
+# Kubernetes manifests are rendered by Debian's kubectl (`kubectl kustomize`, offline); installed
+# with apt-get when we can (root), else a clear error.
+kubectl:
+	@command -v kubectl >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq kubernetes-client >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq kubernetes-client >/dev/null)); \
+	  fi; }
+	@command -v kubectl >/dev/null || { echo "error: kubectl is missing; install it (Debian/Ubuntu: apt-get install kubernetes-client)"; exit 1; }
+
+# The manifest validators, pinned, in a venv of their own: checkov pins dozens of libraries that
+# must not move mcpgw's. kubernetes-validate carries the schemas (offline).
+DEPLOY_TOOLS := .cache/deploy-tools
+$(DEPLOY_TOOLS)/.installed: Makefile
+	@test -x $(DEPLOY_TOOLS)/bin/python || $(PYTHON) -m venv $(DEPLOY_TOOLS)
+	$(DEPLOY_TOOLS)/bin/python -m pip install --quiet "kubernetes-validate==1.37.0" "checkov==3.3.30"
+	@touch $@
+
+deploy-tools: $(DEPLOY_TOOLS)/.installed
+
+# Kubernetes: every overlay rendered, validated (kubernetes-validate, Kubernetes 1.30 --strict),
+# linted (checkov: nothing failed, every skip explained in the manifest), then run with
+# `podman kube play` from the images of `make images`.
+test-deploy-k8s: $(STAMP) kubectl deploy-tools
+	$(PY) -m pytest tests/deploy -q -ra -k k8s
+
+test-deploy: test-deploy-k8s

@@ -1,0 +1,340 @@
+"""The overlays run by `podman kube play`, from the images `make images` builds.
+
+single: the Envoy pod ACKs its configuration from the control-plane pod over mutual TLS, fetches
+the filter module from the plugin-server pod, and the `mcp` SDK client lists and calls the demo
+tools through it; a ConfigMap update (the kubelet's `..data` symlink swap) shows in tools/list
+within a second.
+ha: two control planes on Redis, two Envoys; one control-plane container killed, an edit through
+the other still reaches both Envoys.
+Everything is torn down after (`podman kube down`, then the pods by name).
+
+See `tests.deploy.kubeplay` for what stands in for the cluster.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from mcp import Client
+
+from mcpgw import __version__, pki
+from mcpgw.stack import DEFAULT_REGISTRY, free_ports
+from tests import kubevolume
+from tests.deploy import kubeplay
+from tests.deploy.kube import render
+from tests.deploy.podman import podman_env
+from tests.waiting import eventually
+
+CONTROLPLANE_IMAGE = f"localhost/mcpgw-controlplane:{__version__}"
+ENVOY_IMAGE = f"localhost/mcpgw-envoy:{__version__}"
+BASE_IMAGE = "localhost/mcpgw-base:bookworm"
+# Redis for the ha overlay, made here from the machine's own redis-server on the base image
+# (no registry is reachable); the overlay names `localhost/redis:7`, replaced for the test.
+TEST_REDIS_IMAGE = "localhost/mcpgw-test-redis:7"
+ENVOYS = 2
+
+
+def image_exists(env: dict[str, str], image: str) -> bool:
+    return subprocess.run(["podman", "image", "exists", image], env=env, check=False).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def env() -> dict[str, str]:
+    environment = podman_env()
+    for image in (CONTROLPLANE_IMAGE, ENVOY_IMAGE, BASE_IMAGE):
+        assert image_exists(environment, image), f"image {image} is missing: run `make images`"
+    return environment
+
+
+@pytest.fixture(scope="module")
+def redis_image(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """This machine's redis-server and redis-cli with the libraries they link, on the base image
+    (the same Debian release), built with no network. Kept, like the base image."""
+    if image_exists(env, TEST_REDIS_IMAGE):
+        return TEST_REDIS_IMAGE
+    context = tmp_path_factory.mktemp("redis-image")
+    files: set[str] = set()
+    for binary in ("/usr/bin/redis-server", "/usr/bin/redis-cli"):
+        files.add(binary)
+        ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+        files |= {part for line in ldd.splitlines() for part in line.split() if part.startswith("/")}
+    lines = [f"FROM {BASE_IMAGE}"]
+    for index, path in enumerate(sorted(files)):
+        real = Path(path).resolve()
+        (context / f"f{index}").write_bytes(real.read_bytes())
+        lines.append(f"COPY f{index} {path}")
+    lines.append("RUN chmod 0755 /usr/bin/redis-server /usr/bin/redis-cli && redis-server --version")
+    lines.append("USER 10001")
+    (context / "Containerfile").write_text("\n".join(lines) + "\n")
+    kubeplay.podman(env, "build", "--network", "none", "-t", TEST_REDIS_IMAGE, str(context), timeout=900)
+    return TEST_REDIS_IMAGE
+
+
+@dataclass
+class Deployment:
+    env: dict[str, str]
+    ports: kubeplay.Ports
+    registry: Path
+    token: str
+    admin_ca: Path
+    played: kubeplay.Played
+
+    def mcp_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.listen}/mcp/default/petstore"
+
+    def admin_client(self, index: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=f"https://127.0.0.1:{self.ports.admin[index]}",
+            verify=str(self.admin_ca),
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=5,
+        )
+
+    def envoy_config(self, index: int) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.ports.envoy_admin[index]}/config_dump?include_eds", timeout=5
+        ) as response:
+            return str(response.read().decode())
+
+    def diagnostics(self) -> str:
+        lines = []
+        for pod in self.played.pods:
+            for container in ("controlplane", "envoy", "plugins", "redis", "backend"):
+                text = kubeplay.logs(self.env, kubeplay.container_name(pod, container))
+                if text:
+                    lines.append(f"--- {pod}/{container}\n{text[-2500:]}")
+        return "\n".join(lines)
+
+
+def http_status(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode().strip()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode().strip()
+
+
+def petstore(backend_port: int, description: str | None = None) -> str:
+    text = (
+        (DEFAULT_REGISTRY / "petstore.yaml")
+        .read_text()
+        .replace("127.0.0.1:18080", f"127.0.0.1:{backend_port}")
+    )
+    if description is None:
+        return text
+    document = yaml.safe_load(text)
+    document["tools"][0]["description"] = description
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def certificates(root: Path, envoys: int) -> dict[str, Path]:
+    """The Secrets' files, as `kubectl create secret` would mount them (docs/deploy.md)."""
+    ca = pki.make_ca("mcpgw kube play CA")
+    xds_server, admin_tls, xds_envoy, token_dir = (
+        root / n for n in ("xds-server", "admin-tls", "xds-envoy", "token")
+    )
+    pki.issue(ca, "mcpgw-xds", dns=["mcpgw-xds"], ips=["127.0.0.1"], server=True).write(xds_server, "tls")
+    pki.issue(ca, "mcpgw-admin", dns=["mcpgw-admin"], ips=["127.0.0.1"], server=True).write(admin_tls, "tls")
+    for index in range(envoys):
+        node = f"mcpgw-envoy-{index}"
+        pki.issue(ca, node, uris=[f"spiffe://mcpgw/mcpgw/{node}"], client=True).write(xds_envoy, node)
+    for directory in (xds_server, xds_envoy):
+        (directory / "ca.crt").write_bytes(ca.cert_pem)
+    (root / "ca.crt").write_bytes(ca.cert_pem)
+    token_dir.mkdir()
+    (token_dir / "token").write_text(secrets.token_hex(16))
+    return {
+        "xds-tls-server": xds_server,
+        "admin-tls": admin_tls,
+        "xds-tls-envoy": xds_envoy,
+        "admin-token": token_dir,
+    }
+
+
+def volumes_for(root: Path, files: dict[str, Path], registry: Path) -> dict[str, Path]:
+    (root / "tmp").mkdir()
+    (root / "data").mkdir()
+    return {
+        "registry": registry,
+        "admin-tls": files["admin-tls"],
+        "admin-token": files["admin-token"],
+        "tmp": root / "tmp",
+        "data": root / "data",
+    }
+
+
+def with_xds_volumes(pods: list[dict[str, Any]], files: dict[str, Path]) -> None:
+    """`xds-tls` is the server's Secret in control-plane pods and the Envoys' in Envoy pods."""
+    for pod in pods:
+        for volume in pod["spec"].get("volumes", []):
+            if volume["name"] == "xds-tls":
+                is_envoy = pod["metadata"]["name"].startswith("mcpgw-envoy")
+                volume["hostPath"]["path"] = str(files["xds-tls-envoy" if is_envoy else "xds-tls-server"])
+
+
+def deploy(overlay: str, env: dict[str, str], tmp_path: Path, replicas: dict[str, int]) -> Deployment:
+    docs = render(overlay)
+    for workload in docs:
+        name = workload["metadata"]["name"]
+        if name in replicas:
+            workload["spec"]["replicas"] = replicas[name]
+        for container in workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            if container["image"].startswith("localhost/redis:"):
+                container["image"] = TEST_REDIS_IMAGE
+    controlplanes = replicas.get("mcpgw-controlplane", 1)
+    xds, admin, broker = free_ports(controlplanes), free_ports(controlplanes), free_ports(controlplanes)
+    stats, envoy_admin = free_ports(ENVOYS), free_ports(ENVOYS)
+    plugins, listen, redis, backend = free_ports(4)
+    ports = kubeplay.Ports(xds, admin, broker, plugins, listen, stats, envoy_admin, redis, backend)
+    registry = tmp_path / "registry"
+    kubevolume.publish(registry, {"petstore.yaml": petstore(backend)})
+    files = certificates(tmp_path / "secrets", ENVOYS)
+    token = (files["admin-token"] / "token").read_text()
+    secret_env = {
+        ("mcpgw-session-key", "key"): secrets.token_urlsafe(32),
+        ("mcpgw-redis", "password"): secrets.token_hex(16),
+    }
+    pods = kubeplay.for_podman(docs, ports, volumes_for(tmp_path, files, registry), secret_env)
+    with_xds_volumes(pods, files)
+    pods.insert(0, kubeplay.demo_backend_pod(CONTROLPLANE_IMAGE, backend))
+    for directory in (registry, *files.values()):
+        kubeplay.own(directory)
+    played = kubeplay.play(env, pods, tmp_path)
+    return Deployment(env, ports, registry, token, tmp_path / "secrets" / "ca.crt", played)
+
+
+@pytest.fixture
+def deployed(request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path) -> Iterator[Deployment]:
+    overlay, replicas = request.param
+    deployment: Deployment | None = None
+    try:
+        deployment = deploy(overlay, env, tmp_path, replicas)
+        yield deployment
+    except BaseException:
+        if deployment is not None:
+            print(deployment.diagnostics())
+        raise
+    finally:
+        if deployment is not None:
+            kubeplay.down(env, deployment.played)
+
+
+async def wait_ready(deployment: Deployment, envoys: int) -> None:
+    """What the probes ask: /healthz of each control plane and the plugin server, /ready of each
+    Envoy (200 only once the control plane configured it)."""
+    ports = deployment.ports
+    for admin in ports.admin:
+        await eventually(
+            lambda a=admin: admin_healthy(deployment, a),
+            120,
+            f"control plane :{admin} /healthz",
+            ignore=(OSError,),
+        )
+    await eventually(
+        lambda: http_status(f"http://127.0.0.1:{ports.plugins}/healthz")[0] == 200,
+        60,
+        "plugin server /healthz",
+        ignore=(OSError,),
+    )
+    for stats in ports.stats[:envoys]:
+        await eventually(
+            lambda s=stats: http_status(f"http://127.0.0.1:{s}/ready") == (200, "LIVE"),
+            120,
+            f"Envoy :{stats} /ready",
+            ignore=(OSError,),
+        )
+
+
+async def admin_healthy(deployment: Deployment, port: int) -> bool:
+    async with httpx.AsyncClient(verify=str(deployment.admin_ca), timeout=2) as http:
+        return (await http.get(f"https://127.0.0.1:{port}/healthz")).status_code == 200
+
+
+async def nodes_acked(deployment: Deployment, index: int, expected: int) -> list[dict[str, Any]]:
+    async with deployment.admin_client(index) as admin:
+        status = (await admin.get("/status")).json()
+    nodes = [
+        n
+        for n in status["nodes"]
+        if all(
+            t["version_acked"] == t["version_sent"] and t["last_nack"] is None for t in n["types"].values()
+        )
+    ]
+    return nodes if len(nodes) == expected else []
+
+
+async def list_pets_description(client: Client) -> str | None:
+    tools = (await client.list_tools(cache_mode="bypass")).tools
+    return next(t.description for t in tools if t.name == "listPets")
+
+
+@pytest.mark.parametrize("deployed", [("single", {"mcpgw-envoy": 1})], indirect=True)
+async def test_single_overlay_serves_the_demo_and_follows_configmap_swaps(deployed: Deployment) -> None:
+    await wait_ready(deployed, envoys=1)
+    # The Envoy pod ACKed everything the control-plane pod sent, over mutual TLS.
+    (node,) = await eventually(lambda: nodes_acked(deployed, 0, 1), 30, "the Envoy pod's ACKs")
+    assert node["node_id"] == "mcpgw-envoy-0"
+    async with deployed.admin_client(0) as admin:
+        assert (await admin.get("/status")).json()["xds"]["tls"] is True
+    # The filter module came from the plugin-server pod (http delivery), not from a file.
+    config = deployed.envoy_config(0)
+    assert f"http://127.0.0.1:{deployed.ports.plugins}/plugins/" in config or "mcpgw-plugins" in config
+    async with Client(deployed.mcp_url(), mode="legacy") as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert tools == {"listPets", "getPet", "createPet", "describePet"}
+        answer = await client.call_tool("describePet", {"id": 2})
+        assert not answer.is_error and "Tom is a cat" in answer.content[0].text
+        # `kubectl edit configmap mcpgw-registry`: the kubelet swaps the volume's ..data link.
+        expected = "Swapped into the ConfigMap volume."
+        kubevolume.publish(deployed.registry, {"petstore.yaml": petstore(deployed.ports.backend, expected)})
+        kubeplay.own(deployed.registry)
+        started = time.monotonic()
+        while await list_pets_description(client) != expected:
+            assert time.monotonic() - started < 1.0, "the ConfigMap update not in tools/list within 1 s"
+        elapsed = time.monotonic() - started
+    print(f"ConfigMap swap → tools/list: {elapsed * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize(
+    "deployed", [("ha", {"mcpgw-controlplane": 2, "mcpgw-envoy": ENVOYS, "mcpgw-plugins": 1})], indirect=True
+)
+@pytest.mark.usefixtures("redis_image")
+async def test_ha_overlay_survives_a_killed_control_plane(deployed: Deployment) -> None:
+    await wait_ready(deployed, envoys=ENVOYS)
+    # Both Envoys list the replicas in order: both are on the first one and ACKed it all.
+    await eventually(lambda: nodes_acked(deployed, 0, ENVOYS), 30, "both Envoys' ACKs on replica 0")
+    async with Client(deployed.mcp_url(), mode="legacy") as client:
+        assert not (await client.call_tool("getPet", {"id": 1})).is_error
+    kubeplay.podman(deployed.env, "kill", kubeplay.container_name("mcpgw-controlplane-0", "controlplane"))
+    expected = "Edited through the surviving replica."
+    async with deployed.admin_client(1) as admin:
+        current = await admin.get("/v1/servers/default/petstore")
+        assert current.status_code == 200, current.text
+        document = current.json()
+        document["tools"][0]["description"] = expected
+        written = await admin.put(
+            "/v1/servers/default/petstore", json=document, headers={"If-Match": current.headers["ETag"]}
+        )
+        assert written.status_code == 200, written.text
+    # Both Envoys have it (each one's own admin, on loopback), and clients see it.
+    for index in range(ENVOYS):
+        await eventually(
+            lambda i=index: expected in deployed.envoy_config(i), 15, f"the edit in Envoy {index}"
+        )
+    async with Client(deployed.mcp_url(), mode="legacy") as client:
+        for _ in range(4):  # the listener port is shared (SO_REUSEPORT): several connections
+            assert await list_pets_description(client) == expected
+        assert not (await client.call_tool("getPet", {"id": 1})).is_error
+    # They moved to the surviving replica.
+    await eventually(lambda: nodes_acked(deployed, 1, ENVOYS), 30, "both Envoys' ACKs on replica 1")
