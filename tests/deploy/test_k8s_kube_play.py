@@ -13,6 +13,7 @@ See `tests.deploy.kubeplay` for what stands in for the cluster.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import time
@@ -36,8 +37,9 @@ from tests.deploy.kube import render
 from tests.deploy.podman import podman_env
 from tests.waiting import eventually
 
-CONTROLPLANE_IMAGE = f"localhost/mcpgw-controlplane:{__version__}"
-ENVOY_IMAGE = f"localhost/mcpgw-envoy:{__version__}"
+# The images `make images` builds (deploy/README.md); another build can be named for a run.
+CONTROLPLANE_IMAGE = os.environ.get("MCPGW_CONTROLPLANE_IMAGE", f"localhost/mcpgw-controlplane:{__version__}")
+ENVOY_IMAGE = os.environ.get("MCPGW_ENVOY_IMAGE", f"localhost/mcpgw-envoy:{__version__}")
 BASE_IMAGE = "localhost/mcpgw-base:bookworm"
 # Redis for the ha overlay, made here from the machine's own redis-server on the base image
 # (no registry is reachable); the overlay names `localhost/redis:7`, replaced for the test.
@@ -192,6 +194,10 @@ def deploy(overlay: str, env: dict[str, str], tmp_path: Path, replicas: dict[str
         for container in workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             if container["image"].startswith("localhost/redis:"):
                 container["image"] = TEST_REDIS_IMAGE
+            elif container["image"].startswith("localhost/mcpgw-controlplane:"):
+                container["image"] = CONTROLPLANE_IMAGE
+            elif container["image"].startswith("localhost/mcpgw-envoy:"):
+                container["image"] = ENVOY_IMAGE
     controlplanes = replicas.get("mcpgw-controlplane", 1)
     xds, admin, broker = free_ports(controlplanes), free_ports(controlplanes), free_ports(controlplanes)
     stats, envoy_admin = free_ports(ENVOYS), free_ports(ENVOYS)

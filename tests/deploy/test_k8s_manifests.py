@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from mcpgw import __version__
 from mcpgw.stack import DEFAULT_REGISTRY
 from tests.deploy.kube import (
     KUBERNETES_VERSION,
@@ -258,3 +259,14 @@ def test_base_registry_is_the_demo_registry() -> None:
     assert (KUSTOMIZE / "base" / "registry" / "petstore.yaml").read_text() == (
         DEFAULT_REGISTRY / "petstore.yaml"
     ).read_text()
+
+
+def test_images_are_this_version(overlay: str) -> None:
+    """The tags `make images` builds and the offline kit carries (deploy/README.md)."""
+    images = {
+        c["image"]
+        for w in workloads(render(overlay))
+        for c in w["spec"]["template"]["spec"]["containers"]
+        if "mcpgw" in c["image"]
+    }
+    assert images == {f"localhost/mcpgw-controlplane:{__version__}", f"localhost/mcpgw-envoy:{__version__}"}
