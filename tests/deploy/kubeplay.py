@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,7 +93,8 @@ def for_podman(
 ) -> list[dict[str, Any]]:
     """The overlay's workloads as Pods podman runs on this machine (see the module docstring).
 
-    `volumes` maps a volume's name (`registry`, `xds-tls`, …) to the host directory it becomes;
+    `volumes` maps a Secret's or ConfigMap's name to the host directory that stands in for it,
+    and an `emptyDir`'s or claim template's name to a directory of per-pod directories;
     `secret_env` maps (Secret name, key) to the value an environment variable gets.
     """
     pods: list[dict[str, Any]] = []
@@ -155,11 +155,12 @@ def for_podman(
                     )
                 container["env"] = env
             for volume in pod["spec"].get("volumes", []):
-                if "persistentVolumeClaim" in volume:
-                    continue
-                path = volumes[volume["name"]]
-                if volume["name"] in ("tmp", "data"):
-                    path = path / name
+                if "secret" in volume:
+                    path = volumes[volume["secret"]["secretName"]]
+                elif "configMap" in volume:
+                    path = volumes[volume["configMap"]["name"]]
+                else:  # an emptyDir: one directory per pod
+                    path = volumes[volume["name"]] / name
                     path.mkdir(parents=True, exist_ok=True)
                     _own(path)
                 for kind in ("secret", "configMap", "emptyDir"):
@@ -211,6 +212,7 @@ def _own(path: Path) -> None:
 
 
 def own(path: Path) -> None:
+    """What the kubelet's fsGroup does for a Secret or ConfigMap volume: the pods' user reads it."""
     _own(path)
 
 
@@ -240,8 +242,3 @@ def logs(env: dict[str, str], container: str) -> str:
 def container_name(pod: str, container: str) -> str:
     """podman kube play names a pod's container `<pod>-<container>`."""
     return f"{pod}-{container}"
-
-
-def chown_tree(path: Path) -> None:
-    shutil.chown(path, UID, UID)
-    _own(path)

@@ -140,49 +140,29 @@ def petstore(backend_port: int, description: str | None = None) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def certificates(root: Path, envoys: int) -> dict[str, Path]:
+def secrets_as_files(root: Path, envoys: int) -> dict[str, Path]:
     """The Secrets' files, as `kubectl create secret` would mount them (docs/deploy.md)."""
     ca = pki.make_ca("mcpgw kube play CA")
-    xds_server, admin_tls, xds_envoy, token_dir = (
-        root / n for n in ("xds-server", "admin-tls", "xds-envoy", "token")
+    directories = {
+        n: root / n for n in ("mcpgw-xds-server", "mcpgw-admin-tls", "mcpgw-xds-envoy", "mcpgw-admin-token")
+    }
+    pki.issue(ca, "mcpgw-xds", dns=["mcpgw-xds"], ips=["127.0.0.1"], server=True).write(
+        directories["mcpgw-xds-server"], "tls"
     )
-    pki.issue(ca, "mcpgw-xds", dns=["mcpgw-xds"], ips=["127.0.0.1"], server=True).write(xds_server, "tls")
-    pki.issue(ca, "mcpgw-admin", dns=["mcpgw-admin"], ips=["127.0.0.1"], server=True).write(admin_tls, "tls")
+    pki.issue(ca, "mcpgw-admin", dns=["mcpgw-admin"], ips=["127.0.0.1"], server=True).write(
+        directories["mcpgw-admin-tls"], "tls"
+    )
     for index in range(envoys):
         node = f"mcpgw-envoy-{index}"
-        pki.issue(ca, node, uris=[f"spiffe://mcpgw/mcpgw/{node}"], client=True).write(xds_envoy, node)
-    for directory in (xds_server, xds_envoy):
-        (directory / "ca.crt").write_bytes(ca.cert_pem)
+        pki.issue(ca, node, uris=[f"spiffe://mcpgw/mcpgw/{node}"], client=True).write(
+            directories["mcpgw-xds-envoy"], node
+        )
+    for name in ("mcpgw-xds-server", "mcpgw-xds-envoy"):
+        (directories[name] / "ca.crt").write_bytes(ca.cert_pem)
     (root / "ca.crt").write_bytes(ca.cert_pem)
-    token_dir.mkdir()
-    (token_dir / "token").write_text(secrets.token_hex(16))
-    return {
-        "xds-tls-server": xds_server,
-        "admin-tls": admin_tls,
-        "xds-tls-envoy": xds_envoy,
-        "admin-token": token_dir,
-    }
-
-
-def volumes_for(root: Path, files: dict[str, Path], registry: Path) -> dict[str, Path]:
-    (root / "tmp").mkdir()
-    (root / "data").mkdir()
-    return {
-        "registry": registry,
-        "admin-tls": files["admin-tls"],
-        "admin-token": files["admin-token"],
-        "tmp": root / "tmp",
-        "data": root / "data",
-    }
-
-
-def with_xds_volumes(pods: list[dict[str, Any]], files: dict[str, Path]) -> None:
-    """`xds-tls` is the server's Secret in control-plane pods and the Envoys' in Envoy pods."""
-    for pod in pods:
-        for volume in pod["spec"].get("volumes", []):
-            if volume["name"] == "xds-tls":
-                is_envoy = pod["metadata"]["name"].startswith("mcpgw-envoy")
-                volume["hostPath"]["path"] = str(files["xds-tls-envoy" if is_envoy else "xds-tls-server"])
+    directories["mcpgw-admin-token"].mkdir()
+    (directories["mcpgw-admin-token"] / "token").write_text(secrets.token_hex(16))
+    return directories
 
 
 def deploy(overlay: str, env: dict[str, str], tmp_path: Path, replicas: dict[str, int]) -> Deployment:
@@ -205,14 +185,16 @@ def deploy(overlay: str, env: dict[str, str], tmp_path: Path, replicas: dict[str
     ports = kubeplay.Ports(xds, admin, broker, plugins, listen, stats, envoy_admin, redis, backend)
     registry = tmp_path / "registry"
     kubevolume.publish(registry, {"petstore.yaml": petstore(backend)})
-    files = certificates(tmp_path / "secrets", ENVOYS)
-    token = (files["admin-token"] / "token").read_text()
+    files = secrets_as_files(tmp_path / "secrets", ENVOYS)
+    token = (files["mcpgw-admin-token"] / "token").read_text()
     secret_env = {
         ("mcpgw-session-key", "key"): secrets.token_urlsafe(32),
         ("mcpgw-redis", "password"): secrets.token_hex(16),
     }
-    pods = kubeplay.for_podman(docs, ports, volumes_for(tmp_path, files, registry), secret_env)
-    with_xds_volumes(pods, files)
+    for directory in ("tmp", "data"):
+        (tmp_path / directory).mkdir()
+    volumes = {**files, "mcpgw-registry": registry, "tmp": tmp_path / "tmp", "data": tmp_path / "data"}
+    pods = kubeplay.for_podman(docs, ports, volumes, secret_env)
     pods.insert(0, kubeplay.demo_backend_pod(CONTROLPLANE_IMAGE, backend))
     for directory in (registry, *files.values()):
         kubeplay.own(directory)
