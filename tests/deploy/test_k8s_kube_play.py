@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -98,14 +99,21 @@ class Deployment:
     def admin_client(self, index: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=f"https://127.0.0.1:{self.ports.admin[index]}",
-            verify=str(self.admin_ca),
+            verify=ssl.create_default_context(cafile=self.admin_ca),
             headers={"Authorization": f"Bearer {self.token}"},
             timeout=5,
         )
 
+    def envoy_stat(self, index: int, name: str) -> int:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.ports.envoy_admin[index]}/stats?filter=^{name}$", timeout=5
+        ) as response:
+            line = response.read().decode().strip()
+        return int(line.partition(": ")[2] or 0)
+
     def envoy_config(self, index: int) -> str:
         with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.ports.envoy_admin[index]}/config_dump?include_eds", timeout=5
+            f"http://127.0.0.1:{self.ports.envoy_admin[index]}/config_dump", timeout=5
         ) as response:
             return str(response.read().decode())
 
@@ -245,7 +253,9 @@ async def wait_ready(deployment: Deployment, envoys: int) -> None:
 
 
 async def admin_healthy(deployment: Deployment, port: int) -> bool:
-    async with httpx.AsyncClient(verify=str(deployment.admin_ca), timeout=2) as http:
+    async with httpx.AsyncClient(
+        verify=ssl.create_default_context(cafile=deployment.admin_ca), timeout=2
+    ) as http:
         return (await http.get(f"https://127.0.0.1:{port}/healthz")).status_code == 200
 
 
@@ -277,7 +287,8 @@ async def test_single_overlay_serves_the_demo_and_follows_configmap_swaps(deploy
         assert (await admin.get("/status")).json()["xds"]["tls"] is True
     # The filter module came from the plugin-server pod (http delivery), not from a file.
     config = deployed.envoy_config(0)
-    assert f"http://127.0.0.1:{deployed.ports.plugins}/plugins/" in config or "mcpgw-plugins" in config
+    assert f"http://127.0.0.1:{deployed.ports.plugins}/plugins/mcp-server/" in config
+    assert deployed.envoy_stat(0, "wasm.remote_load_fetch_successes") >= 1
     async with Client(deployed.mcp_url(), mode="legacy") as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert tools == {"listPets", "getPet", "createPet", "describePet"}
