@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import ssl
 import subprocess
 import time
@@ -46,6 +47,8 @@ BASE_IMAGE = "localhost/mcpgw-base:bookworm"
 # (no registry is reachable); the overlay names `localhost/redis:7`, replaced for the test.
 TEST_REDIS_IMAGE = "localhost/mcpgw-test-redis:7"
 ENVOYS = 2
+# Creating containers copies whole images with podman's vfs storage: minutes, not seconds.
+pytestmark = pytest.mark.timeout(900)
 
 
 def image_exists(env: dict[str, str], image: str) -> bool:
@@ -72,15 +75,20 @@ def redis_image(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         files.add(binary)
         ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
         files |= {part for line in ldd.splitlines() for part in line.split() if part.startswith("/")}
-    lines = [f"FROM {BASE_IMAGE}"]
-    for index, path in enumerate(sorted(files)):
-        real = Path(path).resolve()
-        (context / f"f{index}").write_bytes(real.read_bytes())
-        lines.append(f"COPY f{index} {path}")
-    lines.append("RUN chmod 0755 /usr/bin/redis-server /usr/bin/redis-cli && redis-server --version")
-    lines.append("USER 10001")
-    (context / "Containerfile").write_text("\n".join(lines) + "\n")
-    kubeplay.podman(env, "build", "--network", "none", "-t", TEST_REDIS_IMAGE, str(context), timeout=900)
+    # One COPY of a tree: each instruction is a full copy of the root filesystem with vfs.
+    root = context / "root"
+    for path in files:
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(path).resolve(), target)
+        target.chmod(0o755)
+    (context / "Containerfile").write_text(f"FROM {BASE_IMAGE}\nCOPY root/ /\nUSER 10001\n")
+    kubeplay.podman(
+        env, "build", "--network", "none", "--layers=false", "-t", TEST_REDIS_IMAGE, str(context), timeout=900
+    )
+    assert "Redis server" in kubeplay.podman(
+        env, "run", "--rm", "--network", "none", TEST_REDIS_IMAGE, "redis-server", "--version"
+    )
     return TEST_REDIS_IMAGE
 
 
