@@ -221,17 +221,14 @@ def deploy(overlay: str, env: dict[str, str], tmp_path: Path, replicas: dict[str
 @pytest.fixture
 def deployed(request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path) -> Iterator[Deployment]:
     overlay, replicas = request.param
-    deployment: Deployment | None = None
+    deployment = deploy(overlay, env, tmp_path, replicas)
     try:
-        deployment = deploy(overlay, env, tmp_path, replicas)
         yield deployment
-    except BaseException:
-        if deployment is not None:
-            print(deployment.diagnostics())
-        raise
     finally:
-        if deployment is not None:
-            kubeplay.down(env, deployment.played)
+        report = getattr(request.node, "report_call", None)
+        if report is None or report.failed:
+            print(deployment.diagnostics())
+        kubeplay.down(env, deployment.played)
 
 
 async def wait_ready(deployment: Deployment, envoys: int) -> None:
