@@ -240,20 +240,20 @@ async def wait_ready(deployment: Deployment, envoys: int) -> None:
             lambda a=admin: admin_healthy(deployment, a),
             120,
             f"control plane :{admin} /healthz",
-            ignore=(OSError,),
+            ignore=(OSError, httpx.HTTPError),
         )
     await eventually(
         lambda: http_status(f"http://127.0.0.1:{ports.plugins}/healthz")[0] == 200,
         60,
         "plugin server /healthz",
-        ignore=(OSError,),
+        ignore=(OSError, httpx.HTTPError),
     )
     for stats in ports.stats[:envoys]:
         await eventually(
             lambda s=stats: http_status(f"http://127.0.0.1:{s}/ready") == (200, "LIVE"),
             120,
             f"Envoy :{stats} /ready",
-            ignore=(OSError,),
+            ignore=(OSError, httpx.HTTPError),
         )
 
 
