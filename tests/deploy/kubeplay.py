@@ -174,6 +174,9 @@ def for_podman(
                     {"name": claim["metadata"]["name"], "hostPath": {"path": str(data), "type": "Directory"}}
                 )
             pods.append(pod)
+    # Redis first: a control plane whose Redis registry is unreachable at start exits (3), and a
+    # kubelet would restart it until Redis is up, which `restartPolicy: Never` does not.
+    pods.sort(key=lambda pod: not pod["metadata"]["name"].startswith("mcpgw-redis"))
     return pods
 
 
