@@ -316,6 +316,14 @@ async def test_single_overlay_serves_the_demo_and_follows_configmap_swaps(deploy
 @pytest.mark.usefixtures("redis_image")
 async def test_ha_overlay_survives_a_killed_control_plane(deployed: Deployment) -> None:
     await wait_ready(deployed, envoys=ENVOYS)
+    # The registry is in Redis: loaded through the admin API, as docs/deploy.md says.
+    async with deployed.admin_client(0) as admin:
+        created = await admin.post(
+            "/v1/servers",
+            content=petstore(deployed.ports.backend).encode(),
+            headers={"content-type": "application/yaml"},
+        )
+        assert created.status_code == 201, created.text
     # Both Envoys list the replicas in order: both are on the first one and ACKed it all.
     await eventually(lambda: nodes_acked(deployed, 0, ENVOYS), 30, "both Envoys' ACKs on replica 0")
     async with Client(deployed.mcp_url(), mode="legacy") as client:
