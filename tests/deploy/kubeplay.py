@@ -146,7 +146,8 @@ def for_podman(
                 if component == "mcpgw-envoy":
                     values = {
                         "MCPGW_XDS": xds_all,
-                        "MCPGW_BROKER": f"127.0.0.1:{ports.broker[0]}",
+                        # A Service would lead to a live broker; the tests kill replica 0.
+                        "MCPGW_BROKER": f"127.0.0.1:{ports.broker[-1]}",
                         "MCPGW_STATS": f"127.0.0.1:{ports.stats[index]}",
                     }
                     env = [{**v, "value": values.get(v["name"], v["value"])} for v in env]
