@@ -54,6 +54,20 @@ class Played:
     pods: list[str] = field(default_factory=list)
 
 
+def podman_env() -> dict[str, str]:
+    """podman with mcpgw's configuration (deploy/podman/: runc, vfs, lowered ulimits; deploy/README.md)."""
+    try:
+        from tests.deploy.podman import podman_env as shared  # the images' tests' own helper
+    except ImportError:
+        podman_dir = Path(__file__).resolve().parents[2] / "deploy" / "podman"
+        return {
+            **os.environ,
+            "CONTAINERS_CONF": str(podman_dir / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(podman_dir / "storage.conf"),
+        }
+    return shared()
+
+
 def podman(env: dict[str, str], *args: str, timeout: float = 300, check: bool = True) -> str:
     result = subprocess.run(
         ["podman", *args], capture_output=True, text=True, timeout=timeout, env=env, check=False

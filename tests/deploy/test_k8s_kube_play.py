@@ -36,7 +36,6 @@ from mcpgw.stack import DEFAULT_REGISTRY, free_ports
 from tests import kubevolume
 from tests.deploy import kubeplay
 from tests.deploy.kube import render
-from tests.deploy.podman import podman_env
 from tests.waiting import eventually
 
 # The images `make images` builds (deploy/README.md); another build can be named for a run.
@@ -57,7 +56,7 @@ def image_exists(env: dict[str, str], image: str) -> bool:
 
 @pytest.fixture(scope="module")
 def env() -> dict[str, str]:
-    environment = podman_env()
+    environment = kubeplay.podman_env()
     for image in (CONTROLPLANE_IMAGE, ENVOY_IMAGE, BASE_IMAGE):
         assert image_exists(environment, image), f"image {image} is missing: run `make images`"
     return environment
