@@ -42,8 +42,9 @@ from tests.waiting import eventually
 CONTROLPLANE_IMAGE = os.environ.get("MCPGW_CONTROLPLANE_IMAGE", f"localhost/mcpgw-controlplane:{__version__}")
 ENVOY_IMAGE = os.environ.get("MCPGW_ENVOY_IMAGE", f"localhost/mcpgw-envoy:{__version__}")
 BASE_IMAGE = "localhost/mcpgw-base:bookworm"
-# Redis for the ha overlay, made here from the machine's own redis-server on the base image
-# (no registry is reachable); the overlay names `localhost/redis:7`, replaced for the test.
+# Redis for the ha overlay, made here from the machine's own redis-server on the base image with
+# no network; the overlay names the kit's `localhost/mcpgw-redis:bookworm` (deploy/redis-image.sh,
+# built from the Debian mirror), replaced for the test.
 TEST_REDIS_IMAGE = "localhost/mcpgw-test-redis:7"
 ENVOYS = 2
 # Creating containers copies whole images with podman's vfs storage: minutes, not seconds.
@@ -55,7 +56,9 @@ def image_exists(env: dict[str, str], image: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def env() -> dict[str, str]:
+def env(images: float) -> dict[str, str]:
+    """podman's environment, once the session built the images from this checkout
+    (tests/deploy/conftest.py::images) unless they are named for the run."""
     environment = kubeplay.podman_env()
     for image in (CONTROLPLANE_IMAGE, ENVOY_IMAGE, BASE_IMAGE):
         assert image_exists(environment, image), f"image {image} is missing: run `make images`"
@@ -187,7 +190,7 @@ def deploy(overlay: str, env: dict[str, str], tmp_path: Path, replicas: dict[str
         if name in replicas:
             workload["spec"]["replicas"] = replicas[name]
         for container in workload.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-            if container["image"].startswith("localhost/redis:"):
+            if container["image"].startswith("localhost/mcpgw-redis:"):
                 container["image"] = TEST_REDIS_IMAGE
             elif container["image"].startswith("localhost/mcpgw-controlplane:"):
                 container["image"] = CONTROLPLANE_IMAGE
