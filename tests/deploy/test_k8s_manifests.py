@@ -264,9 +264,7 @@ def test_base_registry_is_the_demo_registry() -> None:
 def test_images_are_this_version(overlay: str) -> None:
     """The tags `make images` builds and the offline kit carries (deploy/README.md)."""
     images = {
-        c["image"]
-        for w in workloads(render(overlay))
-        for c in w["spec"]["template"]["spec"]["containers"]
+        c["image"] for w in workloads(render(overlay)) for c in w["spec"]["template"]["spec"]["containers"]
     }
     expected = {f"localhost/mcpgw-controlplane:{__version__}", f"localhost/mcpgw-envoy:{__version__}"}
     if overlay == "ha":
