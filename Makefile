@@ -5,14 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector chromium
+.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos clean help redis inspector chromium
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
 	@echo "make test    install, build the filters and run every check and test"
 	@echo "make filters build the Zig filters into plugin-server/plugins/"
 	@echo "make bench   run the benchmarks (bench/)"
+	@echo "make bench-peers  mcpgw beside ContextForge and FastMCP, same tool, one run"
 	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
+	@echo "make chaos   faults under load: kill/stop each part of an HA gateway (bench/results/chaos.md)"
 	@echo "make wheel   build the wheel into dist/ (the filter is compiled into it)"
 	@echo "make test-wheel  build the wheel, install it in a clean venv, run it from outside the repo"
 	@echo "make images  build the control-plane and Envoy images with podman, offline, from the wheelhouse (deploy/README.md)"
@@ -98,12 +100,18 @@ test: filters lint redis inspector chromium
 test-wheel: $(STAMP)
 	$(PY) -m pytest tests/wheel -q -ra -s
 
-bench: bench-dataplane bench-controlplane
+bench: bench-dataplane bench-peers bench-controlplane
 
 # Data plane: floor / proxy / mcpgw / native / python side by side (installs wrk and nginx
 # with apt-get when missing), then memory at 1/100/1000 servers. ~6 minutes.
 bench-dataplane: filters
 	$(PY) bench/dataplane.py
+
+# Peers: the same tool call through mcpgw, IBM ContextForge (its production gunicorn server,
+# also with SKIP_SSL_VERIFY=true) and FastMCP's OpenAPI server, one run; each peer installed once
+# into its own venv under .cache/peers/ (~1.5 min with pip's cache warm). ~7 minutes.
+bench-peers: filters
+	$(PY) bench/peers.py
 
 # Where tools/list's extra Envoy CPU goes: a ladder of Envoys from native (and a native-module
 # floor) to the real stack, then the filter's host calls timed inside V8 (bench/wasm_probe.zig).
@@ -118,8 +126,16 @@ bench-controlplane: filters
 	$(PY) bench/propagation.py
 	$(PY) bench/fanout.py
 
+# Faults under load (bench/chaos.py): two control-plane replicas on Redis under Sentinel, two
+# Envoys behind a TCP load balancer, a REST backend and an upstream MCP server; one fault at a
+# time under a steady mixed load. Results to bench/results/chaos.md. Not part of `bench`.
+# ~3 minutes (CHAOS_ARGS="--seconds-per-fault 10" for less).
+chaos: filters redis
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
+
 # Every benchmark with tiny sizes (seconds each), results to a temp dir, never bench/results/:
-# proves on every `make test` that each still runs and yields its figures. ~1.5 minutes.
+# proves on every `make test` that each still runs and yields its figures. ~3 minutes (plus the
+# peers' installs into .cache/peers/ on a fresh clone: ~2.5 minutes with pip's cache warm).
 bench-smoke: filters
 	$(PY) bench/smoke.py
 

@@ -52,6 +52,7 @@ from dataplane_proc import (
     rss_kib,
     stop_process,
     thread_cpus,
+    tree_cpu_seconds,
     wait_http,
     wrk,
 )
@@ -79,6 +80,8 @@ class Scenario:
     headers: Mapping[str, str] | None = None  # e.g. the MCP session of the mcpgw runs
     # Whose CPU time is counted when there is no Envoy: nginx for the floor, the python server.
     server_pid: int | None = None
+    # Count the CPU time of server_pid's whole process tree (a peer's gunicorn master + workers).
+    cpu_tree: bool = False
 
     @property
     def cpu_pid(self) -> int | None:
@@ -527,10 +530,11 @@ async def measure_once(scenario: Scenario, spec: LoadSpec, work: Path) -> dict[s
             headers=scenario.headers,
         )
     pid = scenario.cpu_pid
-    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    cpu = tree_cpu_seconds if scenario.cpu_tree else cpu_seconds
+    cpu_before = cpu(pid) if pid is not None else 0.0
     result = await wrk(scenario.url, scenario.method, scenario.body, run_spec, work, headers=scenario.headers)
     if pid is not None:
-        result["cpu_us_per_req"] = (cpu_seconds(pid) - cpu_before) * 1e6 / max(result["requests"], 1)
+        result["cpu_us_per_req"] = (cpu(pid) - cpu_before) * 1e6 / max(result["requests"], 1)
     if scenario.envoy_pid is not None:
         result["envoy_rss_kib"] = rss_kib(scenario.envoy_pid)
     return result

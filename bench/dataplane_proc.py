@@ -49,6 +49,13 @@ def ensure_tool(binary: str, package: str) -> str:
     return found
 
 
+def first_line(*cmd: str) -> str:
+    """The first line a command prints (stdout, else stderr): a tool's version."""
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    text = (r.stdout or r.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of a process, in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -80,6 +87,62 @@ def pin_threads(pid: int, cpus: Iterable[int]) -> int:
             os.sched_setaffinity(int(task), cpus)
             pinned += 1
     return pinned
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every descendant alive now (from /proc/*/stat's parent pid)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, ()))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process tree: utime + stime + cutime + cstime of every live member. A worker
+    that exits (gunicorn's max-requests restart) moves its time into its parent's cutime/cstime
+    when reaped, so the sum stays whole across restarts."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree_rss_kib(pid: int) -> int:
+    total = 0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def pin_tree(pid: int, cpus: Iterable[int] | None) -> None:
+    """Pin every thread of `pid` and of its descendants (None: leave them unpinned)."""
+    if cpus is None:
+        return
+    for member in process_tree(pid):
+        try:
+            pin_threads(member, cpus)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
 
 
 def thread_cpus(pid: int) -> list[int]:
@@ -118,16 +181,19 @@ def http_exchange(
         return int(response.status), str(response.read().decode()), answer
 
 
-def open_session(url: str) -> dict[str, str]:
+def open_session(url: str, auth: Mapping[str, str] | None = None) -> dict[str, str]:
     """initialize + notifications/initialized: the headers every later request of the session sends.
 
     The gateway refuses requests without its signed Mcp-Session-Id, so measured runs carry one
-    (its HMAC check is part of what is measured).
+    (its HMAC check is part of what is measured). `auth`: headers every request carries (a peer's
+    bearer token). An answer sent as SSE (a server's default) is read from its `data:` line.
     """
-    status, text, headers = http_exchange(url, INIT_BODY)
+    status, text, headers = http_exchange(url, INIT_BODY, headers=auth)
     if status != 200:
         raise RuntimeError(f"initialize at {url}: HTTP {status}: {text}")
-    session = {"mcp-protocol-version": json.loads(text)["result"]["protocolVersion"]}
+    if text.lstrip().startswith(("event:", "data:", "id:")):
+        text = next(ln[5:] for ln in text.splitlines() if ln.startswith("data:"))
+    session = {**(auth or {}), "mcp-protocol-version": json.loads(text)["result"]["protocolVersion"]}
     if "mcp-session-id" in headers:
         session["mcp-session-id"] = headers["mcp-session-id"]
     status, text, _ = http_exchange(

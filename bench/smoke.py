@@ -60,13 +60,17 @@ def zero(value: Any) -> bool:
 class Benchmark:
     name: str
     # Each command: a script in bench/ and its arguments; "{out}" is the benchmark's results
-    # directory. The first writes `result`, the others read it.
+    # directory. One of them writes `result` (checked after the last), the others prepare or
+    # read it.
     commands: tuple[tuple[str, ...], ...]
     result: str  # the JSON file the first command writes into {out}
     # (dotted path, check): "*" matches every key or item and must match at least one. A dict
     # with a "skipped" key (a part the benchmark skips, saying why) is reported, not failed.
     figures: tuple[tuple[str, Callable[[Any], bool]], ...]
     covers: tuple[str, ...]  # the files in bench/ this run exercises
+    # Seconds a command whose first argument is --install-only may take (a package install, cold
+    # pip cache on a busy runner), instead of --stop-after.
+    install_stop_after: float = 900.0
 
 
 BENCHMARKS = (
@@ -161,6 +165,37 @@ BENCHMARKS = (
             "wasm_headers.zig",
         ),
     ),
+    # The peers run for real: each installed into its own venv under .cache/peers/ (a fresh clone
+    # pays ~1.5 min for ContextForge and ~1 min for FastMCP with pip's cache warm, ~4 min cold on
+    # this loaded 2-vCPU machine), one install per command with its own time limit (900 s).
+    Benchmark(
+        "peers",
+        (
+            ("peers.py", "--install-only", "--peers", "contextforge"),
+            ("peers.py", "--install-only", "--peers", "fastmcp"),
+            (
+                "peers.py",
+                *("--duration", "2", "--warmup", "1", "--repeats", "1", "--connections", "4"),
+                *("--out", "{out}"),
+            ),
+        ),
+        "peers.json",
+        (
+            ("scenarios.*.rps", positive),
+            ("scenarios.*.p50_us", positive),
+            ("scenarios.*.p99_us", positive),
+            ("scenarios.*.cpu_us_per_req", positive),
+            ("scenarios.*.requests", positive),
+            ("scenarios.*.errors", zero),
+            ("scenarios.*.rss_kib", positive),
+            ("ratios.*.mcpgw_rps_over_peer", positive),
+            ("ratios.*.peer_cpu_over_mcpgw", positive),
+            ("idle_rss_kib.*", positive),
+            ("peer_settings.*.gunicorn_workers", positive),
+            ("installs.*.install_seconds", positive),
+        ),
+        ("peers.py", "peers_servers.py", "peers_fastmcp.py"),
+    ),
     Benchmark(
         "dataplane_profile",
         (
@@ -181,6 +216,27 @@ BENCHMARKS = (
             ("probe.ns.*", number),
         ),
         ("dataplane_profile.py", "native_module_floor.zig", "wasm_probe.zig"),
+    ),
+    Benchmark(
+        "chaos",
+        # The whole deployment (5 Redis processes, 2 replicas, 3 Envoys) and one fault: ~45 s.
+        (
+            (
+                "chaos.py",
+                *("--faults", "controlplane", "--seconds-per-fault", "6", "--warmup", "2"),
+                *("--out", "{out}"),
+            ),
+        ),
+        "chaos.json",
+        (
+            ("rows.*.calls", positive),
+            ("rows.*.admin_acked", positive),
+            ("rows.*.admin_acked_then_lost", zero),
+            ("rows.*.recovery_s", number),
+            ("admin_writes.acknowledged", positive),
+            ("admin_writes.lost", zero),
+        ),
+        ("chaos.py",),
     ),
 )
 
@@ -269,7 +325,8 @@ def run_benchmark(benchmark: Benchmark, out: Path, stop_after: float) -> tuple[i
     for script, *args in benchmark.commands:
         command = [sys.executable, str(HERE / script), *(a.replace("{out}", str(out)) for a in args)]
         try:
-            run_command(command, log, stop_after)
+            limit = benchmark.install_stop_after if args[:1] == ["--install-only"] else stop_after
+            run_command(command, log, limit)
         except SmokeFailure as failure:
             tail = log.read_text(errors="replace").splitlines()[-40:]
             shown = " ".join(command[1:]).replace(str(HERE) + "/", "bench/")

@@ -209,6 +209,7 @@ CHECKS: dict[str, tuple[frozenset[str], Callable[[str], str | None]]] = {
     "MCPGW_ADMIN_URL": (_ADMIN_CLIENTS, _admin_url),
     "MCPGW_ADMIN_TLS_CA": (_ADMIN_CLIENTS, _ca_file),
     "MCPGW_REDIS_PASSWORD": (_BROKERS, _redis_password),
+    "MCPGW_REDIS_SENTINEL_PASSWORD": (_BROKERS, _redis_password),
     "MCPGW_BRIDGE_IDLE_SECONDS": (_BROKERS, _positive_number),
     "MCPGW_BRIDGE_MAX_SESSIONS": (_BROKERS, _positive_integer),
     "MCPGW_SESSION_KEY": (_SERVING, _session_key),

@@ -20,20 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from mcpgw import redisurl
 from mcpgw.broker.bus import Bus, BusUnavailable, Stream
 from mcpgw.log import get_logger
-from mcpgw.registry.redisstore import redacted
 
 log = get_logger(__name__)
 
@@ -57,7 +55,8 @@ class RedisBus(Bus):
     ) -> None:
         super().__init__()
         self.url = url
-        self.description = redacted(url)
+        target = redisurl.parse(url)
+        self.description = target.description
         self.ping_interval = ping_interval
         self.dead_after = dead_after
         # Bounds connecting, a subscription's confirmation and a publish: the filter waits
@@ -67,13 +66,13 @@ class RedisBus(Bus):
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            "password": os.environ.get("MCPGW_REDIS_PASSWORD") or None,
             "protocol": 2,
         }
-        # One retry: a pooled connection that broke while idle (Redis restarted) is replaced
-        # instead of failing the first publish after a restart. `publish` bounds the total.
-        self._publisher = aioredis.from_url(url, retry=Retry(NoBackoff(), 1), **options)
-        self._pool = ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 0), **options)
+        # One retry: a pooled connection that broke while idle (Redis restarted, or a Sentinel
+        # failover moved the primary) is replaced instead of failing the first publish after
+        # it. `publish` bounds the total.
+        self._publisher = target.client(retry=Retry(NoBackoff(), 1), **options)
+        self._pool = target.pool(retry=Retry(NoBackoff(), 0), **options)
         self._commands: asyncio.Queue[tuple[Any, ...]] | None = None
         self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
         self._last_seen = 0.0
@@ -103,7 +102,7 @@ class RedisBus(Bus):
         with contextlib.suppress(RedisError, OSError):
             await self._publisher.aclose()
         with contextlib.suppress(RedisError, OSError):
-            await self._pool.disconnect()
+            await redisurl.close_pool(self._pool)
 
     # -- streams --------------------------------------------------------------------------------
 

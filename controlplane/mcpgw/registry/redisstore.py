@@ -16,15 +16,13 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
-from mcpgw import nesting
+from mcpgw import nesting, redisurl
 from mcpgw.log import get_logger
+from mcpgw.redisurl import NotReplicated, redacted
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.reader import Invalid, Problem
 from mcpgw.registry.store import Conflict, Entry, RegistryStore, StoreUnavailable, etag_of
@@ -33,13 +31,27 @@ from mcpgw.registry.validate import check_includes, parse_server
 log = get_logger(__name__)
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for logs and the status API."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+__all__ = ["RedisStore", "redacted"]
+
+# Compare-and-set of one hash field in one command: replace (or delete, when ARGV[3] is "0") the
+# field only if it still holds exactly what the writer read (ARGV[2]; absent when it is "0"),
+# then announce the change. One command, so that `WAIT` on the same connection can follow it.
+# KEYS[1] hash, KEYS[2] channel; ARGV: field, expected-present, expected, new-present, new, event.
+_COMPARE_AND_SET = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '0' then
+  if current then return 0 end
+elseif current ~= ARGV[3] then
+  return 0
+end
+if ARGV[4] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
+end
+redis.call('PUBLISH', KEYS[2], ARGV[6])
+return 1
+"""
 
 
 class RedisStore(RegistryStore):
@@ -48,13 +60,12 @@ class RedisStore(RegistryStore):
         self.url = url
         self.prefix = prefix
         self.resync_interval = resync_interval
-        self._redis = aioredis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            password=os.environ.get("MCPGW_REDIS_PASSWORD") or None,
-        )
+        self.target = redisurl.parse(url)
+        options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 2}
+        self._redis = self.target.client(**options)
+        # Writes go through one connection of their own: `WAIT` (Sentinel) counts the replicas
+        # that hold what *its* connection wrote. Session keys write through it too.
+        self._writer = self.target.client(single_connection_client=True, **options)
         self._hash = f"{prefix}:servers"
         self._channel = f"{prefix}:events"
 
@@ -63,6 +74,7 @@ class RedisStore(RegistryStore):
         return f"{redacted(self.url)} ({self._hash})"
 
     async def close(self) -> None:
+        await self._writer.aclose()
         await self._redis.aclose()
 
     # -- reading ------------------------------------------------------------------------------
@@ -132,6 +144,16 @@ class RedisStore(RegistryStore):
 
     # -- writing ------------------------------------------------------------------------------
 
+    async def _refresh(self, key: str) -> None:
+        # A write found `key` changed in Redis: another replica wrote it while this one's
+        # watcher was reconnecting (a Redis restart or failover), or an earlier write of ours
+        # landed although its answer was lost. Without this the replica would refuse every
+        # write of that server (Conflict → 412) until the watcher resynced.
+        try:
+            self._refreshed |= await self._apply_remote(key)
+        except RedisError as error:
+            raise StoreUnavailable(f"registry store {self.description} is unavailable: {error}") from error
+
     async def _persist_put(self, entry: Entry, previous: Entry | None) -> None:
         await self._compare_and_set(entry.server.key, json.dumps(entry.document, sort_keys=True), previous)
 
@@ -141,22 +163,28 @@ class RedisStore(RegistryStore):
     async def _compare_and_set(self, key: str, text: str | None, previous: Entry | None) -> None:
         expected = previous.etag if previous else None
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(self._hash)
-                stored = await pipe.hget(self._hash, key)
-                current = etag_of(json.loads(stored)) if stored is not None else None
-                if current != expected:
-                    raise Conflict(key, current)
-                pipe.multi()
-                if text is None:
-                    pipe.hdel(self._hash, key)
-                else:
-                    pipe.hset(self._hash, key, text)
-                pipe.publish(self._channel, json.dumps({"key": key}))
-                await pipe.execute()
-        except WatchError:
-            # Someone else wrote between our read and our write: the caller must re-read.
-            raise Conflict(key, None) from None
+            stored = await self._writer.hget(self._hash, key)
+            current = etag_of(json.loads(stored)) if stored is not None else None
+            if current != expected:
+                raise Conflict(key, current)
+            swapped = await self._writer.eval(
+                _COMPARE_AND_SET,
+                2,
+                self._hash,
+                self._channel,
+                key,
+                "0" if stored is None else "1",
+                stored or "",
+                "0" if text is None else "1",
+                text or "",
+                json.dumps({"key": key}),
+            )
+            if not swapped:
+                # Someone else wrote between our read and our write: the caller must re-read.
+                raise Conflict(key, None)
+            await redisurl.confirm_replicated(self._writer, self.target)
+        except NotReplicated as error:
+            raise StoreUnavailable(f"registry store {self.description}: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"registry store {self.description} is unavailable: {error}") from error
 
@@ -171,7 +199,9 @@ class RedisStore(RegistryStore):
             except (RedisError, OSError) as error:
                 log.warning("registry_watch_lost", store=self.description, error=str(error), retry_in=backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                # At most a second apart: until it follows the channel again, this replica's
+                # Envoys miss the other replicas' writes (a failed attempt is one TCP connect).
+                backoff = min(backoff * 2, 1.0)
                 continue
             backoff = 0.2
 

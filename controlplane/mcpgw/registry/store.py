@@ -73,6 +73,8 @@ class RegistryStore(ABC):
         self._entries: dict[str, Entry] = {}
         self._handler: SnapshotHandler | None = None
         self._write_lock = asyncio.Lock()
+        # A write's `_refresh` changed the snapshot: emit it once the write lock is released.
+        self._refreshed = False
         # Set by the control plane: checks that a candidate registry can really be served
         # (credentials readable, generated Envoy config valid, the translation itself succeeds)
         # before a write is persisted; raises `Invalid` or `ApplyFailed`.
@@ -100,18 +102,31 @@ class RegistryStore(ABC):
         self, document: dict[str, Any], *, if_match: str | None = None, create: bool = False
     ) -> Entry:
         """Create or replace one server document; raises Invalid, Conflict or NotFound."""
-        server = parse_server(document, f"{self.description}: {_key_of(document)}")
-        async with self._write_lock:
-            current = self._entries.get(server.key)
-            if create and current is not None:
-                raise Conflict(server.key, current.etag)
-            if if_match is not None and (current is None or current.etag != if_match):
-                raise Conflict(server.key, current.etag if current else None)
-            server = dataclasses.replace(server, source=self._source_for(server.key, current))
-            entries = {**self._entries, server.key: Entry(server, document)}
-            snapshot = await self._validated(entries, server.key)
-            await self._persist_put(entries[server.key], current)
-            self._publish(*self._after_persist(entries, snapshot))
+        parsed = parse_server(document, f"{self.description}: {_key_of(document)}")
+        try:
+            async with self._write_lock:
+                for attempt in range(2):
+                    current = self._entries.get(parsed.key)
+                    if create and current is not None:
+                        raise Conflict(parsed.key, current.etag)
+                    if if_match is not None and (current is None or current.etag != if_match):
+                        raise Conflict(parsed.key, current.etag if current else None)
+                    server = dataclasses.replace(parsed, source=self._source_for(parsed.key, current))
+                    entries = {**self._entries, server.key: Entry(server, document)}
+                    snapshot = await self._validated(entries, server.key)
+                    try:
+                        await self._persist_put(entries[server.key], current)
+                    except Conflict:
+                        # Stored is not what this replica knows (a write it has not heard of
+                        # yet). Learn it; a write without a precondition then goes ahead.
+                        await self._refresh(server.key)
+                        if attempt or if_match is not None or create:
+                            raise
+                        continue
+                    self._publish(*self._after_persist(entries, snapshot))
+                    break
+        finally:
+            await self._emit_refreshed()
         log.info(
             "registry_write", op="put", server=server.key, etag=server.fingerprint, tools=len(server.tools)
         )
@@ -119,16 +134,38 @@ class RegistryStore(ABC):
         return entries[server.key]
 
     async def delete(self, key: str, *, if_match: str | None = None) -> None:
-        async with self._write_lock:
-            current = self.entry(key)
-            if if_match is not None and current.etag != if_match:
-                raise Conflict(key, current.etag)
-            entries = {k: v for k, v in self._entries.items() if k != key}
-            snapshot = await self._validated(entries, key)
-            await self._persist_delete(key, current)
-            self._publish(*self._after_persist(entries, snapshot))
+        try:
+            async with self._write_lock:
+                for attempt in range(2):
+                    current = self.entry(key)
+                    if if_match is not None and current.etag != if_match:
+                        raise Conflict(key, current.etag)
+                    entries = {k: v for k, v in self._entries.items() if k != key}
+                    snapshot = await self._validated(entries, key)
+                    try:
+                        await self._persist_delete(key, current)
+                    except Conflict:
+                        await self._refresh(key)  # as in `put`
+                        if attempt or if_match is not None:
+                            raise
+                        continue
+                    self._publish(*self._after_persist(entries, snapshot))
+                    break
+        finally:
+            await self._emit_refreshed()
         log.info("registry_write", op="delete", server=key)
         await self._emit()
+
+    async def _refresh(self, key: str) -> None:
+        """Re-read `key` from the backing store after a write found it changed (under the write
+        lock); set `_refreshed` when that changed the snapshot. Stores shared with other
+        writers override it."""
+        return None
+
+    async def _emit_refreshed(self) -> None:
+        if self._refreshed:
+            self._refreshed = False
+            await self._emit()
 
     async def _validated(self, entries: dict[str, Entry], changed: str) -> RegistrySnapshot:
         problems = check_includes([entry.server for entry in entries.values()])

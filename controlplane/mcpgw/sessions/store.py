@@ -6,7 +6,8 @@ create it only if absent, and replace it only if it still equals what the caller
 on the first key and for two concurrent rotations not to lose one another.
 
 - `RedisKeyStore`: the value `{prefix}:session-keys` beside a Redis registry, on the registry
-  store's own connection pool (SET NX to create, WATCH/MULTI to swap).
+  store's own clients (SET NX to create, a compare-and-set script to swap; with Redis Sentinel
+  each write is confirmed by a replica).
 - `FileKeyStore`: a JSON file, 0600, written atomically (temporary file, then link or rename),
   swaps serialised by an advisory lock on a `.lock` file beside it.
 - `PinnedKeyStore`: one fixed key from $MCPGW_SESSION_KEY; nothing is stored, rotation refused.
@@ -31,6 +32,7 @@ from mcpgw.sessions.keys import SessionKey, decode_secret, to_document
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from mcpgw.redisurl import RedisTarget
     from mcpgw.registry.store import RegistryStore
 
 log = get_logger(__name__)
@@ -150,11 +152,31 @@ class FileKeyStore(KeyStore):
         return True
 
 
-class RedisKeyStore(KeyStore):
-    """One Redis value, on a client someone else owns (the registry store's)."""
+# Replace the value only if it still equals what the caller read: one command, so that `WAIT`
+# (Sentinel) can follow it on the same connection.
+_SWAP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 
-    def __init__(self, client: aioredis.Redis, key: str, where: str) -> None:
+
+class RedisKeyStore(KeyStore):
+    """One Redis value, on clients someone else owns (the registry store's).
+
+    Writes go through `writer`, a single-connection client, so that with Redis Sentinel each
+    is confirmed by a replica (`redisurl.confirm_replicated`) before it counts as done.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, key: str, where: str, *, writer: aioredis.Redis | None = None,
+        target: RedisTarget | None = None,
+    ) -> None:  # fmt: skip
         self._redis = client
+        self._writer = writer or client
+        self._target = target
         self.key = key
         self._where = where
 
@@ -164,6 +186,15 @@ class RedisKeyStore(KeyStore):
 
     def _unavailable(self, error: Exception) -> KeyStoreUnavailable:
         return KeyStoreUnavailable(f"session keys in {self.description} are unavailable: {error}")
+
+    async def _replicated(self) -> None:
+        from mcpgw.redisurl import NotReplicated, confirm_replicated
+
+        if self._target is not None:
+            try:
+                await confirm_replicated(self._writer, self._target)
+            except NotReplicated as error:
+                raise self._unavailable(error) from error
 
     async def read(self) -> str | None:
         from redis.exceptions import RedisError
@@ -178,26 +209,20 @@ class RedisKeyStore(KeyStore):
         from redis.exceptions import RedisError
 
         try:
-            return bool(await self._redis.set(self.key, text, nx=True))
+            created = bool(await self._writer.set(self.key, text, nx=True))
+            if created:
+                await self._replicated()
+            return created
         except RedisError as error:
             raise self._unavailable(error) from error
 
     async def swap(self, expected: str, text: str) -> bool:
-        from redis.exceptions import RedisError, WatchError
+        from redis.exceptions import RedisError
 
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                await pipe.watch(self.key)
-                current = await pipe.get(self.key)
-                if isinstance(current, bytes):
-                    current = current.decode()
-                if current != expected:
-                    return False
-                pipe.multi()
-                pipe.set(self.key, text)
-                await pipe.execute()
-        except WatchError:
-            return False
+            if not await self._writer.eval(_SWAP, 1, self.key, expected, text):
+                return False
+            await self._replicated()
         except RedisError as error:
             raise self._unavailable(error) from error
         return True
@@ -261,5 +286,11 @@ def open_key_store(
     if isinstance(registry, RedisStore):
         # The registry store's client: one connection pool per replica, and the keys share the
         # registry's prefix, so two gateways on one Redis (different prefixes) keep apart.
-        return RedisKeyStore(registry._redis, f"{registry.prefix}:session-keys", redacted(registry.url))
+        return RedisKeyStore(
+            registry._redis,
+            f"{registry.prefix}:session-keys",
+            redacted(registry.url),
+            writer=registry._writer,
+            target=registry.target,
+        )
     return FileKeyStore(default_keys_file(Path(registry_spec)))
