@@ -8,9 +8,6 @@ import pytest
 
 from tests.deploy.podman import build_images
 
-# Building the wheelhouse and the images (the filter's Zig build inside the wheel) takes minutes.
-pytestmark = pytest.mark.timeout(1800)
-
 
 @pytest.fixture(scope="session")
 def images() -> float:

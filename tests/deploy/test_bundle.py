@@ -28,6 +28,10 @@ from mcpgw.stack import free_ports
 from tests.deploy.podman import DEPLOY, podman_env
 from tests.integration.mcphttp import call
 
+# The session's image build (wheelhouse, Zig inside the wheel, both images) runs under the first
+# test that needs it: minutes on a busy machine.
+pytestmark = pytest.mark.timeout(1800)
+
 KIT = f"mcpgw-{__version__}-offline"
 
 
@@ -121,11 +125,17 @@ def test_the_kit_installs_without_an_index_and_runs_the_gateway(kit: Path, tmp_p
 
 
 def test_the_kit_loads_its_images_into_an_empty_store(kit: Path, tmp_path: Path) -> None:
-    # A podman store of its own, empty, as on the air-gapped machine (vfs, like deploy/podman/).
+    # A podman of its own, empty, as on the air-gapped machine (vfs, like deploy/podman/): its
+    # store, database and runtime directory all under tmp_path, so nothing it does (nor removing
+    # it) touches the machine's podman and the containers others run there.
     store = tmp_path / "store"
     conf = tmp_path / "storage.conf"
     conf.write_text(f'[storage]\ndriver = "vfs"\nrunroot = "{store}/run"\ngraphroot = "{store}/graph"\n')
-    env = podman_env() | {"CONTAINERS_STORAGE_CONF": str(conf)}
+    engine = tmp_path / "containers.conf"
+    base = (DEPLOY / "podman" / "containers.conf").read_text()
+    assert base.rstrip().splitlines()[-1].startswith("events_logger")  # [engine] is the last table
+    engine.write_text(f'{base}tmp_dir = "{store}/libpod-tmp"\nvolume_path = "{store}/volumes"\n')
+    env = podman_env() | {"CONTAINERS_STORAGE_CONF": str(conf), "CONTAINERS_CONF": str(engine)}
     try:
         loaded = subprocess.run(
             [str(kit / "install.sh"), "images"], env=env, capture_output=True, text=True, timeout=600
@@ -140,5 +150,5 @@ def test_the_kit_loads_its_images_into_an_empty_store(kit: Path, tmp_path: Path)
             )  # fmt: skip
             assert version.returncode == 0 and __version__ in version.stdout, version.stdout + version.stderr
     finally:
-        subprocess.run(["podman", "system", "reset", "--force"], env=env, capture_output=True, timeout=300)
+        subprocess.run(["podman", "rmi", "--all", "--force"], env=env, capture_output=True, timeout=300)
         shutil.rmtree(store, ignore_errors=True)

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from mcpgw import __version__
@@ -25,13 +26,21 @@ from tests.deploy.podman import DEPLOY, REPO, podman, podman_env
 from tests.deploy.test_images import readable_registry
 from tests.integration.mcphttp import call
 
+# The session's image build (wheelhouse, Zig inside the wheel, both images) runs under the first
+# test that needs it: minutes on a busy machine.
+pytestmark = pytest.mark.timeout(1800)
+
 COMPOSE = REPO / ".cache" / "image-tools" / "bin" / "podman-compose"
 RQ = re.compile(r'^envoy_http_downstream_rq_total\{envoy_http_conn_manager_prefix="mcpgw"\} (\d+)', re.M)
 
 
 def mcp_requests(stats_port: int) -> int:
+    """MCP requests the Envoy with this stats port served (0 while it is not up yet)."""
     url = f"http://127.0.0.1:{stats_port}/stats/prometheus"
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    try:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError:
+        return 0
     found = RQ.search(text)
     return int(found.group(1)) if found else 0
 

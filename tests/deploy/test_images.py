@@ -27,6 +27,10 @@ from mcpgw.stack import demo_registry, free_ports
 from tests.deploy.podman import CONTROLPLANE, ENVOY, Containers, containers, podman
 from tests.integration.mcphttp import call
 
+# The session's image build (wheelhouse, Zig inside the wheel, both images) runs under the first
+# test that needs it: minutes on a busy machine.
+pytestmark = pytest.mark.timeout(1800)
+
 
 def _status(url: str) -> int:
     try:
