@@ -47,8 +47,9 @@ BASE_IMAGE = "localhost/mcpgw-base:bookworm"
 # built from the Debian mirror), replaced for the test.
 TEST_REDIS_IMAGE = "localhost/mcpgw-test-redis:7"
 ENVOYS = 2
-# Creating containers copies whole images with podman's vfs storage: minutes, not seconds.
-pytestmark = pytest.mark.timeout(900)
+# Creating containers copies whole images with podman's vfs storage, and the session may build
+# the images first (tests/deploy/conftest.py::images): minutes, not seconds.
+pytestmark = pytest.mark.timeout(1800)
 
 
 def image_exists(env: dict[str, str], image: str) -> bool:
