@@ -1,7 +1,8 @@
 """Envoy's `/ready` (on the stats listener) means "configured by the control plane": it fails while
 no control plane answers (the stats listener opens with the others, once Envoy is initialized;
 the admin's own `/ready` says 503), also past Envoy's default initial fetch timeouts (15 s for
-CDS, then 15 s for LDS), and turns 200 once the first configuration arrives. Kubernetes' readiness probe of the Envoy pods asks it.
+CDS, then 15 s for LDS), and turns 200 once the first configuration arrives. Kubernetes'
+readiness probe of the Envoy pods asks it.
 """
 
 from __future__ import annotations
