@@ -22,7 +22,7 @@ from mcpgw.log import get_logger
 from mcpgw.registry import yamldocs
 from mcpgw.registry.model import McpServer, RegistrySnapshot
 from mcpgw.registry.reader import Invalid, Problem
-from mcpgw.registry.store import Entry, RegistryStore
+from mcpgw.registry.store import Entry, RegistryStore, StoreUnavailable
 from mcpgw.registry.validate import check_includes, parse_server
 
 log = get_logger(__name__)
@@ -32,8 +32,16 @@ _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 Signature = tuple[int, int, int]
 
 
+# A Kubernetes ConfigMap volume: each key is a link `KEY -> ..data/KEY`, and the kubelet updates
+# the volume by renaming a new `..data` link over the old one (it points at a hidden timestamped
+# directory). Hidden entries are skipped below, so the keys are read once, through their links;
+# the swap changes every key's inode, which the poll sees like any other edit.
+KUBERNETES_DATA = "..data"
+
+
 def registry_files(directory: Path) -> list[Path]:
-    """Every YAML document file under `directory`, in a stable order; hidden files are editor litter."""
+    """Every YAML document file under `directory`, in a stable order; hidden files are editor litter
+    (and, in a ConfigMap volume, the kubelet's `..data` link and its timestamped versions)."""
     return sorted(
         path
         for path in directory.rglob("*")
@@ -207,6 +215,15 @@ class FileStore(RegistryStore):
 
     # -- persistence of API writes ----------------------------------------------------------
 
+    def _check_writable(self) -> None:
+        """Refuse API writes into a ConfigMap volume: it is read-only, and the ConfigMap is the
+        source of truth the kubelet would restore at its next update anyway."""
+        if (self.directory / KUBERNETES_DATA).is_symlink():
+            raise StoreUnavailable(
+                f"registry directory {self.directory} is a Kubernetes ConfigMap volume: edit the "
+                "ConfigMap (kubectl edit configmap), or serve a redis:// registry for admin API writes"
+            )
+
     def _new_path(self, key: str) -> Path:
         namespace, name = key.split("/")
         return self.directory / namespace / f"{name}.yaml"
@@ -215,6 +232,7 @@ class FileStore(RegistryStore):
         return current.server.source if current else str(self._new_path(key))
 
     async def _persist_put(self, entry: Entry, previous: Entry | None) -> None:
+        self._check_writable()
         if previous is None:
             path = self._new_path(entry.server.key)
             if path.exists():
@@ -235,6 +253,7 @@ class FileStore(RegistryStore):
         self._write(path, entries)
 
     async def _persist_delete(self, key: str, previous: Entry) -> None:
+        self._check_writable()
         path, index = _location(previous.server)
         entries = self._entries_of(path)
         del entries[index]
