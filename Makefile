@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke clean help redis inspector chromium
+.PHONY: up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-smoke soak clean help redis inspector chromium
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -13,6 +13,7 @@ help:
 	@echo "make filters build the Zig filters into plugin-server/plugins/"
 	@echo "make bench   run the benchmarks (bench/)"
 	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
+	@echo "make soak    30 minutes of mixed load + registry edits; RSS per process over time (MINUTES=N)"
 	@echo "make wheel   build the wheel into dist/ (the filter is compiled into it)"
 	@echo "make test-wheel  build the wheel, install it in a clean venv, run it from outside the repo"
 	@echo "make clean   remove the venv, built filters and caches"
@@ -119,6 +120,13 @@ bench-controlplane: filters
 # proves on every `make test` that each still runs and yields its figures. ~1.5 minutes.
 bench-smoke: filters
 	$(PY) bench/smoke.py
+
+# Soak: the real stack (each part its own process) under mixed load and one admin edit per
+# second for $(MINUTES) minutes; RSS of every process every 10 s, its slope after warm-up and a
+# plot into bench/results/soak.{md,json,png}. Not part of `bench`. `make soak MINUTES=15`.
+MINUTES ?= 30
+soak: filters
+	$(PY) bench/soak.py --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache build dist
