@@ -506,6 +506,16 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+async def stoppable(run: Any) -> Any:
+    """`run`, cancelled by SIGTERM or SIGINT so that its clean-up stops every process it started
+    (a shell's background job ignores SIGINT; `kill` sends SIGTERM)."""
+    task = asyncio.ensure_future(run)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    return await task
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -529,7 +539,11 @@ def main() -> int:
         args.warmup_minutes = min(5.0, args.minutes / 5)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mcpgw-soak-") as temp:
-        result = asyncio.run(soak(args, Path(temp)))
+        try:
+            result = asyncio.run(stoppable(soak(args, Path(temp))))
+        except asyncio.CancelledError:
+            print("soak: stopped by a signal; every process it started is stopped, no results written")
+            return 130
     (args.out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out / "soak.png")
     (args.out / "soak.md").write_text(markdown(result))
