@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from string import Template
+
+import yaml
 
 from mcpgw.bundled import bootstrap_template
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAP_BYTES, MIN_MAX_HEAP_BYTES
@@ -22,6 +27,32 @@ STATS_LISTENER = "mcpgw-stats"
 # The only admin paths the stats listener passes on, matched against the whole `:path`
 # (query string included, case-sensitive, no normalisation): anything else is a 404 there.
 STATS_PATHS = ("/stats/prometheus", "/ready")
+
+
+XDS_CLIENT_SECRET = "mcpgw-xds-client"
+XDS_CA_SECRET = "mcpgw-xds-ca"
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
+@dataclass(frozen=True)
+class XdsClientTls:
+    """An Envoy's side of xDS mutual TLS: its client certificate, and the CA of the control plane's.
+
+    Envoy reloads certificates only when they come through SDS, so the bootstrap names them
+    through two file-based SDS resources written into `sds_dir` (`write_sds`); each secret
+    watches its files' directory, so a rotation there (a rename, as Kubernetes and cert-manager
+    do) reaches new connections without restart.
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+    sds_dir: Path
+    # Names the control plane's certificate must carry (DNS or IP SANs); default: the --xds hosts.
+    server_names: tuple[str, ...] = ()
+
+    def sds_paths(self) -> tuple[Path, Path]:
+        return self.sds_dir / "xds-client.yaml", self.sds_dir / "xds-ca.yaml"
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,9 @@ class BootstrapOptions:
     # Envoy's cap on client connections (and on streams to the session broker); it must stay
     # below what Envoy's file-descriptor limit allows (`mcpgw.limits.envoy_connection_cap`).
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # Mutual TLS to the control plane; None: plain gRPC (loopback only: `mcpgw serve` refuses
+    # plain xDS elsewhere).
+    xds_tls: XdsClientTls | None = None
     # The stats listener: Envoy's Prometheus metrics and readiness, and nothing else of the
     # admin endpoint. None: no stats listener (`mcpgw bootstrap` always has one).
     stats: tuple[str, int] | None = None
@@ -143,6 +177,7 @@ def render(options: BootstrapOptions) -> str:
         stats_config="" if options.full_cluster_stats else _stats_config(),
         async_response_buffer_limit=MAX_RESPONSE_BYTES,
         max_connections=options.max_connections,
+        xds_transport_socket=_xds_transport_socket(options) if options.xds_tls else "",
         stats_listener="" if options.stats is None else _stats_listener(*options.stats),
     )
 
@@ -196,6 +231,84 @@ def _stats_listener(host: str, port: int) -> str:
     return _STATS_LISTENER.format(
         name=STATS_LISTENER, host=host, port=port, hcm=_HCM, router=_ROUTER, routes=routes
     )
+
+
+def _sds_source(path: Path) -> dict[str, object]:
+    # watched_directory: the SDS file is re-read on any rename in its directory, which also
+    # covers tools that replace it rather than rename onto it.
+    return {
+        "path_config_source": {"path": str(path), "watched_directory": {"path": str(path.parent)}},
+        "resource_api_version": "V3",
+    }
+
+
+def _xds_transport_socket(options: BootstrapOptions) -> str:
+    tls = options.xds_tls
+    assert tls is not None
+    client_sds, ca_sds = tls.sds_paths()
+    names = tls.server_names or tuple(dict.fromkeys(host for host, _ in options.xds))
+    sans = [{"san_type": "IP_ADDRESS" if is_ip(n) else "DNS", "matcher": {"exact": n}} for n in names]
+    dns = [n for n in names if not is_ip(n)]
+    context: dict[str, object] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        **({"sni": dns[0]} if dns else {}),
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "tls_certificate_sds_secret_configs": [
+                {"name": XDS_CLIENT_SECRET, "sds_config": _sds_source(client_sds)}
+            ],
+            "combined_validation_context": {
+                # The control plane's certificate must name the address Envoy dials.
+                "default_validation_context": {"match_typed_subject_alt_names": sans},
+                "validation_context_sds_secret_config": {
+                    "name": XDS_CA_SECRET,
+                    "sds_config": _sds_source(ca_sds),
+                },
+            },
+        },
+    }
+    socket = {"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": context}}
+    text = yaml.safe_dump(socket, sort_keys=False, default_flow_style=False, width=1000)
+    return "".join(f"      {line}\n" for line in text.splitlines())
+
+
+def sds_resources(tls: XdsClientTls) -> dict[Path, str]:
+    """The file-based SDS resources the bootstrap refers to, by path (JSON, which YAML reads)."""
+    client, ca = tls.sds_paths()
+    client_secret = {
+        "@type": SECRET_TYPE,
+        "name": XDS_CLIENT_SECRET,
+        "tls_certificate": {
+            "certificate_chain": {"filename": str(tls.cert)},
+            "private_key": {"filename": str(tls.key)},
+            # Certificate and key are re-read together when something is renamed here.
+            "watched_directory": {"path": str(tls.cert.parent)},
+        },
+    }
+    ca_secret = {
+        "@type": SECRET_TYPE,
+        "name": XDS_CA_SECRET,
+        "validation_context": {
+            "trusted_ca": {"filename": str(tls.ca)},
+            "watched_directory": {"path": str(tls.ca.parent)},
+        },
+    }
+    return {
+        client: json.dumps({"resources": [client_secret]}, indent=2) + "\n",
+        ca: json.dumps({"resources": [ca_secret]}, indent=2) + "\n",
+    }
+
+
+def write_sds(tls: XdsClientTls) -> list[Path]:
+    """Write the SDS resources (each by rename, so Envoy never reads half a file)."""
+    tls.sds_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, text in sds_resources(tls).items():
+        staged = path.with_name(f".{path.name}.tmp")
+        staged.write_text(text)
+        os.replace(staged, path)
+        written.append(path)
+    return written
 
 
 def _stats_config() -> str:

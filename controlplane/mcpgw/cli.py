@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcpgw import cliopts, log
-from mcpgw.bootstrap import DEFAULT_STATS_PORT, BootstrapInvalid, BootstrapOptions, parse_address, render
+from mcpgw.bootstrap import (
+    DEFAULT_STATS_PORT,
+    BootstrapInvalid,
+    BootstrapOptions,
+    XdsClientTls,
+    parse_address,
+    render,
+    write_sds,
+)
 from mcpgw.limits import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEAP_BYTES,
@@ -30,6 +38,7 @@ from mcpgw.listenertls import ListenerTls
 from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
 from mcpgw.tlsreload import TlsFiles
+from mcpgw.xds.tls import XdsConfigError, XdsTls
 
 if TYPE_CHECKING:
     from mcpgw.broker import BrokerSettings
@@ -51,6 +60,46 @@ def _address(text: str) -> tuple[str, int]:
         return parse_address(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _xds_tls_options(parser: argparse.ArgumentParser, server: bool) -> None:
+    """`--xds-tls-cert/-key/-ca`: the control plane's (serve) or an Envoy's (bootstrap) side of xDS mTLS."""
+    whose = "the control plane's" if server else "this Envoy's client"
+    peer = "Envoys' client certificates" if server else "the control plane's certificate"
+    parser.add_argument(
+        "--xds-tls-cert", type=Path, metavar="FILE", help=f"{whose} certificate for xDS (PEM)"
+    )
+    parser.add_argument("--xds-tls-key", type=Path, metavar="FILE", help=f"{whose} private key for xDS (PEM)")
+    parser.add_argument("--xds-tls-ca", type=Path, metavar="FILE", help=f"CA that signs {peer} (PEM)")
+
+
+def _xds_tls(args: argparse.Namespace) -> XdsTls | None:
+    """The xDS TLS files, all three or none; raises XdsConfigError otherwise."""
+    files = (args.xds_tls_cert, args.xds_tls_key, args.xds_tls_ca)
+    if not any(files):
+        return None
+    if not all(files):
+        raise XdsConfigError("--xds-tls-cert, --xds-tls-key and --xds-tls-ca go together (mutual TLS)")
+    return XdsTls(*(path.absolute() for path in files))
+
+
+def _bootstrap_tls(args: argparse.Namespace) -> XdsClientTls | None:
+    """An Envoy's xDS client TLS from the flags; the SDS files it names are written here."""
+    tls = _xds_tls(args)
+    if tls is None:
+        if args.xds_tls_server_name or args.sds_dir:
+            raise XdsConfigError("--xds-tls-server-name and --sds-dir need --xds-tls-cert/-key/-ca")
+        return None
+    tls.check()
+    client = XdsClientTls(
+        tls.cert,
+        tls.key,
+        tls.ca,
+        (args.sds_dir or tls.cert.parent).absolute(),
+        tuple(args.xds_tls_server_name),
+    )
+    write_sds(client)
+    return client
 
 
 def _seconds(text: str) -> float:
@@ -473,8 +522,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_address,
         default=("127.0.0.1", defaults.xds_port),
         metavar="HOST:PORT",
-        help=f"ADS gRPC address (default: 127.0.0.1:{defaults.xds_port})",
+        help=f"ADS gRPC address (default: 127.0.0.1:{defaults.xds_port}); non-loopback needs --xds-tls-*",
     )
+    _xds_tls_options(serve, server=True)
     serve.add_argument(
         "--admin",
         type=_address,
@@ -596,6 +646,21 @@ def _parser() -> argparse.ArgumentParser:
         help="stats listener: only GET /stats/prometheus and /ready of the admin; 0.0.0.0:PORT for "
         f"a Prometheus elsewhere (default: 127.0.0.1:{DEFAULT_STATS_PORT})",
     )
+    _xds_tls_options(boot, server=False)
+    boot.add_argument(
+        "--xds-tls-server-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name (DNS or IP) the control plane's certificate must carry; repeatable (default: --xds)",
+    )
+    boot.add_argument(
+        "--sds-dir",
+        type=Path,
+        metavar="DIR",
+        help="where to write the file-based SDS resources naming the certificate files, so Envoy "
+        "reloads them on rotation (default: the directory of --xds-tls-cert)",
+    )
     boot.add_argument(
         "--full-cluster-stats",
         action="store_true",
@@ -687,6 +752,9 @@ def _parser() -> argparse.ArgumentParser:
     from mcpgw.admin.commands import add_commands
 
     add_commands(commands)
+    from mcpgw import certs
+
+    certs.add_commands(commands)
     cliopts.accept_global_options_everywhere(parser, _version_text)
     return parser
 
@@ -712,8 +780,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bootstrap":
         admin_host, admin_port = args.envoy_admin
         try:
+            xds_tls = _bootstrap_tls(args)
+        except (XdsConfigError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
             text = render(
                 BootstrapOptions(
+                    xds_tls=xds_tls,
                     node_id=args.node_id,
                     node_cluster=args.node_cluster,
                     xds=tuple(args.xds),
@@ -740,6 +814,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run_demo(args.port))
     if args.command == "import":
         return _import(args)
+    if args.command == "certs":
+        from mcpgw import certs
+
+        return certs.run(args)
     if args.command in ("apply", "get", "delete", "session-keys"):
         from mcpgw.admin.commands import run
 
@@ -862,11 +940,21 @@ async def _serve(args: argparse.Namespace) -> int:
     from mcpgw.httpserve import ServedApp, serve
     from mcpgw.sessions.keys import KeysInvalid
     from mcpgw.sessions.store import KeyStoreUnavailable
+    from mcpgw.xds.tls import check_bind as check_xds_bind
     from pluginserver.catalog import PluginError
     from pluginserver.server import create_app
 
     plugin_dir = _plugin_dir(args)
     (xds_host, xds_port), (admin_host, admin_port) = args.xds, args.admin
+    # Refused before anything starts: xDS carries every credential of the registry.
+    try:
+        xds_tls = _xds_tls(args)
+        check_xds_bind(xds_host, xds_tls)
+        if xds_tls is not None:
+            xds_tls.check()
+    except XdsConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     (plugin_host, plugin_port), (listen_host, listen_port) = args.plugins, args.listen
     try:
         listener_tls, admin_tls = _listener_tls(args, local=False), _admin_tls(args)
@@ -885,6 +973,7 @@ async def _serve(args: argparse.Namespace) -> int:
             plugins_dir=plugin_dir,
             xds_host=xds_host,
             xds_port=xds_port,
+            xds_tls=xds_tls,
             status_host=admin_host,
             status_port=admin_port,
             admin_token_file=args.admin_token_file,
@@ -912,7 +1001,7 @@ async def _serve(args: argparse.Namespace) -> int:
             await broker.start()
         print(
             f"control plane serving {control_plane.store.description}: "
-            f"xDS {xds_host}:{control_plane.xds_port}, "
+            f"xDS {xds_host}:{control_plane.xds_port}{' (mutual TLS)' if xds_tls else ''}, "
             f"admin {control_plane.admin_url}, "
             f"MCP listener {'https' if listener_tls else 'http'}://{listen_host}:{listen_port}, "
             f"plugins http://{plugin_host}:{plugin_port}"

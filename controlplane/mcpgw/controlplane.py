@@ -41,14 +41,25 @@ from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import FileKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
 from mcpgw.tlsreload import ReloadingServerContext, TlsFiles, TlsFilesError
-from mcpgw.translate.envoy import Delta, GatewaySettings, PluginRef, Resources, Translator
+from mcpgw.translate.envoy import (
+    Delta,
+    GatewaySettings,
+    PluginRef,
+    Resources,
+    Translator,
+    extension_config_name,
+)
 from mcpgw.translate.filtercheck import LIBRARY, FilterCheck, beside
+from mcpgw.translate.groups import GroupViews
 from mcpgw.translate.pgv import ResourceInvalid
 from mcpgw.versions import FILTER_NAME, check_schema
 from mcpgw.versions import describe as describe_versions
+from mcpgw.xds import types
 from mcpgw.xds.cache import SnapshotCache
 from mcpgw.xds.server import AdsServer
 from mcpgw.xds.stream import Nack
+from mcpgw.xds.tls import XdsTls
+from mcpgw.xds.tls import check_bind as check_xds_bind
 from pluginserver.catalog import Plugin, latest
 
 log = get_logger(__name__)
@@ -61,6 +72,9 @@ class ControlPlaneOptions:
     plugins_dir: Path
     xds_host: str = "127.0.0.1"
     xds_port: int = 18000
+    # Mutual TLS for xDS (required beyond loopback): every Envoy then shows a certificate from
+    # this CA naming its node (`mcpgw.xds.tls`).
+    xds_tls: XdsTls | None = None
     # The admin API (registry CRUD, /status, /healthz) listens here.
     status_host: str = "127.0.0.1"
     status_port: int = 18001
@@ -121,7 +135,8 @@ class ControlPlane:
         self.cache = SnapshotCache()
         # Per-server resources Envoy refused: isolated so they cannot block other servers.
         self.refusals = Refusals()
-        self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked)
+        self._groups = GroupViews()
+        self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked, tls=options.xds_tls)
         # The newest translation published, before isolation: re-published when a NACK arrives.
         self._published: tuple[RegistrySnapshot, Resources] | None = None
         self.settings: GatewaySettings | None = None
@@ -158,6 +173,9 @@ class ControlPlane:
         # Checked first: a refused admin configuration must not leave anything half started.
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
         check_bind(self.options.status_host, token, tls=self.options.admin_tls is not None)
+        check_xds_bind(self.options.xds_host, self.options.xds_tls)
+        if self.options.xds_tls is not None:
+            self.options.xds_tls.check()
         admin_tls = self._admin_tls()
         if self.options.listener_tls is None and not is_loopback(self.options.listen_host):
             # Not refused: a load balancer in front of Envoy often terminates TLS. But the MCP
@@ -386,7 +404,18 @@ class ControlPlane:
         isolated = self.refusals.isolate(snapshot, resources, self.settings)
         # Isolation changes resources behind the translator's back: its hint no longer holds.
         hint = (delta.base, delta.changed) if delta is not None and isolated is resources else None
-        return self.cache.set_resources(isolated, hint)
+        # Each gateway group gets only its servers' resources (None: one view for every node).
+        held: set[str] = set()
+        if isolated is not resources:  # servers whose filter config is held out of the listener
+            extensions = isolated.get(types.EXTENSION_CONFIG, {})
+            held = {s.key for s in snapshot.servers if extension_config_name(s) not in extensions}
+        assert self.translator is not None
+        groups = self.translator.gateway_groups()
+        same = delta if delta is not None and isolated is resources else None
+        views = self._groups.views(snapshot, isolated, self.settings, held, groups, same)
+        changed = self._groups.changed
+        views_hint = (self._groups.base, changed) if changed is not None else None
+        return self.cache.set_resources(isolated, hint, views, views_hint)
 
     def _nacked(self, node: str, nack: Nack) -> None:
         if self.refusals.nacked(node, nack, self.cache.snapshot) and self._published is not None:
@@ -453,7 +482,12 @@ class ControlPlane:
                 "last_failure": self._counters.last_failure,
             },
             "sessions": self.sessions.describe() if self.sessions is not None else None,
-            "xds": {"versions": self.cache.snapshot.versions()},
+            "xds": {
+                "versions": self.cache.snapshot.versions(),
+                # Per gateway group (node.cluster) when servers name groups; "*": any other group.
+                "groups": {group or "*": view.versions() for group, view in (self.cache.views or {}).items()},
+                "tls": self.options.xds_tls is not None,
+            },
             "nodes": present_nodes(self.ads.status()),
             "tasks": self.supervisor.status(),
             # Per server: a resource Envoy refused, its error, and what is served instead.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mcpgw import bundled
-from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, render
+from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, XdsClientTls, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
@@ -33,6 +33,7 @@ from mcpgw.registry.tls import default_system_ca_file
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
 from mcpgw.sessions.store import default_keys_file
 from mcpgw.tlsreload import TlsFiles
+from mcpgw.xds.tls import XdsTls
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
 
@@ -85,6 +86,12 @@ class StackOptions:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The broker's settings (stream limits…); None: its defaults with `broker_keepalive`.
     broker_settings: BrokerSettings | None = None
+    # Envoy's gateway group (its bootstrap's node.cluster): which servers it is given.
+    node_cluster: str = "mcpgw"
+    # xDS mutual TLS, the control plane's and Envoy's side (tests; `mcpgw up` stays plain on
+    # loopback). The SDS files `envoy_xds_tls` names must have been written (bootstrap.write_sds).
+    xds_tls: XdsTls | None = None
+    envoy_xds_tls: XdsClientTls | None = None
     # The system CA bundle Envoy verifies https backends against (without their own `tls.ca`).
     backend_ca_file: str = field(default_factory=default_system_ca_file)
     # TLS on the MCP listener (None: plain HTTP, the demo's default on loopback) and on the
@@ -208,6 +215,7 @@ class Stack:
                     plugins_dir=opts.plugins_dir,
                     xds_host=opts.host,
                     xds_port=opts.xds_port,
+                    xds_tls=opts.xds_tls,
                     status_host=opts.admin_host or opts.host,
                     status_port=opts.status_port,
                     admin_token=opts.admin_token,
@@ -241,7 +249,9 @@ class Stack:
                 render(
                     BootstrapOptions(
                         node_id=opts.node_id,
+                        node_cluster=opts.node_cluster,
                         xds=((opts.host, self.control_plane.xds_port),),
+                        xds_tls=opts.envoy_xds_tls,
                         admin_port=opts.envoy_admin_port,
                         stats=(opts.host, opts.envoy_stats_port),
                         delta=opts.xds_delta,

@@ -40,8 +40,11 @@ def rejected_count(control_plane: ControlPlane) -> int:
 
 
 def delivered_configuration(control_plane: ControlPlane) -> str:
-    [config] = control_plane.cache.snapshot.resources[types.EXTENSION_CONFIG].values()
-    return str(config)
+    """The filter configuration and the SDS secrets Envoy gets (a constant header credential
+    travels as a secret that Envoy's credential_injector adds, not in the filter's config)."""
+    resources = control_plane.cache.snapshot.resources
+    [config] = resources[types.EXTENSION_CONFIG].values()
+    return str(config) + "".join(str(secret) for secret in resources[types.SECRET].values())
 
 
 async def test_a_registry_rejected_for_an_unreadable_credential_applies_once_it_is_readable(

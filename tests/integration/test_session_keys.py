@@ -315,7 +315,8 @@ def test_serve_refuses_a_malformed_pinned_key_or_an_unwritable_keys_file(tmp_pat
     bad_value = "not-a-32-byte-key"
     environ = {**os.environ, "MCPGW_SESSION_KEY": bad_value}
     result = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 1, result.stderr
+    # A bad environment value is a usage error (exit 2), checked before anything starts.
+    assert result.returncode == 2, result.stderr
     assert "$MCPGW_SESSION_KEY" in result.stderr and bad_value not in result.stderr + result.stdout
 
     blocker = tmp_path / "not-a-directory"

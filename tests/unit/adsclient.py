@@ -100,8 +100,14 @@ class _StreamClient(Generic[Response]):
         cluster: str = "mcpgw-test",
         *,
         node_on_every_request: bool = False,
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str | None = None,
     ) -> None:
         self.target = target
+        # With `credentials`, a TLS channel; `server_name` overrides the name the server's
+        # certificate is checked against (the target's host otherwise).
+        self._credentials = credentials
+        self._channel_options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
         self.node = base_pb2.Node(id=node_id, cluster=cluster)
         self._node_on_every_request = node_on_every_request
         self._sent_node = False
@@ -119,7 +125,10 @@ class _StreamClient(Generic[Response]):
         raise NotImplementedError
 
     async def connect(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.target)
+        if self._credentials is not None:
+            self._channel = grpc.aio.secure_channel(self.target, self._credentials, self._channel_options)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target)
         self._call = self._open(ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel))
         self._reader = asyncio.create_task(self._read())
 

@@ -58,6 +58,9 @@ def document(name: str, kind: str, variant: int, others: list[str]) -> dict[str,
     tool = doc["tools"][0]
     tool["name"] = f"get_{name}"
     tool["description"] = f"variant {variant}"
+    # The largest maxRequestBytes sizes the shared listener's buffer: an edit of it alone
+    # must rebuild the listener (it once kept the old limit until the set of servers changed).
+    doc["limits"] = {"maxRequestBytes": (1 + variant % 3) * 2 * 1024 * 1024}
     if kind == "inline":
         doc["securitySchemes"] = [
             {"id": "basic", "type": "http", "scheme": "basic", "defaultCredential": f"user:pw{variant}"}

@@ -221,6 +221,9 @@ class McpServer:
     allowed_origins: tuple[str, ...] = ()
     # tools/list page size; 0 = every tool in one page.
     page_size: int = 0
+    # Gateway groups (Envoys' `node.cluster`) that serve this server and receive its
+    # configuration and credentials; None: every group.
+    gateways: tuple[str, ...] | None = None
     # Set for `type: mcp` servers (then `tools` is empty: the upstream defines them).
     mcp: McpUpstream | None = None
     # Where the definition came from, for error messages and the status API.
@@ -238,6 +241,10 @@ class McpServer:
     @functools.cached_property
     def path(self) -> str:
         return f"/mcp/{self.namespace}/{self.name}"
+
+    def served_by(self, group: str | None) -> bool:
+        """True if gateways of `group` serve this server (None: a group no server names)."""
+        return self.gateways is None or (group is not None and group in self.gateways)
 
     @functools.cached_property
     def secrets(self) -> tuple[Secret, ...]:

@@ -58,6 +58,7 @@ _SERVER_FIELDS = {
     "limits",
     "allowedOrigins",
     "pageSize",
+    "gateways",
 }
 SERVER_TYPES = ("rest", "mcp")
 _REST_BACKEND = "the REST service the tools call (endpoints: ['host:port'])"
@@ -113,6 +114,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
     limits = _limits(r, data.get("limits", {}))
     allowed_origins = _allowed_origins(r, data.get("allowedOrigins", []))
     page_size = _page_size(r, data.get("pageSize"))
+    gateways = _gateways(r, data["gateways"]) if "gateways" in data else None
     mcp = None
     if server_type == "mcp":
         backend = _backend(r, data.get("backend"), required=True, what=_MCP_BACKEND)
@@ -140,6 +142,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         limits=limits,
         allowed_origins=allowed_origins,
         page_size=page_size,
+        gateways=gateways,
         mcp=mcp,
         source=r.file,
         fingerprint=fingerprint(document),
@@ -219,6 +222,24 @@ def _origin(item: Any) -> str | None:
         if (scheme, number) in (("http", 80), ("https", 443)):
             port = None
     return f"{scheme}://{host}{port or ''}"
+
+
+def _gateways(r: Reader, value: Any) -> tuple[str, ...] | None:
+    """The gateway groups (Envoys' `node.cluster`) that serve this server; absent: every group."""
+    hint = "a list of gateway groups (an Envoy's node.cluster, e.g. 'mcpgw'), at least one"
+    if not isinstance(value, list) or not value:
+        r.fail("gateways", f"must be {hint}, got {kind(value) if value != [] else 'an empty list'}")
+        return None
+    groups: list[str] = []
+    for index, item in enumerate(value):
+        path = join("gateways", index)
+        if not isinstance(item, str) or not _DNS_LABEL.fullmatch(item):
+            r.fail(path, f"{item!r} is not a group name: lowercase letters, digits and '-', at most 63")
+        elif item in groups:
+            r.fail(path, f"duplicate group {item!r}")
+        else:
+            groups.append(item)
+    return tuple(sorted(groups))
 
 
 def _page_size(r: Reader, value: Any) -> int:
@@ -321,6 +342,17 @@ def check_includes(servers: Sequence[McpServer]) -> list[Problem]:
                     )
                 )
                 continue
+            if not serves_within(server.gateways, target.gateways):
+                problems.append(
+                    Problem(
+                        server.source,
+                        join(path, "server"),
+                        f"{include.server!r} is served by gateways {_groups_text(target.gateways)} only; "
+                        f"this server ({_groups_text(server.gateways)}) would hand its tools and "
+                        "credentials to other gateways: list only groups of theirs in `gateways`",
+                    )
+                )
+                continue
             offered = {t.name for t in target.tools}
             wanted = include.tools if include.tools is not None else tuple(sorted(offered))
             for tool in wanted:
@@ -341,6 +373,17 @@ def check_includes(servers: Sequence[McpServer]) -> list[Problem]:
                 else:
                     names[tool] = include.server
     return problems
+
+
+def serves_within(groups: tuple[str, ...] | None, others: tuple[str, ...] | None) -> bool:
+    """True if every gateway group serving `groups` also serves `others` (None: every group)."""
+    if others is None:
+        return True
+    return groups is not None and set(groups) <= set(others)
+
+
+def _groups_text(groups: tuple[str, ...] | None) -> str:
+    return "every group" if groups is None else ", ".join(groups)
 
 
 def _config(r: Reader, value: Any) -> dict[str, str]:

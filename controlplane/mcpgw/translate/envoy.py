@@ -211,7 +211,10 @@ class Translator:
         # Servers whose inputs reach beyond their own document (includes, credentials):
         # re-examined on every translation even when their object did not change.
         self._dynamic: set[str] = set()
-        self._shared: tuple[tuple[str, ...], Message, Message] | None = None
+        # Servers that name gateway groups (`gateways`), kept per server like the rest, so that
+        # "does any server name a group?" costs nothing per edit (mcpgw.translate.groups).
+        self._grouped: dict[str, tuple[str, ...]] = {}
+        self._shared: tuple[tuple[str, ...], int, Message, Message] | None = None
         # The resources of the last result, kept up to date entry by entry: copying a dict is
         # cheap, rebuilding one from 10,000 servers in Python is not.
         self._clusters: dict[str, Message] = {PLUGIN_CLUSTER: _plugin_cluster(self.settings)}
@@ -275,19 +278,29 @@ class Translator:
                 # Every per-server table must forget a deleted server: a key left in
                 # `_dynamic` would be looked up in the next snapshot, where it is missing.
                 self._dynamic.discard(key)
+                self._grouped.pop(key, None)
         self._order = servers
+        # The listener and routes depend on the set of servers (their paths) and on the largest
+        # `maxRequestBytes` (the listener's buffer limit): rebuilt when either may have moved.
         keys = tuple(self._servers) if not same_set and self._shared is not None else None
-        if self._shared is None or (keys is not None and self._shared[0] != keys):
+        limit_moved = same_set and any(
+            s.limits.max_request_bytes != p.limits.max_request_bytes for s, p in touched
+        )
+        if (
+            self._shared is None
+            or (keys is not None and self._shared[0] != keys)
+            or (limit_moved and request_buffer_limit(snapshot) != self._shared[1])
+        ):
             listener, routes = _listener(snapshot, self.settings), _routes(snapshot)
             _check(listener, "listener")
             _check(routes, "routes")
-            self._shared = (tuple(self._servers), listener, routes)
+            self._shared = (tuple(self._servers), request_buffer_limit(snapshot), listener, routes)
         return {
             types.CLUSTER: dict(self._clusters),
             types.ENDPOINT: dict(self._endpoints),
             types.EXTENSION_CONFIG: dict(self._extensions),
-            types.LISTENER: {LISTENER_NAME: self._shared[1]},
-            types.ROUTE: {ROUTE_CONFIG_NAME: self._shared[2]},
+            types.LISTENER: {LISTENER_NAME: self._shared[2]},
+            types.ROUTE: {ROUTE_CONFIG_NAME: self._shared[3]},
             types.SECRET: dict(self._secrets),
         }
 
@@ -299,6 +312,10 @@ class Translator:
         cached: tuple[McpServer, tuple[Any, ...], _ServerResources] | None,
     ) -> None:
         key = server.key
+        if server.gateways is not None:
+            self._grouped[key] = server.gateways
+        else:
+            self._grouped.pop(key, None)
         dynamic = bool(server.includes or server.secrets)
         if dynamic:
             self._dynamic.add(key)
@@ -326,6 +343,12 @@ class Translator:
                 self._extensions[extension.name] = extension  # type: ignore[attr-defined]
                 self._changed[types.EXTENSION_CONFIG].add(extension.name)  # type: ignore[attr-defined]
         self._stale_suffix = None
+
+    def gateway_groups(self) -> frozenset[str]:
+        """The gateway groups the last translated registry names (empty: none, one view for all)."""
+        if not self._grouped:
+            return frozenset()
+        return frozenset(g for groups in self._grouped.values() for g in groups)
 
     def check_server(
         self, server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secret, str]
@@ -770,6 +793,14 @@ def listener_without(snapshot: RegistrySnapshot, settings: GatewaySettings, keys
     listener = _listener(kept, settings)
     _check(listener, "listener")
     return listener
+
+
+def routes_without(snapshot: RegistrySnapshot, keys: Collection[str]) -> Message:
+    """The route table without the servers `keys` (a gateway group that does not serve them)."""
+    kept = RegistrySnapshot(servers=tuple(s for s in snapshot.servers if s.key not in keys))
+    routes = _routes(kept)
+    _check(routes, "routes")
+    return routes
 
 
 def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:

@@ -99,14 +99,29 @@ def type_version(hashes: Iterable[tuple[str, str]]) -> str:
     return _version(digest)
 
 
+def _sealer(type_url: str, pool: TypeResources | None) -> Callable[[str, Message], Resource]:
+    """Seal a message, reusing `pool`'s serialisation when it holds the very same object."""
+    if pool is None:
+        return lambda name, message: _seal(type_url, name, message)
+    held = pool.resources
+
+    def seal(name: str, message: Message) -> Resource:
+        found = held.get(name)
+        return found if found is not None and found.message is message else _seal(type_url, name, message)
+
+    return seal
+
+
 def _build_type(
     type_url: str,
     messages: Mapping[str, Message],
     previous: TypeResources | None,
     hint: Collection[str] | None = None,
+    pool: TypeResources | None = None,
 ) -> TypeResources:
+    seal = _sealer(type_url, pool)
     if previous is None:
-        sealed = {name: _seal(type_url, name, message) for name, message in messages.items()}
+        sealed = {name: seal(name, message) for name, message in messages.items()}
         digest = 0
         for name, res in sealed.items():
             digest ^= _member(name, res.hash)
@@ -129,7 +144,7 @@ def _build_type(
     for name in removed:
         digest ^= _member(name, sealed.pop(name).hash)
     for name in changed:
-        resource = _seal(type_url, name, messages[name])
+        resource = seal(name, messages[name])
         if name in sealed:
             digest ^= _member(name, sealed[name].hash)
         digest ^= _member(name, resource.hash)
@@ -154,12 +169,15 @@ class Snapshot:
         resources: Mapping[str, Mapping[str, Message]],
         previous: Snapshot | None = None,
         changed: Mapping[str, Collection[str]] | None = None,
+        pool: Snapshot | None = None,
     ) -> Snapshot:
         """Seal plain messages (Cluster, Listener, …; not Any) keyed by type URL then name.
 
         With `previous`, messages that are the very same objects as there are not re-serialised.
         With `changed` (names per type known to differ from `previous`; a type it does not list
-        is scanned), unchanged resources are not even looked at.
+        is scanned), unchanged resources are not even looked at. With `pool` (another snapshot,
+        e.g. the whole gateway's for a group's view), its serialisations of the same objects
+        are reused too.
         """
         built = {
             type_url: _build_type(
@@ -167,6 +185,7 @@ class Snapshot:
                 messages,
                 previous.types.get(type_url) if previous else None,
                 changed.get(type_url) if changed is not None and previous is not None else None,
+                pool.types.get(type_url) if pool else None,
             )
             for type_url, messages in resources.items()
         }
@@ -254,16 +273,23 @@ class Watch:
         self.close()
 
 
+Views = Mapping[str | None, Snapshot]
+
+
 class SnapshotCache:
     """Holds the current snapshot and notifies watchers when it changes.
 
-    One snapshot serves every node today; `snapshot_for(node_id)` is the seam where per-node
-    snapshots would plug in.
+    `snapshot` is the whole gateway's configuration. With gateway groups
+    (`mcpgw.translate.groups`) each group also has its view, a subset of it: `snapshot_for`
+    gives a node the view of its group (its `node.cluster`), the view keyed None to a group
+    without one of its own, and the whole snapshot when there are no views.
     """
 
     def __init__(self) -> None:
         self._snapshot = Snapshot()
+        self._views: Views | None = None
         self._last_resources: Mapping[str, Mapping[str, Message]] | None = None
+        self._last_views: object = None
         self._watches: set[Watch] = set()
         self._lock = threading.Lock()  # set_snapshot may come from a registry-watcher thread
 
@@ -271,18 +297,28 @@ class SnapshotCache:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    def snapshot_for(self, node_id: str) -> Snapshot:
-        del node_id  # one snapshot for all nodes, for now
-        return self._snapshot
+    @property
+    def views(self) -> Views | None:
+        return self._views
 
-    def set_snapshot(self, snapshot: Snapshot) -> list[str]:
-        """Install `snapshot`; returns the type URLs that changed (empty: nothing notified)."""
+    def snapshot_for(self, node_id: str, group: str | None = None) -> Snapshot:
+        del node_id  # what a node receives depends on its group only
+        return _view_of(self._snapshot, self._views, group)
+
+    def set_snapshot(self, snapshot: Snapshot, views: Views | None = None) -> list[str]:
+        """Install `snapshot` (and the groups' `views`); returns the type URLs that changed for
+        the whole snapshot or any view (empty: nothing notified)."""
         with self._lock:
-            changed = snapshot.changed_types(self._snapshot)
-            if not changed:
+            urls = set(snapshot.changed_types(self._snapshot))
+            if views is not None or self._views is not None:
+                for group in {None, *(views or {}), *(self._views or {})}:
+                    new = _view_of(snapshot, views, group)
+                    urls.update(new.changed_types(_view_of(self._snapshot, self._views, group)))
+            if not urls:
                 return []
-            self._snapshot = snapshot
+            self._snapshot, self._views = snapshot, views
             watches = list(self._watches)
+        changed = ordered_types(urls)
         log.info("snapshot_set", changed=[u.rsplit(".", 1)[-1] for u in changed], versions=_short(snapshot))
         for watch in watches:
             watch._notify()
@@ -293,17 +329,34 @@ class SnapshotCache:
         resources: Mapping[str, Mapping[str, Message]],
         changed_since: tuple[Mapping[str, Mapping[str, Message]], Mapping[str, Collection[str]]]
         | None = None,
+        views: Mapping[str | None, Mapping[str, Mapping[str, Message]]] | None = None,
+        views_changed_since: tuple[object, Mapping[str | None, Mapping[str, Collection[str]]]] | None = None,
     ) -> list[str]:
         """Build a snapshot from plain messages, reusing the current one's serialisations.
 
         `changed_since` is `(base, names per type)`: what changed since the resources `base`.
         It is used only when `base` is exactly what this cache was last given, so a hint can
-        never be applied to the wrong starting point.
+        never be applied to the wrong starting point. `views` are the groups' subsets of
+        `resources`; their messages are the same objects, so nothing is serialised twice.
+        `views_changed_since` is `(base views, names per type per group)`, used likewise only
+        when the base is exactly the views this cache was last given.
         """
         hint = None
         if changed_since is not None and changed_since[0] is self._last_resources:
             hint = changed_since[1]
-        changed = self.set_snapshot(Snapshot.build(resources, previous=self._snapshot, changed=hint))
+        snapshot = Snapshot.build(resources, previous=self._snapshot, changed=hint)
+        built: dict[str | None, Snapshot] | None = None
+        if views is not None:
+            old = self._views or {}
+            hints: Mapping[str | None, Mapping[str, Collection[str]]] = {}
+            if views_changed_since is not None and views_changed_since[0] is self._last_views:
+                hints = views_changed_since[1]
+            built = {
+                group: Snapshot.build(view, previous=old.get(group), changed=hints.get(group), pool=snapshot)
+                for group, view in views.items()
+            }
+        changed = self.set_snapshot(snapshot, built)
+        self._last_views = views
         self._last_resources = resources
         return changed
 
@@ -320,6 +373,19 @@ class SnapshotCache:
 
     def watch_count(self) -> int:
         return len(self._watches)
+
+
+def _view_of(snapshot: Snapshot, views: Views | None, group: str | None) -> Snapshot:
+    if views is None:
+        return snapshot
+    found = views.get(group)
+    if found is None:
+        found = views.get(None)
+    # Views without a default give a group of their own nothing, never the whole snapshot.
+    return found if found is not None else _NOTHING
+
+
+_NOTHING = Snapshot()
 
 
 def _short(snapshot: Snapshot) -> dict[str, str]:

@@ -30,6 +30,7 @@ from mcpgw.xds.cache import SnapshotCache, Watch
 from mcpgw.xds.delta import DeltaStream
 from mcpgw.xds.sotw import SotwStream
 from mcpgw.xds.stream import AckHook, Nack, NackHook, StreamBase, iso, short_name
+from mcpgw.xds.tls import ReloadingCredentials, XdsTls, authorize
 
 log = get_logger(__name__)
 
@@ -64,6 +65,8 @@ class _Connection:
     stream: _Stream | None = None  # created by the first request, which names the node
     watch: Watch | None = None
     snapshot_pending: bool = False
+    # The peer's client certificate (PEM) when the server runs mutual TLS.
+    peer_cert: bytes | None = None
 
     def signal_snapshot(self) -> None:
         # Many snapshots in a burst need one recomputation: the loop reads the latest anyway.
@@ -89,9 +92,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """Aggregated Discovery Service (State of the World and Delta) serving a SnapshotCache."""
 
     def __init__(
-        self, cache: SnapshotCache, on_nack: NackHook | None = None, on_ack: AckHook | None = None
+        self,
+        cache: SnapshotCache,
+        on_nack: NackHook | None = None,
+        on_ack: AckHook | None = None,
+        tls: XdsTls | None = None,
     ) -> None:
         self._cache = cache
+        # With TLS, every stream's node must match its client certificate (mcpgw.xds.tls).
+        self._tls = tls
+        self.credentials: ReloadingCredentials | None = None
         # Observers of every node's ACKs and NACKs (go-control-plane's callbacks): the server
         # only reports them; what to do about a refused resource is the caller's business.
         self._observe_nack = on_nack
@@ -114,12 +124,16 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             raise RuntimeError("AdsServer already started")
         server = grpc.aio.server(options=_GRPC_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if self._tls is not None:
+            self.credentials = ReloadingCredentials(self._tls)
+            bound = server.add_secure_port(f"{host}:{port}", self.credentials.server_credentials())
+        else:
+            bound = server.add_insecure_port(f"{host}:{port}")
         if bound == 0:
             raise OSError(f"cannot bind ADS server to {host}:{port}")
         await server.start()
         self._server, self._port, self._stopping = server, bound, False
-        log.info("ads_started", address=f"{host}:{bound}")
+        log.info("ads_started", address=f"{host}:{bound}", tls=self._tls is not None)
         return bound
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -175,6 +189,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "control plane shutting down")
         conn = _Connection(next(self._ids), context.peer(), time.time(), factory.protocol)
+        if self._tls is not None:
+            certs = context.auth_context().get("x509_pem_cert") or [None]
+            conn.peer_cert = certs[0]
         self._connections[conn.stream_id] = conn
         reader = asyncio.create_task(self._read(request_iterator, conn.mailbox))
         try:
@@ -203,9 +220,31 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 conn.snapshot_pending = False
                 responses = self._on_snapshot(conn)
             else:
+                if conn.stream is None and not self._authorized(conn, item, context):
+                    return
                 responses = self._on_request(conn, item, factory)
             for resp in responses:
                 await context.write(resp)
+
+    def _authorized(self, conn: _Connection, req: Any, context: grpc.aio.ServicerContext) -> bool:
+        """With TLS, the first request's node must be the one the client certificate names."""
+        if self._tls is None:
+            return True
+        why = authorize(conn.peer_cert, req.node.cluster, req.node.id)
+        if why is None:
+            return True
+        log.warning(
+            "node_refused",
+            stream=conn.stream_id,
+            node=req.node.id,
+            cluster=req.node.cluster,
+            peer=conn.peer,
+            reason=why,
+        )
+        # Ends the stream with this status once the handler returns; nothing was sent.
+        context.set_code(grpc.StatusCode.PERMISSION_DENIED)
+        context.set_details(why)
+        return False
 
     def _on_request(self, conn: _Connection, req: Message, factory: type[_Stream]) -> list[Message]:
         if conn.stream is None:
@@ -215,7 +254,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def _on_snapshot(self, conn: _Connection) -> list[Message]:
         if conn.stream is None:
             return []
-        return conn.stream.on_snapshot(self._cache.snapshot_for(conn.stream.node_id))
+        stream = conn.stream
+        return stream.on_snapshot(self._cache.snapshot_for(stream.node_id, stream.node_cluster))
 
     def _open(self, conn: _Connection, req: Any, factory: type[_Stream]) -> _Stream:
         node_id, cluster = req.node.id, req.node.cluster
@@ -223,7 +263,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             log.warning("stream_without_node_id", stream=conn.stream_id, peer=conn.peer)
         # Watch before reading the snapshot: any later change is then signalled to this stream.
         conn.watch = self._cache.watch(node_id, callback=conn.signal_snapshot)
-        snapshot = self._cache.snapshot_for(node_id)
+        # The node's gateway group (node.cluster) decides what it receives (translate/groups.py).
+        snapshot = self._cache.snapshot_for(node_id, cluster)
         stream = factory(node_id, snapshot, cluster, self._remember_nack, self._acked)
         log.info(
             "stream_opened",
