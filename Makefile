@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools clean help redis inspector chromium
+.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench-smoke  run every benchmark with tiny sizes (part of make test)"
 	@echo "make chaos   faults under load: kill/stop each part of an HA gateway (bench/results/chaos.md)"
 	@echo "make fuzz    fuzz the filter: each native target, then through Envoy, FUZZ_SECONDS each (default 60)"
+	@echo "make soak    30 minutes of mixed load + registry edits; RSS per process over time (MINUTES=N)"
 	@echo "make wheel   build the wheel into dist/ (the filter is compiled into it)"
 	@echo "make test-wheel  build the wheel, install it in a clean venv, run it from outside the repo"
 	@echo "make images  build the control-plane and Envoy images with podman, offline, from the wheelhouse (deploy/README.md)"
@@ -164,6 +165,13 @@ fuzz: filters fuzz-tools redis
 # a Debug build (~10 s), 3 s per target from the committed seeds. ~35 s.
 fuzz-smoke: fuzz-tools $(STAMP)
 	$(PY) wasm-filters/mcp-server/fuzz/run.py --smoke
+
+# Soak: the real stack (each part its own process) under mixed load and one admin edit per
+# second for $(MINUTES) minutes; RSS of every process every 10 s, its slope after warm-up and a
+# plot into bench/results/soak.{md,json,png}. Not part of `bench`. `make soak MINUTES=15`.
+MINUTES ?= 30
+soak: filters
+	$(PY) bench/soak.py --minutes $(MINUTES)
 
 clean:
 	rm -rf $(VENV) plugin-server/plugins/*/ .pytest_cache .ruff_cache build dist

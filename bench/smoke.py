@@ -238,6 +238,29 @@ BENCHMARKS = (
         ),
         ("chaos.py",),
     ),
+    Benchmark(
+        "soak",
+        (
+            (
+                "soak.py",
+                *("--minutes", "0.25", "--warmup-minutes", "0.05", "--sample-every", "2"),
+                *("--rate", "6", "--out", "{out}"),
+            ),
+        ),
+        "soak.json",
+        (
+            ("processes.*.slope_mib_per_10min", number),
+            ("processes.*.rss_end_mib", positive),
+            ("processes.envoy.samples_after_warmup", positive),
+            ("requests.admin put", positive),
+            ("requests.sse session", positive),
+            ("requests.stateless tools/call", positive),
+            ("requests.streamable tools/call", positive),
+            # Any failed request or admin write, a process that exited: soak.py also exits 1.
+            ("errors", zero),
+        ),
+        ("soak.py",),
+    ),
 )
 
 

@@ -12,7 +12,7 @@ from string import Template
 import yaml
 
 from mcpgw.bundled import bootstrap_template
-from mcpgw.limits import DEFAULT_MAX_CONNECTIONS
+from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAP_BYTES, MIN_MAX_HEAP_BYTES
 from mcpgw.registry.validate import MAX_RESPONSE_BYTES, is_ip
 
 # envoy/bootstrap.yaml of the checkout, or the copy inside an installed wheel.
@@ -79,6 +79,10 @@ class BootstrapOptions:
     # The stats listener: Envoy's Prometheus metrics and readiness, and nothing else of the
     # admin endpoint. None: no stats listener (`mcpgw bootstrap` always has one).
     stats: tuple[str, int] | None = None
+    # The heap Envoy's overload manager measures against (fixed_heap): it shrinks idle timeouts
+    # from 80 %, resets the streams holding most memory from 90 % and answers new requests with
+    # 503 at 98 % (envoy/bootstrap.yaml), instead of growing until the kernel kills it.
+    max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES
 
 
 class BootstrapInvalid(ValueError):
@@ -86,12 +90,17 @@ class BootstrapInvalid(ValueError):
 
 
 def check(options: BootstrapOptions) -> None:
-    """Refuse an admin endpoint off loopback and a stats listener Envoy could not bind."""
+    """Refuse an admin endpoint off loopback, a stats listener Envoy could not bind, a tiny heap."""
     if not _is_loopback_ip(options.admin_host):
         raise BootstrapInvalid(
             f"Envoy admin address {options.admin_host!r} is not a loopback IP address (127.0.0.1, ::1): "
             "the admin endpoint serves /config_dump and /quitquitquit; scrape metrics from the stats "
             "listener (--stats HOST:PORT) instead"
+        )
+    if options.max_heap_bytes < MIN_MAX_HEAP_BYTES:
+        raise BootstrapInvalid(
+            f"Envoy heap limit {options.max_heap_bytes} bytes is below {MIN_MAX_HEAP_BYTES >> 20} MiB: "
+            "Envoy would refuse requests while idle"
         )
     if options.stats is not None:
         host, port = options.stats
@@ -157,6 +166,7 @@ def render(options: BootstrapOptions) -> str:
     return Template(TEMPLATE.read_text()).substitute(
         node_id=options.node_id,
         node_cluster=options.node_cluster,
+        max_heap_bytes=options.max_heap_bytes,
         admin_host=options.admin_host,
         admin_port=options.admin_port,
         xds_endpoints=endpoints,

@@ -25,7 +25,15 @@ from mcpgw.bootstrap import (
     render,
     write_sds,
 )
-from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, ListenerLimits, envoy_connection_cap
+from mcpgw.limits import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEAP_BYTES,
+    ENVOY_FD_RESERVE,
+    MIN_MAX_HEAP_BYTES,
+    ListenerLimits,
+    envoy_connection_cap,
+    parse_size,
+)
 from mcpgw.listenertls import ListenerTls
 from mcpgw.registry.filesource import load_directory, load_file
 from mcpgw.registry.validate import Invalid
@@ -165,6 +173,28 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _heap_size(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    if value < MIN_MAX_HEAP_BYTES:
+        raise argparse.ArgumentTypeError(f"expected at least {MIN_MAX_HEAP_BYTES >> 20}Mi, got {text!r}")
+    return value
+
+
+def _max_heap_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-heap",
+        type=_heap_size,
+        default=DEFAULT_MAX_HEAP_BYTES,
+        metavar="SIZE",
+        help="Envoy's heap limit (512Mi, 2Gi…): new requests get 503 at 98%% of it instead of Envoy "
+        "being killed; about 2/3 of its container's memory limit "
+        f"(default: {DEFAULT_MAX_HEAP_BYTES >> 20}Mi)",
+    )
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
@@ -474,6 +504,7 @@ def _parser() -> argparse.ArgumentParser:
     _limit_options(up)
     _stream_limit_options(up)
     _tls_options(up, local=True)
+    _max_heap_option(up)
 
     serve = commands.add_parser(
         "serve", help="run one control-plane replica: xDS, admin API and plugin server (Envoys join it)"
@@ -651,6 +682,7 @@ def _parser() -> argparse.ArgumentParser:
         f"2N+{ENVOY_FD_RESERVE} (default: {DEFAULT_MAX_CONNECTIONS}, lowered to fit this machine's "
         "hard RLIMIT_NOFILE)",
     )
+    _max_heap_option(boot)
 
     broker = commands.add_parser(
         "broker", help="run a session broker: holds HTTP+SSE streams for the Envoy beside it"
@@ -766,6 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     full_cluster_stats=args.full_cluster_stats,
                     max_connections=args.max_connections or envoy_connection_cap(),
                     stats=args.stats,
+                    max_heap_bytes=args.max_heap,
                 )
             )
         except BootstrapInvalid as error:
@@ -1059,6 +1092,7 @@ async def _up(args: argparse.Namespace) -> int:
         backend_ca_file=args.backend_tls_ca,
         listener_tls=listener_tls,
         admin_tls=admin_tls,
+        envoy_max_heap_bytes=args.max_heap,
     )
     stack = Stack(options)
     try:

@@ -20,6 +20,14 @@ MAX_BACKEND_TIMEOUT_MS = 120_000
 ENVOY_FD_RESERVE = 1_024
 # Envoy's cap on client connections when nothing else bounds it (`mcpgw bootstrap`).
 DEFAULT_MAX_CONNECTIONS = 50_000
+# Envoy's heap limit for its overload manager (`mcpgw bootstrap --max-heap`): new requests get
+# 503 at 98 % of it. The default suits a container with a 1.5 GiB memory limit; size it to about
+# two thirds of the limit (docs/security.md, "Overload").
+DEFAULT_MAX_HEAP_BYTES = 1 << 30
+# Below this, Envoy's own configuration (listeners, clusters, stats, the filter's plumbing)
+# would already fill most of the heap and it would refuse requests while idle.
+MIN_MAX_HEAP_BYTES = 32 << 20
+_SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -72,3 +80,16 @@ def raise_fd_limit() -> int:
         except (ValueError, OSError):
             return soft
     return hard
+
+
+def parse_size(text: str) -> int:
+    """`512Mi`, `1Gi`, `1G`, `800MiB`, `1073741824` → bytes; raises ValueError saying what is accepted.
+
+    Kubernetes spellings (Ki/Mi/Gi binary, k/M/G decimal), with an optional trailing `B`.
+    """
+    raw = text.strip()
+    number = raw.rstrip("BbKkMmGgIi")
+    unit = raw[len(number) :].lower().removesuffix("b")
+    if not number.isdigit() or unit not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 512Mi, 1Gi or a number of bytes, got {text!r}")
+    return int(number) * _SIZE_UNITS[unit]

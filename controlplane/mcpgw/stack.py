@@ -25,7 +25,7 @@ from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
-from mcpgw.limits import ListenerLimits, envoy_connection_cap
+from mcpgw.limits import DEFAULT_MAX_HEAP_BYTES, ListenerLimits, envoy_connection_cap
 from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
@@ -98,6 +98,8 @@ class StackOptions:
     # admin API; both reload their certificates when the files change.
     listener_tls: ListenerTls | None = None
     admin_tls: TlsFiles | None = None
+    # Envoy's heap limit for its overload manager (503 at 98 %, `mcpgw.bootstrap`).
+    envoy_max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -258,6 +260,7 @@ class Stack:
                         # Envoy inherits this process's file-descriptor limit (raised to the
                         # hard limit by EnvoyProcess): a cap above it would fail accepts.
                         max_connections=envoy_connection_cap(),
+                        max_heap_bytes=opts.envoy_max_heap_bytes,
                     )
                 ),
                 admin_port=opts.envoy_admin_port,

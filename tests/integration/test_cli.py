@@ -19,7 +19,12 @@ import pytest
 import yaml
 
 from mcpgw.envoyproc import envoy_binary
-from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, ENVOY_FD_RESERVE, envoy_connection_cap
+from mcpgw.limits import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEAP_BYTES,
+    ENVOY_FD_RESERVE,
+    envoy_connection_cap,
+)
 from mcpgw.stack import free_ports
 from tests.integration.conftest import copy_registry, free_port
 from tests.integration.mcphttp import call
@@ -79,7 +84,8 @@ def test_bootstrap_caps_connections_within_the_fd_limit(tmp_path: Path) -> None:
     result = run("bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000", "--max-connections", "1234")
     assert result.returncode == 0, result.stderr
     bootstrap = yaml.safe_load(result.stdout)
-    (monitor,) = bootstrap["overload_manager"]["resource_monitors"]
+    monitor = bootstrap["overload_manager"]["resource_monitors"][0]
+    assert monitor["name"] == "envoy.resource_monitors.global_downstream_max_connections"
     assert monitor["typed_config"]["max_active_downstream_connections"] == 1234
     broker = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "mcpgw-broker")
     assert broker["circuit_breakers"]["thresholds"][0]["max_requests"] == 1234
@@ -93,6 +99,34 @@ def test_bootstrap_caps_connections_within_the_fd_limit(tmp_path: Path) -> None:
     assert cap == envoy_connection_cap(DEFAULT_MAX_CONNECTIONS)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     assert hard == resource.RLIM_INFINITY or 2 * cap + ENVOY_FD_RESERVE <= hard
+
+
+def test_bootstrap_max_heap_sets_the_overload_managers_heap(tmp_path: Path) -> None:
+    """--max-heap is the fixed_heap monitor's limit, which every heap action is triggered by;
+    the default is DEFAULT_MAX_HEAP_BYTES; a size too small or unreadable is a usage error."""
+    result = run("bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000", "--max-heap", "96Mi")
+    assert result.returncode == 0, result.stderr
+    overload = yaml.safe_load(result.stdout)["overload_manager"]
+    monitors = {m["name"]: m["typed_config"] for m in overload["resource_monitors"]}
+    assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == 96 << 20
+    actions = {a["name"]: a["triggers"][0] for a in overload["actions"]}
+    assert actions["envoy.overload_actions.stop_accepting_requests"]["threshold"] == {"value": 0.98}
+    assert actions["envoy.overload_actions.shrink_heap"]["threshold"] == {"value": 0.95}
+    assert set(actions) >= {
+        "envoy.overload_actions.reduce_timeouts",
+        "envoy.overload_actions.reset_high_memory_stream",
+        "envoy.overload_actions.disable_http_keepalive",
+    }
+    assert all(t["name"] == "envoy.resource_monitors.fixed_heap" for t in actions.values())
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(result.stdout)
+    assert_envoy_accepts(path)
+    default = yaml.safe_load(run("bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000").stdout)
+    heap = default["overload_manager"]["resource_monitors"][1]["typed_config"]["max_heap_size_bytes"]
+    assert heap == DEFAULT_MAX_HEAP_BYTES
+    for size, reason in (("16Mi", "expected at least 32Mi"), ("lots", "expected a size such as 512Mi")):
+        refused = run("bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000", "--max-heap", size)
+        assert refused.returncode == 2 and reason in refused.stderr, refused.stderr
 
 
 def test_bootstrap_usage_errors_exit_2() -> None:

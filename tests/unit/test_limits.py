@@ -1,0 +1,37 @@
+"""Sizes given on the command line (`--max-heap`) and the bootstrap's refusal of a tiny heap."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcpgw.bootstrap import BootstrapInvalid, BootstrapOptions, render
+from mcpgw.limits import MIN_MAX_HEAP_BYTES, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1073741824", 1 << 30),
+        ("512Mi", 512 << 20),
+        ("512MiB", 512 << 20),
+        ("2Gi", 2 << 30),
+        ("1G", 1_000_000_000),
+        ("800M", 800_000_000),
+        ("64ki", 64 << 10),
+    ],
+)
+def test_sizes_in_kubernetes_spellings(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "Mi", "1.5Gi", "-1Gi", "1Ti", "1 Gi x", "lots"])
+def test_other_sizes_are_refused_with_the_accepted_forms(text: str) -> None:
+    with pytest.raises(ValueError, match="expected a size such as 512Mi"):
+        parse_size(text)
+
+
+def test_the_rendered_heap_limit_and_its_floor() -> None:
+    options = BootstrapOptions(node_id="edge-1", xds=(("127.0.0.1", 18000),), max_heap_bytes=96 << 20)
+    assert f"max_heap_size_bytes: {96 << 20}\n" in render(options)
+    with pytest.raises(BootstrapInvalid, match="below 32 MiB"):
+        render(BootstrapOptions(node_id="e", xds=(("127.0.0.1", 1),), max_heap_bytes=MIN_MAX_HEAP_BYTES - 1))
