@@ -1,13 +1,15 @@
 //! Test-only stand-in for the mcp-server filter: a Proxy-Wasm filter that answers every request
 //! itself and traps when the path ends in `/crash`, so a test can fail a worker's VM on purpose
 //! (the real filter must not crash on any input). The answer names the VM that gave it: the
-//! time it started, in ns, unique per VM, so a test sees which VMs answered and that a crashed
-//! one was replaced. Built by test_vm_reload.py, never committed as a .wasm.
+//! time it started, in ns, plus a random number (two workers' VMs can start within one tick of
+//! the host's clock), unique per VM, so a test sees which VMs answered and that a crashed one
+//! was replaced. Built by test_vm_reload.py, never committed as a .wasm.
 //! Proxy-Wasm ABI 0.2.1; callbacks the host may skip are left out.
 
 extern "env" fn proxy_get_header_map_value(map: u32, key: [*]const u8, key_size: usize, data: *?[*]u8, size: *usize) u32;
 extern "env" fn proxy_send_local_response(code: u32, details: [*]const u8, details_size: usize, body: [*]const u8, body_size: usize, headers: [*]const u8, headers_size: usize, grpc_status: i32) u32;
 extern "env" fn proxy_get_current_time_nanoseconds(time: *u64) u32;
+extern "wasi_snapshot_preview1" fn random_get(buf: [*]u8, len: usize) u16;
 
 const request_headers = 0; // MapType.HttpRequestHeaders
 const pause = 1; // Action.Pause: the local reply ends the stream
@@ -27,6 +29,10 @@ export fn proxy_on_memory_allocate(size: usize) ?[*]u8 {
 export fn proxy_on_context_create(_: u32, _: u32) void {}
 export fn proxy_on_vm_start(_: u32, _: usize) bool {
     _ = proxy_get_current_time_nanoseconds(&started_ns);
+    var noise: [2]u8 = undefined;
+    _ = random_get(&noise, noise.len);
+    // The clock's low digits are zero at its resolution: the random number goes there.
+    started_ns +%= @as(u64, noise[0]) << 8 | noise[1];
     return true;
 }
 export fn proxy_on_configure(_: u32, _: usize) bool {
