@@ -153,26 +153,33 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _scalar(text: str) -> str:
+    """`text` as a quoted YAML scalar: a node id `n` or `no` stays a string (not a boolean), and
+    `::1` or `a: b` stay one value. JSON strings are valid YAML."""
+    return json.dumps(text)
+
+
 def render(options: BootstrapOptions) -> str:
     """The bootstrap YAML; raises `BootstrapInvalid` for an admin endpoint off loopback."""
     check(options)
     endpoints = "\n".join(
         f"          - priority: {priority}\n"
         f"            lb_endpoints:\n"
-        f"              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}"
+        f"              - endpoint: {{address: {{socket_address: "
+        f"{{address: {_scalar(host)}, port_value: {port}}}}}}}"
         for priority, (host, port) in enumerate(options.xds)
     )
     broker_host, broker_port = options.broker
     return Template(TEMPLATE.read_text()).substitute(
-        node_id=options.node_id,
-        node_cluster=options.node_cluster,
+        node_id=_scalar(options.node_id),
+        node_cluster=_scalar(options.node_cluster),
         max_heap_bytes=options.max_heap_bytes,
-        admin_host=options.admin_host,
+        admin_host=_scalar(options.admin_host),
         admin_port=options.admin_port,
         xds_endpoints=endpoints,
         api_type="DELTA_GRPC" if options.delta else "GRPC",
         broker_type="STATIC" if is_ip(broker_host) else "STRICT_DNS",
-        broker_host=broker_host,
+        broker_host=_scalar(broker_host),
         broker_port=broker_port,
         stats_config="" if options.full_cluster_stats else _stats_config(),
         async_response_buffer_limit=MAX_RESPONSE_BYTES,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from mcpgw.bootstrap import BootstrapInvalid, BootstrapOptions, render
 from mcpgw.limits import MIN_MAX_HEAP_BYTES, parse_size
@@ -35,3 +36,12 @@ def test_the_rendered_heap_limit_and_its_floor() -> None:
     assert f"max_heap_size_bytes: {96 << 20}\n" in render(options)
     with pytest.raises(BootstrapInvalid, match="below 32 MiB"):
         render(BootstrapOptions(node_id="e", xds=(("127.0.0.1", 1),), max_heap_bytes=MIN_MAX_HEAP_BYTES - 1))
+
+
+@pytest.mark.parametrize("node_id", ["n", "no", "off", "yes", "a: b", "12", "envoy-0"])
+def test_bootstrap_keeps_node_ids_and_hosts_as_strings(node_id: str) -> None:
+    """YAML reads a bare `n`, `no` or `off` as a boolean and `12` as a number: quoted, they stay ids."""
+    options = BootstrapOptions(node_id=node_id, node_cluster=node_id, xds=(("::1", 18000),), admin_host="::1")
+    document = yaml.safe_load(render(options))
+    assert document["node"] == {"id": node_id, "cluster": node_id}
+    assert document["admin"]["address"]["socket_address"]["address"] == "::1"
