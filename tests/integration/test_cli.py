@@ -158,6 +158,17 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -
     raise AssertionError(f"{needle!r} not printed; got: {''.join(lines)}")
 
 
+def up_ports(
+    listen: int, xds: int, admin: int, plugin: int, envoy_admin: int, backend: int, broker: int
+) -> list[str]:
+    """`mcpgw up`'s port flags, every port given (tests run beside each other on free ports)."""
+    return [
+        *("--listen-port", str(listen), "--xds-port", str(xds), "--admin", f"127.0.0.1:{admin}"),
+        *("--plugin-port", str(plugin), "--envoy-admin-port", str(envoy_admin)),
+        *("--demo-backend-port", str(backend), "--broker-port", str(broker)),
+    ]
+
+
 def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     backend_port, listen_port, admin_port, status_port, xds_port, plugin_port, broker_port = free_ports(7)
     stats_port = free_port()
@@ -171,20 +182,7 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             "up",
             "-f",
             str(registry),
-            "--listen-port",
-            str(listen_port),
-            "--xds-port",
-            str(xds_port),
-            "--admin",
-            f"127.0.0.1:{status_port}",
-            "--plugin-port",
-            str(plugin_port),
-            "--envoy-admin-port",
-            str(admin_port),
-            "--demo-backend-port",
-            str(backend_port),
-            "--broker-port",
-            str(broker_port),
+            *up_ports(listen_port, xds_port, status_port, plugin_port, admin_port, backend_port, broker_port),
             "--envoy-stats-port",
             str(stats_port),
         ],
@@ -461,20 +459,7 @@ def test_up_demo_backend_port_rewires_the_demo_registry(tmp_path: Path) -> None:
             "up",
             "--log-level",
             "warning",
-            "--listen-port",
-            str(listen_port),
-            "--xds-port",
-            str(xds_port),
-            "--admin",
-            f"127.0.0.1:{status_port}",
-            "--plugin-port",
-            str(plugin_port),
-            "--envoy-admin-port",
-            str(admin_port),
-            "--demo-backend-port",
-            str(backend_port),
-            "--broker-port",
-            str(broker_port),
+            *up_ports(listen_port, xds_port, status_port, plugin_port, admin_port, backend_port, broker_port),
             "--session-keys",
             str(tmp_path / "keys.json"),
         ],
