@@ -127,6 +127,16 @@ async def start_large_body(port: int) -> tuple[asyncio.StreamReader, asyncio.Str
     return reader, writer
 
 
+STOP_ACCEPTING = "overload.envoy.overload_actions.stop_accepting_requests.active"
+
+
+async def recovers(envoy: EnvoyProcess, url: str) -> None:
+    """Once a flood has gone, the overload ends and Envoy serves tools/list again."""
+    await eventually(lambda: envoy.stats(STOP_ACCEPTING)[STOP_ACCEPTING] == 0, 15, "the overload to end")
+    recovered = await list_tools(url)
+    assert recovered.status_code == 200, recovered.text
+
+
 async def test_a_flood_of_large_bodies_gets_503_and_envoy_recovers(setup: Setup) -> None:
     envoy = setup.envoy
     idle_heap = setup.heap()
@@ -166,18 +176,7 @@ async def test_a_flood_of_large_bodies_gets_503_and_envoy_recovers(setup: Setup)
     # peak of 85 MiB), but refuses new ones. With an 8 GiB limit the same flood peaked at 281 MiB.
     assert peak < 2 * MAX_HEAP, f"peak heap {peak >> 20} MiB"
     # Once the flood has gone, Envoy serves again, still the same process.
-    await eventually(
-        lambda: (
-            envoy.stats("overload.envoy.overload_actions.stop_accepting_requests.active")[
-                "overload.envoy.overload_actions.stop_accepting_requests.active"
-            ]
-            == 0
-        ),
-        15,
-        "the overload to end",
-    )
-    recovered = await list_tools(setup.url)
-    assert recovered.status_code == 200, recovered.text
+    await recovers(envoy, setup.url)
     assert envoy.process is not None and envoy.process.returncode is None
 
 
@@ -229,15 +228,4 @@ async def test_slow_readers_of_large_answers_get_503_and_envoy_recovers(setup: S
     assert 503 in statuses, (statuses, peak >> 20)
     assert after - before >= statuses.count(503)
     assert peak < 2 * MAX_HEAP, f"peak heap {peak >> 20} MiB"
-    await eventually(
-        lambda: (
-            envoy.stats("overload.envoy.overload_actions.stop_accepting_requests.active")[
-                "overload.envoy.overload_actions.stop_accepting_requests.active"
-            ]
-            == 0
-        ),
-        15,
-        "the overload to end",
-    )
-    recovered = await list_tools(setup.url)
-    assert recovered.status_code == 200, recovered.text
+    await recovers(envoy, setup.url)
