@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -885,12 +885,40 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StopSignal:
+    """SIGINT/SIGTERM handled from the moment this exists, not only once start-up is done.
+
+    A supervisor (Kubernetes, systemd, a test) may stop the process while it is still starting
+    (Envoy serving but not yet ACKed): the default handler would end it with status -15 and leave
+    children behind; this lets start-up be abandoned and everything stopped, status 0.
+    """
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.event.set)
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+    async def first(self, start: Awaitable[object]) -> bool:
+        """Run ``start`` unless a signal comes first (then cancel it); True if it completed."""
+        task = asyncio.ensure_future(start)
+        signalled = asyncio.ensure_future(self.event.wait())
+        await asyncio.wait({task, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+
+
 async def _wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _StopSignal().wait()
 
 
 async def _run_demo(port: int) -> int:
@@ -994,8 +1022,10 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     broker: Broker | None = None
     code = 0
+    stop = _StopSignal()
     try:
-        await control_plane.start()
+        if not await stop.first(control_plane.start()):
+            return code
         if args.broker_enabled:
             broker = Broker(*args.broker, redis_url=_broker_redis(args), settings=_broker_settings(args))
             await broker.start()
@@ -1008,7 +1038,7 @@ async def _serve(args: argparse.Namespace) -> int:
             + (f", session broker {broker.url} (bus {broker.bus.description})" if broker else ""),
             flush=True,
         )
-        await _wait_for_signal()
+        await stop.wait()
     except Invalid as error:
         _print_problems(error)
         code = EXIT_INVALID
@@ -1095,8 +1125,11 @@ async def _up(args: argparse.Namespace) -> int:
         envoy_max_heap_bytes=args.max_heap,
     )
     stack = Stack(options)
+    stop = _StopSignal()
     try:
-        await stack.start()
+        if not await stop.first(stack.start()):
+            print("mcpgw stopped while starting", file=sys.stderr)
+            return 0
     except Invalid as error:
         _print_problems(error)
         return EXIT_INVALID
@@ -1118,7 +1151,7 @@ async def _up(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        await _wait_for_signal()
+        await stop.wait()
     finally:
         with contextlib.suppress(Exception):
             await stack.stop()

@@ -219,6 +219,44 @@ def test_up_serves_mcp_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             process.wait()
 
 
+def test_up_stopped_while_starting_exits_0_and_stops_envoy(tmp_path: Path) -> None:
+    """SIGTERM before start-up is done (Envoy started, not yet ready) is a clean stop, not death by -15."""
+    backend_port, listen_port, admin_port, status_port, xds_port, plugin_port, broker_port = free_ports(7)
+    log = tmp_path / "mcpgw-up.log"
+    registry = copy_registry(tmp_path / "registry", backend_port)
+    process = subprocess.Popen(
+        [
+            *MCPGW, "--log-level", "warning", "up", "-f", str(registry),
+            *up_ports(listen_port, xds_port, status_port, plugin_port, admin_port, backend_port, broker_port),
+            "--envoy-stats-port", str(free_port()),
+        ],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True,
+    )  # fmt: skip
+    envoy_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while envoy_pid is None:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+            envoy_pid = int(children[0]) if children else None
+            time.sleep(0.01)
+        # Envoy frozen the moment it exists: start-up cannot finish, so the signal lands inside it.
+        os.kill(envoy_pid, signal.SIGSTOP)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        os.kill(envoy_pid, signal.SIGCONT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+        assert "stopped while starting" in log.read_text()
+        assert (
+            not Path(f"/proc/{envoy_pid}").exists()
+            or "zombie" in Path(f"/proc/{envoy_pid}/status").read_text()
+        )
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def test_timeouts_take_fractions_and_session_ttls_whole_seconds() -> None:
     """Two parsers of seconds: fractional for timeouts and keep-alives (floats in their
     settings), whole for session TTLs (integers in the filter's tokens)."""
