@@ -140,6 +140,16 @@ def _whole_seconds(text: str) -> int:
     return value
 
 
+def _namespace_tokens_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin-namespace-tokens",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="YAML mapping each namespace to SHA-256 digests of admin tokens that may use only it",
+    )
+
+
 def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
     from mcpgw.sessions.keys import DEFAULT_MAX_ENDED
 
@@ -485,6 +495,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN; none: writes disabled)",
     )
+    _namespace_tokens_option(up)
     up.add_argument(
         "--broker-port",
         type=int,
@@ -538,6 +549,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN)",
     )
+    _namespace_tokens_option(serve)
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
     _backend_tls_options(serve)
@@ -1005,6 +1017,7 @@ async def _serve(args: argparse.Namespace) -> int:
             status_host=admin_host,
             status_port=admin_port,
             admin_token_file=args.admin_token_file,
+            admin_namespace_tokens_file=args.admin_namespace_tokens,
             plugin_server_host=plugin_host,
             plugin_server_port=plugin_port,
             plugin_delivery=args.plugin_delivery,
@@ -1081,7 +1094,12 @@ async def _up(args: argparse.Namespace) -> int:
     # Refuse an unsafe admin configuration before starting anything (the control plane checks
     # again; this only makes the failure immediate and quiet).
     try:
-        check_bind(admin_host, load_token(args.admin_token_file), tls=admin_tls is not None)
+        check_bind(
+            admin_host,
+            load_token(args.admin_token_file),
+            tls=admin_tls is not None,
+            namespace_tokens=args.admin_namespace_tokens is not None,
+        )
         if listener_tls is not None:
             # Envoy runs here: files it could not load are refused now, not after it started.
             server_context(
@@ -1111,6 +1129,7 @@ async def _up(args: argparse.Namespace) -> int:
         xds_delta=args.xds_delta,
         admin_host=admin_host,
         admin_token_file=args.admin_token_file,
+        admin_namespace_tokens_file=args.admin_namespace_tokens,
         broker_port=args.broker_port,
         broker_redis=_broker_redis(args),
         session_keys_file=args.session_keys,

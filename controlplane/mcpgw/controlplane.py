@@ -24,6 +24,8 @@ from typing import Any
 
 from mcpgw.admin.app import create_app as create_admin_app
 from mcpgw.admin.auth import AdminConfigError, Authorizer, check_bind, is_loopback, load_token
+from mcpgw.admin.scopes import NamespaceTokens, ScopesError
+from mcpgw.admin.scopes import load as load_namespace_tokens
 from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits
@@ -81,6 +83,8 @@ class ControlPlaneOptions:
     # Bearer token for admin writes: this value, else the file's content, else $MCPGW_ADMIN_TOKEN.
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
+    # Tokens limited to one namespace each (`mcpgw.admin.scopes`): SHA-256 digests per namespace.
+    admin_namespace_tokens_file: Path | None = None
     # Where Envoy fetches plugins from: the plugin server's address as Envoy sees it.
     plugin_server_host: str = "127.0.0.1"
     plugin_server_port: int = 18002
@@ -172,7 +176,13 @@ class ControlPlane:
         """
         # Checked first: a refused admin configuration must not leave anything half started.
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
-        check_bind(self.options.status_host, token, tls=self.options.admin_tls is not None)
+        scopes = self._namespace_tokens()
+        check_bind(
+            self.options.status_host,
+            token,
+            tls=self.options.admin_tls is not None,
+            namespace_tokens=scopes is not None,
+        )
         check_xds_bind(self.options.xds_host, self.options.xds_tls)
         if self.options.xds_tls is not None:
             self.options.xds_tls.check()
@@ -249,7 +259,7 @@ class ControlPlane:
         self._watch_task = self.supervisor.start("registry-watch", lambda: self.store.watch(self.apply))
         self._keys_task = self.supervisor.start("keys-watch", lambda: sessions_keys.watch(self._keys_changed))
         await asyncio.sleep(0)
-        await self._start_admin(token, admin_tls)
+        await self._start_admin(token, admin_tls, scopes)
         log.info(
             "control_plane_ready",
             xds=f"{self.options.xds_host}:{self.xds_port}",
@@ -508,10 +518,21 @@ class ControlPlane:
         scheme = "https" if self.options.admin_tls is not None else "http"
         return f"{scheme}://{self.options.status_host}:{self.status_port}"
 
-    async def _start_admin(self, token: str | None, tls: ReloadingServerContext | None) -> None:
+    def _namespace_tokens(self) -> NamespaceTokens | None:
+        path = self.options.admin_namespace_tokens_file
+        if path is None:
+            return None
+        try:
+            return load_namespace_tokens(path)
+        except ScopesError as error:
+            raise AdminConfigError(str(error)) from None
+
+    async def _start_admin(
+        self, token: str | None, tls: ReloadingServerContext | None, scopes: NamespaceTokens | None
+    ) -> None:
         host = self.options.status_host
-        # Reads are open only on loopback; elsewhere every /v1 request needs the token.
-        authorizer = Authorizer(token, open_reads=is_loopback(host))
+        # Reads are open only on loopback; elsewhere every /v1 request needs a token.
+        authorizer = Authorizer(token, open_reads=is_loopback(host), namespace_tokens=scopes)
         app = create_admin_app(self.store, self.status, authorizer, self.sessions)
         self.admin_tls = tls
         self._status = await serve(app, host, self.options.status_port, tls.context if tls else None)

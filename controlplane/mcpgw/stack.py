@@ -57,6 +57,7 @@ class StackOptions:
     admin_host: str | None = None
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
+    admin_namespace_tokens_file: Path | None = None
     plugin_port: int = 18002
     envoy_admin_port: int = 9901
     # Envoy's stats listener: the admin's /stats/prometheus and /ready, nothing else.
@@ -220,6 +221,7 @@ class Stack:
                     status_port=opts.status_port,
                     admin_token=opts.admin_token,
                     admin_token_file=opts.admin_token_file,
+                    admin_namespace_tokens_file=opts.admin_namespace_tokens_file,
                     plugin_server_host=opts.host,
                     plugin_server_port=self.plugins.port,
                     # Envoy is this process's child: it reads the module from disk (no remote

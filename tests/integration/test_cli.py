@@ -257,6 +257,20 @@ def test_up_stopped_while_starting_exits_0_and_stops_envoy(tmp_path: Path) -> No
             process.wait()
 
 
+def test_serve_refuses_a_bad_namespace_token_file_in_one_line(tmp_path: Path) -> None:
+    registry = copy_registry(tmp_path / "registry", free_port())
+    tokens = tmp_path / "namespace-tokens.yaml"
+    tokens.write_text("team-a:\n  - the-token-itself\n")
+    xds, admin = free_ports(2)
+    result = run(
+        "serve", "-f", str(registry), "--xds", f"127.0.0.1:{xds}", "--admin", f"127.0.0.1:{admin}",
+        "--no-plugin-server", "--no-broker", "--admin-namespace-tokens", str(tokens),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"error: {tokens}: team-a[0]: must be the 64 lowercase hex digits" in result.stderr
+    assert "Traceback" not in result.stderr and "the-token-itself" not in result.stderr
+
+
 def test_timeouts_take_fractions_and_session_ttls_whole_seconds() -> None:
     """Two parsers of seconds: fractional for timeouts and keep-alives (floats in their
     settings), whole for session TTLs (integers in the filter's tokens)."""
