@@ -50,11 +50,15 @@ async def test_a_namespace_token_reads_and_writes_its_namespace_only(
     assert status == 200 and [s["key"] for s in body["servers"]] == ["team-a/svc"]
     assert (await api.call("GET", "/v1/namespaces/team-a", auth=False, headers=a))[0] == 200
     with caplog.at_level(logging.INFO):
-        status, body, _ = await api.call("POST", "/v1/servers", server_doc("new", "team-a"), auth=False, headers=a)
+        status, body, _ = await api.call(
+            "POST", "/v1/servers", server_doc("new", "team-a"), auth=False, headers=a
+        )
     assert status == 201, body
     writes = [r.fields for r in caplog.records if r.getMessage() == "admin_write"]  # type: ignore[attr-defined]
     assert writes and writes[-1]["namespace_scope"] == "team-a" and writes[-1]["status"] == 201
-    status, _, _ = await api.call("PUT", "/v1/servers/team-a/new", server_doc("new", "team-a"), auth=False, headers=a)
+    status, _, _ = await api.call(
+        "PUT", "/v1/servers/team-a/new", server_doc("new", "team-a"), auth=False, headers=a
+    )
     assert status == 200
     assert (await api.call("DELETE", "/v1/servers/team-a/new", auth=False, headers=a))[0] == 204
 
@@ -112,7 +116,9 @@ async def test_namespace_tokens_alone_enable_scoped_writes(tmp_path: Path) -> No
     scopes = load(tokens_file(tmp_path, {"default": [digest(TEAM_A)]}))
     api = await start_api(tmp_path / "api", token=None, open_reads=False, namespace_tokens=scopes)
     try:
-        status, body, _ = await api.call("POST", "/v1/servers", server_doc("x"), auth=False, headers=scoped(TEAM_A))
+        status, body, _ = await api.call(
+            "POST", "/v1/servers", server_doc("x"), auth=False, headers=scoped(TEAM_A)
+        )
         assert status == 201, body
         assert (await api.call("POST", "/v1/servers", server_doc("y"), auth=False))[0] == 401
     finally:
@@ -129,7 +135,10 @@ async def test_namespace_tokens_alone_enable_scoped_writes(tmp_path: Path) -> No
         ({"team-a": []}, "team-a: must be a non-empty list"),
         ({"team-a": digest(TEAM_A)}, "team-a: must be a non-empty list"),
         ({"team-a": [digest(TEAM_A)] * 17}, "team-a: at most 16 tokens"),
-        ({"team-a": [digest(TEAM_A)], "team-b": [digest(TEAM_A)]}, "team-b[0]: the same token is already team-a's"),
+        (
+            {"team-a": [digest(TEAM_A)], "team-b": [digest(TEAM_A)]},
+            "team-b[0]: the same token is already team-a's",
+        ),
         ([digest(TEAM_A)], "must map each namespace"),
         ("team-a: [", "not YAML"),
         ("", "must map each namespace"),
