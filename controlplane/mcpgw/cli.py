@@ -1029,6 +1029,7 @@ async def _serve(args: argparse.Namespace) -> int:
         if args.broker_enabled:
             broker = Broker(*args.broker, redis_url=_broker_redis(args), settings=_broker_settings(args))
             await broker.start()
+            control_plane.broker = broker  # its streams show in /metrics
         print(
             f"control plane serving {control_plane.store.description}: "
             f"xDS {xds_host}:{control_plane.xds_port}{' (mutual TLS)' if xds_tls else ''}, "

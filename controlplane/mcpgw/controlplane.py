@@ -20,7 +20,9 @@ import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from mcpgw.admin.app import create_app as create_admin_app
 from mcpgw.admin.auth import AdminConfigError, Authorizer, check_bind, is_loopback, load_token
@@ -29,6 +31,7 @@ from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits
 from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
+from mcpgw.metrics import CONTENT_TYPE_LATEST, ControlPlaneMetrics
 from mcpgw.refusals import Refusals
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
@@ -61,6 +64,9 @@ from mcpgw.xds.stream import Nack
 from mcpgw.xds.tls import XdsTls
 from mcpgw.xds.tls import check_bind as check_xds_bind
 from pluginserver.catalog import Plugin, latest
+
+if TYPE_CHECKING:
+    from mcpgw.broker import Broker
 
 log = get_logger(__name__)
 
@@ -136,7 +142,15 @@ class ControlPlane:
         # Per-server resources Envoy refused: isolated so they cannot block other servers.
         self.refusals = Refusals()
         self._groups = GroupViews()
-        self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked, tls=options.xds_tls)
+        # Prometheus metrics (`/metrics` on the admin port), one registry per control plane.
+        self.metrics = ControlPlaneMetrics(self._metrics_state)
+        self.store.events = self.metrics.store_events
+        self.ads = AdsServer(
+            self.cache, on_nack=self._nacked, on_ack=self._acked, tls=options.xds_tls, metrics=self.metrics
+        )
+        self.metrics.settled = self.ads.settled
+        # A session broker run in this process (`mcpgw up`/`serve`): its open streams show in /metrics.
+        self.broker: Broker | None = None
         # The newest translation published, before isolation: re-published when a NACK arrives.
         self._published: tuple[RegistrySnapshot, Resources] | None = None
         self.settings: GatewaySettings | None = None
@@ -363,6 +377,7 @@ class ControlPlane:
         except Invalid as error:
             self.rejections = error.problems
             self._counters.rejected += 1
+            self.metrics.validation_failures.labels("apply").inc()
             for problem in error.problems:
                 log.error("registry_rejected", file=problem.file, field=problem.path, reason=problem.reason)
             self._schedule_retry()
@@ -377,6 +392,7 @@ class ControlPlane:
             server = snapshot.server(key)
             self.rejections = [Problem(server.source if server else self.store.description, "", str(error))]
             self._counters.rejected += 1
+            self.metrics.validation_failures.labels("apply").inc()
             log.error("registry_rejected", reason=str(error))
             return
         previous, self._published = self._published, (snapshot, resources)
@@ -386,6 +402,7 @@ class ControlPlane:
             self._published = previous  # what a NACK re-publishes must be what the cache took
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
+        self.metrics.applied(elapsed_ms / 1000, changed=bool(changed))
         self.applied_revision = snapshot.revision
         self._counters.applied += 1
         self._counters.last_applied_at = time.time()
@@ -494,6 +511,31 @@ class ControlPlane:
             "refused": self.refusals.status(),
         }
 
+    async def _serve_metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _metrics_state(self) -> dict[str, Any]:
+        """What `/metrics` reads at each scrape (`mcpgw.metrics`)."""
+        snapshot = self.store.snapshot if self.applied_revision is not None else None
+        streams = self.ads.status()
+        state: dict[str, Any] = {
+            "revision": self.applied_revision,
+            "servers": len(snapshot.servers) if snapshot else None,
+            "tools": sum(len(s.tools) for s in snapshot.servers) if snapshot else None,
+            "problems": len(self.store.problems) + len(self.rejections),
+            "applied_at": self._counters.last_applied_at,
+            "envoys": len(self.ads.connected_nodes()),
+            "streams": sum(1 for entry in streams if entry.get("connected")),
+            "unacked": self.ads.unacked(),
+        }
+        if self.sessions is not None and self.sessions.keys:
+            state["session_key_age"] = max(0.0, time.time() - self.sessions.keys[0].created_ms / 1000)
+        broker = self.broker
+        if broker is not None:
+            state["broker_streams"] = broker.counts.total if broker.counts is not None else None
+            state["bridge_sessions"] = len(broker.bridge.sessions) if broker.bridge is not None else None
+        return state
+
     def _admin_tls(self) -> ReloadingServerContext | None:
         files = self.options.admin_tls
         if files is None:
@@ -513,6 +555,8 @@ class ControlPlane:
         # Reads are open only on loopback; elsewhere every /v1 request needs the token.
         authorizer = Authorizer(token, open_reads=is_loopback(host))
         app = create_admin_app(self.store, self.status, authorizer, self.sessions)
+        # Guarded like /status by the admin API's middleware (open on loopback, else the token).
+        app.router.add_get("/metrics", self._serve_metrics)
         self.admin_tls = tls
         self._status = await serve(app, host, self.options.status_port, tls.context if tls else None)
         self.status_port = self._status.port

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
@@ -29,7 +29,7 @@ from mcpgw.log import get_logger
 from mcpgw.xds.cache import SnapshotCache, Watch
 from mcpgw.xds.delta import DeltaStream
 from mcpgw.xds.sotw import SotwStream
-from mcpgw.xds.stream import AckHook, Nack, NackHook, StreamBase, iso, short_name
+from mcpgw.xds.stream import AckHook, Nack, NackHook, StreamBase, StreamMetrics, iso, short_name
 from mcpgw.xds.tls import ReloadingCredentials, XdsTls, authorize
 
 log = get_logger(__name__)
@@ -51,6 +51,13 @@ class _Signal(Enum):
 
 _Item = Message | _Signal  # a DiscoveryRequest or DeltaDiscoveryRequest, matching the RPC
 _Stream = StreamBase[Any, Any, Any]
+
+
+class ServerMetrics(StreamMetrics, Protocol):
+    """What the server reports beyond its streams' events (`mcpgw.metrics`)."""
+
+    def node_gone(self, node: str) -> None: ...
+    def check_settled(self) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -97,8 +104,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         on_nack: NackHook | None = None,
         on_ack: AckHook | None = None,
         tls: XdsTls | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._cache = cache
+        # Counts pushes, ACKs and NACKs per node and type; told when a node's last stream closes.
+        self._metrics = metrics
         # With TLS, every stream's node must match its client certificate (mcpgw.xds.tls).
         self._tls = tls
         self.credentials: ReloadingCredentials | None = None
@@ -164,6 +174,31 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 )
         return live
 
+    def connected_nodes(self) -> set[str]:
+        """Node ids with an open stream."""
+        return {c.stream.node_id for c in self._connections.values() if c.stream is not None}
+
+    def unacked(self, nack_answers: bool = True) -> dict[str, float]:
+        """Per connected node: seconds its oldest push has waited for an ACK (0: none waits)."""
+        now = time.time()
+        waiting: dict[str, float] = {}
+        for conn in self._connections.values():
+            if conn.stream is None:
+                continue
+            since = conn.stream.unacked_since(nack_answers)
+            seconds = 0.0 if since is None else now - since
+            node = conn.stream.node_id
+            waiting[node] = max(seconds, waiting.get(node, 0.0))
+        return waiting
+
+    def settled(self) -> bool | None:
+        """True when every connected Envoy ACKed everything pushed to it (None: none connected)."""
+        if not any(c.stream is not None for c in self._connections.values()):
+            return None
+        if any(c.snapshot_pending for c in self._connections.values()):
+            return False
+        return not any(self.unacked(nack_answers=False).values())
+
     # -- the RPCs -------------------------------------------------------------------------
 
     async def StreamAggregatedResources(  # name fixed by the generated servicer
@@ -207,6 +242,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 conn.watch.close()
             del self._connections[conn.stream_id]
             node = conn.stream.node_id if conn.stream else None
+            if self._metrics is not None and node is not None and node not in self.connected_nodes():
+                self._metrics.node_gone(node)
             log.info("stream_closed", stream=conn.stream_id, node=node, protocol=conn.protocol)
 
     async def _serve(
@@ -219,6 +256,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if item is _Signal.SNAPSHOT:
                 conn.snapshot_pending = False
                 responses = self._on_snapshot(conn)
+                if not responses and self._metrics is not None:
+                    self._metrics.check_settled()  # nothing for this node: it may be the last
             else:
                 if conn.stream is None and not self._authorized(conn, item, context):
                     return
@@ -266,6 +305,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         # The node's gateway group (node.cluster) decides what it receives (translate/groups.py).
         snapshot = self._cache.snapshot_for(node_id, cluster)
         stream = factory(node_id, snapshot, cluster, self._remember_nack, self._acked)
+        stream.metrics = self._metrics
         log.info(
             "stream_opened",
             stream=conn.stream_id,
