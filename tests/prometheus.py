@@ -30,6 +30,9 @@ import yaml
 from mcpgw.stack import free_port
 from tests.waiting import eventually
 
+ROOT = Path(__file__).resolve().parents[1]
+# The rules mcpgw ships (deploy/prometheus/*rules.yaml): load them to see alerts fire in a test.
+SHIPPED_RULES = tuple(sorted((ROOT / "deploy" / "prometheus").glob("*rules.yaml")))
 INSTALL_HINT = "prometheus is not installed: run `make prometheus` (apt-get install prometheus)"
 SCRAPE_INTERVAL = "1s"
 
@@ -132,6 +135,11 @@ class Prometheus:
         """The loaded rule groups (`/api/v1/rules`)."""
         groups: list[dict[str, Any]] = (await self._get("/api/v1/rules"))["groups"]
         return groups
+
+    async def alerts(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Active alerts (pending or firing) of the loaded rules, optionally only `name`."""
+        found: list[dict[str, Any]] = (await self._get("/api/v1/alerts"))["alerts"]
+        return [a for a in found if name is None or a["labels"].get("alertname") == name]
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -33,6 +33,7 @@ from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
 from mcpgw.metrics import CONTENT_TYPE_LATEST, ControlPlaneMetrics
 from mcpgw.refusals import Refusals
+from mcpgw.redisurl import is_redis_url
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy, resolve_off_loop
@@ -145,6 +146,8 @@ class ControlPlane:
         # Prometheus metrics (`/metrics` on the admin port), one registry per control plane.
         self.metrics = ControlPlaneMetrics(self._metrics_state)
         self.store.events = self.metrics.store_events
+        if is_redis_url(str(options.registry_dir)):
+            self.metrics.redis_component("registry")
         self.ads = AdsServer(
             self.cache, on_nack=self._nacked, on_ack=self._acked, tls=options.xds_tls, metrics=self.metrics
         )

@@ -147,6 +147,9 @@ class ControlPlaneMetrics:
             ["component"],
             registry=reg,
         )
+        # Series that alerts watch exist from the start at 0: `increase()` sees their first event.
+        for source in ("write", "registry", "apply"):
+            self.validation_failures.labels(source)
         reg.register(_StateCollector(state))
         self.store_events = _Events(self)
         # Times of applied changes not yet ACKed everywhere (monotonic clock).
@@ -155,6 +158,11 @@ class ControlPlaneMetrics:
         self.settled: Callable[[], bool | None] = lambda: None
         # Scrapes run on the event loop today; the lock keeps them safe if a thread ever serves.
         self._lock = threading.Lock()
+
+    def redis_component(self, component: str) -> None:
+        """`component` uses Redis: its error and reconnect series start at 0."""
+        self.redis_errors.labels(component)
+        self.redis_reconnects.labels(component)
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
@@ -194,6 +202,12 @@ class ControlPlaneMetrics:
             now = time.monotonic()
             while self._pending:
                 self.write_to_ack.observe(now - self._pending.popleft())
+
+    def node_seen(self, node: str) -> None:
+        """A stream of `node` opened: its series start at 0, so the first NACK is an increase."""
+        for metric in (self.pushes, self.acks, self.nacks):
+            for short in SHORT_NAMES.values():
+                metric.labels(short, node)
 
     def node_gone(self, node: str) -> None:
         """`node`'s last stream closed: drop its series, so nodes that left cost nothing."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from tests import waiting
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
 from tests.integration.test_propagation import server_doc
 from tests.integration.test_refused_config import MARKER, refusing_filter  # noqa: F401 (a fixture)
-from tests.prometheus import Prometheus, running_prometheus
+from tests.prometheus import SHIPPED_RULES, Prometheus, running_prometheus
 from tests.redisserver import RedisServer
 
 TOKEN = "metrics-admin-token"
@@ -52,7 +53,8 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
 @pytest.fixture
 async def prometheus(tmp_path: Path, gateway: Gateway) -> AsyncIterator[Prometheus]:
     target = admin_target(control_plane_of(gateway))
-    async with running_prometheus(tmp_path / "prometheus", {"controlplane": [target]}) as prom:
+    jobs = {"mcpgw-controlplane": [target]}
+    async with running_prometheus(tmp_path / "prometheus", jobs, rule_files=SHIPPED_RULES) as prom:
         await prom.wait_up()
         yield prom
 
@@ -148,6 +150,14 @@ async def test_a_nack_counts_for_its_type_and_node(
     # Only ECDS was refused; the isolated configuration that follows is ACKed.
     assert await counter(prometheus, 'sum(mcpgw_controlplane_xds_nacks_total{type!="ecds"})') == 0
     assert plane.status()["refused"], "the control plane isolated the refused server"
+
+    # The shipped alert fires for that node and type (rules evaluated every second here).
+    async def nack_alert() -> list[dict[str, Any]]:
+        return [a for a in await prometheus.alerts("McpgwXdsNack") if a["state"] == "firing"]
+
+    (alert,) = await eventually(nack_alert, 30, "McpgwXdsNack firing")
+    assert alert["labels"]["node"] == NODE and alert["labels"]["type"] == "ecds"
+    assert alert["labels"]["severity"] == "warning"
 
 
 async def test_redis_errors_and_the_reconnect_are_counted(tmp_path: Path, redis_server: RedisServer) -> None:

@@ -2,7 +2,7 @@
 
 The token is compared in constant time and never logged or echoed. Reads are open only when
 the API listens on loopback (the same trust boundary as Envoy's own admin port); on any other
-address every `/v1` request and `/status` need the token (`/healthz` stays open), and starting
+address every `/v1` request, `/status` and `/metrics` need the token (`/healthz` stays open), and starting
 there without one, or without TLS, is refused.
 """
 

@@ -56,6 +56,7 @@ _Stream = StreamBase[Any, Any, Any]
 class ServerMetrics(StreamMetrics, Protocol):
     """What the server reports beyond its streams' events (`mcpgw.metrics`)."""
 
+    def node_seen(self, node: str) -> None: ...
     def node_gone(self, node: str) -> None: ...
     def check_settled(self) -> None: ...
 
@@ -306,6 +307,8 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         snapshot = self._cache.snapshot_for(node_id, cluster)
         stream = factory(node_id, snapshot, cluster, self._remember_nack, self._acked)
         stream.metrics = self._metrics
+        if self._metrics is not None:
+            self._metrics.node_seen(node_id)
         log.info(
             "stream_opened",
             stream=conn.stream_id,
