@@ -32,8 +32,8 @@ from mcpgw.limits import ListenerLimits
 from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
 from mcpgw.metrics import CONTENT_TYPE_LATEST, ControlPlaneMetrics
-from mcpgw.refusals import Refusals
 from mcpgw.redisurl import is_redis_url
+from mcpgw.refusals import Refusals
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy, resolve_off_loop
