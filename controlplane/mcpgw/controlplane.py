@@ -42,7 +42,7 @@ from mcpgw.registry.tls import SYSTEM_CA_FILE
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
-from mcpgw.sessions.store import FileKeyStore, open_key_store
+from mcpgw.sessions.store import FileKeyStore, RedisKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
 from mcpgw.tlsreload import ReloadingServerContext, TlsFiles, TlsFilesError
 from mcpgw.translate.envoy import (
@@ -211,6 +211,8 @@ class ControlPlane:
         self.plugin, self.filter_check = plugin, filter_check
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
+        if isinstance(key_store, RedisKeyStore):
+            self.metrics.redis_component("session_keys")
         self.sessions = SessionKeys(
             key_store, self.options.session_ttl_s, max_ended=self.options.session_max_ended
         )

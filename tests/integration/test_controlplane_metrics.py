@@ -177,10 +177,19 @@ async def test_redis_errors_and_the_reconnect_are_counted(tmp_path: Path, redis_
             tmp_path / "prometheus", {"controlplane": [admin_target(plane)]}
         ) as prom:
             await prom.wait_up()
-            assert await counter(prom, 'mcpgw_controlplane_redis_errors_total{component="registry"}') == 0
+            assert (
+                await prom.value('mcpgw_controlplane_redis_errors_total{component="registry"}') == 0
+            )  # exists from the start
+            assert (
+                await prom.value('mcpgw_controlplane_redis_errors_total{component="session_keys"}') == 0
+            )  # exists from the start
             redis_server.stop()
             await prom.eventually(
                 'mcpgw_controlplane_redis_errors_total{component="registry"} > 0', 30, "Redis errors counted"
+            )
+            # The session keys live in the same Redis; their watcher polls it too.
+            await prom.eventually(
+                'mcpgw_controlplane_redis_errors_total{component="session_keys"} > 0', 30, "key-store errors"
             )
             redis_server.start()
             await prom.eventually(
