@@ -538,6 +538,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN)",
     )
+    serve.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        default=None,
+        help="file holding a bearer token that admits only GET /metrics (for Prometheus)",
+    )
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
     _backend_tls_options(serve)
@@ -1005,6 +1011,7 @@ async def _serve(args: argparse.Namespace) -> int:
             status_host=admin_host,
             status_port=admin_port,
             admin_token_file=args.admin_token_file,
+            metrics_token_file=args.metrics_token_file,
             plugin_server_host=plugin_host,
             plugin_server_port=plugin_port,
             plugin_delivery=args.plugin_delivery,

@@ -88,6 +88,9 @@ class ControlPlaneOptions:
     # Bearer token for admin writes: this value, else the file's content, else $MCPGW_ADMIN_TOKEN.
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
+    # Bearer token that admits only `GET /metrics` (for Prometheus, so it holds no write token);
+    # read from this file. The admin token admits /metrics as well.
+    metrics_token_file: Path | None = None
     # Where Envoy fetches plugins from: the plugin server's address as Envoy sees it.
     plugin_server_host: str = "127.0.0.1"
     plugin_server_port: int = 18002
@@ -189,6 +192,9 @@ class ControlPlane:
         """
         # Checked first: a refused admin configuration must not leave anything half started.
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
+        scrape_token = (
+            load_token(self.options.metrics_token_file) if self.options.metrics_token_file else None
+        )
         check_bind(self.options.status_host, token, tls=self.options.admin_tls is not None)
         check_xds_bind(self.options.xds_host, self.options.xds_tls)
         if self.options.xds_tls is not None:
@@ -217,7 +223,7 @@ class ControlPlane:
             key_store, self.options.session_ttl_s, max_ended=self.options.session_max_ended
         )
         # mcpgw's own secrets are never a backend's credential, whatever the allow-list.
-        owned = [self.options.admin_token_file]
+        owned = [self.options.admin_token_file, self.options.metrics_token_file]
         if isinstance(key_store, FileKeyStore):
             owned.append(key_store.path)
         self.credentials = dataclasses.replace(
@@ -268,7 +274,7 @@ class ControlPlane:
         self._watch_task = self.supervisor.start("registry-watch", lambda: self.store.watch(self.apply))
         self._keys_task = self.supervisor.start("keys-watch", lambda: sessions_keys.watch(self._keys_changed))
         await asyncio.sleep(0)
-        await self._start_admin(token, admin_tls)
+        await self._start_admin(token, admin_tls, scrape_token)
         log.info(
             "control_plane_ready",
             xds=f"{self.options.xds_host}:{self.xds_port}",
@@ -555,10 +561,12 @@ class ControlPlane:
         scheme = "https" if self.options.admin_tls is not None else "http"
         return f"{scheme}://{self.options.status_host}:{self.status_port}"
 
-    async def _start_admin(self, token: str | None, tls: ReloadingServerContext | None) -> None:
+    async def _start_admin(
+        self, token: str | None, tls: ReloadingServerContext | None, scrape_token: str | None = None
+    ) -> None:
         host = self.options.status_host
         # Reads are open only on loopback; elsewhere every /v1 request needs the token.
-        authorizer = Authorizer(token, open_reads=is_loopback(host))
+        authorizer = Authorizer(token, open_reads=is_loopback(host), scrape_token=scrape_token)
         app = create_admin_app(self.store, self.status, authorizer, self.sessions)
         # Guarded like /status by the admin API's middleware (open on loopback, else the token).
         app.router.add_get("/metrics", self._serve_metrics)

@@ -18,6 +18,7 @@ from mcpgw.xds.types import EXTENSION_CONFIG, LISTENER
 from pluginserver.server import DEFAULT_ROOT
 
 TOKEN = "metrics-unit-token"
+SCRAPE_TOKEN = "metrics-scrape-only-token"
 
 
 def samples(metrics: ControlPlaneMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -80,6 +81,8 @@ async def test_metrics_follow_the_admin_read_rule(
     # plane treat it as a remote address (TLS is not needed for this check).
     monkeypatch.setattr(mcpgw.controlplane, "is_loopback", lambda host: loopback)
     registry = Path(shutil.copytree(DEFAULT_REGISTRY, tmp_path / "registry"))
+    scrape_file = tmp_path / "metrics-token"
+    scrape_file.write_text(SCRAPE_TOKEN + "\n")
     xds, admin = free_ports(2)
     plane = ControlPlane(
         ControlPlaneOptions(
@@ -88,6 +91,7 @@ async def test_metrics_follow_the_admin_read_rule(
             xds_port=xds,
             status_port=admin,
             admin_token=TOKEN,
+            metrics_token_file=scrape_file,
         )
     )
     await plane.start()
@@ -96,6 +100,17 @@ async def test_metrics_follow_the_admin_read_rule(
             anonymous = await client.get("/metrics")
             assert anonymous.status_code == (200 if loopback else 401)
             assert (await client.get("/healthz")).status_code == 200
+            wrong = await client.get("/metrics", headers={"Authorization": "Bearer not-the-token"})
+            assert wrong.status_code == (200 if loopback else 401)
+            # The scrape token admits /metrics and nothing else: Prometheus cannot edit the registry.
+            scraper = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+            assert (await client.get("/metrics", headers=scraper)).status_code == 200
+            if not loopback:
+                assert (await client.get("/status", headers=scraper)).status_code == 401
+                assert (await client.get("/v1/servers", headers=scraper)).status_code == 401
+            delete = await client.delete("/v1/servers/default/petstore", headers=scraper)
+            assert delete.status_code == 401
+            assert len(plane.store.snapshot.servers) > 0  # type: ignore[union-attr]
             response = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
             assert response.status_code == 200
             assert response.headers["Content-Type"].startswith("text/plain; version=")

@@ -465,7 +465,8 @@ class AdminApi:
         # and the revision: guarded like the registry reads (open on loopback only; elsewhere
         # a scraper sends the token). `/healthz` says nothing and stays open.
         guarded = request.path.startswith("/v1/") or request.path in ("/status", "/metrics")
-        if guarded and not self.authorizer.allowed(request, write):
+        scrape = request.path == "/metrics"
+        if guarded and not self.authorizer.allowed(request, write, scrape=scrape):
             log.warning("admin_unauthorized", method=request.method, path=request.path, remote=request.remote)
             if write and not self.authorizer.writes_enabled:
                 return _error(403, "writes are disabled: no admin token is configured (MCPGW_ADMIN_TOKEN)")

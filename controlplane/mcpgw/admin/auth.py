@@ -77,27 +77,38 @@ def check_bind(host: str, token: str | None, tls: bool = False) -> None:
 
 
 class Authorizer:
-    """Decides per request; the token itself stays inside this object."""
+    """Decides per request; the tokens themselves stay inside this object.
 
-    def __init__(self, token: str | None, open_reads: bool) -> None:
+    `scrape_token` (optional) admits `GET /metrics` only: Prometheus then holds no token that
+    could edit the registry. The admin token admits /metrics too.
+    """
+
+    def __init__(self, token: str | None, open_reads: bool, scrape_token: str | None = None) -> None:
         self._token = token.encode() if token else None
+        self._scrape_token = scrape_token.encode() if scrape_token else None
         self.open_reads = open_reads
 
     def __repr__(self) -> str:  # never show the token in a traceback or a debug dump
-        return f"Authorizer(token={'set' if self._token else 'unset'}, open_reads={self.open_reads})"
+        return (
+            f"Authorizer(token={'set' if self._token else 'unset'}, open_reads={self.open_reads}, "
+            f"scrape_token={'set' if self._scrape_token else 'unset'})"
+        )
 
     @property
     def writes_enabled(self) -> bool:
         return self._token is not None
 
-    def allowed(self, request: web.Request, write: bool) -> bool:
+    def allowed(self, request: web.Request, write: bool, scrape: bool = False) -> bool:
+        """`scrape`: the request is a read of /metrics, which the scrape token also admits."""
         if not write and self.open_reads:
             return True
-        if self._token is None:
-            return False
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer":
             # Still compare, so a missing header costs the same as a wrong one.
             presented = ""
-        return hmac.compare_digest(presented.strip().encode(), self._token)
+        given = presented.strip().encode()
+        # Both compared whenever configured: the answer's timing does not say which one matched.
+        admin = self._token is not None and hmac.compare_digest(given, self._token)
+        scraper = self._scrape_token is not None and hmac.compare_digest(given, self._scrape_token)
+        return admin or (scrape and not write and scraper)
