@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
 
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.registry.redisstore import RedisStore
@@ -42,11 +44,15 @@ def admin_target(plane: ControlPlane) -> str:
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Gateway]:
+async def gateway(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Gateway]:
+    """The whole stack; State of the World xDS unless a test asks for "delta" (indirect parameter)."""
     monkeypatch.setenv("MCPGW_ADMIN_TOKEN", TOKEN)
     backend_port = free_port()
     registry = copy_registry(tmp_path / "registry", backend_port)
-    async with running_gateway(tmp_path, registry, backend_port) as running:
+    delta = getattr(request, "param", "sotw") == "delta"
+    async with running_gateway(tmp_path, registry, backend_port, xds_delta=delta) as running:
         yield running
 
 
@@ -127,6 +133,19 @@ async def test_an_admin_edit_shows_its_revision_translation_pushes_and_acks(
     )
 
 
+async def test_an_open_http_sse_stream_shows_in_broker_streams(
+    gateway: Gateway, prometheus: Prometheus
+) -> None:
+    await prometheus.eventually("mcpgw_controlplane_broker_streams == 0", 20, "no stream yet")
+    assert await prometheus.value("mcpgw_controlplane_bridge_sessions") == 0
+    assert await prometheus.value("mcpgw_controlplane_session_key_age_seconds") is not None
+    async with Client(sse_client(f"{gateway.url}/sse"), mode="legacy") as client:
+        assert (await client.list_tools()).tools
+        await prometheus.eventually("mcpgw_controlplane_broker_streams == 1", 20, "the open stream")
+    await prometheus.eventually("mcpgw_controlplane_broker_streams == 0", 20, "the stream closed")
+
+
+@pytest.mark.parametrize("gateway", ["sotw", "delta"], indirect=True)
 async def test_a_nack_counts_for_its_type_and_node(
     gateway: Gateway,
     prometheus: Prometheus,
