@@ -24,7 +24,11 @@ from pluginserver.server import DEFAULT_ROOT
 from tests import waiting
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
 from tests.integration.test_propagation import server_doc
-from tests.integration.test_refused_config import MARKER, refusing_filter  # noqa: F401 (a fixture)
+from tests.integration.test_refused_config import (  # noqa: F401 (refusing_filter: a fixture)
+    MARKER,
+    control_plane_of,
+    refusing_filter,
+)
 from tests.prometheus import SHIPPED_RULES, Prometheus, running_prometheus
 from tests.redisserver import RedisServer
 
@@ -32,11 +36,6 @@ TOKEN = "metrics-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NODE = "test-node"  # running_gateway's Envoy
 eventually = functools.partial(waiting.eventually, ignore=(Exception,), interval=0.2)
-
-
-def control_plane_of(gateway: Gateway) -> ControlPlane:
-    assert gateway.stack.control_plane is not None
-    return gateway.stack.control_plane
 
 
 def admin_target(plane: ControlPlane) -> str:
