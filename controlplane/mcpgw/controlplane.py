@@ -539,7 +539,8 @@ class ControlPlane:
             "streams": sum(1 for entry in streams if entry.get("connected")),
             "unacked": self.ads.unacked(),
         }
-        if self.sessions is not None and self.sessions.keys:
+        # A pinned key ($MCPGW_SESSION_KEY) has no creation time: no age to show.
+        if self.sessions is not None and self.sessions.keys and not self.sessions.store.pinned:
             state["session_key_age"] = max(0.0, time.time() - self.sessions.keys[0].created_ms / 1000)
         broker = self.broker
         if broker is not None:

@@ -3,6 +3,7 @@ admin API's read rule (open on loopback, the token elsewhere)."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 
@@ -121,5 +122,22 @@ async def test_metrics_follow_the_admin_read_rule(
             assert revision.labels == {"revision": plane.applied_revision}
             assert families["mcpgw_controlplane_xds_connected_envoys"].samples[0].value == 0
             assert families["mcpgw_controlplane_session_key_age_seconds"].samples[0].value >= 0
+    finally:
+        await plane.stop()
+
+
+async def test_a_pinned_session_key_has_no_age(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # $MCPGW_SESSION_KEY has no creation time: an age from 1970 would trip any "key too old" rule.
+    monkeypatch.setenv("MCPGW_SESSION_KEY", base64.urlsafe_b64encode(bytes(range(32))).decode())
+    registry = Path(shutil.copytree(DEFAULT_REGISTRY, tmp_path / "registry"))
+    xds, admin = free_ports(2)
+    plane = ControlPlane(
+        ControlPlaneOptions(registry_dir=registry, plugins_dir=DEFAULT_ROOT, xds_port=xds, status_port=admin)
+    )
+    await plane.start()
+    try:
+        names = {name for name, _ in samples(plane.metrics)}
+        assert "mcpgw_controlplane_session_key_age_seconds" not in names
+        assert "mcpgw_controlplane_registry_servers" in names
     finally:
         await plane.stop()
