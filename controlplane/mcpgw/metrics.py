@@ -185,13 +185,15 @@ class ControlPlaneMetrics:
 
     def acked(self, node: str, type_url: str) -> None:
         self.acks.labels(_type(type_url), node).inc()
-        self.check_settled()
 
     def nacked(self, node: str, type_url: str) -> None:
         self.nacks.labels(_type(type_url), node).inc()
 
     def check_settled(self) -> None:
-        """Observe write-to-ACK for every pending change once all connected Envoys ACKed."""
+        """Observe write-to-ACK for every pending change once all connected Envoys ACKed.
+
+        The xDS server calls it when its last stream with something unanswered settles.
+        """
         if not self._pending:
             return
         settled = self.settled()

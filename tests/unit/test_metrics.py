@@ -15,8 +15,12 @@ import mcpgw.controlplane
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.metrics import ControlPlaneMetrics
 from mcpgw.stack import DEFAULT_REGISTRY, free_ports
+from mcpgw.xds.cache import SnapshotCache
+from mcpgw.xds.server import AdsServer
 from mcpgw.xds.types import EXTENSION_CONFIG, LISTENER
 from pluginserver.server import DEFAULT_ROOT
+from tests.unit.adsclient import AdsClient
+from tests.unit.adsharness import bootstrap, until, world
 
 TOKEN = "metrics-unit-token"
 SCRAPE_TOKEN = "metrics-scrape-only-token"
@@ -61,10 +65,12 @@ def test_write_to_ack_is_observed_once_every_envoy_acked() -> None:
     metrics.settled = lambda: settled[0]
     metrics.applied(0.002, changed=True)
     metrics.applied(0.001, changed=True)
-    metrics.acked("envoy-1", LISTENER)  # another type still waits
+    metrics.acked("envoy-1", LISTENER)
+    metrics.check_settled()  # another type still waits
     assert samples(metrics)[("mcpgw_controlplane_write_to_ack_seconds_count", ())] == 0
     settled[0] = True
     metrics.acked("envoy-1", EXTENSION_CONFIG)
+    metrics.check_settled()
     assert samples(metrics)[("mcpgw_controlplane_write_to_ack_seconds_count", ())] == 2
     # A change with no Envoy connected has no ACK to wait for: nothing is observed for it.
     settled[0] = None
@@ -141,3 +147,37 @@ async def test_a_pinned_session_key_has_no_age(tmp_path: Path, monkeypatch: pyte
         assert "mcpgw_controlplane_registry_servers" in names
     finally:
         await plane.stop()
+
+
+async def test_write_to_ack_waits_for_the_last_envoy_over_real_ads_streams() -> None:
+    cache = SnapshotCache()
+    metrics = ControlPlaneMetrics(dict)
+    server = AdsServer(cache, metrics=metrics)
+    metrics.settled = server.settled
+    cache.set_resources(world(1))
+    port = await server.start(port=0)
+    target = f"127.0.0.1:{port}"
+
+    def observed() -> float:
+        return samples(metrics)[("mcpgw_controlplane_write_to_ack_seconds_count", ())]
+
+    try:
+        async with AdsClient(target, "envoy-a") as a, AdsClient(target, "envoy-b") as b:
+            await bootstrap(a)
+            await bootstrap(b)
+            await until(lambda: server.settled())
+            metrics.applied(0.001, changed=True)
+            cache.set_resources(world(2))
+            await a.ack_until_quiet()
+            assert server.settled() is False and observed() == 0  # envoy-b has not ACKed
+            assert server.unacked(nack_answers=False)["envoy-b"] > 0
+            await b.ack_until_quiet()
+            await until(lambda: observed() == 1)
+            pushes = samples(metrics)[
+                ("mcpgw_controlplane_xds_pushes_total", (("node", "envoy-b"), ("type", "lds")))
+            ]
+            assert pushes == 2
+        # Both streams closed: their series leave with them.
+        await until(lambda: not [k for k in samples(metrics) if dict(k[1]).get("node")])
+    finally:
+        await server.stop(0.5)

@@ -75,11 +75,14 @@ class _Connection:
     snapshot_pending: bool = False
     # The peer's client certificate (PEM) when the server runs mutual TLS.
     peer_cert: bytes | None = None
+    # The server's set of streams with something unanswered (`AdsServer._unsettled`).
+    unsettled: set[int] = field(default_factory=set)
 
     def signal_snapshot(self) -> None:
         # Many snapshots in a burst need one recomputation: the loop reads the latest anyway.
         if not self.snapshot_pending:
             self.snapshot_pending = True
+            self.unsettled.add(self.stream_id)
             self.mailbox.put_nowait(_Signal.SNAPSHOT)
 
     def status(self) -> dict[str, Any]:
@@ -122,6 +125,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._stopping = False
         self._ids = itertools.count(1)
         self._connections: dict[int, _Connection] = {}
+        # Streams with a snapshot to process or a push not ACKed yet, kept up to date event by
+        # event so that "has every Envoy ACKed?" costs nothing however many Envoys there are.
+        self._unsettled: set[int] = set()
         # node id -> type URL -> last NACK; outlives streams so operators can still see it.
         self._nacks: OrderedDict[str, dict[str, Nack]] = OrderedDict()
 
@@ -196,9 +202,7 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         """True when every connected Envoy ACKed everything pushed to it (None: none connected)."""
         if not any(c.stream is not None for c in self._connections.values()):
             return None
-        if any(c.snapshot_pending for c in self._connections.values()):
-            return False
-        return not any(self.unacked(nack_answers=False).values())
+        return not self._unsettled
 
     # -- the RPCs -------------------------------------------------------------------------
 
@@ -224,7 +228,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     ) -> None:
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "control plane shutting down")
-        conn = _Connection(next(self._ids), context.peer(), time.time(), factory.protocol)
+        conn = _Connection(
+            next(self._ids), context.peer(), time.time(), factory.protocol, unsettled=self._unsettled
+        )
         if self._tls is not None:
             certs = context.auth_context().get("x509_pem_cert") or [None]
             conn.peer_cert = certs[0]
@@ -243,8 +249,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 conn.watch.close()
             del self._connections[conn.stream_id]
             node = conn.stream.node_id if conn.stream else None
-            if self._metrics is not None and node is not None and node not in self.connected_nodes():
-                self._metrics.node_gone(node)
+            self._unsettled.discard(conn.stream_id)
+            if self._metrics is not None:
+                if node is not None and node not in self.connected_nodes():
+                    self._metrics.node_gone(node)
+                self._metrics.check_settled()  # the others may all have ACKed already
             log.info("stream_closed", stream=conn.stream_id, node=node, protocol=conn.protocol)
 
     async def _serve(
@@ -257,14 +266,24 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if item is _Signal.SNAPSHOT:
                 conn.snapshot_pending = False
                 responses = self._on_snapshot(conn)
-                if not responses and self._metrics is not None:
-                    self._metrics.check_settled()  # nothing for this node: it may be the last
             else:
                 if conn.stream is None and not self._authorized(conn, item, context):
                     return
                 responses = self._on_request(conn, item, factory)
             for resp in responses:
                 await context.write(resp)
+            self._settle(conn)
+
+    def _settle(self, conn: _Connection) -> None:
+        """Record whether `conn` waits for anything; the last one settling may end a write-to-ACK."""
+        if conn.stream is None:
+            return
+        if conn.snapshot_pending or conn.stream.unacked_since(nack_answers=False) is not None:
+            self._unsettled.add(conn.stream_id)
+            return
+        self._unsettled.discard(conn.stream_id)
+        if not self._unsettled and self._metrics is not None:
+            self._metrics.check_settled()
 
     def _authorized(self, conn: _Connection, req: Any, context: grpc.aio.ServicerContext) -> bool:
         """With TLS, the first request's node must be the one the client certificate names."""
