@@ -2,8 +2,9 @@
 
 The token is compared in constant time and never logged or echoed. Reads are open only when
 the API listens on loopback (the same trust boundary as Envoy's own admin port); on any other
-address every `/v1` request, `/status` and `/metrics` need the token (`/healthz` stays open), and starting
-there without one, or without TLS, is refused.
+address every `/v1` request, `/status` and `/metrics` need the token (`/healthz` stays open; a
+scrape token may admit `/metrics` alone), and starting there without one, or without TLS, is
+refused.
 """
 
 from __future__ import annotations
