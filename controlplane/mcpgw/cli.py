@@ -550,6 +550,12 @@ def _parser() -> argparse.ArgumentParser:
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN)",
     )
     _namespace_tokens_option(serve)
+    serve.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        default=None,
+        help="file holding a bearer token that admits only GET /metrics (for Prometheus)",
+    )
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
     _backend_tls_options(serve)
@@ -1018,6 +1024,7 @@ async def _serve(args: argparse.Namespace) -> int:
             status_port=admin_port,
             admin_token_file=args.admin_token_file,
             admin_namespace_tokens_file=args.admin_namespace_tokens,
+            metrics_token_file=args.metrics_token_file,
             plugin_server_host=plugin_host,
             plugin_server_port=plugin_port,
             plugin_delivery=args.plugin_delivery,
@@ -1042,6 +1049,7 @@ async def _serve(args: argparse.Namespace) -> int:
         if args.broker_enabled:
             broker = Broker(*args.broker, redis_url=_broker_redis(args), settings=_broker_settings(args))
             await broker.start()
+            control_plane.broker = broker  # its streams show in /metrics
         print(
             f"control plane serving {control_plane.store.description}: "
             f"xDS {xds_host}:{control_plane.xds_port}{' (mutual TLS)' if xds_tls else ''}, "

@@ -247,6 +247,7 @@ class Stack:
                 settings=opts.broker_settings or BrokerSettings(keepalive=opts.broker_keepalive),
             )
             await self.broker.start()
+            self.control_plane.broker = self.broker  # its streams show in the control plane's /metrics
             self.envoy = EnvoyProcess(
                 render(
                     BootstrapOptions(

@@ -498,10 +498,12 @@ class AdminApi:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         write = request.method not in ("GET", "HEAD", "OPTIONS")
-        # `/status` names files, peer addresses and every node's errors: guarded like the
-        # registry reads (open on loopback only). `/healthz` says nothing and stays open.
-        guarded = request.path.startswith("/v1/") or request.path == "/status"
-        access = self.authorizer.access(request, write) if guarded else FULL_ACCESS
+        # `/status` names files, peer addresses and every node's errors, `/metrics` node ids
+        # and the revision: guarded like the registry reads (open on loopback only; elsewhere
+        # a scraper sends the token). `/healthz` says nothing and stays open.
+        guarded = request.path.startswith("/v1/") or request.path in ("/status", "/metrics")
+        scrape = request.path == "/metrics"
+        access = self.authorizer.access(request, write, scrape=scrape) if guarded else FULL_ACCESS
         if access is None:
             log.warning("admin_unauthorized", method=request.method, path=request.path, remote=request.remote)
             if write and not self.authorizer.writes_enabled:
@@ -545,6 +547,7 @@ class AdminApi:
             log.error("admin_store_unavailable", path=request.path, error=str(error))
             return _error(503, str(error))
         except Invalid as error:
+            self.store.events.invalid("write")
             return _error(422, "invalid document", problems=_problems(error.problems))
         except ApplyFailed as error:
             # Nothing was written: the translation that would serve it failed (logged in full).

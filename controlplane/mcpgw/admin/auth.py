@@ -2,9 +2,9 @@
 
 The token is compared in constant time and never logged or echoed. Reads are open only when
 the API listens on loopback (the same trust boundary as Envoy's own admin port); on any other
-address every `/v1` request and `/status` need the token (`/healthz` stays open), and starting
-there without one, or without TLS, is refused. Namespace tokens (`mcpgw.admin.scopes`) give
-one namespace each, whatever the address.
+address every `/v1` request, `/status` and `/metrics` need the token (`/healthz` stays open; a
+scrape token may admit `/metrics` alone), and starting there without one, or without TLS, is
+refused. Namespace tokens (`mcpgw.admin.scopes`) give one namespace each, whatever the address.
 """
 
 from __future__ import annotations
@@ -91,34 +91,50 @@ FULL_ACCESS = Access()
 
 
 class Authorizer:
-    """Decides per request; the tokens themselves stay inside this object."""
+    """Decides per request; the tokens themselves stay inside this object.
+
+    `scrape_token` (optional) admits `GET /metrics` only: Prometheus then holds no token that
+    could edit the registry. The admin token admits /metrics too.
+    """
 
     def __init__(
-        self, token: str | None, open_reads: bool, namespace_tokens: NamespaceTokens | None = None
+        self,
+        token: str | None,
+        open_reads: bool,
+        namespace_tokens: NamespaceTokens | None = None,
+        scrape_token: str | None = None,
     ) -> None:
         self._token = token.encode() if token else None
+        self._scrape_token = scrape_token.encode() if scrape_token else None
         self.open_reads = open_reads
         self._namespace_tokens = namespace_tokens
 
     def __repr__(self) -> str:  # never show the token in a traceback or a debug dump
         return (
             f"Authorizer(token={'set' if self._token else 'unset'}, open_reads={self.open_reads}, "
-            f"namespace_tokens={self._namespace_tokens!r})"
+            f"namespace_tokens={self._namespace_tokens!r}, "
+            f"scrape_token={'set' if self._scrape_token else 'unset'})"
         )
 
     @property
     def writes_enabled(self) -> bool:
         return self._token is not None or self._namespace_tokens is not None
 
-    def access(self, request: web.Request, write: bool) -> Access | None:
-        """The admin token gives full access; a namespace token its namespace; else open reads or None."""
+    def access(self, request: web.Request, write: bool, scrape: bool = False) -> Access | None:
+        """The admin token gives full access; a namespace token its namespace; else open reads or None.
+
+        `scrape`: the request is a read of /metrics, which the scrape token also admits.
+        """
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        presented = presented.strip() if scheme.lower() == "bearer" else ""
         # Compared even without a header, so a missing token costs the same as a wrong one.
-        if self._token is not None and hmac.compare_digest(presented.encode(), self._token):
+        given = presented.strip().encode() if scheme.lower() == "bearer" else b""
+        # Both compared whenever configured: the answer's timing does not say which one matched.
+        admin = self._token is not None and hmac.compare_digest(given, self._token)
+        scraper = self._scrape_token is not None and hmac.compare_digest(given, self._scrape_token)
+        if admin or (scrape and not write and scraper):
             return FULL_ACCESS
         if not write and self.open_reads:
             return FULL_ACCESS  # loopback: anyone here may read everything anyway
-        namespace = self._namespace_tokens.namespace_of(presented) if self._namespace_tokens else None
+        namespace = self._namespace_tokens.namespace_of(given.decode()) if self._namespace_tokens else None
         return None if namespace is None else Access(namespace)

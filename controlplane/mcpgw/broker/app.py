@@ -259,6 +259,8 @@ class Broker:
         self._runner: web.AppRunner | None = None
         # The bridge to HTTP+SSE upstreams (`mcpgw.broker.bridge`), once started.
         self.bridge: Bridge | None = None
+        # The open-stream counts (`StreamCounts`), once started: read by the control plane's /metrics.
+        self.counts: StreamCounts | None = None
 
     @property
     def url(self) -> str:
@@ -279,6 +281,7 @@ class Broker:
         # so its subscription is released now, not at the next keep-alive write.
         app = create_app(self.bus, self.settings)
         self.bridge = app[BRIDGE]
+        self.counts = app[COUNTS]
         # max_field_size: an HTTP+SSE upstream's URL carries its CA bundle to the bridge
         # (`x-mcpgw-upstream-url`, `ClientTls.fragment`), larger than aiohttp's 8 KiB default.
         runner = web.AppRunner(
