@@ -31,6 +31,7 @@ from mcpgw.limits import (
     ENVOY_FD_RESERVE,
     MIN_MAX_HEAP_BYTES,
     ListenerLimits,
+    connection_cap_warning,
     envoy_connection_cap,
     parse_size,
 )
@@ -697,8 +698,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="Envoy's cap on client connections; Envoy's file-descriptor limit must be at least "
-        f"2N+{ENVOY_FD_RESERVE} (default: {DEFAULT_MAX_CONNECTIONS}, lowered to fit this machine's "
-        "hard RLIMIT_NOFILE)",
+        f"2N+{ENVOY_FD_RESERVE} (a quarter of the limit below {4 * ENVOY_FD_RESERVE}) (default: "
+        f"{DEFAULT_MAX_CONNECTIONS}, lowered to fit this machine's hard RLIMIT_NOFILE)",
     )
     _max_heap_option(boot)
 
@@ -802,6 +803,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (XdsConfigError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
+        cap = args.max_connections or envoy_connection_cap()
+        # Rendered for this machine's limit: the Envoy that runs it may have another (say so).
+        warning = None if args.max_connections else connection_cap_warning(cap)
+        if warning:
+            print(warning, file=sys.stderr)
         try:
             text = render(
                 BootstrapOptions(
@@ -814,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     delta=args.delta,
                     broker=args.broker,
                     full_cluster_stats=args.full_cluster_stats,
-                    max_connections=args.max_connections or envoy_connection_cap(),
+                    max_connections=cap,
                     stats=args.stats,
                     max_heap_bytes=args.max_heap,
                 )

@@ -25,7 +25,12 @@ from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
-from mcpgw.limits import DEFAULT_MAX_HEAP_BYTES, ListenerLimits, envoy_connection_cap
+from mcpgw.limits import (
+    DEFAULT_MAX_HEAP_BYTES,
+    ListenerLimits,
+    connection_cap_warning,
+    envoy_connection_cap,
+)
 from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
@@ -262,7 +267,7 @@ class Stack:
                         full_cluster_stats=opts.envoy_full_cluster_stats,
                         # Envoy inherits this process's file-descriptor limit (raised to the
                         # hard limit by EnvoyProcess): a cap above it would fail accepts.
-                        max_connections=envoy_connection_cap(),
+                        max_connections=self._connection_cap(),
                         max_heap_bytes=opts.envoy_max_heap_bytes,
                     )
                 ),
@@ -281,6 +286,13 @@ class Stack:
         except BaseException:
             await self.stop()
             raise
+
+    @staticmethod
+    def _connection_cap() -> int:
+        cap = envoy_connection_cap()
+        if connection_cap_warning(cap):
+            log.warning("small_connection_cap", cap=cap, hint="raise the open-file limit (ulimit -n)")
+        return cap
 
     async def _wait_acked(self, timeout: float) -> None:
         assert self.control_plane is not None

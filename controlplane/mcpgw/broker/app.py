@@ -30,7 +30,7 @@ from mcpgw import nesting
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT as DEFAULT_PORT
 from mcpgw.broker.bridge import BRIDGE_PATH, MAX_UPSTREAM_URL_BYTES, Bridge, BridgeSettings
 from mcpgw.broker.bus import Bus, BusUnavailable, MemoryBus, Stream, StreamClosed
-from mcpgw.limits import ENVOY_FD_RESERVE, raise_fd_limit
+from mcpgw.limits import fd_reserve, raise_fd_limit
 from mcpgw.log import get_logger
 
 log = get_logger(__name__)
@@ -270,7 +270,7 @@ class Broker:
         # Each stream holds a descriptor here: more streams than descriptors would fail
         # accepts (and Redis reconnects) instead of refusing the stream over the limit.
         fds = raise_fd_limit()
-        budget = max(1, fds - ENVOY_FD_RESERVE)
+        budget = max(1, fds - fd_reserve(fds))
         if not self.settings.max_streams or self.settings.max_streams > budget:
             log.warning(
                 "broker_streams_capped", max_streams=self.settings.max_streams, fd_limit=fds, cap=budget
