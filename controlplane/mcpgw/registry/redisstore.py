@@ -3,11 +3,17 @@
 Layout (prefix `mcpgw` by default):
 - `{prefix}:servers`  hash: `namespace/name` → the server document as JSON
 - `{prefix}:events`   pub/sub channel: `{"key": …, "etag": …}` after every write
+- `{prefix}:registry` a marker set once the registry exists: an empty hash *with* it is a
+  registry whose servers were all deleted; *without* it while this replica serves servers, Redis
+  lost its data (restarted without persistence, flushed, failed over to an empty replica)
 
 Every replica keeps the whole registry in memory and applies other replicas' writes from the
 channel, so a write on any replica reaches the Envoys of all of them. Writes are compare-and-set
 (WATCH/MULTI): a write based on a stale view fails with `Conflict` instead of overwriting. A
-periodic full resync repairs anything a dropped pub/sub connection missed.
+periodic full resync repairs anything a dropped pub/sub connection missed. When Redis comes back
+without its data, the replicas write back the registry they serve (only what is missing,
+atomically with the marker) instead of serving an empty one: nothing acknowledged is lost while
+one replica still runs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import functools
 import json
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from mcpgw import nesting, redisurl
@@ -68,6 +75,7 @@ class RedisStore(RegistryStore):
         self._writer = self.target.client(single_connection_client=True, **options)
         self._hash = f"{prefix}:servers"
         self._channel = f"{prefix}:events"
+        self._marker = f"{prefix}:registry"
         # The watcher lost Redis and has not subscribed again yet (for the reconnect count).
         self._lost = False
 
@@ -93,7 +101,11 @@ class RedisStore(RegistryStore):
 
     async def load(self) -> bool:
         try:
-            stored = await self._redis.hgetall(self._hash)
+            try:
+                stored = await self._read_all()
+            except RedisConnectionError:
+                # A pooled connection from before a Redis restart fails once; a new one may not.
+                stored = await self._read_all()
         except RedisError as error:
             self.events.redis_error("registry")
             self.problems = [Problem(self.description, "", f"cannot read the registry: {error}")]
@@ -108,6 +120,48 @@ class RedisStore(RegistryStore):
                 entries[entry.server.key] = entry
         problems += check_includes([entry.server for entry in entries.values()])
         return self._adopt(entries, problems)
+
+    async def _read_all(self) -> dict[str, str]:
+        stored: dict[str, str] = await self._redis.hgetall(self._hash)
+        if not await self._redis.exists(self._marker):
+            stored = await self._mark(stored)
+        return stored
+
+    async def _mark(self, stored: dict[str, str]) -> dict[str, str]:
+        """Set the marker; if this replica serves servers Redis no longer has, write them back first.
+
+        A fresh registry (this replica serves nothing yet) only gets the marker. Otherwise Redis
+        lost its data under us: serving what it holds now would empty every Envoy. HSETNX adds
+        only what is missing (a write since the loss wins), in one transaction with the marker,
+        so another replica never reads half a restore.
+        """
+        missing = {key: entry for key, entry in self._entries.items() if key not in stored}
+        for attempt in (1, 2):
+            try:
+                async with self._writer.pipeline(transaction=True) as transaction:
+                    for key, entry in missing.items():
+                        transaction.hsetnx(self._hash, key, json.dumps(entry.document, sort_keys=True))
+                    transaction.set(self._marker, "1")
+                    if missing:
+                        transaction.publish(self._channel, json.dumps({"key": next(iter(missing))}))
+                    await transaction.execute()
+                break
+            except RedisConnectionError:
+                # The writer's one connection died with the old Redis; the next attempt reconnects.
+                if attempt == 2:
+                    raise
+        if not missing:
+            return stored
+        self.events.redis_error("registry")
+        log.error(
+            "registry_restored",
+            store=self.description,
+            servers=len(missing),
+            reason="Redis lost the registry (restarted without persistence, flushed, or failed over "
+            "to an empty replica); this replica wrote back the servers it serves",
+        )
+        restored: dict[str, str] = await self._redis.hgetall(self._hash)
+        return restored
 
     def _adopt(self, entries: dict[str, Entry], problems: list[Problem]) -> bool:
         if problems:
@@ -169,7 +223,12 @@ class RedisStore(RegistryStore):
     async def _compare_and_set(self, key: str, text: str | None, previous: Entry | None) -> None:
         expected = previous.etag if previous else None
         try:
-            stored = await self._writer.hget(self._hash, key)
+            try:
+                stored = await self._writer.hget(self._hash, key)
+            except RedisConnectionError:
+                # The writer's connection from before a Redis restart fails once; a read is safe
+                # to repeat (the compare-and-set below is not, and is never repeated).
+                stored = await self._writer.hget(self._hash, key)
             current = etag_of(json.loads(stored)) if stored is not None else None
             if current != expected:
                 raise Conflict(key, current)
