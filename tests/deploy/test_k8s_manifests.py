@@ -20,10 +20,10 @@ from mcpgw import __version__
 from mcpgw.limits import parse_size
 from mcpgw.stack import DEFAULT_REGISTRY
 from tests.deploy.kube import (
-    KUBERNETES_VERSION,
     KUSTOMIZE,
     OVERLAYS,
     find,
+    kubernetes_validate,
     render,
     render_text,
     tool,
@@ -44,13 +44,7 @@ def rendered_file(overlay: str, tmp_path: Path) -> Path:
 
 def test_kubernetes_validate_strict(overlay: str, tmp_path: Path) -> None:
     path = rendered_file(overlay, tmp_path)
-    result = subprocess.run(
-        [tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = kubernetes_validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
     # One line per resource: nothing was left out.
     assert result.stdout.count(" passed for resource ") == len(render(overlay)), result.stdout
@@ -62,13 +56,7 @@ def test_kubernetes_validate_strict_refuses_a_misspelt_field(tmp_path: Path) -> 
     path.write_text(
         render_text("single").replace("readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", 1)
     )
-    result = subprocess.run(
-        [tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = kubernetes_validate(path)
     assert result.returncode != 0 and "readOnlyRootFileSystem" in result.stdout + result.stderr
 
 

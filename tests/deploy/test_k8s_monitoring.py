@@ -4,13 +4,12 @@ names; its NetworkPolicy is valid Kubernetes 1.30 (`kubernetes-validate --strict
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.deploy.kube import KUBERNETES_VERSION, KUSTOMIZE, OVERLAYS, find, render, tool
+from tests.deploy.kube import KUSTOMIZE, OVERLAYS, find, kubernetes_validate, render
 
 SERVICE_MONITOR = KUSTOMIZE / "optional" / "servicemonitor.yaml"
 # workload -> (port, path, scheme) Prometheus should scrape
@@ -68,11 +67,5 @@ def test_service_monitor_network_policy_is_valid(tmp_path: Path) -> None:
     assert rule["ports"] == [{"protocol": "TCP", "port": 18001}]  # the admin port only
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump_all(policies))
-    result = subprocess.run(
-        [tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = kubernetes_validate(path, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
