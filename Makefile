@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium
+.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium oidc-provider
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -64,6 +64,12 @@ inspector: $(STAMP)
 	@command -v npm >/dev/null || { echo "error: npm is missing; install it (Debian/Ubuntu: apt-get install npm)"; exit 1; }
 	$(PY) -m tests.inspector
 
+# oidc-provider (a certified OpenID provider) for the JWT/OAuth tests, pinned in tests/oidc.py,
+# installed from npm into build/oidc-provider/ (once; a stamp records the version).
+oidc-provider: $(STAMP)
+	@command -v npm >/dev/null || { echo "error: npm is missing; install it (Debian/Ubuntu: apt-get install npm)"; exit 1; }
+	$(PY) -m tests.oidc
+
 # The native fuzz targets link clang's libFuzzer (docs/testing.md). Debian's clang-14 and its
 # runtimes, installed with apt-get when we can (root), else a clear error.
 fuzz-tools:
@@ -99,7 +105,7 @@ unit: $(STAMP)
 integration: filters redis chromium
 	$(PY) -m pytest tests/integration -q
 
-test: filters lint redis inspector chromium fuzz-tools
+test: filters lint redis inspector chromium fuzz-tools oidc-provider
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra --ignore=tests/wheel --ignore=tests/deploy
 	@$(MAKE) --no-print-directory bench-smoke

@@ -1,0 +1,218 @@
+"""JWT and OAuth 2.1 resource server through real Envoy, with a real authorization server.
+
+`oidc-provider` (tests/oidc.py) issues client-credentials access tokens (JWTs whose `aud` is the
+requested resource); Envoy's `jwt_authn` fetches its JWKS and verifies them; the `mcp-server`
+filter decides (401 with `WWW-Authenticate`, 403 `insufficient_scope`). The Protected Resource
+Metadata (RFC 9728) is served by Envoy, and the MCP Python SDK's OAuth client finds the
+authorization server from the 401 and the metadata on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+import yaml
+
+from mcpgw.stack import free_port
+from tests.integration.conftest import Gateway, copy_registry, running_gateway
+from tests.integration.mcphttp import ACCEPT, initialize_request, rpc
+from tests.oidc import AuthorizationServer, Client
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+AGENT = Client("agent", "agent-secret")
+# May only ask for tools:read: the server requires tools:call (step-up 403).
+READER = Client("reader", "reader-secret", scope="tools:read")
+SCOPES = ["tools:read", "tools:call"]
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+@dataclass
+class Setup:
+    gateway: Gateway
+    idp: AuthorizationServer
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def metadata_url(self) -> str:
+        return f"{self.gateway.stack.mcp_base_url}{WELL_KNOWN}/mcp/default/petstore"
+
+
+def with_auth(registry: Path, idp: AuthorizationServer) -> None:
+    path = registry / "petstore.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["auth"] = {
+        "jwt": [
+            {
+                "issuer": idp.issuer,
+                # Short: the rotation test waits for Envoy's next fetch.
+                "jwks": {"uri": idp.jwks_uri, "cacheSeconds": 1},
+                "consumerClaim": "client_id",
+            }
+        ],
+        "oauth": {"authorizationServers": [idp.issuer], "scopes": SCOPES, "requiredScopes": ["tools:call"]},
+    }
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup]:
+    folder = tmp_path_factory.mktemp("jwt")
+    with AuthorizationServer([AGENT, READER], SCOPES) as idp:
+        backend_port = free_port()
+        registry = copy_registry(folder / "registry", backend_port)
+        with_auth(registry, idp)
+        async with running_gateway(folder, registry, backend_port) as gateway:
+            yield Setup(gateway, idp)
+
+
+async def send(url: str, token: str | None, body: dict[str, object] | None = None) -> httpx.Response:
+    """One `initialize` (or `body`) with `Authorization: Bearer token` (none when None)."""
+    headers = dict(ACCEPT)
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.post(url, json=body or initialize_request(), headers=headers)
+
+
+async def session_call(
+    url: str, token: str, method: str, params: dict[str, object] | None = None
+) -> httpx.Response:
+    """`method` in a fresh session, every request with the token."""
+    auth = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        first = await http.post(url, json=initialize_request(), headers=ACCEPT | auth)
+        assert first.status_code == 200, first.text
+        session = {
+            "mcp-session-id": first.headers["mcp-session-id"],
+            "mcp-protocol-version": first.json()["result"]["protocolVersion"],
+        }
+        done = await http.post(
+            url,
+            json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+            headers=ACCEPT | auth | session,
+        )
+        assert done.status_code == 202, done.text
+        return await http.post(url, json=rpc(method, params), headers=ACCEPT | auth | session)
+
+
+def b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def claims(setup: Setup, **overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    base: dict[str, object] = {
+        "iss": setup.idp.issuer,
+        "aud": setup.url,
+        "sub": "agent",
+        "client_id": "agent",
+        "scope": "tools:read tools:call",
+        "iat": now,
+        "exp": now + 300,
+    }
+    return base | overrides
+
+
+def assert_unauthorized(response: httpx.Response, setup: Setup, error: str | None) -> None:
+    assert response.status_code == 401, response.text
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith("Bearer "), challenge
+    assert f'resource_metadata="{setup.metadata_url}"' in challenge, challenge
+    if error is None:
+        assert "error=" not in challenge, challenge
+    else:
+        assert f'error="{error}"' in challenge, challenge
+
+
+async def test_a_client_credentials_token_lists_and_calls_tools(setup: Setup) -> None:
+    token = setup.idp.token(AGENT, setup.url, "tools:read tools:call")
+    listed = await session_call(setup.url, token, "tools/list")
+    assert listed.status_code == 200, listed.text
+    assert "listPets" in {tool["name"] for tool in listed.json()["result"]["tools"]}
+    called = await session_call(setup.url, token, "tools/call", {"name": "listPets", "arguments": {}})
+    assert called.status_code == 200, called.text
+    assert called.json()["result"]["isError"] is False, called.text
+
+
+async def test_no_token_gets_the_challenge_naming_the_metadata(setup: Setup) -> None:
+    response = await send(setup.url, None)
+    assert_unauthorized(response, setup, None)
+    assert 'scope="tools:call"' in response.headers["www-authenticate"]
+    assert response.json()["error"]["code"] == -32001
+
+
+async def test_refused_tokens_get_invalid_token(setup: Setup) -> None:
+    good = setup.idp.token(AGENT, setup.url, "tools:read tools:call")
+    header, payload, signature = good.split(".")
+    tampered_payload = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    tampered_payload["client_id"] = "someone-else"
+    refused = {
+        "expired": setup.idp.sign(claims(setup, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)),
+        "wrong audience": setup.idp.token(
+            AGENT, "http://127.0.0.1:1/mcp/default/other", "tools:read tools:call"
+        ),
+        "wrong issuer": setup.idp.sign(claims(setup, iss="https://elsewhere.example")),
+        "tampered": f"{header}.{b64(tampered_payload)}.{signature}",
+        "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims(setup))}.",
+        "not a JWT": "not-a-jwt",
+    }
+    for what, token in refused.items():
+        response = await send(setup.url, token)
+        assert response.status_code == 401, f"{what}: {response.status_code} {response.text}"
+        assert_unauthorized(response, setup, "invalid_token")
+    # The same claims, properly signed, pass: the refusals above were about what changed.
+    assert (await send(setup.url, setup.idp.sign(claims(setup)))).status_code == 200
+
+
+async def test_missing_scope_is_a_step_up_403(setup: Setup) -> None:
+    token = setup.idp.token(READER, setup.url, "tools:read")
+    response = await send(setup.url, token)
+    assert response.status_code == 403, response.text
+    challenge = response.headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge, challenge
+    assert 'scope="tools:call"' in challenge, challenge
+    assert f'resource_metadata="{setup.metadata_url}"' in challenge, challenge
+
+
+async def test_protected_resource_metadata_names_the_authorization_server(setup: Setup) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(setup.metadata_url)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "resource": setup.url,
+        "authorization_servers": [setup.idp.issuer],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": SCOPES,
+    }
+
+
+async def test_new_tokens_pass_after_the_idp_rotates_its_key(setup: Setup) -> None:
+    before = setup.idp.token(AGENT, setup.url, "tools:read tools:call")
+    setup.idp.rotate()
+    after = setup.idp.token(AGENT, setup.url, "tools:read tools:call")
+    assert (
+        json.loads(base64.urlsafe_b64decode(after.split(".")[0] + "=="))["kid"]
+        != json.loads(base64.urlsafe_b64decode(before.split(".")[0] + "=="))["kid"]
+    )
+
+    async def passes() -> bool:
+        return (await send(setup.url, after)).status_code == 200
+
+    # Envoy refetches the JWKS every cacheSeconds (1 s); a loaded machine may take longer.
+    await eventually(passes, 30, "a token signed with the new key accepted")
+    # The old key is still published: its tokens still pass.
+    assert (await send(setup.url, before)).status_code == 200
