@@ -20,6 +20,11 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
+from mcp import Client as McpClient
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from mcpgw.stack import free_port
 from tests.integration.conftest import Gateway, copy_registry, running_gateway
@@ -216,3 +221,50 @@ async def test_new_tokens_pass_after_the_idp_rotates_its_key(setup: Setup) -> No
     await eventually(passes, 30, "a token signed with the new key accepted")
     # The old key is still published: its tokens still pass.
     assert (await send(setup.url, before)).status_code == 200
+
+
+class MemoryTokens:
+    """The SDK's `TokenStorage`, in memory."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def test_the_mcp_sdk_discovers_the_authorization_server_and_gets_a_token(setup: Setup) -> None:
+    """The SDK is given only the gateway URL and its client credentials: it learns the
+    authorization server from the 401's `resource_metadata` and the metadata document, asks it
+    for a token for this resource, then lists and calls tools."""
+    storage = MemoryTokens()
+    provider = ClientCredentialsOAuthProvider(
+        server_url=setup.url,
+        storage=storage,
+        client_id=AGENT.id,
+        client_secret=AGENT.secret,
+        scope="tools:read tools:call",
+        issuer=setup.idp.issuer,
+    )
+    http = create_mcp_http_client(auth=provider)
+    async with http, McpClient(streamable_http_client(setup.url, http_client=http), mode="legacy") as client:
+        tools = {tool.name for tool in (await client.list_tools(cache_mode="bypass")).tools}
+        assert "listPets" in tools
+        result = await client.call_tool("listPets", {})
+        assert result.is_error is False, result
+    assert storage.tokens is not None
+    payload = storage.tokens.access_token.split(".")[1]
+    token_claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    # The token was minted for this server (RFC 8707) by the advertised authorization server.
+    assert token_claims["aud"] == setup.url
+    assert token_claims["iss"] == setup.idp.issuer

@@ -646,10 +646,13 @@ fn jwtGate(s: *Stream, cfg: *const config.Config, j: *const jwtidentity.Jwt, hea
             const why = if (d.reason == .invalid) (jwtidentity.failure(arena, j) catch null) orelse "-" else "-";
             // Never the token: the reason, and what jwt_authn said about it.
             pw.logf(.warn, "mcp-server: auth_denied server={s} reason={s} status={d} consumer={s} detail=\"{s}\" request_id={s}", .{
-                cfg.base_path, @tagName(d.reason), d.status, switch (found) {
+                cfg.base_path, @tagName(d.reason), d.status,
+                switch (found) {
                     .valid => |c| c.consumer,
                     .none => "-",
-                }, why, requestIdOrDash(s),
+                },
+                why,
+                requestIdOrDash(s),
             });
             noteJwtDenied(d.reason);
             var pairs: [5]tpl.Header = undefined;
