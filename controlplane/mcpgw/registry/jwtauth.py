@@ -97,7 +97,7 @@ def parse_auth(r: Reader, value: Any) -> JwtAuth | None:
     required = r.boolean(data, "required", "auth") if "required" in data else True
     issuers = parse_jwt(r, data["jwt"]) if "jwt" in data else ()
     oauth = parse_oauth(r, data["oauth"]) if "oauth" in data else None
-    if not issuers:
+    if "jwt" not in data:
         r.fail("auth", "no way to authenticate: add jwt (a list of issuers)")
     check_oauth(r, issuers, oauth)
     return JwtAuth(required=required, jwt=issuers, oauth=oauth)
