@@ -164,7 +164,7 @@ def http_manager(resources: Any) -> Any:
 
 
 def test_jwt_authn_runs_before_the_mcp_filter_and_lets_the_filter_decide() -> None:
-    server, resources = translated(jwt(audiences=["https://gw.example/mcp/default/svc"]))
+    _, resources = translated(jwt(audiences=["https://gw.example/mcp/default/svc"]))
     manager = http_manager(resources)
     assert [f.name for f in manager.http_filters] == [
         "envoy.filters.http.jwt_authn",
