@@ -150,6 +150,10 @@ async def test_a_client_credentials_token_lists_and_calls_tools(setup: Setup) ->
     called = await session_call(setup.url, token, "tools/call", {"name": "listPets", "arguments": {}})
     assert called.status_code == 200, called.text
     assert called.json()["result"]["isError"] is False, called.text
+    # The gateway's token is never a backend's (MCP authorization: no token passthrough).
+    sent = [r for r in setup.gateway.backend_requests if r.path.startswith("/v1/pets")]
+    assert sent, "the backend saw the call"
+    assert all(token not in json.dumps(r.headers) for r in sent)
 
 
 async def test_no_token_gets_the_challenge_naming_the_metadata(setup: Setup) -> None:
@@ -268,3 +272,27 @@ async def test_the_mcp_sdk_discovers_the_authorization_server_and_gets_a_token(s
     # The token was minted for this server (RFC 8707) by the advertised authorization server.
     assert token_claims["aud"] == setup.url
     assert token_claims["iss"] == setup.idp.issuer
+
+
+async def test_a_bad_auth_block_is_refused_and_the_running_one_keeps_serving(setup: Setup) -> None:
+    control_plane = setup.gateway.stack.control_plane
+    assert control_plane is not None
+    path = setup.gateway.registry / "petstore.yaml"
+    good = path.read_text()
+    document = yaml.safe_load(good)
+    document["auth"]["jwt"][0]["jwks"] = {"uri": "http://idp.example/jwks"}
+    document["auth"]["oauth"]["scopes"] = ["tools call"]
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    try:
+        problems = await eventually(lambda: control_plane.store.problems, 15, "the bad auth block rejected")
+        found = {(p.path, p.reason.split(":")[0]) for p in problems}
+        assert ("auth.jwt[0].jwks.uri", "'http") in found, problems
+        assert any(p.path == "auth.oauth.scopes[0]" and "scope token" in p.reason for p in problems), problems
+        assert all(p.file.endswith("petstore.yaml") for p in problems), problems
+        # What Envoy has is unchanged: tokens still verified, the challenge still served.
+        token = setup.idp.token(AGENT, setup.url, "tools:read tools:call")
+        assert (await send(setup.url, token)).status_code == 200
+        assert_unauthorized(await send(setup.url, None), setup, None)
+    finally:
+        path.write_text(good)
+    await eventually(lambda: not control_plane.store.problems, 15, "the good registry applied again")
