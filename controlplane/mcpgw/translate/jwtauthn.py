@@ -46,6 +46,8 @@ JWKS_TIMEOUT = "5s"
 # asked once a second by every Envoy worker's provider).
 JWKS_REFETCH = "10s"
 FAILED_SUFFIX = "#failed"
+# Verified tokens kept per worker thread and provider.
+JWT_CACHE_SIZE = 1000
 
 
 def has_jwt(server: McpServer) -> bool:
@@ -153,6 +155,9 @@ def _provider(server: McpServer, index: int, issuer: JwtIssuer, settings: Gatewa
         "require_expiration": True,
         "payload_in_metadata": name,
         "failed_status_in_metadata": name + FAILED_SUFFIX,
+        # Verified tokens are remembered (per worker, until their `exp`), so an agent's
+        # repeated calls pay the signature check once (bench/results/dataplane-jwt.md).
+        "jwt_cache_config": {"jwt_cache_size": JWT_CACHE_SIZE},
     }
     if issuer.jwks_inline is not None:
         provider["local_jwks"] = {"inline_string": issuer.jwks_inline}

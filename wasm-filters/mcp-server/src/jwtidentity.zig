@@ -133,22 +133,47 @@ pub fn identityJson(arena: Allocator, c: Claims, namespace: []const u8) Allocato
 
 // ---------------------------------------------------------------- host side
 
-/// The first provider whose payload jwt_authn wrote, with its claims.
+/// The first provider whose payload jwt_authn wrote, with its claims. One
+/// host call per provider: the payload arrives as a pairs map of claims.
 pub fn read(arena: Allocator, j: *const Jwt) Allocator.Error!Found {
     for (j.providers) |p| {
-        const consumer = (try claim(arena, p.name, p.consumer_claim)) orelse continue;
-        // A list claim arrives as a pairs map: not a consumer id.
-        if (consumer.len == 0 or std.mem.indexOfScalar(u8, consumer, 0) != null) continue;
-        const groups = try claim(arena, p.name, p.groups_claim);
-        const scope = try claim(arena, p.name, "scope");
-        return .{ .valid = .{
-            .provider = p.name,
-            .consumer = consumer,
-            .groups_json = try groupsJson(arena, groups),
-            .scopes = if (scope) |s| (if (std.mem.indexOfScalar(u8, s, 0) == null) s else "") else "",
-        } };
+        const path = try std.mem.join(arena, "\x00", &.{ "metadata", "filter_metadata", metadata_namespace, p.name });
+        const got = pw.getProperty(path) orelse continue;
+        defer got.free();
+        if (try claims(arena, p, got.slice())) |c| return .{ .valid = c };
     }
     return .none;
+}
+
+/// The claims of a payload (a pairs map of claim name → value; a string
+/// value is its bytes, a list a pairs map of its items); null when the
+/// consumer claim is missing or not a string.
+pub fn claims(arena: Allocator, p: Provider, payload: []const u8) Allocator.Error!?Claims {
+    const Item = struct { name: []const u8, value: []const u8 };
+    const items = pw.deserializeHeaders(Item, arena, payload) catch return null;
+    var consumer: ?[]const u8 = null;
+    var groups: ?[]const u8 = null;
+    var scope: []const u8 = "";
+    for (items) |item| {
+        if (std.mem.eql(u8, item.name, p.consumer_claim)) consumer = item.value;
+        if (std.mem.eql(u8, item.name, p.groups_claim)) groups = item.value;
+        if (std.mem.eql(u8, item.name, "scope")) scope = item.value;
+    }
+    const id = consumer orelse return null;
+    if (!isText(id)) return null;
+    return .{
+        .provider = p.name,
+        .consumer = try arena.dupe(u8, id),
+        .groups_json = try groupsJson(arena, groups),
+        .scopes = if (isText(scope)) try arena.dupe(u8, scope) else "",
+    };
+}
+
+/// A string claim (not a number's 8 bytes, a list or a map): printable, no controls.
+fn isText(v: []const u8) bool {
+    if (v.len == 0 or v.len > 1024 or !std.unicode.utf8ValidateSlice(v)) return false;
+    for (v) |c| if (c < 0x20 or c == 0x7f) return false;
+    return true;
 }
 
 /// What jwt_authn said about a refused token (its `failed_status_in_metadata`), for the log.
@@ -355,6 +380,32 @@ test "groups: a list property (pairs map) or one string" {
     try testing.expectEqualStrings("[\"readers\",\"ops\"]", try groupsJson(arena, list));
     try testing.expectEqualStrings("[\"admins\"]", try groupsJson(arena, "admins"));
     try testing.expectEqualStrings("[]", try groupsJson(arena, null));
+}
+
+test "claims from a payload pairs map: strings, a list, numbers ignored" {
+    var a = std.heap.ArenaAllocator.init(testing.allocator);
+    defer a.deinit();
+    const arena = a.allocator();
+    const Pair = struct { name: []const u8, value: []const u8 };
+    const groups = try pw.serializeHeaders(arena, &[_]Pair{ .{ .name = "readers", .value = "" }, .{ .name = "ops", .value = "" } });
+    var exp: [8]u8 = undefined;
+    std.mem.writeInt(u64, &exp, @bitCast(@as(f64, 1.7e9)), .little);
+    const payload = try pw.serializeHeaders(arena, &[_]Pair{
+        .{ .name = "iss", .value = "https://idp" },
+        .{ .name = "client_id", .value = "agent" },
+        .{ .name = "exp", .value = &exp },
+        .{ .name = "groups", .value = groups },
+        .{ .name = "scope", .value = "tools:read tools:call" },
+    });
+    const p: Provider = .{ .name = "p", .consumer_claim = "client_id", .groups_claim = "groups" };
+    const c = (try claims(arena, p, payload)).?;
+    try testing.expectEqualStrings("agent", c.consumer);
+    try testing.expectEqualStrings("[\"readers\",\"ops\"]", c.groups_json);
+    try testing.expectEqualStrings("tools:read tools:call", c.scopes);
+    // A numeric claim is no consumer id; a missing one neither.
+    try testing.expect((try claims(arena, .{ .name = "p", .consumer_claim = "exp", .groups_claim = "g" }, payload)) == null);
+    try testing.expect((try claims(arena, .{ .name = "p", .consumer_claim = "sub", .groups_claim = "g" }, payload)) == null);
+    try testing.expect((try claims(arena, p, "garbage")) == null);
 }
 
 test "bearer and scope helpers" {
