@@ -109,8 +109,18 @@ class Client:
 class AuthorizationServer:
     """One oidc-provider process; a context manager (`with AuthorizationServer(...) as a:`)."""
 
-    def __init__(self, clients: Sequence[Client], scopes: Sequence[str], ttl: int = 600) -> None:
+    def __init__(
+        self,
+        clients: Sequence[Client],
+        scopes: Sequence[str],
+        ttl: int = 600,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> None:
+        """`tls`: (certificate, key, CA) files: serve HTTPS with that certificate (issued for
+        127.0.0.1), and trust the CA when talking to it."""
         self.clients = list(clients)
+        self.tls = tls
+        self._verify: str | bool = str(tls[2]) if tls is not None else True
         self.scopes = list(scopes)
         self.ttl = ttl
         self.issuer = ""
@@ -144,6 +154,7 @@ class AuthorizationServer:
                     ],
                     "scopes": self.scopes,
                     "ttl": self.ttl,
+                    **({"tls": {"cert": str(self.tls[0]), "key": str(self.tls[1])}} if self.tls else {}),
                 }
             )
         )
@@ -163,7 +174,12 @@ class AuthorizationServer:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                if httpx.get(f"{self.issuer}/.well-known/openid-configuration", timeout=2).status_code == 200:
+                if (
+                    httpx.get(
+                        f"{self.issuer}/.well-known/openid-configuration", timeout=2, verify=self._verify
+                    ).status_code
+                    == 200
+                ):
                     return
             except httpx.HTTPError:
                 pass
@@ -196,21 +212,30 @@ class AuthorizationServer:
         data = {"grant_type": "client_credentials", "resource": resource}
         if scope is not None:
             data["scope"] = scope
-        answer = httpx.post(f"{self.issuer}/token", data=data, auth=(client.id, client.secret), timeout=10)
+        answer = httpx.post(
+            f"{self.issuer}/token",
+            data=data,
+            auth=(client.id, client.secret),
+            timeout=10,
+            verify=self._verify,
+        )
         answer.raise_for_status()
         return str(answer.json()["access_token"])
 
     def sign(self, claims: dict[str, object], header: dict[str, object] | None = None) -> str:
         """`claims` signed with the server's current key (for expired, wrong-issuer… tokens)."""
         answer = httpx.post(
-            f"{self.issuer}/admin/sign", json={"claims": claims, "header": header or {}}, timeout=10
+            f"{self.issuer}/admin/sign",
+            json={"claims": claims, "header": header or {}},
+            timeout=10,
+            verify=self._verify,
         )
         answer.raise_for_status()
         return str(answer.json()["token"])
 
     def rotate(self) -> str:
         """A new signing key (the JWKS keeps the previous ones); returns its `kid`."""
-        answer = httpx.post(f"{self.issuer}/admin/rotate", timeout=10)
+        answer = httpx.post(f"{self.issuer}/admin/rotate", timeout=10, verify=self._verify)
         answer.raise_for_status()
         return str(answer.json()["kid"])
 

@@ -4,7 +4,7 @@
 //   node tests/oidc_server.mjs <oidc-provider module dir> <config.json>
 //
 // config.json: {"port": 0, "clients": [{"id", "secret", "scope"}], "scopes": [...],
-//               "ttl": seconds}
+//               "ttl": seconds, "tls": {"cert": PEM file, "key": PEM file} (optional: HTTPS)}
 // Prints one JSON line {"issuer": ...} on stdout once it listens on 127.0.0.1.
 //
 // - client credentials grant, resource indicators (RFC 8707): the access token is a JWT (RS256)
@@ -19,6 +19,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -105,16 +106,20 @@ async function admin(req, res) {
   return reply(res, 404, { error: 'unknown admin route' });
 }
 
-const server = http.createServer((req, res) => {
+function handle(req, res) {
   if (req.method === 'POST' && req.url.startsWith('/admin/')) {
     admin(req, res).catch((error) => reply(res, 500, { error: String(error) }));
     return;
   }
   provider.callback()(req, res);
-});
+}
+
+const server = config.tls
+  ? https.createServer({ cert: fs.readFileSync(config.tls.cert), key: fs.readFileSync(config.tls.key) }, handle)
+  : http.createServer(handle);
 
 server.listen(config.port ?? 0, '127.0.0.1', () => {
-  issuer = `http://127.0.0.1:${server.address().port}`;
+  issuer = `${config.tls ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
   provider = build();
   process.stdout.write(`${JSON.stringify({ issuer, kid: keys[0].kid })}\n`);
 });

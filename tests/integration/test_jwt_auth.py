@@ -26,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+from mcpgw import pki
 from mcpgw.stack import free_port
 from tests.integration.conftest import Gateway, copy_registry, running_gateway
 from tests.integration.mcphttp import ACCEPT, initialize_request, rpc
@@ -296,3 +297,36 @@ async def test_a_bad_auth_block_is_refused_and_the_running_one_keeps_serving(set
     finally:
         path.write_text(good)
     await eventually(lambda: not control_plane.store.problems, 15, "the good registry applied again")
+
+
+def jwt_server(document: dict[str, object], name: str, issuer: str, jwks_uri: str) -> dict[str, object]:
+    copy = json.loads(json.dumps(document))
+    copy["name"] = name
+    copy["auth"] = {"jwt": [{"issuer": issuer, "jwks": {"uri": jwks_uri}, "consumerClaim": "client_id"}]}
+    return copy
+
+
+async def test_the_jwks_is_fetched_over_verified_tls(tmp_path: Path) -> None:
+    """An https IdP: Envoy fetches its JWKS through a TLS cluster verified like a backend's (the
+    CA of `--backend-tls-ca`, the URL's host in the certificate). The same IdP under a name its
+    certificate does not carry yields no keys, so its tokens are refused."""
+    ca = pki.make_ca("idp CA")
+    cert, key = pki.issue(ca, "idp", ips=["127.0.0.1"]).write(tmp_path / "pki", "idp")
+    ca_file = tmp_path / "pki" / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem)
+    with AuthorizationServer([AGENT], SCOPES, tls=(cert, key, ca_file)) as idp:
+        assert idp.issuer.startswith("https://127.0.0.1:")
+        backend_port = free_port()
+        registry = copy_registry(tmp_path / "registry", backend_port)
+        petstore = yaml.safe_load((registry / "petstore.yaml").read_text())
+        port = idp.issuer.rsplit(":", 1)[1]
+        for name, jwks in (("verified", idp.jwks_uri), ("wrong-name", f"https://localhost:{port}/jwks")):
+            document = jwt_server(petstore, name, idp.issuer, jwks)
+            (registry / f"{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+        async with running_gateway(tmp_path, registry, backend_port, backend_ca_file=str(ca_file)) as gateway:
+            base = f"{gateway.stack.mcp_base_url}/mcp/default"
+            verified = await send(f"{base}/verified", idp.token(AGENT, f"{base}/verified", "tools:read"))
+            assert verified.status_code == 200, verified.text
+            refused = await send(f"{base}/wrong-name", idp.token(AGENT, f"{base}/wrong-name", "tools:read"))
+            assert refused.status_code == 401, refused.text
+            assert 'error="invalid_token"' in refused.headers["www-authenticate"]
