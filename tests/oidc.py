@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from types import TracebackType
 
 import httpx
 
-from tests.inspector import InspectorUnavailable, _locked, _run
+from tests.inspector import InspectorUnavailable, _locked, _npm_install
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_DIR = REPO_ROOT / "build" / "oidc-provider"
@@ -36,7 +37,6 @@ PACKAGE = "oidc-provider"
 VERSION = "9.13.3"
 INSTALL_COMMAND = "make oidc-provider"
 SCRIPT = Path(__file__).with_name("oidc_server.mjs")
-NPM_TIMEOUT = 600.0
 START_TIMEOUT = 30.0
 
 
@@ -45,7 +45,7 @@ class OidcUnavailable(RuntimeError):
 
 
 def module_dir(root: Path = INSTALL_DIR) -> Path:
-    return root / "node_modules" / PACKAGE
+    return root / "package" / "node_modules" / PACKAGE
 
 
 def installed(root: Path = INSTALL_DIR) -> Path | None:
@@ -79,16 +79,9 @@ def _install(root: Path) -> Path:
             f"then run `{INSTALL_COMMAND}`"
         )
     (root / "installed.json").unlink(missing_ok=True)
-    shutil.rmtree(root / "node_modules", ignore_errors=True)
-    # A package.json of its own, so npm never walks up to some enclosing project.
-    (root / "package.json").write_text('{"name": "mcpgw-test-oidc", "private": true}\n')
-    command = [
-        npm, "install", "--prefix", str(root), "--save-exact", "--ignore-scripts", "--no-audit",
-        "--no-fund", "--no-update-notifier", "--prefer-offline", "--fetch-retries=1",
-        "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=10000", f"{PACKAGE}@{VERSION}",
-    ]  # fmt: skip
     try:
-        _run(command, dict(os.environ), timeout=NPM_TIMEOUT)
+        # The Inspector's installer: its own project under root/package, from scratch.
+        _npm_install(npm, root / "package", f"{PACKAGE}@{VERSION}", dict(os.environ))
     except InspectorUnavailable as error:
         raise OidcUnavailable(
             f"cannot install {PACKAGE}@{VERSION} from npm (the JWT/OAuth tests need it; point npm at a "
@@ -120,7 +113,9 @@ class AuthorizationServer:
         127.0.0.1), and trust the CA when talking to it."""
         self.clients = list(clients)
         self.tls = tls
-        self._verify: str | bool = str(tls[2]) if tls is not None else True
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(tls[2])) if tls is not None else True
+        )
         self.scopes = list(scopes)
         self.ttl = ttl
         self.issuer = ""

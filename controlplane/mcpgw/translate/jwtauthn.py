@@ -33,6 +33,7 @@ from google.protobuf.message import Message
 
 from mcpgw.registry.jwtauth import JwtIssuer
 from mcpgw.registry.model import McpServer
+from mcpgw.registry.validate import is_ip as _is_ip
 
 if TYPE_CHECKING:
     from mcpgw.translate.envoy import GatewaySettings
@@ -270,11 +271,3 @@ def metadata_routes(server: McpServer, settings: GatewaySettings | None) -> list
             ],
         }
     ]
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
