@@ -28,7 +28,7 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
 from mcpgw import pki
 from mcpgw.stack import free_port
-from tests.integration.conftest import Gateway, copy_registry, running_gateway
+from tests.integration.conftest import Gateway, copy_registry, envoy_log_line, running_gateway
 from tests.integration.mcphttp import ACCEPT, initialize_request, rpc
 from tests.oidc import AuthorizationServer, Client
 from tests.waiting import eventually
@@ -185,6 +185,22 @@ async def test_refused_tokens_get_invalid_token(setup: Setup) -> None:
         assert_unauthorized(response, setup, "invalid_token")
     # The same claims, properly signed, pass: the refusals above were about what changed.
     assert (await send(setup.url, setup.idp.sign(claims(setup)))).status_code == 200
+    # One log line per denial, with jwt_authn's reason; never the token.
+    line = await envoy_log_line(setup.gateway, "reason=invalid status=401")
+    assert "auth_denied server=/mcp/default/petstore" in line, line
+    assert 'detail="' in line, line
+    envoy = setup.gateway.stack.envoy
+    assert envoy is not None
+    log = envoy.log_path.read_text()
+    assert all(token not in log for token in refused.values() if len(token) > 20)
+    # Each refused for its own reason (jwt_authn's words, in the detail).
+    for reason in (
+        "Jwt is expired",
+        "Audiences in Jwt are not allowed",
+        "Jwt issuer is not configured",
+        "Jwt verification fails",
+    ):
+        assert f'detail="{reason}"' in log, reason
 
 
 async def test_missing_scope_is_a_step_up_403(setup: Setup) -> None:
