@@ -228,6 +228,13 @@ class AuthorizationServer:
         answer.raise_for_status()
         return str(answer.json()["token"])
 
+    def delay_jwks(self, ms: int) -> None:
+        """The JWKS answers `ms` milliseconds late from now on (0: at once)."""
+        answer = httpx.post(
+            f"{self.issuer}/admin/jwks-delay", json={"ms": ms}, timeout=10, verify=self._verify
+        )
+        answer.raise_for_status()
+
     def rotate(self) -> str:
         """A new signing key (the JWKS keeps the previous ones); returns its `kid`."""
         answer = httpx.post(f"{self.issuer}/admin/rotate", timeout=10, verify=self._verify)

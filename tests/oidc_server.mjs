@@ -11,6 +11,7 @@
 //   whose `aud` is the requested `resource`; any resource the test names is accepted.
 // - POST /admin/rotate: a new signing key signs from now on; the JWKS keeps the old one too
 //   (as an IdP does during a rotation), so Envoy must refetch the JWKS to accept new tokens.
+// - POST /admin/jwks-delay {"ms": N}: the JWKS answers N ms late (a slow IdP).
 // - POST /admin/sign {"claims": {...}, "header": {...}}: signs any claims with the current key,
 //   so the tests can make expired, wrong-issuer, wrong-audience tokens the IdP's key did sign.
 // The provider object is rebuilt on rotation (its keys are fixed at construction); the HTTP
@@ -36,6 +37,8 @@ function newKey() {
 // Newest first: oidc-provider signs with the first key of a type.
 let keys = [newKey()];
 let issuer = '';
+// POST /admin/jwks-delay {"ms": N}: the JWKS answers N ms late (a slow IdP).
+let jwksDelay = 0;
 let provider = null;
 
 function build() {
@@ -99,6 +102,10 @@ async function admin(req, res) {
     provider = build();
     return reply(res, 200, { kid: keys[0].kid });
   }
+  if (req.url === '/admin/jwks-delay') {
+    jwksDelay = JSON.parse(text || '{}').ms ?? 0;
+    return reply(res, 200, { ms: jwksDelay });
+  }
   if (req.url === '/admin/sign') {
     const { claims, header } = JSON.parse(text || '{}');
     return reply(res, 200, { token: sign(claims ?? {}, header ?? {}) });
@@ -109,6 +116,10 @@ async function admin(req, res) {
 function handle(req, res) {
   if (req.method === 'POST' && req.url.startsWith('/admin/')) {
     admin(req, res).catch((error) => reply(res, 500, { error: String(error) }));
+    return;
+  }
+  if (jwksDelay > 0 && req.url === '/jwks') {
+    setTimeout(() => provider.callback()(req, res), jwksDelay);
     return;
   }
   provider.callback()(req, res);

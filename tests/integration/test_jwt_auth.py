@@ -346,3 +346,34 @@ async def test_the_jwks_is_fetched_over_verified_tls(tmp_path: Path) -> None:
             refused = await send(f"{base}/wrong-name", idp.token(AGENT, f"{base}/wrong-name", "tools:read"))
             assert refused.status_code == 401, refused.text
             assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+
+
+async def test_valid_tokens_pass_across_a_registry_update(setup: Setup) -> None:
+    """Every registry change gives Envoy a new listener with a new jwt_authn configuration; no
+    valid token is refused while the update lands, even when the IdP takes 1.5 s to answer."""
+    control_plane = setup.gateway.stack.control_plane
+    assert control_plane is not None
+    token = setup.idp.token(AGENT, setup.url, "tools:read tools:call")
+    extra = setup.gateway.registry / "extra.yaml"
+    document = yaml.safe_load((setup.gateway.registry / "petstore.yaml").read_text())
+    document["name"] = "extra"
+    before = control_plane.applied_revision
+    statuses: list[int] = []
+    setup.idp.delay_jwks(1500)
+    extra.write_text(yaml.safe_dump(document, sort_keys=False))
+    try:
+        deadline = time.monotonic() + 30
+        # Until the new listener (with the extra server) answers, and a little after.
+        extra_url = setup.url.replace("/petstore", "/extra")
+        while time.monotonic() < deadline:
+            statuses.append((await send(setup.url, token)).status_code)
+            if control_plane.applied_revision != before and (await send(extra_url, None)).status_code == 401:
+                break
+        for _ in range(20):
+            statuses.append((await send(setup.url, token)).status_code)
+        assert control_plane.applied_revision != before, "the update was applied"
+        assert set(statuses) == {200}, statuses
+    finally:
+        setup.idp.delay_jwks(0)
+        extra.unlink()
+    await eventually(lambda: control_plane.applied_revision == before, 15, "the extra server removed")

@@ -172,10 +172,10 @@ def _provider(server: McpServer, index: int, issuer: JwtIssuer, settings: Gatewa
             "cache_duration": f"{issuer.cache_seconds}s",
             # Fetched when the listener is built, then refreshed in the background: no request
             # waits for the IdP. Not `fast_listener`: every listener update builds a new JWKS
-            # cache, and a new listener serving before its first fetch would refuse valid
-            # tokens after any registry edit; warming instead keeps the old listener serving
-            # until the keys are in (an IdP that does not answer delays an update by at most
-            # two JWKS_TIMEOUTs, then the listener serves and refetches every JWKS_REFETCH).
+            # cache, and a new listener should not serve before its first fetch; warming keeps
+            # the old listener serving until the keys are in (an IdP that does not answer
+            # delays an update by at most two JWKS_TIMEOUTs, then the listener serves and
+            # refetches every JWKS_REFETCH).
             "async_fetch": {"fast_listener": False, "failed_refetch_duration": JWKS_REFETCH},
             "retry_policy": {"num_retries": 1},
         }
