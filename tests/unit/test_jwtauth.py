@@ -17,6 +17,7 @@ from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.validate import parse_server
 from mcpgw.translate import jwtauthn
 from mcpgw.translate.envoy import Translator, translate
+from mcpgw.translate.groups import OTHER, GroupViews
 from mcpgw.xds import types
 from tests.unit.test_registry import minimal, problems_of
 from tests.unit.test_translate import SETTINGS
@@ -253,3 +254,31 @@ def test_no_auth_no_jwt_authn() -> None:
         "mcpgw.mcp",
         "envoy.filters.http.router",
     ]
+
+
+def test_a_groups_view_follows_an_auth_edit() -> None:
+    """A gateway group's listener and routes are cached per group: an edit of `auth` alone
+    (same servers, same limits) must still reach them."""
+
+    def snapshot(issuer: str) -> RegistrySnapshot:
+        grouped = minimal(name="g", gateways=["a"])
+        grouped["auth"] = {"jwt": [{"issuer": issuer, "jwks": {"uri": f"{issuer}/jwks"}}]}
+        grouped["auth"]["oauth"] = {"authorizationServers": [issuer]}
+        return RegistrySnapshot(servers=(parse_server(grouped, "g.yaml"), parse_server(minimal(), "f.yaml")))
+
+    translator, groups = Translator(SETTINGS), GroupViews()
+    for issuer in ("https://one.example", "https://two.example"):
+        current = snapshot(issuer)
+        resources = translator.translate(current)
+        views = groups.views(current, resources, SETTINGS, (), translator.gateway_groups(), translator.delta)
+        assert views is not None
+        config = jwt_authn_pb2.JwtAuthentication()
+        http_manager(views["a"]).http_filters[0].typed_config.Unpack(config)
+        assert config.providers["mcpgw/default/g/jwt0"].issuer == issuer
+        assert issuer in str(views["a"][types.ROUTE]["mcpgw-routes"])
+        # The group that does not serve it has neither the filter nor the metadata route.
+        other = views[OTHER]
+        assert "jwt_authn" not in str(other[types.LISTENER]["mcpgw-http"])
+        assert issuer not in str(other[types.ROUTE]["mcpgw-routes"])
+        assert "mcpgw/default/g/jwks0" in views["a"][types.CLUSTER]
+        assert "mcpgw/default/g/jwks0" not in other[types.CLUSTER]
