@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium prometheus
+.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium prometheus oidc-provider
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -74,6 +74,12 @@ inspector: $(STAMP)
 	@command -v npm >/dev/null || { echo "error: npm is missing; install it (Debian/Ubuntu: apt-get install npm)"; exit 1; }
 	$(PY) -m tests.inspector
 
+# oidc-provider (a certified OpenID provider) for the JWT/OAuth tests, pinned in tests/oidc.py,
+# installed from npm into build/oidc-provider/ (once; a stamp records the version).
+oidc-provider: $(STAMP)
+	@command -v npm >/dev/null || { echo "error: npm is missing; install it (Debian/Ubuntu: apt-get install npm)"; exit 1; }
+	$(PY) -m tests.oidc
+
 # The native fuzz targets link clang's libFuzzer (docs/testing.md). Debian's clang-14 and its
 # runtimes, installed with apt-get when we can (root), else a clear error.
 fuzz-tools:
@@ -106,10 +112,10 @@ unit: $(STAMP)
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests/unit -q
 
-integration: filters redis chromium prometheus
+integration: filters redis chromium prometheus oidc-provider
 	$(PY) -m pytest tests/integration -q
 
-test: filters lint redis inspector chromium fuzz-tools prometheus
+test: filters lint redis inspector chromium fuzz-tools prometheus oidc-provider
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra --ignore=tests/wheel --ignore=tests/deploy
 	@$(MAKE) --no-print-directory bench-smoke

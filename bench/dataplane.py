@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import dataplane_hotpath
+import dataplane_jwt
 import dataplane_report
 import dataplane_scale
 from dataplane_configs import CALL_BODY, INIT_BODY, LIST_BODY, server_yaml, static_envoy
@@ -90,6 +91,8 @@ class Scenario:
 
 # Paired ratios, each against the native row of its group, measured in the same round.
 PAIRED = (("call", "mcpgw"), ("list", "mcpgw"), ("initialize", "mcpgw"), ("list", "wasm-floor"))
+# Paired against another row than native: what auth costs over the same call without it.
+PAIRED_WITH = (("call", "mcpgw-jwt", "mcpgw"),)
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,9 @@ class Endpoints:
     session: Mapping[str, str]
     nginx_pid: int
     python_pid: int
+    # The same server with JWT auth (jwt_authn verifies an RS256 token on every request).
+    jwt_url: str
+    jwt_session: Mapping[str, str]
 
 
 def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
@@ -285,6 +291,7 @@ def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
         Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=e.nginx_pid),
         Scenario("proxy", "call", proxy_url, "GET", "", '"Rex"', proxy),
         Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session),
+        Scenario("mcpgw-jwt", "call", e.jwt_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.jwt_session),
         Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native),
         Scenario("python", "call", python_url, "POST", CALL_BODY, "Rex", None, server_pid=e.python_pid),
         Scenario("mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', mcpgw, headers=session),
@@ -337,8 +344,9 @@ def paired_ratios(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str
     hit both and cancel in the ratio, where the ratio of two separate medians keeps it.
     """
     out: dict[str, Any] = {}
-    for group, name in PAIRED:
-        mine, native = runs.get((group, name)), runs.get((group, "native"))
+    pairs = [(g, n, "native") for g, n in PAIRED] + list(PAIRED_WITH)
+    for group, name, base in pairs:
+        mine, native = runs.get((group, name)), runs.get((group, base))
         if not mine or not native:
             continue
         rps = [a["rps"] / b["rps"] for a, b in zip(mine, native, strict=True)]
@@ -348,7 +356,7 @@ def paired_ratios(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str
             if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")
         ]
         out[f"{group}/{name}"] = {
-            "vs": f"{group}/native",
+            "vs": f"{group}/{base}",
             "rps_ratio": round(statistics.median(rps), 3),
             "rps_ratio_runs": [round(r, 3) for r in rps],
             "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
@@ -420,6 +428,10 @@ async def measure(
         registry = work / "registry"
         registry.mkdir()
         (registry / "pets.yaml").write_text(server_yaml("bench", "pets", backend_port))
+        token = dataplane_jwt.make_token(work / "jwks.json")
+        (registry / "pets-jwt.yaml").write_text(
+            server_yaml("bench", "pets-jwt", backend_port) + dataplane_jwt.auth_yaml(work / "jwks.json")
+        )
         (work / "mcpgw").mkdir()
         stack = Stack(
             on_free_ports(
@@ -433,6 +445,8 @@ async def measure(
         assert stack.envoy is not None
         mcpgw_url = f"{stack.mcp_base_url}/mcp/bench/pets"
         session = open_session(mcpgw_url)
+        jwt_url = f"{stack.mcp_base_url}/mcp/bench/pets-jwt"
+        jwt_session = open_session(jwt_url, {"authorization": f"Bearer {token}"})
         python, python_port = start_python_server(work, backend_port)
         wait_http(f"http://127.0.0.1:{backend_port}/v1/pets/1", None)
         endpoints = Endpoints(
@@ -445,6 +459,8 @@ async def measure(
             session=session,
             nginx_pid=nginx.process.pid,
             python_pid=python.pid,
+            jwt_url=jwt_url,
+            jwt_session=jwt_session,
         )
         envoys = {"proxy": proxy, "native": native, "wasm-floor": floor, "mcpgw": stack.envoy}
         # Everything starts on this process's CPU (inherited); nginx stays there (pinned anyway,

@@ -19,6 +19,7 @@ ROWS = (
     ),
     ("call", "proxy", "Envoy proxying the same GET, no MCP work"),
     ("call", "mcpgw", "`tools/call` through Envoy + mcpgw filter"),
+    ("call", "mcpgw-jwt", "the same `tools/call` with JWT auth (jwt_authn verifies RS256)"),
     ("call", "native", "`tools/call` through Envoy's `mcp_json_rest_bridge`"),
     ("call", "python", "`tools/call` on a `mcp` SDK server (uvicorn)"),
     ("list", "mcpgw", "`tools/list`, mcpgw filter (local answer)"),
@@ -99,6 +100,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             list_ratio["rps_ratio"] >= 0.9,
         ),
     ]
+    jwt = results.get("paired_ratios", {}).get("call/mcpgw-jwt")
+    if jwt and jwt.get("cpu_ratio") is not None:
+        out.append(
+            (
+                "JWT auth adds ≤ 10 % Envoy CPU per `tools/call`",
+                f"CPU µs/req {jwt['cpu_ratio']:.2f}× no auth (rounds "
+                f"{', '.join(f'{r:.2f}' for r in jwt['cpu_ratio_runs'])}); throughput {jwt['rps_ratio']:.2f}×",
+                jwt["cpu_ratio"] <= 1.10,
+            )
+        )
     scale = results.get("scale")
     if scale:
         sizes = {r["servers"]: r for r in scale["sizes"]}

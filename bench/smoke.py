@@ -155,6 +155,7 @@ BENCHMARKS = (
         (
             "dataplane.py",
             "dataplane_configs.py",
+            "dataplane_jwt.py",
             "dataplane_proc.py",
             "dataplane_python.py",
             "dataplane_report.py",

@@ -226,6 +226,9 @@ class McpServer:
     gateways: tuple[str, ...] | None = None
     # Set for `type: mcp` servers (then `tools` is empty: the upstream defines them).
     mcp: McpUpstream | None = None
+    # `auth:` (registry/jwtauth.py `JwtAuth`: `required`, `jwt`, `oauth`); None: anyone who
+    # reaches the listener.
+    auth: Any = None
     # Where the definition came from, for error messages and the status API.
     source: str = ""
     # The raw document, canonicalised: its hash tells whether a server changed.

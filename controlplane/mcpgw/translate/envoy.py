@@ -53,7 +53,7 @@ from mcpgw.registry.model import BackendTls, Endpoint, McpServer, RegistrySnapsh
 from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
-from mcpgw.translate import pgv
+from mcpgw.translate import jwtauthn, pgv
 from mcpgw.translate.filtercheck import FilterCheck, FilterRefused
 from mcpgw.translate.filterconfig import (
     cluster_name,
@@ -286,12 +286,15 @@ class Translator:
         limit_moved = same_set and any(
             s.limits.max_request_bytes != p.limits.max_request_bytes for s, p in touched
         )
+        # `auth:` is in the listener (jwt_authn) and the routes (the OAuth metadata).
+        auth_moved = same_set and any(s.auth != p.auth for s, p in touched)
         if (
             self._shared is None
+            or auth_moved
             or (keys is not None and self._shared[0] != keys)
             or (limit_moved and request_buffer_limit(snapshot) != self._shared[1])
         ):
-            listener, routes = _listener(snapshot, self.settings), _routes(snapshot)
+            listener, routes = _listener(snapshot, self.settings), _routes(snapshot, self.settings)
             _check(listener, "listener")
             _check(routes, "routes")
             self._shared = (tuple(self._servers), request_buffer_limit(snapshot), listener, routes)
@@ -382,10 +385,13 @@ class Translator:
             server, self.settings.limits.backend_max_requests, secrets, self.settings.backend_ca_file
         )
         compiled = filter_config(server, snapshot, secrets, injected=inject)
+        auth = jwtauthn.filter_auth(server, self.settings)
+        if auth is not None:
+            compiled["auth"] = auth
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
             _check_filter(self.settings.filter_check, server, compiled, configuration)
-        clusters = tuple(c for c, _ in built)
+        clusters = tuple(c for c, _ in built) + tuple(jwtauthn.jwks_clusters(server, self.settings))
         sds: tuple[Message, ...] = ()
         if credential is not None:
             name = credential_secret_name(server)
@@ -795,16 +801,22 @@ def listener_without(snapshot: RegistrySnapshot, settings: GatewaySettings, keys
     return listener
 
 
-def routes_without(snapshot: RegistrySnapshot, keys: Collection[str]) -> Message:
+def routes_without(
+    snapshot: RegistrySnapshot, keys: Collection[str], settings: GatewaySettings | None = None
+) -> Message:
     """The route table without the servers `keys` (a gateway group that does not serve them)."""
     kept = RegistrySnapshot(servers=tuple(s for s in snapshot.servers if s.key not in keys))
-    routes = _routes(kept)
+    routes = _routes(kept, settings)
     _check(routes, "routes")
     return routes
 
 
 def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
     http_filters = [_composite_filter(snapshot)] if snapshot.servers else []
+    # Before the mcp-server filter, which reads what it found (translate/jwtauthn.py).
+    jwt_authn = jwtauthn.jwt_authn_filter(snapshot.servers, settings)
+    if jwt_authn is not None:
+        http_filters.insert(0, jwt_authn)
     http_filters.append(
         {
             "name": "envoy.filters.http.router",
@@ -922,13 +934,14 @@ def _json_reply(status: int, message: str) -> dict[str, Any]:
     return {"status": status, "body": {"inline_string": json.dumps({"error": message})}}
 
 
-def _routes(snapshot: RegistrySnapshot) -> Message:
+def _routes(snapshot: RegistrySnapshot, settings: GatewaySettings | None = None) -> Message:
     # MCP traffic is answered by the filter; these routes only name each server's path and
     # give a clear answer if its filter config has not arrived. The one thing proxied is the
     # HTTP+SSE (2024-11-05) stream: the filter mints the session on `GET {path}/sse` and lets
     # the request through to this replica's session broker, which holds the stream open.
     routes: list[dict[str, Any]] = []
     for server in snapshot.servers:
+        routes += jwtauthn.metadata_routes(server, settings)
         routes.append(
             {
                 "name": f"{server.key}/sse",

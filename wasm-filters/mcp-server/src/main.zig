@@ -12,6 +12,7 @@ const session = @import("session.zig");
 const tpl = @import("template.zig");
 const proxy = @import("proxy.zig");
 const cors = @import("cors.zig");
+const jwtidentity = @import("jwtidentity.zig");
 
 comptime {
     pw.exportAbi(@This());
@@ -261,6 +262,8 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         if (st != .ok) pw.logf(.warn, "mcp-server: send_local_response failed with status {d}", .{@intFromEnum(st)});
         return .pause;
     };
+    // Who calls, before any MCP path is served (preflights carry no credential).
+    if (cfg.jwt) |j| if (!jwtGate(s, cfg, j, headers)) return .pause;
     var proxy_delete = false;
     // The session the request names, when it verified (checked once, here).
     var verified: ?session.Checked = null;
@@ -616,6 +619,73 @@ fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: [
     s.loaded.?.release();
     s.loaded = null;
     return .@"continue";
+}
+
+/// The JWT decision (jwtidentity.zig) with its host calls: the identity set
+/// as filter state `wasm.mcpgw.auth`, or one log line, a counter and the
+/// 401/403. False when the request was answered. With the API-key module
+/// (auth.zig) merged, its `authenticate` makes this decision instead and
+/// takes the JWT identity from `jwtidentity.read`.
+fn jwtGate(s: *Stream, cfg: *const config.Config, j: *const jwtidentity.Jwt, headers: []const u8) bool {
+    const arena = s.arena.allocator();
+    const found = jwtidentity.read(arena, j) catch {
+        oomReply(s);
+        return false;
+    };
+    switch (jwtidentity.decide(j, found, jwtidentity.isBearer(pw.findHeader(headers, "authorization")))) {
+        .admit => |claims| {
+            const c = claims orelse return true;
+            const json = jwtidentity.identityJson(arena, c, "") catch {
+                oomReply(s);
+                return false;
+            };
+            _ = pw.setProperty("mcpgw.auth", json);
+            return true;
+        },
+        .deny => |d| {
+            const why = if (d.reason == .invalid) (jwtidentity.failure(arena, j) catch null) orelse "-" else "-";
+            // Never the token: the reason, and what jwt_authn said about it.
+            pw.logf(.warn, "mcp-server: auth_denied server={s} reason={s} status={d} consumer={s} detail=\"{s}\" request_id={s}", .{
+                cfg.base_path, @tagName(d.reason), d.status,
+                switch (found) {
+                    .valid => |c| c.consumer,
+                    .none => "-",
+                },
+                why,
+                requestIdOrDash(s),
+            });
+            noteJwtDenied(d.reason);
+            var pairs: [5]tpl.Header = undefined;
+            var n: usize = 0;
+            pairs[n] = .{ .name = "content-type", .value = "application/json" };
+            n += 1;
+            pairs[n] = .{ .name = "www-authenticate", .value = jwtidentity.challenge(j, d.reason) };
+            n += 1;
+            if (s.cors_origin) |origin| for (cors.responseHeaders(origin)) |h| {
+                pairs[n] = h;
+                n += 1;
+            };
+            const serialized = pw.serializeHeaders(arena, pairs[0..n]) catch {
+                oomReply(s);
+                return false;
+            };
+            send(s, .{ .status = d.status, .body = jwtidentity.body(d.reason) }, serialized);
+            return false;
+        },
+    }
+}
+
+/// `wasmcustom.mcpgw_auth_denied.<reason>`: denials by reason.
+var jwt_denied_counters: [@typeInfo(jwtidentity.Reason).@"enum".fields.len]?u32 = @splat(null);
+
+fn noteJwtDenied(reason: jwtidentity.Reason) void {
+    const i = @intFromEnum(reason);
+    if (jwt_denied_counters[i] == null) {
+        var buf: [64]u8 = undefined;
+        const name = std.fmt.bufPrint(&buf, "mcpgw_auth_denied.{s}", .{@tagName(reason)}) catch return;
+        jwt_denied_counters[i] = pw.defineMetric(.counter, name);
+    }
+    if (jwt_denied_counters[i]) |c| pw.incrementMetric(c, 1);
 }
 
 /// Hands an HTTP+SSE answer to the broker, which puts it on the session's

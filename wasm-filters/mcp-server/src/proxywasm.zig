@@ -100,6 +100,7 @@ const host = struct {
     extern "env" fn proxy_get_shared_data(key: [*]const u8, key_size: usize, ret_data: *?[*]u8, ret_size: *usize, ret_cas: *u32) Status;
     extern "env" fn proxy_set_shared_data(key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize, cas: u32) Status;
     extern "env" fn proxy_replace_header_map_value(t: MapType, key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize) Status;
+    extern "env" fn proxy_set_property(path: [*]const u8, path_size: usize, value: [*]const u8, value_size: usize) Status;
 };
 
 pub const MetricType = enum(u32) { counter = 0, gauge = 1, histogram = 2 };
@@ -174,6 +175,22 @@ pub fn getBufferBytes(t: BufferType, start: usize, max: usize) ?HostBytes {
     var data: ?[*]u8 = null;
     var size: usize = 0;
     if (host.proxy_get_buffer_bytes(t, start, max, &data, &size) != .ok) return null;
+    return .{ .ptr = data, .len = size };
+}
+
+/// Sets a property of the stream. Envoy keeps it as filter state
+/// `wasm.<path>` (its Wasm ABI cannot write dynamic metadata), which access
+/// logs read as `%FILTER_STATE(wasm.<path>:PLAIN)%`.
+pub fn setProperty(path: []const u8, value: []const u8) Status {
+    return host.proxy_set_property(addr(path), path.len, addr(value), value.len);
+}
+
+/// A property of the stream (`path`: its segments joined by NUL, e.g.
+/// `metadata\x00filter_metadata\x00<namespace>\x00<key>`); null when absent.
+pub fn getProperty(path: []const u8) ?HostBytes {
+    var data: ?[*]u8 = null;
+    var size: usize = 0;
+    if (host.proxy_get_property(addr(path), path.len, &data, &size) != .ok) return null;
     return .{ .ptr = data, .len = size };
 }
 

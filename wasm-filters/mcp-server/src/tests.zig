@@ -14,6 +14,7 @@ test {
     _ = @import("proxywasm.zig");
     _ = @import("config_mem.zig");
     _ = @import("session.zig");
+    _ = @import("jwtidentity.zig");
     _ = @import("check.zig");
     _ = @import("fuzz.zig");
 }
