@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcpgw import observability
 from mcpgw.admin.app import create_app as create_admin_app
 from mcpgw.admin.auth import AdminConfigError, Authorizer, check_bind, is_loopback, load_token
 from mcpgw.admin.status import present_nodes
@@ -108,6 +109,8 @@ class ControlPlaneOptions:
     credentials: CredentialPolicy = NO_ALLOW_LIST
     # The listener's timeouts and per-connection limits, and backend clusters' breakers.
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # The MCP listener's JSON access log, a path on the Envoy nodes (None: none).
+    access_log: str | None = observability.STDOUT
     # The system CA bundle on the Envoy nodes, for https backends without their own `tls.ca`.
     backend_ca_file: str = SYSTEM_CA_FILE
     # TLS on Envoy's MCP listener: PEM files on the Envoy nodes (None: plain HTTP).
@@ -233,6 +236,7 @@ class ControlPlane:
             listener_tls=self.options.listener_tls,
             filter_check=filter_check,
             backend_ca_file=self.options.backend_ca_file,
+            access_log=self.options.access_log,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck

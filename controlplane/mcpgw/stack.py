@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcpgw import bundled
+from mcpgw import bundled, observability
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, XdsClientTls, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
@@ -100,6 +100,8 @@ class StackOptions:
     admin_tls: TlsFiles | None = None
     # Envoy's heap limit for its overload manager (503 at 98 %, `mcpgw.bootstrap`).
     envoy_max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES
+    # The MCP listener's JSON access log (None: none); Envoy's stdout by default.
+    access_log: str | None = observability.STDOUT
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -235,6 +237,7 @@ class Stack:
                     backend_ca_file=opts.backend_ca_file,
                     listener_tls=opts.listener_tls,
                     admin_tls=opts.admin_tls,
+                    access_log=opts.access_log,
                 )
             )
             await self.control_plane.start()

@@ -14,6 +14,7 @@ const Out = @import("jsonw.zig").Out;
 const Store = @import("store.zig").Store;
 const proxy = @import("proxy.zig");
 const session = @import("session.zig");
+const metrics = @import("metrics.zig");
 
 pub const ArgType = enum { string, number, integer, boolean, array, object };
 
@@ -141,6 +142,9 @@ pub const Config = struct {
     sessions: ?*const session.Sessions = null,
     /// The HTTP+SSE transport's broker (`broker`); null = no `/sse`.
     broker: ?Broker = null,
+    /// Metrics and access-log fields (`observability`, metrics.zig); all
+    /// off when the block is absent.
+    observability: metrics.Settings = .{},
 
     pub fn findTool(self: *const Config, name: []const u8) ?*const Tool {
         const idx = self.by_name.get(name) orelse return null;
@@ -257,6 +261,13 @@ const RawConfig = struct {
     /// name the key at fault.
     sessions: ?Value = null,
     broker: ?struct { cluster: []const u8, timeout_ms: u32 = 5000 } = null,
+    observability: ?struct {
+        namespace: []const u8,
+        server: []const u8,
+        metrics: bool = true,
+        access_log: bool = true,
+        log_arguments: bool = false,
+    } = null,
 };
 
 /// Parses and compiles `text`. The compiled form lives in `out` and points
@@ -566,6 +577,11 @@ const Compiler = struct {
         if (depth == 0 or depth > max_json_depth_cap)
             return self.fail("limits.max_json_depth: must be 1 to {d}, not {d}", .{ max_json_depth_cap, depth });
         const mcp_upstream: ?*const proxy.Upstream = if (raw.mcp_upstream) |m| try proxy.compile(self.store, m, base_path, depth, self.why, &self.sources) else null;
+        if (raw.observability) |o| {
+            // They become metric-name segments: nothing that could end one.
+            if (!metrics.validName(o.namespace)) return self.fail("observability.namespace: must be a DNS label, not \"{s}\"", .{o.namespace});
+            if (!metrics.validName(o.server)) return self.fail("observability.server: must be a DNS label, not \"{s}\"", .{o.server});
+        }
 
         return .{
             .base_path = base_path,
@@ -584,6 +600,13 @@ const Compiler = struct {
             .mcp_upstream = mcp_upstream,
             .sessions = sessions_cfg,
             .broker = broker,
+            .observability = if (raw.observability) |o| .{
+                .namespace = try self.str(o.namespace),
+                .server = try self.str(o.server),
+                .metrics = o.metrics,
+                .access_log = o.access_log,
+                .log_arguments = o.log_arguments,
+            } else .{},
         };
     }
 
