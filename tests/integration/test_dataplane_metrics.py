@@ -41,6 +41,8 @@ SECRET_ARG = "s3cret-argument-value"
 SECRET_TOKEN = "Bearer tok-do-not-log"
 N_OK, M_TOOL_ERRORS, K_BACKEND_500, J_UNKNOWN = 3, 2, 2, 2
 SLOW_S = 0.3
+# The same tools on a server that logs arguments (`observability: {logArguments: true}`).
+DEBUG_SERVER = "svc-debug"
 
 
 async def _ok(request: web.Request) -> web.Response:
@@ -64,15 +66,20 @@ def backend_app() -> web.Application:
     return app
 
 
-def registry_document(backend: ServedApp) -> dict[str, Any]:
+def registry_document(backend: ServedApp, name: str = SERVER, log_arguments: bool = False) -> dict[str, Any]:
     id_arg = [{"name": "id", "type": "integer", "required": True, "position": "path"}]
     return {
         "kind": "McpServer",
         "namespace": NAMESPACE,
-        "name": SERVER,
+        "name": name,
+        **({"observability": {"logArguments": True}} if log_arguments else {}),
         "backend": {"endpoints": [f"127.0.0.1:{backend.port}"], "timeoutMs": 5000},
         "tools": [
-            {"name": OK_TOOL, "args": id_arg, "requestTemplate": {"url": "/ok/{{.args.id}}", "method": "GET"}},
+            {
+                "name": OK_TOOL,
+                "args": id_arg,
+                "requestTemplate": {"url": "/ok/{{.args.id}}", "method": "GET"},
+            },
             {"name": FAIL_TOOL, "requestTemplate": {"url": "/fail", "method": "GET"}},
             {"name": SLOW_TOOL, "requestTemplate": {"url": "/slow", "method": "GET"}},
         ],
@@ -101,7 +108,8 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
     backend = await serve(backend_app(), "127.0.0.1", 0)
     registry = workdir / "registry"
     registry.mkdir()
-    (registry / "svc.yaml").write_text(yaml.safe_dump(registry_document(backend), sort_keys=False))
+    documents = [registry_document(backend), registry_document(backend, DEBUG_SERVER, log_arguments=True)]
+    (registry / "svc.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False))
     access_log = workdir / "access.log"
     try:
         async with running_gateway(workdir, registry, access_log=str(access_log)) as gateway:
@@ -143,7 +151,9 @@ async def drive_mix(setup: Setup) -> dict[str, str]:
         )
         for n, (tool, arguments) in enumerate(calls):
             answer = await http.post(
-                setup.url, json=rpc("tools/call", {"name": tool, "arguments": arguments}, id=100 + n), headers=headers
+                setup.url,
+                json=rpc("tools/call", {"name": tool, "arguments": arguments}, id=100 + n),
+                headers=headers,
             )
             assert answer.status_code == 200, answer.text
         return headers
@@ -168,7 +178,9 @@ async def test_exact_counts_and_buckets_per_tool_and_outcome(setup: Setup) -> No
         calls(mcp_tool="(unknown)", outcome="jsonrpc_error"): J_UNKNOWN,
         calls(mcp_tool=SLOW_TOOL, outcome="ok"): 1,
     }, counted
-    assert samples(text, "mcpgw_tool_jsonrpc_errors") == {calls(mcp_tool="(unknown)", code="-32602"): J_UNKNOWN}
+    assert samples(text, "mcpgw_tool_jsonrpc_errors") == {
+        calls(mcp_tool="(unknown)", code="-32602"): J_UNKNOWN
+    }
 
     durations = samples(text, "mcpgw_tool_duration_ms_bucket")
     backend = samples(text, "mcpgw_tool_backend_duration_ms_bucket")
@@ -248,4 +260,22 @@ async def test_access_log_carries_the_mcp_fields_and_no_secrets(setup: Setup) ->
     text = setup.access_log.read_text()
     assert SECRET_ARG not in text and "tok-do-not-log" not in text
     assert headers["mcp-session-id"] not in text
-    assert "mcpgw.arguments" not in text
+    assert all("mcpgw.arguments" not in li for li in log_lines(setup) if li.get("mcpgw.server") == SERVER)
+
+
+async def test_arguments_are_logged_only_where_the_registry_says(setup: Setup) -> None:
+    url = setup.url.replace(f"/{SERVER}", f"/{DEBUG_SERVER}")
+    async with httpx.AsyncClient(timeout=10) as http:
+        headers = ACCEPT | await open_session(http, url)
+        body = rpc("tools/call", {"name": OK_TOOL, "arguments": {"id": 4242}}, id="debug-1")
+        answer = await http.post(url, json=body, headers=headers)
+        assert answer.status_code == 200 and not answer.json()["result"]["isError"], answer.text
+
+    def logged() -> dict[str, Any] | None:
+        return next((li for li in log_lines(setup) if li.get("jsonrpc.request.id") == "debug-1"), None)
+
+    line = await eventually(logged, 15, "the access-log line of the debug call")
+    assert line["mcpgw.server"] == DEBUG_SERVER and line["gen_ai.tool.name"] == OK_TOOL
+    assert json.loads(line["mcpgw.arguments"]) == {"id": 4242}
+    # The other server's lines still carry none.
+    assert all("mcpgw.arguments" not in li for li in log_lines(setup) if li.get("mcpgw.server") == SERVER)

@@ -111,7 +111,9 @@ def filter_config(
         config["allowed_origins"] = list(server.allowed_origins)
     if server.page_size:
         config["page_size"] = server.page_size
-    config["observability"] = observability.filter_block(server.namespace, server.name)
+    config["observability"] = observability.filter_block(
+        server.namespace, server.name, log_arguments=server.observability.log_arguments
+    )
     return config
 
 
