@@ -111,6 +111,8 @@ class ControlPlaneOptions:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     # The MCP listener's JSON access log, a path on the Envoy nodes (None: none).
     access_log: str | None = observability.STDOUT
+    # False: no per-tool metrics nor access-log fields from the filter (the bench's baseline).
+    observability: bool = True
     # The system CA bundle on the Envoy nodes, for https backends without their own `tls.ca`.
     backend_ca_file: str = SYSTEM_CA_FILE
     # TLS on Envoy's MCP listener: PEM files on the Envoy nodes (None: plain HTTP).
@@ -237,6 +239,7 @@ class ControlPlane:
             filter_check=filter_check,
             backend_ca_file=self.options.backend_ca_file,
             access_log=self.options.access_log,
+            observability=self.options.observability,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck

@@ -102,6 +102,8 @@ class StackOptions:
     envoy_max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES
     # The MCP listener's JSON access log (None: none); Envoy's stdout by default.
     access_log: str | None = observability.STDOUT
+    # False: no per-tool metrics nor access-log fields from the filter (the bench's baseline).
+    observability: bool = True
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -238,6 +240,7 @@ class Stack:
                     listener_tls=opts.listener_tls,
                     admin_tls=opts.admin_tls,
                     access_log=opts.access_log,
+                    observability=opts.observability,
                 )
             )
             await self.control_plane.start()

@@ -131,6 +131,9 @@ class GatewaySettings:
     backend_ca_file: str = SYSTEM_CA_FILE
     # Where the MCP listener's JSON access log goes (`--access-log`); None: no access log.
     access_log: str | None = observability.STDOUT
+    # False: the filter neither counts calls nor sets access-log fields (bench/dataplane.py's
+    # baseline row, which measures what they cost).
+    observability: bool = True
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -385,6 +388,8 @@ class Translator:
             server, self.settings.limits.backend_max_requests, secrets, self.settings.backend_ca_file
         )
         compiled = filter_config(server, snapshot, secrets, injected=inject)
+        if not self.settings.observability:
+            compiled["observability"] |= {"metrics": False, "access_log": False}
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
             _check_filter(self.settings.filter_check, server, compiled, configuration)
