@@ -54,8 +54,10 @@ def filter_block(
     }
 
 
-# Access-log fields the filter sets (filter state `wasm.<name>`): OpenTelemetry's MCP and GenAI
-# attribute names where they exist, `mcpgw.*` for the rest.
+# The fields the filter knows, as one JSON object in one stream property (filter state
+# `wasm.mcpgw.mcp`, observe.zig's `log_property`): one host call per request instead of one per
+# field, which cost ~20 % more Envoy CPU per tools/call. OpenTelemetry's MCP and GenAI attribute
+# names where they exist, `mcpgw.*` for the rest.
 FILTER_FIELDS = (
     "mcp.method.name",
     "gen_ai.tool.name",
@@ -72,6 +74,7 @@ FILTER_FIELDS = (
     "mcpgw.backend.duration_ms",
     "mcpgw.arguments",
 )
+FILTER_PROPERTY = "mcpgw.mcp"
 
 # Fields Envoy knows itself.
 ENVOY_FIELDS = {
@@ -91,9 +94,8 @@ STDOUT = "/dev/stdout"
 
 def access_log(path: str) -> list[dict[str, Any]]:
     """The MCP listener's access log: one JSON object per request, to `path` (`/dev/stdout` by default)."""
-    fields: dict[str, str] = dict(ENVOY_FIELDS)
-    for name in FILTER_FIELDS:
-        fields[name] = f"%FILTER_STATE(wasm.{name}:PLAIN)%"
+    # `mcp`: the filter's JSON object, as a string (Envoy prints filter state as text).
+    fields: dict[str, str] = dict(ENVOY_FIELDS) | {"mcp": f"%FILTER_STATE(wasm.{FILTER_PROPERTY}:PLAIN)%"}
     return [
         {
             "name": "envoy.access_loggers.file",

@@ -127,8 +127,14 @@ def test_access_log_prints_every_field_and_no_header_values() -> None:
     config = log["typed_config"]
     assert config["path"] == "/var/log/mcpgw/access.log"
     fields = config["log_format"]["json_format"]
+    assert fields["mcp"] == "%FILTER_STATE(wasm.mcpgw.mcp:PLAIN)%"
+    # The property's name is the filter's.
+    observe = (METRICS_ZIG.parent / "observe.zig").read_text()
+    assert f'pub const log_property = "{observability.FILTER_PROPERTY}";' in observe
+    # Every field the docs list is one the filter writes.
+    metrics_zig = METRICS_ZIG.read_text()
     for field in observability.FILTER_FIELDS:
-        assert fields[field] == f"%FILTER_STATE(wasm.{field}:PLAIN)%"
+        assert f'\\"{field}\\"' in metrics_zig, field
     # Only these request headers: no Authorization, cookie or session id header, ever.
     headers = set(re.findall(r"%REQ\(([^)]*)\)%", json.dumps(fields)))
     assert headers == {"X-REQUEST-ID", ":METHOD", ":PATH"}

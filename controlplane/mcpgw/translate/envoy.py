@@ -390,6 +390,9 @@ class Translator:
         compiled = filter_config(server, snapshot, secrets, injected=inject)
         if not self.settings.observability:
             compiled["observability"] |= {"metrics": False, "access_log": False}
+        elif self.settings.access_log is None:
+            # Nothing prints the fields: the filter need not set them (a host call each).
+            compiled["observability"]["access_log"] = False
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
             _check_filter(self.settings.filter_check, server, compiled, configuration)

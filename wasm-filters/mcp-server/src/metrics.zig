@@ -18,6 +18,7 @@
 //! more segment in `toolName`, added only where the registry enables it.
 
 const std = @import("std");
+const Out = @import("jsonw.zig").Out;
 
 /// How a tools/call ended (docs/observability.md).
 pub const Outcome = enum {
@@ -252,6 +253,96 @@ pub const Cache = struct {
     }
 };
 
+/// The MCP fields of one access-log line (docs/observability.md): null
+/// fields are left out.
+pub const LogFields = struct {
+    namespace: []const u8,
+    server: []const u8,
+    method: ?[]const u8 = null,
+    version: []const u8 = "none",
+    request_id: ?[]const u8 = null,
+    session: ?[32]u8 = null,
+    tool: ?[]const u8 = null,
+    error_code: ?i64 = null,
+    outcome: ?Outcome = null,
+    backend_status: ?u32 = null,
+    backend_ms: ?u64 = null,
+    /// JSON text (the arguments as parsed, re-serialised): embedded as it is.
+    arguments: ?[]const u8 = null,
+};
+
+/// Longest client-sent text (method, request id) a line carries.
+pub const max_logged = 128;
+
+fn clip(s: []const u8) []const u8 {
+    return s[0..@min(s.len, max_logged)];
+}
+
+/// The fields as one JSON object: the filter sets it as one property (one
+/// host call), the access log prints it as its `mcp` field. Names follow
+/// OpenTelemetry's MCP and GenAI conventions where they exist.
+pub fn writeLog(out: *Out, f: LogFields) std.mem.Allocator.Error!void {
+    try out.add("{\"mcpgw.namespace\":");
+    try out.str(f.namespace);
+    try out.add(",\"mcpgw.server\":");
+    try out.str(f.server);
+    if (f.method) |m| {
+        try out.add(",\"mcp.method.name\":");
+        try out.str(clip(m));
+    }
+    try out.add(",\"mcp.protocol.version\":");
+    try out.str(f.version);
+    if (f.request_id) |id| {
+        // The id as JSON text. Always logged as a string: a string id as
+        // it came (already a JSON string), a number quoted; a long one clipped.
+        try out.add(",\"jsonrpc.request.id\":");
+        if (id.len >= 2 and id[0] == '"' and id.len <= max_logged) {
+            try out.add(id);
+        } else {
+            const bare = if (id.len >= 2 and id[0] == '"') id[1 .. id.len - 1] else id;
+            try out.str(clip(bare));
+        }
+    }
+    if (f.session) |h| {
+        try out.add(",\"mcp.session.id\":\"");
+        try out.add(&h);
+        try out.byte('"');
+    }
+    if (f.tool) |t| {
+        try out.add(",\"gen_ai.tool.name\":");
+        try out.str(t);
+        try out.add(",\"gen_ai.operation.name\":\"execute_tool\"");
+    }
+    if (f.error_code) |code| {
+        try out.add(",\"rpc.response.status_code\":\"");
+        try out.int(code);
+        try out.byte('"');
+    }
+    if (f.outcome) |o| {
+        try out.add(",\"mcpgw.outcome\":\"");
+        try out.add(@tagName(o));
+        try out.byte('"');
+        if (o != .ok) {
+            try out.add(",\"error.type\":\"");
+            if (o == .jsonrpc_error) try out.int(f.error_code orelse 0) else try out.add(@tagName(o));
+            try out.byte('"');
+        }
+    }
+    if (f.backend_status) |st| {
+        try out.add(",\"mcpgw.backend.status\":");
+        try out.int(st);
+    }
+    if (f.backend_ms) |ms| {
+        try out.add(",\"mcpgw.backend.duration_ms\":");
+        try out.int(ms);
+    }
+    if (f.arguments) |a| {
+        try out.add(",\"mcpgw.arguments\":");
+        try out.add(a);
+    }
+    try out.byte('}');
+}
+
 /// A session id as the access log shows it: the first 16 bytes of its
 /// SHA-256 in hex, enough to follow one session, never the token itself.
 pub fn hashSession(token: []const u8) [32]u8 {
@@ -346,4 +437,38 @@ test "session ids are hashed" {
     try testing.expectEqual(@as(usize, 32), h.len);
     try testing.expect(std.mem.indexOf(u8, &h, "secret") == null);
     try testing.expectEqualSlices(u8, &h, &hashSession("secret-token"));
+}
+
+test "the access-log fields as one JSON object" {
+    var out = try Out.initCapacity(testing.allocator, 64);
+    defer out.list.deinit(testing.allocator);
+    try writeLog(&out, .{
+        .namespace = "team-a",
+        .server = "svc",
+        .method = "tools/call",
+        .version = "2025-11-25",
+        .request_id = "\"r-\\\"1\"",
+        .session = hashSession("tok"),
+        .tool = "pets.get",
+        .error_code = -32602,
+        .outcome = .jsonrpc_error,
+        .backend_status = 500,
+        .backend_ms = 12,
+        .arguments = "{\"id\":1}",
+    });
+    const parsed = try std.json.parseFromSlice(std.json.Value, testing.allocator, out.bytes(), .{});
+    defer parsed.deinit();
+    const o = parsed.value.object;
+    try testing.expectEqualStrings("tools/call", o.get("mcp.method.name").?.string);
+    try testing.expectEqualStrings("r-\"1", o.get("jsonrpc.request.id").?.string);
+    try testing.expectEqualStrings("-32602", o.get("error.type").?.string);
+    try testing.expectEqualStrings("-32602", o.get("rpc.response.status_code").?.string);
+    try testing.expectEqual(@as(i64, 500), o.get("mcpgw.backend.status").?.integer);
+    try testing.expectEqual(@as(i64, 1), o.get("mcpgw.arguments").?.object.get("id").?.integer);
+    try testing.expectEqualStrings(&hashSession("tok"), o.get("mcp.session.id").?.string);
+
+    var bare = try Out.initCapacity(testing.allocator, 64);
+    defer bare.list.deinit(testing.allocator);
+    try writeLog(&bare, .{ .namespace = "n", .server = "s", .outcome = .ok });
+    try testing.expectEqualStrings("{\"mcpgw.namespace\":\"n\",\"mcpgw.server\":\"s\",\"mcp.protocol.version\":\"none\",\"mcpgw.outcome\":\"ok\"}", bare.bytes());
 }

@@ -87,67 +87,26 @@ pub fn finish(arena: std.mem.Allocator, set: *const metrics.Settings, rec: *metr
             count("mcpgw_tool_response_bytes", &per_tool, a.body.len);
         }
     }
-    if (set.access_log) accessLog(arena, set, rec, seen, a, .{
-        .method = method,
-        .version = version,
-        .tool = if (is_call) tool else null,
-        .outcome = if (is_call) outcome else null,
-        .shape = shape,
-        .backend_ns = backend_ns,
-    });
+    if (set.access_log) {
+        var out = jsonw.Out.initCapacity(arena, 384) catch return;
+        const args: ?[]const u8 = if (set.log_arguments and is_call) if (seen.arguments) |v| jsonw.stringifyAlloc(arena, v) catch null else null else null;
+        metrics.writeLog(&out, .{
+            .namespace = set.namespace,
+            .server = set.server,
+            .method = seen.method,
+            .version = version,
+            .request_id = seen.id,
+            .session = if (a.session) |t| if (t.len != 0) metrics.hashSession(t) else null else null,
+            .tool = if (is_call) tool else null,
+            .error_code = shape.error_code,
+            .outcome = if (is_call) outcome else null,
+            .backend_status = if (rec.backend) |b| b.status else null,
+            .backend_ms = if (backend_ns) |b| ms(b) else null,
+            .arguments = args,
+        }) catch return;
+        _ = pw.setProperty(log_property, out.bytes());
+    }
 }
 
-const Facts = struct {
-    method: metrics.Method,
-    version: []const u8,
-    tool: ?[]const u8,
-    outcome: ?metrics.Outcome,
-    shape: metrics.Shape,
-    backend_ns: ?u64,
-};
-
-/// Longest client-sent text (method, request id) the log carries.
-const max_logged = 128;
-
-fn clip(s: []const u8) []const u8 {
-    return s[0..@min(s.len, max_logged)];
-}
-
-fn prop(path: []const u8, value: []const u8) void {
-    _ = pw.setProperty(path, value);
-}
-
-/// The access-log fields (docs/observability.md): OpenTelemetry's MCP and
-/// GenAI attribute names where they exist, `mcpgw.*` otherwise.
-fn accessLog(arena: std.mem.Allocator, cfg: *const metrics.Settings, rec: *const metrics.Record, seen: *const mcp.Seen, a: Answer, f: Facts) void {
-    prop("mcpgw.namespace", cfg.namespace);
-    prop("mcpgw.server", cfg.server);
-    if (seen.method) |m| prop("mcp.method.name", clip(m));
-    prop("mcp.protocol.version", f.version);
-    if (seen.id) |id| {
-        const bare = if (id.len >= 2 and id[0] == '"') id[1 .. id.len - 1] else id;
-        prop("jsonrpc.request.id", clip(bare));
-    }
-    if (a.session) |token| if (token.len != 0) {
-        const h = metrics.hashSession(token);
-        prop("mcp.session.id", &h);
-    };
-    if (f.tool) |t| {
-        prop("gen_ai.tool.name", t);
-        prop("gen_ai.operation.name", "execute_tool");
-    }
-    var nbuf: [24]u8 = undefined;
-    if (f.shape.error_code) |code| prop("rpc.response.status_code", std.fmt.bufPrint(&nbuf, "{d}", .{code}) catch "0");
-    if (f.outcome) |o| {
-        prop("mcpgw.outcome", @tagName(o));
-        if (o != .ok) prop("error.type", if (o == .jsonrpc_error) std.fmt.bufPrint(&nbuf, "{d}", .{f.shape.error_code.?}) catch "0" else @tagName(o));
-    }
-    if (rec.backend) |b| {
-        prop("mcpgw.backend.status", std.fmt.bufPrint(&nbuf, "{d}", .{b.status}) catch "0");
-    }
-    if (f.backend_ns) |b| prop("mcpgw.backend.duration_ms", std.fmt.bufPrint(&nbuf, "{d}", .{ms(b)}) catch "0");
-    if (cfg.log_arguments) if (seen.arguments) |args| {
-        const text = jsonw.stringifyAlloc(arena, args) catch return;
-        prop("mcpgw.arguments", text);
-    };
-}
+/// The stream property (filter state `wasm.mcpgw.mcp`) the access log prints as `mcp`.
+pub const log_property = "mcpgw.mcp";
