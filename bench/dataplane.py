@@ -436,31 +436,13 @@ async def measure(
         registry = work / "registry"
         registry.mkdir()
         (registry / "pets.yaml").write_text(server_yaml("bench", "pets", backend_port))
-        (work / "mcpgw").mkdir()
-        stack = Stack(
-            on_free_ports(
-                registry,
-                node_id="bench-mcpgw",
-                envoy_concurrency=CONCURRENCY,
-                envoy_workdir=work / "mcpgw",
-            )
-        )
+        stack = mcpgw_stack(work, registry, "mcpgw")
         await stack.start(ready_timeout=60)
         assert stack.envoy is not None
         mcpgw_url = f"{stack.mcp_base_url}/mcp/bench/pets"
         session = open_session(mcpgw_url)
         # The baseline of what observing costs: no per-tool metrics, no access log.
-        (work / "mcpgw-quiet").mkdir()
-        quiet = Stack(
-            on_free_ports(
-                registry,
-                node_id="bench-mcpgw-quiet",
-                envoy_concurrency=CONCURRENCY,
-                envoy_workdir=work / "mcpgw-quiet",
-                access_log=None,
-                observability=False,
-            )
-        )
+        quiet = mcpgw_stack(work, registry, "mcpgw-quiet", access_log=None, observability=False)
         await quiet.start(ready_timeout=60)
         assert quiet.envoy is not None
         quiet_url = f"{quiet.mcp_base_url}/mcp/bench/pets"
@@ -555,6 +537,21 @@ async def measure(
         for envoy in started:
             await envoy.stop()
         nginx.stop()
+
+
+def mcpgw_stack(work: Path, registry: Path, name: str, **options: Any) -> Stack:
+    """A mcpgw stack (plugin server, control plane, Envoy) serving `registry`, in `work/name`;
+    `options` are further `StackOptions` fields."""
+    (work / name).mkdir()
+    return Stack(
+        on_free_ports(
+            registry,
+            node_id=f"bench-{name}",
+            envoy_concurrency=CONCURRENCY,
+            envoy_workdir=work / name,
+            **options,
+        )
+    )
 
 
 async def measure_once(scenario: Scenario, spec: LoadSpec, work: Path) -> dict[str, Any]:
