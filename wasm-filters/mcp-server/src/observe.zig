@@ -68,7 +68,8 @@ pub fn finish(arena: std.mem.Allocator, set: *const metrics.Settings, rec: *metr
     const shape = if (is_call) metrics.shapeOf(a.body) else metrics.Shape{};
     const outcome = metrics.classify(rec, a.status, shape);
     const took = now -| rec.start_ns;
-    const backend_ns: ?u64 = if (rec.backend) |b| b.end_ns -| b.start_ns else null;
+    // No end: Envoy refused to start the call (its outcome says so), there is no duration.
+    const backend_ns: ?u64 = if (rec.backend) |b| if (b.end_ns == 0) null else b.end_ns -| b.start_ns else null;
 
     if (set.metrics) {
         const server = [_]metrics.Label{ .{ "mcp_namespace", set.namespace }, .{ "mcp_server", set.server } };
