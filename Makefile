@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium
+.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium prometheus
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -41,6 +41,16 @@ redis:
 	     (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)); \
 	  fi; }
 	@command -v redis-server >/dev/null || { echo "error: redis-server is missing; install it (Debian/Ubuntu: apt-get install redis-server)"; exit 1; }
+
+# The metrics tests scrape with a real Prometheus and check deploy/prometheus/ with promtool:
+# Debian's package provides both (tests/prometheus.py starts its own server per test).
+prometheus:
+	@{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq prometheus >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null)); \
+	  fi; }
+	@{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || { echo "error: prometheus/promtool are missing; install them (Debian/Ubuntu: apt-get install prometheus)"; exit 1; }
 
 # The CORS test drives a real browser: Debian's Chromium (Playwright from PyPI drives it; its own
 # browser download is never used). Installed with apt-get when we can (root), else a clear error.
@@ -96,10 +106,10 @@ unit: $(STAMP)
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests/unit -q
 
-integration: filters redis chromium
+integration: filters redis chromium prometheus
 	$(PY) -m pytest tests/integration -q
 
-test: filters lint redis inspector chromium fuzz-tools
+test: filters lint redis inspector chromium fuzz-tools prometheus
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra --ignore=tests/wheel --ignore=tests/deploy
 	@$(MAKE) --no-print-directory bench-smoke

@@ -31,6 +31,7 @@ from mcpgw.limits import (
     ENVOY_FD_RESERVE,
     MIN_MAX_HEAP_BYTES,
     ListenerLimits,
+    connection_cap_warning,
     envoy_connection_cap,
     parse_size,
 )
@@ -138,6 +139,16 @@ def _whole_seconds(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def _namespace_tokens_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin-namespace-tokens",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="YAML mapping each namespace to SHA-256 digests of admin tokens that may use only it",
+    )
 
 
 def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
@@ -500,6 +511,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN; none: writes disabled)",
     )
+    _namespace_tokens_option(up)
     up.add_argument(
         "--broker-port",
         type=int,
@@ -553,6 +565,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN)",
+    )
+    _namespace_tokens_option(serve)
+    serve.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        default=None,
+        help="file holding a bearer token that admits only GET /metrics (for Prometheus)",
     )
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
@@ -696,8 +715,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="Envoy's cap on client connections; Envoy's file-descriptor limit must be at least "
-        f"2N+{ENVOY_FD_RESERVE} (default: {DEFAULT_MAX_CONNECTIONS}, lowered to fit this machine's "
-        "hard RLIMIT_NOFILE)",
+        f"2N+{ENVOY_FD_RESERVE} (a quarter of the limit below {4 * ENVOY_FD_RESERVE}) (default: "
+        f"{DEFAULT_MAX_CONNECTIONS}, lowered to fit this machine's hard RLIMIT_NOFILE)",
     )
     _max_heap_option(boot)
 
@@ -801,6 +820,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (XdsConfigError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
+        cap = args.max_connections or envoy_connection_cap()
+        # Rendered for this machine's limit: the Envoy that runs it may have another (say so).
+        warning = None if args.max_connections else connection_cap_warning(cap)
+        if warning:
+            print(warning, file=sys.stderr)
         try:
             text = render(
                 BootstrapOptions(
@@ -813,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     delta=args.delta,
                     broker=args.broker,
                     full_cluster_stats=args.full_cluster_stats,
-                    max_connections=args.max_connections or envoy_connection_cap(),
+                    max_connections=cap,
                     stats=args.stats,
                     max_heap_bytes=args.max_heap,
                 )
@@ -1022,6 +1046,8 @@ async def _serve(args: argparse.Namespace) -> int:
             status_host=admin_host,
             status_port=admin_port,
             admin_token_file=args.admin_token_file,
+            admin_namespace_tokens_file=args.admin_namespace_tokens,
+            metrics_token_file=args.metrics_token_file,
             plugin_server_host=plugin_host,
             plugin_server_port=plugin_port,
             plugin_delivery=args.plugin_delivery,
@@ -1047,6 +1073,7 @@ async def _serve(args: argparse.Namespace) -> int:
         if args.broker_enabled:
             broker = Broker(*args.broker, redis_url=_broker_redis(args), settings=_broker_settings(args))
             await broker.start()
+            control_plane.broker = broker  # its streams show in /metrics
         print(
             f"control plane serving {control_plane.store.description}: "
             f"xDS {xds_host}:{control_plane.xds_port}{' (mutual TLS)' if xds_tls else ''}, "
@@ -1099,7 +1126,12 @@ async def _up(args: argparse.Namespace) -> int:
     # Refuse an unsafe admin configuration before starting anything (the control plane checks
     # again; this only makes the failure immediate and quiet).
     try:
-        check_bind(admin_host, load_token(args.admin_token_file), tls=admin_tls is not None)
+        check_bind(
+            admin_host,
+            load_token(args.admin_token_file),
+            tls=admin_tls is not None,
+            namespace_tokens=args.admin_namespace_tokens is not None,
+        )
         if listener_tls is not None:
             # Envoy runs here: files it could not load are refused now, not after it started.
             server_context(
@@ -1129,6 +1161,7 @@ async def _up(args: argparse.Namespace) -> int:
         xds_delta=args.xds_delta,
         admin_host=admin_host,
         admin_token_file=args.admin_token_file,
+        admin_namespace_tokens_file=args.admin_namespace_tokens,
         broker_port=args.broker_port,
         broker_redis=_broker_redis(args),
         session_keys_file=args.session_keys,

@@ -2,8 +2,9 @@
 
 A known mix of tools/call (ok, tool errors, backend 500s, unknown tools, a slow backend) goes
 through the gateway; the counts and histogram buckets are read from Envoy's own
-`/stats/prometheus` on the stats listener (the scraped text, parsed here: no Prometheus server
-is involved in this test), and the access-log lines of the same calls are checked field by field.
+`/stats/prometheus` on the stats listener, both as scraped text (parsed here) and through PromQL
+to a real Prometheus scraping that listener with the shipped rules loaded (tests/prometheus.py),
+and the access-log lines of the same calls are checked field by field.
 Tool names hold dots and underscores, and some look like label names, so a tag regex that
 split at the wrong place would show here as a wrong label.
 """
@@ -28,6 +29,7 @@ from aiohttp import web
 from mcpgw.httpserve import ServedApp, serve
 from tests.integration.conftest import Gateway, running_gateway
 from tests.integration.mcphttp import ACCEPT, open_session, rpc
+from tests.prometheus import SHIPPED_RULES, Job, Prometheus, running_prometheus
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -90,6 +92,7 @@ def registry_document(backend: ServedApp, name: str = SERVER, log_arguments: boo
 class Setup:
     gateway: Gateway
     access_log: Path
+    prometheus: Prometheus
 
     @property
     def url(self) -> str:
@@ -113,7 +116,11 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
     access_log = workdir / "access.log"
     try:
         async with running_gateway(workdir, registry, access_log=str(access_log)) as gateway:
-            yield Setup(gateway, access_log)
+            stats = f"127.0.0.1:{gateway.stack.options.envoy_stats_port}"
+            jobs = {"mcpgw-envoy": Job([stats], metrics_path="/stats/prometheus")}
+            async with running_prometheus(workdir / "prometheus", jobs, SHIPPED_RULES) as prometheus:
+                await prometheus.wait_up()
+                yield Setup(gateway, access_log, prometheus)
     finally:
         await backend.close()
 
@@ -212,6 +219,30 @@ async def test_exact_counts_and_buckets_per_tool_and_outcome(setup: Setup) -> No
     assert requests[calls(mcp_method="initialize", mcp_protocol_version="2025-11-25")] >= 1
     # No metric name is left with an unextracted label segment.
     assert "mcp_tool=" not in text.replace('mcp_tool="', "")
+
+    # The same through PromQL, as an operator's Prometheus sees them (it scrapes every second).
+    prom = setup.prometheus
+    sel = f'mcp_namespace="{NAMESPACE}",mcp_server="{SERVER}"'
+    await prom.eventually(
+        f'mcpgw_tool_duration_ms_count{{{sel},mcp_tool="{SLOW_TOOL}"}} == 1', 15, "the scraped histograms"
+    )
+    for tool, outcome, expected in [
+        (OK_TOOL, "ok", N_OK),
+        (OK_TOOL, "tool_error", M_TOOL_ERRORS),
+        (FAIL_TOOL, "backend_5xx", K_BACKEND_500),
+        ("(unknown)", "jsonrpc_error", J_UNKNOWN),
+        (SLOW_TOOL, "ok", 1),
+    ]:
+        query = f'mcpgw_tool_calls{{{sel},mcp_tool="{tool}",outcome="{outcome}"}}'
+        assert await prom.value(query) == expected, query
+    assert await prom.value(f"sum(mcpgw_tool_calls{{{sel}}})") == total_calls
+    slow_bucket = f'mcpgw_tool_duration_ms_bucket{{{sel},mcp_tool="{SLOW_TOOL}",le="%s"}}'
+    assert await prom.value(slow_bucket % "250") == 0
+    assert await prom.value(slow_bucket % "500") == 1
+    assert await prom.value(f'mcpgw_tool_jsonrpc_errors{{{sel},code="-32602"}}') == J_UNKNOWN
+    # The shipped recording rules evaluate over these series: a ratio for every called tool.
+    ratios = await prom.eventually(f"mcpgw:tool_error_ratio:rate5m{{{sel}}}", 15, "the error-ratio rule")
+    assert {r["metric"]["mcp_tool"] for r in ratios} == {OK_TOOL, FAIL_TOOL, SLOW_TOOL, "(unknown)"}
 
 
 def log_lines(setup: Setup) -> list[dict[str, Any]]:

@@ -68,6 +68,8 @@ class RedisStore(RegistryStore):
         self._writer = self.target.client(single_connection_client=True, **options)
         self._hash = f"{prefix}:servers"
         self._channel = f"{prefix}:events"
+        # The watcher lost Redis and has not subscribed again yet (for the reconnect count).
+        self._lost = False
 
     @property
     def description(self) -> str:
@@ -93,6 +95,7 @@ class RedisStore(RegistryStore):
         try:
             stored = await self._redis.hgetall(self._hash)
         except RedisError as error:
+            self.events.redis_error("registry")
             self.problems = [Problem(self.description, "", f"cannot read the registry: {error}")]
             log.error("registry_unavailable", store=self.description, error=str(error))
             return False
@@ -108,6 +111,8 @@ class RedisStore(RegistryStore):
 
     def _adopt(self, entries: dict[str, Entry], problems: list[Problem]) -> bool:
         if problems:
+            if problems != self.problems:  # counted once per broken state, not per re-read
+                self.events.invalid("registry")
             self.problems = problems
             for problem in problems:
                 log.error(
@@ -152,6 +157,7 @@ class RedisStore(RegistryStore):
         try:
             self._refreshed |= await self._apply_remote(key)
         except RedisError as error:
+            self.events.redis_error("registry")
             raise StoreUnavailable(f"registry store {self.description} is unavailable: {error}") from error
 
     async def _persist_put(self, entry: Entry, previous: Entry | None) -> None:
@@ -186,6 +192,7 @@ class RedisStore(RegistryStore):
         except NotReplicated as error:
             raise StoreUnavailable(f"registry store {self.description}: {error}") from error
         except RedisError as error:
+            self.events.redis_error("registry")
             raise StoreUnavailable(f"registry store {self.description} is unavailable: {error}") from error
 
     # -- watching -----------------------------------------------------------------------------
@@ -197,6 +204,8 @@ class RedisStore(RegistryStore):
             try:
                 await self._follow()
             except (RedisError, OSError) as error:
+                self.events.redis_error("registry")
+                self._lost = True
                 log.warning("registry_watch_lost", store=self.description, error=str(error), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 # At most a second apart: until it follows the channel again, this replica's
@@ -209,6 +218,9 @@ class RedisStore(RegistryStore):
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(self._channel)
+            if self._lost:
+                self._lost = False
+                self.events.redis_reconnected("registry")
             # Writes made while we were not subscribed are picked up by a full resync.
             if await self._locked(self.load):
                 await self._emit()
