@@ -270,6 +270,9 @@ class Endpoints:
     python_port: int
     mcpgw_url: str
     session: Mapping[str, str]
+    # The same stack without per-tool metrics and access log (`mcpgw-quiet`).
+    quiet_url: str
+    quiet_session: Mapping[str, str]
     nginx_pid: int
     python_pid: int
     # The same server with JWT auth (jwt_authn verifies an RS256 token on every request).
@@ -287,9 +290,14 @@ def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
     python_url = f"http://127.0.0.1:{e.python_port}/mcp"
     mcpgw_url, session = e.mcpgw_url, e.session
     proxy, native, floor, mcpgw = envoy["proxy"], envoy["native"], envoy["wasm-floor"], envoy["mcpgw"]
+    quiet = envoy["mcpgw-quiet"]
     return [
         Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=e.nginx_pid),
         Scenario("proxy", "call", proxy_url, "GET", "", '"Rex"', proxy),
+        # Back to back: the pair whose ratio is what metrics and the access log cost.
+        Scenario(
+            "mcpgw-quiet", "call", e.quiet_url, "POST", CALL_BODY, "Rex", quiet, headers=e.quiet_session
+        ),
         Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session),
         Scenario("mcpgw-jwt", "call", e.jwt_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.jwt_session),
         Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native),
@@ -344,25 +352,35 @@ def paired_ratios(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str
     hit both and cancel in the ratio, where the ratio of two separate medians keeps it.
     """
     out: dict[str, Any] = {}
-    pairs = [(g, n, "native") for g, n in PAIRED] + list(PAIRED_WITH)
-    for group, name, base in pairs:
-        mine, native = runs.get((group, name)), runs.get((group, base))
-        if not mine or not native:
-            continue
-        rps = [a["rps"] / b["rps"] for a, b in zip(mine, native, strict=True)]
-        cpu = [
-            a["cpu_us_per_req"] / b["cpu_us_per_req"]
-            for a, b in zip(mine, native, strict=True)
-            if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")
-        ]
-        out[f"{group}/{name}"] = {
-            "vs": f"{group}/{base}",
-            "rps_ratio": round(statistics.median(rps), 3),
-            "rps_ratio_runs": [round(r, 3) for r in rps],
-            "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
-            "cpu_ratio_runs": [round(c, 3) for c in cpu],
-        }
+    for group, name in PAIRED:
+        mine, native = runs.get((group, name)), runs.get((group, "native"))
+        if mine and native:
+            out[f"{group}/{name}"] = _paired(mine, native, f"{group}/native")
+    for group, name, base in PAIRED_WITH:
+        mine, other = runs.get((group, name)), runs.get((group, base))
+        if mine and other:
+            out[f"{group}/{name}"] = _paired(mine, other, f"{group}/{base}")
+    # What per-tool metrics and the access log cost: mcpgw ÷ the same stack with both off.
+    observed, quiet = runs.get(("call", "mcpgw")), runs.get(("call", "mcpgw-quiet"))
+    if observed and quiet:
+        out["call/mcpgw-observability"] = _paired(observed, quiet, "call/mcpgw-quiet")
     return out
+
+
+def _paired(mine: list[dict[str, Any]], base: list[dict[str, Any]], vs: str) -> dict[str, Any]:
+    rps = [a["rps"] / b["rps"] for a, b in zip(mine, base, strict=True)]
+    cpu = [
+        a["cpu_us_per_req"] / b["cpu_us_per_req"]
+        for a, b in zip(mine, base, strict=True)
+        if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")
+    ]
+    return {
+        "vs": vs,
+        "rps_ratio": round(statistics.median(rps), 3),
+        "rps_ratio_runs": [round(r, 3) for r in rps],
+        "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
+        "cpu_ratio_runs": [round(c, 3) for c in cpu],
+    }
 
 
 def versions(wasm_floor_bytes: int | None = None) -> dict[str, str]:
@@ -410,6 +428,7 @@ async def measure(
     started: list[Any] = []
     python: subprocess.Popen[bytes] | None = None
     stack: Stack | None = None
+    quiet: Stack | None = None
     try:
         floor_wasm = build_bench_wasm("wasm_floor", work)
         nginx.start()
@@ -432,21 +451,19 @@ async def measure(
         (registry / "pets-jwt.yaml").write_text(
             server_yaml("bench", "pets-jwt", backend_port) + dataplane_jwt.auth_yaml(work / "jwks.json")
         )
-        (work / "mcpgw").mkdir()
-        stack = Stack(
-            on_free_ports(
-                registry,
-                node_id="bench-mcpgw",
-                envoy_concurrency=CONCURRENCY,
-                envoy_workdir=work / "mcpgw",
-            )
-        )
+        stack = mcpgw_stack(work, registry, "mcpgw")
         await stack.start(ready_timeout=60)
         assert stack.envoy is not None
         mcpgw_url = f"{stack.mcp_base_url}/mcp/bench/pets"
         session = open_session(mcpgw_url)
         jwt_url = f"{stack.mcp_base_url}/mcp/bench/pets-jwt"
         jwt_session = open_session(jwt_url, {"authorization": f"Bearer {token}"})
+        # The baseline of what observing costs: no per-tool metrics, no access log.
+        quiet = mcpgw_stack(work, registry, "mcpgw-quiet", access_log=None, observability=False)
+        await quiet.start(ready_timeout=60)
+        assert quiet.envoy is not None
+        quiet_url = f"{quiet.mcp_base_url}/mcp/bench/pets"
+        quiet_session = open_session(quiet_url)
         python, python_port = start_python_server(work, backend_port)
         wait_http(f"http://127.0.0.1:{backend_port}/v1/pets/1", None)
         endpoints = Endpoints(
@@ -457,12 +474,20 @@ async def measure(
             python_port=python_port,
             mcpgw_url=mcpgw_url,
             session=session,
+            quiet_url=quiet_url,
+            quiet_session=quiet_session,
             nginx_pid=nginx.process.pid,
             python_pid=python.pid,
             jwt_url=jwt_url,
             jwt_session=jwt_session,
         )
-        envoys = {"proxy": proxy, "native": native, "wasm-floor": floor, "mcpgw": stack.envoy}
+        envoys = {
+            "proxy": proxy,
+            "native": native,
+            "wasm-floor": floor,
+            "mcpgw": stack.envoy,
+            "mcpgw-quiet": quiet.envoy,
+        }
         # Everything starts on this process's CPU (inherited); nginx stays there (pinned anyway,
         # every thread), the processes under test are moved once they run.
         placement.pin_load(nginx.process.pid)
@@ -526,9 +551,26 @@ async def measure(
             stop_process(python)
         if stack is not None:
             await stack.stop()
+        if quiet is not None:
+            await quiet.stop()
         for envoy in started:
             await envoy.stop()
         nginx.stop()
+
+
+def mcpgw_stack(work: Path, registry: Path, name: str, **options: Any) -> Stack:
+    """A mcpgw stack (plugin server, control plane, Envoy) serving `registry`, in `work/name`;
+    `options` are further `StackOptions` fields."""
+    (work / name).mkdir()
+    return Stack(
+        on_free_ports(
+            registry,
+            node_id=f"bench-{name}",
+            envoy_concurrency=CONCURRENCY,
+            envoy_workdir=work / name,
+            **options,
+        )
+    )
 
 
 async def measure_once(scenario: Scenario, spec: LoadSpec, work: Path) -> dict[str, Any]:

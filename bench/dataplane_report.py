@@ -18,7 +18,8 @@ ROWS = (
         "REST backend called directly (GET /v1/pets/1); nginx on wrk's CPU, not the tested one",
     ),
     ("call", "proxy", "Envoy proxying the same GET, no MCP work"),
-    ("call", "mcpgw", "`tools/call` through Envoy + mcpgw filter"),
+    ("call", "mcpgw", "`tools/call` through Envoy + mcpgw filter (per-tool metrics and access log on)"),
+    ("call", "mcpgw-quiet", "the same, per-tool metrics and access log off"),
     ("call", "mcpgw-jwt", "the same `tools/call` with JWT auth (jwt_authn verifies RS256)"),
     ("call", "native", "`tools/call` through Envoy's `mcp_json_rest_bridge`"),
     ("call", "python", "`tools/call` on a `mcp` SDK server (uvicorn)"),
@@ -108,6 +109,17 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 f"CPU µs/req {jwt['cpu_ratio']:.2f}× no auth (rounds "
                 f"{', '.join(f'{r:.2f}' for r in jwt['cpu_ratio_runs'])}); throughput {jwt['rps_ratio']:.2f}×",
                 jwt["cpu_ratio"] <= 1.10,
+            )
+        )
+    observed = results.get("paired_ratios", {}).get("call/mcpgw-observability")
+    if observed and observed.get("cpu_ratio") is not None:
+        runs = ", ".join(f"{r:.3f}" for r in observed["cpu_ratio_runs"])
+        out.append(
+            (
+                "per-tool metrics + access log: ≤ 5 % more Envoy CPU per `tools/call`",
+                f"{observed['cpu_ratio']:.3f}× the same stack with both off (rounds {runs}); "
+                f"throughput {observed['rps_ratio']:.3f}×",
+                observed["cpu_ratio"] <= 1.05,
             )
         )
     scale = results.get("scale")

@@ -406,6 +406,21 @@ def _backend_tls_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _access_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--access-log",
+        metavar="PATH",
+        default="/dev/stdout",
+        help="where each Envoy writes the MCP listener's JSON access log, one line per request "
+        "(a path on the Envoy nodes; 'off' for none; default: %(default)s, Envoy's standard output)",
+    )
+
+
+def _access_log(args: argparse.Namespace) -> str | None:
+    path: str = args.access_log
+    return None if path == "off" else path
+
+
 def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
     """The allow-list of `--credential-dir` / `--credential-env`, else their variables, else the defaults."""
     from mcpgw.registry.secrets import CredentialPolicy
@@ -513,6 +528,7 @@ def _parser() -> argparse.ArgumentParser:
     _session_options(up, defaults.session_ttl_s)
     _credential_options(up)
     _backend_tls_options(up)
+    _access_log_options(up)
     _limit_options(up)
     _stream_limit_options(up)
     _tls_options(up, local=True)
@@ -560,6 +576,7 @@ def _parser() -> argparse.ArgumentParser:
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
     _backend_tls_options(serve)
+    _access_log_options(serve)
     _limit_options(serve)
     _stream_limit_options(serve)
     _tls_options(serve, local=False)
@@ -1044,6 +1061,7 @@ async def _serve(args: argparse.Namespace) -> int:
             backend_ca_file=args.backend_tls_ca,
             listener_tls=listener_tls,
             admin_tls=admin_tls,
+            access_log=_access_log(args),
         )
     )
     broker: Broker | None = None
@@ -1156,6 +1174,7 @@ async def _up(args: argparse.Namespace) -> int:
         listener_tls=listener_tls,
         admin_tls=admin_tls,
         envoy_max_heap_bytes=args.max_heap,
+        access_log=_access_log(args),
     )
     stack = Stack(options)
     stop = _StopSignal()

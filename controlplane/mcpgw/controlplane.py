@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from mcpgw import observability
 from mcpgw.admin.app import create_app as create_admin_app
 from mcpgw.admin.auth import AdminConfigError, Authorizer, check_bind, is_loopback, load_token
 from mcpgw.admin.scopes import NamespaceTokens, ScopesError
@@ -122,6 +123,10 @@ class ControlPlaneOptions:
     credentials: CredentialPolicy = NO_ALLOW_LIST
     # The listener's timeouts and per-connection limits, and backend clusters' breakers.
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # The MCP listener's JSON access log, a path on the Envoy nodes (None: none).
+    access_log: str | None = observability.STDOUT
+    # False: no per-tool metrics nor access-log fields from the filter (the bench's baseline).
+    observability: bool = True
     # The system CA bundle on the Envoy nodes, for https backends without their own `tls.ca`.
     backend_ca_file: str = SYSTEM_CA_FILE
     # TLS on Envoy's MCP listener: PEM files on the Envoy nodes (None: plain HTTP).
@@ -268,6 +273,8 @@ class ControlPlane:
             listener_tls=self.options.listener_tls,
             filter_check=filter_check,
             backend_ca_file=self.options.backend_ca_file,
+            access_log=self.options.access_log,
+            observability=self.options.observability,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck

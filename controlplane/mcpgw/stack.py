@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcpgw import bundled
+from mcpgw import bundled, observability
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, XdsClientTls, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
@@ -106,6 +106,10 @@ class StackOptions:
     admin_tls: TlsFiles | None = None
     # Envoy's heap limit for its overload manager (503 at 98 %, `mcpgw.bootstrap`).
     envoy_max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES
+    # The MCP listener's JSON access log (None: none); Envoy's stdout by default.
+    access_log: str | None = observability.STDOUT
+    # False: no per-tool metrics nor access-log fields from the filter (the bench's baseline).
+    observability: bool = True
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -242,6 +246,8 @@ class Stack:
                     backend_ca_file=opts.backend_ca_file,
                     listener_tls=opts.listener_tls,
                     admin_tls=opts.admin_tls,
+                    access_log=opts.access_log,
+                    observability=opts.observability,
                 )
             )
             await self.control_plane.start()

@@ -31,6 +31,7 @@ from envoy.config.core.v3 import extension_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2  # noqa: F401
 from envoy.extensions.filters.http.composite.v3 import composite_pb2  # noqa: F401
@@ -47,7 +48,7 @@ from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from mcpgw import listenertls
+from mcpgw import listenertls, observability
 from mcpgw.limits import ListenerLimits
 from mcpgw.registry.model import BackendTls, Endpoint, McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
@@ -128,6 +129,11 @@ class GatewaySettings:
     inject_credentials: bool = True
     # The system CAs on the Envoy nodes: https backends without `tls.ca` are verified against them.
     backend_ca_file: str = SYSTEM_CA_FILE
+    # Where the MCP listener's JSON access log goes (`--access-log`); None: no access log.
+    access_log: str | None = observability.STDOUT
+    # False: the filter neither counts calls nor sets access-log fields (bench/dataplane.py's
+    # baseline row, which measures what they cost).
+    observability: bool = True
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -388,6 +394,11 @@ class Translator:
         auth = jwtauthn.filter_auth(server, self.settings)
         if auth is not None:
             compiled["auth"] = auth
+        if not self.settings.observability:
+            compiled["observability"] |= {"metrics": False, "access_log": False}
+        elif self.settings.access_log is None:
+            # Nothing prints the fields: the filter need not set them (a host call each).
+            compiled["observability"]["access_log"] = False
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
             _check_filter(self.settings.filter_check, server, compiled, configuration)
@@ -854,6 +865,8 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
         "http_filters": http_filters,
         "local_reply_config": {"mappers": [_TOO_LARGE_MAPPER]},
     }
+    if settings.access_log is not None:
+        manager["access_log"] = observability.access_log(settings.access_log)
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     }

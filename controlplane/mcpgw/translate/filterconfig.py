@@ -12,6 +12,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from mcpgw import observability
 from mcpgw.broker.bridge import BRIDGE_PATH
 from mcpgw.registry import bodyenc, templates
 from mcpgw.registry.model import (
@@ -110,6 +111,9 @@ def filter_config(
         config["allowed_origins"] = list(server.allowed_origins)
     if server.page_size:
         config["page_size"] = server.page_size
+    config["observability"] = observability.filter_block(
+        server.namespace, server.name, log_arguments=server.observability.log_arguments
+    )
     return config
 
 

@@ -13,6 +13,8 @@ const tpl = @import("template.zig");
 const proxy = @import("proxy.zig");
 const cors = @import("cors.zig");
 const jwtidentity = @import("jwtidentity.zig");
+const metrics = @import("metrics.zig");
+const observe = @import("observe.zig");
 
 comptime {
     pw.exportAbi(@This());
@@ -76,6 +78,12 @@ const Stream = struct {
     /// The request's `Origin` when the server accepts it (cors.zig): every
     /// answer names it back, so the page may read the answer.
     cors_origin: ?[]const u8 = null,
+    /// Metrics and access log (metrics.zig): what the request was and how
+    /// it went; `client.seen` points at `seen` once the body is handled.
+    rec: metrics.Record = .{},
+    seen: mcp.Seen = .{},
+    /// The client's `Mcp-Session-Id`, for the access log (hashed there).
+    session_token: ?[]const u8 = null,
 };
 
 var next_generation: u64 = 0;
@@ -237,6 +245,8 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     s.loaded = loaded.retain();
     const cfg = &loaded.compact.cfg;
     const arena = s.arena.allocator();
+    const watched = cfg.observability.metrics or cfg.observability.access_log;
+    if (watched) s.rec.start_ns = pw.nowNs();
 
     // Every header the filter needs, in one host call (and one allocation).
     const pairs = pw.getHeaderPairs(.http_request_headers) orelse return replyOrOom(s, mcp.notFound(arena));
@@ -302,6 +312,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
             s.client.method = dupeHeader(arena, headers, "mcp-method") catch return oomAction(s);
             s.client.name = dupeHeader(arena, headers, "mcp-name") catch return oomAction(s);
+            if (cfg.observability.access_log) s.session_token = dupeHeader(arena, headers, "mcp-session-id") catch return oomAction(s);
         },
     }
 
@@ -375,6 +386,10 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
         const step = proxy.start(arena, &proxy_vm, up, &s.proxy, body, &s.client) catch return oomReply(s);
         return proxyStep(id, s, up, step);
     }
+    if (cfg.observability.metrics or cfg.observability.access_log) {
+        s.rec.request_bytes = body.len;
+        s.client.seen = &s.seen;
+    }
     const outcome = mcp.handle(arena, cfg, body, &s.client) catch return oomReply(s);
     switch (outcome) {
         .reply => |r| {
@@ -387,12 +402,15 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
                 pw.logf(.err, "mcp-server: cannot mint a session: {s}", .{@errorName(err)});
                 return reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session\"}}" });
             };
+            observe.sessionOpened(&cfg.observability);
+            if (s.client.protocol_version == null) s.client.protocol_version = version;
             replyWith(s, r, token);
         },
         .call => |c| {
             s.call = c;
             const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
             const up = c.tool.upstream;
+            if (s.client.seen != null) s.rec.backend = .{ .start_ns = pw.nowNs() };
             const token = pw.httpCall(up.cluster, headers, c.body, up.timeout_ms) catch {
                 const why = failure(s, cfg, notDispatched("backend"), "cluster {s}: proxy_http_call status {d}", .{
                     up.cluster, @intFromEnum(pw.last_http_call_status),
@@ -417,6 +435,7 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     const cfg = &s.loaded.?.compact.cfg;
     if (s.state == .publishing) return published(s, num_headers);
     if (cfg.mcp_upstream) |up| return proxyResponse(id, s, cfg, up, num_headers, body_size);
+    if (s.rec.backend) |*b| b.end_ns = pw.nowNs();
 
     if (num_headers == 0) {
         // The host signals a failed call (reset, no healthy host, ...) by an
@@ -434,6 +453,11 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     const headers = pw.deserializeHeaders(tpl.Header, arena, if (pairs) |p| p.slice() else "") catch &.{};
     const status_text = tpl.findHeader(headers, ":status") orelse "";
     const status = std.fmt.parseUnsigned(u32, status_text, 10) catch 0;
+    if (s.rec.backend) |*b| {
+        b.status = status;
+        b.local = tpl.findHeader(headers, "x-envoy-upstream-service-time") == null;
+        b.overloaded = tpl.findHeader(headers, "x-envoy-overloaded") != null;
+    }
 
     const body = if (body_size == 0) null else pw.getBufferBytes(.http_call_response_body, 0, body_size);
     defer if (body) |b| b.free();
@@ -614,6 +638,7 @@ fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: [
         reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not open the stream\"}}" });
         return .pause;
     }
+    observe.sessionOpened(&cfg.observability);
     // The stream lives for hours and the filter has nothing more to do on it:
     // do not keep this configuration alive past its replacement.
     s.loaded.?.release();
@@ -693,6 +718,7 @@ fn noteJwtDenied(reason: jwtidentity.Reason) void {
 /// broker has.
 fn publish(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) void {
     const arena = s.arena.allocator();
+    observed(s, 200, body);
     const broker = &cfg.broker.?;
     const pairs = mcp.publishHeaders(arena, broker, &s.channel, body.len) catch return oomReply(s);
     const headers = pw.serializeHeaders(arena, pairs) catch return oomReply(s);
@@ -926,8 +952,21 @@ fn replyWith(s: *Stream, r: mcp.Reply, session_id: ?[]const u8) void {
 
 fn send(s: *Stream, r: mcp.Reply, headers: []const u8) void {
     s.state = .done;
+    observed(s, r.status, r.body);
     const st = pw.sendLocalResponse(r.status, details, r.body, headers);
     if (st != .ok) pw.logf(.warn, "mcp-server: send_local_response failed with status {d}", .{@intFromEnum(st)});
+}
+
+/// Counts an answered MCP message and sets its access-log fields (observe.zig).
+fn observed(s: *Stream, status: u32, body: []const u8) void {
+    if (s.client.seen == null) return;
+    const loaded = s.loaded orelse return;
+    observe.finish(s.arena.allocator(), &loaded.compact.cfg.observability, &s.rec, &s.seen, .{
+        .status = status,
+        .body = body,
+        .session = s.session_token,
+        .protocol_version = s.client.protocol_version orelse s.client.session_version,
+    });
 }
 
 fn replyOrOom(s: *Stream, r: std.mem.Allocator.Error!mcp.Reply) pw.Action {

@@ -92,6 +92,7 @@ const host = struct {
     extern "env" fn proxy_continue_stream(t: StreamType) Status;
     extern "env" fn proxy_close_stream(t: StreamType) Status;
     extern "env" fn proxy_get_property(path: [*]const u8, path_size: usize, ret_data: *?[*]u8, ret_size: *usize) Status;
+    extern "env" fn proxy_set_property(path: [*]const u8, path_size: usize, value: [*]const u8, value_size: usize) Status;
     extern "env" fn proxy_done() Status;
     extern "env" fn proxy_define_metric(t: MetricType, name: [*]const u8, name_size: usize, ret_id: *u32) Status;
     extern "env" fn proxy_record_metric(id: u32, value: u64) Status;
@@ -215,6 +216,19 @@ pub fn recordMetric(id: u32, value: u64) void {
 /// Adds `offset` to a counter.
 pub fn incrementMetric(id: u32, offset: i64) void {
     _ = host.proxy_increment_metric(id, offset);
+}
+
+/// Sets a property of the current stream. Envoy keeps it as filter state
+/// `wasm.<path>`, which access logs print with `%FILTER_STATE(wasm.<path>:PLAIN)%`.
+pub fn setProperty(path: []const u8, value: []const u8) Status {
+    return host.proxy_set_property(addr(path), path.len, addr(value), value.len);
+}
+
+/// Wall-clock time in unix nanoseconds (the host's system time).
+pub fn nowNs() u64 {
+    var ns: u64 = 0;
+    _ = host.proxy_get_current_time_nanoseconds(&ns);
+    return ns;
 }
 
 /// Wall-clock time in unix milliseconds (the host's system time).

@@ -16,5 +16,6 @@ test {
     _ = @import("session.zig");
     _ = @import("jwtidentity.zig");
     _ = @import("check.zig");
+    _ = @import("metrics.zig");
     _ = @import("fuzz.zig");
 }
