@@ -101,7 +101,6 @@ const host = struct {
     extern "env" fn proxy_get_shared_data(key: [*]const u8, key_size: usize, ret_data: *?[*]u8, ret_size: *usize, ret_cas: *u32) Status;
     extern "env" fn proxy_set_shared_data(key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize, cas: u32) Status;
     extern "env" fn proxy_replace_header_map_value(t: MapType, key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize) Status;
-    extern "env" fn proxy_set_property(path: [*]const u8, path_size: usize, value: [*]const u8, value_size: usize) Status;
 };
 
 pub const MetricType = enum(u32) { counter = 0, gauge = 1, histogram = 2 };
@@ -216,12 +215,6 @@ pub fn recordMetric(id: u32, value: u64) void {
 /// Adds `offset` to a counter.
 pub fn incrementMetric(id: u32, offset: i64) void {
     _ = host.proxy_increment_metric(id, offset);
-}
-
-/// Sets a property of the current stream. Envoy keeps it as filter state
-/// `wasm.<path>`, which access logs print with `%FILTER_STATE(wasm.<path>:PLAIN)%`.
-pub fn setProperty(path: []const u8, value: []const u8) Status {
-    return host.proxy_set_property(addr(path), path.len, addr(value), value.len);
 }
 
 /// Wall-clock time in unix nanoseconds (the host's system time).
