@@ -139,8 +139,14 @@ async def recovers(envoy: EnvoyProcess, url: str) -> None:
 
 async def test_a_flood_of_large_bodies_gets_503_and_envoy_recovers(setup: Setup) -> None:
     envoy = setup.envoy
-    idle_heap = setup.heap()
-    assert idle_heap < MAX_HEAP * 0.5, f"Envoy's idle heap {idle_heap >> 20} MiB leaves no room for the test"
+    # Idle: after start-up's transients (configuration updates, Wasm VMs compiling on a loaded
+    # machine), which alone can hold half the limit for a moment.
+    idle_heap = await eventually(
+        lambda: (heap := setup.heap()) < MAX_HEAP * 0.5 and heap,
+        20,
+        "Envoy's idle heap under half the limit (room for the test)",
+        interval=0.5,
+    )
     ok = await list_tools(setup.url)
     assert ok.status_code == 200, ok.text
 
