@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mcpgw.registry.authmodel import Consumer, ServerAuth
 from mcpgw.registry.templates import Node
 
 ArgType = Literal["string", "number", "integer", "boolean", "array", "object"]
@@ -226,6 +227,8 @@ class McpServer:
     gateways: tuple[str, ...] | None = None
     # Set for `type: mcp` servers (then `tools` is empty: the upstream defines them).
     mcp: McpUpstream | None = None
+    # `auth:`: callers must (or may) authenticate; None: anyone who reaches the listener.
+    auth: ServerAuth | None = None
     # Where the definition came from, for error messages and the status API.
     source: str = ""
     # The raw document, canonicalised: its hash tells whether a server changed.
@@ -265,12 +268,16 @@ class McpServer:
 @dataclass(frozen=True)
 class RegistrySnapshot:
     servers: tuple[McpServer, ...]
+    # `kind: Consumer` documents, sorted by key: the callers servers with `auth:` admit.
+    consumers: tuple[Consumer, ...] = ()
 
     @functools.cached_property
     def revision(self) -> str:
         digest = hashlib.sha256()
         for server in self.servers:
             digest.update(f"{server.key}={server.fingerprint};".encode())
+        for consumer in self.consumers:
+            digest.update(f"{consumer.key}={consumer.fingerprint};".encode())
         return digest.hexdigest()[:16]
 
     @functools.cached_property

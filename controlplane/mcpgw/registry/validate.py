@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from mcpgw.limits import MAX_BACKEND_TIMEOUT_MS
+from mcpgw.registry.consumers import parse_auth
 from mcpgw.registry.headers import header_name_problem
 from mcpgw.registry.model import (
     Backend,
@@ -59,6 +60,7 @@ _SERVER_FIELDS = {
     "allowedOrigins",
     "pageSize",
     "gateways",
+    "auth",
 }
 SERVER_TYPES = ("rest", "mcp")
 _REST_BACKEND = "the REST service the tools call (endpoints: ['host:port'])"
@@ -115,6 +117,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
     allowed_origins = _allowed_origins(r, data.get("allowedOrigins", []))
     page_size = _page_size(r, data.get("pageSize"))
     gateways = _gateways(r, data["gateways"]) if "gateways" in data else None
+    auth = parse_auth(r, data["auth"]) if "auth" in data else None
     mcp = None
     if server_type == "mcp":
         backend = _backend(r, data.get("backend"), required=True, what=_MCP_BACKEND)
@@ -144,6 +147,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         page_size=page_size,
         gateways=gateways,
         mcp=mcp,
+        auth=auth,
         source=r.file,
         fingerprint=fingerprint(document),
         warnings=tuple(f"{w.path}: {w.reason}" for w in r.warnings),

@@ -54,6 +54,7 @@ from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
 from mcpgw.translate import pgv
+from mcpgw.translate.authconfig import auth_inputs
 from mcpgw.translate.filtercheck import FilterCheck, FilterRefused
 from mcpgw.translate.filterconfig import (
     cluster_name,
@@ -440,7 +441,12 @@ def _inputs(server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secr
         for member in (server, *owners.values())
         for secret in member.secrets
     )
-    return (server.fingerprint, tuple((o.key, o.fingerprint) for o in owners.values()), tuple(used))
+    return (
+        server.fingerprint,
+        tuple((o.key, o.fingerprint) for o in owners.values()),
+        tuple(used),
+        auth_inputs(server, snapshot),
+    )
 
 
 def _parse(message: Message, data: dict[str, Any]) -> Message:

@@ -14,6 +14,7 @@ const Out = @import("jsonw.zig").Out;
 const Store = @import("store.zig").Store;
 const proxy = @import("proxy.zig");
 const session = @import("session.zig");
+const auth_mod = @import("auth.zig");
 
 pub const ArgType = enum { string, number, integer, boolean, array, object };
 
@@ -141,6 +142,8 @@ pub const Config = struct {
     sessions: ?*const session.Sessions = null,
     /// The HTTP+SSE transport's broker (`broker`); null = no `/sse`.
     broker: ?Broker = null,
+    /// Who may call (`auth`, auth.zig); null = anyone, as before.
+    auth: ?*const auth_mod.Auth = null,
 
     pub fn findTool(self: *const Config, name: []const u8) ?*const Tool {
         const idx = self.by_name.get(name) orelse return null;
@@ -257,6 +260,8 @@ const RawConfig = struct {
     /// name the key at fault.
     sessions: ?Value = null,
     broker: ?struct { cluster: []const u8, timeout_ms: u32 = 5000 } = null,
+    /// Checked field by field in `auth.compile`.
+    auth: ?Value = null,
 };
 
 /// Parses and compiles `text`. The compiled form lives in `out` and points
@@ -584,6 +589,7 @@ const Compiler = struct {
             .mcp_upstream = mcp_upstream,
             .sessions = sessions_cfg,
             .broker = broker,
+            .auth = if (raw.auth) |v| try auth_mod.compile(self.store, v, self.why) else null,
         };
     }
 

@@ -12,6 +12,7 @@ const session = @import("session.zig");
 const tpl = @import("template.zig");
 const proxy = @import("proxy.zig");
 const cors = @import("cors.zig");
+const auth = @import("auth.zig");
 
 comptime {
     pw.exportAbi(@This());
@@ -75,6 +76,9 @@ const Stream = struct {
     /// The request's `Origin` when the server accepts it (cors.zig): every
     /// answer names it back, so the page may read the answer.
     cors_origin: ?[]const u8 = null,
+    /// The header that carried a validated gateway API key: never captured
+    /// for a backend (auth.zig).
+    gateway_credential: ?[]const u8 = null,
 };
 
 var next_generation: u64 = 0;
@@ -261,6 +265,8 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         if (st != .ok) pw.logf(.warn, "mcp-server: send_local_response failed with status {d}", .{@intFromEnum(st)});
         return .pause;
     };
+    // Who calls, before any MCP path is served (preflights carry no credential).
+    if (cfg.auth) |a| if (!authenticate(s, cfg, a, headers)) return .pause;
     var proxy_delete = false;
     // The session the request names, when it verified (checked once, here).
     var verified: ?session.Checked = null;
@@ -311,7 +317,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
 
     // Headers are only readable now; the body (and so the tool) comes later.
     if (cfg.credential_sources.len != 0) {
-        s.client.credentials = captureCredentials(arena, cfg, headers, path) catch return oomAction(s);
+        s.client.credentials = captureCredentials(arena, cfg, headers, path, s.gateway_credential) catch return oomAction(s);
     }
     if (cfg.mcp_upstream) |up| {
         s.proxy.client_session = dupeHeader(arena, headers, "mcp-session-id") catch return oomAction(s);
@@ -618,6 +624,73 @@ fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: [
     return .@"continue";
 }
 
+/// The auth decision (auth.zig) with its host calls: the identity set as
+/// filter state `wasm.mcpgw.auth`, look-alike identity headers and the
+/// gateway's own credential removed, or one log line, a counter and the
+/// 401/403. False when the request was answered.
+fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, headers: []const u8) bool {
+    const arena = s.arena.allocator();
+    const value = if (a.api_key_header) |h| pw.findHeader(headers, h) else null;
+    // The JWT part's hook: `jwtidentity.zig` reads jwt_authn's metadata here.
+    const jwt: auth.Jwt = .none;
+    switch (auth.decide(a, value, jwt)) {
+        .admit => |identity| {
+            for (auth.identity_headers) |name| if (pw.findHeader(headers, name) != null) {
+                _ = pw.removeHeader(.http_request_headers, name);
+            };
+            const id = identity orelse return true;
+            if (id.method == .apikey) {
+                s.gateway_credential = a.api_key_header;
+                _ = pw.removeHeader(.http_request_headers, a.api_key_header.?);
+            }
+            const json = auth.identityJson(arena, id) catch {
+                oomReply(s);
+                return false;
+            };
+            _ = pw.setProperty("mcpgw.auth", json);
+            return true;
+        },
+        .deny => |d| {
+            // Never the credential: the reason, and the consumer when known.
+            pw.logf(.warn, "mcp-server: auth_denied server={s} reason={s} status={d} consumer={s} request_id={s}", .{
+                cfg.base_path, d.reason.name(), d.status, if (d.consumer.len != 0) d.consumer else "-", requestIdOrDash(s),
+            });
+            noteDenied(d.reason);
+            var pairs: [5]tpl.Header = undefined;
+            var n: usize = 0;
+            pairs[n] = .{ .name = "content-type", .value = "application/json" };
+            n += 1;
+            if (auth.challenge(a, d)) |c| {
+                pairs[n] = .{ .name = "www-authenticate", .value = c };
+                n += 1;
+            }
+            if (s.cors_origin) |origin| for (cors.responseHeaders(origin)) |h| {
+                pairs[n] = h;
+                n += 1;
+            };
+            const serialized = pw.serializeHeaders(arena, pairs[0..n]) catch {
+                oomReply(s);
+                return false;
+            };
+            send(s, .{ .status = d.status, .body = auth.body(d) }, serialized);
+            return false;
+        },
+    }
+}
+
+/// `wasmcustom.mcpgw_auth_denied.<reason>`: denials by reason.
+var denied_counters: [@typeInfo(auth.Reason).@"enum".fields.len]?u32 = @splat(null);
+
+fn noteDenied(reason: auth.Reason) void {
+    const i = @intFromEnum(reason);
+    if (denied_counters[i] == null) {
+        var buf: [64]u8 = undefined;
+        const name = std.fmt.bufPrint(&buf, "mcpgw_auth_denied.{s}", .{reason.name()}) catch return;
+        denied_counters[i] = pw.defineMetric(.counter, name);
+    }
+    if (denied_counters[i]) |c| pw.incrementMetric(c, 1);
+}
+
 /// Hands an HTTP+SSE answer to the broker, which puts it on the session's
 /// stream (on whichever replica holds it); the POST is answered when the
 /// broker has.
@@ -790,10 +863,14 @@ fn requestId(arena: std.mem.Allocator, headers: []const u8) std.mem.Allocator.Er
 
 /// The client's value at each credential source, copied into the stream
 /// arena (the host's header buffer is freed right away).
-fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8) std.mem.Allocator.Error![]const ?[]const u8 {
+/// `gateway`: the header that carried a validated gateway API key, never
+/// passed through to a backend.
+fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8, gateway: ?[]const u8) std.mem.Allocator.Error![]const ?[]const u8 {
     const values = try arena.alloc(?[]const u8, cfg.credential_sources.len);
     for (cfg.credential_sources, values) |src, *v| switch (src.in) {
-        .header => v.* = if (pw.findHeader(headers, src.name)) |h| try arena.dupe(u8, h) else null,
+        .header => v.* = if (gateway != null and std.ascii.eqlIgnoreCase(src.name, gateway.?))
+            null
+        else if (pw.findHeader(headers, src.name)) |h| try arena.dupe(u8, h) else null,
         .query => v.* = if (try mcp.queryParam(arena, path, src.name)) |q| try arena.dupe(u8, q) else null,
     };
     return values;

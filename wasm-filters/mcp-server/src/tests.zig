@@ -15,5 +15,6 @@ test {
     _ = @import("config_mem.zig");
     _ = @import("session.zig");
     _ = @import("check.zig");
+    _ = @import("auth.zig");
     _ = @import("fuzz.zig");
 }
