@@ -1,4 +1,5 @@
-"""`mcpgw apply`, `get`, `delete` and `session-keys`: the admin API from the command line.
+"""`mcpgw apply`, `get`, `delete`, `session-keys` and `consumers` (admin/consumercli.py): the
+admin API from the command line.
 
 `apply` is declarative: each document is created when absent, replaced (under the etag it was
 compared against, so a concurrent edit is never overwritten) when different, and left alone
@@ -137,6 +138,9 @@ def add_commands(commands: Any) -> None:
         metavar="SECONDS",
         help="how long sessions signed with the older keys keep working (default: 3600; 0 ends them now)",
     )
+    from mcpgw.admin import consumercli
+
+    consumercli.add_commands(commands, common)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
             return _get(client, args)
         if args.command == "session-keys":
             return _session_keys(client, args)
+        if args.command == "consumers":
+            from mcpgw.admin import consumercli
+
+            return consumercli.run(client, args)
         return _delete(client, args)
     except AdminError as error:
         return _report(error)

@@ -281,6 +281,14 @@ class RegistrySnapshot:
         return digest.hexdigest()[:16]
 
     @functools.cached_property
+    def consumers_revision(self) -> str:
+        """Changes with any consumer: what the `auth` of every server depends on."""
+        digest = hashlib.sha256()
+        for consumer in self.consumers:
+            digest.update(f"{consumer.key}={consumer.fingerprint};".encode())
+        return digest.hexdigest()[:16]
+
+    @functools.cached_property
     def _by_key(self) -> dict[str, McpServer]:
         return {server.key: server for server in self.servers}
 

@@ -54,4 +54,4 @@ def auth_inputs(server: McpServer, snapshot: RegistrySnapshot) -> tuple[Any, ...
     translator's memo, so a new or revoked key re-translates exactly the servers with `auth`)."""
     if server.auth is None or server.auth.api_keys is None:
         return ()
-    return tuple((consumer.key, consumer.fingerprint) for consumer in snapshot.consumers)
+    return (snapshot.consumers_revision,)

@@ -317,7 +317,8 @@ class Translator:
             self._grouped[key] = server.gateways
         else:
             self._grouped.pop(key, None)
-        dynamic = bool(server.includes or server.secrets)
+        # `auth`: its filter configuration holds the registry's consumers (translate/authconfig.py).
+        dynamic = bool(server.includes or server.secrets or server.auth)
         if dynamic:
             self._dynamic.add(key)
         else:
