@@ -80,12 +80,12 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     sub.add_argument("--key-id", default=None, help="the new key's id (default: k-DATE-RANDOM)")
     sub.add_argument("--drop-old", action="store_true", help="remove every other key (ends the overlap)")
     sub.add_argument(
-        "--file", type=Path, default=None, metavar="FILE", help="edit this Consumer YAML instead"
+        "-f", "--file", type=Path, default=None, metavar="FILE", help="edit this Consumer YAML instead"
     )
     sub = scoped("revoke", "remove one API key, or the whole consumer")
     sub.add_argument("--key-id", default=None, help="the key to remove (default: the consumer itself)")
     sub.add_argument(
-        "--file", type=Path, default=None, metavar="FILE", help="edit this Consumer YAML instead"
+        "-f", "--file", type=Path, default=None, metavar="FILE", help="edit this Consumer YAML instead"
     )
     sub = what.add_parser("list", parents=[common], help="consumers and their key ids (never keys)")
     sub.add_argument(
