@@ -89,7 +89,29 @@ class Scenario:
 
 
 # Paired ratios, each against the native row of its group, measured in the same round.
-PAIRED = (("call", "mcpgw"), ("list", "mcpgw"), ("initialize", "mcpgw"), ("list", "wasm-floor"))
+PAIRED = (
+    ("call", "mcpgw"),
+    ("call", "mcpgw-apikey"),
+    ("list", "mcpgw"),
+    ("initialize", "mcpgw"),
+    ("list", "wasm-floor"),
+)
+# The `mcpgw-apikey` rows: a server with `auth: {apiKeys: {}}` and one consumer holding this key
+# (a bench-only key; only its SHA-256 is in the registry, as in production).
+BENCH_API_KEY = "mcpgw_bench-key-0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
+
+
+def auth_registry(backend_port: int) -> str:
+    """The `pets-key` server (the bench server with `auth`) and its consumer, as registry YAML."""
+    server = server_yaml("bench", "pets-key", backend_port).replace(
+        "timeoutMs: 5000\n", "timeoutMs: 5000\nauth:\n  apiKeys: {}\n", 1
+    )
+    digest = hashlib.sha256(BENCH_API_KEY.encode()).hexdigest()
+    consumer = (
+        f"apiVersion: mcpgw/v1\nkind: Consumer\nname: bench\nnamespace: bench\n"
+        f"apiKeys:\n  - id: k-bench\n    sha256: {digest}\n"
+    )
+    return f"{server}---\n{consumer}"
 
 
 @dataclass(frozen=True)
@@ -267,6 +289,9 @@ class Endpoints:
     python_port: int
     mcpgw_url: str
     session: Mapping[str, str]
+    # The same server with `auth`, and its session's headers (with the API key).
+    apikey_url: str
+    apikey_session: Mapping[str, str]
     nginx_pid: int
     python_pid: int
 
@@ -285,6 +310,10 @@ def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
         Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=e.nginx_pid),
         Scenario("proxy", "call", proxy_url, "GET", "", '"Rex"', proxy),
         Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session),
+        # Right after the same call without `auth`: their ratio is what an API key costs.
+        Scenario(
+            "mcpgw-apikey", "call", e.apikey_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.apikey_session
+        ),
         Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native),
         Scenario("python", "call", python_url, "POST", CALL_BODY, "Rex", None, server_pid=e.python_pid),
         Scenario("mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', mcpgw, headers=session),
@@ -357,6 +386,27 @@ def paired_ratios(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str
     return out
 
 
+def auth_cost(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
+    """`tools/call` with an API key ÷ the same call without `auth`, per round (both back to back
+    on one Envoy); the median of those ratios. The goal: at most 1.10 times the Envoy CPU per call."""
+    keyed, plain = runs.get(("call", "mcpgw-apikey")), runs.get(("call", "mcpgw"))
+    if not keyed or not plain:
+        return {}
+    rps = [a["rps"] / b["rps"] for a, b in zip(keyed, plain, strict=True)]
+    cpu = [
+        a["cpu_us_per_req"] / b["cpu_us_per_req"]
+        for a, b in zip(keyed, plain, strict=True)
+        if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")
+    ]
+    return {
+        "vs": "call/mcpgw",
+        "rps_ratio": round(statistics.median(rps), 3),
+        "rps_ratio_runs": [round(r, 3) for r in rps],
+        "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
+        "cpu_ratio_runs": [round(c, 3) for c in cpu],
+    }
+
+
 def versions(wasm_floor_bytes: int | None = None) -> dict[str, str]:
     def first_line(*cmd: str) -> str:
         r = subprocess.run(cmd, capture_output=True, text=True)
@@ -420,6 +470,7 @@ async def measure(
         registry = work / "registry"
         registry.mkdir()
         (registry / "pets.yaml").write_text(server_yaml("bench", "pets", backend_port))
+        (registry / "pets-key.yaml").write_text(auth_registry(backend_port))
         (work / "mcpgw").mkdir()
         stack = Stack(
             on_free_ports(
@@ -433,6 +484,8 @@ async def measure(
         assert stack.envoy is not None
         mcpgw_url = f"{stack.mcp_base_url}/mcp/bench/pets"
         session = open_session(mcpgw_url)
+        apikey_url = f"{stack.mcp_base_url}/mcp/bench/pets-key"
+        apikey_session = open_session(apikey_url, auth={"authorization": f"Bearer {BENCH_API_KEY}"})
         python, python_port = start_python_server(work, backend_port)
         wait_http(f"http://127.0.0.1:{backend_port}/v1/pets/1", None)
         endpoints = Endpoints(
@@ -443,6 +496,8 @@ async def measure(
             python_port=python_port,
             mcpgw_url=mcpgw_url,
             session=session,
+            apikey_url=apikey_url,
+            apikey_session=apikey_session,
             nginx_pid=nginx.process.pid,
             python_pid=python.pid,
         )
@@ -499,6 +554,7 @@ async def measure(
         return {
             "scenarios": {f"{g}/{n}": median_of(r) for (g, n), r in runs.items()},
             "paired_ratios": paired_ratios(runs),
+            "auth_cost": auth_cost(runs),
             "idle_envoy_rss_kib": idle_rss,
             "envoy_pids_per_round": pids_per_round,
             "cpu_affinity_after_runs": affinity,

@@ -19,6 +19,11 @@ ROWS = (
     ),
     ("call", "proxy", "Envoy proxying the same GET, no MCP work"),
     ("call", "mcpgw", "`tools/call` through Envoy + mcpgw filter"),
+    (
+        "call",
+        "mcpgw-apikey",
+        "the same `tools/call` on a server with `auth` (an API key checked per request)",
+    ),
     ("call", "native", "`tools/call` through Envoy's `mcp_json_rest_bridge`"),
     ("call", "python", "`tools/call` on a `mcp` SDK server (uvicorn)"),
     ("list", "mcpgw", "`tools/list`, mcpgw filter (local answer)"),
@@ -99,6 +104,17 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
             list_ratio["rps_ratio"] >= 0.9,
         ),
     ]
+    cost = results.get("auth_cost")
+    if cost and cost.get("cpu_ratio") is not None:
+        out.append(
+            (
+                "an API key adds ≤ 10 % Envoy CPU per `tools/call`",
+                f"CPU µs/req {cost['cpu_ratio']:.2f}× the call without `auth` "
+                f"(rounds {', '.join(f'{r:.2f}' for r in cost['cpu_ratio_runs'])}); "
+                f"throughput {cost['rps_ratio']:.2f}×",
+                cost["cpu_ratio"] <= 1.10,
+            )
+        )
     scale = results.get("scale")
     if scale:
         sizes = {r["servers"]: r for r in scale["sizes"]}

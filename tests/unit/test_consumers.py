@@ -302,3 +302,16 @@ async def test_cli_against_the_admin_api(
     assert await run("revoke", "carol", "-n", "default") == 0
     assert api.store.snapshot.consumers == ()
     assert await run("revoke", "carol", "-n", "default") == 1
+
+    # `mcpgw apply` takes Consumer documents beside servers.
+    path = api.registry.parent / "dan.yaml"
+    path.write_text(yaml.safe_dump_all([consumer_doc("dan"), server_doc(name="other")]))
+    applied = ["apply", "-f", str(path), *admin]
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, applied) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "consumer default/dan created",
+        "server default/other created",
+    ]
+    assert await asyncio.to_thread(cli.main, applied) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "consumer default/dan unchanged"

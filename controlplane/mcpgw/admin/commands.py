@@ -247,6 +247,14 @@ def _apply(client: AdminClient, paths: list[Path]) -> int:
     worst = 0
     for label, raw in documents:
         document = _normalized(raw)
+        if isinstance(document, dict) and document.get("kind") == "Consumer":
+            from mcpgw.admin.consumercli import apply_consumer
+
+            status = apply_consumer(client, document, label, _try)
+            if status not in (0, EXIT_INVALID):
+                return status
+            worst = max(worst, status)
+            continue
         if not isinstance(document, dict) or not isinstance(document.get("name"), str):
             # Let the API say what is wrong, with field paths, like any other invalid document.
             outcome = _try(lambda d=document: client.create_server(d), label)

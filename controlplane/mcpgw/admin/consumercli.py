@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from mcpgw.admin.client import AdminClient
+from mcpgw.admin.client import AdminClient, AdminError
 from mcpgw.admin.consumers import GLOBAL_SCOPE
 from mcpgw.registry import yamldocs
 from mcpgw.registry.consumers import KEY_PREFIX, KIND, parse_consumer
@@ -204,6 +204,35 @@ def _list(client: AdminClient, args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def apply_consumer(client: AdminClient, document: dict[str, Any], label: str, attempt: Any) -> int:
+    """`mcpgw apply` of a `kind: Consumer` document: created, updated under its etag, or left
+    alone; `attempt(call, label)` runs a call and reports its error (exit code)."""
+    namespace, name = document.get("namespace"), document.get("name")
+    if not isinstance(name, str) or not (namespace is None or isinstance(namespace, str)):
+        return int(attempt(lambda: client.create_consumer(document), label))
+    scope = namespace or GLOBAL_SCOPE
+    try:
+        current, etag = client.get_consumer(scope, name)
+    except AdminError as error:
+        if error.status != 404:
+            return int(attempt(lambda e=error: _raise(e), label))
+        current, etag = None, ""
+    if current is None:
+        status, verb = int(attempt(lambda: client.create_consumer(document), label)), "created"
+    elif current == document:
+        status, verb = 0, "unchanged"
+    else:
+        status = int(attempt(lambda: client.replace_consumer(scope, name, document, if_match=etag), label))
+        verb = "updated"
+    if status == 0:
+        print(f"consumer {namespace or '*'}/{name} {verb}", flush=True)
+    return status
+
+
+def _raise(error: Exception) -> None:
+    raise error
 
 
 # -- where the document lives: the admin API, or a file ------------------------------------------
