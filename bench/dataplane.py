@@ -640,7 +640,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "tool": "getPet(id=1) -> GET /v1/pets/1, answer as text content",
         },
         "versions": versions(measured.pop("wasm_floor_bytes")),
-        **{k: measured[k] for k in ("scenarios", "paired_ratios", "idle_envoy_rss_kib")},
+        **{k: measured[k] for k in ("scenarios", "paired_ratios", "auth_cost", "idle_envoy_rss_kib")},
         "envoy_pids_per_round": measured["envoy_pids_per_round"],
         "cpu_affinity_after_runs": measured["cpu_affinity_after_runs"],
         "loadavg": {"before": load_before, "after_scenarios": load_after},

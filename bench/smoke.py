@@ -144,6 +144,7 @@ BENCHMARKS = (
             ("scenarios.*.errors", zero),
             ("paired_ratios.*.rps_ratio", positive),
             ("paired_ratios.*.cpu_ratio", positive),
+            ("auth_cost.cpu_ratio", positive),
             ("idle_envoy_rss_kib.*", positive),
             ("scale.sizes.*.before_edit.envoy_rss_kib", positive),
             ("scale.sizes.*.full_update.registry_write_to_all_applied_ms", number),

@@ -17,7 +17,11 @@ from mcpgw.registry.filesource import FileStore, load_directory
 from mcpgw.registry.reader import Invalid
 from mcpgw.registry.validate import parse_server
 from mcpgw.translate.filterconfig import filter_config
-from tests.unit.test_admin import TOKEN, Api, server_doc, start_api
+from tests.unit import test_admin
+from tests.unit.test_admin import TOKEN, Api, server_doc
+
+# The admin API over real HTTP on a FileStore, as test_admin.py runs it.
+api = test_admin.api
 
 KEY = "mcpgw_unit-test-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -184,16 +188,6 @@ async def test_a_consumer_change_is_a_new_snapshot_and_a_bad_one_keeps_the_old(t
     people.write_text(yaml.safe_dump(consumer_doc(apiKeys=[{"id": "k", "sha256": KEY}])))
     assert not await store.load()
     assert store.snapshot is kept and store.problems[0].path == "apiKeys[0].sha256"
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> Any:
-    running = await start_api(tmp_path)
-    try:
-        yield running
-    finally:
-        await running.http.close()
-        await running.served.close()
 
 
 async def test_admin_api_creates_reads_replaces_and_deletes_consumers(api: Api) -> None:

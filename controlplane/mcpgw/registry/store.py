@@ -162,23 +162,12 @@ class RegistryStore(ABC):
                     break
         finally:
             await self._emit_refreshed()
-        if isinstance(server, McpServer):
-            log.info(
-                "registry_write",
-                op="put",
-                server=server.key,
-                etag=server.fingerprint,
-                tools=len(server.tools),
-            )
-        else:
-            # The consumer's key ids, never its hashes' owners' keys (there are none here).
-            log.info(
-                "registry_write",
-                op="put",
-                consumer=server.key,
-                etag=server.fingerprint,
-                keys=len(server.api_keys),
-            )
+        what: dict[str, Any] = (
+            {"server": server.key, "tools": len(server.tools)}
+            if isinstance(server, McpServer)
+            else {"consumer": server.key, "keys": len(server.api_keys)}
+        )
+        log.info("registry_write", op="put", etag=server.fingerprint, **what)
         await self._emit()
         return entries[server.key]
 
