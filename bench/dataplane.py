@@ -296,9 +296,10 @@ class Endpoints:
     python_pid: int
 
 
-def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
+def build_scenarios(e: Endpoints, envoy: Mapping[str, int], round_no: int = 0) -> list[Scenario]:
     """Every scenario of one round, in run order; `envoy` maps proxy / native / wasm-floor /
-    mcpgw to the pid of that round's Envoy process."""
+    mcpgw to the pid of that round's Envoy process. `mcpgw` and `mcpgw-apikey` swap places
+    every other round, so running second on the same Envoy biases neither."""
     backend_url = f"http://127.0.0.1:{e.backend_port}/v1/pets/1"
     proxy_url = scenarios_proxy_url(e.proxy_port)
     native_url = f"http://127.0.0.1:{e.native_port}/mcp"
@@ -306,14 +307,16 @@ def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
     python_url = f"http://127.0.0.1:{e.python_port}/mcp"
     mcpgw_url, session = e.mcpgw_url, e.session
     proxy, native, floor, mcpgw = envoy["proxy"], envoy["native"], envoy["wasm-floor"], envoy["mcpgw"]
+    plain = Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session)
+    keyed = Scenario(
+        "mcpgw-apikey", "call", e.apikey_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.apikey_session
+    )
+    calls = [keyed, plain] if round_no % 2 else [plain, keyed]
     return [
         Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=e.nginx_pid),
         Scenario("proxy", "call", proxy_url, "GET", "", '"Rex"', proxy),
-        Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session),
-        # Right after the same call without `auth`: their ratio is what an API key costs.
-        Scenario(
-            "mcpgw-apikey", "call", e.apikey_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.apikey_session
-        ),
+        # Back to back, the same call with and without `auth`: their ratio is what a key costs.
+        *calls,
         Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native),
         Scenario("python", "call", python_url, "POST", CALL_BODY, "Rex", None, server_pid=e.python_pid),
         Scenario("mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', mcpgw, headers=session),
@@ -523,7 +526,7 @@ async def measure(
             placement.pin_tested(python.pid)
             for pid in pids.values():
                 placement.pin_tested(pid)
-            scenarios = build_scenarios(endpoints, pids)
+            scenarios = build_scenarios(endpoints, pids, round_no)
             # Every scenario answers correctly on this round's processes (for mcpgw: the session
             # opened in the first round still verifies, its keys live in the control plane).
             for scenario in scenarios:

@@ -312,6 +312,8 @@ async def test_api_keys_through_envoy(
             assert key not in text, f"an API key appears in {where}"
     # The denials were logged (one line each, with the reason) and counted.
     assert "auth_denied server=/mcp/default/petstore reason=namespace status=403 consumer=bob" in logs[0]
+    # Envoy took every identity the filter set (filter state `wasm.mcpgw.auth`).
+    assert "cannot set the identity" not in logs[0]
     stats = envoy_a.stats("wasmcustom.mcpgw_auth_denied")
     assert stats.get("wasmcustom.mcpgw_auth_denied.missing", 0) >= 1
     assert stats.get("wasmcustom.mcpgw_auth_denied.invalid", 0) >= 1

@@ -647,7 +647,8 @@ fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, head
                 oomReply(s);
                 return false;
             };
-            _ = pw.setProperty("mcpgw.auth", json);
+            const st = pw.setProperty("mcpgw.auth", json);
+            if (st != .ok) pw.logf(.warn, "mcp-server: cannot set the identity (filter state wasm.mcpgw.auth): status {d}", .{@intFromEnum(st)});
             return true;
         },
         .deny => |d| {
