@@ -15,10 +15,13 @@ from mcpgw import cli
 from mcpgw.registry.consumers import MAX_API_KEYS, parse_consumer
 from mcpgw.registry.filesource import FileStore, load_directory
 from mcpgw.registry.reader import Invalid
+from mcpgw.registry.redisstore import RedisStore
 from mcpgw.registry.validate import parse_server
 from mcpgw.translate.filterconfig import filter_config
+from tests.redisserver import RedisServer
 from tests.unit import test_admin
 from tests.unit.test_admin import TOKEN, Api, server_doc
+from tests.unit.test_redisstore import following, until
 
 # The admin API over real HTTP on a FileStore, as test_admin.py runs it.
 api = test_admin.api
@@ -309,3 +312,27 @@ async def test_cli_against_the_admin_api(
     ]
     assert await asyncio.to_thread(cli.main, applied) == 0
     assert capsys.readouterr().out.splitlines()[0] == "consumer default/dan unchanged"
+
+
+async def test_consumers_in_redis_reach_the_other_replica_and_revoke_there(redis_server: RedisServer) -> None:
+    one, two = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    try:
+        await one.load()
+        await two.load()
+        async with following(two) as seen_two:
+            await one.put(server_doc(auth={"apiKeys": {}}))
+            await one.put(consumer_doc(), kind="Consumer")
+            snapshot = await until(seen_two, lambda s: bool(s.consumers))
+            assert snapshot.consumers[0].key == "consumers/default/alice"
+            assert [s.key for s in snapshot.servers] == ["default/svc"]
+            # A hash another consumer holds is refused on any replica, before Redis is written.
+            with pytest.raises(Invalid):
+                await two.put(
+                    consumer_doc("bob", apiKeys=[{"id": "k", "sha256": sha("default/alice")}]),
+                    kind="Consumer",
+                )
+            await one.delete("consumers/default/alice")
+            await until(seen_two, lambda s: not s.consumers)
+    finally:
+        await one.close()
+        await two.close()

@@ -266,7 +266,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         return .pause;
     };
     // Who calls, before any MCP path is served (preflights carry no credential).
-    if (cfg.auth) |a| if (!authenticate(s, cfg, a, headers)) return .pause;
+    if (cfg.auth) |a| if (!authenticate(s, cfg, a, headers, target == .sse)) return .pause;
     var proxy_delete = false;
     // The session the request names, when it verified (checked once, here).
     var verified: ?session.Checked = null;
@@ -625,23 +625,27 @@ fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: [
 }
 
 /// The auth decision (auth.zig) with its host calls: the identity set as
-/// filter state `wasm.mcpgw.auth`, look-alike identity headers and the
-/// gateway's own credential removed, or one log line, a counter and the
-/// 401/403. False when the request was answered.
-fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, headers: []const u8) bool {
+/// filter state `wasm.mcpgw.auth`, or one log line, a counter and the
+/// 401/403. False when the request was answered. `forwarded`: the request
+/// itself goes on upstream (`GET …/sse`, to the broker): then look-alike
+/// identity headers and the gateway's own credential are removed from it.
+/// Every other request is answered by the filter, which builds its backend
+/// requests itself and never captures the credential's header; removing
+/// headers there would only cost (Envoy clears the route cache on each).
+fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, headers: []const u8, forwarded: bool) bool {
     const arena = s.arena.allocator();
     const value = if (a.api_key_header) |h| pw.findHeader(headers, h) else null;
     // The JWT part's hook: `jwtidentity.zig` reads jwt_authn's metadata here.
     const jwt: auth.Jwt = .none;
     switch (auth.decide(a, value, jwt)) {
         .admit => |identity| {
-            for (auth.identity_headers) |name| if (pw.findHeader(headers, name) != null) {
+            if (forwarded) for (auth.identity_headers) |name| if (pw.findHeader(headers, name) != null) {
                 _ = pw.removeHeader(.http_request_headers, name);
             };
             const id = identity orelse return true;
             if (id.method == .apikey) {
                 s.gateway_credential = a.api_key_header;
-                _ = pw.removeHeader(.http_request_headers, a.api_key_header.?);
+                if (forwarded) _ = pw.removeHeader(.http_request_headers, a.api_key_header.?);
             }
             const json = auth.identityJson(arena, id) catch {
                 oomReply(s);
