@@ -13,8 +13,9 @@ const Value = std.json.Value;
 const Store = @import("store.zig").Store;
 const jsonw = @import("jsonw.zig");
 const Out = jsonw.Out;
+const sha256 = @import("sha256.zig");
 
-pub const Digest = [std.crypto.hash.sha2.Sha256.digest_length]u8;
+pub const Digest = [sha256.digest_length]u8;
 
 /// One API key of a consumer, by its SHA-256.
 pub const Key = struct {
@@ -149,7 +150,7 @@ fn admitted(a: *const Auth, id: Identity) Decision {
 /// stored key); the final compare is constant-time all the same.
 pub fn lookup(a: *const Auth, key: []const u8) ?*const Key {
     var digest: Digest = undefined;
-    std.crypto.hash.sha2.Sha256.hash(key, &digest, .{});
+    sha256.hash(key, &digest);
     const found = a.keys.getPtr(digest) orelse return null;
     if (!std.crypto.timing_safe.eql(Digest, found.digest, digest)) return null;
     return found;

@@ -16,5 +16,6 @@ test {
     _ = @import("session.zig");
     _ = @import("check.zig");
     _ = @import("auth.zig");
+    _ = @import("sha256.zig");
     _ = @import("fuzz.zig");
 }
