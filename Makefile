@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium
+.PHONY: kubectl deploy-tools test-deploy-k8s images wheelhouse bundle image-tools test-deploy test-deploy-images up test test-wheel wheel install filters lint unit integration bench bench-dataplane bench-dataplane-profile bench-controlplane bench-peers bench-smoke chaos fuzz fuzz-smoke fuzz-tools soak clean help redis inspector chromium prometheus oidc-provider
 
 help:
 	@echo "make up      install, build the filters and run the gateway on the demo registry"
@@ -42,6 +42,16 @@ redis:
 	  fi; }
 	@command -v redis-server >/dev/null || { echo "error: redis-server is missing; install it (Debian/Ubuntu: apt-get install redis-server)"; exit 1; }
 
+# The metrics tests scrape with a real Prometheus and check deploy/prometheus/ with promtool:
+# Debian's package provides both (tests/prometheus.py starts its own server per test).
+prometheus:
+	@{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq prometheus >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null)); \
+	  fi; }
+	@{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || { echo "error: prometheus/promtool are missing; install them (Debian/Ubuntu: apt-get install prometheus)"; exit 1; }
+
 # The CORS test drives a real browser: Debian's Chromium (Playwright from PyPI drives it; its own
 # browser download is never used). Installed with apt-get when we can (root), else a clear error.
 chromium:
@@ -63,6 +73,12 @@ inspector: $(STAMP)
 	  fi; }
 	@command -v npm >/dev/null || { echo "error: npm is missing; install it (Debian/Ubuntu: apt-get install npm)"; exit 1; }
 	$(PY) -m tests.inspector
+
+# oidc-provider (a certified OpenID provider) for the JWT/OAuth tests, pinned in tests/oidc.py,
+# installed from npm into build/oidc-provider/ (once; a stamp records the version).
+oidc-provider: $(STAMP)
+	@command -v npm >/dev/null || { echo "error: npm is missing; install it (Debian/Ubuntu: apt-get install npm)"; exit 1; }
+	$(PY) -m tests.oidc
 
 # The native fuzz targets link clang's libFuzzer (docs/testing.md). Debian's clang-14 and its
 # runtimes, installed with apt-get when we can (root), else a clear error.
@@ -96,10 +112,10 @@ unit: $(STAMP)
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests/unit -q
 
-integration: filters redis chromium
+integration: filters redis chromium prometheus oidc-provider
 	$(PY) -m pytest tests/integration -q
 
-test: filters lint redis inspector chromium fuzz-tools
+test: filters lint redis inspector chromium fuzz-tools prometheus oidc-provider
 	$(PY) wasm-filters/build.py --test
 	$(PY) -m pytest tests -q -ra --ignore=tests/wheel --ignore=tests/deploy
 	@$(MAKE) --no-print-directory bench-smoke

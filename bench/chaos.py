@@ -651,8 +651,7 @@ def markdown(result: dict[str, Any]) -> str:
         "Notes per fault: "
         + "; ".join(f"{row['fault']}: {', '.join(row['notes'])}" for row in result["rows"] if row["notes"]),
         "",
-        "What each fault is expected to cost (the design, see docs/ha.md and the README's HA and sessions "
-        "sections):",
+        "What each fault is expected to cost (the design, see docs/ha.md and docs/mcp.md#sessions):",
         "",
         "- controlplane: Envoys keep serving their configuration and reconnect to the other replica; "
         "admin writes go to the other replica. HTTP+SSE streams held by the killed replica's session "

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import dataplane_hotpath
+import dataplane_jwt
 import dataplane_report
 import dataplane_scale
 from dataplane_configs import CALL_BODY, INIT_BODY, LIST_BODY, server_yaml, static_envoy
@@ -89,19 +90,15 @@ class Scenario:
 
 
 # Paired ratios, each against the native row of its group, measured in the same round.
-PAIRED = (
-    ("call", "mcpgw"),
-    ("call", "mcpgw-apikey"),
-    ("list", "mcpgw"),
-    ("initialize", "mcpgw"),
-    ("list", "wasm-floor"),
-)
+PAIRED = (("call", "mcpgw"), ("list", "mcpgw"), ("initialize", "mcpgw"), ("list", "wasm-floor"))
+# Paired against another row than native: what auth costs over the same call without it.
+PAIRED_WITH = (("call", "mcpgw-jwt", "mcpgw"), ("call", "mcpgw-apikey", "mcpgw"))
 # The `mcpgw-apikey` rows: a server with `auth: {apiKeys: {}}` and one consumer holding this key
 # (a bench-only key; only its SHA-256 is in the registry, as in production).
 BENCH_API_KEY = "mcpgw_bench-key-0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
 
 
-def auth_registry(backend_port: int) -> str:
+def apikey_registry(backend_port: int) -> str:
     """The `pets-key` server (the bench server with `auth`) and its consumer, as registry YAML."""
     server = server_yaml("bench", "pets-key", backend_port).replace(
         "timeoutMs: 5000\n", "timeoutMs: 5000\nauth:\n  apiKeys: {}\n", 1
@@ -289,17 +286,23 @@ class Endpoints:
     python_port: int
     mcpgw_url: str
     session: Mapping[str, str]
-    # The same server with `auth`, and its session's headers (with the API key).
-    apikey_url: str
-    apikey_session: Mapping[str, str]
+    # The same stack without per-tool metrics and access log (`mcpgw-quiet`).
+    quiet_url: str
+    quiet_session: Mapping[str, str]
     nginx_pid: int
     python_pid: int
+    # The same server with JWT auth (jwt_authn verifies an RS256 token on every request).
+    jwt_url: str
+    jwt_session: Mapping[str, str]
+    # The same server with `auth.apiKeys`, and its session's headers (with the API key).
+    apikey_url: str
+    apikey_session: Mapping[str, str]
 
 
 def build_scenarios(e: Endpoints, envoy: Mapping[str, int], round_no: int = 0) -> list[Scenario]:
     """Every scenario of one round, in run order; `envoy` maps proxy / native / wasm-floor /
-    mcpgw to the pid of that round's Envoy process. `mcpgw` and `mcpgw-apikey` swap places
-    every other round, so running second on the same Envoy biases neither."""
+    mcpgw to the pid of that round's Envoy process. The calls with and without auth on the
+    mcpgw Envoy run in reverse order every other round, so running later biases none of them."""
     backend_url = f"http://127.0.0.1:{e.backend_port}/v1/pets/1"
     proxy_url = scenarios_proxy_url(e.proxy_port)
     native_url = f"http://127.0.0.1:{e.native_port}/mcp"
@@ -307,15 +310,23 @@ def build_scenarios(e: Endpoints, envoy: Mapping[str, int], round_no: int = 0) -
     python_url = f"http://127.0.0.1:{e.python_port}/mcp"
     mcpgw_url, session = e.mcpgw_url, e.session
     proxy, native, floor, mcpgw = envoy["proxy"], envoy["native"], envoy["wasm-floor"], envoy["mcpgw"]
-    plain = Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session)
-    keyed = Scenario(
-        "mcpgw-apikey", "call", e.apikey_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.apikey_session
-    )
-    calls = [keyed, plain] if round_no % 2 else [plain, keyed]
+    quiet = envoy["mcpgw-quiet"]
+    calls = [
+        Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session),
+        Scenario("mcpgw-jwt", "call", e.jwt_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.jwt_session),
+        Scenario(
+            "mcpgw-apikey", "call", e.apikey_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.apikey_session
+        ),
+    ]
+    if round_no % 2:
+        calls.reverse()
     return [
         Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=e.nginx_pid),
         Scenario("proxy", "call", proxy_url, "GET", "", '"Rex"', proxy),
-        # Back to back, the same call with and without `auth`: their ratio is what a key costs.
+        # Back to back: the pair whose ratio is what metrics and the access log cost.
+        Scenario(
+            "mcpgw-quiet", "call", e.quiet_url, "POST", CALL_BODY, "Rex", quiet, headers=e.quiet_session
+        ),
         *calls,
         Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native),
         Scenario("python", "call", python_url, "POST", CALL_BODY, "Rex", None, server_pid=e.python_pid),
@@ -371,38 +382,28 @@ def paired_ratios(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str
     out: dict[str, Any] = {}
     for group, name in PAIRED:
         mine, native = runs.get((group, name)), runs.get((group, "native"))
-        if not mine or not native:
-            continue
-        rps = [a["rps"] / b["rps"] for a, b in zip(mine, native, strict=True)]
-        cpu = [
-            a["cpu_us_per_req"] / b["cpu_us_per_req"]
-            for a, b in zip(mine, native, strict=True)
-            if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")
-        ]
-        out[f"{group}/{name}"] = {
-            "vs": f"{group}/native",
-            "rps_ratio": round(statistics.median(rps), 3),
-            "rps_ratio_runs": [round(r, 3) for r in rps],
-            "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
-            "cpu_ratio_runs": [round(c, 3) for c in cpu],
-        }
+        if mine and native:
+            out[f"{group}/{name}"] = _paired(mine, native, f"{group}/native")
+    for group, name, base in PAIRED_WITH:
+        mine, other = runs.get((group, name)), runs.get((group, base))
+        if mine and other:
+            out[f"{group}/{name}"] = _paired(mine, other, f"{group}/{base}")
+    # What per-tool metrics and the access log cost: mcpgw ÷ the same stack with both off.
+    observed, quiet = runs.get(("call", "mcpgw")), runs.get(("call", "mcpgw-quiet"))
+    if observed and quiet:
+        out["call/mcpgw-observability"] = _paired(observed, quiet, "call/mcpgw-quiet")
     return out
 
 
-def auth_cost(runs: dict[tuple[str, str], list[dict[str, Any]]]) -> dict[str, Any]:
-    """`tools/call` with an API key ÷ the same call without `auth`, per round (both back to back
-    on one Envoy); the median of those ratios. The goal: at most 1.10 times the Envoy CPU per call."""
-    keyed, plain = runs.get(("call", "mcpgw-apikey")), runs.get(("call", "mcpgw"))
-    if not keyed or not plain:
-        return {}
-    rps = [a["rps"] / b["rps"] for a, b in zip(keyed, plain, strict=True)]
+def _paired(mine: list[dict[str, Any]], base: list[dict[str, Any]], vs: str) -> dict[str, Any]:
+    rps = [a["rps"] / b["rps"] for a, b in zip(mine, base, strict=True)]
     cpu = [
         a["cpu_us_per_req"] / b["cpu_us_per_req"]
-        for a, b in zip(keyed, plain, strict=True)
+        for a, b in zip(mine, base, strict=True)
         if a.get("cpu_us_per_req") and b.get("cpu_us_per_req")
     ]
     return {
-        "vs": "call/mcpgw",
+        "vs": vs,
         "rps_ratio": round(statistics.median(rps), 3),
         "rps_ratio_runs": [round(r, 3) for r in rps],
         "cpu_ratio": round(statistics.median(cpu), 3) if cpu else None,
@@ -455,6 +456,7 @@ async def measure(
     started: list[Any] = []
     python: subprocess.Popen[bytes] | None = None
     stack: Stack | None = None
+    quiet: Stack | None = None
     try:
         floor_wasm = build_bench_wasm("wasm_floor", work)
         nginx.start()
@@ -473,22 +475,26 @@ async def measure(
         registry = work / "registry"
         registry.mkdir()
         (registry / "pets.yaml").write_text(server_yaml("bench", "pets", backend_port))
-        (registry / "pets-key.yaml").write_text(auth_registry(backend_port))
-        (work / "mcpgw").mkdir()
-        stack = Stack(
-            on_free_ports(
-                registry,
-                node_id="bench-mcpgw",
-                envoy_concurrency=CONCURRENCY,
-                envoy_workdir=work / "mcpgw",
-            )
+        token = dataplane_jwt.make_token(work / "jwks.json")
+        (registry / "pets-key.yaml").write_text(apikey_registry(backend_port))
+        (registry / "pets-jwt.yaml").write_text(
+            server_yaml("bench", "pets-jwt", backend_port) + dataplane_jwt.auth_yaml(work / "jwks.json")
         )
+        stack = mcpgw_stack(work, registry, "mcpgw")
         await stack.start(ready_timeout=60)
         assert stack.envoy is not None
         mcpgw_url = f"{stack.mcp_base_url}/mcp/bench/pets"
         session = open_session(mcpgw_url)
+        jwt_url = f"{stack.mcp_base_url}/mcp/bench/pets-jwt"
+        jwt_session = open_session(jwt_url, {"authorization": f"Bearer {token}"})
         apikey_url = f"{stack.mcp_base_url}/mcp/bench/pets-key"
-        apikey_session = open_session(apikey_url, auth={"authorization": f"Bearer {BENCH_API_KEY}"})
+        apikey_session = open_session(apikey_url, {"authorization": f"Bearer {BENCH_API_KEY}"})
+        # The baseline of what observing costs: no per-tool metrics, no access log.
+        quiet = mcpgw_stack(work, registry, "mcpgw-quiet", access_log=None, observability=False)
+        await quiet.start(ready_timeout=60)
+        assert quiet.envoy is not None
+        quiet_url = f"{quiet.mcp_base_url}/mcp/bench/pets"
+        quiet_session = open_session(quiet_url)
         python, python_port = start_python_server(work, backend_port)
         wait_http(f"http://127.0.0.1:{backend_port}/v1/pets/1", None)
         endpoints = Endpoints(
@@ -499,12 +505,22 @@ async def measure(
             python_port=python_port,
             mcpgw_url=mcpgw_url,
             session=session,
-            apikey_url=apikey_url,
-            apikey_session=apikey_session,
+            quiet_url=quiet_url,
+            quiet_session=quiet_session,
             nginx_pid=nginx.process.pid,
             python_pid=python.pid,
+            jwt_url=jwt_url,
+            jwt_session=jwt_session,
+            apikey_url=apikey_url,
+            apikey_session=apikey_session,
         )
-        envoys = {"proxy": proxy, "native": native, "wasm-floor": floor, "mcpgw": stack.envoy}
+        envoys = {
+            "proxy": proxy,
+            "native": native,
+            "wasm-floor": floor,
+            "mcpgw": stack.envoy,
+            "mcpgw-quiet": quiet.envoy,
+        }
         # Everything starts on this process's CPU (inherited); nginx stays there (pinned anyway,
         # every thread), the processes under test are moved once they run.
         placement.pin_load(nginx.process.pid)
@@ -557,7 +573,6 @@ async def measure(
         return {
             "scenarios": {f"{g}/{n}": median_of(r) for (g, n), r in runs.items()},
             "paired_ratios": paired_ratios(runs),
-            "auth_cost": auth_cost(runs),
             "idle_envoy_rss_kib": idle_rss,
             "envoy_pids_per_round": pids_per_round,
             "cpu_affinity_after_runs": affinity,
@@ -569,9 +584,26 @@ async def measure(
             stop_process(python)
         if stack is not None:
             await stack.stop()
+        if quiet is not None:
+            await quiet.stop()
         for envoy in started:
             await envoy.stop()
         nginx.stop()
+
+
+def mcpgw_stack(work: Path, registry: Path, name: str, **options: Any) -> Stack:
+    """A mcpgw stack (plugin server, control plane, Envoy) serving `registry`, in `work/name`;
+    `options` are further `StackOptions` fields."""
+    (work / name).mkdir()
+    return Stack(
+        on_free_ports(
+            registry,
+            node_id=f"bench-{name}",
+            envoy_concurrency=CONCURRENCY,
+            envoy_workdir=work / name,
+            **options,
+        )
+    )
 
 
 async def measure_once(scenario: Scenario, spec: LoadSpec, work: Path) -> dict[str, Any]:
@@ -643,7 +675,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "tool": "getPet(id=1) -> GET /v1/pets/1, answer as text content",
         },
         "versions": versions(measured.pop("wasm_floor_bytes")),
-        **{k: measured[k] for k in ("scenarios", "paired_ratios", "auth_cost", "idle_envoy_rss_kib")},
+        **{k: measured[k] for k in ("scenarios", "paired_ratios", "idle_envoy_rss_kib")},
         "envoy_pids_per_round": measured["envoy_pids_per_round"],
         "cpu_affinity_after_runs": measured["cpu_affinity_after_runs"],
         "loadavg": {"before": load_before, "after_scenarios": load_after},

@@ -144,7 +144,6 @@ BENCHMARKS = (
             ("scenarios.*.errors", zero),
             ("paired_ratios.*.rps_ratio", positive),
             ("paired_ratios.*.cpu_ratio", positive),
-            ("auth_cost.cpu_ratio", positive),
             ("idle_envoy_rss_kib.*", positive),
             ("scale.sizes.*.before_edit.envoy_rss_kib", positive),
             ("scale.sizes.*.full_update.registry_write_to_all_applied_ms", number),
@@ -157,6 +156,7 @@ BENCHMARKS = (
         (
             "dataplane.py",
             "dataplane_configs.py",
+            "dataplane_jwt.py",
             "dataplane_proc.py",
             "dataplane_python.py",
             "dataplane_report.py",

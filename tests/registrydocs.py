@@ -1,6 +1,6 @@
 """Hypothesis strategies for `kind: McpServer` documents that probe the header rules.
 
-The documents follow the registry schema (README, `registry/validate.py`), with the values an
+The documents follow the registry schema (docs/registry.md, `registry/validate.py`), with the values an
 attacker or a careless operator would write where a header name or value comes from the
 registry: argument names with `position: header`, header templates, `apiKey` schemes, inline
 credentials. Names and values are drawn from ordinary ones, gateway-owned ones (hop-by-hop,

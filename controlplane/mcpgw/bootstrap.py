@@ -11,6 +11,7 @@ from string import Template
 
 import yaml
 
+from mcpgw import observability
 from mcpgw.bundled import bootstrap_template
 from mcpgw.limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAP_BYTES, MIN_MAX_HEAP_BYTES
 from mcpgw.registry.validate import MAX_RESPONSE_BYTES, is_ip
@@ -181,7 +182,7 @@ def render(options: BootstrapOptions) -> str:
         broker_type="STATIC" if is_ip(broker_host) else "STRICT_DNS",
         broker_host=_scalar(broker_host),
         broker_port=broker_port,
-        stats_config="" if options.full_cluster_stats else _stats_config(),
+        stats_config=_stats_config(options.full_cluster_stats),
         async_response_buffer_limit=MAX_RESPONSE_BYTES,
         max_connections=options.max_connections,
         xds_transport_socket=_xds_transport_socket(options) if options.xds_tls else "",
@@ -318,12 +319,17 @@ def write_sds(tls: XdsClientTls) -> list[Path]:
     return written
 
 
-def _stats_config() -> str:
+def _stats_config(full_cluster_stats: bool) -> str:
+    # The filter's per-tool metrics get their labels and buckets here (mcpgw.observability).
     # A single-quoted YAML scalar keeps the regex's backslashes as they are.
-    return (
-        "stats_config:\n"
-        "  stats_matcher:\n"
-        "    exclusion_list:\n"
-        "      patterns:\n"
-        f"        - safe_regex: {{regex: '{DROPPED_CLUSTER_STATS}'}}\n"
+    matcher = (
+        ""
+        if full_cluster_stats
+        else (
+            "  stats_matcher:\n"
+            "    exclusion_list:\n"
+            "      patterns:\n"
+            f"        - safe_regex: {{regex: '{DROPPED_CLUSTER_STATS}'}}\n"
+        )
     )
+    return "stats_config:\n" + matcher + observability.stats_config_yaml()

@@ -31,6 +31,7 @@ from mcpgw.limits import (
     ENVOY_FD_RESERVE,
     MIN_MAX_HEAP_BYTES,
     ListenerLimits,
+    connection_cap_warning,
     envoy_connection_cap,
     parse_size,
 )
@@ -138,6 +139,16 @@ def _whole_seconds(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return value
+
+
+def _namespace_tokens_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin-namespace-tokens",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="YAML mapping each namespace to SHA-256 digests of admin tokens that may use only it",
+    )
 
 
 def _session_options(parser: argparse.ArgumentParser, ttl: int) -> None:
@@ -395,6 +406,21 @@ def _backend_tls_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _access_log_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--access-log",
+        metavar="PATH",
+        default="/dev/stdout",
+        help="where each Envoy writes the MCP listener's JSON access log, one line per request "
+        "(a path on the Envoy nodes; 'off' for none; default: %(default)s, Envoy's standard output)",
+    )
+
+
+def _access_log(args: argparse.Namespace) -> str | None:
+    path: str = args.access_log
+    return None if path == "off" else path
+
+
 def _credential_policy(args: argparse.Namespace) -> CredentialPolicy:
     """The allow-list of `--credential-dir` / `--credential-env`, else their variables, else the defaults."""
     from mcpgw.registry.secrets import CredentialPolicy
@@ -485,6 +511,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN; none: writes disabled)",
     )
+    _namespace_tokens_option(up)
     up.add_argument(
         "--broker-port",
         type=int,
@@ -501,6 +528,7 @@ def _parser() -> argparse.ArgumentParser:
     _session_options(up, defaults.session_ttl_s)
     _credential_options(up)
     _backend_tls_options(up)
+    _access_log_options(up)
     _limit_options(up)
     _stream_limit_options(up)
     _tls_options(up, local=True)
@@ -538,9 +566,17 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the admin API bearer token (default: $MCPGW_ADMIN_TOKEN)",
     )
+    _namespace_tokens_option(serve)
+    serve.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        default=None,
+        help="file holding a bearer token that admits only GET /metrics (for Prometheus)",
+    )
     _session_options(serve, defaults.session_ttl_s)
     _credential_options(serve)
     _backend_tls_options(serve)
+    _access_log_options(serve)
     _limit_options(serve)
     _stream_limit_options(serve)
     _tls_options(serve, local=False)
@@ -679,8 +715,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="Envoy's cap on client connections; Envoy's file-descriptor limit must be at least "
-        f"2N+{ENVOY_FD_RESERVE} (default: {DEFAULT_MAX_CONNECTIONS}, lowered to fit this machine's "
-        "hard RLIMIT_NOFILE)",
+        f"2N+{ENVOY_FD_RESERVE} (a quarter of the limit below {4 * ENVOY_FD_RESERVE}) (default: "
+        f"{DEFAULT_MAX_CONNECTIONS}, lowered to fit this machine's hard RLIMIT_NOFILE)",
     )
     _max_heap_option(boot)
 
@@ -784,6 +820,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (XdsConfigError, OSError) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
+        cap = args.max_connections or envoy_connection_cap()
+        # Rendered for this machine's limit: the Envoy that runs it may have another (say so).
+        warning = None if args.max_connections else connection_cap_warning(cap)
+        if warning:
+            print(warning, file=sys.stderr)
         try:
             text = render(
                 BootstrapOptions(
@@ -796,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     delta=args.delta,
                     broker=args.broker,
                     full_cluster_stats=args.full_cluster_stats,
-                    max_connections=args.max_connections or envoy_connection_cap(),
+                    max_connections=cap,
                     stats=args.stats,
                     max_heap_bytes=args.max_heap,
                 )
@@ -1005,6 +1046,8 @@ async def _serve(args: argparse.Namespace) -> int:
             status_host=admin_host,
             status_port=admin_port,
             admin_token_file=args.admin_token_file,
+            admin_namespace_tokens_file=args.admin_namespace_tokens,
+            metrics_token_file=args.metrics_token_file,
             plugin_server_host=plugin_host,
             plugin_server_port=plugin_port,
             plugin_delivery=args.plugin_delivery,
@@ -1018,6 +1061,7 @@ async def _serve(args: argparse.Namespace) -> int:
             backend_ca_file=args.backend_tls_ca,
             listener_tls=listener_tls,
             admin_tls=admin_tls,
+            access_log=_access_log(args),
         )
     )
     broker: Broker | None = None
@@ -1029,6 +1073,7 @@ async def _serve(args: argparse.Namespace) -> int:
         if args.broker_enabled:
             broker = Broker(*args.broker, redis_url=_broker_redis(args), settings=_broker_settings(args))
             await broker.start()
+            control_plane.broker = broker  # its streams show in /metrics
         print(
             f"control plane serving {control_plane.store.description}: "
             f"xDS {xds_host}:{control_plane.xds_port}{' (mutual TLS)' if xds_tls else ''}, "
@@ -1081,7 +1126,12 @@ async def _up(args: argparse.Namespace) -> int:
     # Refuse an unsafe admin configuration before starting anything (the control plane checks
     # again; this only makes the failure immediate and quiet).
     try:
-        check_bind(admin_host, load_token(args.admin_token_file), tls=admin_tls is not None)
+        check_bind(
+            admin_host,
+            load_token(args.admin_token_file),
+            tls=admin_tls is not None,
+            namespace_tokens=args.admin_namespace_tokens is not None,
+        )
         if listener_tls is not None:
             # Envoy runs here: files it could not load are refused now, not after it started.
             server_context(
@@ -1111,6 +1161,7 @@ async def _up(args: argparse.Namespace) -> int:
         xds_delta=args.xds_delta,
         admin_host=admin_host,
         admin_token_file=args.admin_token_file,
+        admin_namespace_tokens_file=args.admin_namespace_tokens,
         broker_port=args.broker_port,
         broker_redis=_broker_redis(args),
         session_keys_file=args.session_keys,
@@ -1123,6 +1174,7 @@ async def _up(args: argparse.Namespace) -> int:
         listener_tls=listener_tls,
         admin_tls=admin_tls,
         envoy_max_heap_bytes=args.max_heap,
+        access_log=_access_log(args),
     )
     stack = Stack(options)
     stop = _StopSignal()

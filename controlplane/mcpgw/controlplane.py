@@ -20,15 +20,22 @@ import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
+from mcpgw import observability
 from mcpgw.admin.app import create_app as create_admin_app
 from mcpgw.admin.auth import AdminConfigError, Authorizer, check_bind, is_loopback, load_token
+from mcpgw.admin.scopes import NamespaceTokens, ScopesError
+from mcpgw.admin.scopes import load as load_namespace_tokens
 from mcpgw.admin.status import present_nodes
 from mcpgw.httpserve import ServedApp, serve
 from mcpgw.limits import ListenerLimits
 from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
+from mcpgw.metrics import CONTENT_TYPE_LATEST, ControlPlaneMetrics
+from mcpgw.redisurl import is_redis_url
 from mcpgw.refusals import Refusals
 from mcpgw.registry import open_store
 from mcpgw.registry.model import RegistrySnapshot
@@ -38,7 +45,7 @@ from mcpgw.registry.tls import SYSTEM_CA_FILE
 from mcpgw.registry.validate import Invalid, Problem
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S, SessionSettings
 from mcpgw.sessions.manager import SessionKeys
-from mcpgw.sessions.store import FileKeyStore, open_key_store
+from mcpgw.sessions.store import FileKeyStore, RedisKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
 from mcpgw.tlsreload import ReloadingServerContext, TlsFiles, TlsFilesError
 from mcpgw.translate.envoy import (
@@ -62,6 +69,9 @@ from mcpgw.xds.tls import XdsTls
 from mcpgw.xds.tls import check_bind as check_xds_bind
 from pluginserver.catalog import Plugin, latest
 
+if TYPE_CHECKING:
+    from mcpgw.broker import Broker
+
 log = get_logger(__name__)
 
 
@@ -81,6 +91,11 @@ class ControlPlaneOptions:
     # Bearer token for admin writes: this value, else the file's content, else $MCPGW_ADMIN_TOKEN.
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
+    # Tokens limited to one namespace each (`mcpgw.admin.scopes`): SHA-256 digests per namespace.
+    admin_namespace_tokens_file: Path | None = None
+    # Bearer token that admits only `GET /metrics` (for Prometheus, so it holds no write token);
+    # read from this file. The admin token admits /metrics as well.
+    metrics_token_file: Path | None = None
     # Where Envoy fetches plugins from: the plugin server's address as Envoy sees it.
     plugin_server_host: str = "127.0.0.1"
     plugin_server_port: int = 18002
@@ -108,6 +123,10 @@ class ControlPlaneOptions:
     credentials: CredentialPolicy = NO_ALLOW_LIST
     # The listener's timeouts and per-connection limits, and backend clusters' breakers.
     limits: ListenerLimits = field(default_factory=ListenerLimits)
+    # The MCP listener's JSON access log, a path on the Envoy nodes (None: none).
+    access_log: str | None = observability.STDOUT
+    # False: no per-tool metrics nor access-log fields from the filter (the bench's baseline).
+    observability: bool = True
     # The system CA bundle on the Envoy nodes, for https backends without their own `tls.ca`.
     backend_ca_file: str = SYSTEM_CA_FILE
     # TLS on Envoy's MCP listener: PEM files on the Envoy nodes (None: plain HTTP).
@@ -136,7 +155,17 @@ class ControlPlane:
         # Per-server resources Envoy refused: isolated so they cannot block other servers.
         self.refusals = Refusals()
         self._groups = GroupViews()
-        self.ads = AdsServer(self.cache, on_nack=self._nacked, on_ack=self._acked, tls=options.xds_tls)
+        # Prometheus metrics (`/metrics` on the admin port), one registry per control plane.
+        self.metrics = ControlPlaneMetrics(self._metrics_state)
+        self.store.events = self.metrics.store_events
+        if is_redis_url(str(options.registry_dir)):
+            self.metrics.redis_component("registry")
+        self.ads = AdsServer(
+            self.cache, on_nack=self._nacked, on_ack=self._acked, tls=options.xds_tls, metrics=self.metrics
+        )
+        self.metrics.settled = self.ads.settled
+        # A session broker run in this process (`mcpgw up`/`serve`): its open streams show in /metrics.
+        self.broker: Broker | None = None
         # The newest translation published, before isolation: re-published when a NACK arrives.
         self._published: tuple[RegistrySnapshot, Resources] | None = None
         self.settings: GatewaySettings | None = None
@@ -172,7 +201,16 @@ class ControlPlane:
         """
         # Checked first: a refused admin configuration must not leave anything half started.
         token = load_token(self.options.admin_token_file, explicit=self.options.admin_token)
-        check_bind(self.options.status_host, token, tls=self.options.admin_tls is not None)
+        scopes = self._namespace_tokens()
+        scrape_token = (
+            load_token(self.options.metrics_token_file) if self.options.metrics_token_file else None
+        )
+        check_bind(
+            self.options.status_host,
+            token,
+            tls=self.options.admin_tls is not None,
+            namespace_tokens=scopes is not None,
+        )
         check_xds_bind(self.options.xds_host, self.options.xds_tls)
         if self.options.xds_tls is not None:
             self.options.xds_tls.check()
@@ -194,11 +232,13 @@ class ControlPlane:
         self.plugin, self.filter_check = plugin, filter_check
         # Built first, so a malformed $MCPGW_SESSION_KEY is refused before anything starts.
         key_store = open_key_store(self.store, self.options.registry_dir, self.options.session_keys_file)
+        if isinstance(key_store, RedisKeyStore):
+            self.metrics.redis_component("session_keys")
         self.sessions = SessionKeys(
             key_store, self.options.session_ttl_s, max_ended=self.options.session_max_ended
         )
         # mcpgw's own secrets are never a backend's credential, whatever the allow-list.
-        owned = [self.options.admin_token_file]
+        owned = [self.options.admin_token_file, self.options.metrics_token_file]
         if isinstance(key_store, FileKeyStore):
             owned.append(key_store.path)
         self.credentials = dataclasses.replace(
@@ -233,6 +273,8 @@ class ControlPlane:
             listener_tls=self.options.listener_tls,
             filter_check=filter_check,
             backend_ca_file=self.options.backend_ca_file,
+            access_log=self.options.access_log,
+            observability=self.options.observability,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck
@@ -249,7 +291,7 @@ class ControlPlane:
         self._watch_task = self.supervisor.start("registry-watch", lambda: self.store.watch(self.apply))
         self._keys_task = self.supervisor.start("keys-watch", lambda: sessions_keys.watch(self._keys_changed))
         await asyncio.sleep(0)
-        await self._start_admin(token, admin_tls)
+        await self._start_admin(token, admin_tls, scopes, scrape_token)
         log.info(
             "control_plane_ready",
             xds=f"{self.options.xds_host}:{self.xds_port}",
@@ -363,6 +405,7 @@ class ControlPlane:
         except Invalid as error:
             self.rejections = error.problems
             self._counters.rejected += 1
+            self.metrics.validation_failures.labels("apply").inc()
             for problem in error.problems:
                 log.error("registry_rejected", file=problem.file, field=problem.path, reason=problem.reason)
             self._schedule_retry()
@@ -377,6 +420,7 @@ class ControlPlane:
             server = snapshot.server(key)
             self.rejections = [Problem(server.source if server else self.store.description, "", str(error))]
             self._counters.rejected += 1
+            self.metrics.validation_failures.labels("apply").inc()
             log.error("registry_rejected", reason=str(error))
             return
         previous, self._published = self._published, (snapshot, resources)
@@ -386,6 +430,7 @@ class ControlPlane:
             self._published = previous  # what a NACK re-publishes must be what the cache took
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
+        self.metrics.applied(elapsed_ms / 1000, changed=bool(changed))
         self.applied_revision = snapshot.revision
         self._counters.applied += 1
         self._counters.last_applied_at = time.time()
@@ -496,6 +541,32 @@ class ControlPlane:
             "refused": self.refusals.status(),
         }
 
+    async def _serve_metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _metrics_state(self) -> dict[str, Any]:
+        """What `/metrics` reads at each scrape (`mcpgw.metrics`)."""
+        snapshot = self.store.snapshot if self.applied_revision is not None else None
+        streams = self.ads.status()
+        state: dict[str, Any] = {
+            "revision": self.applied_revision,
+            "servers": len(snapshot.servers) if snapshot else None,
+            "tools": sum(len(s.tools) for s in snapshot.servers) if snapshot else None,
+            "problems": len(self.store.problems) + len(self.rejections),
+            "applied_at": self._counters.last_applied_at,
+            "envoys": len(self.ads.connected_nodes()),
+            "streams": sum(1 for entry in streams if entry.get("connected")),
+            "unacked": self.ads.unacked(),
+        }
+        # A pinned key ($MCPGW_SESSION_KEY) has no creation time: no age to show.
+        if self.sessions is not None and self.sessions.keys and not self.sessions.store.pinned:
+            state["session_key_age"] = max(0.0, time.time() - self.sessions.keys[0].created_ms / 1000)
+        broker = self.broker
+        if broker is not None:
+            state["broker_streams"] = broker.counts.total if broker.counts is not None else None
+            state["bridge_sessions"] = len(broker.bridge.sessions) if broker.bridge is not None else None
+        return state
+
     def _admin_tls(self) -> ReloadingServerContext | None:
         files = self.options.admin_tls
         if files is None:
@@ -510,11 +581,30 @@ class ControlPlane:
         scheme = "https" if self.options.admin_tls is not None else "http"
         return f"{scheme}://{self.options.status_host}:{self.status_port}"
 
-    async def _start_admin(self, token: str | None, tls: ReloadingServerContext | None) -> None:
+    def _namespace_tokens(self) -> NamespaceTokens | None:
+        path = self.options.admin_namespace_tokens_file
+        if path is None:
+            return None
+        try:
+            return load_namespace_tokens(path)
+        except ScopesError as error:
+            raise AdminConfigError(str(error)) from None
+
+    async def _start_admin(
+        self,
+        token: str | None,
+        tls: ReloadingServerContext | None,
+        scopes: NamespaceTokens | None = None,
+        scrape_token: str | None = None,
+    ) -> None:
         host = self.options.status_host
-        # Reads are open only on loopback; elsewhere every /v1 request needs the token.
-        authorizer = Authorizer(token, open_reads=is_loopback(host))
+        # Reads are open only on loopback; elsewhere every /v1 request needs a token.
+        authorizer = Authorizer(
+            token, open_reads=is_loopback(host), namespace_tokens=scopes, scrape_token=scrape_token
+        )
         app = create_admin_app(self.store, self.status, authorizer, self.sessions)
+        # Guarded like /status by the admin API's middleware (open on loopback, else the token).
+        app.router.add_get("/metrics", self._serve_metrics)
         self.admin_tls = tls
         self._status = await serve(app, host, self.options.status_port, tls.context if tls else None)
         self.status_port = self._status.port

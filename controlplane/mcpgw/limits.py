@@ -57,18 +57,42 @@ class ListenerLimits:
     backend_max_requests: int = 1_024
 
 
-def envoy_connection_cap(wanted: int = DEFAULT_MAX_CONNECTIONS) -> int:
+def fd_reserve(hard: int) -> int:
+    """Descriptors kept back from client connections: ENVOY_FD_RESERVE, or a quarter of a small
+    limit (a container runtime's default of 1,024 would otherwise leave room for one client)."""
+    return min(ENVOY_FD_RESERVE, hard // 4)
+
+
+# Below this many client connections a gateway is misconfigured rather than sized: say so.
+SMALL_CONNECTION_CAP = 256
+
+
+def envoy_connection_cap(wanted: int = DEFAULT_MAX_CONNECTIONS, hard: int | None = None) -> int:
     """`wanted`, lowered so that Envoy cannot run out of file descriptors before reaching it.
 
     Envoy started by this process inherits its RLIMIT_NOFILE, raised to the hard limit
     (`raise_fd_limit`). Each client connection costs one descriptor, and an HTTP+SSE stream a
     second one towards the session broker; a cap above what the descriptors allow turns
     overload into failed accepts and failed upstream connections instead of a clean refusal.
+    `hard`: the limit to plan for (default: this process's hard RLIMIT_NOFILE).
     """
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard is None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard == resource.RLIM_INFINITY:
         return wanted
-    return max(1, min(wanted, (hard - ENVOY_FD_RESERVE) // 2))
+    return max(1, min(wanted, (hard - fd_reserve(hard)) // 2))
+
+
+def connection_cap_warning(cap: int, hard: int | None = None) -> str | None:
+    """One line for stderr when the file limit leaves Envoy too few client connections."""
+    if cap >= SMALL_CONNECTION_CAP:
+        return None
+    if hard is None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return (
+        f"warning: the open-file limit ({hard}) leaves Envoy {cap} client connection(s); raise it "
+        "(ulimit -n, systemd LimitNOFILE, the container runtime's nofile) or set --max-connections"
+    )
 
 
 def raise_fd_limit() -> int:

@@ -18,14 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcpgw import bundled
+from mcpgw import bundled, observability
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT, DEFAULT_STATS_PORT, BootstrapOptions, XdsClientTls, render
 from mcpgw.broker import DEFAULT_KEEPALIVE, Broker, BrokerSettings
 from mcpgw.controlplane import ControlPlane, ControlPlaneOptions
 from mcpgw.demo.petstore import create_app as create_demo_app
 from mcpgw.envoyproc import EnvoyProcess
 from mcpgw.httpserve import ServedApp, serve
-from mcpgw.limits import DEFAULT_MAX_HEAP_BYTES, ListenerLimits, envoy_connection_cap
+from mcpgw.limits import (
+    DEFAULT_MAX_HEAP_BYTES,
+    ListenerLimits,
+    connection_cap_warning,
+    envoy_connection_cap,
+)
 from mcpgw.listenertls import ListenerTls
 from mcpgw.log import get_logger
 from mcpgw.registry.secrets import NO_ALLOW_LIST, CredentialPolicy
@@ -57,6 +62,7 @@ class StackOptions:
     admin_host: str | None = None
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
+    admin_namespace_tokens_file: Path | None = None
     plugin_port: int = 18002
     envoy_admin_port: int = 9901
     # Envoy's stats listener: the admin's /stats/prometheus and /ready, nothing else.
@@ -100,6 +106,10 @@ class StackOptions:
     admin_tls: TlsFiles | None = None
     # Envoy's heap limit for its overload manager (503 at 98 %, `mcpgw.bootstrap`).
     envoy_max_heap_bytes: int = DEFAULT_MAX_HEAP_BYTES
+    # The MCP listener's JSON access log (None: none); Envoy's stdout by default.
+    access_log: str | None = observability.STDOUT
+    # False: no per-tool metrics nor access-log fields from the filter (the bench's baseline).
+    observability: bool = True
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -220,6 +230,7 @@ class Stack:
                     status_port=opts.status_port,
                     admin_token=opts.admin_token,
                     admin_token_file=opts.admin_token_file,
+                    admin_namespace_tokens_file=opts.admin_namespace_tokens_file,
                     plugin_server_host=opts.host,
                     plugin_server_port=self.plugins.port,
                     # Envoy is this process's child: it reads the module from disk (no remote
@@ -235,6 +246,8 @@ class Stack:
                     backend_ca_file=opts.backend_ca_file,
                     listener_tls=opts.listener_tls,
                     admin_tls=opts.admin_tls,
+                    access_log=opts.access_log,
+                    observability=opts.observability,
                 )
             )
             await self.control_plane.start()
@@ -245,6 +258,7 @@ class Stack:
                 settings=opts.broker_settings or BrokerSettings(keepalive=opts.broker_keepalive),
             )
             await self.broker.start()
+            self.control_plane.broker = self.broker  # its streams show in the control plane's /metrics
             self.envoy = EnvoyProcess(
                 render(
                     BootstrapOptions(
@@ -259,7 +273,7 @@ class Stack:
                         full_cluster_stats=opts.envoy_full_cluster_stats,
                         # Envoy inherits this process's file-descriptor limit (raised to the
                         # hard limit by EnvoyProcess): a cap above it would fail accepts.
-                        max_connections=envoy_connection_cap(),
+                        max_connections=self._connection_cap(),
                         max_heap_bytes=opts.envoy_max_heap_bytes,
                     )
                 ),
@@ -278,6 +292,13 @@ class Stack:
         except BaseException:
             await self.stop()
             raise
+
+    @staticmethod
+    def _connection_cap() -> int:
+        cap = envoy_connection_cap()
+        if connection_cap_warning(cap):
+            log.warning("small_connection_cap", cap=cap, hint="raise the open-file limit (ulimit -n)")
+        return cap
 
     async def _wait_acked(self, timeout: float) -> None:
         assert self.control_plane is not None

@@ -35,6 +35,17 @@ def tool(name: str) -> str:
     return str(path)
 
 
+def kubernetes_validate(path: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`kubernetes-validate --strict` for KUBERNETES_VERSION over one YAML file (exit 0 = valid)."""
+    return subprocess.run(
+        [tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @functools.cache
 def render_text(overlay: str) -> str:
     result = subprocess.run(

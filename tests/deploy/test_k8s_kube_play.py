@@ -13,6 +13,7 @@ See `tests.deploy.kubeplay` for what stands in for the cluster.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -47,6 +48,8 @@ BASE_IMAGE = "localhost/mcpgw-base:bookworm"
 # built from the Debian mirror), replaced for the test.
 TEST_REDIS_IMAGE = "localhost/mcpgw-test-redis:7"
 ENVOYS = 2
+# What deploy/podman/containers.conf's nofile (4096) leaves Envoy: (4096 - 1024) / 2.
+MIN_CONNECTION_CAP = 1536
 # Creating containers copies whole images with podman's vfs storage, and the session may build
 # the images first (tests/deploy/conftest.py::images): minutes, not seconds.
 pytestmark = pytest.mark.timeout(1800)
@@ -258,6 +261,22 @@ async def wait_ready(deployment: Deployment, envoys: int) -> None:
             f"Envoy :{stats} /ready",
             ignore=(OSError, httpx.HTTPError),
         )
+    # The connection cap follows the container's nofile limit (`mcpgw bootstrap`): with podman's
+    # old 1024 it was 1, and every second concurrent client connection was closed at accept.
+    for index in range(envoys):
+        cap = connection_cap(deployment, index)
+        assert cap >= MIN_CONNECTION_CAP, f"Envoy {index} takes {cap} client connections at once"
+
+
+def connection_cap(deployment: Deployment, index: int) -> int:
+    """Envoy `index`'s cap on client connections (its overload manager, from the bootstrap)."""
+    dump = json.loads(deployment.envoy_config(index))
+    bootstrap = next(c["bootstrap"] for c in dump["configs"] if "bootstrap" in c)
+    return next(
+        int(monitor["typed_config"]["max_active_downstream_connections"])
+        for monitor in bootstrap["overload_manager"]["resource_monitors"]
+        if monitor["name"] == "envoy.resource_monitors.global_downstream_max_connections"
+    )
 
 
 async def admin_healthy(deployment: Deployment, port: int) -> bool:
@@ -282,7 +301,9 @@ async def nodes_acked(deployment: Deployment, index: int, expected: int) -> list
 
 async def served(deployment: Deployment, description: str) -> bool:
     """One MCP session through the gateway: listPets has `description` and getPet answers.
-    Callers retry: a listener update or an xDS reconnection may reset a connection."""
+    Callers retry: Envoy ACKs a new server's configuration before its listener serves it (the
+    filter module is first loaded into every worker: seconds on a busy machine), and answers 404
+    meanwhile (docs/operations.md, Troubleshooting)."""
     async with Client(deployment.mcp_url(), mode="legacy") as client:
         return (
             await list_pets_description(client) == description

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from typing import Any
 import pytest
 
 from mcpgw import __version__
+from mcpgw.limits import parse_size
 from mcpgw.stack import DEFAULT_REGISTRY
 from tests.deploy.kube import (
-    KUBERNETES_VERSION,
     KUSTOMIZE,
     OVERLAYS,
     find,
+    kubernetes_validate,
     render,
     render_text,
     tool,
@@ -42,13 +44,7 @@ def rendered_file(overlay: str, tmp_path: Path) -> Path:
 
 def test_kubernetes_validate_strict(overlay: str, tmp_path: Path) -> None:
     path = rendered_file(overlay, tmp_path)
-    result = subprocess.run(
-        [tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = kubernetes_validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
     # One line per resource: nothing was left out.
     assert result.stdout.count(" passed for resource ") == len(render(overlay)), result.stdout
@@ -60,13 +56,7 @@ def test_kubernetes_validate_strict_refuses_a_misspelt_field(tmp_path: Path) -> 
     path.write_text(
         render_text("single").replace("readOnlyRootFilesystem: true", "readOnlyRootFileSystem: true", 1)
     )
-    result = subprocess.run(
-        [tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = kubernetes_validate(path)
     assert result.returncode != 0 and "readOnlyRootFileSystem" in result.stdout + result.stderr
 
 
@@ -190,6 +180,19 @@ def test_xds_runs_mutual_tls_between_pods(overlay: str) -> None:
     assert envoy["MCPGW_XDS"] == "mcpgw-xds:18000" and envoy["MCPGW_NODE_ID"] == "$(POD_NAME)"
     for flag in ("cert", "key", "ca"):
         assert f"--xds-tls-{flag}=/etc/mcpgw/xds-tls/" in envoy["MCPGW_BOOTSTRAP_ARGS"], flag
+
+
+def test_envoy_fits_its_container_limits(overlay: str) -> None:
+    """The overload manager must shed load before the kernel's OOM killer acts: `--max-heap` at
+    most two thirds of the container's memory limit (docs/security.md, "Sizing it"). Envoy's
+    workers follow the CPU limit, not the node's hardware threads (docs/deploy.md#sizing)."""
+    envoy = containers(find(render(overlay), "StatefulSet", "mcpgw-envoy"))[0]
+    limits, variables = envoy["resources"]["limits"], env_of(envoy)
+    flags = dict(a.split("=", 1) for a in shlex.split(variables["MCPGW_BOOTSTRAP_ARGS"]) if "=" in a)
+    assert parse_size(flags["--max-heap"]) <= parse_size(limits["memory"]) * 2 // 3, (flags, limits)
+    envoy_args = shlex.split(variables["ENVOY_ARGS"])
+    workers = int(envoy_args[envoy_args.index("--concurrency") + 1])
+    assert 1 <= workers <= float(limits["cpu"]), (envoy_args, limits)
 
 
 def test_network_policies_keep_internal_ports_internal(overlay: str) -> None:

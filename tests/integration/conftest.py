@@ -51,12 +51,16 @@ class Gateway:
 
 
 async def envoy_log_line(gateway: Gateway, text: str, timeout: float = 5.0) -> str:
-    """The first line of the gateway's Envoy log that contains `text` (e.g. a request id)."""
+    """The first line of the gateway's Envoy log that contains `text` (e.g. a request id).
+
+    Access-log lines (JSON objects on Envoy's standard output, the same file) are not log lines.
+    """
     envoy = gateway.stack.envoy
     assert envoy is not None
 
     def line() -> str | None:
-        return next((li for li in envoy.log_path.read_text().splitlines() if text in li), None)
+        lines = envoy.log_path.read_text().splitlines()
+        return next((li for li in lines if text in li and not li.startswith("{")), None)
 
     found: str = await eventually(line, timeout, f"an Envoy log line with {text!r}")
     return found

@@ -22,8 +22,8 @@ from mcpgw.envoyproc import envoy_binary
 from mcpgw.limits import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEAP_BYTES,
-    ENVOY_FD_RESERVE,
     envoy_connection_cap,
+    fd_reserve,
 )
 from mcpgw.stack import free_ports
 from tests.integration.conftest import copy_registry, free_port
@@ -98,7 +98,25 @@ def test_bootstrap_caps_connections_within_the_fd_limit(tmp_path: Path) -> None:
     ]
     assert cap == envoy_connection_cap(DEFAULT_MAX_CONNECTIONS)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    assert hard == resource.RLIM_INFINITY or 2 * cap + ENVOY_FD_RESERVE <= hard
+    assert hard == resource.RLIM_INFINITY or 2 * cap + fd_reserve(hard) <= hard
+
+
+def test_bootstrap_warns_when_the_file_limit_leaves_few_connections() -> None:
+    """A runtime's small nofile (here 300) must not silently give Envoy a handful of connections."""
+
+    def small_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+    result = subprocess.run(
+        [*MCPGW, "bootstrap", "--node-id", "e", "--xds", "127.0.0.1:18000"],
+        capture_output=True, text=True, timeout=60, check=False, preexec_fn=small_limit,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cap = yaml.safe_load(result.stdout)["overload_manager"]["resource_monitors"][0]["typed_config"][
+        "max_active_downstream_connections"
+    ]
+    assert cap == envoy_connection_cap(hard=300) == 112
+    assert "warning: the open-file limit (300) leaves Envoy 112 client connection(s)" in result.stderr
 
 
 def test_bootstrap_max_heap_sets_the_overload_managers_heap(tmp_path: Path) -> None:
@@ -255,6 +273,20 @@ def test_up_stopped_while_starting_exits_0_and_stops_envoy(tmp_path: Path) -> No
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_serve_refuses_a_bad_namespace_token_file_in_one_line(tmp_path: Path) -> None:
+    registry = copy_registry(tmp_path / "registry", free_port())
+    tokens = tmp_path / "namespace-tokens.yaml"
+    tokens.write_text("team-a:\n  - the-token-itself\n")
+    xds, admin = free_ports(2)
+    result = run(
+        "serve", "-f", str(registry), "--xds", f"127.0.0.1:{xds}", "--admin", f"127.0.0.1:{admin}",
+        "--no-plugin-server", "--no-broker", "--admin-namespace-tokens", str(tokens),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"error: {tokens}: team-a[0]: must be the 64 lowercase hex digits" in result.stderr
+    assert "Traceback" not in result.stderr and "the-token-itself" not in result.stderr
 
 
 def test_timeouts_take_fractions_and_session_ttls_whole_seconds() -> None:

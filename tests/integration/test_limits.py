@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from mcpgw.broker import BrokerSettings
-from mcpgw.limits import ENVOY_FD_RESERVE, ListenerLimits
+from mcpgw.limits import ListenerLimits, fd_reserve
 from mcpgw.stack import free_port
 from tests.integration.conftest import Gateway, copy_registry, envoy_log_line, running_gateway
 from tests.integration.mcphttp import ACCEPT, initialize_request, open_session, rpc
@@ -184,7 +184,7 @@ async def test_envoys_connection_cap_fits_its_file_descriptor_limit(limited: Gat
     line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
     soft = int(line.split()[3])
     assert soft == resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    assert 2 * cap + ENVOY_FD_RESERVE <= soft, (cap, soft)
+    assert 2 * cap + fd_reserve(soft) <= soft, (cap, soft)
 
 
 async def test_a_full_ended_session_table_keeps_deletes_working(limited: Gateway) -> None:

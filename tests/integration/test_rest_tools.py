@@ -916,7 +916,7 @@ async def test_credentials_never_reach_logs_or_status(setup: Setup, caplog: pyte
         assert secret not in caplog.text and secret not in status
     assert setup.gateway.stack.envoy is not None
     # Envoy's own config dump shows the Wasm plugin configuration, registry credentials included:
-    # that is Envoy's exposure (admin is bound to loopback), documented in the README. A client's
+    # that is Envoy's exposure (admin is bound to loopback), documented in docs/registry.md. A client's
     # passthrough credential is never part of any configuration.
     dump = setup.gateway.stack.envoy.admin("/config_dump")
     assert ENV_TOKEN in dump

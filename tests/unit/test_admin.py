@@ -84,14 +84,16 @@ class Api:
             return response.status, payload, response.headers
 
 
-async def start_api(tmp_path: Path, token: str | None = TOKEN, open_reads: bool = True) -> Api:
+async def start_api(
+    tmp_path: Path, token: str | None = TOKEN, open_reads: bool = True, namespace_tokens: Any = None
+) -> Api:
     registry = tmp_path / "registry"
     registry.mkdir(parents=True)
     (registry / "svc.yaml").write_text(yaml.safe_dump(server_doc()))
     store = FileStore(registry)
     await store.load()
     status = {"registry": {"store": store.description}, "nodes": []}
-    app = create_app(store, lambda: status, Authorizer(token, open_reads=open_reads))
+    app = create_app(store, lambda: status, Authorizer(token, open_reads, namespace_tokens))
     served = await serve(app, "127.0.0.1", 0)
     return Api(served, store, registry, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)))
 

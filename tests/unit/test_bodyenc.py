@@ -60,7 +60,7 @@ def encoded(source: str, media_type: str = "application/json", raw_body: bool = 
         ),
         ('{"l": [{{range .args.items}}{{.id}},{{end}}0]}', ["json"]),
         ('{"l": [{{range .args.items}}"{{.}}",{{end}}"x"]}', ["json_string"]),
-        # The README's example.
+        # docs/registry.md's example.
         (
             '{"q": "{{.args.q | default "*" | upper}}", "ids": "{{join "," .args.ids}}",'
             ' "auth": "{{b64enc .args.user}}"}',

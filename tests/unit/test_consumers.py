@@ -131,9 +131,18 @@ def test_auth_blocks_parse_with_their_defaults() -> None:
     custom = parse_server(server_doc(auth={"required": False, "apiKeys": {"header": "X-Api-Key"}}))
     assert custom.auth is not None and not custom.auth.required
     assert custom.auth.api_keys is not None and custom.auth.api_keys.header == "x-api-key"
-    # The JWT part's subkeys are accepted by shape until its module parses them.
-    jwt = parse_server(server_doc(auth={"jwt": [{"issuer": "https://idp"}], "oauth": {}}))
-    assert jwt.auth is not None and jwt.auth.api_keys is None
+    # With JWT (registry/jwtauth.py parses `jwt` and `oauth`), API keys are optional.
+    jwt = parse_server(
+        server_doc(
+            auth={
+                "apiKeys": {},
+                "jwt": [{"issuer": "https://idp.example", "jwks": {"uri": "https://idp.example/jwks"}}],
+                "oauth": {"authorizationServers": ["https://idp.example"]},
+            }
+        )
+    )
+    assert jwt.auth is not None and jwt.auth.api_keys is not None
+    assert [i.issuer for i in jwt.auth.jwt] == ["https://idp.example"] and jwt.auth.oauth is not None
 
 
 def test_one_directory_holds_both_kinds_and_cross_document_rules_apply(tmp_path: Path) -> None:

@@ -6,7 +6,13 @@ import pytest
 import yaml
 
 from mcpgw.bootstrap import BootstrapInvalid, BootstrapOptions, render
-from mcpgw.limits import MIN_MAX_HEAP_BYTES, parse_size
+from mcpgw.limits import (
+    MIN_MAX_HEAP_BYTES,
+    connection_cap_warning,
+    envoy_connection_cap,
+    fd_reserve,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -45,3 +51,26 @@ def test_bootstrap_keeps_node_ids_and_hosts_as_strings(node_id: str) -> None:
     document = yaml.safe_load(render(options))
     assert document["node"] == {"id": node_id, "cluster": node_id}
     assert document["admin"]["address"]["socket_address"]["address"] == "::1"
+
+
+@pytest.mark.parametrize(
+    ("hard", "cap"),
+    [
+        # A container runtime's default: a quarter kept back, not 1,024 (which left one client).
+        (1_024, 384),
+        (4_096, 1_536),
+        (20_000, 9_488),
+        (1_048_576, 50_000),
+        (100, 37),
+        (4, 1),
+    ],
+)
+def test_the_connection_cap_leaves_room_under_small_file_limits(hard: int, cap: int) -> None:
+    assert envoy_connection_cap(hard=hard) == cap
+    assert 2 * cap + fd_reserve(hard) <= hard or cap == 1
+
+
+def test_a_small_connection_cap_is_warned_about_with_the_remedy() -> None:
+    warning = connection_cap_warning(envoy_connection_cap(hard=300), hard=300)
+    assert warning is not None and "(300)" in warning and "ulimit -n" in warning
+    assert connection_cap_warning(envoy_connection_cap(hard=1_024), hard=1_024) is None

@@ -185,3 +185,56 @@ async def test_a_write_without_precondition_goes_ahead_when_this_replica_missed_
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_redis_that_comes_back_empty_gets_the_registry_back_not_an_empty_gateway(
+    redis_server: RedisServer,
+) -> None:
+    """Redis restarted without persistence: the replicas write back what they serve (once,
+    atomically), instead of handing every Envoy an empty registry. A deletion of every server
+    stays a deletion."""
+    one, two = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    try:
+        await one.load()
+        await two.load()
+        async with following(one) as seen_one, following(two) as seen_two:
+            await one.put(minimal(description="keep me"))
+            await one.put(minimal(name="other"))
+            for seen in (seen_one, seen_two):
+                await until(seen, lambda s: len(s.servers) == 2)
+                while not seen.empty():
+                    seen.get_nowait()
+            redis_server.stop()
+            redis_server.start()  # same port, no persistence: empty
+            # Both watchers reconnect and resync; neither may ever emit an empty registry.
+            deadline = asyncio.get_running_loop().time() + 10
+            while not await redis_server_has(redis_server, "default/svc", "default/other"):
+                assert asyncio.get_running_loop().time() < deadline, "the registry was not written back"
+                await asyncio.sleep(0.1)
+            for seen in (seen_one, seen_two):
+                while not seen.empty():
+                    assert len(seen.get_nowait().servers) == 2
+            for store in (one, two):
+                assert store.snapshot is not None and len(store.snapshot.servers) == 2
+                assert store.entry("default/svc").document["description"] == "keep me"
+            # A write after the restore works as before; deleting everything empties the registry.
+            await two.put(minimal(description="after"), if_match=two.entry("default/svc").etag)
+            await until(seen_one, lambda s: any(x.description == "after" for x in s.servers))
+            await one.delete("default/svc")
+            await one.delete("default/other")
+            await until(seen_two, lambda s: s.servers == ())
+            assert await two.load() is False and two.snapshot is not None and two.snapshot.servers == ()
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def redis_server_has(server: RedisServer, *keys: str) -> bool:
+    probe = RedisStore(server.url)
+    try:
+        stored = await probe._redis.hgetall("mcpgw:servers")
+        return all(key in stored for key in keys)
+    except Exception:
+        return False
+    finally:
+        await probe.close()

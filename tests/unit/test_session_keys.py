@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from redis.exceptions import RedisError
 
 from mcpgw.admin.app import create_app
 from mcpgw.admin.auth import Authorizer
@@ -443,6 +445,32 @@ async def test_redis_replicas_agree_rotate_and_follow_each_other(redis_server: R
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+    finally:
+        for registry in registries:
+            await registry.close()
+
+
+async def test_keys_lost_by_a_redis_restart_are_written_back_not_replaced(redis_server: RedisServer) -> None:
+    """Redis restarted without persistence: a running replica writes back the keys in use, so a
+    replica that starts next adopts them instead of making new ones (sessions keep verifying)."""
+    registries = [RedisStore(redis_server.url), RedisStore(redis_server.url)]
+    running = SessionKeys(open_key_store(registries[0], redis_server.url, environ={}), poll_interval=0.1)
+    try:
+        in_use = (await running.load()).keys
+        redis_server.stop()
+        redis_server.start()  # same port, empty
+        deadline = time.monotonic() + 10
+        while True:
+            # The first command on a connection from before the restart fails: retried here.
+            with contextlib.suppress(RedisError):
+                if await registries[0]._redis.get("mcpgw:session-keys") is not None:
+                    break
+            assert time.monotonic() < deadline, "the keys in use were not written back"
+            await running.refresh()
+            await asyncio.sleep(0.1)
+        assert running.keys == in_use
+        starting = SessionKeys(open_key_store(registries[1], redis_server.url, environ={}))
+        assert (await starting.load()).keys == in_use
     finally:
         for registry in registries:
             await registry.close()

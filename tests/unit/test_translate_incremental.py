@@ -30,7 +30,7 @@ from tests.unit.test_translate import SETTINGS, serialized
 
 NAMES = ("a", "b", "c", "d", "e")
 ENV = ("K1", "K2")
-KINDS = ("plain", "inline", "env", "include", "mcp", "mcp-credential")
+KINDS = ("plain", "inline", "env", "include", "mcp", "mcp-credential", "jwt")
 
 
 def document(name: str, kind: str, variant: int, others: list[str]) -> dict[str, Any]:
@@ -77,6 +77,14 @@ def document(name: str, kind: str, variant: int, others: list[str]) -> dict[str,
             }
         ]
         tool["requestTemplate"]["security"] = {"id": "key"}
+    elif kind == "jwt":
+        # `auth:` is in the shared listener (jwt_authn) and routes (metadata): an edit of it
+        # alone must rebuild them.
+        issuer = f"https://idp{variant % 2}.example"
+        doc["auth"] = {
+            "jwt": [{"issuer": issuer, "jwks": {"uri": f"{issuer}/jwks", "cacheSeconds": 60 + variant}}],
+            "oauth": {"authorizationServers": [issuer], "scopes": [f"s{variant % 3}"]},
+        }
     elif kind == "include" and others:
         doc["include"] = [{"server": f"default/{others[variant % len(others)]}"}]
     return doc

@@ -28,7 +28,8 @@ import yaml
 from aiohttp import web
 
 from mcpgw import nesting
-from mcpgw.admin.auth import Authorizer
+from mcpgw.admin.auth import FULL_ACCESS, Authorizer
+from mcpgw.admin.scopes import foreign_includes
 from mcpgw.log import get_logger
 from mcpgw.registry import yamldocs
 from mcpgw.registry.reader import Invalid, Problem
@@ -44,6 +45,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _MAX_BODY = 16 << 20
+# The namespace a request's token is limited to (None: the admin token or open reads).
+_SCOPE = web.RequestKey("namespace_scope", str | None)
 # A tool edit without If-Match is read-modify-write under the server's etag; another writer
 # slipping in between is retried this many times before giving up with 412.
 _TOOL_WRITE_ATTEMPTS = 3
@@ -111,6 +114,38 @@ def _respond(request: web.Request, data: Any, *, status: int = 200, etag: str | 
         content_type="application/json",
         headers=headers,
     )
+
+
+class OutOfScope(Exception):
+    """A namespace token's write reaches outside its namespace (403)."""
+
+
+def _in_scope(request: web.Request, namespace: str) -> bool:
+    """What a namespace token may reach: paths under its namespace, creating a server (the body's
+    namespace is checked by the handler) and the server list filtered to its namespace."""
+    if "ns" in request.match_info:
+        return request.match_info["ns"] == namespace
+    if request.path == "/v1/servers":
+        return request.method == "POST" or request.query.get("namespace") == namespace
+    return False
+
+
+def _check_scope(request: web.Request, document: Any) -> None:
+    """A scoped write stays in its namespace, includes too (an include serves the other
+    namespace's tool, with its backend credentials, from this namespace's endpoint)."""
+    namespace = request.get(_SCOPE)
+    if namespace is None:
+        return
+    if isinstance(document, dict) and document.get("namespace", namespace) != namespace:
+        raise OutOfScope(
+            f"this token may only use namespace {namespace!r}, not {document.get('namespace')!r}"
+        )
+    foreign = foreign_includes(document, namespace)
+    if foreign:
+        raise OutOfScope(
+            f"this token may only use namespace {namespace!r}: "
+            f"it cannot include tools of {', '.join(foreign)}"
+        )
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -259,6 +294,7 @@ class AdminApi:
 
     async def create_server(self, request: web.Request) -> web.Response:
         document = await _body(request)
+        _check_scope(request, document)
         try:
             entry = await self.store.put(document, create=True)
         except Conflict as error:
@@ -274,6 +310,7 @@ class AdminApi:
         document = _fill_identity(
             await _body(request), {"namespace": namespace, "name": name}, _label(self.store, key)
         )
+        _check_scope(request, document)
         current = self._current(key)
         if_match = _if_match(request, current)
         # If-None-Match: * is "create, never replace" for clients that prefer PUT to POST.
@@ -461,10 +498,13 @@ class AdminApi:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         write = request.method not in ("GET", "HEAD", "OPTIONS")
-        # `/status` names files, peer addresses and every node's errors: guarded like the
-        # registry reads (open on loopback only). `/healthz` says nothing and stays open.
-        guarded = request.path.startswith("/v1/") or request.path == "/status"
-        if guarded and not self.authorizer.allowed(request, write):
+        # `/status` names files, peer addresses and every node's errors, `/metrics` node ids
+        # and the revision: guarded like the registry reads (open on loopback only; elsewhere
+        # a scraper sends the token). `/healthz` says nothing and stays open.
+        guarded = request.path.startswith("/v1/") or request.path in ("/status", "/metrics")
+        scrape = request.path == "/metrics"
+        access = self.authorizer.access(request, write, scrape=scrape) if guarded else FULL_ACCESS
+        if access is None:
             log.warning("admin_unauthorized", method=request.method, path=request.path, remote=request.remote)
             if write and not self.authorizer.writes_enabled:
                 return _error(403, "writes are disabled: no admin token is configured (MCPGW_ADMIN_TOKEN)")
@@ -473,6 +513,13 @@ class AdminApi:
                 status=401,
                 headers={"WWW-Authenticate": 'Bearer realm="mcpgw-admin"'},
             )
+        if access.namespace is not None and not _in_scope(request, access.namespace):
+            log.warning(
+                "admin_out_of_scope", method=request.method, path=request.path,
+                namespace_scope=access.namespace, remote=request.remote,
+            )  # fmt: skip
+            return _error(403, f"this token may only use namespace {access.namespace!r}")
+        request[_SCOPE] = access.namespace
         response = await self._handle(request, handler)
         if write:
             log.info(
@@ -481,6 +528,7 @@ class AdminApi:
                 path=request.path,
                 status=response.status,
                 remote=request.remote,
+                **({"namespace_scope": access.namespace} if access.namespace else {}),
             )
         return response
 
@@ -489,6 +537,9 @@ class AdminApi:
             return await handler(request)
         except BadRequest as error:
             return _error(400, str(error))
+        except OutOfScope as error:
+            log.warning("admin_out_of_scope", method=request.method, path=request.path, reason=str(error))
+            return _error(403, str(error))
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body larger than {_MAX_BODY} bytes")
         except StoreUnavailable as error:
@@ -496,6 +547,7 @@ class AdminApi:
             log.error("admin_store_unavailable", path=request.path, error=str(error))
             return _error(503, str(error))
         except Invalid as error:
+            self.store.events.invalid("write")
             return _error(422, "invalid document", problems=_problems(error.problems))
         except ApplyFailed as error:
             # Nothing was written: the translation that would serve it failed (logged in full).

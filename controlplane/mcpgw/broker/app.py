@@ -30,7 +30,7 @@ from mcpgw import nesting
 from mcpgw.bootstrap import DEFAULT_BROKER_PORT as DEFAULT_PORT
 from mcpgw.broker.bridge import BRIDGE_PATH, MAX_UPSTREAM_URL_BYTES, Bridge, BridgeSettings
 from mcpgw.broker.bus import Bus, BusUnavailable, MemoryBus, Stream, StreamClosed
-from mcpgw.limits import ENVOY_FD_RESERVE, raise_fd_limit
+from mcpgw.limits import fd_reserve, raise_fd_limit
 from mcpgw.log import get_logger
 
 log = get_logger(__name__)
@@ -259,6 +259,8 @@ class Broker:
         self._runner: web.AppRunner | None = None
         # The bridge to HTTP+SSE upstreams (`mcpgw.broker.bridge`), once started.
         self.bridge: Bridge | None = None
+        # The open-stream counts (`StreamCounts`), once started: read by the control plane's /metrics.
+        self.counts: StreamCounts | None = None
 
     @property
     def url(self) -> str:
@@ -268,7 +270,7 @@ class Broker:
         # Each stream holds a descriptor here: more streams than descriptors would fail
         # accepts (and Redis reconnects) instead of refusing the stream over the limit.
         fds = raise_fd_limit()
-        budget = max(1, fds - ENVOY_FD_RESERVE)
+        budget = max(1, fds - fd_reserve(fds))
         if not self.settings.max_streams or self.settings.max_streams > budget:
             log.warning(
                 "broker_streams_capped", max_streams=self.settings.max_streams, fd_limit=fds, cap=budget
@@ -279,6 +281,7 @@ class Broker:
         # so its subscription is released now, not at the next keep-alive write.
         app = create_app(self.bus, self.settings)
         self.bridge = app[BRIDGE]
+        self.counts = app[COUNTS]
         # max_field_size: an HTTP+SSE upstream's URL carries its CA bundle to the bridge
         # (`x-mcpgw-upstream-url`, `ClientTls.fragment`), larger than aiohttp's 8 KiB default.
         runner = web.AppRunner(

@@ -333,7 +333,7 @@ def server_document(
     version: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A `kind: McpServer` document with fields in the order the README shows them."""
+    """A `kind: McpServer` document with fields in the order docs/registry.md shows them."""
     document: dict[str, Any] = {
         "apiVersion": "mcpgw/v1",
         "kind": "McpServer",

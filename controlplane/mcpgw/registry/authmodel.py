@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # jwtauth reads documents through reader.py, which needs this module's types
+    from mcpgw.registry.jwtauth import JwtIssuer, OAuthResource
 
 # Every header name the API-key check may read is compared lower-case; `authorization` means
 # `Authorization: Bearer <key>`, another name carries the raw key.
@@ -64,7 +67,6 @@ class ServerAuth:
     # False: identify callers that present a credential, admit anonymous ones.
     required: bool = True
     api_keys: ApiKeyAuth | None = None
-    # `jwt` and `oauth` as parsed by their own module (registry/jwtauth.py, the `jwt` part);
-    # until then kept as declared so the block's other fields still validate.
-    jwt: Any = None
-    oauth: Any = None
+    # JWT issuers and the OAuth resource metadata, as registry/jwtauth.py parses them.
+    jwt: tuple[JwtIssuer, ...] = ()
+    oauth: OAuthResource | None = None

@@ -4,8 +4,7 @@ A consumer is a caller of MCP servers, scoped to a namespace or global, with API
 SHA-256 hashes only. Every problem carries file, field path and reason, as for servers; a value
 that looks like a key where a hash belongs is refused without ever being quoted.
 
-The `jwt` and `oauth` subkeys of `auth:` belong to the JWT/OAuth module (the `jwt` part of
-issue 16); `_jwt` and `_oauth` below are the hooks it replaces: until then they only check shape.
+The `jwt` and `oauth` subkeys of `auth:` are parsed by the JWT/OAuth module (registry/jwtauth.py).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from mcpgw.registry.authmodel import (
     ServerAuth,
 )
 from mcpgw.registry.headers import header_name_problem
+from mcpgw.registry.jwtauth import check_oauth, parse_jwt, parse_oauth
 from mcpgw.registry.model import McpServer, fingerprint
 from mcpgw.registry.reader import Invalid, Problem, Reader, join, kind
 
@@ -224,10 +224,11 @@ def parse_auth(r: Reader, value: Any) -> ServerAuth | None:
     if "required" in data:
         required = r.boolean(data, "required", "auth")
     api_keys = _api_key_auth(r, data["apiKeys"]) if "apiKeys" in data else None
-    jwt = _jwt(r, data["jwt"]) if "jwt" in data else None
-    oauth = _oauth(r, data["oauth"]) if "oauth" in data else None
-    if "apiKeys" not in data and not jwt:
-        r.fail("auth", "no way to authenticate: add apiKeys ({} for the defaults) or jwt")
+    jwt = parse_jwt(r, data["jwt"]) if "jwt" in data else ()
+    oauth = parse_oauth(r, data["oauth"]) if "oauth" in data else None
+    if "apiKeys" not in data and "jwt" not in data:
+        r.fail("auth", "no way to authenticate: add apiKeys ({} for the defaults) or jwt (a list of issuers)")
+    check_oauth(r, jwt, oauth)
     return ServerAuth(required=required, api_keys=api_keys, jwt=jwt, oauth=oauth)
 
 
@@ -248,14 +249,3 @@ def _api_key_auth(r: Reader, value: Any) -> ApiKeyAuth | None:
         r.fail("auth.apiKeys.header", f"{header!r}: {problem}")
         return None
     return ApiKeyAuth(header=header.lower())
-
-
-def _jwt(r: Reader, value: Any) -> Any:
-    """Hook for the JWT module: until it parses `auth.jwt`, a list of issuer mappings is accepted."""
-    issuers = list(r.mappings(value, "auth.jwt", "issuers ({issuer, audiences, jwks, ...})"))
-    return tuple(data for _, data in issuers) or None
-
-
-def _oauth(r: Reader, value: Any) -> Any:
-    """Hook for the JWT module's Protected Resource Metadata (`auth.oauth`): a mapping until then."""
-    return r.mapping(value, "auth.oauth")

@@ -183,6 +183,8 @@ class FileStore(RegistryStore):
         self._refresh()
         entries, problems = _assemble({path: (e, p) for path, (_, e, p) in self._parsed.items()})
         if problems:
+            if problems != self.problems:  # counted once per broken state, not per re-read
+                self.events.invalid("registry")
             self.problems = problems
             kept = self.snapshot.revision if self.snapshot else None
             for problem in problems:

@@ -205,6 +205,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Observability:
+    """A server's `observability:` block (docs/registry.md, docs/observability.md)."""
+
+    # tools/call arguments go into the access log (`mcpgw.arguments`): for debugging only, they
+    # may hold personal data or secrets a client passed.
+    log_arguments: bool = False
+
+
+@dataclass(frozen=True)
 class McpServer:
     namespace: str
     name: str
@@ -222,12 +231,15 @@ class McpServer:
     allowed_origins: tuple[str, ...] = ()
     # tools/list page size; 0 = every tool in one page.
     page_size: int = 0
+    # What the gateway reports about this server's traffic (`observability:`).
+    observability: Observability = Observability()
     # Gateway groups (Envoys' `node.cluster`) that serve this server and receive its
     # configuration and credentials; None: every group.
     gateways: tuple[str, ...] | None = None
     # Set for `type: mcp` servers (then `tools` is empty: the upstream defines them).
     mcp: McpUpstream | None = None
-    # `auth:`: callers must (or may) authenticate; None: anyone who reaches the listener.
+    # `auth:`: callers must (or may) authenticate (API keys, JWT, OAuth metadata); None:
+    # anyone who reaches the listener.
     auth: ServerAuth | None = None
     # Where the definition came from, for error messages and the status API.
     source: str = ""

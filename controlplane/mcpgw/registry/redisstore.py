@@ -4,11 +4,17 @@ Layout (prefix `mcpgw` by default):
 - `{prefix}:servers`  hash: `namespace/name` → the server document as JSON, and
   `consumers/<namespace or *>/name` → a `kind: Consumer` document (one hash: one write path)
 - `{prefix}:events`   pub/sub channel: `{"key": …, "etag": …}` after every write
+- `{prefix}:registry` a marker set once the registry exists: an empty hash *with* it is a
+  registry whose servers were all deleted; *without* it while this replica serves servers, Redis
+  lost its data (restarted without persistence, flushed, failed over to an empty replica)
 
 Every replica keeps the whole registry in memory and applies other replicas' writes from the
 channel, so a write on any replica reaches the Envoys of all of them. Writes are compare-and-set
 (WATCH/MULTI): a write based on a stale view fails with `Conflict` instead of overwriting. A
-periodic full resync repairs anything a dropped pub/sub connection missed.
+periodic full resync repairs anything a dropped pub/sub connection missed. When Redis comes back
+without its data, the replicas write back the registry they serve (only what is missing,
+atomically with the marker) instead of serving an empty one: nothing acknowledged is lost while
+one replica still runs.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import functools
 import json
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from mcpgw import nesting, redisurl
@@ -76,6 +83,9 @@ class RedisStore(RegistryStore):
         self._writer = self.target.client(single_connection_client=True, **options)
         self._hash = f"{prefix}:servers"
         self._channel = f"{prefix}:events"
+        self._marker = f"{prefix}:registry"
+        # The watcher lost Redis and has not subscribed again yet (for the reconnect count).
+        self._lost = False
 
     @property
     def description(self) -> str:
@@ -99,8 +109,13 @@ class RedisStore(RegistryStore):
 
     async def load(self) -> bool:
         try:
-            stored = await self._redis.hgetall(self._hash)
+            try:
+                stored = await self._read_all()
+            except RedisConnectionError:
+                # A pooled connection from before a Redis restart fails once; a new one may not.
+                stored = await self._read_all()
         except RedisError as error:
+            self.events.redis_error("registry")
             self.problems = [Problem(self.description, "", f"cannot read the registry: {error}")]
             log.error("registry_unavailable", store=self.description, error=str(error))
             return False
@@ -114,8 +129,52 @@ class RedisStore(RegistryStore):
         problems += registry_problems(entries)
         return self._adopt(entries, problems)
 
+    async def _read_all(self) -> dict[str, str]:
+        stored: dict[str, str] = await self._redis.hgetall(self._hash)
+        if not await self._redis.exists(self._marker):
+            stored = await self._mark(stored)
+        return stored
+
+    async def _mark(self, stored: dict[str, str]) -> dict[str, str]:
+        """Set the marker; if this replica serves servers Redis no longer has, write them back first.
+
+        A fresh registry (this replica serves nothing yet) only gets the marker. Otherwise Redis
+        lost its data under us: serving what it holds now would empty every Envoy. HSETNX adds
+        only what is missing (a write since the loss wins), in one transaction with the marker,
+        so another replica never reads half a restore.
+        """
+        missing = {key: entry for key, entry in self._entries.items() if key not in stored}
+        for attempt in (1, 2):
+            try:
+                async with self._writer.pipeline(transaction=True) as transaction:
+                    for key, entry in missing.items():
+                        transaction.hsetnx(self._hash, key, json.dumps(entry.document, sort_keys=True))
+                    transaction.set(self._marker, "1")
+                    if missing:
+                        transaction.publish(self._channel, json.dumps({"key": next(iter(missing))}))
+                    await transaction.execute()
+                break
+            except RedisConnectionError:
+                # The writer's one connection died with the old Redis; the next attempt reconnects.
+                if attempt == 2:
+                    raise
+        if not missing:
+            return stored
+        self.events.redis_error("registry")
+        log.error(
+            "registry_restored",
+            store=self.description,
+            servers=len(missing),
+            reason="Redis lost the registry (restarted without persistence, flushed, or failed over "
+            "to an empty replica); this replica wrote back the servers it serves",
+        )
+        restored: dict[str, str] = await self._redis.hgetall(self._hash)
+        return restored
+
     def _adopt(self, entries: dict[str, Entry], problems: list[Problem]) -> bool:
         if problems:
+            if problems != self.problems:  # counted once per broken state, not per re-read
+                self.events.invalid("registry")
             self.problems = problems
             for problem in problems:
                 log.error(
@@ -160,6 +219,7 @@ class RedisStore(RegistryStore):
         try:
             self._refreshed |= await self._apply_remote(key)
         except RedisError as error:
+            self.events.redis_error("registry")
             raise StoreUnavailable(f"registry store {self.description} is unavailable: {error}") from error
 
     async def _persist_put(self, entry: Entry, previous: Entry | None) -> None:
@@ -171,7 +231,12 @@ class RedisStore(RegistryStore):
     async def _compare_and_set(self, key: str, text: str | None, previous: Entry | None) -> None:
         expected = previous.etag if previous else None
         try:
-            stored = await self._writer.hget(self._hash, key)
+            try:
+                stored = await self._writer.hget(self._hash, key)
+            except RedisConnectionError:
+                # The writer's connection from before a Redis restart fails once; a read is safe
+                # to repeat (the compare-and-set below is not, and is never repeated).
+                stored = await self._writer.hget(self._hash, key)
             current = etag_of(json.loads(stored)) if stored is not None else None
             if current != expected:
                 raise Conflict(key, current)
@@ -194,6 +259,7 @@ class RedisStore(RegistryStore):
         except NotReplicated as error:
             raise StoreUnavailable(f"registry store {self.description}: {error}") from error
         except RedisError as error:
+            self.events.redis_error("registry")
             raise StoreUnavailable(f"registry store {self.description} is unavailable: {error}") from error
 
     # -- watching -----------------------------------------------------------------------------
@@ -205,6 +271,8 @@ class RedisStore(RegistryStore):
             try:
                 await self._follow()
             except (RedisError, OSError) as error:
+                self.events.redis_error("registry")
+                self._lost = True
                 log.warning("registry_watch_lost", store=self.description, error=str(error), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 # At most a second apart: until it follows the channel again, this replica's
@@ -217,6 +285,9 @@ class RedisStore(RegistryStore):
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(self._channel)
+            if self._lost:
+                self._lost = False
+                self.events.redis_reconnected("registry")
             # Writes made while we were not subscribed are picked up by a full resync.
             if await self._locked(self.load):
                 await self._emit()

@@ -52,6 +52,22 @@ class ApplyFailed(RuntimeError):
     with its traceback); nothing was written and the gateway keeps serving what it has."""
 
 
+class StoreEvents:
+    """What a store reports to its observer (the control plane's metrics, `mcpgw.metrics`).
+
+    Each method does nothing here; a store calls them where the event happens.
+    """
+
+    def invalid(self, source: str) -> None:
+        """A registry change was refused: `write` (through the store) or `registry` (as stored)."""
+
+    def redis_error(self, component: str) -> None:
+        """A Redis operation of `component` (registry, session_keys) failed."""
+
+    def redis_reconnected(self, component: str) -> None:
+        """`component` follows Redis again after losing it."""
+
+
 @dataclass(frozen=True)
 class Entry:
     # A document of either kind; both have `key`, `source` and `fingerprint`, and their keys
@@ -100,6 +116,8 @@ class RegistryStore(ABC):
         # (credentials readable, generated Envoy config valid, the translation itself succeeds)
         # before a write is persisted; raises `Invalid` or `ApplyFailed`.
         self.precheck: Callable[[RegistrySnapshot, str], Awaitable[None]] | None = None
+        # Set by the control plane: counts refused changes and Redis trouble.
+        self.events = StoreEvents()
 
     # -- reading -------------------------------------------------------------------------
 

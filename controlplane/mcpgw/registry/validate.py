@@ -26,6 +26,7 @@ from mcpgw.registry.model import (
     Tool,
     fingerprint,
 )
+from mcpgw.registry.observability import parse_observability
 from mcpgw.registry.reader import Invalid, Problem, Reader, join, kind
 from mcpgw.registry.tls import SKIP_VERIFY_WARNING, TLS_FIELDS, pair_problem
 from mcpgw.registry.tools import TOOL_NAME, ToolContext, parse_tools
@@ -61,6 +62,7 @@ _SERVER_FIELDS = {
     "pageSize",
     "gateways",
     "auth",
+    "observability",
 }
 SERVER_TYPES = ("rest", "mcp")
 _REST_BACKEND = "the REST service the tools call (endpoints: ['host:port'])"
@@ -116,6 +118,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
     limits = _limits(r, data.get("limits", {}))
     allowed_origins = _allowed_origins(r, data.get("allowedOrigins", []))
     page_size = _page_size(r, data.get("pageSize"))
+    observability = parse_observability(r, data.get("observability"))
     gateways = _gateways(r, data["gateways"]) if "gateways" in data else None
     auth = parse_auth(r, data["auth"]) if "auth" in data else None
     mcp = None
@@ -145,6 +148,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         limits=limits,
         allowed_origins=allowed_origins,
         page_size=page_size,
+        observability=observability,
         gateways=gateways,
         mcp=mcp,
         auth=auth,

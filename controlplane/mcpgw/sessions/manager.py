@@ -168,6 +168,8 @@ class SessionKeys:
         """Re-read the store and drop expired keys; True when the keys in use changed."""
         async with self._lock:
             text = await self._read_quietly()
+            if text is None and not self._unavailable and self._stored is not None:
+                text = await self._restore(self._stored)
             changed = False
             if text is not None and text != self._stored:
                 try:
@@ -193,6 +195,24 @@ class SessionKeys:
             if text is not None and text == self._stored:
                 await self._prune_stored(text, now)
             return changed
+
+    async def _restore(self, stored: str) -> str | None:
+        """The store answers but lost the keys (Redis restarted without persistence, the file was
+        deleted): write back the ones in use, so replicas keep verifying each other's sessions
+        instead of the next one to start making new keys. Another replica's restore or new keys
+        win (create is create-if-absent); those are adopted as usual."""
+        try:
+            created = await self.store.create(stored)
+            text = stored if created else await self.store.read()
+        except KeyStoreUnavailable:
+            return None
+        if created:
+            log.error(
+                "session_keys_restored",
+                store=self.store.description,
+                reason="the store answered without the session keys; wrote back the ones in use",
+            )
+        return text
 
     async def _read_quietly(self) -> str | None:
         """The stored document, or None while the store is unreachable (logged once per outage)."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mcpgw.log import get_logger
+from mcpgw.registry.store import StoreEvents
 from mcpgw.sessions.keys import SessionKey, decode_secret, to_document
 
 if TYPE_CHECKING:
@@ -172,8 +173,10 @@ class RedisKeyStore(KeyStore):
 
     def __init__(
         self, client: aioredis.Redis, key: str, where: str, *, writer: aioredis.Redis | None = None,
-        target: RedisTarget | None = None,
+        target: RedisTarget | None = None, events: StoreEvents | None = None,
     ) -> None:  # fmt: skip
+        # Counts this store's Redis failures (the registry store's observer: `mcpgw.metrics`).
+        self._events = events or StoreEvents()
         self._redis = client
         self._writer = writer or client
         self._target = target
@@ -185,6 +188,7 @@ class RedisKeyStore(KeyStore):
         return f"{self._where} ({self.key})"
 
     def _unavailable(self, error: Exception) -> KeyStoreUnavailable:
+        self._events.redis_error("session_keys")
         return KeyStoreUnavailable(f"session keys in {self.description} are unavailable: {error}")
 
     async def _replicated(self) -> None:
@@ -292,5 +296,6 @@ def open_key_store(
             redacted(registry.url),
             writer=registry._writer,
             target=registry.target,
+            events=registry.events,
         )
     return FileKeyStore(default_keys_file(Path(registry_spec)))

@@ -5,7 +5,8 @@ the presented API key and looks the SHA-256 up in `apiKeys`, which holds every c
 (hashes only, so `config_dump` shows no key). Consumers of other namespaces are listed too: the
 filter answers them `403` (a known caller, the wrong tenant) instead of `401`.
 
-`jwt` and `resourceMetadata` are filled by the JWT/OAuth module (`jwt_config` below is its hook).
+`jwt`, `resourceMetadata` and `requiredScopes` come from the JWT/OAuth module
+(translate/jwtauthn.py `filter_auth`), merged over this by the translator.
 """
 
 from __future__ import annotations
@@ -22,12 +23,7 @@ def auth_config(server: McpServer, snapshot: RegistrySnapshot) -> dict[str, Any]
     auth = server.auth
     if auth is None:
         return None
-    config: dict[str, Any] = {
-        "required": auth.required,
-        "namespace": server.namespace,
-        "resourceMetadata": None,
-        "jwt": jwt_config(server),
-    }
+    config: dict[str, Any] = {"required": auth.required, "namespace": server.namespace}
     if auth.api_keys is not None:
         config["apiKeyHeader"] = auth.api_keys.header
         config["apiKeys"] = {
@@ -42,11 +38,6 @@ def auth_config(server: McpServer, snapshot: RegistrySnapshot) -> dict[str, Any]
             for key in consumer.api_keys
         }
     return config
-
-
-def jwt_config(server: McpServer) -> list[dict[str, Any]]:
-    """Hook for the JWT module: the `jwt_authn` providers this server's filter reads."""
-    return []
 
 
 def auth_inputs(server: McpServer, snapshot: RegistrySnapshot) -> tuple[Any, ...]:

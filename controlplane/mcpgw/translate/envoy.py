@@ -31,6 +31,7 @@ from envoy.config.core.v3 import extension_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2  # noqa: F401
 from envoy.extensions.filters.http.composite.v3 import composite_pb2  # noqa: F401
@@ -47,13 +48,13 @@ from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from mcpgw import listenertls
+from mcpgw import listenertls, observability
 from mcpgw.limits import ListenerLimits
 from mcpgw.registry.model import BackendTls, Endpoint, McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
-from mcpgw.translate import pgv
+from mcpgw.translate import jwtauthn, pgv
 from mcpgw.translate.authconfig import auth_inputs
 from mcpgw.translate.filtercheck import FilterCheck, FilterRefused
 from mcpgw.translate.filterconfig import (
@@ -129,6 +130,11 @@ class GatewaySettings:
     inject_credentials: bool = True
     # The system CAs on the Envoy nodes: https backends without `tls.ca` are verified against them.
     backend_ca_file: str = SYSTEM_CA_FILE
+    # Where the MCP listener's JSON access log goes (`--access-log`); None: no access log.
+    access_log: str | None = observability.STDOUT
+    # False: the filter neither counts calls nor sets access-log fields (bench/dataplane.py's
+    # baseline row, which measures what they cost).
+    observability: bool = True
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -287,12 +293,15 @@ class Translator:
         limit_moved = same_set and any(
             s.limits.max_request_bytes != p.limits.max_request_bytes for s, p in touched
         )
+        # `auth:` is in the listener (jwt_authn) and the routes (the OAuth metadata).
+        auth_moved = same_set and any(s.auth != p.auth for s, p in touched)
         if (
             self._shared is None
+            or auth_moved
             or (keys is not None and self._shared[0] != keys)
             or (limit_moved and request_buffer_limit(snapshot) != self._shared[1])
         ):
-            listener, routes = _listener(snapshot, self.settings), _routes(snapshot)
+            listener, routes = _listener(snapshot, self.settings), _routes(snapshot, self.settings)
             _check(listener, "listener")
             _check(routes, "routes")
             self._shared = (tuple(self._servers), request_buffer_limit(snapshot), listener, routes)
@@ -384,10 +393,19 @@ class Translator:
             server, self.settings.limits.backend_max_requests, secrets, self.settings.backend_ca_file
         )
         compiled = filter_config(server, snapshot, secrets, injected=inject)
+        auth = jwtauthn.filter_auth(server, self.settings)
+        if auth is not None:
+            # Beside the API-key part filter_config wrote (translate/authconfig.py).
+            compiled["auth"] = {**compiled.get("auth", {}), **auth}
+        if not self.settings.observability:
+            compiled["observability"] |= {"metrics": False, "access_log": False}
+        elif self.settings.access_log is None:
+            # Nothing prints the fields: the filter need not set them (a host call each).
+            compiled["observability"]["access_log"] = False
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
             _check_filter(self.settings.filter_check, server, compiled, configuration)
-        clusters = tuple(c for c, _ in built)
+        clusters = tuple(c for c, _ in built) + tuple(jwtauthn.jwks_clusters(server, self.settings))
         sds: tuple[Message, ...] = ()
         if credential is not None:
             name = credential_secret_name(server)
@@ -802,16 +820,22 @@ def listener_without(snapshot: RegistrySnapshot, settings: GatewaySettings, keys
     return listener
 
 
-def routes_without(snapshot: RegistrySnapshot, keys: Collection[str]) -> Message:
+def routes_without(
+    snapshot: RegistrySnapshot, keys: Collection[str], settings: GatewaySettings | None = None
+) -> Message:
     """The route table without the servers `keys` (a gateway group that does not serve them)."""
     kept = RegistrySnapshot(servers=tuple(s for s in snapshot.servers if s.key not in keys))
-    routes = _routes(kept)
+    routes = _routes(kept, settings)
     _check(routes, "routes")
     return routes
 
 
 def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
     http_filters = [_composite_filter(snapshot)] if snapshot.servers else []
+    # Before the mcp-server filter, which reads what it found (translate/jwtauthn.py).
+    jwt_authn = jwtauthn.jwt_authn_filter(snapshot.servers, settings)
+    if jwt_authn is not None:
+        http_filters.insert(0, jwt_authn)
     http_filters.append(
         {
             "name": "envoy.filters.http.router",
@@ -849,6 +873,8 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
         "http_filters": http_filters,
         "local_reply_config": {"mappers": [_TOO_LARGE_MAPPER]},
     }
+    if settings.access_log is not None:
+        manager["access_log"] = observability.access_log(settings.access_log)
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     }
@@ -929,13 +955,14 @@ def _json_reply(status: int, message: str) -> dict[str, Any]:
     return {"status": status, "body": {"inline_string": json.dumps({"error": message})}}
 
 
-def _routes(snapshot: RegistrySnapshot) -> Message:
+def _routes(snapshot: RegistrySnapshot, settings: GatewaySettings | None = None) -> Message:
     # MCP traffic is answered by the filter; these routes only name each server's path and
     # give a clear answer if its filter config has not arrived. The one thing proxied is the
     # HTTP+SSE (2024-11-05) stream: the filter mints the session on `GET {path}/sse` and lets
     # the request through to this replica's session broker, which holds the stream open.
     routes: list[dict[str, Any]] = []
     for server in snapshot.servers:
+        routes += jwtauthn.metadata_routes(server, settings)
         routes.append(
             {
                 "name": f"{server.key}/sse",

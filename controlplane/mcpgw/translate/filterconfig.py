@@ -12,6 +12,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from mcpgw import observability
 from mcpgw.broker.bridge import BRIDGE_PATH
 from mcpgw.registry import bodyenc, templates
 from mcpgw.registry.model import (
@@ -114,6 +115,9 @@ def filter_config(
     auth = auth_config(server, snapshot)
     if auth is not None:
         config["auth"] = auth
+    config["observability"] = observability.filter_block(
+        server.namespace, server.name, log_arguments=server.observability.log_arguments
+    )
     return config
 
 

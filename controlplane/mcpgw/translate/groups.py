@@ -225,11 +225,13 @@ class GroupViews:
         if held:
             kept = [s for s in kept if s.key not in left_out]
         limit = max(map(_request_limit, kept), default=0)
-        key = (settings, tuple(excluded), tuple(map(_key, kept)), limit)
+        # `auth:` shapes the listener (jwt_authn) and the routes (OAuth metadata).
+        auth = tuple(s.auth for s in kept if s.auth is not None)
+        key = (settings, tuple(excluded), tuple(map(_key, kept)), limit, auth)
         shared = self._shared.get(group)
         if shared is None or shared.key != key:
             listener = listener_without(snapshot, settings, left_out)
-            shared = _Shared(key, listener, routes_without(snapshot, excluded))
+            shared = _Shared(key, listener, routes_without(snapshot, excluded, settings))
             self._shared[group] = shared
         view[types.LISTENER] = {LISTENER_NAME: shared.listener}
         view[types.ROUTE] = {ROUTE_CONFIG_NAME: shared.routes}

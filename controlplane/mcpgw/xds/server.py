@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
@@ -29,7 +29,7 @@ from mcpgw.log import get_logger
 from mcpgw.xds.cache import SnapshotCache, Watch
 from mcpgw.xds.delta import DeltaStream
 from mcpgw.xds.sotw import SotwStream
-from mcpgw.xds.stream import AckHook, Nack, NackHook, StreamBase, iso, short_name
+from mcpgw.xds.stream import AckHook, Nack, NackHook, StreamBase, StreamMetrics, iso, short_name
 from mcpgw.xds.tls import ReloadingCredentials, XdsTls, authorize
 
 log = get_logger(__name__)
@@ -53,6 +53,14 @@ _Item = Message | _Signal  # a DiscoveryRequest or DeltaDiscoveryRequest, matchi
 _Stream = StreamBase[Any, Any, Any]
 
 
+class ServerMetrics(StreamMetrics, Protocol):
+    """What the server reports beyond its streams' events (`mcpgw.metrics`)."""
+
+    def node_seen(self, node: str) -> None: ...
+    def node_gone(self, node: str) -> None: ...
+    def check_settled(self) -> None: ...
+
+
 @dataclass(eq=False, slots=True)
 class _Connection:
     """One live ADS stream as the server sees it."""
@@ -67,11 +75,14 @@ class _Connection:
     snapshot_pending: bool = False
     # The peer's client certificate (PEM) when the server runs mutual TLS.
     peer_cert: bytes | None = None
+    # The server's set of streams with something unanswered (`AdsServer._unsettled`).
+    unsettled: set[int] = field(default_factory=set)
 
     def signal_snapshot(self) -> None:
         # Many snapshots in a burst need one recomputation: the loop reads the latest anyway.
         if not self.snapshot_pending:
             self.snapshot_pending = True
+            self.unsettled.add(self.stream_id)
             self.mailbox.put_nowait(_Signal.SNAPSHOT)
 
     def status(self) -> dict[str, Any]:
@@ -97,8 +108,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         on_nack: NackHook | None = None,
         on_ack: AckHook | None = None,
         tls: XdsTls | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._cache = cache
+        # Counts pushes, ACKs and NACKs per node and type; told when a node's last stream closes.
+        self._metrics = metrics
         # With TLS, every stream's node must match its client certificate (mcpgw.xds.tls).
         self._tls = tls
         self.credentials: ReloadingCredentials | None = None
@@ -111,6 +125,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self._stopping = False
         self._ids = itertools.count(1)
         self._connections: dict[int, _Connection] = {}
+        # Streams with a snapshot to process or a push not ACKed yet, kept up to date event by
+        # event so that "has every Envoy ACKed?" costs nothing however many Envoys there are.
+        self._unsettled: set[int] = set()
         # node id -> type URL -> last NACK; outlives streams so operators can still see it.
         self._nacks: OrderedDict[str, dict[str, Nack]] = OrderedDict()
 
@@ -164,6 +181,29 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 )
         return live
 
+    def connected_nodes(self) -> set[str]:
+        """Node ids with an open stream."""
+        return {c.stream.node_id for c in self._connections.values() if c.stream is not None}
+
+    def unacked(self, nack_answers: bool = True) -> dict[str, float]:
+        """Per connected node: seconds its oldest push has waited for an ACK (0: none waits)."""
+        now = time.time()
+        waiting: dict[str, float] = {}
+        for conn in self._connections.values():
+            if conn.stream is None:
+                continue
+            since = conn.stream.unacked_since(nack_answers)
+            seconds = 0.0 if since is None else now - since
+            node = conn.stream.node_id
+            waiting[node] = max(seconds, waiting.get(node, 0.0))
+        return waiting
+
+    def settled(self) -> bool | None:
+        """True when every connected Envoy ACKed everything pushed to it (None: none connected)."""
+        if not any(c.stream is not None for c in self._connections.values()):
+            return None
+        return not self._unsettled
+
     # -- the RPCs -------------------------------------------------------------------------
 
     async def StreamAggregatedResources(  # name fixed by the generated servicer
@@ -188,7 +228,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     ) -> None:
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "control plane shutting down")
-        conn = _Connection(next(self._ids), context.peer(), time.time(), factory.protocol)
+        conn = _Connection(
+            next(self._ids), context.peer(), time.time(), factory.protocol, unsettled=self._unsettled
+        )
         if self._tls is not None:
             certs = context.auth_context().get("x509_pem_cert") or [None]
             conn.peer_cert = certs[0]
@@ -207,6 +249,11 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 conn.watch.close()
             del self._connections[conn.stream_id]
             node = conn.stream.node_id if conn.stream else None
+            self._unsettled.discard(conn.stream_id)
+            if self._metrics is not None:
+                if node is not None and node not in self.connected_nodes():
+                    self._metrics.node_gone(node)
+                self._metrics.check_settled()  # the others may all have ACKed already
             log.info("stream_closed", stream=conn.stream_id, node=node, protocol=conn.protocol)
 
     async def _serve(
@@ -225,6 +272,18 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 responses = self._on_request(conn, item, factory)
             for resp in responses:
                 await context.write(resp)
+            self._settle(conn)
+
+    def _settle(self, conn: _Connection) -> None:
+        """Record whether `conn` waits for anything; the last one settling may end a write-to-ACK."""
+        if conn.stream is None:
+            return
+        if conn.snapshot_pending or conn.stream.unacked_since(nack_answers=False) is not None:
+            self._unsettled.add(conn.stream_id)
+            return
+        self._unsettled.discard(conn.stream_id)
+        if not self._unsettled and self._metrics is not None:
+            self._metrics.check_settled()
 
     def _authorized(self, conn: _Connection, req: Any, context: grpc.aio.ServicerContext) -> bool:
         """With TLS, the first request's node must be the one the client certificate names."""
@@ -266,6 +325,9 @@ class AdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         # The node's gateway group (node.cluster) decides what it receives (translate/groups.py).
         snapshot = self._cache.snapshot_for(node_id, cluster)
         stream = factory(node_id, snapshot, cluster, self._remember_nack, self._acked)
+        stream.metrics = self._metrics
+        if self._metrics is not None:
+            self._metrics.node_seen(node_id)
         log.info(
             "stream_opened",
             stream=conn.stream_id,

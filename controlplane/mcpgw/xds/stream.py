@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from envoy.config.cluster.v3.cluster_pb2 import Cluster
 from google.protobuf.message import Message
@@ -58,6 +58,14 @@ class Nack:
             "error": self.error,
             "at": iso(self.at),
         }
+
+
+class StreamMetrics(Protocol):
+    """What a stream reports for metrics (`mcpgw.metrics.ControlPlaneMetrics`): (node id, type URL)."""
+
+    def pushed(self, node: str, type_url: str) -> None: ...
+    def acked(self, node: str, type_url: str) -> None: ...
+    def nacked(self, node: str, type_url: str) -> None: ...
 
 
 NackHook = Callable[[str, Nack], None]
@@ -139,6 +147,8 @@ class StreamBase(Generic[Req, Resp, State]):
         self._nonce = 0
         self._on_nack = on_nack
         self._on_ack = on_ack
+        # Counts pushes, ACKs and NACKs (`mcpgw.metrics`); set by the server after creation.
+        self.metrics: StreamMetrics | None = None
 
     def on_request(self, req: Req) -> list[Resp]:
         """Handle one request; returns the responses to send, usually 0 or 1."""
@@ -175,6 +185,8 @@ class StreamBase(Generic[Req, Resp, State]):
             return  # a later request re-sent with the same nonce only updates names
         ts.version_acked, ts.acked_nonce, ts.acked_at = version, nonce, time.time()
         log.debug("ack", node=self.node_id, type=short_name(ts.type_url), version=version)
+        if self.metrics is not None:
+            self.metrics.acked(self.node_id, ts.type_url)
         if self._on_ack is not None and resources:
             self._on_ack(self.node_id, ts.type_url, resources)
 
@@ -209,11 +221,15 @@ class StreamBase(Generic[Req, Resp, State]):
             error=error,
             protocol=self.protocol,
         )
+        if self.metrics is not None:
+            self.metrics.nacked(self.node_id, ts.type_url)
         if self._on_nack is not None:
             self._on_nack(self.node_id, nack)
         return True
 
     def _log_push(self, ts: State, version: str, nonce: str, resources: int, removed: int = 0) -> None:
+        if self.metrics is not None:
+            self.metrics.pushed(self.node_id, ts.type_url)
         log.info(
             "push",
             node=self.node_id,
@@ -226,6 +242,22 @@ class StreamBase(Generic[Req, Resp, State]):
         )
 
     # -- introspection --------------------------------------------------------------------
+
+    def unacked_since(self, nack_answers: bool = True) -> float | None:
+        """When the oldest push Envoy has not ACKed yet went out (None: all ACKed).
+
+        With `nack_answers`, a NACKed push counts as answered (the NACK has its own counter
+        and alert); without it only an ACK does.
+        """
+        waiting = [
+            ts.last_push_at
+            for ts in self.types.values()
+            if ts.nonce is not None
+            and ts.last_push_at is not None
+            and ts.acked_nonce != ts.nonce
+            and not (nack_answers and ts.last_nack is not None and ts.last_nack.nonce == ts.nonce)
+        ]
+        return min(waiting, default=None)
 
     def type_status(self) -> Mapping[str, dict[str, Any]]:
         return {short_name(url): self.types[url].to_dict() for url in ordered_types(self.types)}

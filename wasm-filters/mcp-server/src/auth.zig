@@ -73,6 +73,8 @@ pub const Reason = enum {
     missing,
     invalid,
     namespace,
+    /// A valid JWT without a scope the server requires (jwtidentity.zig).
+    insufficient_scope,
 
     pub fn name(self: Reason) []const u8 {
         return @tagName(self);
@@ -181,15 +183,17 @@ pub fn body(d: Denial) []const u8 {
         .missing => "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"Unauthorized: this MCP server requires authentication\"}}",
         .invalid => "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"Unauthorized: invalid credential\"}}",
         .namespace => "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"Forbidden: this consumer may not call servers of this namespace\"}}",
+        .insufficient_scope => "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"Forbidden: the token lacks a scope this MCP server requires\"}}",
     };
 }
 
-/// `WWW-Authenticate` for a denial; null for a 403.
+/// `WWW-Authenticate` for a denial of a server without JWT providers (with
+/// them, jwtidentity.zig's challenges name the scopes too); null for a 403.
 pub fn challenge(a: *const Auth, d: Denial) ?[]const u8 {
     return switch (d.reason) {
         .missing => a.challenge_missing,
         .invalid => a.challenge_invalid,
-        .namespace => null,
+        .namespace, .insufficient_scope => null,
     };
 }
 

@@ -15,6 +15,8 @@ const Store = @import("store.zig").Store;
 const proxy = @import("proxy.zig");
 const session = @import("session.zig");
 const auth_mod = @import("auth.zig");
+const jwtidentity = @import("jwtidentity.zig");
+const metrics = @import("metrics.zig");
 
 pub const ArgType = enum { string, number, integer, boolean, array, object };
 
@@ -144,6 +146,11 @@ pub const Config = struct {
     broker: ?Broker = null,
     /// Who may call (`auth`, auth.zig); null = anyone, as before.
     auth: ?*const auth_mod.Auth = null,
+    /// JWT auth (`auth.jwt`, jwtidentity.zig); null = no JWT providers.
+    jwt: ?*const jwtidentity.Jwt = null,
+    /// Metrics and access-log fields (`observability`, metrics.zig); all
+    /// off when the block is absent.
+    observability: metrics.Settings = .{},
 
     pub fn findTool(self: *const Config, name: []const u8) ?*const Tool {
         const idx = self.by_name.get(name) orelse return null;
@@ -260,8 +267,15 @@ const RawConfig = struct {
     /// name the key at fault.
     sessions: ?Value = null,
     broker: ?struct { cluster: []const u8, timeout_ms: u32 = 5000 } = null,
-    /// Checked field by field in `auth.compile`.
+    /// Checked field by field in `auth.compile` and `jwtidentity.compile`.
     auth: ?Value = null,
+    observability: ?struct {
+        namespace: []const u8,
+        server: []const u8,
+        metrics: bool = true,
+        access_log: bool = true,
+        log_arguments: bool = false,
+    } = null,
 };
 
 /// Parses and compiles `text`. The compiled form lives in `out` and points
@@ -571,6 +585,11 @@ const Compiler = struct {
         if (depth == 0 or depth > max_json_depth_cap)
             return self.fail("limits.max_json_depth: must be 1 to {d}, not {d}", .{ max_json_depth_cap, depth });
         const mcp_upstream: ?*const proxy.Upstream = if (raw.mcp_upstream) |m| try proxy.compile(self.store, m, base_path, depth, self.why, &self.sources) else null;
+        if (raw.observability) |o| {
+            // They become metric-name segments: nothing that could end one.
+            if (!metrics.validName(o.namespace)) return self.fail("observability.namespace: must be a DNS label, not \"{s}\"", .{o.namespace});
+            if (!metrics.validName(o.server)) return self.fail("observability.server: must be a DNS label, not \"{s}\"", .{o.server});
+        }
 
         return .{
             .base_path = base_path,
@@ -590,6 +609,14 @@ const Compiler = struct {
             .sessions = sessions_cfg,
             .broker = broker,
             .auth = if (raw.auth) |v| try auth_mod.compile(self.store, v, self.why) else null,
+            .jwt = if (raw.auth) |v| try jwtidentity.compile(self.store, v, self.why) else null,
+            .observability = if (raw.observability) |o| .{
+                .namespace = try self.str(o.namespace),
+                .server = try self.str(o.server),
+                .metrics = o.metrics,
+                .access_log = o.access_log,
+                .log_arguments = o.log_arguments,
+            } else .{},
         };
     }
 

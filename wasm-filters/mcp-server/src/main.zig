@@ -13,6 +13,9 @@ const tpl = @import("template.zig");
 const proxy = @import("proxy.zig");
 const cors = @import("cors.zig");
 const auth = @import("auth.zig");
+const jwtidentity = @import("jwtidentity.zig");
+const metrics = @import("metrics.zig");
+const observe = @import("observe.zig");
 
 comptime {
     pw.exportAbi(@This());
@@ -79,6 +82,12 @@ const Stream = struct {
     /// The header that carried a validated gateway API key: never captured
     /// for a backend (auth.zig).
     gateway_credential: ?[]const u8 = null,
+    /// Metrics and access log (metrics.zig): what the request was and how
+    /// it went; `client.seen` points at `seen` once the body is handled.
+    rec: metrics.Record = .{},
+    seen: mcp.Seen = .{},
+    /// The client's `Mcp-Session-Id`, for the access log (hashed there).
+    session_token: ?[]const u8 = null,
 };
 
 var next_generation: u64 = 0;
@@ -240,6 +249,8 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     s.loaded = loaded.retain();
     const cfg = &loaded.compact.cfg;
     const arena = s.arena.allocator();
+    const watched = cfg.observability.metrics or cfg.observability.access_log;
+    if (watched) s.rec.start_ns = pw.nowNs();
 
     // Every header the filter needs, in one host call (and one allocation).
     const pairs = pw.getHeaderPairs(.http_request_headers) orelse return replyOrOom(s, mcp.notFound(arena));
@@ -305,6 +316,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
             s.client.protocol_version = dupeHeader(arena, headers, "mcp-protocol-version") catch return oomAction(s);
             s.client.method = dupeHeader(arena, headers, "mcp-method") catch return oomAction(s);
             s.client.name = dupeHeader(arena, headers, "mcp-name") catch return oomAction(s);
+            if (cfg.observability.access_log) s.session_token = dupeHeader(arena, headers, "mcp-session-id") catch return oomAction(s);
         },
     }
 
@@ -378,6 +390,10 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
         const step = proxy.start(arena, &proxy_vm, up, &s.proxy, body, &s.client) catch return oomReply(s);
         return proxyStep(id, s, up, step);
     }
+    if (cfg.observability.metrics or cfg.observability.access_log) {
+        s.rec.request_bytes = body.len;
+        s.client.seen = &s.seen;
+    }
     const outcome = mcp.handle(arena, cfg, body, &s.client) catch return oomReply(s);
     switch (outcome) {
         .reply => |r| {
@@ -390,12 +406,15 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
                 pw.logf(.err, "mcp-server: cannot mint a session: {s}", .{@errorName(err)});
                 return reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not create a session\"}}" });
             };
+            observe.sessionOpened(&cfg.observability);
+            if (s.client.protocol_version == null) s.client.protocol_version = version;
             replyWith(s, r, token);
         },
         .call => |c| {
             s.call = c;
             const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
             const up = c.tool.upstream;
+            if (s.client.seen != null) s.rec.backend = .{ .start_ns = pw.nowNs() };
             const token = pw.httpCall(up.cluster, headers, c.body, up.timeout_ms) catch {
                 const why = failure(s, cfg, notDispatched("backend"), "cluster {s}: proxy_http_call status {d}", .{
                     up.cluster, @intFromEnum(pw.last_http_call_status),
@@ -420,6 +439,7 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     const cfg = &s.loaded.?.compact.cfg;
     if (s.state == .publishing) return published(s, num_headers);
     if (cfg.mcp_upstream) |up| return proxyResponse(id, s, cfg, up, num_headers, body_size);
+    if (s.rec.backend) |*b| b.end_ns = pw.nowNs();
 
     if (num_headers == 0) {
         // The host signals a failed call (reset, no healthy host, ...) by an
@@ -437,6 +457,11 @@ pub fn onHttpCallResponse(root_id: u32, token: u32, num_headers: usize, body_siz
     const headers = pw.deserializeHeaders(tpl.Header, arena, if (pairs) |p| p.slice() else "") catch &.{};
     const status_text = tpl.findHeader(headers, ":status") orelse "";
     const status = std.fmt.parseUnsigned(u32, status_text, 10) catch 0;
+    if (s.rec.backend) |*b| {
+        b.status = status;
+        b.local = tpl.findHeader(headers, "x-envoy-upstream-service-time") == null;
+        b.overloaded = tpl.findHeader(headers, "x-envoy-overloaded") != null;
+    }
 
     const body = if (body_size == 0) null else pw.getBufferBytes(.http_call_response_body, 0, body_size);
     defer if (body) |b| b.free();
@@ -617,6 +642,7 @@ fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: [
         reply(s, .{ .status = 500, .body = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"could not open the stream\"}}" });
         return .pause;
     }
+    observe.sessionOpened(&cfg.observability);
     // The stream lives for hours and the filter has nothing more to do on it:
     // do not keep this configuration alive past its replacement.
     s.loaded.?.release();
@@ -624,20 +650,41 @@ fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: [
     return .@"continue";
 }
 
-/// The auth decision (auth.zig) with its host calls: the identity set as
-/// filter state `wasm.mcpgw.auth`, or one log line, a counter and the
-/// 401/403. False when the request was answered. `forwarded`: the request
-/// itself goes on upstream (`GET …/sse`, to the broker): then look-alike
-/// identity headers and the gateway's own credential are removed from it.
-/// Every other request is answered by the filter, which builds its backend
+/// The auth decision (auth.zig) with its host calls: the JWT identity read
+/// from jwt_authn's metadata (jwtidentity.zig), the identity set as filter
+/// state `wasm.mcpgw.auth`, or one log line, a counter and the 401/403.
+/// False when the request was answered. `forwarded`: the request itself
+/// goes on upstream (`GET …/sse`, to the broker): then look-alike identity
+/// headers and the gateway's own credential are removed from it. Every
+/// other request is answered by the filter, which builds its backend
 /// requests itself and never captures the credential's header; removing
 /// headers there would only cost (Envoy clears the route cache on each).
 fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, headers: []const u8, forwarded: bool) bool {
     const arena = s.arena.allocator();
     const value = if (a.api_key_header) |h| pw.findHeader(headers, h) else null;
-    // The JWT part's hook: `jwtidentity.zig` reads jwt_authn's metadata here.
-    const jwt: auth.Jwt = .none;
-    switch (auth.decide(a, value, jwt)) {
+    var found: jwtidentity.Found = .none;
+    var jwt: auth.Jwt = .none;
+    var decision: ?auth.Decision = null;
+    if (cfg.jwt) |j| {
+        found = jwtidentity.read(arena, j) catch {
+            oomReply(s);
+            return false;
+        };
+        switch (found) {
+            .valid => |c| {
+                jwt = .{ .valid = .{ .consumer = c.consumer, .namespace = "", .groups_json = c.groups_json, .method = .jwt } };
+                for (j.required_scopes) |scope| if (!jwtidentity.hasScope(c.scopes, scope)) {
+                    decision = .{ .deny = .{ .status = 403, .reason = .insufficient_scope, .consumer = c.consumer } };
+                };
+            },
+            // A bearer token jwt_authn did not accept: invalid, unless it
+            // may still be one of the consumers' API keys.
+            .none => if (jwtidentity.isBearer(pw.findHeader(headers, "authorization")) and !a.bearer()) {
+                jwt = .invalid;
+            },
+        }
+    }
+    switch (decision orelse auth.decide(a, value, jwt)) {
         .admit => |identity| {
             if (forwarded) for (auth.identity_headers) |name| if (pw.findHeader(headers, name) != null) {
                 _ = pw.removeHeader(.http_request_headers, name);
@@ -647,7 +694,10 @@ fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, head
                 s.gateway_credential = a.api_key_header;
                 if (forwarded) _ = pw.removeHeader(.http_request_headers, a.api_key_header.?);
             }
-            const json = auth.identityJson(arena, id) catch {
+            const json = switch (found) {
+                .valid => |c| if (id.method == .jwt) jwtidentity.identityJson(arena, c, "") else auth.identityJson(arena, id),
+                .none => auth.identityJson(arena, id),
+            } catch {
                 oomReply(s);
                 return false;
             };
@@ -656,16 +706,24 @@ fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, head
             return true;
         },
         .deny => |d| {
-            // Never the credential: the reason, and the consumer when known.
-            pw.logf(.warn, "mcp-server: auth_denied server={s} reason={s} status={d} consumer={s} request_id={s}", .{
-                cfg.base_path, d.reason.name(), d.status, if (d.consumer.len != 0) d.consumer else "-", requestIdOrDash(s),
+            const why = if (d.reason == .invalid and cfg.jwt != null) (jwtidentity.failure(arena, cfg.jwt.?) catch null) orelse "-" else "-";
+            // Never the credential: the reason, the consumer when known, and
+            // what jwt_authn said about a refused token.
+            pw.logf(.warn, "mcp-server: auth_denied server={s} reason={s} status={d} consumer={s} detail=\"{s}\" request_id={s}", .{
+                cfg.base_path, d.reason.name(), d.status, if (d.consumer.len != 0) d.consumer else "-", why, requestIdOrDash(s),
             });
             noteDenied(d.reason);
             var pairs: [5]tpl.Header = undefined;
             var n: usize = 0;
             pairs[n] = .{ .name = "content-type", .value = "application/json" };
             n += 1;
-            if (auth.challenge(a, d)) |c| {
+            const challenge: ?[]const u8 = if (cfg.jwt) |j| switch (d.reason) {
+                .missing => jwtidentity.challenge(j, .missing),
+                .invalid => jwtidentity.challenge(j, .invalid),
+                .insufficient_scope => jwtidentity.challenge(j, .insufficient_scope),
+                .namespace => null,
+            } else auth.challenge(a, d);
+            if (challenge) |c| {
                 pairs[n] = .{ .name = "www-authenticate", .value = c };
                 n += 1;
             }
@@ -701,6 +759,7 @@ fn noteDenied(reason: auth.Reason) void {
 /// broker has.
 fn publish(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) void {
     const arena = s.arena.allocator();
+    observed(s, 200, body);
     const broker = &cfg.broker.?;
     const pairs = mcp.publishHeaders(arena, broker, &s.channel, body.len) catch return oomReply(s);
     const headers = pw.serializeHeaders(arena, pairs) catch return oomReply(s);
@@ -938,8 +997,21 @@ fn replyWith(s: *Stream, r: mcp.Reply, session_id: ?[]const u8) void {
 
 fn send(s: *Stream, r: mcp.Reply, headers: []const u8) void {
     s.state = .done;
+    observed(s, r.status, r.body);
     const st = pw.sendLocalResponse(r.status, details, r.body, headers);
     if (st != .ok) pw.logf(.warn, "mcp-server: send_local_response failed with status {d}", .{@intFromEnum(st)});
+}
+
+/// Counts an answered MCP message and sets its access-log fields (observe.zig).
+fn observed(s: *Stream, status: u32, body: []const u8) void {
+    if (s.client.seen == null) return;
+    const loaded = s.loaded orelse return;
+    observe.finish(s.arena.allocator(), &loaded.compact.cfg.observability, &s.rec, &s.seen, .{
+        .status = status,
+        .body = body,
+        .session = s.session_token,
+        .protocol_version = s.client.protocol_version orelse s.client.session_version,
+    });
 }
 
 fn replyOrOom(s: *Stream, r: std.mem.Allocator.Error!mcp.Reply) pw.Action {

@@ -91,6 +91,19 @@ pub const Client = struct {
     /// session was checked with the headers; it is always legacy (2024-11-05
     /// may be negotiated) and its answers go to the session's stream.
     transport: enum { streamable, sse } = .streamable,
+    /// Where `handle` notes what the message was, for metrics and the
+    /// access log (metrics.zig); null when nobody asks.
+    seen: ?*Seen = null,
+};
+
+/// What `handle` learnt about a message: its method, id and (tools/call)
+/// the tool, as the registry names it, or null with `unknown_tool` set.
+pub const Seen = struct {
+    method: ?[]const u8 = null,
+    id: ?[]const u8 = null,
+    tool: ?[]const u8 = null,
+    unknown_tool: bool = false,
+    arguments: ?Value = null,
 };
 
 pub const SessionState = enum { absent, valid, invalid };
@@ -348,6 +361,10 @@ pub fn handle(arena: Allocator, cfg: *const config.Config, body: []const u8, cli
     };
     const id = m.id;
     const params = m.params;
+    if (client.seen) |seen| {
+        seen.method = m.method;
+        seen.id = m.id;
+    }
     const method = m.method orelse {
         if (try sessionGate(arena, cfg, client, id orelse "null", null)) |r| return .{ .reply = r };
         return .{ .reply = .{ .status = 202, .body = "" } };
@@ -579,8 +596,14 @@ fn toolsCall(arena: Allocator, cfg: *const config.Config, id: []const u8, params
     if (params != .object) return errorReply(arena, st, id, invalid_params, "invalid params: params must be an object", .{});
     const name_value = params.object.get("name") orelse return errorReply(arena, st, id, invalid_params, "invalid params: name must be a string", .{});
     if (name_value != .string) return errorReply(arena, st, id, invalid_params, "invalid params: name must be a string", .{});
-    const tool = cfg.findTool(name_value.string) orelse
+    const tool = cfg.findTool(name_value.string) orelse {
+        if (client.seen) |seen| seen.unknown_tool = true;
         return errorReply(arena, st, id, invalid_params, "unknown tool: {s}", .{name_value.string});
+    };
+    if (client.seen) |seen| {
+        seen.tool = tool.name;
+        seen.arguments = params.object.get("arguments");
+    }
 
     const args = try arena.create(ObjectMap);
     if (params.object.get("arguments")) |a| switch (a) {

@@ -92,6 +92,7 @@ const host = struct {
     extern "env" fn proxy_continue_stream(t: StreamType) Status;
     extern "env" fn proxy_close_stream(t: StreamType) Status;
     extern "env" fn proxy_get_property(path: [*]const u8, path_size: usize, ret_data: *?[*]u8, ret_size: *usize) Status;
+    extern "env" fn proxy_set_property(path: [*]const u8, path_size: usize, value: [*]const u8, value_size: usize) Status;
     extern "env" fn proxy_done() Status;
     extern "env" fn proxy_define_metric(t: MetricType, name: [*]const u8, name_size: usize, ret_id: *u32) Status;
     extern "env" fn proxy_record_metric(id: u32, value: u64) Status;
@@ -101,7 +102,6 @@ const host = struct {
     extern "env" fn proxy_set_shared_data(key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize, cas: u32) Status;
     extern "env" fn proxy_replace_header_map_value(t: MapType, key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize) Status;
     extern "env" fn proxy_remove_header_map_value(t: MapType, key: [*]const u8, key_size: usize) Status;
-    extern "env" fn proxy_set_property(path: [*]const u8, path_size: usize, value: [*]const u8, value_size: usize) Status;
 };
 
 pub const MetricType = enum(u32) { counter = 0, gauge = 1, histogram = 2 };
@@ -179,6 +179,22 @@ pub fn getBufferBytes(t: BufferType, start: usize, max: usize) ?HostBytes {
     return .{ .ptr = data, .len = size };
 }
 
+/// Sets a property of the stream. Envoy keeps it as filter state
+/// `wasm.<path>` (its Wasm ABI cannot write dynamic metadata), which access
+/// logs read as `%FILTER_STATE(wasm.<path>:PLAIN)%`.
+pub fn setProperty(path: []const u8, value: []const u8) Status {
+    return host.proxy_set_property(addr(path), path.len, addr(value), value.len);
+}
+
+/// A property of the stream (`path`: its segments joined by NUL, e.g.
+/// `metadata\x00filter_metadata\x00<namespace>\x00<key>`); null when absent.
+pub fn getProperty(path: []const u8) ?HostBytes {
+    var data: ?[*]u8 = null;
+    var size: usize = 0;
+    if (host.proxy_get_property(addr(path), path.len, &data, &size) != .ok) return null;
+    return .{ .ptr = data, .len = size };
+}
+
 pub fn getHeaderValue(t: MapType, key: []const u8) ?HostBytes {
     var data: ?[*]u8 = null;
     var size: usize = 0;
@@ -200,6 +216,13 @@ pub fn recordMetric(id: u32, value: u64) void {
 /// Adds `offset` to a counter.
 pub fn incrementMetric(id: u32, offset: i64) void {
     _ = host.proxy_increment_metric(id, offset);
+}
+
+/// Wall-clock time in unix nanoseconds (the host's system time).
+pub fn nowNs() u64 {
+    var ns: u64 = 0;
+    _ = host.proxy_get_current_time_nanoseconds(&ns);
+    return ns;
 }
 
 /// Wall-clock time in unix milliseconds (the host's system time).
@@ -241,13 +264,6 @@ pub fn replaceHeader(t: MapType, name: []const u8, value: []const u8) Status {
 /// Removes a header (every value it had).
 pub fn removeHeader(t: MapType, name: []const u8) Status {
     return host.proxy_remove_header_map_value(t, addr(name), name.len);
-}
-
-/// Sets a property of the stream. Envoy keeps it as filter state
-/// `wasm.<path>` (its Wasm ABI cannot write dynamic metadata), which access
-/// logs read as `%FILTER_STATE(wasm.<path>:PLAIN)%`.
-pub fn setProperty(path: []const u8, value: []const u8) Status {
-    return host.proxy_set_property(addr(path), path.len, addr(value), value.len);
 }
 
 /// Serialized pairs; decode with `deserializeHeaders`, or look single names

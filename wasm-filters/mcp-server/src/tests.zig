@@ -14,8 +14,10 @@ test {
     _ = @import("proxywasm.zig");
     _ = @import("config_mem.zig");
     _ = @import("session.zig");
+    _ = @import("jwtidentity.zig");
     _ = @import("check.zig");
     _ = @import("auth.zig");
     _ = @import("sha256.zig");
+    _ = @import("metrics.zig");
     _ = @import("fuzz.zig");
 }
