@@ -17,7 +17,6 @@ test {
     _ = @import("jwtidentity.zig");
     _ = @import("check.zig");
     _ = @import("auth.zig");
-    _ = @import("sha256.zig");
     _ = @import("metrics.zig");
     _ = @import("fuzz.zig");
 }
