@@ -13,6 +13,7 @@ const Value = std.json.Value;
 const Store = @import("store.zig").Store;
 const jsonw = @import("jsonw.zig");
 const Out = jsonw.Out;
+const jwtidentity = @import("jwtidentity.zig");
 /// SHA-256 with its rounds in a loop (session.zig): std's unrolled one
 /// took 7.5 µs for a key in V8, this 0.7 µs (bench/results/auth_apikeys.md).
 const Sha256 = @import("session.zig").Sha256;
@@ -179,13 +180,14 @@ pub fn identityJson(arena: Allocator, id: Identity) Allocator.Error![]const u8 {
     return out.bytes();
 }
 
-/// The answer's body: a JSON-RPC error, as every other local answer.
+/// The answer's body: a JSON-RPC error, as every other local answer (the
+/// JWT module's words for the reasons both parts share).
 pub fn body(d: Denial) []const u8 {
     return switch (d.reason) {
-        .missing => "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"Unauthorized: this MCP server requires authentication\"}}",
-        .invalid => "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"Unauthorized: invalid credential\"}}",
+        .missing => jwtidentity.body(.missing),
+        .invalid => jwtidentity.body(.invalid),
+        .insufficient_scope => jwtidentity.body(.insufficient_scope),
         .namespace => "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"Forbidden: this consumer may not call servers of this namespace\"}}",
-        .insufficient_scope => "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32001,\"message\":\"Forbidden: the token lacks a scope this MCP server requires\"}}",
     };
 }
 
@@ -280,8 +282,8 @@ pub fn compile(store: *Store, raw: Value, why: *[]const u8) Error!?*const Auth {
         .namespace = try store.str(namespace),
         .api_key_header = header,
         .keys = keys,
-        .challenge_missing = try store.bytes(try challengeText(store.scratch, null, metadata)),
-        .challenge_invalid = try store.bytes(try challengeText(store.scratch, "invalid_token", metadata)),
+        .challenge_missing = try store.bytes(try jwtidentity.challengeText(store.scratch, null, metadata, &.{})),
+        .challenge_invalid = try store.bytes(try jwtidentity.challengeText(store.scratch, "invalid_token", metadata, &.{})),
         .jwt = jwt,
     };
     return a;
@@ -294,26 +296,6 @@ fn field(store: *Store, why: *[]const u8, v: Value, comptime name: []const u8, h
     };
     if (f != .string) return fail(store, why, "auth.apiKeys[\"{s}\"]." ++ name ++ ": must be a string", .{hex});
     return store.str(f.string);
-}
-
-fn challengeText(scratch: Allocator, err: ?[]const u8, metadata: ?[]const u8) Allocator.Error![]const u8 {
-    var out = Out.init(scratch);
-    try out.add("Bearer");
-    var sep: []const u8 = " ";
-    if (err) |e| {
-        try out.add(sep);
-        try out.add("error=\"");
-        try out.add(e);
-        try out.byte('"');
-        sep = ", ";
-    }
-    if (metadata) |m| {
-        try out.add(sep);
-        try out.add("resource_metadata=\"");
-        try out.add(m);
-        try out.byte('"');
-    }
-    return out.bytes();
 }
 
 fn fail(store: *Store, why: *[]const u8, comptime fmt: []const u8, args: anytype) Error {
