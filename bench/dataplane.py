@@ -92,7 +92,23 @@ class Scenario:
 # Paired ratios, each against the native row of its group, measured in the same round.
 PAIRED = (("call", "mcpgw"), ("list", "mcpgw"), ("initialize", "mcpgw"), ("list", "wasm-floor"))
 # Paired against another row than native: what auth costs over the same call without it.
-PAIRED_WITH = (("call", "mcpgw-jwt", "mcpgw"),)
+PAIRED_WITH = (("call", "mcpgw-jwt", "mcpgw"), ("call", "mcpgw-apikey", "mcpgw"))
+# The `mcpgw-apikey` rows: a server with `auth: {apiKeys: {}}` and one consumer holding this key
+# (a bench-only key; only its SHA-256 is in the registry, as in production).
+BENCH_API_KEY = "mcpgw_bench-key-0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"
+
+
+def apikey_registry(backend_port: int) -> str:
+    """The `pets-key` server (the bench server with `auth`) and its consumer, as registry YAML."""
+    server = server_yaml("bench", "pets-key", backend_port).replace(
+        "timeoutMs: 5000\n", "timeoutMs: 5000\nauth:\n  apiKeys: {}\n", 1
+    )
+    digest = hashlib.sha256(BENCH_API_KEY.encode()).hexdigest()
+    consumer = (
+        f"apiVersion: mcpgw/v1\nkind: Consumer\nname: bench\nnamespace: bench\n"
+        f"apiKeys:\n  - id: k-bench\n    sha256: {digest}\n"
+    )
+    return f"{server}---\n{consumer}"
 
 
 @dataclass(frozen=True)
@@ -278,11 +294,15 @@ class Endpoints:
     # The same server with JWT auth (jwt_authn verifies an RS256 token on every request).
     jwt_url: str
     jwt_session: Mapping[str, str]
+    # The same server with `auth.apiKeys`, and its session's headers (with the API key).
+    apikey_url: str
+    apikey_session: Mapping[str, str]
 
 
-def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
+def build_scenarios(e: Endpoints, envoy: Mapping[str, int], round_no: int = 0) -> list[Scenario]:
     """Every scenario of one round, in run order; `envoy` maps proxy / native / wasm-floor /
-    mcpgw to the pid of that round's Envoy process."""
+    mcpgw to the pid of that round's Envoy process. The calls with and without auth on the
+    mcpgw Envoy run in reverse order every other round, so running later biases none of them."""
     backend_url = f"http://127.0.0.1:{e.backend_port}/v1/pets/1"
     proxy_url = scenarios_proxy_url(e.proxy_port)
     native_url = f"http://127.0.0.1:{e.native_port}/mcp"
@@ -291,6 +311,15 @@ def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
     mcpgw_url, session = e.mcpgw_url, e.session
     proxy, native, floor, mcpgw = envoy["proxy"], envoy["native"], envoy["wasm-floor"], envoy["mcpgw"]
     quiet = envoy["mcpgw-quiet"]
+    calls = [
+        Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session),
+        Scenario("mcpgw-jwt", "call", e.jwt_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.jwt_session),
+        Scenario(
+            "mcpgw-apikey", "call", e.apikey_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.apikey_session
+        ),
+    ]
+    if round_no % 2:
+        calls.reverse()
     return [
         Scenario("floor", "call", backend_url, "GET", "", '"Rex"', None, server_pid=e.nginx_pid),
         Scenario("proxy", "call", proxy_url, "GET", "", '"Rex"', proxy),
@@ -298,8 +327,7 @@ def build_scenarios(e: Endpoints, envoy: Mapping[str, int]) -> list[Scenario]:
         Scenario(
             "mcpgw-quiet", "call", e.quiet_url, "POST", CALL_BODY, "Rex", quiet, headers=e.quiet_session
         ),
-        Scenario("mcpgw", "call", mcpgw_url, "POST", CALL_BODY, "Rex", mcpgw, headers=session),
-        Scenario("mcpgw-jwt", "call", e.jwt_url, "POST", CALL_BODY, "Rex", mcpgw, headers=e.jwt_session),
+        *calls,
         Scenario("native", "call", native_url, "POST", CALL_BODY, "Rex", native),
         Scenario("python", "call", python_url, "POST", CALL_BODY, "Rex", None, server_pid=e.python_pid),
         Scenario("mcpgw", "list", mcpgw_url, "POST", LIST_BODY, '"getPet"', mcpgw, headers=session),
@@ -448,6 +476,7 @@ async def measure(
         registry.mkdir()
         (registry / "pets.yaml").write_text(server_yaml("bench", "pets", backend_port))
         token = dataplane_jwt.make_token(work / "jwks.json")
+        (registry / "pets-key.yaml").write_text(apikey_registry(backend_port))
         (registry / "pets-jwt.yaml").write_text(
             server_yaml("bench", "pets-jwt", backend_port) + dataplane_jwt.auth_yaml(work / "jwks.json")
         )
@@ -458,6 +487,8 @@ async def measure(
         session = open_session(mcpgw_url)
         jwt_url = f"{stack.mcp_base_url}/mcp/bench/pets-jwt"
         jwt_session = open_session(jwt_url, {"authorization": f"Bearer {token}"})
+        apikey_url = f"{stack.mcp_base_url}/mcp/bench/pets-key"
+        apikey_session = open_session(apikey_url, {"authorization": f"Bearer {BENCH_API_KEY}"})
         # The baseline of what observing costs: no per-tool metrics, no access log.
         quiet = mcpgw_stack(work, registry, "mcpgw-quiet", access_log=None, observability=False)
         await quiet.start(ready_timeout=60)
@@ -480,6 +511,8 @@ async def measure(
             python_pid=python.pid,
             jwt_url=jwt_url,
             jwt_session=jwt_session,
+            apikey_url=apikey_url,
+            apikey_session=apikey_session,
         )
         envoys = {
             "proxy": proxy,
@@ -509,7 +542,7 @@ async def measure(
             placement.pin_tested(python.pid)
             for pid in pids.values():
                 placement.pin_tested(pid)
-            scenarios = build_scenarios(endpoints, pids)
+            scenarios = build_scenarios(endpoints, pids, round_no)
             # Every scenario answers correctly on this round's processes (for mcpgw: the session
             # opened in the first round still verifies, its keys live in the control plane).
             for scenario in scenarios:

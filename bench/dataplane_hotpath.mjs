@@ -12,7 +12,7 @@ for (const imp of WebAssembly.Module.imports(module)) {
 const { exports } = new WebAssembly.Instance(module, env);
 if (exports.bench_init() !== 0) throw new Error("configuration did not parse");
 const out = {};
-for (const [kind, name] of [[0, "tools_call"], [1, "tools_list"], [2, "initialize"]]) {
+for (const [kind, name] of [[0, "tools_call"], [1, "tools_list"], [2, "initialize"], [4, "auth_apikey"]]) {
   exports.bench_run(kind, 20000); // warm-up: let V8 tier up (TurboFan), as in a long-lived Envoy
   const runs = [];
   for (let r = 0; r < 5; r++) {

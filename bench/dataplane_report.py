@@ -21,6 +21,7 @@ ROWS = (
     ("call", "mcpgw", "`tools/call` through Envoy + mcpgw filter (per-tool metrics and access log on)"),
     ("call", "mcpgw-quiet", "the same, per-tool metrics and access log off"),
     ("call", "mcpgw-jwt", "the same `tools/call` with JWT auth (jwt_authn verifies RS256)"),
+    ("call", "mcpgw-apikey", "the same `tools/call` with an API key (`auth.apiKeys`, checked by the filter)"),
     ("call", "native", "`tools/call` through Envoy's `mcp_json_rest_bridge`"),
     ("call", "python", "`tools/call` on a `mcp` SDK server (uvicorn)"),
     ("list", "mcpgw", "`tools/list`, mcpgw filter (local answer)"),
@@ -109,6 +110,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                 f"CPU µs/req {jwt['cpu_ratio']:.2f}× no auth (rounds "
                 f"{', '.join(f'{r:.2f}' for r in jwt['cpu_ratio_runs'])}); throughput {jwt['rps_ratio']:.2f}×",
                 jwt["cpu_ratio"] <= 1.10,
+            )
+        )
+    key = results.get("paired_ratios", {}).get("call/mcpgw-apikey")
+    if key and key.get("cpu_ratio") is not None:
+        out.append(
+            (
+                "an API key adds ≤ 10 % Envoy CPU per `tools/call`",
+                f"CPU µs/req {key['cpu_ratio']:.2f}× no auth (rounds "
+                f"{', '.join(f'{r:.2f}' for r in key['cpu_ratio_runs'])}); throughput {key['rps_ratio']:.2f}×",
+                key["cpu_ratio"] <= 1.10,
             )
         )
     observed = results.get("paired_ratios", {}).get("call/mcpgw-observability")

@@ -150,6 +150,7 @@ BENCHMARKS = (
             ("scale.sizes.*.call_on_last_server.rps", positive),
             ("filter_hotpath_v8.*.tools_call_ns", positive),
             ("filter_hotpath_v8.*.tools_list_ns", positive),
+            ("filter_hotpath_v8.*.auth_apikey_ns", positive),
             ("filter_hotpath_v8.*.module_bytes", positive),
         ),
         (

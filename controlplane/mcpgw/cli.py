@@ -859,7 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mcpgw import certs
 
         return certs.run(args)
-    if args.command in ("apply", "get", "delete", "session-keys"):
+    if args.command in ("apply", "get", "delete", "session-keys", "consumers"):
         from mcpgw.admin.commands import run
 
         return run(args)

@@ -516,6 +516,8 @@ class ControlPlane:
                     {"key": s.key, "path": s.path, "tools": len(s.tools), "source": s.source}
                     for s in (snapshot.servers if snapshot else ())
                 ],
+                # How many `kind: Consumer` documents are served (their keys: never here).
+                "consumers": len(snapshot.consumers) if snapshot else 0,
                 "problems": [
                     {"file": p.file, "field": p.path, "reason": p.reason}
                     for p in [*self.store.problems, *self.rejections]

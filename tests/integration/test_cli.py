@@ -428,7 +428,7 @@ def test_docs_list_every_flag_of_every_subcommand() -> None:
             for flag in cells[1].replace("`", "").split(","):
                 name = flag.strip().split(" ")[0]
                 rows[name] = f"{rows.get(name, '')}, {cells[2]}"
-    admin = "apply, get, delete, session-keys"
+    admin = "apply, get, delete, session-keys, consumers"
     missing = []
     for path, sub in subcommands(_parser()):
         if subcommands(sub):

@@ -589,4 +589,8 @@ def create_app(
     app.router.add_delete("/v1/namespaces/{ns}", api.delete_namespace)
     app.router.add_get("/v1/session-keys", api.list_session_keys)
     app.router.add_post("/v1/session-keys/rotate", api.rotate_session_keys)
+    # Imported here: the consumer routes use this module's helpers.
+    from mcpgw.admin.consumers import add_routes
+
+    add_routes(app, store)
     return app

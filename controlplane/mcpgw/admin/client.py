@@ -178,6 +178,28 @@ class AdminClient:
         query = "?cascade=true" if cascade else ""
         return list(self.request("DELETE", "/v1/namespaces/" + _path(namespace) + query).body["deleted"])
 
+    # -- consumers -------------------------------------------------------------------------
+
+    def list_consumers(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        query = "?namespace=" + urllib.parse.quote(namespace, safe="") if namespace else ""
+        return list(self.request("GET", "/v1/consumers" + query).body["consumers"])
+
+    def get_consumer(self, scope: str, name: str) -> tuple[dict[str, Any], str]:
+        """`scope`: the namespace, or `_global` for a global consumer."""
+        reply = self.request("GET", "/v1/consumers/" + _path(scope, name))
+        return reply.body, reply.etag or ""
+
+    def create_consumer(self, document: Any) -> Reply:
+        return self.request("POST", "/v1/consumers", document)
+
+    def replace_consumer(self, scope: str, name: str, document: Any, if_match: str | None = None) -> Reply:
+        headers = {"If-Match": f'"{if_match}"'} if if_match else {}
+        return self.request("PUT", "/v1/consumers/" + _path(scope, name), document, headers)
+
+    def delete_consumer(self, scope: str, name: str, if_match: str | None = None) -> None:
+        headers = {"If-Match": f'"{if_match}"'} if if_match else {}
+        self.request("DELETE", "/v1/consumers/" + _path(scope, name), headers=headers)
+
     # -- session keys ----------------------------------------------------------------------
 
     def list_session_keys(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""`mcpgw apply`, `get`, `delete` and `session-keys`: the admin API from the command line.
+"""`mcpgw apply`, `get`, `delete`, `session-keys` and `consumers` (admin/consumercli.py): the
+admin API from the command line.
 
 `apply` is declarative: each document is created when absent, replaced (under the etag it was
 compared against, so a concurrent edit is never overwritten) when different, and left alone
@@ -137,6 +138,9 @@ def add_commands(commands: Any) -> None:
         metavar="SECONDS",
         help="how long sessions signed with the older keys keep working (default: 3600; 0 ends them now)",
     )
+    from mcpgw.admin import consumercli
+
+    consumercli.add_commands(commands, common)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
             return _get(client, args)
         if args.command == "session-keys":
             return _session_keys(client, args)
+        if args.command == "consumers":
+            from mcpgw.admin import consumercli
+
+            return consumercli.run(client, args)
         return _delete(client, args)
     except AdminError as error:
         return _report(error)
@@ -239,6 +247,14 @@ def _apply(client: AdminClient, paths: list[Path]) -> int:
     worst = 0
     for label, raw in documents:
         document = _normalized(raw)
+        if isinstance(document, dict) and document.get("kind") == "Consumer":
+            from mcpgw.admin.consumercli import apply_consumer
+
+            status = apply_consumer(client, document, label, _try)
+            if status not in (0, EXIT_INVALID):
+                return status
+            worst = max(worst, status)
+            continue
         if not isinstance(document, dict) or not isinstance(document.get("name"), str):
             # Let the API say what is wrong, with field paths, like any other invalid document.
             outcome = _try(lambda d=document: client.create_server(d), label)

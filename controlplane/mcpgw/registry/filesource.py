@@ -20,10 +20,17 @@ import yaml
 
 from mcpgw.log import get_logger
 from mcpgw.registry import yamldocs
+from mcpgw.registry.authmodel import Consumer
 from mcpgw.registry.model import McpServer, RegistrySnapshot
 from mcpgw.registry.reader import Invalid, Problem
-from mcpgw.registry.store import Entry, RegistryStore, StoreUnavailable
-from mcpgw.registry.validate import check_includes, parse_server
+from mcpgw.registry.store import (
+    Entry,
+    RegistryStore,
+    StoreUnavailable,
+    parse_document,
+    registry_problems,
+    snapshot_of,
+)
 
 log = get_logger(__name__)
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -65,7 +72,7 @@ def _parse_file(path: Path) -> tuple[list[Entry], list[Problem]]:
     for index, document in enumerate(documents):
         label = f"{path}#{index}" if len(documents) > 1 else str(path)
         try:
-            entries.append(Entry(parse_server(document, label), document))
+            entries.append(Entry(parse_document(document, label), document))
         except Invalid as error:
             problems.extend(error.problems)
     return entries, problems
@@ -83,12 +90,13 @@ def _assemble(
             key = entry.server.key
             if key in entries:
                 other = entries[key].server.source
+                what = "consumer" if isinstance(entry.server, Consumer) else "server"
                 problems.append(
-                    Problem(entry.server.source, "name", f"server {key!r} is also defined in {other}")
+                    Problem(entry.server.source, "name", f"{what} {key!r} is also defined in {other}")
                 )
                 continue
             entries[key] = entry
-    problems += check_includes([entry.server for entry in entries.values()])
+    problems += registry_problems(entries)
     return entries, problems
 
 
@@ -119,7 +127,7 @@ def _snapshot(files: list[Path]) -> RegistrySnapshot:
     entries, problems = _assemble({path: _parse_file(path) for path in files})
     if problems:
         raise Invalid(problems)
-    return RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+    return snapshot_of(entries)
 
 
 def _signature(path: Path) -> Signature | None:
@@ -189,7 +197,7 @@ class FileStore(RegistryStore):
                 )
             return False
         self.problems = []
-        snapshot = RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+        snapshot = snapshot_of(entries)
         if self.snapshot is not None and snapshot.revision == self.snapshot.revision:
             self._entries = entries
             return False
@@ -198,6 +206,7 @@ class FileStore(RegistryStore):
             "registry_loaded",
             directory=str(self.directory),
             servers=len(snapshot.servers),
+            consumers=len(snapshot.consumers),
             tools=sum(len(s.tools) for s in snapshot.servers),
             revision=snapshot.revision,
         )
@@ -227,6 +236,11 @@ class FileStore(RegistryStore):
             )
 
     def _new_path(self, key: str) -> Path:
+        if key.startswith("consumers/"):
+            # `consumers/<namespace>/<name>.yaml`; global consumers under `consumers/_global/`
+            # (`_` cannot begin a namespace).
+            _, scope, name = key.split("/")
+            return self.directory / "consumers" / ("_global" if scope == "*" else scope) / f"{name}.yaml"
         namespace, name = key.split("/")
         return self.directory / namespace / f"{name}.yaml"
 
@@ -312,10 +326,10 @@ class FileStore(RegistryStore):
         if not moved:
             return entries, snapshot
         entries = {**entries, **{e.server.key: e for e in moved}}
-        return entries, RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+        return entries, snapshot_of(entries)
 
 
-def _location(server: McpServer) -> tuple[Path, int]:
+def _location(server: McpServer | Consumer) -> tuple[Path, int]:
     """The file and document index a server was read from (`path` or `path#index`)."""
     source, _, index = server.source.partition("#")
     return Path(source), int(index) if index else 0

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mcpgw.registry.authmodel import Consumer, ServerAuth
 from mcpgw.registry.templates import Node
 
 ArgType = Literal["string", "number", "integer", "boolean", "array", "object"]
@@ -237,9 +238,9 @@ class McpServer:
     gateways: tuple[str, ...] | None = None
     # Set for `type: mcp` servers (then `tools` is empty: the upstream defines them).
     mcp: McpUpstream | None = None
-    # `auth:` (registry/jwtauth.py `JwtAuth`: `required`, `jwt`, `oauth`); None: anyone who
-    # reaches the listener.
-    auth: Any = None
+    # `auth:`: callers must (or may) authenticate (API keys, JWT, OAuth metadata); None:
+    # anyone who reaches the listener.
+    auth: ServerAuth | None = None
     # Where the definition came from, for error messages and the status API.
     source: str = ""
     # The raw document, canonicalised: its hash tells whether a server changed.
@@ -279,12 +280,24 @@ class McpServer:
 @dataclass(frozen=True)
 class RegistrySnapshot:
     servers: tuple[McpServer, ...]
+    # `kind: Consumer` documents, sorted by key: the callers servers with `auth:` admit.
+    consumers: tuple[Consumer, ...] = ()
 
     @functools.cached_property
     def revision(self) -> str:
         digest = hashlib.sha256()
         for server in self.servers:
             digest.update(f"{server.key}={server.fingerprint};".encode())
+        for consumer in self.consumers:
+            digest.update(f"{consumer.key}={consumer.fingerprint};".encode())
+        return digest.hexdigest()[:16]
+
+    @functools.cached_property
+    def consumers_revision(self) -> str:
+        """Changes with any consumer: what the `auth` of every server depends on."""
+        digest = hashlib.sha256()
+        for consumer in self.consumers:
+            digest.update(f"{consumer.key}={consumer.fingerprint};".encode())
         return digest.hexdigest()[:16]
 
     @functools.cached_property

@@ -1,7 +1,8 @@
 """A registry shared by several control-plane replicas, kept in Redis.
 
 Layout (prefix `mcpgw` by default):
-- `{prefix}:servers`  hash: `namespace/name` → the server document as JSON
+- `{prefix}:servers`  hash: `namespace/name` → the server document as JSON, and
+  `consumers/<namespace or *>/name` → a `kind: Consumer` document (one hash: one write path)
 - `{prefix}:events`   pub/sub channel: `{"key": …, "etag": …}` after every write
 - `{prefix}:registry` a marker set once the registry exists: an empty hash *with* it is a
   registry whose servers were all deleted; *without* it while this replica serves servers, Redis
@@ -30,10 +31,17 @@ from redis.exceptions import RedisError
 from mcpgw import nesting, redisurl
 from mcpgw.log import get_logger
 from mcpgw.redisurl import NotReplicated, redacted
-from mcpgw.registry.model import RegistrySnapshot
 from mcpgw.registry.reader import Invalid, Problem
-from mcpgw.registry.store import Conflict, Entry, RegistryStore, StoreUnavailable, etag_of
-from mcpgw.registry.validate import check_includes, parse_server
+from mcpgw.registry.store import (
+    Conflict,
+    Entry,
+    RegistryStore,
+    StoreUnavailable,
+    etag_of,
+    parse_document,
+    registry_problems,
+    snapshot_of,
+)
 
 log = get_logger(__name__)
 
@@ -93,7 +101,7 @@ class RedisStore(RegistryStore):
         label = f"{self.description}: {key}"
         try:
             document = nesting.loads(text)
-            return Entry(parse_server(document, label), document), []
+            return Entry(parse_document(document, label), document), []
         except ValueError as error:
             return None, [Problem(label, "", f"stored document is not JSON: {error}")]
         except Invalid as error:
@@ -118,7 +126,7 @@ class RedisStore(RegistryStore):
             problems += entry_problems
             if entry is not None:
                 entries[entry.server.key] = entry
-        problems += check_includes([entry.server for entry in entries.values()])
+        problems += registry_problems(entries)
         return self._adopt(entries, problems)
 
     async def _read_all(self) -> dict[str, str]:
@@ -176,7 +184,7 @@ class RedisStore(RegistryStore):
                     reason=problem.reason,
                 )
             return False
-        snapshot = RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+        snapshot = snapshot_of(entries)
         changed = self.snapshot is None or snapshot.revision != self.snapshot.revision
         self._publish(entries, snapshot)
         if changed:
@@ -198,7 +206,7 @@ class RedisStore(RegistryStore):
                 if key in entries and entries[key].etag == entry.etag:
                     return False  # our own write, already applied
                 entries[key] = entry
-        problems += check_includes([entry.server for entry in entries.values()])
+        problems += registry_problems(entries)
         return self._adopt(entries, problems)
 
     # -- writing ------------------------------------------------------------------------------

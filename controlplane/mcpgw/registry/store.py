@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcpgw.log import get_logger
+from mcpgw.registry.authmodel import Consumer
+from mcpgw.registry.consumers import check_consumers, is_consumer, parse_consumer, split
 from mcpgw.registry.model import McpServer, RegistrySnapshot, fingerprint
 from mcpgw.registry.reader import Invalid, Problem
+from mcpgw.registry.validate import KIND as SERVER_KIND
 from mcpgw.registry.validate import check_includes, parse_server
 
 log = get_logger(__name__)
@@ -67,7 +70,9 @@ class StoreEvents:
 
 @dataclass(frozen=True)
 class Entry:
-    server: McpServer
+    # A document of either kind; both have `key`, `source` and `fingerprint`, and their keys
+    # never collide (`namespace/name` against `consumers/scope/name`).
+    server: McpServer | Consumer
     document: dict[str, Any]
 
     @property
@@ -77,6 +82,22 @@ class Entry:
 
 def etag_of(document: dict[str, Any]) -> str:
     return fingerprint(document)
+
+
+def parse_document(document: Any, file: str) -> McpServer | Consumer:
+    """An `McpServer` or a `Consumer`, by its `kind`; raises `Invalid`."""
+    return parse_consumer(document, file) if is_consumer(document) else parse_server(document, file)
+
+
+def registry_problems(entries: dict[str, Entry]) -> list[Problem]:
+    """The rules that span documents: composed tool sets, and a key hash owned by one consumer."""
+    servers, consumers = split(entries[key].server for key in sorted(entries))
+    return check_includes(servers) + check_consumers(consumers)
+
+
+def snapshot_of(entries: dict[str, Entry]) -> RegistrySnapshot:
+    servers, consumers = split(entries[key].server for key in sorted(entries))
+    return RegistrySnapshot(servers=tuple(servers), consumers=tuple(consumers))
 
 
 class RegistryStore(ABC):
@@ -101,13 +122,18 @@ class RegistryStore(ABC):
     # -- reading -------------------------------------------------------------------------
 
     def entries(self) -> list[Entry]:
-        return [self._entries[key] for key in sorted(self._entries)]
+        """The server documents (consumers: `consumer_entries`)."""
+        return [e for key in sorted(self._entries) if isinstance((e := self._entries[key]).server, McpServer)]
+
+    def consumer_entries(self) -> list[Entry]:
+        return [e for key in sorted(self._entries) if isinstance((e := self._entries[key]).server, Consumer)]
 
     def entry(self, key: str) -> Entry:
-        try:
-            return self._entries[key]
-        except KeyError:
-            raise NotFound(f"no MCP server {key!r}") from None
+        found = self._entries.get(key)
+        if found is None:
+            what = "consumer" if key.startswith("consumers/") else "MCP server"
+            raise NotFound(f"no {what} {key!r}")
+        return found
 
     @property
     @abstractmethod
@@ -117,10 +143,19 @@ class RegistryStore(ABC):
     # -- writing -------------------------------------------------------------------------
 
     async def put(
-        self, document: dict[str, Any], *, if_match: str | None = None, create: bool = False
+        self,
+        document: dict[str, Any],
+        *,
+        if_match: str | None = None,
+        create: bool = False,
+        kind: str = SERVER_KIND,
     ) -> Entry:
-        """Create or replace one server document; raises Invalid, Conflict or NotFound."""
-        parsed = parse_server(document, f"{self.description}: {_key_of(document)}")
+        """Create or replace one document of `kind` (a server unless told); raises Invalid,
+        Conflict or NotFound."""
+        label = f"{self.description}: {_key_of(document)}"
+        parsed: McpServer | Consumer = (
+            parse_consumer(document, label) if kind == "Consumer" else parse_server(document, label)
+        )
         try:
             async with self._write_lock:
                 for attempt in range(2):
@@ -145,9 +180,12 @@ class RegistryStore(ABC):
                     break
         finally:
             await self._emit_refreshed()
-        log.info(
-            "registry_write", op="put", server=server.key, etag=server.fingerprint, tools=len(server.tools)
+        what: dict[str, Any] = (
+            {"server": server.key, "tools": len(server.tools)}
+            if isinstance(server, McpServer)
+            else {"consumer": server.key, "keys": len(server.api_keys)}
         )
+        log.info("registry_write", op="put", etag=server.fingerprint, **what)
         await self._emit()
         return entries[server.key]
 
@@ -186,10 +224,10 @@ class RegistryStore(ABC):
             await self._emit()
 
     async def _validated(self, entries: dict[str, Entry], changed: str) -> RegistrySnapshot:
-        problems = check_includes([entry.server for entry in entries.values()])
+        problems = registry_problems(entries)
         if problems:
             raise Invalid(problems)
-        snapshot = RegistrySnapshot(servers=tuple(entries[key].server for key in sorted(entries)))
+        snapshot = snapshot_of(entries)
         if self.precheck is not None:
             await self.precheck(snapshot, changed)
         return snapshot
@@ -238,6 +276,9 @@ class RegistryStore(ABC):
 
 
 def _key_of(document: Any) -> str:
+    if is_consumer(document):
+        namespace = document.get("namespace")
+        return f"consumers/{namespace if isinstance(namespace, str) else '*'}/{document.get('name', '?')}"
     if isinstance(document, dict):
         return f"{document.get('namespace', 'default')}/{document.get('name', '?')}"
     return "?"

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from mcpgw.limits import MAX_BACKEND_TIMEOUT_MS
+from mcpgw.registry.consumers import parse_auth
 from mcpgw.registry.headers import header_name_problem
-from mcpgw.registry.jwtauth import parse_auth
 from mcpgw.registry.model import (
     Backend,
     BackendTls,

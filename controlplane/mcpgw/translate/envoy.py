@@ -55,6 +55,7 @@ from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
 from mcpgw.registry.validate import is_ip
 from mcpgw.sessions.keys import SessionSettings
 from mcpgw.translate import jwtauthn, pgv
+from mcpgw.translate.authconfig import auth_inputs
 from mcpgw.translate.filtercheck import FilterCheck, FilterRefused
 from mcpgw.translate.filterconfig import (
     cluster_name,
@@ -325,7 +326,8 @@ class Translator:
             self._grouped[key] = server.gateways
         else:
             self._grouped.pop(key, None)
-        dynamic = bool(server.includes or server.secrets)
+        # `auth`: its filter configuration holds the registry's consumers (translate/authconfig.py).
+        dynamic = bool(server.includes or server.secrets or server.auth)
         if dynamic:
             self._dynamic.add(key)
         else:
@@ -393,7 +395,8 @@ class Translator:
         compiled = filter_config(server, snapshot, secrets, injected=inject)
         auth = jwtauthn.filter_auth(server, self.settings)
         if auth is not None:
-            compiled["auth"] = auth
+            # Beside the API-key part filter_config wrote (translate/authconfig.py).
+            compiled["auth"] = {**compiled.get("auth", {}), **auth}
         if not self.settings.observability:
             compiled["observability"] |= {"metrics": False, "access_log": False}
         elif self.settings.access_log is None:
@@ -457,7 +460,12 @@ def _inputs(server: McpServer, snapshot: RegistrySnapshot, secrets: Mapping[Secr
         for member in (server, *owners.values())
         for secret in member.secrets
     )
-    return (server.fingerprint, tuple((o.key, o.fingerprint) for o in owners.values()), tuple(used))
+    return (
+        server.fingerprint,
+        tuple((o.key, o.fingerprint) for o in owners.values()),
+        tuple(used),
+        auth_inputs(server, snapshot),
+    )
 
 
 def _parse(message: Message, data: dict[str, Any]) -> Message:

@@ -28,6 +28,7 @@ from mcpgw.registry.model import (
 from mcpgw.registry.tls import ClientTls
 from mcpgw.registry.tools import referenced_args
 from mcpgw.sessions.keys import BROKER_CLUSTER, SessionSettings, encode_secret
+from mcpgw.translate.authconfig import auth_config
 
 # The version of the configuration contract (wasm-filters/mcp-server/CONFIG.md) written here, as
 # `schema` in every configuration. The filter refuses any other (config.zig `schema_version`), and
@@ -111,6 +112,9 @@ def filter_config(
         config["allowed_origins"] = list(server.allowed_origins)
     if server.page_size:
         config["page_size"] = server.page_size
+    auth = auth_config(server, snapshot)
+    if auth is not None:
+        config["auth"] = auth
     config["observability"] = observability.filter_block(
         server.namespace, server.name, log_arguments=server.observability.log_arguments
     )

@@ -14,6 +14,7 @@ const Out = @import("jsonw.zig").Out;
 const Store = @import("store.zig").Store;
 const proxy = @import("proxy.zig");
 const session = @import("session.zig");
+const auth_mod = @import("auth.zig");
 const jwtidentity = @import("jwtidentity.zig");
 const metrics = @import("metrics.zig");
 
@@ -143,6 +144,8 @@ pub const Config = struct {
     sessions: ?*const session.Sessions = null,
     /// The HTTP+SSE transport's broker (`broker`); null = no `/sse`.
     broker: ?Broker = null,
+    /// Who may call (`auth`, auth.zig); null = anyone, as before.
+    auth: ?*const auth_mod.Auth = null,
     /// JWT auth (`auth.jwt`, jwtidentity.zig); null = no JWT providers.
     jwt: ?*const jwtidentity.Jwt = null,
     /// Metrics and access-log fields (`observability`, metrics.zig); all
@@ -264,7 +267,7 @@ const RawConfig = struct {
     /// name the key at fault.
     sessions: ?Value = null,
     broker: ?struct { cluster: []const u8, timeout_ms: u32 = 5000 } = null,
-    /// Checked field by field in `jwtidentity.compile` (and the API-key module's `auth.compile`).
+    /// Checked field by field in `auth.compile` and `jwtidentity.compile`.
     auth: ?Value = null,
     observability: ?struct {
         namespace: []const u8,
@@ -605,6 +608,7 @@ const Compiler = struct {
             .mcp_upstream = mcp_upstream,
             .sessions = sessions_cfg,
             .broker = broker,
+            .auth = if (raw.auth) |v| try auth_mod.compile(self.store, v, self.why) else null,
             .jwt = if (raw.auth) |v| try jwtidentity.compile(self.store, v, self.why) else null,
             .observability = if (raw.observability) |o| .{
                 .namespace = try self.str(o.namespace),

@@ -291,7 +291,7 @@ fn text(store: *Store, why: *[]const u8, v: Value, comptime name: []const u8, i:
 }
 
 /// `Bearer [error="…", ][scope="…", ]resource_metadata="…"` (RFC 6750 3, RFC 9728 5.1).
-fn challengeText(scratch: Allocator, err: ?[]const u8, metadata: ?[]const u8, scopes: []const []const u8) Allocator.Error![]const u8 {
+pub fn challengeText(scratch: Allocator, err: ?[]const u8, metadata: ?[]const u8, scopes: []const []const u8) Allocator.Error![]const u8 {
     var out = Out.init(scratch);
     try out.add("Bearer");
     var sep: []const u8 = " ";

@@ -12,6 +12,7 @@ const session = @import("session.zig");
 const tpl = @import("template.zig");
 const proxy = @import("proxy.zig");
 const cors = @import("cors.zig");
+const auth = @import("auth.zig");
 const jwtidentity = @import("jwtidentity.zig");
 const metrics = @import("metrics.zig");
 const observe = @import("observe.zig");
@@ -78,6 +79,9 @@ const Stream = struct {
     /// The request's `Origin` when the server accepts it (cors.zig): every
     /// answer names it back, so the page may read the answer.
     cors_origin: ?[]const u8 = null,
+    /// The header that carried a validated gateway API key: never captured
+    /// for a backend (auth.zig).
+    gateway_credential: ?[]const u8 = null,
     /// Metrics and access log (metrics.zig): what the request was and how
     /// it went; `client.seen` points at `seen` once the body is handled.
     rec: metrics.Record = .{},
@@ -273,7 +277,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
         return .pause;
     };
     // Who calls, before any MCP path is served (preflights carry no credential).
-    if (cfg.jwt) |j| if (!jwtGate(s, cfg, j, headers)) return .pause;
+    if (cfg.auth) |a| if (!authenticate(s, cfg, a, headers, target == .sse)) return .pause;
     var proxy_delete = false;
     // The session the request names, when it verified (checked once, here).
     var verified: ?session.Checked = null;
@@ -325,7 +329,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
 
     // Headers are only readable now; the body (and so the tool) comes later.
     if (cfg.credential_sources.len != 0) {
-        s.client.credentials = captureCredentials(arena, cfg, headers, path) catch return oomAction(s);
+        s.client.credentials = captureCredentials(arena, cfg, headers, path, s.gateway_credential) catch return oomAction(s);
     }
     if (cfg.mcp_upstream) |up| {
         s.proxy.client_session = dupeHeader(arena, headers, "mcp-session-id") catch return oomAction(s);
@@ -646,46 +650,83 @@ fn openSse(s: *Stream, cfg: *const config.Config, headers: []const u8, method: [
     return .@"continue";
 }
 
-/// The JWT decision (jwtidentity.zig) with its host calls: the identity set
-/// as filter state `wasm.mcpgw.auth`, or one log line, a counter and the
-/// 401/403. False when the request was answered. With the API-key module
-/// (auth.zig) merged, its `authenticate` makes this decision instead and
-/// takes the JWT identity from `jwtidentity.read`.
-fn jwtGate(s: *Stream, cfg: *const config.Config, j: *const jwtidentity.Jwt, headers: []const u8) bool {
+/// The auth decision (auth.zig) with its host calls: the JWT identity read
+/// from jwt_authn's metadata (jwtidentity.zig), the identity set as filter
+/// state `wasm.mcpgw.auth`, or one log line, a counter and the 401/403.
+/// False when the request was answered. `forwarded`: the request itself
+/// goes on upstream (`GET …/sse`, to the broker): then look-alike identity
+/// headers and the gateway's own credential are removed from it. Every
+/// other request is answered by the filter, which builds its backend
+/// requests itself and never captures the credential's header; removing
+/// headers there would only cost (Envoy clears the route cache on each).
+fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, headers: []const u8, forwarded: bool) bool {
     const arena = s.arena.allocator();
-    const found = jwtidentity.read(arena, j) catch {
-        oomReply(s);
-        return false;
-    };
-    switch (jwtidentity.decide(j, found, jwtidentity.isBearer(pw.findHeader(headers, "authorization")))) {
-        .admit => |claims| {
-            const c = claims orelse return true;
-            const json = jwtidentity.identityJson(arena, c, "") catch {
+    const value = if (a.api_key_header) |h| pw.findHeader(headers, h) else null;
+    var found: jwtidentity.Found = .none;
+    var jwt: auth.Jwt = .none;
+    var decision: ?auth.Decision = null;
+    if (cfg.jwt) |j| {
+        found = jwtidentity.read(arena, j) catch {
+            oomReply(s);
+            return false;
+        };
+        switch (found) {
+            .valid => |c| {
+                jwt = .{ .valid = .{ .consumer = c.consumer, .namespace = "", .groups_json = c.groups_json, .method = .jwt } };
+                for (j.required_scopes) |scope| if (!jwtidentity.hasScope(c.scopes, scope)) {
+                    decision = .{ .deny = .{ .status = 403, .reason = .insufficient_scope, .consumer = c.consumer } };
+                };
+            },
+            // A bearer token jwt_authn did not accept: invalid, unless it
+            // may still be one of the consumers' API keys.
+            .none => if (jwtidentity.isBearer(pw.findHeader(headers, "authorization")) and !a.bearer()) {
+                jwt = .invalid;
+            },
+        }
+    }
+    switch (decision orelse auth.decide(a, value, jwt)) {
+        .admit => |identity| {
+            if (forwarded) for (auth.identity_headers) |name| if (pw.findHeader(headers, name) != null) {
+                _ = pw.removeHeader(.http_request_headers, name);
+            };
+            const id = identity orelse return true;
+            if (id.method == .apikey) {
+                s.gateway_credential = a.api_key_header;
+                if (forwarded) _ = pw.removeHeader(.http_request_headers, a.api_key_header.?);
+            }
+            const json = switch (found) {
+                .valid => |c| if (id.method == .jwt) jwtidentity.identityJson(arena, c, "") else auth.identityJson(arena, id),
+                .none => auth.identityJson(arena, id),
+            } catch {
                 oomReply(s);
                 return false;
             };
-            _ = pw.setProperty("mcpgw.auth", json);
+            const st = pw.setProperty("mcpgw.auth", json);
+            if (st != .ok) pw.logf(.warn, "mcp-server: cannot set the identity (filter state wasm.mcpgw.auth): status {d}", .{@intFromEnum(st)});
             return true;
         },
         .deny => |d| {
-            const why = if (d.reason == .invalid) (jwtidentity.failure(arena, j) catch null) orelse "-" else "-";
-            // Never the token: the reason, and what jwt_authn said about it.
+            const why = if (d.reason == .invalid and cfg.jwt != null) (jwtidentity.failure(arena, cfg.jwt.?) catch null) orelse "-" else "-";
+            // Never the credential: the reason, the consumer when known, and
+            // what jwt_authn said about a refused token.
             pw.logf(.warn, "mcp-server: auth_denied server={s} reason={s} status={d} consumer={s} detail=\"{s}\" request_id={s}", .{
-                cfg.base_path, @tagName(d.reason), d.status,
-                switch (found) {
-                    .valid => |c| c.consumer,
-                    .none => "-",
-                },
-                why,
-                requestIdOrDash(s),
+                cfg.base_path, d.reason.name(), d.status, if (d.consumer.len != 0) d.consumer else "-", why, requestIdOrDash(s),
             });
-            noteJwtDenied(d.reason);
+            noteDenied(d.reason);
             var pairs: [5]tpl.Header = undefined;
             var n: usize = 0;
             pairs[n] = .{ .name = "content-type", .value = "application/json" };
             n += 1;
-            pairs[n] = .{ .name = "www-authenticate", .value = jwtidentity.challenge(j, d.reason) };
-            n += 1;
+            const challenge: ?[]const u8 = if (cfg.jwt) |j| switch (d.reason) {
+                .missing => jwtidentity.challenge(j, .missing),
+                .invalid => jwtidentity.challenge(j, .invalid),
+                .insufficient_scope => jwtidentity.challenge(j, .insufficient_scope),
+                .namespace => null,
+            } else auth.challenge(a, d);
+            if (challenge) |c| {
+                pairs[n] = .{ .name = "www-authenticate", .value = c };
+                n += 1;
+            }
             if (s.cors_origin) |origin| for (cors.responseHeaders(origin)) |h| {
                 pairs[n] = h;
                 n += 1;
@@ -694,23 +735,23 @@ fn jwtGate(s: *Stream, cfg: *const config.Config, j: *const jwtidentity.Jwt, hea
                 oomReply(s);
                 return false;
             };
-            send(s, .{ .status = d.status, .body = jwtidentity.body(d.reason) }, serialized);
+            send(s, .{ .status = d.status, .body = auth.body(d) }, serialized);
             return false;
         },
     }
 }
 
 /// `wasmcustom.mcpgw_auth_denied.<reason>`: denials by reason.
-var jwt_denied_counters: [@typeInfo(jwtidentity.Reason).@"enum".fields.len]?u32 = @splat(null);
+var denied_counters: [@typeInfo(auth.Reason).@"enum".fields.len]?u32 = @splat(null);
 
-fn noteJwtDenied(reason: jwtidentity.Reason) void {
+fn noteDenied(reason: auth.Reason) void {
     const i = @intFromEnum(reason);
-    if (jwt_denied_counters[i] == null) {
+    if (denied_counters[i] == null) {
         var buf: [64]u8 = undefined;
-        const name = std.fmt.bufPrint(&buf, "mcpgw_auth_denied.{s}", .{@tagName(reason)}) catch return;
-        jwt_denied_counters[i] = pw.defineMetric(.counter, name);
+        const name = std.fmt.bufPrint(&buf, "mcpgw_auth_denied.{s}", .{reason.name()}) catch return;
+        denied_counters[i] = pw.defineMetric(.counter, name);
     }
-    if (jwt_denied_counters[i]) |c| pw.incrementMetric(c, 1);
+    if (denied_counters[i]) |c| pw.incrementMetric(c, 1);
 }
 
 /// Hands an HTTP+SSE answer to the broker, which puts it on the session's
@@ -886,10 +927,14 @@ fn requestId(arena: std.mem.Allocator, headers: []const u8) std.mem.Allocator.Er
 
 /// The client's value at each credential source, copied into the stream
 /// arena (the host's header buffer is freed right away).
-fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8) std.mem.Allocator.Error![]const ?[]const u8 {
+/// `gateway`: the header that carried a validated gateway API key, never
+/// passed through to a backend.
+fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8, gateway: ?[]const u8) std.mem.Allocator.Error![]const ?[]const u8 {
     const values = try arena.alloc(?[]const u8, cfg.credential_sources.len);
     for (cfg.credential_sources, values) |src, *v| switch (src.in) {
-        .header => v.* = if (pw.findHeader(headers, src.name)) |h| try arena.dupe(u8, h) else null,
+        .header => v.* = if (gateway != null and std.ascii.eqlIgnoreCase(src.name, gateway.?))
+            null
+        else if (pw.findHeader(headers, src.name)) |h| try arena.dupe(u8, h) else null,
         .query => v.* = if (try mcp.queryParam(arena, path, src.name)) |q| try arena.dupe(u8, q) else null,
     };
     return values;

@@ -101,6 +101,7 @@ const host = struct {
     extern "env" fn proxy_get_shared_data(key: [*]const u8, key_size: usize, ret_data: *?[*]u8, ret_size: *usize, ret_cas: *u32) Status;
     extern "env" fn proxy_set_shared_data(key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize, cas: u32) Status;
     extern "env" fn proxy_replace_header_map_value(t: MapType, key: [*]const u8, key_size: usize, value: [*]const u8, value_size: usize) Status;
+    extern "env" fn proxy_remove_header_map_value(t: MapType, key: [*]const u8, key_size: usize) Status;
 };
 
 pub const MetricType = enum(u32) { counter = 0, gauge = 1, histogram = 2 };
@@ -258,6 +259,11 @@ pub fn setSharedData(key: []const u8, value: []const u8, cas: u32) Status {
 /// Sets a header to one value, dropping every value it had.
 pub fn replaceHeader(t: MapType, name: []const u8, value: []const u8) Status {
     return host.proxy_replace_header_map_value(t, addr(name), name.len, addr(value), value.len);
+}
+
+/// Removes a header (every value it had).
+pub fn removeHeader(t: MapType, name: []const u8) Status {
+    return host.proxy_remove_header_map_value(t, addr(name), name.len);
 }
 
 /// Serialized pairs; decode with `deserializeHeaders`, or look single names

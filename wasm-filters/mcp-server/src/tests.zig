@@ -16,6 +16,7 @@ test {
     _ = @import("session.zig");
     _ = @import("jwtidentity.zig");
     _ = @import("check.zig");
+    _ = @import("auth.zig");
     _ = @import("metrics.zig");
     _ = @import("fuzz.zig");
 }
