@@ -37,7 +37,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MIB = 1 << 20
 # Small enough that the flood below is several times larger, large enough for Envoy's own
-# configuration (~15 MiB of heap with this registry) to leave room for ordinary requests.
+# configuration (~16 MiB allocated, ~32 MiB held by tcmalloc, with this registry) to leave room for ordinary requests.
 MAX_HEAP = 64 * MIB
 MAX_REQUEST = 8 * MIB
 # Each flooding client announces an 8 MiB body and sends 6 MiB of it, then stalls.
@@ -140,11 +140,12 @@ async def recovers(envoy: EnvoyProcess, url: str) -> None:
 async def test_a_flood_of_large_bodies_gets_503_and_envoy_recovers(setup: Setup) -> None:
     envoy = setup.envoy
     # Idle: after start-up's transients (configuration updates, Wasm VMs compiling on a loaded
-    # machine), which alone can hold half the limit for a moment.
+    # machine). The fixed_heap monitor counts what tcmalloc holds, not only what is allocated:
+    # ~32 MiB here for ~16 MiB allocated, so the first action (80 %) still has ~19 MiB of room.
     idle_heap = await eventually(
-        lambda: (heap := setup.heap()) < MAX_HEAP * 0.5 and heap,
+        lambda: (heap := setup.heap()) < MAX_HEAP * 0.6 and heap,
         20,
-        "Envoy's idle heap under half the limit (room for the test)",
+        "Envoy's idle heap under 60 % of the limit (room for the test)",
         interval=0.5,
     )
     ok = await list_tools(setup.url)
