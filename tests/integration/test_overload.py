@@ -37,7 +37,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MIB = 1 << 20
 # Small enough that the flood below is several times larger, large enough for Envoy's own
-# configuration (~16 MiB allocated, ~32 MiB held by tcmalloc, with this registry) to leave room for ordinary requests.
+# configuration (~16 MiB allocated, ~32 MiB held by tcmalloc, with this registry) to leave room
+# for ordinary requests.
 MAX_HEAP = 64 * MIB
 MAX_REQUEST = 8 * MIB
 # Each flooding client announces an 8 MiB body and sends 6 MiB of it, then stalls.
