@@ -61,6 +61,12 @@ async def test_a_namespace_token_reads_and_writes_its_namespace_only(
     )
     assert status == 200
     assert (await api.call("DELETE", "/v1/servers/team-a/new", auth=False, headers=a))[0] == 204
+    # Its own consumers too (the API keys of its namespace's clients).
+    consumer = {"kind": "Consumer", "apiKeys": [{"id": "k1", "sha256": digest("a-client-key")}]}
+    status, body, _ = await api.call("PUT", "/v1/consumers/team-a/alice", consumer, auth=False, headers=a)
+    assert status == 201, body
+    status, body, _ = await api.call("GET", "/v1/consumers?namespace=team-a", auth=False, headers=a)
+    assert status == 200 and len(body["consumers"]) == 1, body
 
     # Another namespace: 403 on every path, nothing written or deleted.
     for method, path, body in [
@@ -78,6 +84,11 @@ async def test_a_namespace_token_reads_and_writes_its_namespace_only(
         ("GET", "/v1/namespaces", None),
         ("GET", "/status", None),
         ("GET", "/v1/session-keys", None),
+        # Consumers: another namespace's, the global ones, the unfiltered list, POST.
+        ("PUT", "/v1/consumers/team-b/eve", {"kind": "Consumer"}),
+        ("PUT", "/v1/consumers/_global/eve", {"kind": "Consumer"}),
+        ("GET", "/v1/consumers", None),
+        ("POST", "/v1/consumers", {"kind": "Consumer", "name": "eve", "namespace": "team-a"}),
     ]:
         status, answer, _ = await api.call(method, path, body, auth=False, headers=a)
         assert status == 403, (method, path, status, answer)

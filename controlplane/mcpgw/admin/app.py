@@ -121,12 +121,16 @@ class OutOfScope(Exception):
 
 
 def _in_scope(request: web.Request, namespace: str) -> bool:
-    """What a namespace token may reach: paths under its namespace, creating a server (the body's
-    namespace is checked by the handler) and the server list filtered to its namespace."""
+    """What a namespace token may reach: paths under its namespace (servers, consumers), creating
+    a server (the body's namespace is checked by the handler), and the server and consumer lists
+    filtered to its namespace."""
     if "ns" in request.match_info:
         return request.match_info["ns"] == namespace
     if request.path == "/v1/servers":
         return request.method == "POST" or request.query.get("namespace") == namespace
+    if request.path == "/v1/consumers":
+        # Its consumers are listed filtered; they are written at /v1/consumers/{ns}/{name}.
+        return request.method == "GET" and request.query.get("namespace") == namespace
     return False
 
 
