@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcpgw import cliopts, log
+from mcpgw import cliopts, log, tracing
 from mcpgw.bootstrap import (
     DEFAULT_STATS_PORT,
     BootstrapInvalid,
@@ -416,6 +416,32 @@ def _access_log_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _trace_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--otlp-endpoint",
+        metavar="HOST:PORT",
+        type=tracing.parse_endpoint,
+        default=None,
+        help="an OpenTelemetry collector's OTLP gRPC address: each Envoy traces the MCP listener's "
+        "requests and sends the spans there (default: no traces)",
+    )
+    parser.add_argument(
+        "--trace-sampling",
+        metavar="PERCENT",
+        type=tracing.parse_sampling,
+        default=tracing.DEFAULT_SAMPLING,
+        help="percent of requests without a sampled traceparent that start a trace; a client's "
+        "sampled traceparent is always continued (default: %(default)s)",
+    )
+
+
+def _tracing(args: argparse.Namespace) -> tracing.TraceSettings | None:
+    if args.otlp_endpoint is None:
+        return None
+    host, port = args.otlp_endpoint
+    return tracing.TraceSettings(host, port, args.trace_sampling)
+
+
 def _access_log(args: argparse.Namespace) -> str | None:
     path: str = args.access_log
     return None if path == "off" else path
@@ -529,6 +555,7 @@ def _parser() -> argparse.ArgumentParser:
     _credential_options(up)
     _backend_tls_options(up)
     _access_log_options(up)
+    _trace_options(up)
     _limit_options(up)
     _stream_limit_options(up)
     _tls_options(up, local=True)
@@ -577,6 +604,7 @@ def _parser() -> argparse.ArgumentParser:
     _credential_options(serve)
     _backend_tls_options(serve)
     _access_log_options(serve)
+    _trace_options(serve)
     _limit_options(serve)
     _stream_limit_options(serve)
     _tls_options(serve, local=False)
@@ -1062,6 +1090,7 @@ async def _serve(args: argparse.Namespace) -> int:
             listener_tls=listener_tls,
             admin_tls=admin_tls,
             access_log=_access_log(args),
+            tracing=_tracing(args),
         )
     )
     broker: Broker | None = None
@@ -1175,6 +1204,7 @@ async def _up(args: argparse.Namespace) -> int:
         admin_tls=admin_tls,
         envoy_max_heap_bytes=args.max_heap,
         access_log=_access_log(args),
+        tracing=_tracing(args),
     )
     stack = Stack(options)
     stop = _StopSignal()

@@ -48,6 +48,7 @@ from mcpgw.sessions.manager import SessionKeys
 from mcpgw.sessions.store import FileKeyStore, RedisKeyStore, open_key_store
 from mcpgw.supervise import Supervisor
 from mcpgw.tlsreload import ReloadingServerContext, TlsFiles, TlsFilesError
+from mcpgw.tracing import TraceSettings
 from mcpgw.translate.envoy import (
     Delta,
     GatewaySettings,
@@ -127,6 +128,8 @@ class ControlPlaneOptions:
     access_log: str | None = observability.STDOUT
     # False: no per-tool metrics nor access-log fields from the filter (the bench's baseline).
     observability: bool = True
+    # OpenTelemetry traces of the MCP listener (None: no tracer).
+    tracing: TraceSettings | None = None
     # The system CA bundle on the Envoy nodes, for https backends without their own `tls.ca`.
     backend_ca_file: str = SYSTEM_CA_FILE
     # TLS on Envoy's MCP listener: PEM files on the Envoy nodes (None: plain HTTP).
@@ -275,6 +278,7 @@ class ControlPlane:
             backend_ca_file=self.options.backend_ca_file,
             access_log=self.options.access_log,
             observability=self.options.observability,
+            tracing=self.options.tracing,
         )
         self.translator = Translator(self.settings)
         self.store.precheck = self._precheck

@@ -38,6 +38,7 @@ from mcpgw.registry.tls import default_system_ca_file
 from mcpgw.sessions.keys import DEFAULT_MAX_ENDED, DEFAULT_TTL_S
 from mcpgw.sessions.store import default_keys_file
 from mcpgw.tlsreload import TlsFiles
+from mcpgw.tracing import TraceSettings
 from mcpgw.xds.tls import XdsTls
 from pluginserver.server import DEFAULT_ROOT as DEFAULT_PLUGINS_DIR
 from pluginserver.server import create_app as create_plugin_app
@@ -110,6 +111,8 @@ class StackOptions:
     access_log: str | None = observability.STDOUT
     # False: no per-tool metrics nor access-log fields from the filter (the bench's baseline).
     observability: bool = True
+    # OpenTelemetry traces of the MCP listener (None: no tracer).
+    tracing: TraceSettings | None = None
 
 
 def demo_registry(target: Path, backend_port: int) -> Path:
@@ -248,6 +251,7 @@ class Stack:
                     admin_tls=opts.admin_tls,
                     access_log=opts.access_log,
                     observability=opts.observability,
+                    tracing=opts.tracing,
                 )
             )
             await self.control_plane.start()

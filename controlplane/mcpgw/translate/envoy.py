@@ -31,6 +31,7 @@ from envoy.config.core.v3 import extension_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.config.trace.v3 import opentelemetry_pb2  # noqa: F401
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2  # noqa: F401
@@ -42,13 +43,17 @@ from envoy.extensions.filters.http.wasm.v3 import wasm_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2  # noqa: F401
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2  # noqa: F401
+from envoy.extensions.tracers.opentelemetry.samplers.v3 import (  # noqa: F401
+    parent_based_sampler_pb2,
+    trace_id_ratio_based_sampler_pb2,
+)
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import http_inputs_pb2  # noqa: F401
 from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from mcpgw import listenertls, observability
+from mcpgw import listenertls, observability, tracing
 from mcpgw.limits import ListenerLimits
 from mcpgw.registry.model import BackendTls, Endpoint, McpServer, RegistrySnapshot, Secret
 from mcpgw.registry.tls import SYSTEM_CA_FILE, pair_problem, verify_name
@@ -135,6 +140,8 @@ class GatewaySettings:
     # False: the filter neither counts calls nor sets access-log fields (bench/dataplane.py's
     # baseline row, which measures what they cost).
     observability: bool = True
+    # OpenTelemetry traces of the MCP listener (`--otlp-endpoint`); None: no tracer.
+    tracing: tracing.TraceSettings | None = None
 
 
 def extension_config_name(server: McpServer) -> str:
@@ -225,6 +232,10 @@ class Translator:
         # The resources of the last result, kept up to date entry by entry: copying a dict is
         # cheap, rebuilding one from 10,000 servers in Python is not.
         self._clusters: dict[str, Message] = {PLUGIN_CLUSTER: _plugin_cluster(self.settings)}
+        if self.settings.tracing is not None:
+            self._clusters[tracing.OTLP_CLUSTER] = _parse(
+                cluster_pb2.Cluster(), tracing.otlp_cluster(self.settings.tracing)
+            )
         self._endpoints: dict[str, Message] = {}
         self._extensions: dict[str, Message] = {}
         # Backend credentials (per server), and the listener's TLS files (fixed by the settings).
@@ -399,8 +410,9 @@ class Translator:
             compiled["auth"] = {**compiled.get("auth", {}), **auth}
         if not self.settings.observability:
             compiled["observability"] |= {"metrics": False, "access_log": False}
-        elif self.settings.access_log is None:
-            # Nothing prints the fields: the filter need not set them (a host call each).
+        elif self.settings.access_log is None and self.settings.tracing is None:
+            # Nothing prints the fields (the access log, the span's `mcpgw.mcp` tag): the filter
+            # need not set them (a host call each).
             compiled["observability"]["access_log"] = False
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
@@ -875,6 +887,8 @@ def _listener(snapshot: RegistrySnapshot, settings: GatewaySettings) -> Message:
     }
     if settings.access_log is not None:
         manager["access_log"] = observability.access_log(settings.access_log)
+    if settings.tracing is not None:
+        manager["tracing"] = tracing.hcm_tracing(settings.tracing)
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     }

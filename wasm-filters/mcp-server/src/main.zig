@@ -16,6 +16,7 @@ const auth = @import("auth.zig");
 const jwtidentity = @import("jwtidentity.zig");
 const metrics = @import("metrics.zig");
 const observe = @import("observe.zig");
+const tracecontext = @import("tracecontext.zig");
 
 comptime {
     pw.exportAbi(@This());
@@ -412,7 +413,8 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
         },
         .call => |c| {
             s.call = c;
-            const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
+            const traced = withTraceContext(arena, c.headers) catch return oomReply(s);
+            const headers = pw.serializeHeaders(arena, traced) catch return oomReply(s);
             const up = c.tool.upstream;
             if (s.client.seen != null) s.rec.backend = .{ .start_ns = pw.nowNs() };
             const token = pw.httpCall(up.cluster, headers, c.body, up.timeout_ms) catch {
@@ -792,6 +794,17 @@ fn published(s: *Stream, num_headers: usize) void {
     reply(s, mcp.brokerUnavailable(arena, why) catch return oomReply(s));
 }
 
+/// The backend call's headers plus the client's W3C trace context
+/// (tracecontext.zig): a `proxy_http_call` carries none by itself.
+fn withTraceContext(arena: std.mem.Allocator, headers: []const tpl.Header) std.mem.Allocator.Error![]const tpl.Header {
+    const parent = pw.getHeaderValue(.http_request_headers, "traceparent") orelse return headers;
+    defer parent.free();
+    const state = pw.getHeaderValue(.http_request_headers, "tracestate");
+    defer if (state) |st| st.free();
+    const state_copy: ?[]const u8 = if (state) |st| try arena.dupe(u8, st.slice()) else null;
+    return tracecontext.withContext(arena, headers, try arena.dupe(u8, parent.slice()), state_copy);
+}
+
 // ------------------------------------------------ type: mcp (proxy.zig)
 
 /// Per VM: round robin over a `type: mcp` server's hosts for new sessions,
@@ -803,7 +816,8 @@ fn proxyStep(id: u32, s: *Stream, up: *const proxy.Upstream, step: proxy.Step) v
     switch (step) {
         .reply => |r| proxyReply(s, r),
         .call => |c| {
-            const headers = pw.serializeHeaders(arena, c.headers) catch return oomReply(s);
+            const traced = withTraceContext(arena, c.headers) catch return oomReply(s);
+            const headers = pw.serializeHeaders(arena, traced) catch return oomReply(s);
             const token = pw.httpCall(c.cluster, headers, c.body, c.timeout_ms) catch {
                 const why = jsonw.allocPrint(arena, "cluster {s}: proxy_http_call status {d}", .{
                     c.cluster, @intFromEnum(pw.last_http_call_status),

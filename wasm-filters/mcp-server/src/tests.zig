@@ -18,5 +18,6 @@ test {
     _ = @import("check.zig");
     _ = @import("auth.zig");
     _ = @import("metrics.zig");
+    _ = @import("tracecontext.zig");
     _ = @import("fuzz.zig");
 }
