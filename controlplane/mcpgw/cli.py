@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -416,11 +416,23 @@ def _access_log_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _with_reason(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` for argparse: its ValueError's reason is the message, not "invalid value"."""
+
+    def parsed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parsed
+
+
 def _trace_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--otlp-endpoint",
         metavar="HOST:PORT",
-        type=tracing.parse_endpoint,
+        type=_with_reason(tracing.parse_endpoint),
         default=None,
         help="an OpenTelemetry collector's OTLP gRPC address: each Envoy traces the MCP listener's "
         "requests and sends the spans there (default: no traces)",
@@ -428,7 +440,7 @@ def _trace_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trace-sampling",
         metavar="PERCENT",
-        type=tracing.parse_sampling,
+        type=_with_reason(tracing.parse_sampling),
         default=tracing.DEFAULT_SAMPLING,
         help="percent of requests without a sampled traceparent that start a trace; a client's "
         "sampled traceparent is always continued (default: %(default)s)",

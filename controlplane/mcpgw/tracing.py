@@ -58,7 +58,10 @@ def parse_endpoint(text: str) -> tuple[str, int]:
 
 
 def parse_sampling(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r}: a percentage from 0 to 100") from None
     if not 0.0 <= value <= 100.0:
         raise ValueError(f"{text!r}: a percentage from 0 to 100")
     return value
