@@ -36,6 +36,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 NAMESPACE = "team-t"
 SERVER = "traced"
 TOOL = "pets.get"
+PROXIED = "proxied"
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -66,6 +67,8 @@ class Setup:
     gateway: Gateway
     receiver: Receiver
     seen: list[dict[str, str]] = field(default_factory=list)
+    # The `type: mcp` upstream's requests: (JSON-RPC method, headers).
+    upstream: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -86,8 +89,27 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
         seen.append(dict(request.headers))
         return web.json_response({"id": request.match_info["id"]})
 
+    upstream: list[tuple[str, dict[str, str]]] = []
+
+    async def mcp_upstream(request: web.Request) -> web.Response:
+        """A minimal MCP server (plain JSON answers) for the `type: mcp` server."""
+        message = await request.json()
+        upstream.append((message.get("method", ""), dict(request.headers)))
+        if "id" not in message:
+            return web.Response(status=202)
+        result: dict[str, Any] = {"content": [{"type": "text", "text": "ok"}], "isError": False}
+        if message["method"] == "initialize":
+            result = {
+                "protocolVersion": message["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "upstream", "version": "1"},
+            }
+        answer = {"jsonrpc": "2.0", "id": message["id"], "result": result}
+        return web.json_response(answer, headers={"Mcp-Session-Id": "upstream-session"})
+
     app = web.Application()
     app.router.add_get("/pets/{id}", pet)
+    app.router.add_post("/mcp", mcp_upstream)
     backend: ServedApp = await serve(app, "127.0.0.1", 0)
     registry = workdir / "registry"
     registry.mkdir()
@@ -104,24 +126,32 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
             }
         ],
     }
-    (registry / "svc.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    proxied = {
+        "kind": "McpServer",
+        "type": "mcp",
+        "namespace": NAMESPACE,
+        "name": PROXIED,
+        "backend": {"endpoints": [f"127.0.0.1:{backend.port}"], "timeoutMs": 5000},
+    }
+    (registry / "svc.yaml").write_text(yaml.safe_dump_all([document, proxied], sort_keys=False))
     settings = tracing.TraceSettings("127.0.0.1", port, sampling=0.0)
     try:
         async with running_gateway(Path(workdir), registry, access_log=None, tracing=settings) as gateway:
-            yield Setup(gateway, receiver, seen)
+            yield Setup(gateway, receiver, seen, upstream)
     finally:
         await backend.close()
         await server.stop(grace=None)
 
 
-async def _call(setup: Setup, traceparent: str | None) -> dict[str, Any]:
+async def _call(setup: Setup, traceparent: str | None, server: str = SERVER) -> dict[str, Any]:
+    url = f"{setup.gateway.stack.mcp_base_url}/mcp/{NAMESPACE}/{server}"
     async with httpx.AsyncClient(timeout=10) as http:
-        headers = ACCEPT | await open_session(http, setup.url)
+        headers = ACCEPT | await open_session(http, url)
         if traceparent is not None:
             headers["traceparent"] = traceparent
             headers["tracestate"] = "vendor=abc"
         answer = await http.post(
-            setup.url, headers=headers, json=rpc("tools/call", {"name": TOOL, "arguments": {"id": 7}}, id=9)
+            url, headers=headers, json=rpc("tools/call", {"name": TOOL, "arguments": {"id": 7}}, id=9)
         )
         assert answer.status_code == 200, answer.text
         body: dict[str, Any] = answer.json()
@@ -176,3 +206,12 @@ async def test_unsampled_and_absent_traceparents_start_no_trace_at_sampling_zero
     await eventually(lambda: setup.receiver.of_trace(marker), 30, "the marker trace's spans at the receiver")
     new = setup.receiver.spans[before:]
     assert {span.trace_id.hex() for _, span in new} == {marker}, "an unsampled request was exported"
+
+
+async def test_a_type_mcp_servers_upstream_request_continues_the_clients_trace(setup: Setup) -> None:
+    trace_id = secrets.token_hex(16)
+    await _call(setup, f"00-{trace_id}-{secrets.token_hex(8)}-01", server=PROXIED)
+    method, headers = setup.upstream[-1]
+    assert method == "tools/call"
+    assert headers["traceparent"].split("-")[1] == trace_id
+    assert headers["tracestate"] == "vendor=abc"
