@@ -4,11 +4,13 @@ The collector is a cluster the control plane sends over CDS (not a bootstrap clu
 is a `mcpgw serve` flag like every other part of the listener, and changing it needs no Envoy
 restart. The listener's HttpConnectionManager gets a `tracing` block naming that cluster; Envoy
 then continues a client's W3C `traceparent` (or starts a trace, sampled at `sampling` percent) and
-exports one server span per request. The span carries the filter's MCP fields (filter state
-`wasm.mcpgw.mcp`, the same JSON object the access log prints) as the tag `mcpgw.mcp`: Envoy's
-Wasm filter state has no field access, so a formatter can only print the whole object.
-The filter's backend calls are `proxy_http_call`s, which Envoy sends without trace context: the
-filter copies the client's `traceparent`/`tracestate` onto them (src/tracecontext.zig).
+exports one server span per request, named as OpenTelemetry's MCP conventions say
+(`{mcp.method.name} {tool}`, which the filter sets as filter state `wasm.mcpgw.span`). The span
+carries the filter's MCP fields (filter state `wasm.mcpgw.mcp`, the same JSON object the access
+log prints) as the tag `mcpgw.mcp`: Envoy's Wasm filter state has no field access, so a
+formatter can only print the whole object. The filter's backend calls are `proxy_http_call`s,
+which Envoy sends without trace context: the filter copies the client's `traceparent` and
+`tracestate` onto them (src/tracecontext.zig).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ SERVICE_NAME = "mcpgw"
 # The span tag holding the filter's MCP fields (a JSON object as text).
 MCP_TAG = "mcpgw.mcp"
 DEFAULT_SAMPLING = 100.0
+# The stream property holding the span's MCP name (observe.zig's `span_property`).
+SPAN_PROPERTY = "mcpgw.span"
 _MCP_FIELDS = f"%FILTER_STATE(wasm.{observability.FILTER_PROPERTY}:PLAIN)%"
 
 
@@ -96,6 +100,8 @@ def hcm_tracing(settings: TraceSettings) -> dict[str, Any]:
         "custom_tags": [
             {"tag": MCP_TAG, "value": f"%FILTER_STATE(wasm.{observability.FILTER_PROPERTY}:PLAIN)%"}
         ],
+        # OpenTelemetry's MCP span name (`tools/call get_weather`), which the filter sets (observe.zig).
+        "operation": f"%FILTER_STATE(wasm.{SPAN_PROPERTY}:PLAIN)%",
         "provider": {
             "name": TRACER,
             "typed_config": {

@@ -63,6 +63,7 @@ def test_the_collector_is_a_cds_cluster_the_listener_names() -> None:
     assert provider["service_name"] == tracing.SERVICE_NAME
     ratio = provider["sampler"]["typed_config"]["wrapped_sampler"]["typed_config"]["sampling_percentage"]
     assert ratio == {"numerator": 25000, "denominator": "MILLION"}
+    assert block["operation"] == "%FILTER_STATE(wasm.mcpgw.span:PLAIN)%"
     assert block["custom_tags"] == [{"tag": "mcpgw.mcp", "value": "%FILTER_STATE(wasm.mcpgw.mcp:PLAIN)%"}]
 
 
@@ -79,7 +80,10 @@ def test_the_filter_sets_its_fields_for_the_span_even_without_an_access_log() ->
         is False
     )
     traced = dataclasses.replace(TRACED, access_log=None)
-    assert filter_observability(translate(snapshot_of(minimal()), traced))["access_log"] is True
+    block = filter_observability(translate(snapshot_of(minimal()), traced))
+    assert block["access_log"] is True
+    assert block["span_name"] is True
+    assert "span_name" not in filter_observability(translate(snapshot_of(minimal()), SETTINGS))
 
 
 def test_flags() -> None:

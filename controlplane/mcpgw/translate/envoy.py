@@ -414,6 +414,8 @@ class Translator:
             # Nothing prints the fields (the access log, the span's `mcpgw.mcp` tag): the filter
             # need not set them (a host call each).
             compiled["observability"]["access_log"] = False
+        if self.settings.observability and self.settings.tracing is not None:
+            compiled["observability"]["span_name"] = True
         configuration = _config_text(compiled, self._suffix)
         if self.settings.filter_check is not None:
             _check_filter(self.settings.filter_check, server, compiled, configuration)

@@ -275,6 +275,7 @@ const RawConfig = struct {
         metrics: bool = true,
         access_log: bool = true,
         log_arguments: bool = false,
+        span_name: bool = false,
     } = null,
 };
 
@@ -616,6 +617,7 @@ const Compiler = struct {
                 .metrics = o.metrics,
                 .access_log = o.access_log,
                 .log_arguments = o.log_arguments,
+                .span_name = o.span_name,
             } else .{},
         };
     }

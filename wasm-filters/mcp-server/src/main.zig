@@ -250,7 +250,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
     s.loaded = loaded.retain();
     const cfg = &loaded.compact.cfg;
     const arena = s.arena.allocator();
-    const watched = cfg.observability.metrics or cfg.observability.access_log;
+    const watched = cfg.observability.metrics or cfg.observability.access_log or cfg.observability.span_name;
     if (watched) s.rec.start_ns = pw.nowNs();
 
     // Every header the filter needs, in one host call (and one allocation).
@@ -391,7 +391,7 @@ fn handleBody(id: u32, s: *Stream, cfg: *const config.Config, body: []const u8) 
         const step = proxy.start(arena, &proxy_vm, up, &s.proxy, body, &s.client) catch return oomReply(s);
         return proxyStep(id, s, up, step);
     }
-    if (cfg.observability.metrics or cfg.observability.access_log) {
+    if (cfg.observability.metrics or cfg.observability.access_log or cfg.observability.span_name) {
         s.rec.request_bytes = body.len;
         s.client.seen = &s.seen;
     }

@@ -111,6 +111,8 @@ pub const Settings = struct {
     access_log: bool = false,
     /// The tools/call arguments go into the access log too (debugging only).
     log_arguments: bool = false,
+    /// The trace span's MCP name is set (`span_property`, observe.zig).
+    span_name: bool = false,
 };
 
 /// What the filter learnt about one request, filled in as it goes.

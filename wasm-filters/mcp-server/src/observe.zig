@@ -59,7 +59,7 @@ pub const Answer = struct {
 pub fn finish(arena: std.mem.Allocator, set: *const metrics.Settings, rec: *metrics.Record, seen: *const mcp.Seen, a: Answer) void {
     if (rec.done) return;
     rec.done = true;
-    if (!set.metrics and !set.access_log) return;
+    if (!set.metrics and !set.access_log and !set.span_name) return;
     const now = pw.nowNs();
     const method = metrics.Method.parse(seen.method);
     const version = metrics.versionLabel(a.protocol_version);
@@ -88,6 +88,7 @@ pub fn finish(arena: std.mem.Allocator, set: *const metrics.Settings, rec: *metr
             count("mcpgw_tool_response_bytes", &per_tool, a.body.len);
         }
     }
+    if (set.span_name) setSpanName(arena, seen.method, if (is_call) tool else null);
     if (set.access_log) {
         var out = jsonw.Out.initCapacity(arena, 384) catch return;
         const args: ?[]const u8 = if (set.log_arguments and is_call) if (seen.arguments) |v| jsonw.stringifyAlloc(arena, v) catch null else null else null;
@@ -108,6 +109,18 @@ pub fn finish(arena: std.mem.Allocator, set: *const metrics.Settings, rec: *metr
         _ = pw.setProperty(log_property, out.bytes());
     }
 }
+
+/// OpenTelemetry's MCP span name, `{mcp.method.name} {target}` (the tool of a
+/// tools/call), as the stream property `span_property`: the tracer's
+/// `operation` format reads it when the span ends (mcpgw.tracing).
+fn setSpanName(arena: std.mem.Allocator, method: ?[]const u8, tool: ?[]const u8) void {
+    const m = method orelse return;
+    const name = if (tool) |t| std.mem.concat(arena, u8, &.{ m, " ", t }) catch return else m;
+    _ = pw.setProperty(span_property, name);
+}
+
+/// The stream property (filter state `wasm.mcpgw.span`) holding the span's name.
+pub const span_property = "mcpgw.span";
 
 /// The stream property (filter state `wasm.mcpgw.mcp`) the access log prints as `mcp`.
 pub const log_property = "mcpgw.mcp";
