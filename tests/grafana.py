@@ -19,6 +19,8 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "mcpgw.json"
 # Grafana's built-in range variables, fixed: Prometheus scrapes every second in the tests, so a
 # minute holds enough samples for rate().
 BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "5m"}
+# A variable set to *All*: Grafana writes its `allValue` (".*" in the shipped dashboard).
+ALL = ("$__all",)
 _REGEX_SPECIAL = re.compile(r"([\\^$.|?*+()\[\]{}])")
 
 
@@ -54,6 +56,8 @@ def query_variables(dashboard: Mapping[str, Any]) -> dict[str, str]:
 
 def regex_value(values: Sequence[str]) -> str:
     """A multi-value selection as Grafana writes it into a Prometheus `=~` matcher."""
+    if tuple(values) == ALL:
+        return ".*"
     escaped = [_REGEX_SPECIAL.sub(r"\\\\\1", value) for value in values]
     return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 

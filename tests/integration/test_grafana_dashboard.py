@@ -10,6 +10,7 @@ return at least one series.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -106,7 +107,8 @@ async def test_every_panel_query_returns_data(stack: Stack) -> None:
 
     dashboard = grafana.load()
     # Each variable's values as Grafana would list them, chained like Grafana (namespace, then
-    # server within it, then tool); the panels then run with every value chosen.
+    # server within it, then tool); the panels then run with every listed value chosen, and
+    # with every variable on *All*.
     chosen: dict[str, list[str]] = {}
     for name, query in grafana.query_variables(dashboard).items():
         values = await label_values(prom, grafana.substitute(query, chosen))
@@ -115,9 +117,10 @@ async def test_every_panel_query_returns_data(stack: Stack) -> None:
     assert NAMESPACE in chosen["namespace"] and SERVER in chosen["server"]
     assert {SLOW_TOOL, "(unknown)"} <= set(chosen["tool"])
 
+    every = {name: grafana.ALL for name in chosen}
     empty = []
-    for target in grafana.targets(dashboard):
-        expr = grafana.substitute(target.expr, chosen)
+    for target, values in itertools.product(grafana.targets(dashboard), (chosen, every)):
+        expr = grafana.substitute(target.expr, values)
 
         async def plotted(expr: str = expr) -> bool:
             # At least one series with a number to draw (histogram_quantile gives NaN for a

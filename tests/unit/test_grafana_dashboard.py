@@ -60,3 +60,6 @@ def test_every_query_names_metrics_that_exist_and_defined_variables() -> None:
     for target in grafana.targets(dashboard):
         assert "$" not in grafana.substitute(target.expr, values)
     assert grafana.regex_value(["(unknown)", "a.b"]) == r"(\\(unknown\\)|a\\.b)"
+    # *All* is the variables' allValue, as Grafana writes it.
+    assert {v.get("allValue") for v in dashboard["templating"]["list"] if v["type"] == "query"} == {".*"}
+    assert grafana.regex_value(grafana.ALL) == ".*"
