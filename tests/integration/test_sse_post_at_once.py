@@ -12,8 +12,6 @@ on one Redis, posting through the Envoy that does not hold the stream first.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,8 @@ import httpx
 from mcp import Client
 from mcp.client.sse import sse_client
 
-from mcpgw.bootstrap import BootstrapOptions, render
-from mcpgw.broker import Broker
-from mcpgw.envoyproc import EnvoyProcess
-from mcpgw.stack import free_port
-from tests.integration.conftest import Gateway, copy_registry, running_gateway
-from tests.integration.test_sse import ACCEPT_SSE, PATH, Replica, pinned
+from tests.integration.conftest import Gateway
+from tests.integration.test_sse import ACCEPT_SSE, PATH, Replica, pinned, two_replicas
 from tests.redisserver import RedisServer
 from tests.sseevents import Events
 
@@ -69,49 +63,6 @@ async def test_the_sdk_sse_client_lists_tools_every_time(gateway: Gateway) -> No
             assert len(tools) == 4, f"round {n}"
 
 
-@contextlib.asynccontextmanager
-async def two_envoys(
-    tmp_path: Path, redis_url: str | None
-) -> AsyncIterator[tuple[Gateway, Replica, Replica]]:
-    """One control plane, Envoy A (the stack's) and Envoy B on one listener port (SO_REUSEPORT).
-
-    `redis_url` None: B uses A's broker (one in-process bus). Otherwise each Envoy has its own
-    broker on that Redis. Never B with a broker of its own without Redis: a POST through B
-    would find no stream held through A (docs/mcp.md, HTTP+SSE).
-    """
-    backend_port = free_port()
-    registry = copy_registry(tmp_path / "registry", backend_port)
-    async with running_gateway(tmp_path, registry, backend_port, broker_redis=redis_url) as gateway:
-        stack = gateway.stack
-        assert stack.envoy is not None and stack.broker is not None and stack.control_plane is not None
-        broker_b = stack.broker
-        if redis_url is not None:
-            broker_b = Broker("127.0.0.1", 0, redis_url=redis_url)
-            await broker_b.start()
-        admin_port = free_port()
-        (tmp_path / "envoy-b").mkdir()
-        envoy_b = EnvoyProcess(
-            render(
-                BootstrapOptions(
-                    node_id="test-node-b",
-                    xds=(("127.0.0.1", stack.control_plane.xds_port),),
-                    admin_port=admin_port,
-                    broker=("127.0.0.1", broker_b.port),
-                )
-            ),
-            admin_port=admin_port,
-            workdir=tmp_path / "envoy-b",
-        )
-        try:
-            await envoy_b.start()
-            await envoy_b.wait_ready(60, listeners=1)
-            yield gateway, Replica("A", stack.envoy, stack.broker), Replica("B", envoy_b, broker_b)
-        finally:
-            await envoy_b.stop()
-            if broker_b is not stack.broker:
-                await broker_b.stop()
-
-
 async def posts_through_both_envoys(gateway: Gateway, a: Replica, b: Replica) -> None:
     """Rounds of: a stream on whichever Envoy the kernel picks, a message at once through the
     other Envoy, one through the same; both taken (202) and answered on the stream, in order."""
@@ -140,12 +91,12 @@ async def posts_through_both_envoys(gateway: Gateway, a: Replica, b: Replica) ->
 
 
 async def test_two_envoys_sharing_one_broker_take_a_message_posted_at_once(tmp_path: Path) -> None:
-    async with two_envoys(tmp_path, None) as (gateway, a, b):
+    async with two_replicas(tmp_path, None) as (gateway, a, b):
         await posts_through_both_envoys(gateway, a, b)
 
 
 async def test_two_envoys_with_brokers_on_one_redis_take_a_message_posted_at_once(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    async with two_envoys(tmp_path, redis_server.url) as (gateway, a, b):
+    async with two_replicas(tmp_path, redis_server.url) as (gateway, a, b):
         await posts_through_both_envoys(gateway, a, b)
