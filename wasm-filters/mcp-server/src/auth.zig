@@ -225,10 +225,7 @@ pub fn compile(store: *Store, raw: Value, why: *[]const u8) Error!?*const Auth {
         .object => |o| o,
         else => return fail(store, why, "auth: must be an object", .{}),
     };
-    const required = switch (obj.get("required") orelse Value{ .bool = true }) {
-        .bool => |b| b,
-        else => return fail(store, why, "auth.required: must be true or false", .{}),
-    };
+    const required = try jwtidentity.requiredField(store, why, obj);
     const namespace = switch (obj.get("namespace") orelse Value{ .string = "" }) {
         .string => |s| s,
         else => return fail(store, why, "auth.namespace: must be a string", .{}),
@@ -281,13 +278,7 @@ pub fn compile(store: *Store, raw: Value, why: *[]const u8) Error!?*const Auth {
         else => return fail(store, why, "auth.jwt: must be a list", .{}),
     } else false;
     if (header == null and !jwt) return fail(store, why, "auth: no way to authenticate (neither apiKeys nor jwt)", .{});
-    const metadata: ?[]const u8 = if (obj.get("resourceMetadata")) |m| switch (m) {
-        .null => null,
-        .string => |s| s,
-        else => return fail(store, why, "auth.resourceMetadata: must be a URL or null", .{}),
-    } else null;
-    if (metadata) |m| if (std.mem.indexOfAny(u8, m, "\"\\\r\n") != null)
-        return fail(store, why, "auth.resourceMetadata: must not contain quotes, backslashes or line breaks", .{});
+    const metadata = try jwtidentity.resourceMetadata(store, why, obj);
     const a = try store.out.create(Auth);
     a.* = .{
         .required = required,
