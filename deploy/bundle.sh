@@ -48,6 +48,8 @@ rmdir --ignore-fail-on-non-empty "$kit/manifests"
 [ ! -f "$here/compose.yaml" ] || cp "$here/compose.yaml" "$kit/compose.yaml"
 # Prometheus: the alert and recording rules, their promtool tests, an example scrape config.
 [ ! -d "$here/prometheus" ] || cp -r "$here/prometheus" "$kit/prometheus"
+# Grafana: the dashboard over those metrics and rules (import it: docs/observability.md).
+[ ! -d "$here/grafana" ] || cp -r "$here/grafana" "$kit/grafana"
 cp "$here/kit/install.sh" "$kit/install.sh"
 (cd "$kit" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
 tar -C "$(dirname "$kit")" -cf - "$(basename "$kit")" | gzip -1 > "$kit.tar.gz"

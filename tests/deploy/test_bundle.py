@@ -66,6 +66,7 @@ def test_the_kit_has_everything_with_checksums(kit: Path) -> None:
     assert {"install.sh", "VERSION", f"images/mcpgw-controlplane-{__version__}.oci.tar"} <= files
     assert f"images/mcpgw-envoy-{__version__}.oci.tar" in files
     assert any(f.startswith(f"wheelhouse/mcpgw-{__version__}-") for f in files)
+    assert {"prometheus/prometheus.example.yml", "grafana/mcpgw.json"} <= files
     assert {"plugin.wasm", "plugin.wasm.sha256"} <= {p.name for p in (kit / "plugins").rglob("*")}
     verified = subprocess.run([str(kit / "install.sh"), "verify"], capture_output=True, text=True)
     assert verified.returncode == 0, verified.stderr

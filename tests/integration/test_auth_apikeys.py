@@ -30,7 +30,7 @@ from mcpgw.bootstrap import BootstrapOptions, render
 from mcpgw.envoyproc import EnvoyProcess
 from tests.integration.conftest import Gateway, copy_registry, free_port, running_gateway
 from tests.integration.mcphttp import ACCEPT, open_session, rpc
-from tests.unit.test_broker import Events
+from tests.sseevents import Events
 from tests.waiting import eventually
 
 TOKEN = "apikeys-admin-token"
@@ -125,39 +125,30 @@ async def bare(url: str, headers: dict[str, str], http: httpx.AsyncClient | None
 
 
 async def sse_message(gateway: Gateway, headers: dict[str, str]) -> tuple[int, int, int]:
-    """Open an HTTP+SSE stream with `headers`, post a message with them, then one without: the
-    three statuses.
-
-    A message posted right after the `endpoint` event sometimes finds the stream already gone
-    (404 "Session not connected", about 1 in 5 here, with or without `auth`: a defect of the
-    HTTP+SSE path outside this test's subject), so a stream is opened again, a bounded number
-    of times, until its message is taken.
-    """
-    for _ in range(8):
-        async with (
-            httpx.AsyncClient(timeout=10) as http,
-            http.stream(
-                "GET", f"{gateway.url}/sse", headers={"accept": "text/event-stream"} | headers
-            ) as stream,
-        ):
-            opened = stream.status_code
-            event, endpoint = await Events(stream).next()
-            assert event == "endpoint"
-            message = f"{gateway.stack.mcp_base_url}{endpoint}"
-            accepted = await http.post(message, json=rpc("tools/list"), headers=headers)
-            if accepted.status_code == 404 and "Session not connected" in accepted.text:
-                continue
-            # Last: a refusal before its body is read can end the client's other streams.
-            without = await http.post(message, json=rpc("tools/list"))
-            return opened, accepted.status_code, without.status_code
-    raise AssertionError("no HTTP+SSE stream took a message in 8 attempts")
+    """Open an HTTP+SSE stream with `headers`, post a message with them at once, then one
+    without: the three statuses. The refusal leaves the stream open: a message posted after it
+    is taken and both answers arrive on it."""
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", f"{gateway.url}/sse", headers={"accept": "text/event-stream"} | headers) as stream,
+    ):
+        events = Events(stream)
+        event, endpoint = await events.next()
+        assert event == "endpoint"
+        message = f"{gateway.stack.mcp_base_url}{endpoint}"
+        accepted = await http.post(message, json=rpc("tools/list", id=1), headers=headers)
+        without = await http.post(message, json=rpc("tools/list", id=2))
+        again = await http.post(message, json=rpc("tools/list", id=3), headers=headers)
+        assert again.status_code == 202, again.text
+        assert [(await events.message())["id"] for _ in range(2)] == [1, 3]
+        return stream.status_code, accepted.status_code, without.status_code
 
 
 @contextlib.asynccontextmanager
 async def second_envoy(gateway: Gateway, workdir: Path) -> AsyncIterator[EnvoyProcess]:
     """Envoy B on the same control plane (it shares A's listener port, SO_REUSEPORT)."""
     stack = gateway.stack
-    assert stack.control_plane is not None
+    assert stack.control_plane is not None and stack.broker is not None
     admin_port = free_port()
     workdir.mkdir()
     envoy = EnvoyProcess(
@@ -166,6 +157,8 @@ async def second_envoy(gateway: Gateway, workdir: Path) -> AsyncIterator[EnvoyPr
                 node_id="test-node-b",
                 xds=(("127.0.0.1", stack.control_plane.xds_port),),
                 admin_port=admin_port,
+                # A's broker (one in-process bus): not the default port, another gateway's.
+                broker=("127.0.0.1", stack.broker.port),
             )
         ),
         admin_port=admin_port,

@@ -291,15 +291,21 @@ async def stateless_call(http: httpx.AsyncClient, url: str, pet: int) -> str:
 
 
 @contextlib.asynccontextmanager
-async def two_replicas(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Gateway, Replica, Replica]]:
-    """One control plane; Envoy A (the stack's) and Envoy B, each with its own broker on one Redis."""
+async def two_replicas(
+    tmp_path: Path, redis_url: str | None
+) -> AsyncIterator[tuple[Gateway, Replica, Replica]]:
+    """One control plane; Envoy A (the stack's) and Envoy B, each with its own broker on one Redis
+    (`redis_url` None: B uses A's broker, one in-process bus; never a broker of its own without
+    Redis, where a POST through B would find no stream held through A)."""
     backend_port = free_port()
     registry = copy_registry(tmp_path / "registry", backend_port)
     async with running_gateway(tmp_path, registry, backend_port, broker_redis=redis_url) as gateway:
         stack = gateway.stack
         assert stack.envoy is not None and stack.broker is not None and stack.control_plane is not None
-        broker_b = Broker("127.0.0.1", 0, redis_url=redis_url)
-        await broker_b.start()
+        broker_b = stack.broker
+        if redis_url is not None:
+            broker_b = Broker("127.0.0.1", 0, redis_url=redis_url)
+            await broker_b.start()
         admin_port = free_port()
         (tmp_path / "envoy-b").mkdir()
         envoy_b = EnvoyProcess(
@@ -320,7 +326,8 @@ async def two_replicas(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[Ga
             yield gateway, Replica("A", stack.envoy, stack.broker), Replica("B", envoy_b, broker_b)
         finally:
             await envoy_b.stop()
-            await broker_b.stop()
+            if broker_b is not stack.broker:
+                await broker_b.stop()
 
 
 async def test_stream_on_one_replica_posts_on_the_other_then_redis_stops(

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from mcpgw.broker import Broker, BrokerSettings, MemoryBus, Stream
 from mcpgw.broker.bus import StreamClosed
 from tests.redisserver import RedisServer
+from tests.sseevents import Events
 from tests.waiting import eventually
 
 CHANNEL = "0123456789abcdef0123456789abcdef"
@@ -37,46 +38,6 @@ async def running(redis_url: str | None = None, **settings: Any) -> AsyncIterato
         yield broker
     finally:
         await broker.stop()
-
-
-class Events:
-    """Server-sent events read from a streaming httpx response: (event, data), ("comment", text)."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._lines = response.aiter_lines()
-
-    async def next(self, timeout: float = 5.0) -> tuple[str, str]:
-        return await asyncio.wait_for(self._next(), timeout)
-
-    async def _next(self) -> tuple[str, str]:
-        event, data = "message", []
-        async for line in self._lines:
-            if line == "":
-                if data:
-                    return event, "\n".join(data)
-                continue
-            if line.startswith(":"):
-                return "comment", line[1:].strip()
-            field, _, value = line.partition(": ")
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-        return "end", ""
-
-    async def message(self, timeout: float = 5.0) -> Any:
-        """The next `message` event's JSON, skipping keep-alive comments."""
-        event, data = await self.skip_comments(timeout)
-        assert event == "message", (event, data)
-        return json.loads(data)
-
-    async def skip_comments(self, timeout: float = 5.0) -> tuple[str, str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            event = await self.next(max(0.01, deadline - time.monotonic()))
-            if event[0] != "comment":
-                return event
 
 
 @contextlib.asynccontextmanager

@@ -27,6 +27,7 @@ from mcpgw.registry.model import (
     fingerprint,
 )
 from mcpgw.registry.observability import parse_observability
+from mcpgw.registry.passthrough import check_included_passthrough, check_passthrough
 from mcpgw.registry.reader import Invalid, Problem, Reader, join, kind
 from mcpgw.registry.tls import SKIP_VERIFY_WARNING, TLS_FIELDS, pair_problem
 from mcpgw.registry.tools import TOOL_NAME, ToolContext, parse_tools
@@ -131,6 +132,7 @@ def _server(r: Reader, document: Any) -> McpServer | None:
         _one_tls_name(r, backend)
         tools = parse_tools(r, data.get("tools"), ToolContext(config, {s.id: s for s in schemes}))
         allowed = _allow_tools(r, data, tools)
+    check_passthrough(r, auth, schemes, data)
     if r.problems or name is None or namespace is None:
         return None
     return McpServer(
@@ -361,6 +363,7 @@ def check_includes(servers: Sequence[McpServer]) -> list[Problem]:
                     )
                 )
                 continue
+            problems += check_included_passthrough(server, target, include, path)
             offered = {t.name for t in target.tools}
             wanted = include.tools if include.tools is not None else tuple(sorted(offered))
             for tool in wanted:

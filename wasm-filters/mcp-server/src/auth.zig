@@ -51,6 +51,18 @@ pub const Auth = struct {
         const h = self.api_key_header orelse return false;
         return std.mem.eql(u8, h, "authorization");
     }
+
+    /// Whether request header `name` (any case) is where the gateway's own
+    /// credential travels: the API-key header, and `Authorization` with JWT.
+    /// Such a header is never captured for a backend, whichever method
+    /// admitted the caller (MCP: no token passthrough). The registry refuses
+    /// a passthrough of it (registry/passthrough.py); this holds even for a
+    /// configuration that slipped by, e.g. an included tool.
+    pub fn isGatewayHeader(self: *const Auth, name: []const u8) bool {
+        if (self.jwt and std.ascii.eqlIgnoreCase(name, "authorization")) return true;
+        const h = self.api_key_header orelse return false;
+        return std.ascii.eqlIgnoreCase(name, h);
+    }
 };
 
 pub const Method = enum { apikey, jwt };
@@ -213,10 +225,7 @@ pub fn compile(store: *Store, raw: Value, why: *[]const u8) Error!?*const Auth {
         .object => |o| o,
         else => return fail(store, why, "auth: must be an object", .{}),
     };
-    const required = switch (obj.get("required") orelse Value{ .bool = true }) {
-        .bool => |b| b,
-        else => return fail(store, why, "auth.required: must be true or false", .{}),
-    };
+    const required = try jwtidentity.requiredField(store, why, obj);
     const namespace = switch (obj.get("namespace") orelse Value{ .string = "" }) {
         .string => |s| s,
         else => return fail(store, why, "auth.namespace: must be a string", .{}),
@@ -269,13 +278,7 @@ pub fn compile(store: *Store, raw: Value, why: *[]const u8) Error!?*const Auth {
         else => return fail(store, why, "auth.jwt: must be a list", .{}),
     } else false;
     if (header == null and !jwt) return fail(store, why, "auth: no way to authenticate (neither apiKeys nor jwt)", .{});
-    const metadata: ?[]const u8 = if (obj.get("resourceMetadata")) |m| switch (m) {
-        .null => null,
-        .string => |s| s,
-        else => return fail(store, why, "auth.resourceMetadata: must be a URL or null", .{}),
-    } else null;
-    if (metadata) |m| if (std.mem.indexOfAny(u8, m, "\"\\\r\n") != null)
-        return fail(store, why, "auth.resourceMetadata: must not contain quotes, backslashes or line breaks", .{});
+    const metadata = try jwtidentity.resourceMetadata(store, why, obj);
     const a = try store.out.create(Auth);
     a.* = .{
         .required = required,
@@ -392,6 +395,20 @@ test "the JWT hook's identity comes first and is held to the namespace" {
     try testing.expect(decide(a, "Bearer x.y.z", .{ .valid = .{ .consumer = "c", .namespace = "", .method = .jwt } }) == .admit);
     try testing.expectEqual(Reason.invalid, decide(a, null, .invalid).deny.reason);
     try testing.expectEqual(@as(u32, 403), decide(a, null, .{ .valid = .{ .consumer = "c", .namespace = "other", .method = .jwt } }).deny.status);
+}
+
+test "the gateway's own credential headers are known in any case" {
+    var arena = std.heap.ArenaAllocator.init(testing.allocator);
+    defer arena.deinit();
+    const keys = try compiled(arena.allocator(), "", "X-Api-Key");
+    try testing.expect(keys.isGatewayHeader("x-api-key") and keys.isGatewayHeader("X-API-KEY"));
+    // Without JWT, Authorization is the client's own (it may pass it on).
+    try testing.expect(!keys.isGatewayHeader("authorization") and !keys.isGatewayHeader("x-backend-token"));
+    const both = try compiled(arena.allocator(), ", \"jwt\": [{}]", "X-Api-Key");
+    try testing.expect(both.isGatewayHeader("Authorization") and both.isGatewayHeader("x-api-key"));
+    try testing.expect(!both.isGatewayHeader("cookie"));
+    const bearer_keys = try compiled(arena.allocator(), "", "authorization");
+    try testing.expect(bearer_keys.isGatewayHeader("AUTHORIZATION"));
 }
 
 test "bad auth configurations are refused with the field" {

@@ -225,6 +225,28 @@ pub const Error = error{ InvalidConfig, OutOfMemory };
 
 /// Compiles the JWT part of the configuration's `auth` object; null when
 /// it has no `jwt` providers. On `error.InvalidConfig`, `why` says which field.
+/// `auth.required` (default true), read by both halves of the `auth` block
+/// (API keys in auth.zig, JWT here) so they cannot disagree.
+pub fn requiredField(store: *Store, why: *[]const u8, obj: std.json.ObjectMap) Error!bool {
+    return switch (obj.get("required") orelse Value{ .bool = true }) {
+        .bool => |b| b,
+        else => return fail(store, why, "auth.required: must be true or false", .{}),
+    };
+}
+
+/// `auth.resourceMetadata`: the URL the challenges name, or null; checked
+/// once for both halves since it goes into a `WWW-Authenticate` header.
+pub fn resourceMetadata(store: *Store, why: *[]const u8, obj: std.json.ObjectMap) Error!?[]const u8 {
+    const metadata: ?[]const u8 = if (obj.get("resourceMetadata")) |m| switch (m) {
+        .null => null,
+        .string => |s| s,
+        else => return fail(store, why, "auth.resourceMetadata: must be a URL or null", .{}),
+    } else null;
+    if (metadata) |m| if (std.mem.indexOfAny(u8, m, "\"\\\r\n") != null)
+        return fail(store, why, "auth.resourceMetadata: must not contain quotes, backslashes or line breaks", .{});
+    return metadata;
+}
+
 pub fn compile(store: *Store, raw: Value, why: *[]const u8) Error!?*const Jwt {
     const obj = switch (raw) {
         .null => return null,
@@ -237,10 +259,7 @@ pub fn compile(store: *Store, raw: Value, why: *[]const u8) Error!?*const Jwt {
         else => return fail(store, why, "auth.jwt: must be a list", .{}),
     };
     if (list.len == 0) return null;
-    const required = switch (obj.get("required") orelse Value{ .bool = true }) {
-        .bool => |b| b,
-        else => return fail(store, why, "auth.required: must be true or false", .{}),
-    };
+    const required = try requiredField(store, why, obj);
     const providers = try store.out.alloc(Provider, list.len);
     for (list, providers, 0..) |item, *p, i| {
         if (item != .object) return fail(store, why, "auth.jwt[{d}]: must be an object", .{i});
@@ -261,13 +280,7 @@ pub fn compile(store: *Store, raw: Value, why: *[]const u8) Error!?*const Jwt {
         }
         scopes = try store.strs(found);
     };
-    const metadata: ?[]const u8 = if (obj.get("resourceMetadata")) |m| switch (m) {
-        .null => null,
-        .string => |s| s,
-        else => return fail(store, why, "auth.resourceMetadata: must be a URL or null", .{}),
-    } else null;
-    if (metadata) |m| if (std.mem.indexOfAny(u8, m, "\"\\\r\n") != null)
-        return fail(store, why, "auth.resourceMetadata: must not contain quotes, backslashes or line breaks", .{});
+    const metadata = try resourceMetadata(store, why, obj);
     const j = try store.out.create(Jwt);
     j.* = .{
         .required = required,

@@ -80,9 +80,6 @@ const Stream = struct {
     /// The request's `Origin` when the server accepts it (cors.zig): every
     /// answer names it back, so the page may read the answer.
     cors_origin: ?[]const u8 = null,
-    /// The header that carried a validated gateway API key: never captured
-    /// for a backend (auth.zig).
-    gateway_credential: ?[]const u8 = null,
     /// Metrics and access log (metrics.zig): what the request was and how
     /// it went; `client.seen` points at `seen` once the body is handled.
     rec: metrics.Record = .{},
@@ -330,7 +327,7 @@ pub fn onRequestHeaders(id: u32, num_headers: usize, end_of_stream: bool) pw.Act
 
     // Headers are only readable now; the body (and so the tool) comes later.
     if (cfg.credential_sources.len != 0) {
-        s.client.credentials = captureCredentials(arena, cfg, headers, path, s.gateway_credential) catch return oomAction(s);
+        s.client.credentials = captureCredentials(arena, cfg, headers, path, cfg.auth) catch return oomAction(s);
     }
     if (cfg.mcp_upstream) |up| {
         s.proxy.client_session = dupeHeader(arena, headers, "mcp-session-id") catch return oomAction(s);
@@ -691,11 +688,14 @@ fn authenticate(s: *Stream, cfg: *const config.Config, a: *const auth.Auth, head
             if (forwarded) for (auth.identity_headers) |name| if (pw.findHeader(headers, name) != null) {
                 _ = pw.removeHeader(.http_request_headers, name);
             };
+            // The gateway's own credential goes no further, whichever method
+            // admitted the caller (jwt_authn removes only a token it verified).
+            if (forwarded) for ([_]?[]const u8{ a.api_key_header, if (a.jwt) "authorization" else null }) |h| {
+                if (h) |name| if (pw.findHeader(headers, name) != null) {
+                    _ = pw.removeHeader(.http_request_headers, name);
+                };
+            };
             const id = identity orelse return true;
-            if (id.method == .apikey) {
-                s.gateway_credential = a.api_key_header;
-                if (forwarded) _ = pw.removeHeader(.http_request_headers, a.api_key_header.?);
-            }
             const json = switch (found) {
                 .valid => |c| if (id.method == .jwt) jwtidentity.identityJson(arena, c, "") else auth.identityJson(arena, id),
                 .none => auth.identityJson(arena, id),
@@ -941,12 +941,13 @@ fn requestId(arena: std.mem.Allocator, headers: []const u8) std.mem.Allocator.Er
 
 /// The client's value at each credential source, copied into the stream
 /// arena (the host's header buffer is freed right away).
-/// `gateway`: the header that carried a validated gateway API key, never
-/// passed through to a backend.
-fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8, gateway: ?[]const u8) std.mem.Allocator.Error![]const ?[]const u8 {
+/// `gateway`: the server's auth; its credential headers (the API-key
+/// header, `Authorization` with JWT) are never passed through to a backend.
+fn captureCredentials(arena: std.mem.Allocator, cfg: *const config.Config, headers: []const u8, path: []const u8, gateway: ?*const auth.Auth) std.mem.Allocator.Error![]const ?[]const u8 {
     const values = try arena.alloc(?[]const u8, cfg.credential_sources.len);
     for (cfg.credential_sources, values) |src, *v| switch (src.in) {
-        .header => v.* = if (gateway != null and std.ascii.eqlIgnoreCase(src.name, gateway.?))
+        // The gateway's own credential headers, whatever admitted the caller.
+        .header => v.* = if (gateway != null and gateway.?.isGatewayHeader(src.name))
             null
         else if (pw.findHeader(headers, src.name)) |h| try arena.dupe(u8, h) else null,
         .query => v.* = if (try mcp.queryParam(arena, path, src.name)) |q| try arena.dupe(u8, q) else null,
