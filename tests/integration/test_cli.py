@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -275,6 +276,11 @@ def test_up_stopped_while_starting_exits_0_and_stops_envoy(tmp_path: Path) -> No
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        # Envoy runs in a process group of its own: when `up` failed to stop it, the test does.
+        if envoy_pid is not None:
+            with contextlib.suppress(OSError):  # gone (and its pid not reused by another program)
+                if b"envoy" in Path(f"/proc/{envoy_pid}/cmdline").read_bytes():
+                    os.kill(envoy_pid, signal.SIGKILL)
 
 
 def test_serve_refuses_a_bad_namespace_token_file_in_one_line(tmp_path: Path) -> None:
