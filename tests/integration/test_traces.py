@@ -39,6 +39,22 @@ TOOL = "pets.get"
 PROXIED = "proxied"
 
 
+def _scopes(resource_spans: Any) -> Any:
+    """The span groups of a ResourceSpans, whichever opentelemetry-proto is on disk.
+
+    `xds-protos` (grpcio's xDS protos, which mcpgw uses) ships opentelemetry-proto v0.x files in
+    the same package path as `opentelemetry-proto`; whichever pip installs last wins. v0.x calls
+    field 2 `instrumentation_library_spans`, v1 `scope_spans`: the same field number and layout,
+    so what Envoy sends parses into either.
+    """
+    fields = resource_spans.DESCRIPTOR.fields_by_name
+    return (
+        resource_spans.scope_spans
+        if "scope_spans" in fields
+        else resource_spans.instrumentation_library_spans
+    )
+
+
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     """The stand-in collector: keeps every span it is sent, with its resource's service name."""
 
@@ -50,7 +66,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
             service = _attributes(resource_spans.resource.attributes).get("service.name", "")
-            for scope in resource_spans.scope_spans:
+            for scope in _scopes(resource_spans):
                 self.spans.extend((service, span) for span in scope.spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
